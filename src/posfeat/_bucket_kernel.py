@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 if HAVE_NUMBA:
 
     @njit(parallel=True, cache=False, boundscheck=False, nogil=True)
-    def _bucket_kernel(at, s, pb, cnt, s1, s2, tok_sum):  # pragma: no cover - compiled
+    def _bucket_kernel(at, s, pb, shift, cnt, s1, s2, tok_sum):  # pragma: no cover - compiled
         F, T = at.shape
         P = s.shape[1]
         for f in prange(F):
@@ -36,14 +36,15 @@ if HAVE_NUMBA:
                     else:
                         n = half
                 w = float64(v)
+                u = w - shift[f]
                 cnt[f, lo] += 1.0
-                s1[f, lo] += w
-                s2[f, lo] += w * w
+                s1[f, lo] += u
+                s2[f, lo] += u * u
                 tok_sum[f, t] = lo * w + pb[f, lo]
 
 
 def bucket_sums(
-    at: np.ndarray, s: np.ndarray, pb: np.ndarray
+    at: np.ndarray, s: np.ndarray, pb: np.ndarray, shift: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Bucket token values among sorted thresholds.
 
@@ -51,8 +52,10 @@ def bucket_sums(
         at: ``Float[ndarray, "F n_tok"]`` token parts of the pre-activation.
         s: ``Float[ndarray, "F n_pos"]`` each feature's thresholds, sorted ascending (same dtype).
         pb: ``Float64[ndarray, "F n_pos+1"]`` prefix sums of the position parts in that order.
+        shift: ``Float64[ndarray, "F"]`` subtracted from token values before summing (their mean,
+            so that sums of squares do not cancel).
 
-    Returns ``cnt, s1, s2`` ``[F, n_pos+1]`` (count, sum, sum of squares of token values per
+    Returns ``cnt, s1, s2`` ``[F, n_pos+1]`` (count, sum, sum of squares of shifted token values per
     bucket) and ``tok_sum`` ``[F, n_tok]`` (each token's activation summed over positions).
     """
     F, T = at.shape
@@ -61,5 +64,6 @@ def bucket_sums(
     s1 = np.zeros((F, P + 1))
     s2 = np.zeros((F, P + 1))
     tok_sum = np.empty((F, T))
-    _bucket_kernel(np.ascontiguousarray(at), np.ascontiguousarray(s), np.ascontiguousarray(pb), cnt, s1, s2, tok_sum)
+    _bucket_kernel(np.ascontiguousarray(at), np.ascontiguousarray(s), np.ascontiguousarray(pb), np.ascontiguousarray(shift, dtype=np.float64),
+                   cnt, s1, s2, tok_sum)
     return cnt, s1, s2, tok_sum

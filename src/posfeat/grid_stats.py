@@ -20,7 +20,7 @@ reference the fast path is tested against, and the path for TopK SAEs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,10 +141,17 @@ def additive_block(a: torch.Tensor, b: torch.Tensor, cut: torch.Tensor, backend:
         backend: ``"numba"`` (fused CPU kernel), ``"torch"`` (any device), or ``"auto"``
             (numba for CPU tensors when it is installed, else torch).
 
-    Returns float64 tensors: ``count``, ``sum``, ``sumsq`` ``[F, n_pos]`` (over tokens, at each
-    position) and ``tok_sum`` ``[F, n_tok]`` (each token's sum over positions).
+    Returns float64 tensors ``[F, n_pos]``: ``count`` (tokens firing), ``sum`` (of activations) and
+    ``var`` (population variance of activations over tokens) at each position; and ``tok_sum``
+    ``[F, n_tok]`` (each token's activation summed over positions).
+
+    Variances come from sums of token values shifted by their mean ``K``: with ``q = count/n_tok``,
+    ``m1, m2`` the shifted sums over firing tokens divided by ``n_tok`` and ``c = K + b``,
+    ``var = m2 - m1^2 + 2 c m1 (1 - q) + c^2 q (1 - q)``, which does not cancel when activations
+    are large and nearly constant.
     """
     F, n_pos = b.shape
+    n_tok = a.shape[1]
     if backend == "auto":
         backend = "numba" if (HAVE_NUMBA and a.device.type == "cpu") else "torch"
     thr = cut[:, None] - b  # [F, n_pos]
@@ -152,15 +159,17 @@ def additive_block(a: torch.Tensor, b: torch.Tensor, cut: torch.Tensor, backend:
     b64 = b.to(ACC)
     bs = b64.gather(1, order)  # position parts in firing order (largest first)
     pb = torch.cat([torch.zeros(F, 1, dtype=ACC, device=a.device), bs.cumsum(1)], dim=1)
+    shift = a.to(ACC).mean(1)  # [F]
     if backend == "numba":
-        cnt, s1, s2, tok_sum = (torch.from_numpy(x) for x in bucket_sums(a.numpy(), s.numpy(), pb.numpy()))
+        cnt, s1, s2, tok_sum = (torch.from_numpy(x) for x in bucket_sums(a.numpy(), s.numpy(), pb.numpy(), shift.numpy()))
     elif backend == "torch":
         k = torch.searchsorted(s, a.contiguous())  # number of thresholds strictly below a
         a64 = a.to(ACC)
+        u = a64 - shift[:, None]
         z = torch.zeros(F, n_pos + 1, dtype=ACC, device=a.device)
-        cnt = z.clone().scatter_add_(1, k, torch.ones_like(a64))
-        s1 = z.clone().scatter_add_(1, k, a64)
-        s2 = z.clone().scatter_add_(1, k, a64 * a64)
+        cnt = z.clone().scatter_add_(1, k, torch.ones_like(u))
+        s1 = z.clone().scatter_add_(1, k, u)
+        s2 = z.clone().scatter_add_(1, k, u * u)
         tok_sum = k.to(ACC) * a64 + pb.gather(1, k)
     else:
         raise PosfeatError(f"Unknown backend {backend!r}; use 'auto', 'numba' or 'torch'.")
@@ -170,33 +179,36 @@ def additive_block(a: torch.Tensor, b: torch.Tensor, cut: torch.Tensor, backend:
         return torch.empty_like(r).scatter_(1, order, r)
 
     count, S1, S2 = above(cnt), above(s1), above(s2)
-    pos_sum = S1 + b64 * count
-    pos_sumsq = S2 + 2 * b64 * S1 + b64 * b64 * count
-    return {"count": count, "sum": pos_sum, "sumsq": pos_sumsq, "tok_sum": tok_sum}
+    c = shift[:, None] + b64
+    q, m1, m2 = count / n_tok, S1 / n_tok, S2 / n_tok
+    var = (m2 - m1 * m1 + 2 * c * m1 * (1 - q) + c * c * q * (1 - q)).clamp(min=0)
+    return {"count": count, "sum": S1 + c * count, "var": var, "tok_sum": tok_sum}
 
 
 def _finish(
     count: torch.Tensor,
     pos_sum: torch.Tensor,
-    pos_sumsq: torch.Tensor,
+    var_p: torch.Tensor,
     tok_sum: torch.Tensor,
     pre_mean: torch.Tensor,
     top_k: int,
 ) -> dict[str, torch.Tensor]:
     """Means, spreads, scores and the two-way variance decomposition from exact sums.
 
-    ``count, pos_sum, pos_sumsq, pre_mean: [F, n_pos]``; ``tok_sum: [F, n_tok]``.
+    ``count, pos_sum, var_p, pre_mean: [F, n_pos]`` (``var_p``: population variance over tokens at
+    each position); ``tok_sum: [F, n_tok]``.
     """
     n_tok = tok_sum.shape[1]
     n_pos = pos_sum.shape[1]
     mean_p = pos_sum / n_tok
-    var_p = (pos_sumsq / n_tok - mean_p * mean_p).clamp(min=0)
+    e2_p = var_p + mean_p * mean_p
+    var_p = torch.where(var_p <= 1e-13 * e2_p, torch.zeros_like(var_p), var_p)  # below float64 resolution: zero
     mean_t = tok_sum / n_pos
     m = mean_p.mean(1, keepdim=True)
     var_pos = ((mean_p - m) ** 2).mean(1)
     var_tok = ((mean_t - m) ** 2).mean(1)
     variance = var_p.mean(1) + var_pos
-    scale = (pos_sumsq.sum(1) / (n_tok * n_pos)).clamp(min=1e-300)
+    scale = e2_p.mean(1).clamp(min=1e-300)
     constant = variance <= 1e-12 * scale
     safe = torch.where(constant, torch.ones_like(variance), variance)
     nan = torch.full_like(variance, float("nan"))
@@ -294,7 +306,7 @@ def feature_stats(
         a, b = parts_of(slice(f0, f1))
         s = additive_block(a, b, cut[f0:f1], backend)
         pre_mean = a.to(ACC).mean(1, keepdim=True) + b.to(ACC)
-        parts.append(_finish(s["count"], s["sum"], s["sumsq"], s["tok_sum"], pre_mean, top_k_tokens))
+        parts.append(_finish(s["count"], s["sum"], s["var"], s["tok_sum"], pre_mean, top_k_tokens))
 
     def mean_by_token(features: Sequence[int]) -> np.ndarray:
         feats = torch.as_tensor(np.asarray(features), dtype=torch.long, device=device)
@@ -331,21 +343,26 @@ def brute_force_stats(
     step = token_chunk or max(1, 8_000_000 // max(1, n_pos * d_sae))
     x_pos = emb.W_pos[pos].to(device=device, dtype=dtype)
     count = torch.zeros(d_sae, n_pos, dtype=ACC, device=device)
-    pos_sum, pos_sumsq, pre_sum = count.clone(), count.clone(), count.clone()
+    pos_sum, sq_dev, pre_sum = count.clone(), count.clone(), count.clone()
     tok_sum = torch.zeros(d_sae, len(tok), dtype=ACC, device=device)
-    chunks = range(0, len(tok), step)
-    for t0 in tqdm(chunks, desc="enumerating grid", unit="chunk", disable=not progress):
-        t_idx = tok[t0:t0 + step]
-        x = emb.W_E[t_idx].to(device=device, dtype=dtype)[:, None, :] + x_pos[None]  # [tc, n_pos, d]
-        pre = sae.encode_pre(x)
-        f = sae.activate(pre).to(ACC)
+    n_tok = len(tok)
+
+    def chunks() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        for t0 in tqdm(range(0, n_tok, step), desc="enumerating grid", unit="chunk", disable=not progress):
+            t_idx = tok[t0:t0 + step]
+            x = emb.W_E[t_idx].to(device=device, dtype=dtype)[:, None, :] + x_pos[None]  # [tc, n_pos, d]
+            pre = sae.encode_pre(x)
+            yield t0, pre, sae.activate(pre).to(ACC)
+
+    for t0, pre, f in chunks():  # pass 1: counts and sums
         count += (f > 0).sum(0).T.to(ACC)
         pos_sum += f.sum(0).T
-        pos_sumsq += (f * f).sum(0).T
         pre_sum += pre.to(ACC).sum(0).T
-        tok_sum[:, t0:t0 + len(t_idx)] = f.sum(1).T
-    n_tok = len(tok)
-    part = _finish(count, pos_sum, pos_sumsq, tok_sum, pre_sum / n_tok, top_k_tokens)
+        tok_sum[:, t0:t0 + f.shape[0]] = f.sum(1).T
+    mean_p = pos_sum / n_tok
+    for _, _, f in chunks():  # pass 2: squared deviations from the position means (no cancellation)
+        sq_dev += ((f - mean_p.T[None]) ** 2).sum(0).T
+    part = _finish(count, pos_sum, sq_dev / n_tok, tok_sum, pre_sum / n_tok, top_k_tokens)
 
     def mean_by_token(features: Sequence[int]) -> np.ndarray:
         return (tok_sum[torch.as_tensor(np.asarray(features), dtype=torch.long)] / n_pos).cpu().numpy()
@@ -359,3 +376,18 @@ def grid_size(emb: Embeddings, sae: SAE) -> int:
 
 
 __all__ = ["GridStats", "feature_stats", "brute_force_stats", "additive_block", "grid_size"]
+
+
+def additive_parts(
+    emb: Embeddings, sae: SAE, tokens: torch.Tensor, positions: torch.Tensor, device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token and position parts of the pre-activation: ``pre[t, p] = a[t] + b[p]``.
+
+    Returns ``a: Float[Tensor, "n_tok d_sae"]`` and ``b: Float[Tensor, "n_pos d_sae"]``.
+    """
+    _check_pair(emb, sae)
+    W_enc = sae.W_enc.to(device=device, dtype=dtype)
+    a = _token_part(emb, sae, tokens, device, dtype) @ W_enc + sae.b_enc.to(device=device, dtype=dtype)
+    b = emb.W_pos[positions].to(device=device, dtype=dtype) @ W_enc
+    return a, b

@@ -1,0 +1,150 @@
+"""Loading SAEs and model/SAE pairs: built-in releases, local folders, sae_lens objects, the bundled SAE."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .embeddings import Embeddings
+from .errors import PosfeatError
+from .hub import cached_file
+from .models import BUNDLED_MODEL, load_embeddings
+from .sae import SAE
+from .sae_io import CFG_FILE, SPARSITY_FILE, WEIGHTS_FILE, from_saelens_object, read_sae_folder
+
+log = logging.getLogger(__name__)
+
+BUNDLED_SAE = "minilm"
+BUNDLED_SAE_DIR = Path(__file__).parent / "bundled" / "minilm-l0-res-2048"
+
+
+@dataclass(frozen=True)
+class Release:
+    """A pretrained SAE release known without sae_lens (mirrors sae_lens ``pretrained_saes.yaml``)."""
+
+    repo_id: str
+    model: str  # model id for load_embeddings
+    sae_ids: tuple[str, ...]
+    default_id: str
+    cfg_overrides: dict[str, Any] = field(default_factory=dict)
+    neuronpedia: str | None = None  # format string with {layer}
+
+
+RELEASES: dict[str, Release] = {
+    "gpt2-small-res-jb": Release(
+        repo_id="jbloom/GPT2-Small-SAEs-Reformatted",
+        model="gpt2",
+        sae_ids=tuple(f"blocks.{layer}.hook_resid_pre" for layer in range(12)) + ("blocks.11.hook_resid_post",),
+        default_id="blocks.0.hook_resid_pre",
+        cfg_overrides={"model_from_pretrained_kwargs": {"center_writing_weights": True}},
+        neuronpedia="gpt2-small/{layer}-res-jb",
+    ),
+}
+
+
+def _split(source: str, sae_id: str | None) -> tuple[str, str | None]:
+    if sae_id is None and "/" in source:
+        head, _, tail = source.partition("/")
+        if head in RELEASES:
+            return head, tail
+    return source, sae_id
+
+
+def _load_release(release: str, sae_id: str | None, allow_any_hook: bool) -> SAE:
+    rel = RELEASES[release]
+    sae_id = sae_id or rel.default_id
+    if sae_id not in rel.sae_ids:
+        raise PosfeatError(f"{release} has no SAE {sae_id!r}; its ids are {', '.join(rel.sae_ids[:3])}, ... (use {rel.default_id}).")
+    files = [f"{sae_id}/{CFG_FILE}", f"{sae_id}/{WEIGHTS_FILE}"]
+    cfg_path = cached_file(rel.repo_id, files[0], needed=files)
+    cached_file(rel.repo_id, files[1], needed=files)
+    cached_file(rel.repo_id, f"{sae_id}/{SPARSITY_FILE}", required=False)
+    layer = sae_id.split(".")[1] if sae_id.startswith("blocks.") else "0"
+    extra = {**rel.cfg_overrides, "release": release, "sae_id": sae_id, "model": rel.model}
+    if rel.neuronpedia:
+        extra["neuronpedia_id"] = rel.neuronpedia.format(layer=layer)
+    return read_sae_folder(cfg_path.parent, name=f"{release}/{sae_id}", extra_cfg=extra, allow_any_hook=allow_any_hook)
+
+
+def load_sae(source: Any = BUNDLED_SAE, sae_id: str | None = None, *, device: str = "cpu", allow_any_hook: bool = False) -> SAE:
+    """Load a layer-0 SAE.
+
+    Args:
+        source: ``"minilm"`` (the SAE shipped with posfeat for the bundled model); a built-in
+            release and id (``"gpt2-small-res-jb"`` with ``sae_id="blocks.0.hook_resid_pre"``, or
+            ``"gpt2-small-res-jb/blocks.0.hook_resid_pre"``); a local SAELens-format folder; another
+            SAELens release (needs ``pip install posfeat[saelens]``); or a ``sae_lens`` SAE object.
+        sae_id: the SAE within a release.
+        device: where its tensors live.
+        allow_any_hook: analyse an SAE that does not read the layer-0 embedding sum anyway.
+    """
+    if isinstance(source, SAE):
+        return source.to(device)
+    if all(hasattr(source, a) for a in ("W_enc", "W_dec", "b_enc", "b_dec")):
+        return from_saelens_object(source, allow_any_hook=allow_any_hook).to(device)
+    src, sae_id = _split(str(source), sae_id)
+    if src == BUNDLED_SAE:
+        if not (BUNDLED_SAE_DIR / WEIGHTS_FILE).is_file():
+            raise PosfeatError(f"The bundled SAE is missing from {BUNDLED_SAE_DIR}; reinstall posfeat.")
+        return read_sae_folder(BUNDLED_SAE_DIR, name="posfeat/minilm-l0-res-2048 (bundled)").to(device)
+    if src in RELEASES:
+        return _load_release(src, sae_id, allow_any_hook).to(device)
+    path = Path(src).expanduser()
+    if path.exists() or src.startswith((".", "/", "~")) or sae_id is None:
+        if not path.is_dir():
+            raise PosfeatError(
+                f"SAE folder {path} does not exist; pass a SAELens-format folder, 'minilm', or a release such as "
+                "gpt2-small-res-jb/blocks.0.hook_resid_pre."
+            )
+        return read_sae_folder(path, name=str(path), allow_any_hook=allow_any_hook).to(device)
+    try:
+        from sae_lens import SAE as SaeLensSAE  # optional extra
+    except ImportError:
+        raise PosfeatError(
+            f"SAE release {src!r} is not built into posfeat (built in: {', '.join(RELEASES)}, minilm); "
+            "install the optional extra with pip install 'posfeat[saelens]' to load other SAELens releases."
+        ) from None
+    loaded = SaeLensSAE.from_pretrained(src, sae_id, device="cpu")
+    obj = loaded[0] if isinstance(loaded, tuple) else loaded
+    return from_saelens_object(obj, allow_any_hook=allow_any_hook).to(device)
+
+
+def sae_centers_inputs(sae: SAE) -> bool:
+    """True when the SAE was trained on centred weights (SAELens ``center_writing_weights``)."""
+    kw = sae.cfg.get("model_from_pretrained_kwargs") or (sae.cfg.get("metadata") or {}).get("model_from_pretrained_kwargs") or {}
+    return bool(sae.cfg.get("center_writing_weights", kw.get("center_writing_weights", False)))
+
+
+def default_model_for(sae: SAE) -> str:
+    """The model an SAE belongs with, from its config (``minilm`` for posfeat's bundled SAE)."""
+    model = sae.cfg.get("model") or sae.cfg.get("model_name") or (sae.cfg.get("metadata") or {}).get("model_name")
+    if not model or model in {"gpt2-small"}:
+        return "gpt2" if model == "gpt2-small" else BUNDLED_MODEL
+    return str(model)
+
+
+def load_pair(model: str | Embeddings | None = None, sae: Any = None, sae_id: str | None = None, *,
+              center: bool | None = None, device: str = "cpu", allow_any_hook: bool = False) -> tuple[Embeddings, SAE]:
+    """Load a model's embeddings and a layer-0 SAE, made consistent.
+
+    The SAE is loaded first; the model defaults to the one it was trained on. Centring defaults
+    to what the SAE was trained on (``gpt2-small-res-jb``: centred, as SAELens loads GPT-2 with
+    ``center_writing_weights``); the choice is recorded in ``Embeddings.centered``.
+    """
+    s = load_sae(BUNDLED_SAE if sae is None else sae, sae_id, device=device, allow_any_hook=allow_any_hook)
+    want_center = sae_centers_inputs(s) if center is None else bool(center)
+    if isinstance(model, Embeddings):
+        emb = model.center() if want_center and not model.centered else model
+    else:
+        emb = load_embeddings(model or default_model_for(s), center=want_center)
+    if emb.d_model != s.d_in:
+        raise PosfeatError(
+            f"Model {emb.name} has d_model {emb.d_model} but SAE {s.name} reads d_in {s.d_in}; pair the SAE with the model it was trained on."
+        )
+    if s.context_size is not None and s.context_size > emb.n_ctx:
+        raise PosfeatError(
+            f"SAE {s.name} was trained on context {s.context_size} but model {emb.name} has only {emb.n_ctx} positions; check the pair."
+        )
+    return emb, s
