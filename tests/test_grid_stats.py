@@ -100,7 +100,7 @@ def test_variance_decomposition_matches_its_definition(tiny):
     """The shares equal the textbook two-way ANOVA of the dense activation grid."""
     emb, sae = tiny
     s = feature_stats(emb, sae, dtype=torch.float64)
-    grid = sae.encode((emb.W_E.double()[:, None, :] + emb.W_pos.double()[None]))  # [T, P, F]
+    grid = sae.encode(emb.W_E.double()[:, None, :] + emb.W_pos.double()[None])  # [T, P, F]
     Y = grid.numpy()
     m = Y.mean((0, 1))
     row = Y.mean(1) - m  # token effects [T, F]

@@ -249,5 +249,5 @@ def jsonable(x: Any) -> Any:
 
 def summary_json(an: Analysis, command: str | None) -> str:
     data = jsonable({**an.summary, "command": command or "analyze(...)",
-                     "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+                     "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
     return json.dumps(data, indent=2) + "\n"

@@ -23,6 +23,25 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _temp_beside(out: Path, force: bool) -> Path:
+    if out.exists() and not force:
+        raise PosfeatError(f"Output folder {out} already exists; pass --force to replace it or choose another --out.")
+    if out.exists() and not out.is_dir():
+        raise PosfeatError(f"Output {out} exists and is not a folder; choose another --out.")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as err:
+        raise PosfeatError(f"Cannot write output folder {out} ({err.strerror or err}); choose a writable --out.") from None
+
+
+def check_output_folder(out: str | Path, *, force: bool = False) -> Path:
+    """Fail early, writing nothing, when ``out`` exists (without ``force``) or cannot be written."""
+    out = Path(out).expanduser().resolve()
+    shutil.rmtree(_temp_beside(out, force))
+    return out
+
+
 @contextlib.contextmanager
 def output_folder(out: str | Path, *, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; on success it replaces ``out``, on any error it is removed.
@@ -30,15 +49,7 @@ def output_folder(out: str | Path, *, force: bool = False) -> Iterator[Path]:
     An existing ``out`` is an error unless ``force``; it stays untouched until the new one is complete.
     """
     out = Path(out).expanduser().resolve()
-    if out.exists() and not force:
-        raise PosfeatError(f"Output folder {out} already exists; pass --force to replace it or choose another --out.")
-    if out.exists() and not out.is_dir():
-        raise PosfeatError(f"Output {out} exists and is not a folder; choose another --out.")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except OSError as err:
-        raise PosfeatError(f"Cannot write output folder {out} ({err.strerror or err}); choose a writable --out.") from None
+    tmp = _temp_beside(out, force)
     try:
         yield tmp
         if out.exists():

@@ -6,6 +6,7 @@ Every error a user can cause ends in one sentence on stderr and exit status 2, n
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import shlex
 import sys
@@ -27,9 +28,12 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callab
     return deco
 
 
+_ARGV: list[str] = []
+
+
 def invocation() -> str:
-    """The command line as typed (``posfeat ...``), recorded in outputs."""
-    return "posfeat " + shlex.join(sys.argv[1:])
+    """The command line as parsed (``posfeat ...``), recorded in outputs."""
+    return "posfeat " + shlex.join(_ARGV)
 
 
 def _add_pair(p: argparse.ArgumentParser) -> None:
@@ -208,13 +212,11 @@ def _analyze(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from .analysis import analyze
-    from .atomic import output_folder
+    from .atomic import check_output_folder
     from .sources import load_pair
 
     t0 = time.time()
-    out = Path(args.out).expanduser().resolve()
-    with output_folder(out, force=args.force):  # fail early on a bad --out, before any work
-        pass
+    out = check_output_folder(args.out, force=args.force)  # fail early on a bad --out, before any work
     emb, sae = load_pair(args.model, args.sae, device=args.device)
     args._emb = emb
     positions = None if args.positions is None else _positions(args.positions, emb.n_ctx).stop
@@ -273,14 +275,14 @@ def sparkline(values: np.ndarray, width: int = 96, mark: int | None = None) -> s
     v = np.asarray(values, dtype=float)
     n = len(v)
     edges = np.linspace(0, n, min(width, n) + 1).astype(int)
-    cells = np.array([v[a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
+    cells = np.array([v[a:b].mean() for a, b in itertools.pairwise(edges)])
     hi = cells.max() if cells.max() > 0 else 1.0
     cut = None if mark is None or mark >= n else int(np.searchsorted(edges[:-1], mark))  # first cell at or past mark
     out = []
     for i, c in enumerate(cells):
         if i == cut:
             out.append("|")
-        out.append(bars[int(round(max(c, 0) / hi * (len(bars) - 1)))])
+        out.append(bars[int(np.rint(max(c, 0) / hi * (len(bars) - 1)))])
     return "".join(out)
 
 
@@ -311,7 +313,8 @@ def _stats(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    _ARGV[:] = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_ARGV)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     name = args.command if args.command != "sweep" else f"sweep {args.sweep}"
     try:

@@ -375,7 +375,7 @@ def grid_size(emb: Embeddings, sae: SAE) -> int:
     return emb.d_vocab * emb.n_ctx * sae.d_sae
 
 
-__all__ = ["GridStats", "feature_stats", "brute_force_stats", "additive_block", "grid_size"]
+__all__ = ["GridStats", "additive_block", "brute_force_stats", "feature_stats", "grid_size"]
 
 
 def additive_parts(

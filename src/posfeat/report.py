@@ -34,6 +34,11 @@ def _fmt(x: object, nd: int = 3) -> str:
     return html.escape(str(x))
 
 
+def _pct(x: float | None) -> str:
+    """A share as a percentage, ``n/a`` when missing (NaN)."""
+    return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f}%"
+
+
 def _img(path: Path, name: str, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return (f'<figure id="fig-{name}"><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
@@ -70,7 +75,7 @@ def findings(an: Analysis) -> dict[str, str]:
                     f"(rule: {s['classification_rule']['positional']} / {s['classification_rule']['semantic']}). The note's method, "
                     f"the knee of the sorted positional scores, counts {kv['knee_count']}; {kv['both']} features are in both sets "
                     f"(Jaccard {kv['jaccard']:.2f})."),
-        "disjoint": (f"<span class=num>{_fmt(s['disjoint_fraction'] * 100, 1)}%</span> of the {live} live features have either a "
+        "disjoint": (f"<span class=num>{_pct(s['disjoint_fraction'])}</span> of the {live} live features have either a "
                      "position share or a token share of at least 0.9: a feature's activation is almost entirely a function of "
                      "position or of token, rarely both."),
         "positional": (f"Positional features cover contiguous spans of positions (mean span {_fmt(s['positional_mean_span'], 1)} "
@@ -87,10 +92,10 @@ def findings(an: Analysis) -> dict[str, str]:
                      f"per position (features that fire on it there but nowhere inside the context; exact over all tokens), against "
                      f"{_fmt(s['spurious_per_token_in_context'], 2)} inside. Semantic features' deviation from their in-context value "
                      f"grows from {_fmt(s['semantic_spread_in_context'], 4)} to {_fmt(s['semantic_spread_past_context'], 4)}."),
-        "attribution": (f"Past the context {_fmt(s['pc_error_share_past_context'] * 100 if s['pc_error_share_past_context'] is not None else float('nan'), 1)}% "
+        "attribution": (f"Past the context {_pct(s['pc_error_share_past_context'])} "
                         "of the squared error lies in the top-3 W_pos principal subspace. Dropping positional features and adding the true "
                         f"W_pos row gives a past-context FVU of {_fmt(s['addback_fvu_past_context'], 4)}, removing "
-                        f"{_fmt(s['addback_error_removed'] * 100 if s['addback_error_removed'] is not None else float('nan'), 1)}% of the error."),
+                        f"{_pct(s['addback_error_removed'])} of the error."),
     }
 
 
@@ -108,7 +113,8 @@ def render_html(an: Analysis, figs: dict[str, Path]) -> str:
         f" &nbsp; posfeat {s['posfeat_version']}</p>",
         "<p class=cap>Reproduces Chughtai and Lau (2024), <i>Understanding Positional Features in Layer 0 SAEs</i>, with exact statistics "
         "over the whole token x position grid.</p>",
-        "<h2>1. The helix of W_pos</h2>", f"<p>{f['helix']}</p>", interactive_helix(an, include_js=True), _img(figs["helix"], "helix", FIGURES["helix"][1]),
+        "<h2>1. The helix of W_pos</h2>", f"<p>{f['helix']}</p>", interactive_helix(an, include_js=True),
+        _img(figs["helix"], "helix", FIGURES["helix"][1]),
         "<h2>2. Positional and semantic features</h2>", f"<p>{f['classes']}</p>", f"<p>{f['disjoint']}</p>",
         _img(figs["disjointness"], "disjointness", FIGURES["disjointness"][1]),
         _img(figs["positional_score"], "positional_score", FIGURES["positional_score"][1]),

@@ -36,7 +36,7 @@ RELEASES: dict[str, Release] = {
     "gpt2-small-res-jb": Release(
         repo_id="jbloom/GPT2-Small-SAEs-Reformatted",
         model="gpt2",
-        sae_ids=tuple(f"blocks.{layer}.hook_resid_pre" for layer in range(12)) + ("blocks.11.hook_resid_post",),
+        sae_ids=(*(f"blocks.{layer}.hook_resid_pre" for layer in range(12)), "blocks.11.hook_resid_post"),
         default_id="blocks.0.hook_resid_pre",
         cfg_overrides={"model_from_pretrained_kwargs": {"center_writing_weights": True}},
         neuronpedia="gpt2-small/{layer}-res-jb",
@@ -100,13 +100,13 @@ def load_sae(source: Any = BUNDLED_SAE, sae_id: str | None = None, *, device: st
             )
         return read_sae_folder(path, name=str(path), allow_any_hook=allow_any_hook).to(device)
     try:
-        from sae_lens import SAE as SaeLensSAE  # optional extra
+        import sae_lens  # optional extra
     except ImportError:
         raise PosfeatError(
             f"SAE release {src!r} is not built into posfeat (built in: {', '.join(RELEASES)}, minilm); "
             "install the optional extra with pip install 'posfeat[saelens]' to load other SAELens releases."
         ) from None
-    loaded = SaeLensSAE.from_pretrained(src, sae_id, device="cpu")
+    loaded = sae_lens.SAE.from_pretrained(src, sae_id, device="cpu")
     obj = loaded[0] if isinstance(loaded, tuple) else loaded
     return from_saelens_object(obj, allow_any_hook=allow_any_hook).to(device)
 

@@ -356,7 +356,7 @@ def train_sae(
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, cfg)
             x = sampler.batch(cfg.batch) / scale
-            pre, f = _encode(params, x, cfg)
+            _, f = _encode(params, x, cfg)
             x_hat = f @ params.W_dec + params.b_dec
             mse = (x - x_hat).pow(2).sum(1).mean()
             dec_norm = params.W_dec.norm(dim=1)
