@@ -22,12 +22,13 @@ import torch
 from .classify import KINDS, classify, feature_table, score_knee
 from .embeddings import Embeddings
 from .errors import PosfeatError
-from .evaluation import range_means, reconstruction_by_position
+from .evaluation import range_means
 from .grid_stats import GridStats, additive_parts, feature_stats
 from .helix import PCA, positional_pca
 from .length import apparent_position, sample_analysis, spurious_firing
 from .reconstruction import TokenSample, sample_tokens
 from .sae import SAE
+from .sources import sae_token_weights
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def analyze(
     positions: int | None = None,
     tokens_sample: int = 2048,
     token: str | int | None = None,
-    token_weights: torch.Tensor | None = None,
+    token_weights: torch.Tensor | str | None = "auto",
     seed: int = 0,
     device: str = "cpu",
     positional_share: float = 0.5,
@@ -114,7 +115,8 @@ def analyze(
         positions: study positions ``0..positions-1`` (default all of W_pos).
         tokens_sample: tokens sampled (seeded) for the reconstruction analyses.
         token: token (string or id) for the per-token figure (default ' the').
-        token_weights: draw the sample from these weights instead of uniformly.
+        token_weights: draw the sample from these weights; ``"auto"`` (default) uses the token
+            distribution the SAE folder ships (``token_weights.safetensors``), else uniform; None: uniform.
         positional_share, semantic_share: thresholds of the classification rule.
     """
     n_pos = emb.n_ctx if positions is None else int(positions)
@@ -150,8 +152,10 @@ def analyze(
     top_feats = np.argsort(-prof[:context].mean(0), kind="stable")[:n_token_features]
 
     # reconstruction on a token sample at every position
+    if isinstance(token_weights, str):
+        shipped = sae_token_weights(sae, emb.d_vocab)
+        token_weights = None if shipped is None else shipped[1]
     sample = sample_tokens(emb, tokens_sample, weights=token_weights, seed=seed)
-    recon = reconstruction_by_position(emb, sae, sample, range(n_pos), device=device, seed=seed)
     positional = features.feature[features.kind == "positional"].to_numpy()
     peaks = features.peak_position.to_numpy()[positional]
     app = apparent_position(stats_all, positional, peaks, context)
@@ -161,8 +165,8 @@ def analyze(
         log.warning("Spurious firing is computed exactly for ReLU/JumpReLU SAEs only; skipped for %s.", sae.architecture)
         spur = pd.DataFrame({"position": np.arange(n_pos), "spurious_per_token": np.nan, "spurious_pairs": np.nan})
         examples = pd.DataFrame(columns=["feature", "kind", "token", "token_id", "position", "activation"])
-    samp = sample_analysis(emb, sae, sample, pos_all, kinds, pca, context, device=device)
-    by_pos = recon.merge(app, on=["position", "in_context"]).merge(spur, on="position").merge(samp.per_position, on="position")
+    samp = sample_analysis(emb, sae, sample, pos_all, kinds, pca, context, device=device, seed=seed)
+    by_pos = samp.per_position.merge(app, on=["position", "in_context"]).merge(spur, on="position")
 
     an = Analysis(emb=emb, sae=sae, context=context, features=features, stats_context=stats_ctx, stats_all=stats_all, pca=pca,
                   by_position=by_pos, spurious_examples=examples, token=tid, token_features=top_feats, token_profile=prof[:, top_feats],

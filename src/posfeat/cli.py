@@ -151,16 +151,14 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _token_weights_for(args: argparse.Namespace, sae: object) -> object:
+def _token_weights_for(args: argparse.Namespace, emb: object, sae: object) -> tuple[Path, object] | None:
     """--token-weights if given, else the SAE folder's own token_weights.safetensors, else None (uniform)."""
-    from .train import TOKEN_WEIGHTS_FILE, load_token_weights
+    from .sources import sae_token_weights
+    from .train import load_token_weights
 
-    path = args.token_weights
-    if path is None:
-        folder = getattr(sae, "cfg", {}).get("posfeat_folder")
-        if folder and (Path(folder) / TOKEN_WEIGHTS_FILE).is_file():
-            path = Path(folder) / TOKEN_WEIGHTS_FILE
-    return None if path is None else (path, load_token_weights(path, args._emb.d_vocab))
+    if getattr(args, "token_weights", None):
+        return Path(args.token_weights), load_token_weights(args.token_weights, emb.d_vocab)
+    return sae_token_weights(sae, emb.d_vocab)
 
 
 @command("eval")
@@ -173,8 +171,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .sources import load_pair
 
     emb, sae = load_pair(args.model, args.sae, device=args.device)
-    args._emb = emb
-    tw = _token_weights_for(args, sae)
+    tw = _token_weights_for(args, emb, sae)
     sample = sample_tokens(emb, args.tokens, weights=None if tw is None else tw[1], seed=args.seed)
     positions = _positions(args.positions, emb.n_ctx)
     out = Path(args.out or "eval.csv")
@@ -218,12 +215,9 @@ def _analyze(args: argparse.Namespace) -> int:
     t0 = time.time()
     out = check_output_folder(args.out, force=args.force)  # fail early on a bad --out, before any work
     emb, sae = load_pair(args.model, args.sae, device=args.device)
-    args._emb = emb
     positions = None if args.positions is None else _positions(args.positions, emb.n_ctx).stop
-    tw = _token_weights_for(args, sae) if hasattr(args, "token_weights") else _token_weights_for(
-        argparse.Namespace(token_weights=None, _emb=emb), sae)
-    an = analyze(emb, sae, positions=positions, tokens_sample=args.tokens_sample, token=args.token,
-                 token_weights=None if tw is None else tw[1], seed=args.seed, device=args.device, progress=True)
+    an = analyze(emb, sae, positions=positions, tokens_sample=args.tokens_sample, token=args.token, seed=args.seed,
+                 device=args.device, progress=True)
     an.save(out, force=True, command=invocation())
     s = an.summary
     con = Console()

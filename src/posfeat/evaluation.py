@@ -27,6 +27,33 @@ from .sae import SAE
 EVAL_COLUMNS = ["position", "in_context", "mse", "fvu", "cosine", "l0", "random_fvu", "random_cosine", "zero_fvu"]
 
 
+def position_metrics(x: torch.Tensor, f: torch.Tensor, x_hat: torch.Tensor, denom: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Per-position metrics of one chunk (``x, x_hat: [n_tok, n_chunk, d_model]``, ``f: [n_tok, n_chunk, d_sae]``).
+
+    Returns ``Float64[Tensor, "n_chunk"]`` per metric of ``EVAL_COLUMNS`` (see module docstring).
+    """
+    d_model = x.shape[-1]
+    err = (x - x_hat).double().pow(2).sum(-1)  # [n_tok, n_chunk]
+    rnd = torch.randn(x.shape, generator=gen).to(x.device)
+    rnd = rnd / rnd.norm(dim=-1, keepdim=True) * x.norm(dim=-1, keepdim=True)
+    cos = torch.nn.functional.cosine_similarity
+    return {
+        "mse": err.mean(0) / d_model,
+        "fvu": err.sum(0) / denom,
+        "cosine": cos(x_hat, x, dim=-1).double().mean(0),
+        "l0": (f > 0).double().sum(-1).mean(0),
+        "random_fvu": (x - rnd).double().pow(2).sum(-1).sum(0) / denom,
+        "random_cosine": cos(rnd, x, dim=-1).double().mean(0),
+        "zero_fvu": x.double().pow(2).sum(-1).sum(0) / denom,
+    }
+
+
+def token_spread(sample: TokenSample, emb: Embeddings) -> float:
+    """``sum_t ||x - x_bar_p||^2`` over the sample: the FVU denominator, the same at every position."""
+    W_E = emb.W_E[sample.ids].double()
+    return float((W_E - W_E.mean(0)).pow(2).sum())
+
+
 @torch.no_grad()
 def reconstruction_by_position(
     emb: Embeddings, sae: SAE, sample: TokenSample, positions: Sequence[int] | range | None = None, *, device: str = "cpu",
@@ -34,29 +61,15 @@ def reconstruction_by_position(
 ) -> pd.DataFrame:
     """One row per position with the columns of ``EVAL_COLUMNS`` (see module docstring)."""
     pos = _resolve_index(positions, emb.n_ctx, "positions")
-    tok = sample.ids
-    W_E = emb.W_E[tok].double()
-    denom = float((W_E - W_E.mean(0)).pow(2).sum())  # = sum_t ||x - x_bar_p||^2 at every p
+    denom = token_spread(sample, emb)
     gen = torch.Generator().manual_seed(seed)
     ctx = sae.context_size or emb.n_ctx
-    rows = []
-    for pc, x, f, x_hat in enumerate_reconstructions(emb, sae, tok, pos, device=device):
-        err = (x - x_hat).double().pow(2).sum(-1)  # [n_tok, n_chunk]
-        cos = torch.nn.functional.cosine_similarity(x_hat, x, dim=-1).double()
-        l0 = (f > 0).double().sum(-1)
-        rnd = torch.randn(x.shape, generator=gen).to(x.device)
-        rnd = rnd / rnd.norm(dim=-1, keepdim=True) * x.norm(dim=-1, keepdim=True)
-        rerr = (x - rnd).double().pow(2).sum(-1)
-        rcos = torch.nn.functional.cosine_similarity(rnd, x, dim=-1).double()
-        zerr = x.double().pow(2).sum(-1)
-        for j, p in enumerate(pc.tolist()):
-            rows.append({
-                "position": p, "in_context": p < ctx, "mse": float(err[:, j].mean()) / emb.d_model,
-                "fvu": float(err[:, j].sum()) / denom, "cosine": float(cos[:, j].mean()), "l0": float(l0[:, j].mean()),
-                "random_fvu": float(rerr[:, j].sum()) / denom, "random_cosine": float(rcos[:, j].mean()),
-                "zero_fvu": float(zerr[:, j].sum()) / denom,
-            })
-    return pd.DataFrame(rows, columns=EVAL_COLUMNS)
+    parts = []
+    for pc, x, f, x_hat in enumerate_reconstructions(emb, sae, sample.ids, pos, device=device):
+        m = position_metrics(x, f, x_hat, denom, gen)
+        parts.append(pd.DataFrame({"position": pc.cpu().numpy(), "in_context": (pc < ctx).cpu().numpy(),
+                                   **{k: v.cpu().numpy() for k, v in m.items()}}))
+    return pd.concat(parts, ignore_index=True)[EVAL_COLUMNS]
 
 
 def range_means(df: pd.DataFrame, lo: int, hi: int) -> dict[str, float]:

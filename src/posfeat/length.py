@@ -20,9 +20,10 @@ import pandas as pd
 import torch
 
 from .embeddings import Embeddings
+from .evaluation import position_metrics, token_spread
 from .grid_stats import GridStats, additive_parts
 from .helix import PCA
-from .reconstruction import TokenSample, enumerate_reconstructions
+from .reconstruction import TokenSample, enumerate_activations, enumerate_reconstructions
 from .sae import SAE
 
 SPURIOUS_COLUMNS = ["feature", "kind", "token", "token_id", "position", "activation"]
@@ -95,53 +96,65 @@ def spurious_firing(emb: Embeddings, sae: SAE, kinds: np.ndarray, context: int, 
 
 @dataclass
 class SampleAnalysis:
-    """Per-position results that need reconstruction (a stated token sample at every position)."""
+    """Per-position results that need reconstruction (a stated token sample at every position).
 
-    per_position: pd.DataFrame  # position, pc_error_share, addback_fvu, semantic_spread
+    ``per_position`` has the columns of ``posfeat.evaluation.EVAL_COLUMNS`` plus ``pc_error_share``,
+    ``addback_fvu`` and ``semantic_spread``.
+    """
+
+    per_position: pd.DataFrame
     addback_offset: np.ndarray
 
 
 @torch.no_grad()
 def sample_analysis(emb: Embeddings, sae: SAE, sample: TokenSample, positions: torch.Tensor, kinds: np.ndarray, pca: PCA,
-                    context: int, *, n_pcs: int = 3, device: str = "cpu") -> SampleAnalysis:
-    """Error attribution to the W_pos principal subspace, the add-back test, and semantic spread.
+                    context: int, *, n_pcs: int = 3, device: str = "cpu", seed: int = 0) -> SampleAnalysis:
+    """Reconstruction metrics, error attribution to the W_pos principal subspace, the add-back test and
+    semantic spread, in one pass over the sample at every position (plus a cheap in-context pre-pass).
 
     * ``pc_error_share``: share of ``sum ||x - x_hat||^2`` lying in the span of the top ``n_pcs``
       components of W_pos;
     * ``addback_fvu``: FVU of ``decode(f * non_positional) + W_pos[p] + m``, where the constant
-      ``m`` is fitted inside the context (mean residual there), so that only what the positional
-      features do past the context is replaced by the true position;
-    * ``semantic_spread``: mean over semantic features and tokens of the activation's deviation
-      from that token's in-context mean, at each position.
+      ``m`` is the mean residual inside the context (fitted there), so that only what the
+      positional features do past the context is replaced by the true position. With
+      ``r = x - decode(f * non_positional) - W_pos[p]``, ``sum ||r - m||^2 = sum ||r||^2 - 2 m . sum r + n ||m||^2``
+      per position, so one pass suffices;
+    * ``semantic_spread``: mean over semantic features and tokens of ``|f - in-context mean of f
+      for that token|`` at each position.
     """
     tok = sample.ids
-    W_E = emb.W_E[tok].double()
-    denom = float((W_E - W_E.mean(0)).pow(2).sum())
+    denom = token_spread(sample, emb)
+    gen = torch.Generator().manual_seed(seed)
     P = torch.as_tensor(pca.components[:n_pcs], dtype=torch.float32, device=device)  # [k, d]
-    nonpos = torch.as_tensor(kinds != "positional", device=device)
+    pos_feats = torch.as_tensor(np.nonzero(kinds == "positional")[0], dtype=torch.long, device=device)
     sem = torch.as_tensor(np.nonzero(kinds == "semantic")[0], dtype=torch.long, device=device)
+    W_dec_pos = sae.W_dec.to(device)[pos_feats]  # [n_positional, d]
     W_pos = emb.W_pos.to(device)
-    # pass 1: the add-back offset m and the semantic features' in-context mean per token
-    resid_sum = torch.zeros(emb.d_model, dtype=torch.float64, device=device)
-    sem_sum = torch.zeros(len(tok), len(sem), dtype=torch.float64, device=device)
-    n_in = 0
+    sem_mean = torch.zeros(len(tok), len(sem), dtype=torch.float64, device=device)
     ctx_pos = positions[positions < context]
-    for pc, x, f, _ in enumerate_reconstructions(emb, sae, tok, ctx_pos, device=device):
-        base = sae.decode(f * nonpos) + W_pos[pc][None]
-        resid_sum += (x - base).double().sum((0, 1))
-        sem_sum += f[..., sem].double().sum(1)
-        n_in += x.shape[0] * x.shape[1]
-    m = (resid_sum / max(1, n_in)).float()
-    sem_mean = sem_sum / max(1, len(ctx_pos))
-    rows = []
+    if len(sem) and len(ctx_pos):  # pre-pass: each token's in-context mean of each semantic feature (no decode)
+        for _, _, f in enumerate_activations(emb, sae, tok, ctx_pos, device=device):
+            sem_mean += f[..., sem].double().sum(1)
+        sem_mean /= len(ctx_pos)
+    parts, r_sum, r_sq = [], [], []
     for pc, x, f, x_hat in enumerate_reconstructions(emb, sae, tok, positions, device=device):
+        m = position_metrics(x, f, x_hat, denom, gen)
         err = x - x_hat
-        tot = err.double().pow(2).sum(-1).sum(0)  # [n_chunk]
         in_pc = (err @ P.T).double().pow(2).sum(-1).sum(0)
-        ab = x - (sae.decode(f * nonpos) + W_pos[pc][None] + m)
-        ab_err = ab.double().pow(2).sum(-1).sum(0)
-        spread = (f[..., sem].double() - sem_mean[:, None, :]).abs().mean((0, 2)) if len(sem) else torch.zeros(len(pc))
-        for j, p in enumerate(pc.tolist()):
-            rows.append({"position": p, "pc_error_share": float(in_pc[j] / tot[j]) if tot[j] > 0 else float("nan"),
-                         "addback_fvu": float(ab_err[j]) / denom, "semantic_spread": float(spread[j])})
-    return SampleAnalysis(pd.DataFrame(rows), m.cpu().numpy())
+        tot = err.double().pow(2).sum(-1).sum(0)
+        r = (x - x_hat + f[..., pos_feats] @ W_dec_pos - W_pos[pc][None]).double()  # x - decode(f * non_positional) - W_pos[p]
+        r_sum.append(r.sum(0))  # [n_chunk, d]
+        r_sq.append(r.pow(2).sum(-1).sum(0))  # [n_chunk]
+        spread = (f[..., sem].double() - sem_mean[:, None, :]).abs().mean((0, 2)) if len(sem) else torch.zeros(len(pc), dtype=torch.float64)
+        parts.append(pd.DataFrame({"position": pc.cpu().numpy(), "in_context": (pc < context).cpu().numpy(),
+                                   **{k: v.cpu().numpy() for k, v in m.items()},
+                                   "pc_error_share": torch.where(tot > 0, in_pc / tot.clamp(min=1e-300), torch.nan).cpu().numpy(),
+                                   "semantic_spread": spread.cpu().numpy()}))
+    df = pd.concat(parts, ignore_index=True)
+    r_sum_t, r_sq_t = torch.cat(r_sum), torch.cat(r_sq)
+    inside = (positions < context).to(device)
+    n = len(tok)
+    offset = r_sum_t[inside].sum(0) / max(1, n * int(inside.sum()))
+    ab = r_sq_t - 2 * (r_sum_t @ offset) + n * offset.pow(2).sum()
+    df["addback_fvu"] = (ab.clamp(min=0) / denom).cpu().numpy()
+    return SampleAnalysis(df, offset.cpu().numpy())

@@ -46,12 +46,12 @@ def sample_tokens(emb: Embeddings, n: int, *, weights: torch.Tensor | None = Non
     return TokenSample(ids, f"{n} tokens drawn uniformly without replacement (seed {seed})")
 
 
-def enumerate_reconstructions(
+def enumerate_activations(
     emb: Embeddings, sae: SAE, tokens: torch.Tensor, positions: torch.Tensor, *, device: str = "cpu", max_elems: int = 40_000_000,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(pos_chunk, x, f, x_hat)`` over chunks of positions.
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield ``(pos_chunk, x, f)`` over chunks of positions, with no decoding.
 
-    ``x, x_hat: Float[Tensor, "n_tok n_chunk d_model"]``, ``f: Float[Tensor, "n_tok n_chunk d_sae"]``.
+    ``x: Float[Tensor, "n_tok n_chunk d_model"]``, ``f: Float[Tensor, "n_tok n_chunk d_sae"]``.
     """
     a, b = additive_parts(emb, sae, tokens, positions, device)
     W_E = emb.W_E[tokens].to(device)
@@ -59,5 +59,15 @@ def enumerate_reconstructions(
     step = max(1, max_elems // max(1, len(tokens) * sae.d_sae))
     for i in range(0, len(positions), step):
         sl = slice(i, i + step)
-        f = sae.activate(a[:, None, :] + b[None, sl, :])
-        yield positions[sl], W_E[:, None, :] + W_pos[None, sl, :], f, sae.decode(f)
+        yield positions[sl], W_E[:, None, :] + W_pos[None, sl, :], sae.activate(a[:, None, :] + b[None, sl, :])
+
+
+def enumerate_reconstructions(
+    emb: Embeddings, sae: SAE, tokens: torch.Tensor, positions: torch.Tensor, *, device: str = "cpu", max_elems: int = 40_000_000,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield ``(pos_chunk, x, f, x_hat)`` over chunks of positions.
+
+    ``x, x_hat: Float[Tensor, "n_tok n_chunk d_model"]``, ``f: Float[Tensor, "n_tok n_chunk d_sae"]``.
+    """
+    for pc, x, f in enumerate_activations(emb, sae, tokens, positions, device=device, max_elems=max_elems):
+        yield pc, x, f, sae.decode(f)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .embeddings import Embeddings
 from .errors import PosfeatError
 from .hub import cached_file
@@ -109,6 +111,17 @@ def load_sae(source: Any = BUNDLED_SAE, sae_id: str | None = None, *, device: st
     loaded = sae_lens.SAE.from_pretrained(src, sae_id, device="cpu")
     obj = loaded[0] if isinstance(loaded, tuple) else loaded
     return from_saelens_object(obj, allow_any_hook=allow_any_hook).to(device)
+
+
+def sae_token_weights(sae: SAE, d_vocab: int) -> tuple[Path, torch.Tensor] | None:
+    """The token distribution an SAE folder ships (``token_weights.safetensors``), or None."""
+    from .train import TOKEN_WEIGHTS_FILE, load_token_weights
+
+    folder = sae.cfg.get("posfeat_folder")
+    if folder and (Path(folder) / TOKEN_WEIGHTS_FILE).is_file():
+        path = Path(folder) / TOKEN_WEIGHTS_FILE
+        return path, load_token_weights(path, d_vocab)
+    return None
 
 
 def sae_centers_inputs(sae: SAE) -> bool:
