@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import shlex
 import sys
@@ -115,9 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--model", default="minilm")
     w.add_argument("--context", type=int, required=True)
     w.add_argument("--d-sae", required=True, help="comma-separated widths, e.g. 256,512,1024,2048,4096")
-    w.add_argument("--l1", type=float, default=5.0)
+    w.add_argument("--l1", type=float, default=1.0)
     w.add_argument("--k", type=int, default=None)
-    w.add_argument("--steps", type=int, default=1000)
+    w.add_argument("--steps", type=int, default=2000)
+    w.add_argument("--lr", type=float, default=5e-3)
+    w.add_argument("--tokens", type=int, default=2048, help="tokens sampled for in-context FVU and L0")
     w.add_argument("--batch", type=int, default=2048)
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--token-weights", default=None)
@@ -126,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", default=None)
     c.add_argument("--sae", default=None)
     c.add_argument("--contexts", required=True, help="comma-separated contexts, e.g. 128,192,256,512")
-    c.add_argument("--steps", type=int, default=500)
+    c.add_argument("--steps", type=int, default=500, help="fine-tuning steps per context")
+    c.add_argument("--control-steps", type=int, default=None, help="steps of the from-scratch control (default: the SAE's own)")
+    c.add_argument("--lr", type=float, default=1e-3)
+    c.add_argument("--tokens", type=int, default=2048)
     c.add_argument("--batch", type=int, default=2048)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--token-weights", default=None)
@@ -302,6 +308,39 @@ def _stats(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}")
     else:
         print(df.sort_values("positional_score", ascending=False).head(20).to_string(index=False))
+    return 0
+
+
+@command("sweep widths")
+def _sweep_widths(args: argparse.Namespace) -> int:
+    from .models import load_embeddings
+    from .sweeps import parse_ints, sweep_widths
+
+    widths = parse_ints(args.d_sae, "--d-sae")
+    emb = load_embeddings(args.model)
+    df = sweep_widths(emb, context=args.context, widths=widths, out=args.out, l1=args.l1, k=args.k, steps=args.steps, batch=args.batch,
+                      lr=args.lr, seed=args.seed, token_weights=args.token_weights, tokens=args.tokens, command=invocation(),
+                      model_name=args.model)
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    summary = json.loads((Path(args.out) / "summary.json").read_text())
+    print(f"positional features ~ width^{summary['power_law_exponent']:.3f}; wrote {Path(args.out).resolve()}")
+    return 0
+
+
+@command("sweep context")
+def _sweep_context(args: argparse.Namespace) -> int:
+    from .sources import load_pair, sae_token_weights
+    from .sweeps import parse_ints, sweep_context
+    from .train import load_token_weights
+
+    contexts = parse_ints(args.contexts, "--contexts")
+    emb, sae = load_pair(args.model, args.sae)
+    tw = load_token_weights(args.token_weights, emb.d_vocab) if args.token_weights else (sae_token_weights(sae, emb.d_vocab) or (None, None))[1]
+    df = sweep_context(emb, sae, contexts=contexts, out=args.out, steps=args.steps, control_steps=args.control_steps, batch=args.batch,
+                       lr=args.lr, seed=args.seed, token_weights=tw, tokens=args.tokens, command=invocation(), model_name=args.model)
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    summary = json.loads((Path(args.out) / "summary.json").read_text())
+    print("verdicts: " + "; ".join(f"{k}: {v}" for k, v in summary["verdicts"].items()) + f"; wrote {Path(args.out).resolve()}")
     return 0
 
 
