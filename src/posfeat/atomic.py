@@ -20,6 +20,9 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         raise PosfeatError(f"Cannot write {path} ({err.strerror}); choose a writable location.") from None
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     os.replace(tmp, path)
 
 

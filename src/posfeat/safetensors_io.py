@@ -74,6 +74,13 @@ def read_json(path: str | Path) -> dict:
     return data
 
 
+def _umask_mode() -> int:
+    """Permissions a plain ``open()`` would give a new file (mkstemp makes files 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_tensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write a safetensors file to a temporary name beside ``path`` and rename it into place."""
     path = Path(path)
@@ -81,6 +88,7 @@ def write_tensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor], met
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -93,4 +101,5 @@ def write_json_atomic(path: str | Path, data: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2, sort_keys=False, default=str)
         f.write("\n")
+    os.chmod(tmp, _umask_mode())
     os.replace(tmp, path)
