@@ -22,12 +22,25 @@ def _label(an: Analysis) -> str:
     return f"{an.emb.name}  x  {an.sae.name}  (context {an.context})"
 
 
-def _finish(fig: plt.Figure, an: Analysis, title: str, path: Path) -> Path:
-    fig.suptitle(f"{title}\n{_label(an)}", fontsize=9)
+def save_figure(fig: plt.Figure, title: str, label: str, path: Path) -> Path:
+    """Title a figure with what it shows and the model/SAE it came from, write it as PNG and close it."""
+    fig.suptitle(f"{title}\n{label}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _finish(fig: plt.Figure, an: Analysis, title: str, path: Path) -> Path:
+    return save_figure(fig, title, _label(an), path)
+
+
+def _by_position_axes(an: Analysis, axes: tuple[plt.Axes, ...]) -> None:
+    """Position on x, the training context marked, a legend: the frame of every by-position panel."""
+    for ax in axes:
+        ax.set_xlabel("position")
+        _ctx_line(ax, an)
+        ax.legend(fontsize=7)
 
 
 def _ctx_line(ax: plt.Axes, an: Analysis) -> None:
@@ -121,7 +134,7 @@ def coverage(an: Analysis, path: Path) -> Path:
 
 def helix_static(an: Analysis, path: Path) -> Path:
     pts, feats, fpts, peaks = helix_points(an)
-    fig = plt.figure(figsize=(6.5, 6))
+    fig = plt.figure(figsize=(8.5, 7))
     ax = fig.add_subplot(projection="3d")
     ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=an.pca.positions, cmap="plasma", s=8, label="W_pos rows")
     if len(feats):
@@ -204,10 +217,7 @@ def semantic_breakage(an: Analysis, path: Path) -> Path:
     ax0.set_ylabel("spurious features per token (exact, all tokens)")
     ax1.plot(bp.position, bp.semantic_spread)
     ax1.set_ylabel("|activation - in-context mean|, semantic features")
-    for ax in (ax0, ax1):
-        ax.set_xlabel("position")
-        _ctx_line(ax, an)
-        ax.legend(fontsize=7)
+    _by_position_axes(an, (ax0, ax1))
     return _finish(fig, an, "Semantic features break past the context: noise and spurious firing", path)
 
 
@@ -220,10 +230,7 @@ def attribution(an: Analysis, path: Path) -> Path:
     ax1.plot(bp.position, bp.addback_fvu, label="non-positional features + true W_pos row")
     ax1.set_yscale("log")
     ax1.set_ylabel("FVU")
-    for ax in (ax0, ax1):
-        ax.set_xlabel("position")
-        _ctx_line(ax, an)
-        ax.legend(fontsize=7)
+    _by_position_axes(an, (ax0, ax1))
     return _finish(fig, an, "Where the error past the context comes from", path)
 
 

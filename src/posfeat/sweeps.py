@@ -37,6 +37,7 @@ from .classify import classify, spans
 from .embeddings import Embeddings
 from .errors import PosfeatError
 from .evaluation import range_means, reconstruction_by_position
+from .figures import save_figure
 from .grid_stats import feature_stats
 from .length import spurious_firing
 from .reconstruction import sample_tokens
@@ -169,10 +170,7 @@ def sweep_widths(emb: Embeddings, *, context: int, widths: Sequence[int], out: s
     ax.set_xlabel("SAE width (d_sae)")
     ax.set_ylabel("features")
     ax.legend(fontsize=7)
-    fig.suptitle(f"Positional features against width\n{_label(emb, f'context {context}, {arch}')}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "figures" / "width_counts.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, "Positional features against width", _label(emb, f"context {context}, {arch}"), out / "figures" / "width_counts.png")
     ws = sorted(split["widths"])
     fig, axs = plt.subplots(1, max(1, len(ws)), figsize=(3.2 * max(1, len(ws)), 3), sharey=True, squeeze=False)
     for ax, w in zip(axs[0], ws):
@@ -182,11 +180,8 @@ def sweep_widths(emb: Embeddings, *, context: int, widths: Sequence[int], out: s
         ax.set_xlabel("position")
         ax.legend(fontsize=6)
     axs[0][0].set_ylabel("mean activation")
-    fig.suptitle(f"How feature {split.get('reference')} (d_sae {split.get('reference_width')}) splits across widths\n"
-                 f"{_label(emb, f'context {context}')}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "figures" / "width_splitting.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, f"How feature {split.get('reference')} (d_sae {split.get('reference_width')}) splits across widths",
+                _label(emb, f"context {context}"), out / "figures" / "width_splitting.png")
     write_text_atomic(out / "widths.csv", df.to_csv(index=False, float_format="%.6g"))
     write_text_atomic(out / "summary.json", json.dumps(_clean(summary), indent=2) + "\n")
     write_text_atomic(out / "section.html", _section("Feature splitting with width", df, summary,
@@ -300,10 +295,7 @@ def sweep_context(emb: Embeddings, sae: SAE, *, contexts: Sequence[int], out: st
     ax.set_xlabel("position")
     ax.set_ylabel("FVU")
     ax.legend(fontsize=7)
-    fig.suptitle(f"Fine-tuning on longer contexts\n{_label(emb, sae.name)}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "figures" / "context_fvu.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, "Fine-tuning on longer contexts", _label(emb, sae.name), out / "figures" / "context_fvu.png")
     before = df.fvu_past_original_context.iloc[0]
     inside = df.fvu_in_original_context.iloc[0]
     verdicts = {r.sae: verdict(r.fvu_past_original_context, before, inside) for r in df.iloc[1:].itertuples()}
