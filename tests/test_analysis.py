@@ -93,6 +93,18 @@ def test_analyze_cli_writes_everything_and_is_deterministic(planted_dirs, tmp_pa
     assert summary == s2
 
 
+def test_report_includes_sweep_sections(planted_dirs, tmp_path, capsys):
+    model, sae = planted_dirs
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "section.html").write_text("<section><h2>Feature splitting with width</h2>marker-1234</section>")
+    assert _analyze(model, sae, tmp_path / "r", "--include-sweep", str(sweep)) == 0
+    assert "marker-1234" in (tmp_path / "r" / "report.html").read_text()
+    assert _analyze(model, sae, tmp_path / "r2", "--include-sweep", str(tmp_path)) == 2
+    assert "has no section.html" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()
+
+
 def test_feature_card(planted_dirs, capsys):
     model, sae = planted_dirs
     assert main(["feature", "1", "--model", str(model), "--sae", str(sae)]) == 0
@@ -170,3 +182,16 @@ def test_eval_fvu_definition():
     np.testing.assert_allclose(df.l0.to_numpy(), (sae.encode(x) > 0).double().sum(-1).mean(0).numpy(), rtol=1e-6)
     np.testing.assert_allclose(df.zero_fvu.to_numpy(), (x.double().pow(2).sum(-1).sum(0) / base.sum(0)).numpy(), rtol=1e-5)
     assert torch.equal(sample.ids, torch.arange(20))
+
+
+def test_sparse_decode_equals_dense():
+    from posfeat.reconstruction import decode
+
+    from conftest import random_pair
+
+    _, sae = random_pair(d_sae=200, d_model=10)
+    f = torch.relu(torch.randn(7, 5, 200) - 2.5)  # about 1% active: the sparse path
+    assert int(torch.count_nonzero(f)) < 0.02 * f.numel()
+    torch.testing.assert_close(decode(sae, f), sae.decode(f), atol=1e-5, rtol=1e-5)
+    dense = torch.relu(torch.randn(3, 200))
+    assert torch.equal(decode(sae, dense), sae.decode(dense))

@@ -79,11 +79,13 @@ class Analysis:
                 return fmt.format(feature=feature)
         return None
 
-    def save(self, out: str | Path, *, force: bool = False, command: str | None = None) -> Path:
-        """Write features.csv, by_position.csv, spurious_examples.csv, summary.json, figures/*.png and report.html."""
-        from .report import write_outputs
+    def save(self, out: str | Path, *, force: bool = False, command: str | None = None,
+             include_sweeps: list[str | Path] = ()) -> Path:
+        """Write features.csv, by_position.csv, spurious_examples.csv, summary.json, figures/*.png and report.html
+        (with the sections of the given ``posfeat sweep`` folders)."""
+        from .report import sweep_sections, write_outputs
 
-        return write_outputs(self, out, force=force, command=command)
+        return write_outputs(self, out, force=force, command=command, sections=sweep_sections(list(include_sweeps)))
 
 
 def default_token(emb: Embeddings) -> int:

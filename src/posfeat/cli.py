@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="posfeat-out", help="output folder (default posfeat-out)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--include-sweep", action="append", default=[], metavar="DIR",
+                   help="add the section of a posfeat sweep folder to report.html (repeatable)")
 
     p = sub.add_parser("feature", help="one feature's card in the terminal")
     p.add_argument("index", type=int)
@@ -216,15 +218,17 @@ def _analyze(args: argparse.Namespace) -> int:
 
     from .analysis import analyze
     from .atomic import check_output_folder
+    from .report import sweep_sections
     from .sources import load_pair
 
     t0 = time.time()
     out = check_output_folder(args.out, force=args.force)  # fail early on a bad --out, before any work
+    sweep_sections(args.include_sweep)  # and on a bad --include-sweep
     emb, sae = load_pair(args.model, args.sae, device=args.device)
     positions = None if args.positions is None else _positions(args.positions, emb.n_ctx).stop
     an = analyze(emb, sae, positions=positions, tokens_sample=args.tokens_sample, token=args.token, seed=args.seed,
                  device=args.device, progress=True)
-    an.save(out, force=True, command=invocation())
+    an.save(out, force=True, command=invocation(), include_sweeps=args.include_sweep)
     s = an.summary
     con = Console()
     con.print(f"[bold]{s['model']}[/] x [bold]{s['sae']}[/] (context {s['context_size']}, centred {s['centered']})")

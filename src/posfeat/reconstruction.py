@@ -7,6 +7,7 @@ to an input: ``pre[t, p] = a[t] + b[p]`` from :func:`posfeat.grid_stats.additive
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -46,6 +47,20 @@ def sample_tokens(emb: Embeddings, n: int, *, weights: torch.Tensor | None = Non
     return TokenSample(ids, f"{n} tokens drawn uniformly without replacement (seed {seed})")
 
 
+def decode(sae: SAE, f: torch.Tensor, max_density: float = 0.02) -> torch.Tensor:
+    """``sae.decode(f)`` (``f: [..., d_sae]`` -> ``[..., d_model]``), through a sparse product on CPU
+    when at most ``max_density`` of the activations are non-zero (layer-0 SAEs have L0 << d_sae)."""
+    if f.device.type != "cpu" or f.numel() == 0:
+        return sae.decode(f)
+    flat = f.reshape(-1, f.shape[-1])
+    if int(torch.count_nonzero(flat)) > max_density * flat.numel():
+        return sae.decode(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        out = flat.to_sparse_csr() @ sae.W_dec.to(flat.dtype)
+    return (out + sae.b_dec.to(out.dtype)).reshape(*f.shape[:-1], sae.d_in)
+
+
 def enumerate_activations(
     emb: Embeddings, sae: SAE, tokens: torch.Tensor, positions: torch.Tensor, *, device: str = "cpu", max_elems: int = 40_000_000,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -70,4 +85,4 @@ def enumerate_reconstructions(
     ``x, x_hat: Float[Tensor, "n_tok n_chunk d_model"]``, ``f: Float[Tensor, "n_tok n_chunk d_sae"]``.
     """
     for pc, x, f in enumerate_activations(emb, sae, tokens, positions, device=device, max_elems=max_elems):
-        yield pc, x, f, sae.decode(f)
+        yield pc, x, f, decode(sae, f)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .atomic import output_folder
+from .errors import PosfeatError
 from .figures import FIGURES, interactive_helix, interactive_profiles
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def findings(an: Analysis) -> dict[str, str]:
     }
 
 
-def render_html(an: Analysis, figs: dict[str, Path]) -> str:
+def render_html(an: Analysis, figs: dict[str, Path], sections: tuple[str, ...] = ()) -> str:
     f = findings(an)
     s = an.summary
     pos = an.features[an.features.kind == "positional"].sort_values("peak_position")
@@ -136,6 +137,7 @@ def render_html(an: Analysis, figs: dict[str, Path]) -> str:
         _table(an, an.spurious_examples, ["feature", "kind", "token", "position", "activation"]) if len(an.spurious_examples) else "<p>none</p>",
         "<h2>6. Where the error past the context comes from</h2>", f"<p>{f['attribution']}</p>",
         _img(figs["attribution"], "attribution", FIGURES["attribution"][1]),
+        *sections,
         "<h2>Files</h2><p>features.csv (one row per feature), by_position.csv, spurious_examples.csv, summary.json, figures/*.png.</p>",
         f"<p class=cap>Command: <code>{html.escape(str(s.get('command', '')))}</code></p>",
         "</body></html>",
@@ -143,7 +145,19 @@ def render_html(an: Analysis, figs: dict[str, Path]) -> str:
     return "\n".join(parts)
 
 
-def write_outputs(an: Analysis, out: str | Path, *, force: bool = False, command: str | None = None) -> Path:
+def sweep_sections(folders: list[str | Path]) -> tuple[str, ...]:
+    """The ``section.html`` fragments that ``posfeat sweep`` wrote into each folder."""
+    out = []
+    for folder in folders:
+        path = Path(folder) / "section.html"
+        if not path.is_file():
+            raise PosfeatError(f"{folder} has no section.html; pass a folder written by posfeat sweep widths or posfeat sweep context.")
+        out.append(path.read_text())
+    return tuple(out)
+
+
+def write_outputs(an: Analysis, out: str | Path, *, force: bool = False, command: str | None = None,
+                  sections: tuple[str, ...] = ()) -> Path:
     from .analysis import summary_json
 
     an.summary["command"] = command or "analyze(...)"
@@ -154,5 +168,5 @@ def write_outputs(an: Analysis, out: str | Path, *, force: bool = False, command
         (tmp / "summary.json").write_text(summary_json(an, command))
         (tmp / "figures").mkdir()
         figs = {name: fn(an, tmp / "figures" / f"{name}.png") for name, (fn, _) in FIGURES.items()}
-        (tmp / "report.html").write_text(render_html(an, figs))
+        (tmp / "report.html").write_text(render_html(an, figs, sections))
     return Path(out).expanduser().resolve()
