@@ -113,6 +113,18 @@ def test_variance_decomposition_matches_its_definition(tiny):
     np.testing.assert_allclose(s.positional_score, Y.mean(0).max(0), atol=1e-9)
 
 
+def test_subset_sae_gives_the_same_statistics(tiny):
+    emb, sae = tiny
+    full = feature_stats(emb, sae, dtype=torch.float64)
+    part = feature_stats(emb, sae.subset([3, 7]), dtype=torch.float64)
+    for name in [*FIELDS, *SHARES]:
+        np.testing.assert_allclose(getattr(part, name), getattr(full, name)[[3, 7]], rtol=1e-12, atol=1e-12, err_msg=name)
+    from conftest import random_pair
+
+    with pytest.raises(PosfeatError, match="TopK"):
+        random_pair(k=2)[1].subset([0])
+
+
 def test_additive_feature_has_no_interaction():
     """A feature that always fires is exactly additive: interaction share 0."""
     g = torch.Generator().manual_seed(1)

@@ -256,10 +256,12 @@ def _feature(args: argparse.Namespace) -> int:
     if not 0 <= args.index < sae.d_sae:
         raise PosfeatError(f"Feature {args.index} is out of range; {sae.name} has features 0..{sae.d_sae - 1}.")
     ctx = min(sae.context_size or emb.n_ctx, emb.n_ctx)
-    st = feature_stats(emb, sae, range(emb.n_ctx), device=args.device)
-    st_ctx = feature_stats(emb, sae, range(ctx), device=args.device)
-    row = feature_table(st_ctx, emb, classify(st_ctx)).iloc[args.index]
-    prof = st.mean_by_position[args.index]
+    one = sae.subset([args.index]) if sae.separable else sae  # features are independent: statistics of one alone
+    i = 0 if sae.separable else args.index
+    st = feature_stats(emb, one, range(emb.n_ctx), device=args.device)
+    st_ctx = feature_stats(emb, one, range(ctx), device=args.device)
+    row = feature_table(st_ctx, emb, classify(st_ctx)).iloc[i]
+    prof = st.mean_by_position[i]
     con = Console()
     con.print(f"[bold]feature {args.index}[/] of {sae.name} on {emb.name}: [bold]{row.kind}[/]")
     con.print(f"shares of variance: position {row.position_share:.3f}, token {row.token_share:.3f}, "
@@ -267,8 +269,8 @@ def _feature(args: argparse.Namespace) -> int:
     con.print(f"peak position {row.peak_position} (mean {row.peak_mean:.4f}), span {row.span_start}..{row.span_end}")
     con.print(f"mean by position 0..{emb.n_ctx - 1} (| marks the context end):")
     con.print(sparkline(prof, mark=ctx))
-    tops = st_ctx.top_tokens[args.index][:10]
-    means = st_ctx.top_token_means[args.index][:10]
+    tops = st_ctx.top_tokens[i][:10]
+    means = st_ctx.top_token_means[i][:10]
     con.print("top tokens: " + ", ".join(f"{emb.token_str(int(t))!r} {m:.3f}" for t, m in zip(tops, means)))
     return 0
 

@@ -62,9 +62,7 @@ def spurious_firing(emb: Embeddings, sae: SAE, kinds: np.ndarray, context: int, 
     best: list[tuple[float, int, int, int]] = []
     for f0 in range(0, sae.d_sae, feature_chunk):
         f1 = min(f0 + feature_chunk, sae.d_sae)
-        sub = SAE.from_arrays(sae.W_enc[:, f0:f1], sae.W_dec[f0:f1], sae.b_enc[f0:f1], sae.b_dec,
-                              threshold=None if sae.threshold is None else sae.threshold[f0:f1],
-                              apply_b_dec_to_input=sae.apply_b_dec_to_input)
+        sub = sae.subset(slice(f0, f1))
         a, b_ctx = additive_parts(emb, sub, tok, torch.arange(context), device)
         _, b = additive_parts(emb, sub, tok[:1], pos, device)
         M = b_ctx.max(0).values  # [F]

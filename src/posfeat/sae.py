@@ -179,6 +179,17 @@ class SAE:
 
     __call__ = forward
 
+    def subset(self, features: slice | torch.Tensor | list[int]) -> SAE:
+        """An SAE of only ``features`` (same activations for them: ReLU and JumpReLU act per feature).
+
+        Refused for TopK, whose activation couples features.
+        """
+        if not self.separable:
+            raise PosfeatError("A TopK SAE cannot be restricted to a subset of features: its activation couples them.")
+        idx = features if isinstance(features, slice) else torch.as_tensor(features, dtype=torch.long)
+        return SAE(self.W_enc[:, idx], self.W_dec[idx], self.b_enc[idx], self.b_dec, None if self.threshold is None else self.threshold[idx],
+                   None, self.apply_b_dec_to_input, self.context_size, self.hook_name, self.name, dict(self.cfg))
+
     def to(self, device: str | torch.device) -> SAE:
         """A copy on ``device``."""
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
