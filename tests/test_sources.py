@@ -61,6 +61,15 @@ def test_empty_cache_offline_gives_one_clear_error(offline_cache):
     assert not any(offline_cache.iterdir())  # nothing partial written
 
 
+def test_offline_with_only_config_cached_names_the_missing_weights(offline_cache, tmp_path):
+    from hubcache import add_file
+
+    add_file(offline_cache, "openai-community/gpt2", "config.json", json.dumps({"model_type": "gpt2", "vocab_size": 4}).encode())
+    with pytest.raises(PosfeatError) as err:
+        load_embeddings("gpt2")
+    assert "HF_HUB_OFFLINE" in str(err.value) and "model.safetensors" in str(err.value) and "convert" not in str(err.value)
+
+
 def test_cli_offline_without_cache_exits_cleanly(offline_cache, capsys):
     assert main(["stats", "--model", "gpt2", "--sae", "gpt2-small-res-jb/blocks.0.hook_resid_pre"]) == 2
     err = capsys.readouterr().err

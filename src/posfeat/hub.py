@@ -28,7 +28,7 @@ def offline() -> bool:
     return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def _missing(repo_id: str, files: list[str], why: str) -> PosfeatError:
+def missing(repo_id: str, files: list[str], why: str) -> PosfeatError:
     return PosfeatError(
         f"Cannot get {', '.join(files)} of {repo_id} from the Hugging Face hub ({why}) and it is not in the cache "
         f"{hub_cache_dir()}; connect once to download it, or pass a local folder holding those files instead."
@@ -40,8 +40,9 @@ def cached_file(
 ) -> Path | None:
     """Local path of ``filename`` in ``repo_id``, downloading it unless offline.
 
-    Returns None for a missing optional file (``required=False``). ``needed`` lists every file
-    the caller will need, for the error message.
+    Returns None for an optional file (``required=False``) that the hub says does not exist, or
+    that is not cached while offline; an unreachable hub otherwise raises. ``needed`` lists every
+    file the caller will need, for the error message.
     """
     needed = needed or [filename]
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
@@ -52,14 +53,12 @@ def cached_file(
         return Path(hit)
     if offline():
         if required:
-            raise _missing(repo_id, needed, "HF_HUB_OFFLINE is set")
+            raise missing(repo_id, needed, "HF_HUB_OFFLINE is set")
         return None
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache))
     except Exception as err:  # network down, repo or file missing, gated, ...
         name = type(err).__name__
-        if not required and ("EntryNotFound" in name or "404" in str(err)):
-            return None
-        if not required and "LocalEntryNotFound" in name:
-            return None
-        raise _missing(repo_id, needed, f"{name}: {str(err).splitlines()[0][:160]}") from None
+        if not required and "LocalEntryNotFound" not in name and ("EntryNotFound" in name or "404" in str(err)):
+            return None  # the hub says this optional file does not exist
+        raise missing(repo_id, needed, f"{name}: {str(err).splitlines()[0][:160]}") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 
 from .embeddings import Embeddings
 from .errors import PosfeatError
-from .hub import cached_file
+from .hub import cached_file, missing, offline
 from .safetensors_io import read_json, read_tensors, tensor_names
 
 log = logging.getLogger(__name__)
@@ -103,17 +104,21 @@ def _find(names: list[str], suffix: str, candidates: tuple[str, ...], what: str,
                        "posfeat needs a model with learned absolute positional embeddings.")
 
 
-def _weight_files(get: callable, where: str) -> dict[str, Path]:
+def _no_safetensors(where: str) -> PosfeatError:
+    return PosfeatError(
+        f"{where} has no model.safetensors (or model.safetensors.index.json); posfeat reads safetensors only and never "
+        "unpickles pytorch_model.bin: convert the checkpoint to safetensors first."
+    )
+
+
+def _weight_files(get: Callable[[str], Path | None], where: str, no_weights: Callable[[], PosfeatError]) -> dict[str, Path]:
     """Map tensor name -> file, for a single or sharded safetensors checkpoint. ``get(name)`` fetches a file."""
     single = get("model.safetensors")
     if single is not None:
         return dict.fromkeys(tensor_names(single), single)
     index = get("model.safetensors.index.json")
     if index is None:
-        raise PosfeatError(
-            f"{where} has no model.safetensors (or model.safetensors.index.json); posfeat reads safetensors only and never "
-            "unpickles pytorch_model.bin: convert the checkpoint to safetensors first."
-        )
+        raise no_weights()
     weight_map = read_json(index).get("weight_map", {})
     return {name: shard for name, shard in weight_map.items()}  # shard file names, fetched lazily
 
@@ -163,13 +168,14 @@ def token_strings(tokenizer_json: Path | None, d_vocab: int) -> list[str] | None
     return out
 
 
-def _load_checkpoint(get: callable, where: str, name: str, center: bool | None) -> Embeddings:
+def _load_checkpoint(get: Callable[[str], Path | None], where: str, name: str, center: bool | None,
+                     no_weights: Callable[[], PosfeatError] | None = None) -> Embeddings:
     config_path = get("config.json")
     if config_path is None:
         raise PosfeatError(f"{where} has no config.json; pass a folder holding config.json and model.safetensors.")
     config = read_json(config_path)
     lay = _layout(config, where)
-    files = _weight_files(get, where)
+    files = _weight_files(get, where, no_weights or (lambda: _no_safetensors(where)))
     names = list(files)
     tok_name = _find(names, lay.token, ("wte.weight", "embed_tokens.weight", "word_embeddings.weight"), "token", where)
     pos_name = _find(names, lay.position, ("wpe.weight", "embed_positions.weight", "position_embeddings.weight"), "positional", where)
@@ -236,4 +242,7 @@ def load_embeddings(source: str | Path = BUNDLED_MODEL, *, center: bool | None =
     def get(fname: str) -> Path | None:
         return cached_file(repo, fname, revision, required=fname == "config.json", needed=needed)
 
-    return _load_checkpoint(get, f"hub model {repo}", repo, center)
+    def no_weights() -> PosfeatError:
+        return missing(repo, needed, "HF_HUB_OFFLINE is set") if offline() else _no_safetensors(f"hub model {repo}")
+
+    return _load_checkpoint(get, f"hub model {repo}", repo, center, no_weights)
