@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="reproduce the note: classify features, the helix, length generalisation, report.html")
     _add_pair(p)
-    p.add_argument("--positions", default=None, help="positions to study: N or A:B (default all of W_pos)")
+    p.add_argument("--positions", default=None, help="study positions 0..N-1 (default all of W_pos)")
     p.add_argument("--tokens-sample", type=int, default=2048, help="tokens sampled for reconstruction analyses (default 2048)")
     p.add_argument("--token", default=None, help="token for the per-token figure (default a common one)")
     p.add_argument("--seed", type=int, default=0)
@@ -225,6 +225,8 @@ def _analyze(args: argparse.Namespace) -> int:
     out = check_output_folder(args.out, force=args.force)  # fail early on a bad --out, before any work
     sweep_sections(args.include_sweep)  # and on a bad --include-sweep
     emb, sae = load_pair(args.model, args.sae, device=args.device)
+    if args.positions is not None and ":" in args.positions:
+        raise PosfeatError(f"--positions {args.positions!r}: analyze studies positions 0..N-1; give a single number N.")
     positions = None if args.positions is None else _positions(args.positions, emb.n_ctx).stop
     an = analyze(emb, sae, positions=positions, tokens_sample=args.tokens_sample, token=args.token, seed=args.seed,
                  device=args.device, progress=True)
