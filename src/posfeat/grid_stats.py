@@ -131,7 +131,15 @@ def _token_part(emb: Embeddings, sae: SAE, tok: torch.Tensor, device: str | torc
 
 
 # ---------------------------------------------------------------------------- core block
-def additive_block(a: torch.Tensor, b: torch.Tensor, cut: torch.Tensor, backend: str = "auto") -> dict[str, torch.Tensor]:
+def token_summary(tok_mean: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
+    """Variance over tokens, and the top ``max(top_k, 1)`` tokens, of ``tok_mean: [F, n_tok]`` (each
+    token's mean activation over positions)."""
+    top = torch.topk(tok_mean, min(max(top_k, 1), tok_mean.shape[1]), dim=1)
+    return {"tok_var": tok_mean.var(dim=1, correction=0), "top_val": top.values, "top_idx": top.indices}
+
+
+def additive_block(a: torch.Tensor, b: torch.Tensor, cut: torch.Tensor, backend: str = "auto", *, top_k: int = 20,
+                   want_tok_sum: bool = False) -> dict[str, torch.Tensor]:
     """Exact sums for a block of ``F`` features from their additive parts.
 
     Args:
@@ -140,10 +148,14 @@ def additive_block(a: torch.Tensor, b: torch.Tensor, cut: torch.Tensor, backend:
         cut: ``Float[Tensor, "F"]`` the feature fires iff ``a + b > cut`` (and then equals a + b).
         backend: ``"numba"`` (fused CPU kernel), ``"torch"`` (any device), or ``"auto"``
             (numba for CPU tensors when it is installed, else torch).
+        top_k: how many top tokens (by mean over positions) to return (at least 1 is kept).
+        want_tok_sum: also return ``tok_sum``.
 
     Returns float64 tensors ``[F, n_pos]``: ``count`` (tokens firing), ``sum`` (of activations) and
-    ``var`` (population variance of activations over tokens) at each position; and ``tok_sum``
-    ``[F, n_tok]`` (each token's activation summed over positions).
+    ``var`` (population variance of activations over tokens) at each position; ``a_mean`` ``[F]``
+    (mean token part); ``tok_var`` ``[F]`` (variance over tokens of each token's mean over
+    positions); ``top_val``, ``top_idx`` ``[F, k]``; and ``tok_sum`` ``[F, n_tok]`` (each token's
+    activation summed over positions) when asked.
 
     Variances come from sums of token values shifted by their mean ``K``: with ``q = count/n_tok``,
     ``m1, m2`` the shifted sums over firing tokens divided by ``n_tok`` and ``c = K + b``,
@@ -159,9 +171,11 @@ def additive_block(a: torch.Tensor, b: torch.Tensor, cut: torch.Tensor, backend:
     b64 = b.to(ACC)
     bs = b64.gather(1, order)  # position parts in firing order (largest first)
     pb = torch.cat([torch.zeros(F, 1, dtype=ACC, device=a.device), bs.cumsum(1)], dim=1)
-    shift = a.to(ACC).mean(1)  # [F]
+    shift = a.sum(1, dtype=ACC) / n_tok  # [F]
     if backend == "numba":
-        cnt, s1, s2, tok_sum = (torch.from_numpy(x) for x in bucket_sums(a.numpy(), s.numpy(), pb.numpy(), shift.numpy()))
+        k = bucket_sums(a.numpy(), s.numpy(), pb.numpy(), shift.numpy(), max(top_k, 1), want_tok_sum)
+        out = {name: torch.from_numpy(v) for name, v in k.items()}
+        cnt, s1, s2 = out.pop("cnt"), out.pop("s1"), out.pop("s2")
     elif backend == "torch":
         k = torch.searchsorted(s, a.contiguous())  # number of thresholds strictly below a
         a64 = a.to(ACC)
@@ -171,6 +185,9 @@ def additive_block(a: torch.Tensor, b: torch.Tensor, cut: torch.Tensor, backend:
         s1 = z.clone().scatter_add_(1, k, u)
         s2 = z.clone().scatter_add_(1, k, u * u)
         tok_sum = k.to(ACC) * a64 + pb.gather(1, k)
+        out = token_summary(tok_sum / n_pos, top_k)
+        if want_tok_sum:
+            out["tok_sum"] = tok_sum
     else:
         raise PosfeatError(f"Unknown backend {backend!r}; use 'auto', 'numba' or 'torch'.")
 
@@ -182,31 +199,30 @@ def additive_block(a: torch.Tensor, b: torch.Tensor, cut: torch.Tensor, backend:
     c = shift[:, None] + b64
     q, m1, m2 = count / n_tok, S1 / n_tok, S2 / n_tok
     var = (m2 - m1 * m1 + 2 * c * m1 * (1 - q) + c * c * q * (1 - q)).clamp(min=0)
-    return {"count": count, "sum": S1 + c * count, "var": var, "tok_sum": tok_sum}
+    return {"count": count, "sum": S1 + c * count, "var": var, "a_mean": shift, **out}
 
 
 def _finish(
     count: torch.Tensor,
     pos_sum: torch.Tensor,
     var_p: torch.Tensor,
-    tok_sum: torch.Tensor,
+    tok: dict[str, torch.Tensor],
     pre_mean: torch.Tensor,
+    n_tok: int,
     top_k: int,
 ) -> dict[str, torch.Tensor]:
     """Means, spreads, scores and the two-way variance decomposition from exact sums.
 
     ``count, pos_sum, var_p, pre_mean: [F, n_pos]`` (``var_p``: population variance over tokens at
-    each position); ``tok_sum: [F, n_tok]``.
+    each position); ``tok``: ``tok_var [F]``, ``top_val, top_idx [F, >= 1]`` over tokens' means.
     """
-    n_tok = tok_sum.shape[1]
     n_pos = pos_sum.shape[1]
     mean_p = pos_sum / n_tok
     e2_p = var_p + mean_p * mean_p
     var_p = torch.where(var_p <= 1e-13 * e2_p, torch.zeros_like(var_p), var_p)  # below float64 resolution: zero
-    mean_t = tok_sum / n_pos
     m = mean_p.mean(1, keepdim=True)
     var_pos = ((mean_p - m) ** 2).mean(1)
-    var_tok = ((mean_t - m) ** 2).mean(1)
+    var_tok = tok["tok_var"]
     variance = var_p.mean(1) + var_pos
     scale = e2_p.mean(1).clamp(min=1e-300)
     constant = variance <= 1e-12 * scale
@@ -215,7 +231,7 @@ def _finish(
     pos_share = torch.where(constant, nan, var_pos / safe)
     tok_share = torch.where(constant, nan, var_tok / safe)
     inter = torch.where(constant, nan, (1.0 - pos_share - tok_share).clamp(min=0.0))
-    top = torch.topk(mean_t, min(top_k, n_tok), dim=1) if top_k > 0 else None
+    k = min(top_k, n_tok)
     return {
         "mean_by_position": mean_p,
         "std_by_position": var_p.sqrt(),
@@ -225,12 +241,12 @@ def _finish(
         "fire": (count.sum(1) / (n_tok * n_pos)),
         "variance": variance,
         "positional_score": mean_p.max(1).values,
-        "token_score": mean_t.max(1).values,
+        "token_score": tok["top_val"][:, 0].to(ACC),
         "position_share": pos_share,
         "token_share": tok_share,
         "interaction_share": inter,
-        "top_tokens": top.indices if top is not None else torch.zeros(len(m), 0, dtype=torch.long),
-        "top_token_means": top.values if top is not None else torch.zeros(len(m), 0, dtype=ACC),
+        "top_tokens": tok["top_idx"][:, :k].long(),
+        "top_token_means": tok["top_val"][:, :k].to(ACC),
     }
 
 
@@ -304,14 +320,14 @@ def feature_stats(
     for f0 in tqdm(starts, desc="grid statistics", unit="chunk", disable=not progress):
         f1 = min(f0 + chunk, sae.d_sae)
         a, b = parts_of(slice(f0, f1))
-        s = additive_block(a, b, cut[f0:f1], backend)
-        pre_mean = a.to(ACC).mean(1, keepdim=True) + b.to(ACC)
-        parts.append(_finish(s["count"], s["sum"], s["var"], s["tok_sum"], pre_mean, top_k_tokens))
+        s = additive_block(a, b, cut[f0:f1], backend, top_k=top_k_tokens)
+        pre_mean = s["a_mean"][:, None] + b.to(ACC)
+        parts.append(_finish(s["count"], s["sum"], s["var"], s, pre_mean, len(tok), top_k_tokens))
 
     def mean_by_token(features: Sequence[int]) -> np.ndarray:
         feats = torch.as_tensor(np.asarray(features), dtype=torch.long, device=device)
         a, b = parts_of(feats)
-        return (additive_block(a, b, cut[feats], backend)["tok_sum"] / len(pos)).cpu().numpy()
+        return (additive_block(a, b, cut[feats], backend, top_k=1, want_tok_sum=True)["tok_sum"] / len(pos)).cpu().numpy()
 
     return _assemble(parts, pos, tok, "additive", mean_by_token)
 
@@ -362,7 +378,7 @@ def brute_force_stats(
     mean_p = pos_sum / n_tok
     for _, _, f in chunks():  # pass 2: squared deviations from the position means (no cancellation)
         sq_dev += ((f - mean_p.T[None]) ** 2).sum(0).T
-    part = _finish(count, pos_sum, sq_dev / n_tok, tok_sum, pre_sum / n_tok, top_k_tokens)
+    part = _finish(count, pos_sum, sq_dev / n_tok, token_summary(tok_sum / n_pos, top_k_tokens), pre_sum / n_tok, n_tok, top_k_tokens)
 
     def mean_by_token(features: Sequence[int]) -> np.ndarray:
         return (tok_sum[torch.as_tensor(np.asarray(features), dtype=torch.long)] / n_pos).cpu().numpy()
