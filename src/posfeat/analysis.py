@@ -243,7 +243,7 @@ def summarize(an: Analysis, **settings: Any) -> dict[str, Any]:
 def jsonable(x: Any) -> Any:
     """Summary values made JSON-safe (NaN -> null, numpy scalars -> Python)."""
     if isinstance(x, dict):
-        return {k: jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [jsonable(v) for v in x]
     if isinstance(x, (np.floating, float)):

@@ -337,15 +337,15 @@ def _sweep_widths(args: argparse.Namespace) -> int:
 
 @command("sweep context")
 def _sweep_context(args: argparse.Namespace) -> int:
-    from .sources import load_pair, sae_token_weights
+    from .sources import load_pair
     from .sweeps import parse_ints, sweep_context
-    from .train import load_token_weights
 
     contexts = parse_ints(args.contexts, "--contexts")
     emb, sae = load_pair(args.model, args.sae)
-    tw = load_token_weights(args.token_weights, emb.d_vocab) if args.token_weights else (sae_token_weights(sae, emb.d_vocab) or (None, None))[1]
+    tw = _token_weights_for(args, emb, sae)
     df = sweep_context(emb, sae, contexts=contexts, out=args.out, steps=args.steps, control_steps=args.control_steps, batch=args.batch,
-                       lr=args.lr, seed=args.seed, token_weights=tw, tokens=args.tokens, command=invocation(), model_name=args.model)
+                       lr=args.lr, seed=args.seed, token_weights=None if tw is None else tw[1], tokens=args.tokens,
+                       command=invocation(), model_name=args.model)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     summary = json.loads((Path(args.out) / "summary.json").read_text())
     print("verdicts: " + "; ".join(f"{k}: {v}" for k, v in summary["verdicts"].items()) + f"; wrote {Path(args.out).resolve()}")

@@ -386,12 +386,7 @@ def brute_force_stats(
     return _assemble([part], pos, tok, "enumeration", mean_by_token)
 
 
-def grid_size(emb: Embeddings, sae: SAE) -> int:
-    """Number of activations on the whole grid, ``d_vocab * n_ctx * d_sae``."""
-    return emb.d_vocab * emb.n_ctx * sae.d_sae
-
-
-__all__ = ["GridStats", "additive_block", "brute_force_stats", "feature_stats", "grid_size"]
+__all__ = ["GridStats", "additive_block", "additive_parts", "brute_force_stats", "feature_stats", "token_summary"]
 
 
 def additive_parts(

@@ -95,7 +95,6 @@ def _layout(config: dict, where: str) -> _Layout:
 def _find(names: list[str], suffix: str, candidates: tuple[str, ...], what: str, where: str) -> str | None:
     for suf in ([suffix] if suffix else []) + list(candidates):
         hits = sorted((n for n in names if n == suf or n.endswith("." + suf)), key=len)
-        hits = [h for h in hits if "decoder.embed_tokens" not in h or "embed_tokens" in suf]
         if hits:
             return hits[0]
     if what == "token type":

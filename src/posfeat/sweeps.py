@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .analysis import jsonable
 from .atomic import write_text_atomic
 from .classify import classify, spans
 from .embeddings import Embeddings
@@ -183,23 +184,11 @@ def sweep_widths(emb: Embeddings, *, context: int, widths: Sequence[int], out: s
     save_figure(fig, f"How feature {split.get('reference')} (d_sae {split.get('reference_width')}) splits across widths",
                 _label(emb, f"context {context}"), out / "figures" / "width_splitting.png")
     write_text_atomic(out / "widths.csv", df.to_csv(index=False, float_format="%.6g"))
-    write_text_atomic(out / "summary.json", json.dumps(_clean(summary), indent=2) + "\n")
+    write_text_atomic(out / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
     write_text_atomic(out / "section.html", _section("Feature splitting with width", df, summary,
                       f"Positional features grow with width as width^{alpha:.2f} over {len(df)} widths "
                       f"({int(df.d_sae.min())}..{int(df.d_sae.max())}).", ["width_counts", "width_splitting"], out))
     return df
-
-
-def _clean(x):
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    if isinstance(x, (np.floating, np.integer)):
-        return _clean(x.item())
-    return x
 
 
 def _section(title: str, df: pd.DataFrame, summary: dict, sentence: str, figs: list[str], out: Path) -> str:
@@ -303,7 +292,7 @@ def sweep_context(emb: Embeddings, sae: SAE, *, contexts: Sequence[int], out: st
                "control_steps": ctl_steps, "fvu_past_original_context_before": before,
                "rows": df.to_dict(orient="records"), "verdicts": verdicts, "command": command}
     write_text_atomic(out / "contexts.csv", df.to_csv(index=False, float_format="%.6g"))
-    write_text_atomic(out / "summary.json", json.dumps(_clean(summary), indent=2) + "\n")
+    write_text_atomic(out / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
     write_text_atomic(out / "section.html", _section("Repairing length generalisation", df, summary,
                       f"FVU past position {base}: {before:.4g} before; after fine-tuning: "
                       + ", ".join(f"{r.sae} {r.fvu_past_original_context:.4g}" for r in df.iloc[1:].itertuples()) + ".",

@@ -295,15 +295,14 @@ def train_sae(
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     sampler = _Sampler(emb, cfg.context, token_weights, gen)
-    # Scale so that E||x||^2 = 1 and the token-part variance that FVU divides by.
+    # Scale so that E||x||^2 = d_model, and the token-part variance (in scaled units) that FVU divides by.
     with torch.no_grad():
         probe_x = sampler.batch(16384)
         scale = float(probe_x.pow(2).sum(1).mean().sqrt()) / emb.d_model**0.5
-        tp = token_weights / token_weights.sum() if token_weights is not None else None
+        tp = (token_weights / token_weights.sum() if token_weights is not None
+              else torch.full((emb.d_vocab,), 1.0 / emb.d_vocab, dtype=torch.float64))
         WE = emb.W_E.double()
-        mu = (tp[:, None] * WE).sum(0) if tp is not None else WE.mean(0)
-        tok_var = float(((tp if tp is not None else torch.full((emb.d_vocab,), 1.0 / emb.d_vocab, dtype=torch.float64))
-                         * (WE - mu).pow(2).sum(1)).sum()) / scale**2
+        tok_var = float(tp @ (WE - tp @ WE).pow(2).sum(1)) / scale**2
 
     params = _Params(emb.d_model, cfg.d_sae, gen)
     with torch.no_grad():
