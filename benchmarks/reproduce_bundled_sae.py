@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from posfeat import load_embeddings, read_sae_folder, reconstruction_by_position, sample_tokens
+from posfeat.analyses.evaluation import range_means
 from posfeat.cli import main as cli
-from posfeat.evaluation import range_means
-from posfeat.sources import BUNDLED_SAE_DIR
-from posfeat.train import TOKEN_WEIGHTS_FILE, load_token_weights
+from posfeat.io import BUNDLED_SAE_DIR
+from posfeat.io.tokens import TOKEN_WEIGHTS_FILE, load_token_weights
 
 
 def in_context(emb, sae, weights) -> dict[str, float]:

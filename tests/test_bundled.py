@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from posfeat import feature_stats, load_pair, reconstruction_by_position, sample_tokens
-from posfeat.evaluation import range_means
-from posfeat.sources import BUNDLED_SAE_DIR, sae_token_weights
+from posfeat.analyses.evaluation import range_means
+from posfeat.io.sources import BUNDLED_SAE_DIR, sae_token_weights
 
 pytestmark = pytest.mark.realmodel
 

@@ -1,38 +1,49 @@
 """posfeat: exact analysis of positional and semantic features of layer-0 SAEs.
 
-Data flows one way: sources (embeddings, SAEs) -> grid statistics -> analyses -> report -> CLI.
+Data flows one way through the stages (each subpackage imports only from those before it):
+``core`` -> ``io`` -> ``engine`` -> ``analyses`` -> ``outputs`` -> ``training`` -> ``cli``.
 
     >>> import posfeat
-    >>> emb, sae = posfeat.load_pair("minilm", "minilm")      # or ("gpt2", "gpt2-small-res-jb/blocks.0.hook_resid_pre")
-    >>> stats = posfeat.feature_stats(emb, sae, range(128))    # exact, whole grid
-    >>> an = posfeat.analyze(emb, sae); an.save("out")         # every finding of the note
+    >>> emb, sae = posfeat.load_pair("minilm", "minilm")      # or ("gpt2", "gpt2-small-res-jb/blocks.0.hook_resid_pre", device="cuda")
+    >>> stats = posfeat.feature_stats(emb, sae, range(128))    # exact, whole grid, where the pair lives
+    >>> an = posfeat.analyze(emb, sae); an.save("out")         # every finding of the note, with verdicts
 """
 
-from .analysis import Analysis, analyze
-from .embeddings import Embeddings
-from .errors import PosfeatError
-from .evaluation import reconstruction_by_position
-from .grid_stats import GridStats, brute_force_stats, feature_stats
-from .helix import PCA, positional_pca
-from .models import load_embeddings
-from .reconstruction import sample_tokens
-from .sae import SAE
-from .sae_io import read_sae_folder, write_sae_folder
-from .sources import load_pair, load_sae
-from .train import train_sae
-
-__version__ = "0.1.0"
+from . import outputs as _outputs  # noqa: F401  (registers the writers and figures that Analysis uses)
+from .analyses import (
+    PCA,
+    Analysis,
+    Comparison,
+    FeatureCard,
+    FindingRules,
+    analyze,
+    compare_saes,
+    feature_card,
+    positional_pca,
+    reconstruction_by_position,
+)
+from .core import SAE, Embeddings, PosfeatError, SAEMeta, __version__
+from .engine import GridStats, brute_force_stats, feature_stats, sample_tokens
+from .io import load_embeddings, load_pair, load_sae, read_sae_folder, write_sae_folder
+from .training import TrainConfig, train_sae
 
 __all__ = [
     "PCA",
     "SAE",
     "Analysis",
+    "Comparison",
     "Embeddings",
+    "FeatureCard",
+    "FindingRules",
     "GridStats",
     "PosfeatError",
+    "SAEMeta",
+    "TrainConfig",
     "__version__",
     "analyze",
     "brute_force_stats",
+    "compare_saes",
+    "feature_card",
     "feature_stats",
     "load_embeddings",
     "load_pair",

@@ -1,0 +1,370 @@
+"""``analyze(emb, sae) -> Analysis``: every finding of the note, exactly, plus what it only sketched.
+
+Exact grid statistics (all tokens) give the feature classes, firing runs, profiles, the helix and
+spurious firing; what mixes features (reconstruction) uses a stated, seeded token sample at every
+position. Each claim becomes a verdict (:mod:`posfeat.analyses.findings`). Everything is computed
+where the pair lives; every table and array of an :class:`Analysis` is CPU pandas/numpy.
+``Analysis.save(dir)`` writes the files, ``Analysis.figure(name)`` draws one figure (both provided
+by ``posfeat.outputs``), and an Analysis shows its headline numbers in a notebook.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..core.embeddings import Embeddings
+from ..core.errors import PosfeatError, arg
+from ..core.registry import lookup
+from ..core.sae import SAE, sae_context
+from ..core.tensors import to_numpy
+from ..engine.grid_stats import GridStats, additive_parts, check_pair, feature_stats, grid_statistics, on_device
+from ..engine.sample import TokenSample, sample_tokens
+from ..io.sources import sae_token_weights
+from ..io.tokens import token_weights_arg
+from .classify import KINDS, classify, counts_by_threshold, feature_table, gap_window, knee_kneedle, knee_largest_gap, overlap
+from .findings import FindingRules, compute_findings
+from .helix import PCA, positional_pca
+from .length import SPURIOUS_COLUMNS, SPURIOUS_FEATURE_COLUMNS, positional_code, sample_analysis, spurious_counts, spurious_examples
+
+#: Neuronpedia pages for SAEs it hosts, by Neuronpedia id.
+NEURONPEDIA_URL = "https://www.neuronpedia.org/{id}/{feature}"
+KNEEDLE_WINDOW = 1000
+INTERACTION_FLAG = 0.3
+
+
+@dataclass
+class HelixPoints:
+    """W_pos rows and positional features' decoder directions on the top 3 PCs (Figure 1 of the note).
+
+    ``rows``: ``[n, 3]`` W_pos rows ``pca.positions``; ``features``: positional features peaking after
+    position 0; ``feature_points``: ``[m, 3]`` their decoder directions, scaled to the mean radius of
+    the rows (a direction has no length of its own); ``peaks``: their peak positions.
+    """
+
+    rows: np.ndarray
+    positions: np.ndarray
+    features: np.ndarray
+    feature_points: np.ndarray
+    peaks: np.ndarray
+
+
+@dataclass
+class Analysis:
+    """Everything ``posfeat analyze`` computes. Tables are pandas DataFrames; arrays are numpy (CPU).
+
+    Attributes:
+        features: one row per feature (``posfeat.analyses.classify.FEATURE_COLUMNS`` plus decoder geometry).
+        stats_context: exact grid statistics over all tokens and positions ``0..context-1``.
+        stats_all: the same over all studied positions (profiles past the context).
+        pca: PCA of W_pos rows ``1..context-1``.
+        by_position: per position: reconstruction metrics and baselines, the positional code (firing
+            positional features and their peaks), spurious firing, error attribution, add-back, and
+            the chosen token's top features (``token_f<N>``).
+        spurious_examples, spurious_by_feature: strongest (feature, token) pairs firing only past the
+            context, and per feature how often that happens (exact).
+        token_features, token_profile: the chosen token's top features and their activations ``[n_pos, k]``.
+        findings: the verdicts (``summary["findings"]``); summary: the headline numbers (summary.json).
+        timings: seconds per stage.
+    """
+
+    emb: Embeddings
+    sae: SAE
+    context: int
+    features: pd.DataFrame
+    stats_context: GridStats
+    stats_all: GridStats
+    pca: PCA
+    by_position: pd.DataFrame
+    spurious_examples: pd.DataFrame
+    spurious_by_feature: pd.DataFrame
+    token: int
+    token_features: np.ndarray
+    token_profile: np.ndarray
+    sample: TokenSample
+    helix: HelixPoints
+    rules: FindingRules = field(default_factory=FindingRules)
+    findings: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def positional(self) -> np.ndarray:
+        """Indices of positional features, sorted by peak position."""
+        df = self.features[self.features.kind == "positional"].sort_values(["peak_position", "feature"])
+        return df.feature.to_numpy()
+
+    @property
+    def figure_names(self) -> list[str]:
+        """Names accepted by :meth:`figure` (static figures, then the interactive ones)."""
+        return list(lookup("figure_names")())
+
+    def neuronpedia_url(self, feature: int) -> str | None:
+        """The feature's Neuronpedia page, when the SAE has a Neuronpedia id."""
+        npid = self.sae.meta.neuronpedia_id
+        return NEURONPEDIA_URL.format(id=npid, feature=int(feature)) if npid else None
+
+    def figure(self, name: str) -> Any:
+        """The matplotlib ``Figure`` (or plotly figure, for the interactive ones) called ``name``."""
+        return lookup("make_figure")(self, name)
+
+    def feature(self, index: int) -> Any:
+        """A :class:`posfeat.FeatureCard` for one feature, from this analysis."""
+        from .card import card_from_analysis
+
+        return card_from_analysis(self, index)
+
+    def save(self, out: str | Path, *, force: bool = False, command: str | None = None, include_sweeps: list[str | Path] = ()) -> Path:
+        """Write features.csv, by_position.csv, spurious_*.csv, summary.json, figures/*.png and report.html
+        (with the sections of the given ``posfeat sweep`` folders) under posfeat's output policy."""
+        return lookup("save_analysis")(self, out, force=force, command=command, include_sweeps=list(include_sweeps))
+
+    def _repr_html_(self) -> str:
+        s = self.summary
+        rows = [("model", s.get("model")), ("SAE", f"{s.get('sae')} ({s.get('sae_architecture')}, d_sae {s.get('d_sae')})"),
+                ("context", f"{s.get('context_size')} of {s.get('n_ctx')} positions"),
+                ("features", ", ".join(f"{v} {k}" for k, v in s.get("counts", {}).items()))]
+        head = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td colspan=3 style='text-align:left'>"
+                       f"{html.escape(str(v))}</td></tr>" for k, v in rows)
+        body = "".join(f"<tr><td style='text-align:left'>{html.escape(k)}</td><td><b>{html.escape(f['verdict'])}</b></td>"
+                       f"<td style='text-align:left'>{html.escape(f['evidence'])}</td></tr>" for k, f in self.findings.items())
+        return (f"<table>{head}<tr><th>finding</th><th>verdict</th><th>evidence</th></tr>{body}</table>")
+
+
+def default_token(emb: Embeddings) -> int:
+    """A common token: ' the' or 'the' when present, else token 0."""
+    for s in (" the", "the", "Ġthe"):
+        if emb.tokens and s in emb.tokens:
+            return emb.tokens.index(s)
+    return 0
+
+
+def resolve_token(emb: Embeddings, token: str | int | None) -> int:
+    if isinstance(token, str):
+        return emb.token_id(token)
+    if token is None:
+        return default_token(emb)
+    tid = int(token)
+    if not 0 <= tid < emb.d_vocab:
+        raise PosfeatError(f"Token id {tid} is not in the vocabulary (0..{emb.d_vocab - 1}); pass an existing token.")
+    return tid
+
+
+@contextmanager
+def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the seconds spent in the block to ``timings[stage]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+
+
+def decoder_geometry(emb: Embeddings, sae: SAE, pca: PCA, context: int) -> pd.DataFrame:
+    """Per feature: cosine of the decoder direction with its nearest W_pos row (full space), that row, and
+    the nearest row on the top 3 PCs (the geometry of the note's Figure 1)."""
+    W = sae.W_dec.double()
+    Wp = emb.W_pos[:context].double()
+    cos = (W / W.norm(dim=1, keepdim=True).clamp(min=1e-12)) @ (Wp / Wp.norm(dim=1, keepdim=True).clamp(min=1e-12)).T
+    best = cos.max(1)
+    rows = pca.project(to_numpy(emb.W_pos[torch.as_tensor(pca.positions)]))
+    dirs = pca.project(to_numpy(sae.W_dec), center=False)
+    rn = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    dn = dirs / np.maximum(np.linalg.norm(dirs, axis=1, keepdims=True), 1e-12)
+    nearest_pc = pca.positions[(dn @ rn.T).argmax(1)]
+    return pd.DataFrame({"decoder_cos_wpos": to_numpy(best.values), "nearest_wpos_row": to_numpy(best.indices),
+                         "nearest_wpos_row_pc": nearest_pc})
+
+
+def helix_points(emb: Embeddings, sae: SAE, pca: PCA, features: pd.DataFrame) -> HelixPoints:
+    """See :class:`HelixPoints`; position-0 features are left out (reported separately), as in the note."""
+    pts = pca.project(to_numpy(emb.W_pos[torch.as_tensor(pca.positions)]))
+    sel = features[(features.kind == "positional") & (features.peak_position > 0)]
+    feats = sel.feature.to_numpy()
+    proj = pca.project(to_numpy(sae.W_dec[torch.tensor(np.asarray(feats, dtype=np.int64), device=sae.device)]), center=False)
+    norm = np.linalg.norm(proj, axis=1, keepdims=True)
+    fpts = proj / np.where(norm > 0, norm, 1) * np.linalg.norm(pts, axis=1).mean()
+    return HelixPoints(pts, pca.positions, feats, fpts, sel.peak_position.to_numpy())
+
+
+def token_profile(emb: Embeddings, sae: SAE, tid: int, n_pos: int, context: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` features of token ``tid`` by mean over the context, and their activations at every position ``[n_pos, k]``."""
+    pos = torch.arange(n_pos)
+    if sae.separable:
+        a, b = additive_parts(emb, sae, torch.tensor([tid]), pos)
+        prof = to_numpy(sae.activate(a + b), np.float64)
+    else:
+        prof = to_numpy(sae.encode(emb.inputs(torch.tensor([tid], device=emb.device), pos.to(emb.device))), np.float64)
+    top = np.argsort(-prof[:context].mean(0), kind="stable")[:k]
+    return top, prof[:, top]
+
+
+def _grid(emb: Embeddings, sae: SAE, context: int, n_pos: int, progress: bool) -> tuple[GridStats, GridStats, Any]:
+    if sae.separable:
+        sets = [range(context)] if n_pos == context else [range(context), range(n_pos)]
+        stats, never = grid_statistics(emb, sae, sets, progress=progress, never_firing_context=context)
+        return stats[0], stats[-1], never
+    ctx = feature_stats(emb, sae, range(context), progress=progress)
+    return ctx, (ctx if n_pos == context else feature_stats(emb, sae, range(n_pos), progress=progress)), None
+
+
+def _spurious(emb: Embeddings, sae: SAE, stats_all: GridStats, never: Any, kinds: np.ndarray, context: int,
+              n_pos: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Exact spurious firing for separable SAEs; NaN (not computed) for TopK, whose counts are not monotone in ``b``."""
+    if never is not None:
+        per_pos, by_feature = spurious_counts(stats_all, context, kinds)
+        return per_pos, by_feature, spurious_examples(emb, sae, never, kinds, context, n_pos)
+    per_pos = pd.DataFrame({"position": stats_all.positions, "spurious_per_token": np.nan, "spurious_pairs": np.nan})
+    return per_pos, pd.DataFrame(columns=SPURIOUS_FEATURE_COLUMNS), pd.DataFrame(columns=SPURIOUS_COLUMNS)
+
+
+def analyze(
+    emb: Embeddings,
+    sae: SAE,
+    *,
+    positions: int | None = None,
+    tokens_sample: int = 2048,
+    token: str | int | None = None,
+    token_weights: Any = "auto",
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    positional_share: float = 0.5,
+    semantic_share: float = 0.5,
+    n_token_features: int = 10,
+    rules: FindingRules | None = None,
+    progress: bool = False,
+) -> Analysis:
+    """Run every analysis of the note on ``emb`` x ``sae`` where they live (see module docstring).
+
+    Args:
+        positions: study positions ``0..positions-1`` (default all of W_pos).
+        tokens_sample: tokens sampled (seeded) for the reconstruction analyses.
+        token: token (string or id) for the per-token figure (default ' the').
+        token_weights: draw the sample from these weights (tensor or safetensors file); ``"auto"``
+            (default) uses the token distribution the SAE folder ships, else uniform; None: uniform.
+        device: move the pair there first (default: where it is).
+        positional_share, semantic_share: thresholds of the classification rule.
+        rules: thresholds of the verdicts (:class:`FindingRules`).
+    """
+    emb, sae = on_device(emb, sae, device)
+    check_pair(emb, sae)
+    n_pos = emb.n_ctx if positions is None else positions
+    if isinstance(n_pos, bool) or not isinstance(n_pos, (int, np.integer)) or not 1 <= n_pos <= emb.n_ctx:
+        raise PosfeatError(f"{arg('positions', positions)} is outside 1..{emb.n_ctx}, the positions of {emb.name}; give a number within it.")
+    n_pos = int(n_pos)
+    context = min(sae_context(sae, emb.n_ctx), n_pos)
+    tid = resolve_token(emb, token)
+    if isinstance(token_weights, str) and token_weights == "auto":
+        shipped = sae_token_weights(sae, emb.d_vocab)
+        token_weights = None if shipped is None else shipped[1]
+    sample = sample_tokens(emb, tokens_sample, weights=token_weights_arg(token_weights, emb.d_vocab), seed=seed)
+    timings: dict[str, float] = {}
+    with timed(timings, "grid_statistics"):
+        stats_ctx, stats_all, never = _grid(emb, sae, context, n_pos, progress)
+    kinds = classify(stats_ctx, positional_share, semantic_share)
+    pca = positional_pca(emb.W_pos, range(1, context)) if context > 2 else positional_pca(emb.W_pos, range(0, min(emb.n_ctx, 3)))
+    features = pd.concat([feature_table(stats_ctx, emb, kinds), decoder_geometry(emb, sae, pca, context)], axis=1)
+    top_feats, prof = token_profile(emb, sae, tid, n_pos, context, n_token_features)
+    positional = features.feature[features.kind == "positional"].to_numpy()
+    code = positional_code(stats_all, positional, features.peak_position.to_numpy()[positional], context)
+    code["positional_mass"] = stats_all.mean_by_position[positional].sum(0)
+    with timed(timings, "spurious_firing"):
+        spur, by_feature, examples = _spurious(emb, sae, stats_all, never, kinds, context, n_pos)
+    with timed(timings, "reconstruction"):
+        samp = sample_analysis(emb, sae, sample, torch.arange(n_pos), kinds, pca, context, seed=seed, progress=progress)
+    by_pos = samp.per_position.merge(code, on=["position", "in_context"]).merge(spur, on="position")
+    for j, f in enumerate(top_feats):
+        by_pos[f"token_f{int(f)}"] = prof[:, j]
+    an = Analysis(emb=emb, sae=sae, context=context, features=features, stats_context=stats_ctx, stats_all=stats_all, pca=pca,
+                  by_position=by_pos, spurious_examples=examples, spurious_by_feature=by_feature, token=tid, token_features=top_feats,
+                  token_profile=prof, sample=sample, helix=helix_points(emb, sae, pca, features), rules=rules or FindingRules(),
+                  timings=timings)
+    an.findings = compute_findings(features, by_pos, context, pca.explained_variance_ratio, (int(pca.positions.min()), int(pca.positions.max())),
+                                   emb.token_str(tid), an.rules)
+    an.summary = summarize(an, stats_ctx, positional_share=positional_share, semantic_share=semantic_share, seed=seed)
+    return an
+
+
+def _mean(df: pd.DataFrame, col: str) -> float:
+    return float(df[col].mean()) if len(df) else float("nan")
+
+
+def _knees(features: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """The note's method beside the rule: Kneedle (within a stated window) and the largest gap of the sorted scores."""
+    ranked = features.sort_values(["positional_score", "feature"], ascending=[False, True]).feature
+    rule = set(features.feature[features.kind == "positional"])
+    scores = features.positional_score.to_numpy()
+    kneedle, gap = knee_kneedle(scores, KNEEDLE_WINDOW), knee_largest_gap(scores)
+    return {"kneedle": {"window": KNEEDLE_WINDOW, **overlap(set(ranked.head(kneedle)), rule)},
+            "largest_gap": {"window": gap_window(int((scores > 0).sum())), **overlap(set(ranked.head(gap)), rule)}}
+
+
+def _bert_edge(an: Analysis) -> dict[str, Any] | None:
+    """BERT-style encoders' last positions are rarely trained: their spurious firing, called out against the median past the context."""
+    if not an.emb.info.get("token_type_row_added"):
+        return None
+    bp = an.by_position
+    past = bp[bp.position >= an.context]
+    edge = bp[bp.position >= bp.position.max() - 7]
+    if not len(past):
+        return None
+    return {"positions": [int(edge.position.min()), int(edge.position.max())], "spurious_per_token": _mean(edge, "spurious_per_token"),
+            "median_past_context": float(past.spurious_per_token.median())}
+
+
+def summarize(an: Analysis, stats_ctx: GridStats, **settings: Any) -> dict[str, Any]:
+    """The headline numbers of an analysis (what summary.json holds), all derived from its tables."""
+    from ..core.version import __version__
+    from .evaluation import pooled_explained_variance, range_means
+
+    f, bp = an.features, an.by_position
+    live = f[f.kind != "dead"]
+    pos_feats = f[f.kind == "positional"]
+    inside, past = range_means(bp, 0, an.context), range_means(bp, an.context, int(bp.position.max()) + 1)
+    past_rows, in_rows = bp[bp.position >= an.context], bp[bp.position < an.context]
+    ab_past = _mean(past_rows, "addback_fvu")
+    knees = _knees(f)
+    return {
+        "model": an.emb.name, "sae": an.sae.name, "sae_architecture": an.sae.architecture, "d_sae": an.sae.d_sae, "d_model": an.emb.d_model,
+        "d_vocab": an.emb.d_vocab, "n_ctx": an.emb.n_ctx, "positions_studied": int(bp.position.max()) + 1, "centered": bool(an.emb.centered),
+        "context_size": an.context, "device": str(an.sae.device),
+        "classification_rule": {"positional": f"position_share >= {settings['positional_share']}",
+                                "semantic": f"token_share >= {settings['semantic_share']}",
+                                "dead": "never fires on the grid within the context", "mixed": "otherwise"},
+        "counts": {k: int((f.kind == k).sum()) for k in KINDS},
+        "counts_by_threshold": counts_by_threshold(stats_ctx),
+        "disjoint_fraction": float((np.maximum(live.position_share.fillna(0), live.token_share.fillna(0)) >= 0.9).mean())
+        if len(live) else float("nan"),
+        "positional_score_knee": knees["kneedle"]["count"], "positional_score_gap": knees["largest_gap"]["count"], "knee_vs_rule": knees,
+        "pca_top3_variance": an.pca.top(3), "pca_spectrum": [float(v) for v in an.pca.explained_variance_ratio[:10]],
+        "pca_positions": [int(an.pca.positions.min()), int(an.pca.positions.max())],
+        "position0_features": [int(x) for x in pos_feats.feature[pos_feats.peak_position == 0]],
+        "positional_mean_span": float(pos_feats.span_width[pos_feats.span_width > 0].mean()) if len(pos_feats) else float("nan"),
+        "multi_run_features": [int(x) for x in pos_feats.feature[pos_feats.n_runs >= 2]],
+        "high_interaction_features": [int(x) for x in live.feature[live.interaction_share.fillna(0) >= INTERACTION_FLAG]],
+        "token": an.emb.token_str(an.token), "token_top_features": [int(x) for x in an.token_features], "token_sample": an.sample.how,
+        "fvu_in_context": inside["fvu"], "fvu_past_context": past["fvu"], "l0_in_context": inside["l0"], "l0_past_context": past["l0"],
+        "explained_variance_in_context": pooled_explained_variance(bp, an.emb, an.sample, 0, an.context),
+        "explained_variance_past_context": pooled_explained_variance(bp, an.emb, an.sample, an.context, int(bp.position.max()) + 1),
+        "random_fvu_in_context": inside["random_fvu"], "random_fvu_past_context": past["random_fvu"],
+        "zero_fvu_in_context": inside["zero_fvu"], "zero_fvu_past_context": past["zero_fvu"],
+        "addback_fvu_past_context": ab_past,
+        "addback_error_removed": (1 - ab_past / past["fvu"]) if past["fvu"] and np.isfinite(past["fvu"]) else float("nan"),
+        "pc_error_share_past_context": _mean(past_rows, "pc_error_share"),
+        "spurious_per_token_past_context": _mean(past_rows, "spurious_per_token"),
+        "spurious_per_token_in_context": _mean(in_rows, "spurious_per_token"),
+        "spurious_features": len(an.spurious_by_feature),
+        "semantic_spread_in_context": _mean(in_rows, "semantic_spread"), "semantic_spread_past_context": _mean(past_rows, "semantic_spread"),
+        "bert_edge": _bert_edge(an),
+        "findings": an.findings, "rules": an.rules.as_dict(), "timings": dict(an.timings),
+        "posfeat_version": __version__, "settings": settings,
+    }

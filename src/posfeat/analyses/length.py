@@ -1,0 +1,172 @@
+"""Length generalisation: what happens to an SAE past the context it was trained on.
+
+* reconstruction per position over all studied positions, against a random vector of the input's
+  norm and the zero reconstruction (:mod:`posfeat.analyses.evaluation`);
+* positional features extended past the context: which fire where, the spread of their peaks
+  (all of which lie inside the context) against the true position, inside and past the context;
+* semantic features past the context: spread of their activation around each token's in-context
+  mean (on the token sample), and spurious firing, exact over the whole vocabulary for separable
+  SAEs. A token fires feature ``i`` at ``p`` but nowhere inside the context iff
+  ``cut - b[p] < a <= cut - max_{q < context} b[q]``; since the number of tokens firing at a
+  position grows with ``b``, the count of such tokens at ``p`` is exactly
+  ``max(0, count[p] - max_{q < context} count[q])``, read off the exact grid statistics;
+* attribution of the error past the context: its share inside the span of the top principal
+  components of W_pos, and the add-back test (drop positional features, add the true W_pos row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..core.embeddings import Embeddings
+from ..core.sae import SAE
+from ..core.tensors import to_numpy
+from ..engine.grid_stats import GridStats, NeverFiring, additive_parts
+from ..engine.sample import Chunk, DeviationSums, SampleGrid, TokenSample
+from .evaluation import chunk_error, chunk_metrics, random_cosines, token_spread
+from .helix import PCA
+
+SPURIOUS_COLUMNS = ["feature", "kind", "token", "token_id", "position", "activation"]
+SPURIOUS_FEATURE_COLUMNS = ["feature", "kind", "spurious_pairs", "spurious_per_position", "positions_with_spurious",
+                            "first_spurious_position", "max_spurious_position"]
+PEAK_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def positional_code(stats_all: GridStats, positional: np.ndarray, peak: np.ndarray, context: int, min_fire: float = 0.5) -> pd.DataFrame:
+    """Per position: the positional features firing there (on at least ``min_fire`` of the tokens) and where they peak.
+
+    Columns: ``position``, ``in_context``, ``n_positional_firing`` (zero is an answer too),
+    ``apparent_position`` (activation-weighted mean of their peaks), ``peak_q10 .. peak_q90``
+    (quantiles of their peaks) and ``peak_distance`` (median ``|position - peak|``); NaN where none fires.
+    """
+    mean = stats_all.mean_by_position[positional]
+    fire = stats_all.fire_by_position[positional] >= min_fire
+    rows = []
+    for j, p in enumerate(stats_all.positions):
+        on = fire[:, j]
+        w, pk = mean[on, j], peak[on]
+        row = {"position": int(p), "in_context": bool(p < context), "n_positional_firing": int(on.sum()),
+               "apparent_position": float((w * pk).sum() / w.sum()) if w.sum() > 0 else float("nan")}
+        qs = np.quantile(pk, PEAK_QUANTILES) if len(pk) else [float("nan")] * len(PEAK_QUANTILES)
+        row.update({f"peak_q{int(q * 100)}": float(v) for q, v in zip(PEAK_QUANTILES, qs)})
+        row["peak_distance"] = float(np.median(np.abs(p - pk))) if len(pk) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def spurious_counts(stats_all: GridStats, context: int, kinds: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Exact spurious firing over the whole vocabulary, from the exact counts (module docstring).
+
+    Returns ``per_position`` (``position``, ``spurious_per_token``: features per token that fire there and
+    nowhere inside the context, ``spurious_pairs``) and ``by_feature`` (``SPURIOUS_FEATURE_COLUMNS``,
+    features with any spurious firing, most first).
+    """
+    n_tok = len(stats_all.tokens)
+    count = np.rint(stats_all.fire_by_position * n_tok)  # [d_sae, n_pos]
+    inside = stats_all.positions < context
+    best_inside = count[:, inside].max(1, initial=0.0)
+    spur = np.clip(count - best_inside[:, None], 0.0, None)
+    spur[:, inside] = 0.0
+    per_pos = pd.DataFrame({"position": stats_all.positions, "spurious_per_token": spur.sum(0) / n_tok, "spurious_pairs": spur.sum(0)})
+    total = spur.sum(1)
+    feats = np.nonzero(total > 0)[0]
+    pos = stats_all.positions
+    by_feature = pd.DataFrame({
+        "feature": feats, "kind": kinds[feats], "spurious_pairs": total[feats],
+        "spurious_per_position": total[feats] / max(1, int((~inside).sum())), "positions_with_spurious": (spur[feats] > 0).sum(1),
+        "first_spurious_position": [int(pos[np.argmax(spur[f] > 0)]) for f in feats],
+        "max_spurious_position": [int(pos[np.argmax(spur[f])]) for f in feats],
+    }, columns=SPURIOUS_FEATURE_COLUMNS).sort_values(["spurious_pairs", "feature"], ascending=[False, True], ignore_index=True)
+    return per_pos, by_feature
+
+
+def spurious_examples(emb: Embeddings, sae: SAE, never: NeverFiring, kinds: np.ndarray, context: int, n_pos: int,
+                      top: int = 20) -> pd.DataFrame:
+    """The ``top`` strongest (feature, token, position) firings past the context by a token that never fires it inside."""
+    feats = np.nonzero(np.isfinite(never.value))[0]
+    if len(feats) == 0 or n_pos <= context:
+        return pd.DataFrame(columns=SPURIOUS_COLUMNS)
+    rows = []
+    cut = to_numpy(sae.cut(torch.float64))
+    for f0 in range(0, len(feats), 4096):
+        fs = feats[f0: f0 + 4096]
+        _, b = additive_parts(emb, sae.subset(torch.as_tensor(fs)), torch.arange(1), torch.arange(context, n_pos))
+        b = to_numpy(b, np.float64)  # [n_past, F]
+        j = b.argmax(0)
+        act = never.value[fs] + b[j, np.arange(len(fs))]
+        for i in np.nonzero(act > cut[fs])[0]:
+            rows.append((float(act[i]), int(fs[i]), int(never.token[fs[i]]), context + int(j[i])))
+    rows.sort(key=lambda r: (-r[0], r[1]))
+    return pd.DataFrame([{"feature": f, "kind": kinds[f], "token": emb.token_str(t), "token_id": t, "position": p, "activation": v}
+                         for v, f, t, p in rows[:top]], columns=SPURIOUS_COLUMNS)
+
+
+@dataclass
+class SampleAnalysis:
+    """Per-position results that need reconstruction (a stated token sample at every position).
+
+    ``per_position`` has the columns of ``posfeat.analyses.evaluation.EVAL_COLUMNS`` plus
+    ``pc_error_share``, ``addback_fvu`` and ``semantic_spread``.
+    """
+
+    per_position: pd.DataFrame
+    addback_offset: np.ndarray
+
+
+@torch.no_grad()
+def sample_analysis(emb: Embeddings, sae: SAE, sample: TokenSample, positions: torch.Tensor, kinds: np.ndarray, pca: PCA,
+                    context: int, *, n_pcs: int = 3, seed: int = 0, progress: bool = False) -> SampleAnalysis:
+    """Reconstruction metrics, error attribution to the W_pos principal subspace, the add-back test and
+    semantic spread, in one pass over the sample at every position.
+
+    * ``pc_error_share``: share of ``sum ||x - x_hat||^2`` lying in the span of the top ``n_pcs`` components of W_pos;
+    * ``addback_fvu``: FVU of ``decode(f * non_positional) + W_pos[p] + m``, where the constant ``m`` is
+      the mean residual inside the context (fitted there). With ``r = x - decode(f * non_positional) - W_pos[p]``,
+      ``sum ||r - m||^2 = sum ||r||^2 - 2 m . sum r + n ||m||^2`` per position, so one pass suffices;
+    * ``semantic_spread``: mean over semantic features and tokens of ``|f - in-context mean of f for that
+      token|`` at each position; with ``m >= 0`` that is ``(sum m + sum over non-zero f of (|f - m| - m)) / (n_tok n_sem)``.
+    """
+    from tqdm.auto import tqdm
+
+    grid = SampleGrid(emb, sae, sample.ids)
+    dev, n = grid.dev, len(sample)
+    denom = token_spread(sample, emb)
+    P = torch.as_tensor(pca.components[:n_pcs], dtype=torch.float32, device=dev)
+    pos_feats = torch.as_tensor(np.nonzero(kinds == "positional")[0], dtype=torch.long, device=dev)
+    sem = torch.as_tensor(np.nonzero(kinds == "semantic")[0], dtype=torch.long, device=dev)
+    deviation = DeviationSums(grid, context, sem)
+    parts, r_sum, r_sq = [], [], []
+    bar = tqdm(total=len(positions), desc="reconstruction", unit="pos", disable=not progress)
+    for chunk in grid.chunks(positions):
+        pc = to_numpy(chunk.positions)
+        err = chunk_error(grid, chunk)
+        met = chunk_metrics(chunk, err, denom, torch.as_tensor(random_cosines(emb.d_model, n, pc, seed), device=dev))
+        tot = met["fvu"] * denom
+        in_pc = (err @ P.T).double().pow(2).sum(-1).sum(0)
+        r = err.add_(_positional_part(grid, chunk, pos_feats)).sub_(emb.W_pos[chunk.positions][None])  # x - decode(f * non_positional) - W_pos[p]
+        r_sum.append(r.sum(0, dtype=torch.float64))
+        r_sq.append(torch.linalg.vector_norm(r, dim=-1).double().pow(2).sum(0))
+        spread = deviation(chunk) / max(1, n * len(sem))
+        parts.append(pd.DataFrame({"position": pc, "in_context": pc < context, **{k: to_numpy(v) for k, v in met.items()},
+                                   "pc_error_share": to_numpy(torch.where(tot > 0, in_pc / tot.clamp(min=1e-300), torch.nan)),
+                                   "semantic_spread": to_numpy(spread)}))
+        bar.update(len(pc))
+    bar.close()
+    df = pd.concat(parts, ignore_index=True)
+    r_sum_t, r_sq_t = torch.cat(r_sum), torch.cat(r_sq)
+    inside = (positions < context).to(dev)
+    offset = r_sum_t[inside].sum(0) / max(1, n * int(inside.sum()))
+    ab = r_sq_t - 2 * (r_sum_t @ offset) + n * offset.pow(2).sum()
+    df["addback_fvu"] = to_numpy(ab.clamp(min=0) / denom)
+    return SampleAnalysis(df, to_numpy(offset))
+
+
+def _positional_part(grid: SampleGrid, chunk: Chunk, pos_feats: torch.Tensor) -> torch.Tensor:
+    """``f * positional @ W_dec`` at the chunk: from the dense activations when there, else from the positional entries."""
+    if chunk.dense is not None:
+        return chunk.dense[..., pos_feats] @ grid.sae.W_dec[pos_feats]
+    return grid.decode_entries(*grid.entries(chunk.b, pos_feats), len(chunk.positions))

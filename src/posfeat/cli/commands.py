@@ -1,0 +1,233 @@
+"""The commands: each checks its flags, loads what it needs, runs, and prints lines that follow from numbers it also writes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..analyses.analysis import analyze, timed
+from ..analyses.card import feature_card
+from ..analyses.classify import FEATURE_COLUMNS, classify, feature_table
+from ..analyses.compare import compare_saes
+from ..analyses.evaluation import EVAL_COLUMNS, dead_features, in_context_stats, range_means, reconstruction_by_position
+from ..analyses.findings import FindingRules
+from ..core.errors import PosfeatError
+from ..core.sae import sae_context
+from ..core.tensors import resolve_device
+from ..engine.grid_stats import feature_stats
+from ..engine.sample import sample_tokens
+from ..io.atomic import check_file_target, check_target, output_file
+from ..io.checkpoints import load_embeddings
+from ..io.sources import load_pair, load_sae, sae_token_weights
+from ..io.tokens import load_token_weights
+from ..outputs.report import sweep_sections
+from ..outputs.write import save_analysis, save_comparison
+from ..training.config import ContextSweepConfig, TrainConfig, WidthSweepConfig
+from ..training.sweeps import sweep_context, sweep_widths
+from ..training.train import train_sae
+from .flags import positions_arg, values_of
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, str], int]] = {}
+
+
+def command(name: str) -> Callable[[Callable[[argparse.Namespace, str], int]], Callable[[argparse.Namespace, str], int]]:
+    def deco(fn: Callable[[argparse.Namespace, str], int]) -> Callable[[argparse.Namespace, str], int]:
+        COMMANDS[name] = fn
+        return fn
+
+    return deco
+
+
+def _pair(args: argparse.Namespace) -> tuple[Any, Any]:
+    return load_pair(args.model, args.sae, device=args.device, allow_any_hook=getattr(args, "allow_any_hook", False))
+
+
+def _token_weights(args: argparse.Namespace, emb: Any, sae: Any) -> tuple[Path, Any] | None:
+    """--token-weights if given, else the SAE folder's own token_weights.safetensors, else None (uniform)."""
+    if getattr(args, "token_weights", None):
+        return Path(args.token_weights).expanduser(), load_token_weights(args.token_weights, emb.d_vocab)
+    return None if sae is None else sae_token_weights(sae, emb.d_vocab)
+
+
+def _rules(specs: list[str]) -> FindingRules:
+    known = FindingRules().as_dict()
+    values = {}
+    for spec in specs:
+        name, _, text = spec.partition("=")
+        if name not in known or not text:
+            raise PosfeatError(f"--rule {spec!r} is not NAME=VALUE with NAME one of {', '.join(known)}.")
+        try:
+            values[name] = float(text)
+        except ValueError:
+            raise PosfeatError(f"--rule {spec!r}: {text!r} is not a number.") from None
+    return FindingRules(**values)
+
+
+def _positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        v = getattr(args, name)
+        if v is not None and v <= 0:
+            raise PosfeatError(f"--{name.replace('_', '-')} {v} must be positive.")
+
+
+@command("analyze")
+def run_analyze(args: argparse.Namespace, invocation: str) -> int:
+    t0 = time.time()
+    _positive(args, "tokens_sample")
+    rules = _rules(args.rule)
+    resolve_device(args.device)
+    check_target(args.out, force=args.force)  # fail early on a bad --out, before any work
+    sweep_sections(args.include_sweep)  # and on a bad --include-sweep
+    load_time: dict[str, float] = {}
+    with timed(load_time, "load"):
+        emb, sae = _pair(args)
+    positions = positions_arg(args.positions, emb.n_ctx, single=True)
+    an = analyze(emb, sae, positions=None if positions is None else positions.stop, tokens_sample=args.tokens_sample, token=args.token,
+                 seed=args.seed, rules=rules, progress=True)
+    an.timings = {**load_time, **an.timings}
+    out = save_analysis(an, args.out, force=args.force, command=invocation, include_sweeps=args.include_sweep, progress=True)
+    s = an.summary
+    c = s["counts"]
+    print(f"{s['model']} x {s['sae']} (context {s['context_size']}, centred {s['centered']}, device {s['device']})")
+    print(f"features: {c['positional']} positional, {c['semantic']} semantic, {c['mixed']} mixed, {c['dead']} dead")
+    print(f"FVU in context {s['fvu_in_context']:.4f}, past it {s['fvu_past_context']:.4f} (random vector {s['random_fvu_past_context']:.3f}); "
+          f"L0 {s['l0_in_context']:.1f} -> {s['l0_past_context']:.1f}")
+    for key, f in an.findings.items():
+        print(f"  {key}: {f['verdict']}. {f['evidence']}")
+    print(f"wrote {out}/report.html, features.csv, by_position.csv, summary.json and figures/ in {time.time() - t0:.0f} s")
+    return 0
+
+
+@command("feature")
+def run_feature(args: argparse.Namespace, invocation: str) -> int:
+    resolve_device(args.device)
+    emb, sae = _pair(args)
+    print("\n".join(feature_card(emb, sae, args.index).lines()))
+    return 0
+
+
+@command("stats")
+def run_stats(args: argparse.Namespace, invocation: str) -> int:
+    resolve_device(args.device)
+    header = ",".join(FEATURE_COLUMNS)
+    if args.out is not None:
+        check_file_target(args.out, force=args.force, header=header)
+    emb, sae = _pair(args)
+    positions = positions_arg(args.positions, emb.n_ctx) or range(sae_context(sae, emb.n_ctx))
+    t0 = time.time()
+    st = feature_stats(emb, sae, positions, progress=True)
+    dt = time.time() - t0
+    df = feature_table(st, emb, classify(st))
+    print(f"exact statistics of {sae.d_sae} features over {emb.d_vocab} tokens x {len(positions)} positions "
+          f"({emb.d_vocab * len(positions) * sae.d_sae:.3e} activations) in {dt:.1f} s on {sae.device}")
+    if args.out is not None:
+        path = output_file(args.out, lambda p: df.to_csv(p, index=False, float_format="%.8g"), force=args.force, header=header)
+        print(f"wrote {path}")
+    else:
+        print(df.sort_values("positional_score", ascending=False).head(20).drop(columns=["runs"]).to_string(index=False))
+    return 0
+
+
+@command("eval")
+def run_eval(args: argparse.Namespace, invocation: str) -> int:
+    _positive(args, "tokens")
+    resolve_device(args.device)
+    header = ",".join(EVAL_COLUMNS)
+    check_file_target(args.out, force=args.force, header=header)
+    emb, sae = _pair(args)
+    tw = _token_weights(args, emb, sae)
+    sample = sample_tokens(emb, args.tokens, weights=None if tw is None else tw[1], seed=args.seed)
+    positions = positions_arg(args.positions, emb.n_ctx)
+    df = reconstruction_by_position(emb, sae, sample, positions, seed=args.seed)
+    dead = dead_features(in_context_stats(emb, sae))
+    ctx = sae_context(sae, emb.n_ctx)
+    path = output_file(args.out, lambda p: df.to_csv(p, index=False), force=args.force, header=header)
+    print(f"{emb.name} x {sae.name} (context {ctx}); {sample.how}" + (f" from {tw[0]}" if tw else ""))
+    shown = df.iloc[:: max(1, len(df) // 32)][["position", "mse", "fvu", "cosine", "l0", "random_fvu"]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    inside, past = range_means(df, 0, ctx), range_means(df, ctx, emb.n_ctx)
+    print(f"in context (0..{ctx - 1}): mean FVU {inside['fvu']:.4f}, mean L0 {inside['l0']:.1f}, cosine {inside['cosine']:.4f}")
+    if past["fvu"] == past["fvu"]:
+        print(f"past context ({ctx}..{emb.n_ctx - 1}): mean FVU {past['fvu']:.4f}, mean L0 {past['l0']:.1f}, cosine {past['cosine']:.4f}")
+    print(f"dead features (never fire on the exact grid within the context): {int(dead.sum())} of {sae.d_sae} ({dead.mean():.1%})")
+    print(f"wrote {path}")
+    return 0
+
+
+@command("train")
+def run_train(args: argparse.Namespace, invocation: str) -> int:
+    values = values_of(args, TrainConfig)
+    TrainConfig(**values).validate(None)
+    dev = resolve_device(args.device)
+    check_target(args.out, force=args.force)
+    emb = load_embeddings(args.model, center=args.center).to(dev)
+    res = train_sae(emb, token_weights=args.token_weights, init=args.init, out=args.out, resume=args.resume, resume_or_start=args.resume_or_start,
+                    force=args.force, command=invocation, model_name=args.model, **values)
+    last = res.log[-1] if res.log else {}
+    print(f"wrote {res.out}: d_sae {res.sae.d_sae}, context {res.sae.context_size}, hook {res.sae.hook_name}, final FVU "
+          f"{last.get('fvu', float('nan')):.4f}, L0 {last.get('l0', float('nan')):.1f}, dead {last.get('dead_fraction', float('nan')):.3f}")
+    return 0
+
+
+def _recipe(args: argparse.Namespace, exclude: tuple[str, ...]) -> dict[str, Any]:
+    recipe = values_of(args, TrainConfig, exclude=("d_sae", "context", *exclude))
+    probe = TrainConfig(d_sae=1, context=1, **recipe)
+    probe.validate(None)
+    return recipe
+
+
+@command("sweep widths")
+def run_sweep_widths(args: argparse.Namespace, invocation: str) -> int:
+    recipe = _recipe(args, ())
+    cfg = WidthSweepConfig(**values_of(args, WidthSweepConfig))
+    _positive(args, "seeds", "tokens")
+    dev = resolve_device(args.device)
+    check_target(args.out, force=True)
+    emb = load_embeddings(args.model).to(dev)
+    df = sweep_widths(emb, context=cfg.context, widths=cfg.d_sae, out=args.out, seeds=cfg.seeds, tokens=cfg.tokens, curve_points=cfg.curve_points,
+                      token_weights=args.token_weights, command=invocation, model_name=args.model, force=args.force, **recipe)
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    fit = json.loads((Path(args.out).expanduser() / "summary.json").read_text())["power_law"]
+    num = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"positional features ~ width^{num(fit['alpha'])} (95% CI {num(fit['alpha_low'])} to {num(fit['alpha_high'])}, "
+          f"{fit['points']} runs with positional features); wrote {Path(args.out).expanduser().resolve()}")
+    return 0
+
+
+@command("sweep context")
+def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
+    recipe = _recipe(args, ("arch", "k", "l1"))
+    cfg = ContextSweepConfig(**values_of(args, ContextSweepConfig))
+    _positive(args, "seeds", "tokens", "control_steps")
+    dev = resolve_device(args.device)
+    check_target(args.out, force=True)
+    emb, sae = load_pair(args.model, args.sae, device=dev, allow_any_hook=args.allow_any_hook)
+    tw = _token_weights(args, emb, sae)
+    df = sweep_context(emb, sae, contexts=cfg.contexts, out=args.out, seeds=cfg.seeds, control_steps=cfg.control_steps, tokens=cfg.tokens,
+                       token_weights=None if tw is None else tw[1], command=invocation, model_name=args.model, force=args.force, **recipe)
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {Path(args.out).expanduser().resolve()}")
+    return 0
+
+
+@command("compare")
+def run_compare(args: argparse.Namespace, invocation: str) -> int:
+    if len(args.sae) != 2:
+        raise PosfeatError(f"--sae was given {len(args.sae)} time(s); compare takes exactly two: --sae A --sae B.")
+    if not -1.0 <= args.threshold <= 1.0:
+        raise PosfeatError(f"--threshold {args.threshold} is not a cosine; give a value between -1 and 1.")
+    dev = resolve_device(args.device)
+    check_target(args.out, force=args.force)
+    emb, a = load_pair(args.model, args.sae[0], device=dev, allow_any_hook=args.allow_any_hook)
+    b = load_sae(args.sae[1], device=dev, allow_any_hook=args.allow_any_hook)
+    cmp = compare_saes(a, b, emb, threshold=args.threshold)
+    out = save_comparison(cmp, args.out, force=args.force, command=invocation)
+    for side in ("a", "b"):
+        for kind, c in cmp.summary[side].items():
+            print(f"SAE {side.upper()} {kind}: " + ", ".join(f"{v} {k}" for k, v in c.items()))
+    print(f"matched by {cmp.summary['assignment']} at cosine >= {args.threshold}; wrote {out}/compare.csv")
+    return 0

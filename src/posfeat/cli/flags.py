@@ -1,0 +1,136 @@
+"""Command-line flags: generated from the settings dataclasses, and the few every command shares.
+
+Every flag value is checked for type here and for range by the dataclass it fills, before any
+work starts; a bad value is one sentence naming the flag (the parser's own errors too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from typing import Any, NoReturn
+
+from ..core.errors import PosfeatError
+from ..core.tensors import DEVICES
+
+
+class UsageError(PosfeatError):
+    """A command line argparse refused (unknown flag, missing value, ...)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one sentence (raised, and printed by ``main`` on one line)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}; see {self.prog} --help.")
+
+
+def whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers; give e.g. 256,512,1024") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must list positive integers")
+    return values
+
+
+def floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} must list finite numbers")
+    return values
+
+
+_TYPES = {"int": whole, "int | None": whole, "float": number, "str": str, "tuple[int, ...]": ints, "tuple[float, ...]": floats}
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def add_dataclass_flags(p: argparse.ArgumentParser, cls: type, *, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> None:
+    """One flag per field of ``cls`` (``d_sae`` -> ``--d-sae``), with its type, default (``defaults`` override) and help."""
+    for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
+        meta = dict(f.metadata)
+        default = (defaults or {}).get(f.name, _default(f))
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        kwargs: dict[str, Any] = {"type": _TYPES[str(f.type)], "dest": f.name,
+                                  "help": meta.get("help", "") + ("" if meta.get("required") else f" (default {shown})")}
+        if meta.get("choices"):
+            kwargs["choices"] = meta["choices"]
+        if meta.get("required") and f.name not in (defaults or {}):
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = default
+        p.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def values_of(args: argparse.Namespace, cls: type, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The values of ``cls``'s fields from parsed ``args``."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name not in exclude and hasattr(args, f.name)}
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=DEVICES, help="where to compute: auto (CUDA when available), cpu or cuda (default auto)")
+
+
+def add_pair(p: argparse.ArgumentParser, sae: bool = True) -> None:
+    p.add_argument("--model", default=None, help="model: 'minilm' (bundled, default), a hub id such as gpt2, or a folder")
+    if sae:
+        p.add_argument("--sae", default=None, help="SAE: 'minilm' (bundled, default), gpt2-small-res-jb/blocks.0.hook_resid_pre, or a "
+                                                   "SAELens-format folder")
+        p.add_argument("--allow-any-hook", action="store_true", help="analyse an SAE that does not read the layer-0 embedding sum anyway")
+    add_device(p)
+
+
+def add_output(p: argparse.ArgumentParser, default: str | None, what: str) -> None:
+    p.add_argument("--out", default=default, required=default is None, help=f"{what}" + (f" (default {default})" if default else ""))
+    p.add_argument("--force", action="store_true", help="replace an existing output that posfeat wrote")
+
+
+def positions_arg(spec: str | None, n_ctx: int, single: bool = False) -> range | None:
+    """``N`` (positions 0..N-1) or ``A:B`` (``single``: ``N`` only) -> range, checked against ``n_ctx``."""
+    if spec is None:
+        return None
+    if single and ":" in spec:
+        raise PosfeatError(f"--positions {spec!r}: this command studies positions 0..N-1; give a single number N.")
+    try:
+        if ":" in spec:
+            a, b = spec.split(":", 1)
+            r = range(int(a or 0), int(b or n_ctx))
+        else:
+            r = range(int(spec))
+    except ValueError:
+        raise PosfeatError(f"--positions {spec!r} is not N or A:B; give e.g. 128 or 0:512.") from None
+    if ":" in spec and not 0 <= r.start < r.stop:
+        raise PosfeatError(f"--positions {spec}: the start must be at least 0 and below the end; give e.g. 0:{n_ctx}.")
+    if len(r) == 0:
+        raise PosfeatError(f"--positions {spec} selects no position; give N of at least 1.")
+    if r.stop > n_ctx:
+        raise PosfeatError(f"--positions {spec} goes past the model's {n_ctx} positions; give a range within 0:{n_ctx}.")
+    return r

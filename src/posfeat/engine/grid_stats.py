@@ -1,0 +1,374 @@
+"""Exact feature statistics over the whole layer-0 input grid ``tokens x positions``.
+
+For a separable SAE (ReLU, JumpReLU) the pre-activation of feature ``f`` on token ``t`` at
+position ``p`` is additive::
+
+    pre[t, p, f] = a[t, f] + b[p, f]
+    a = (W_E - b_dec) @ W_enc + b_enc        # [d_vocab, d_sae]
+    b = W_pos @ W_enc                        # [n_ctx, d_sae]
+
+and the feature fires (activation = pre > 0) iff ``a[t, f] > cut[f] - b[p, f]``. Bucketing every
+token value among the sorted thresholds (:mod:`posfeat.engine.additive`) gives the exact count,
+sum and variance of activations at every position and each token's sum over positions: everything
+below is exact over all ``n_tok x n_pos`` inputs at the cost of one GEMM plus O(n_tok log n_pos)
+per feature. :func:`brute_force_stats` enumerates the grid through ``sae.encode`` instead; it is
+the reference the fast path is tested against, and the path for TopK SAEs.
+
+Everything is computed on the device the SAE and embeddings live on; results are CPU numpy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from tqdm.auto import tqdm
+
+from ..core.embeddings import Embeddings
+from ..core.errors import PosfeatError
+from ..core.sae import SAE
+from ..core.tensors import to_numpy
+from .additive import ACC, additive_block, resolve_backend, token_summary
+
+log = logging.getLogger(__name__)
+
+_FLOAT_FIELDS = ("mean_by_position", "std_by_position", "fire_by_position", "pre_mean_by_position", "mean", "fire", "variance",
+                 "positional_score", "token_score", "position_share", "token_share", "interaction_share", "top_token_means")
+
+
+@dataclass(eq=False)
+class GridStats:
+    """Exact statistics of every feature over the grid ``tokens x positions`` (CPU numpy, float64).
+
+    Shapes: ``n_pos = len(positions)``, ``n_tok = len(tokens)``, ``k = top_k_tokens``.
+
+    Attributes:
+        positions: ``Int[ndarray, "n_pos"]`` positions used.
+        tokens: ``Int[ndarray, "n_tok"]`` token ids used.
+        mean_by_position, std_by_position, fire_by_position, pre_mean_by_position:
+            ``Float64[ndarray, "d_sae n_pos"]``: mean, population std (ddof 0) and firing
+            fraction (activation > 0) of the post-activation over tokens at each position;
+            mean pre-activation.
+        mean, fire: ``Float64[ndarray, "d_sae"]`` over the whole grid.
+        variance: ``Float64[ndarray, "d_sae"]`` population variance over the whole grid.
+        positional_score: ``[d_sae]`` max over positions of ``mean_by_position``.
+        token_score: ``[d_sae]`` max over tokens of the token's mean over positions.
+        position_share, token_share, interaction_share: ``[d_sae]`` two-way decomposition of
+            ``variance``; they sum to 1, NaN for a constant feature.
+        top_tokens: ``Int[ndarray, "d_sae k"]`` token ids with the highest mean over positions.
+        top_token_means: ``Float64[ndarray, "d_sae k"]`` those means.
+        method: ``"additive"`` (the fast path) or ``"enumeration"`` (both exact).
+    """
+
+    positions: np.ndarray
+    tokens: np.ndarray
+    mean_by_position: np.ndarray
+    std_by_position: np.ndarray
+    fire_by_position: np.ndarray
+    pre_mean_by_position: np.ndarray
+    mean: np.ndarray
+    fire: np.ndarray
+    variance: np.ndarray
+    positional_score: np.ndarray
+    token_score: np.ndarray
+    position_share: np.ndarray
+    token_share: np.ndarray
+    interaction_share: np.ndarray
+    top_tokens: np.ndarray
+    top_token_means: np.ndarray
+    method: str = "additive"
+    _mean_by_token: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.mean.shape[0])
+
+    def mean_by_token(self, features: Sequence[int] | np.ndarray) -> np.ndarray:
+        """``Float64[ndarray, "n_features n_tok"]``: each token's exact mean activation over the
+        positions, for the features asked (``n_tok = d_vocab`` unless a token subset was used)."""
+        feats = np.atleast_1d(np.asarray(features, dtype=np.int64))
+        if feats.size and (feats.min() < 0 or feats.max() >= self.d_sae):
+            raise PosfeatError(f"Feature index out of range: features must lie in [0, {self.d_sae}).")
+        if self._mean_by_token is None:
+            raise PosfeatError("These statistics were loaded without their model; recompute them to get per-token means.")
+        return self._mean_by_token(feats)
+
+
+@dataclass
+class NeverFiring:
+    """For each feature, the strongest token that never fires inside the context (exact, all tokens).
+
+    ``value``: ``Float64[ndarray, "d_sae"]`` its token part ``a`` (``-inf`` when every token fires
+    somewhere inside); ``token``: its id (-1 when none). Past the context it fires at ``p`` iff
+    ``value + b[p] > cut``, with activation ``value + b[p]``.
+    """
+
+    value: np.ndarray
+    token: np.ndarray
+
+
+# ---------------------------------------------------------------------------- inputs
+def resolve_index(values: Any, n: int, what: str) -> torch.Tensor:
+    """Validate an index set (``None`` = all of ``range(n)``, a range, a slice or a sequence)."""
+    if values is None:
+        return torch.arange(n)
+    if isinstance(values, slice):
+        values = range(*values.indices(n))
+    try:
+        idx = torch.as_tensor(np.asarray(list(values) if isinstance(values, range) else values, dtype=np.int64)).reshape(-1)
+    except (TypeError, ValueError):
+        raise PosfeatError(f"The {what} must be whole numbers; give a range or a list of integers.") from None
+    if idx.numel() == 0:
+        raise PosfeatError(f"The {what} range is empty; give at least one {what[:-1] if what.endswith('s') else what}.")
+    if int(idx.min()) < 0 or int(idx.max()) >= n:
+        raise PosfeatError(f"{what} {int(idx.min())}..{int(idx.max())} fall outside [0, {n}); the model has {n} {what}.")
+    return idx
+
+
+def check_pair(emb: Embeddings, sae: SAE) -> torch.device:
+    """The pair's one device; a clear error when the widths or the devices differ."""
+    if emb.d_model != sae.d_in:
+        raise PosfeatError(f"The embeddings have d_model {emb.d_model} (W_E {tuple(emb.W_E.shape)}) but the SAE reads "
+                           f"d_in {sae.d_in} (W_enc {tuple(sae.W_enc.shape)}); use an SAE trained on this model.")
+    if emb.device != sae.device:
+        raise PosfeatError(f"The embeddings are on {emb.device} but the SAE is on {sae.device}; put both on one device "
+                           "(emb.to(device), sae.to(device)) or load them with load_pair(..., device=...).")
+    return sae.device
+
+
+def on_device(emb: Embeddings, sae: SAE, device: str | torch.device | None) -> tuple[Embeddings, SAE]:
+    """The pair, moved to ``device`` when one is given (the convenience of older calls); else as it is."""
+    return (emb, sae) if device is None else (emb.to(device), sae.to(device))
+
+
+def additive_parts(emb: Embeddings, sae: SAE, tokens: Int[torch.Tensor, " n_tok"], positions: Int[torch.Tensor, " n_pos"],
+                   dtype: torch.dtype = torch.float32) -> tuple[Float[torch.Tensor, "n_tok d_sae"], Float[torch.Tensor, "n_pos d_sae"]]:
+    """Token and position parts of the pre-activation, ``pre[t, p] = a[t] + b[p]``, on the pair's device."""
+    dev = check_pair(emb, sae)
+    W_enc = sae.W_enc.to(dtype)
+    x = emb.W_E[tokens.to(dev)].to(dtype)
+    if sae.apply_b_dec_to_input:
+        x = x - sae.b_dec.to(dtype)
+    return torch.addmm(sae.b_enc.to(dtype), x, W_enc), emb.W_pos[positions.to(dev)].to(dtype) @ W_enc
+
+
+# ---------------------------------------------------------------------------- finishing
+def finish(count: torch.Tensor, pos_sum: torch.Tensor, var_p: torch.Tensor, tok: dict[str, torch.Tensor], pre_mean: torch.Tensor,
+           n_tok: int, top_k: int) -> dict[str, torch.Tensor]:
+    """Means, spreads, scores and the two-way variance decomposition from exact sums (float64, ``[F, n_pos]`` inputs)."""
+    n_pos = pos_sum.shape[1]
+    mean_p = pos_sum / n_tok
+    e2_p = var_p + mean_p * mean_p
+    var_p = torch.where(var_p <= 1e-13 * e2_p, torch.zeros_like(var_p), var_p)  # below float64 resolution: zero
+    m = mean_p.mean(1, keepdim=True)
+    var_pos = ((mean_p - m) ** 2).mean(1)
+    variance = var_p.mean(1) + var_pos
+    constant = variance <= 1e-12 * e2_p.mean(1).clamp(min=1e-300)
+    safe = torch.where(constant, torch.ones_like(variance), variance)
+    nan = torch.full_like(variance, float("nan"))
+    pos_share = torch.where(constant, nan, var_pos / safe)
+    tok_share = torch.where(constant, nan, tok["tok_var"] / safe)
+    k = min(top_k, n_tok)
+    return {
+        "mean_by_position": mean_p, "std_by_position": var_p.sqrt(), "fire_by_position": count / n_tok, "pre_mean_by_position": pre_mean,
+        "mean": m[:, 0], "fire": count.sum(1) / (n_tok * n_pos), "variance": variance, "positional_score": mean_p.max(1).values,
+        "token_score": tok["top_val"][:, 0].to(ACC), "position_share": pos_share, "token_share": tok_share,
+        "interaction_share": torch.where(constant, nan, (1.0 - pos_share - tok_share).clamp(min=0.0)),
+        "top_tokens": tok["top_idx"][:, :k].long(), "top_token_means": tok["top_val"][:, :k].to(ACC),
+    }
+
+
+class _Collector:
+    """Fills preallocated CPU arrays block by block (no concatenation of the whole)."""
+
+    def __init__(self, d_sae: int, n_pos: int, k: int) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+        self.shapes = {"mean_by_position": (d_sae, n_pos), "std_by_position": (d_sae, n_pos), "fire_by_position": (d_sae, n_pos),
+                       "pre_mean_by_position": (d_sae, n_pos), "top_tokens": (d_sae, k), "top_token_means": (d_sae, k)}
+        self.d_sae = d_sae
+
+    def add(self, f0: int, part: dict[str, torch.Tensor]) -> None:
+        for key, v in part.items():
+            arr = self.arrays.get(key)
+            if arr is None:
+                dtype = np.int64 if not v.is_floating_point() else np.float64
+                arr = self.arrays[key] = np.empty(self.shapes.get(key, (self.d_sae,)), dtype=dtype)
+            arr[f0: f0 + v.shape[0]] = to_numpy(v)
+
+    def stats(self, pos: torch.Tensor, tok: torch.Tensor, method: str, mbt: Callable[[np.ndarray], np.ndarray] | None) -> GridStats:
+        out = dict(self.arrays)
+        out["top_tokens"] = tok.numpy()[out["top_tokens"]]
+        return GridStats(positions=pos.numpy(), tokens=tok.numpy(), method=method, _mean_by_token=mbt, **out)
+
+
+def _default_chunk(n_tok: int, n_pos: int, device: torch.device) -> int:
+    budget = 48_000_000 if device.type == "cpu" else 128_000_000
+    return max(1, budget // max(n_tok, n_pos, 1))
+
+
+# ---------------------------------------------------------------------------- public API
+def grid_statistics(
+    emb: Embeddings,
+    sae: SAE,
+    position_sets: Sequence[Sequence[int] | range | slice | None],
+    *,
+    tokens: Sequence[int] | None = None,
+    top_k_tokens: int = 20,
+    feature_chunk: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+    backend: str = "auto",
+    never_firing_context: int | None = None,
+) -> tuple[list[GridStats], NeverFiring | None]:
+    """Exact statistics over several position sets at once, computing each block's token parts once.
+
+    Args:
+        emb, sae: a separable pair on one device (ReLU, JumpReLU).
+        position_sets: e.g. ``[range(context), range(n_ctx)]``; one :class:`GridStats` each.
+        never_firing_context: also return :class:`NeverFiring` for the context ``0..never_firing_context-1``.
+        Other arguments: see :func:`feature_stats`.
+    """
+    dev = check_pair(emb, sae)
+    if not sae.separable:
+        raise PosfeatError("grid_statistics needs a separable SAE (ReLU or JumpReLU); use feature_stats, which enumerates TopK SAEs.")
+    backend = resolve_backend(backend, dev)
+    sets = [resolve_index(p, emb.n_ctx, "positions") for p in position_sets]
+    tok = resolve_index(tokens, emb.d_vocab, "tokens")
+    chunk = feature_chunk or _default_chunk(len(tok), max(len(p) for p in sets), dev)
+    W_enc, b_enc = sae.W_enc.to(dtype), sae.b_enc.to(dtype)
+    x_tok = emb.W_E[tok.to(dev)].to(dtype)
+    if sae.apply_b_dec_to_input:
+        x_tok = x_tok - sae.b_dec.to(dtype)
+    x_pos = [emb.W_pos[p.to(dev)].to(dtype) for p in sets]
+    x_ctx = None if never_firing_context is None else emb.W_pos[:never_firing_context].to(dtype)
+    cut = sae.cut(dtype)
+    k = min(top_k_tokens, len(tok))
+    cols = [_Collector(sae.d_sae, len(p), k) for p in sets]
+    never = _Collector(sae.d_sae, 1, 1) if x_ctx is not None else None
+    for f0 in tqdm(range(0, sae.d_sae, chunk), desc="grid statistics", unit="block", disable=not progress):
+        fs = slice(f0, min(f0 + chunk, sae.d_sae))
+        W = W_enc[:, fs].T
+        a = torch.addmm(b_enc[fs][:, None], W, x_tok.T)  # [F, n_tok]
+        lim = None if x_ctx is None else (cut[fs][:, None] - W @ x_ctx.T).min(1).values  # never fires inside iff a <= lim
+        for i, (xp, col) in enumerate(zip(x_pos, cols)):
+            b = W @ xp.T  # [F, n_pos]
+            s = additive_block(a, b, cut[fs], backend, top_k=top_k_tokens, lim=lim if i == len(cols) - 1 else None)
+            col.add(f0, finish(s["count"], s["sum"], s["var"], s, s["a_mean"][:, None] + b.to(ACC), len(tok), top_k_tokens))
+            if never is not None and "below_val" in s:
+                never.add(f0, {"value": s["below_val"], "token": s["below_idx"]})
+
+    def mean_by_token_of(xp: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
+        def mean_by_token(features: np.ndarray) -> np.ndarray:
+            feats = torch.as_tensor(features, dtype=torch.long, device=dev)
+            W = W_enc[:, feats].T
+            a = torch.addmm(b_enc[feats][:, None], W, x_tok.T)
+            return to_numpy(additive_block(a, W @ xp.T, cut[feats], backend, top_k=1, want_tok_sum=True)["tok_sum"] / xp.shape[0])
+        return mean_by_token
+
+    stats = [col.stats(p, tok, "additive", mean_by_token_of(xp)) for p, xp, col in zip(sets, x_pos, cols)]
+    nf = None
+    if never is not None:
+        tok_np = tok.numpy()
+        idx = never.arrays["token"]
+        nf = NeverFiring(value=never.arrays["value"], token=np.where(idx >= 0, tok_np[np.clip(idx, 0, None)], -1))
+    return stats, nf
+
+
+def feature_stats(
+    emb: Embeddings,
+    sae: SAE,
+    positions: Sequence[int] | range | slice | None = None,
+    *,
+    tokens: Sequence[int] | None = None,
+    top_k_tokens: int = 20,
+    device: str | torch.device | None = None,
+    feature_chunk: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+    backend: str = "auto",
+) -> GridStats:
+    """Exact statistics of every SAE feature over the grid ``tokens x positions``, computed where the pair lives.
+
+    Args:
+        emb: token and positional embeddings; ``W_E[t] + W_pos[p]`` is the SAE input.
+        sae: the SAE, on the same device. ReLU and JumpReLU take the additive fast path; TopK is
+            enumerated (with a warning: that costs ``n_tok * n_pos`` encoder passes).
+        positions: positions to use (default all ``n_ctx``).
+        tokens: token ids to use (default the whole vocabulary).
+        top_k_tokens: how many top tokens to keep per feature.
+        device: move the pair there first (default: compute where it is).
+        feature_chunk: features per block (default: sized to keep memory near 1-2 GiB).
+        dtype: precision of the GEMMs giving ``a`` and ``b`` (sums are always float64).
+        progress: show a progress bar.
+        backend: ``"auto"``, ``"numba"`` (CPU) or ``"torch"`` (any device); see :mod:`posfeat.engine.additive`.
+    """
+    emb, sae = on_device(emb, sae, device)
+    check_pair(emb, sae)
+    if not sae.separable:
+        n_tok = emb.d_vocab if tokens is None else len(tokens)
+        n_pos = len(resolve_index(positions, emb.n_ctx, "positions"))
+        log.warning("SAE %r is %s: its activation is not separable, so statistics are computed by enumerating "
+                    "%d x %d inputs through the encoder (slow for large grids).", sae.name, sae.architecture, n_tok, n_pos)
+        return brute_force_stats(emb, sae, positions, tokens=tokens, top_k_tokens=top_k_tokens, dtype=dtype, progress=True)
+    (stats,), _ = grid_statistics(emb, sae, [positions], tokens=tokens, top_k_tokens=top_k_tokens, feature_chunk=feature_chunk, dtype=dtype,
+                                  progress=progress, backend=backend)
+    return stats
+
+
+def brute_force_stats(
+    emb: Embeddings,
+    sae: SAE,
+    positions: Sequence[int] | range | slice | None = None,
+    *,
+    tokens: Sequence[int] | None = None,
+    top_k_tokens: int = 20,
+    device: str | torch.device | None = None,
+    feature_chunk: int | None = None,
+    dtype: torch.dtype = torch.float64,
+    token_chunk: int | None = None,
+    progress: bool = False,
+) -> GridStats:
+    """The reference: enumerate every input ``W_E[t] + W_pos[p]`` through ``sae.encode``, where the pair lives.
+
+    Same arguments and result as :func:`feature_stats`; ``dtype`` defaults to float64 so the
+    reference is as exact as the inputs. ``feature_chunk`` is accepted for symmetry and unused
+    (TopK needs every feature of an input at once).
+    """
+    del feature_chunk
+    emb, sae = on_device(emb, sae, device)
+    dev = check_pair(emb, sae)
+    pos = resolve_index(positions, emb.n_ctx, "positions")
+    tok = resolve_index(tokens, emb.d_vocab, "tokens")
+    n_pos, n_tok, d_sae = len(pos), len(tok), sae.d_sae
+    step = token_chunk or max(1, 8_000_000 // max(1, n_pos * d_sae))
+    x_pos = emb.W_pos[pos.to(dev)].to(dtype)
+    count = torch.zeros(d_sae, n_pos, dtype=ACC, device=dev)
+    pos_sum, sq_dev, pre_sum = count.clone(), count.clone(), count.clone()
+    tok_sum = torch.zeros(d_sae, n_tok, dtype=ACC, device=dev)
+
+    def chunks() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        for t0 in tqdm(range(0, n_tok, step), desc="enumerating grid", unit="chunk", disable=not progress):
+            x = emb.W_E[tok[t0:t0 + step].to(dev)].to(dtype)[:, None, :] + x_pos[None]  # [tc, n_pos, d]
+            pre = sae.encode_pre(x)
+            yield t0, pre, sae.activate(pre).to(ACC)
+
+    for t0, pre, f in chunks():  # pass 1: counts and sums
+        count += (f > 0).sum(0).T.to(ACC)
+        pos_sum += f.sum(0).T
+        pre_sum += pre.to(ACC).sum(0).T
+        tok_sum[:, t0:t0 + f.shape[0]] = f.sum(1).T
+    mean_p = pos_sum / n_tok
+    for _, _, f in chunks():  # pass 2: squared deviations from the position means (no cancellation)
+        sq_dev += ((f - mean_p.T[None]) ** 2).sum(0).T
+    col = _Collector(d_sae, n_pos, min(top_k_tokens, n_tok))
+    col.add(0, finish(count, pos_sum, sq_dev / n_tok, token_summary(tok_sum / n_pos, top_k_tokens), pre_sum / n_tok, n_tok, top_k_tokens))
+
+    def mean_by_token(features: np.ndarray) -> np.ndarray:
+        return to_numpy(tok_sum[torch.as_tensor(features, dtype=torch.long, device=dev)] / n_pos)
+
+    return col.stats(pos, tok, "enumeration", mean_by_token)

@@ -1,0 +1,239 @@
+"""Activations and reconstructions on a stated token sample at every position, from the additive parts.
+
+What does not decompose feature by feature (the reconstruction mixes all features) is computed on
+a seeded sample of tokens at every position. The encoder is never applied to an input:
+``pre[t, p] = a[t] + b[p]``. For a separable SAE each feature's sample values ``a`` are sorted once,
+so at position ``p`` the tokens where a feature fires are a suffix of that order (those with
+``a > cut - b[p]``): counts (hence L0) come from one ``searchsorted`` per chunk, sparse chunks are
+decoded from their non-zero entries alone, and dense ones (more than :data:`DENSE_FROM` non-zero)
+by one GEMM in a reused buffer. TopK SAEs, whose activation couples features, are enumerated densely.
+
+The tensors of a :class:`Chunk` live in buffers reused by the next chunk: use them before asking
+for it (memory stays flat however many positions are studied).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+
+from ..core.embeddings import Embeddings
+from ..core.errors import PosfeatError
+from ..core.sae import SAE
+from .grid_stats import additive_parts, check_pair
+
+#: Decode densely when more than this share of activations in a chunk is non-zero.
+DENSE_FROM = 0.03
+
+
+@dataclass
+class TokenSample:
+    """A seeded sample of token ids, and how it was drawn (recorded in every result)."""
+
+    ids: torch.Tensor  # Int[Tensor, "n"] (on the CPU)
+    how: str
+
+    def __len__(self) -> int:
+        return int(self.ids.numel())
+
+
+def sample_tokens(emb: Embeddings, n: int, *, weights: torch.Tensor | None = None, seed: int = 0) -> TokenSample:
+    """``n`` token ids: drawn with replacement from ``weights`` when given, else uniformly without replacement."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise PosfeatError(f"The token sample size is {n!r}; give a positive whole number of tokens.")
+    gen = torch.Generator().manual_seed(seed)
+    if weights is not None:
+        from ..io.tokens import check_token_weights
+
+        w = check_token_weights(torch.as_tensor(weights), emb.d_vocab, "Token weights")
+        ids = torch.multinomial(w.float() / float(w.sum()), int(n), replacement=True, generator=gen)
+        return TokenSample(ids, f"{n} tokens drawn with replacement from token weights (seed {seed})")
+    if n >= emb.d_vocab:
+        return TokenSample(torch.arange(emb.d_vocab), f"all {emb.d_vocab} tokens")
+    ids = torch.randperm(emb.d_vocab, generator=gen)[: int(n)].sort().values
+    return TokenSample(ids, f"{n} tokens drawn uniformly without replacement (seed {seed})")
+
+
+@dataclass
+class Chunk:
+    """The sample at a chunk of positions (views into reused buffers).
+
+    ``x``, ``x_hat``: ``Float[Tensor, "n_tok n_chunk d_model"]`` inputs and reconstructions; ``b``:
+    ``[n_chunk, d_sae]`` position parts; ``counts``: ``[d_sae, n_chunk]`` tokens firing each feature
+    (separable SAEs); ``l0``: ``Float64[Tensor, "n_chunk"]`` mean active features per token; ``dense``:
+    the activations ``[n_tok, n_chunk, d_sae]`` when the chunk was decoded densely, else None.
+    """
+
+    positions: torch.Tensor
+    x: torch.Tensor
+    x_hat: torch.Tensor
+    b: torch.Tensor
+    counts: torch.Tensor | None
+    l0: torch.Tensor
+    dense: torch.Tensor | None
+
+
+class SampleGrid:
+    """The SAE on a token sample at any position, computed where the pair lives (see module docstring)."""
+
+    def __init__(self, emb: Embeddings, sae: SAE, tokens: Int[torch.Tensor, " n_tok"]) -> None:
+        self.dev = check_pair(emb, sae)
+        self.emb, self.sae = emb, sae
+        self.tokens = tokens.to(self.dev)
+        self.n = len(self.tokens)
+        self.a, _ = additive_parts(emb, sae, tokens, torch.arange(1))  # [n_tok, d_sae]
+        self.W_E = emb.W_E[self.tokens]
+        self.cut = sae.cut()
+        self._buffers: dict[str, torch.Tensor] = {}
+        if sae.separable:
+            a_sorted, order = self.a.T.contiguous().sort(dim=1)  # [d_sae, n_tok]
+            self.a_sorted, self.order = a_sorted.contiguous(), order.contiguous()
+
+    def buffer(self, name: str, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A reused buffer of at least this size, viewed with ``shape`` (contents undefined)."""
+        numel = int(np.prod(shape))
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype:
+            buf = self._buffers[name] = torch.empty(numel, dtype=dtype, device=self.dev)
+        return buf[:numel].view(*shape)
+
+    def position_parts(self, positions: torch.Tensor) -> Float[torch.Tensor, "n_pos d_sae"]:
+        """``b = W_pos[positions] @ W_enc``."""
+        return self.emb.W_pos[positions.to(self.dev)] @ self.sae.W_enc
+
+    def first_firing(self, b: Float[torch.Tensor, "n_chunk d_sae"], features: torch.Tensor | None = None) -> torch.Tensor:
+        """``[F, n_chunk]``: per feature and position, how many sample tokens do *not* fire (the firing ones follow in sorted order)."""
+        a_sorted = self.a_sorted if features is None else self.a_sorted[features]
+        cut = self.cut if features is None else self.cut[features]
+        bb = b if features is None else b[:, features]
+        return torch.searchsorted(a_sorted, (cut[None, :] - bb).T.contiguous(), right=True)
+
+    def entries(self, b: Float[torch.Tensor, "n_chunk d_sae"], features: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Non-zero activations at a chunk of positions as ``(tok, pos, feat, val)``, for all features or only ``features``."""
+        feats = torch.arange(self.sae.d_sae, device=self.dev) if features is None else features
+        n_chunk = b.shape[0]
+        first = self.first_firing(b, features)
+        counts = (self.n - first).reshape(-1)
+        seg = torch.repeat_interleave(torch.arange(counts.numel(), device=self.dev), counts)
+        offset = torch.arange(seg.numel(), device=self.dev) - (counts.cumsum(0) - counts)[seg]
+        fi, pos = seg // n_chunk, seg % n_chunk
+        j = first.reshape(-1)[seg] + offset
+        feat = feats[fi]
+        return self.order[feats[fi], j], pos, feat, self.a_sorted[feat, j] + b[pos, feat]
+
+    def decode_entries(self, tok: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor, val: torch.Tensor,
+                       n_chunk: int) -> Float[torch.Tensor, "n_tok n_chunk d_model"]:
+        """``f @ W_dec`` (no ``b_dec``) of activations given as entries, by a sparse product."""
+        rows = self.n * n_chunk
+        row = tok * n_chunk + pos
+        order = torch.argsort(row, stable=True)
+        crow = torch.zeros(rows + 1, dtype=torch.long, device=self.dev)
+        crow[1:] = torch.bincount(row, minlength=rows).cumsum(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            out = torch.sparse_csr_tensor(crow, feat[order], val[order], (rows, self.sae.d_sae)) @ self.sae.W_dec
+        return out.reshape(self.n, n_chunk, -1)
+
+    def _dense_activations(self, b: torch.Tensor) -> torch.Tensor:
+        f = self.buffer("f", self.n, b.shape[0], self.sae.d_sae)
+        torch.add(self.a[:, None, :], b[None], out=f)
+        if self.sae.k is None and self.sae.threshold is None:
+            return f.clamp_(min=0)
+        f.copy_(self.sae.activate(f))
+        return f
+
+    def chunk_size(self, max_elems: int = 8_000_000) -> int:
+        """Positions per chunk, keeping the dense inputs (and dense activations, when used) near ``max_elems``."""
+        per_pos = self.n * max(self.emb.d_model, self.sae.d_sae if not self.sae.separable else 1)
+        return max(1, max_elems // per_pos)
+
+    def chunks(self, positions: Int[torch.Tensor, " n_pos"], step: int | None = None) -> Iterator[Chunk]:
+        """:class:`Chunk` after chunk over ``positions``."""
+        step = step or self.chunk_size()
+        for i in range(0, len(positions), step):
+            pc = positions[i: i + step].to(self.dev)
+            x = self.buffer("x", self.n, len(pc), self.emb.d_model)
+            torch.add(self.W_E[:, None, :], self.emb.W_pos[pc][None], out=x)
+            b = self.position_parts(pc)
+            counts = (self.n - self.first_firing(b)) if self.sae.separable else None
+            dense = None
+            if counts is None or float(counts.sum()) > DENSE_FROM * self.n * len(pc) * self.sae.d_sae:
+                dense = self._dense_activations(b)
+                x_hat = self.buffer("x_hat", self.n * len(pc), self.emb.d_model)
+                torch.addmm(self.sae.b_dec, dense.view(-1, self.sae.d_sae), self.sae.W_dec, out=x_hat)
+                x_hat = x_hat.view(self.n, len(pc), -1)
+                l0 = (dense > 0).sum((0, 2)).double() / self.n if counts is None else counts.sum(0).double() / self.n
+            else:
+                x_hat = self.decode_entries(*self.entries(b), len(pc)) + self.sae.b_dec
+                l0 = counts.sum(0).double() / self.n
+            yield Chunk(pc, x, x_hat, b, counts, l0, dense)
+
+    def token_means(self, positions: Int[torch.Tensor, " n_pos"], features: torch.Tensor) -> Float[torch.Tensor, "n_tok n_feat"]:
+        """Each sample token's exact mean activation over ``positions``, for ``features`` (separable SAEs)."""
+        if not self.sae.separable:
+            raise PosfeatError("Per-token means from the additive parts need a separable SAE (ReLU or JumpReLU).")
+        b = self.position_parts(positions)[:, features].T.contiguous().double()  # [F, n_pos]
+        thr, order = (self.cut[features, None].double() - b).sort(dim=1)
+        pb = torch.cat([torch.zeros(len(features), 1, dtype=torch.float64, device=self.dev), b.gather(1, order).cumsum(1)], 1)
+        a = self.a[:, features].T.contiguous().double()  # [F, n_tok]
+        k = torch.searchsorted(thr, a)  # positions where each token fires
+        return ((k * a + pb.gather(1, k)) / len(positions)).T
+
+
+class DeviationSums:
+    """``sum_t |f(t, p) - m(t)|`` for each position ``p``, summed over ``features``, where ``m(t)`` is token
+    ``t``'s mean activation over the context: how far the features stray from their in-context value.
+
+    ReLU: exact in ``O(log n_tok)`` per feature and position. ``m`` depends on ``t`` only through ``a[t]``,
+    with slope ``k/context <= 1`` (``k`` in-context positions firing), so ``d = a - m`` is non-decreasing
+    in ``a``: over the firing suffix ``f - m = d + b[p]`` changes sign once, found by a search, and prefix
+    sums of ``m`` (tokens not firing: ``|0 - m| = m``) and of ``d`` give the sum. JumpReLU (whose ``m``
+    jumps) and TopK go through the non-zero activations: ``sum m + sum over f > 0 of (|f - m| - m)``.
+    """
+
+    def __init__(self, grid: SampleGrid, context: int, features: torch.Tensor) -> None:
+        self.grid, self.features = grid, features.to(grid.dev)
+        self.closed = grid.sae.separable and grid.sae.threshold is None
+        if grid.sae.separable:
+            self.m = grid.token_means(torch.arange(context), self.features)  # [n_tok, F]
+        else:
+            self.m = torch.zeros(grid.n, len(self.features), dtype=torch.float64, device=grid.dev)
+            for chunk in grid.chunks(torch.arange(context)):
+                self.m += chunk.dense[..., self.features].double().sum(1)
+            self.m /= context
+        self.total = float(self.m.sum())
+        if self.closed:
+            ords = grid.order[self.features]
+            m_s = self.m.T.gather(1, ords)
+            d_s = grid.a_sorted[self.features].double() - m_s
+            zero = torch.zeros(len(self.features), 1, dtype=torch.float64, device=grid.dev)
+            self.d_s, self.PM, self.PD = d_s, torch.cat([zero, m_s.cumsum(1)], 1), torch.cat([zero, d_s.cumsum(1)], 1)
+
+    def __call__(self, chunk: Chunk) -> Float[torch.Tensor, " n_chunk"]:
+        """The sums at the chunk's positions (float64)."""
+        g, n = self.grid, self.grid.n
+        if not len(self.features):
+            return torch.zeros(len(chunk.positions), dtype=torch.float64, device=g.dev)
+        if self.closed:
+            b = chunk.b[:, self.features].T.double()  # [F, n_chunk]
+            first = g.first_firing(chunk.b, self.features)
+            lo = torch.maximum(first, torch.searchsorted(self.d_s, (-b).contiguous()))
+            def seg(P: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+                return P.gather(1, j) - P.gather(1, i)
+            top = torch.full_like(lo, n)
+            above = seg(self.PD, lo, top) + b * (n - lo)
+            below = seg(self.PD, first, lo) + b * (lo - first)
+            return (self.PM.gather(1, first) + above - below).sum(0)
+        col = torch.full((g.sae.d_sae,), -1, dtype=torch.long, device=g.dev)
+        col[self.features] = torch.arange(len(self.features), device=g.dev)
+        if chunk.dense is not None:
+            f = chunk.dense[..., self.features].double()
+            return (f - self.m[:, None, :]).abs().sum((0, 2))
+        tok, pos, feat, val = g.entries(chunk.b, self.features)
+        mm = self.m[tok, col[feat]]
+        return self.total + torch.bincount(pos, weights=(val.double() - mm).abs() - mm, minlength=len(chunk.positions))

@@ -1,0 +1,163 @@
+"""Loading SAEs and model/SAE pairs: built-in releases, local folders, sae_lens objects, the bundled SAE.
+
+A pair is loaded onto one device (``device=``); from then on the data owns its device and every
+computation on it runs there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.embeddings import Embeddings
+from ..core.errors import PosfeatError
+from ..core.sae import SAE
+from .checkpoints import BUNDLED_MODEL, load_embeddings
+from .hub import cached_file
+from .sae_folders import CFG_FILE, SPARSITY_FILE, WEIGHTS_FILE, from_saelens_object, read_sae_folder
+from .tokens import TOKEN_WEIGHTS_FILE, load_token_weights
+
+log = logging.getLogger(__name__)
+
+BUNDLED_SAE = "minilm"
+BUNDLED_SAE_DIR = Path(__file__).resolve().parent.parent / "bundled" / "minilm-l0-res-2048"
+
+
+@dataclass(frozen=True)
+class Release:
+    """A pretrained SAE release known without sae_lens (mirrors sae_lens ``pretrained_saes.yaml``)."""
+
+    repo_id: str
+    model: str  # model id for load_embeddings
+    sae_ids: tuple[str, ...]
+    default_id: str
+    cfg_overrides: dict[str, Any] = field(default_factory=dict)
+    neuronpedia: str | None = None  # format string with {layer}
+
+
+RELEASES: dict[str, Release] = {
+    "gpt2-small-res-jb": Release(
+        repo_id="jbloom/GPT2-Small-SAEs-Reformatted",
+        model="gpt2",
+        sae_ids=(*(f"blocks.{layer}.hook_resid_pre" for layer in range(12)), "blocks.11.hook_resid_post"),
+        default_id="blocks.0.hook_resid_pre",
+        cfg_overrides={"model_from_pretrained_kwargs": {"center_writing_weights": True}},
+        neuronpedia="gpt2-small/{layer}-res-jb",
+    ),
+}
+
+
+def _split(source: str, sae_id: str | None) -> tuple[str, str | None]:
+    if sae_id is None and "/" in source:
+        head, _, tail = source.partition("/")
+        if head in RELEASES:
+            return head, tail
+    return source, sae_id
+
+
+def _load_release(release: str, sae_id: str | None, allow_any_hook: bool) -> SAE:
+    rel = RELEASES[release]
+    sae_id = sae_id or rel.default_id
+    if sae_id not in rel.sae_ids:
+        raise PosfeatError(f"{release} has no SAE {sae_id!r}; its ids are {', '.join(rel.sae_ids[:3])}, ... (use {rel.default_id}).")
+    files = [f"{sae_id}/{CFG_FILE}", f"{sae_id}/{WEIGHTS_FILE}"]
+    cfg_path = cached_file(rel.repo_id, files[0], needed=files)
+    cached_file(rel.repo_id, files[1], needed=files)
+    cached_file(rel.repo_id, f"{sae_id}/{SPARSITY_FILE}", required=False)
+    layer = sae_id.split(".")[1] if sae_id.startswith("blocks.") else "0"
+    extra = {**rel.cfg_overrides, "release": release, "sae_id": sae_id, "model": rel.model}
+    if rel.neuronpedia:
+        extra["neuronpedia_id"] = rel.neuronpedia.format(layer=layer)
+    return read_sae_folder(cfg_path.parent, name=f"{release}/{sae_id}", extra_cfg=extra, allow_any_hook=allow_any_hook)
+
+
+def load_sae(source: Any = BUNDLED_SAE, sae_id: str | None = None, *, device: str | torch.device = "cpu",
+             allow_any_hook: bool = False) -> SAE:
+    """Load a layer-0 SAE.
+
+    Args:
+        source: ``"minilm"`` (the SAE shipped with posfeat for the bundled model); a built-in
+            release and id (``"gpt2-small-res-jb"`` with ``sae_id="blocks.0.hook_resid_pre"``, or
+            ``"gpt2-small-res-jb/blocks.0.hook_resid_pre"``); a local SAELens-format folder; another
+            SAELens release (needs ``pip install posfeat[saelens]``); or a ``sae_lens`` SAE object.
+        sae_id: the SAE within a release.
+        device: where its tensors live (``"auto"``, ``"cpu"``, ``"cuda"``).
+        allow_any_hook: analyse an SAE that does not read the layer-0 embedding sum anyway.
+    """
+    return _load_sae(source, sae_id, allow_any_hook).to(device)
+
+
+def _load_sae(source: Any, sae_id: str | None, allow_any_hook: bool) -> SAE:
+    if isinstance(source, SAE):
+        return source
+    if all(hasattr(source, a) for a in ("W_enc", "W_dec", "b_enc", "b_dec")):
+        return from_saelens_object(source, allow_any_hook=allow_any_hook)
+    src, sae_id = _split(os.fspath(source) if isinstance(source, os.PathLike) else str(source), sae_id)
+    if src == BUNDLED_SAE:
+        if not (BUNDLED_SAE_DIR / WEIGHTS_FILE).is_file():
+            raise PosfeatError(f"The bundled SAE is missing from {BUNDLED_SAE_DIR}; reinstall posfeat.")
+        return read_sae_folder(BUNDLED_SAE_DIR, name="posfeat/minilm-l0-res-2048 (bundled)")
+    if src in RELEASES:
+        return _load_release(src, sae_id, allow_any_hook)
+    path = Path(src).expanduser()
+    if path.exists() or src.startswith((".", "/", "~")) or sae_id is None:
+        if not path.is_dir():
+            what = "is a file, not a folder" if path.exists() else "does not exist"
+            raise PosfeatError(f"SAE folder {path} {what}; pass a SAELens-format folder, 'minilm', or a release such as "
+                               "gpt2-small-res-jb/blocks.0.hook_resid_pre.")
+        return read_sae_folder(path, name=str(path), allow_any_hook=allow_any_hook)
+    try:
+        import sae_lens  # optional extra
+    except ImportError:
+        raise PosfeatError(f"SAE release {src!r} is not built into posfeat (built in: {', '.join(RELEASES)}, minilm); "
+                           "install the optional extra with pip install 'posfeat[saelens]' to load other SAELens releases.") from None
+    loaded = sae_lens.SAE.from_pretrained(src, sae_id, device="cpu")
+    return from_saelens_object(loaded[0] if isinstance(loaded, tuple) else loaded, allow_any_hook=allow_any_hook)
+
+
+def sae_token_weights(sae: SAE, d_vocab: int) -> tuple[Path, torch.Tensor] | None:
+    """The token distribution an SAE folder ships (``token_weights.safetensors``), or None."""
+    folder = sae.meta.folder
+    if folder and (Path(folder) / TOKEN_WEIGHTS_FILE).is_file():
+        path = Path(folder) / TOKEN_WEIGHTS_FILE
+        return path, load_token_weights(path, d_vocab)
+    return None
+
+
+def sae_centers_inputs(sae: SAE) -> bool:
+    """True when the SAE was trained on centred weights (SAELens ``center_writing_weights``)."""
+    return sae.meta.centered
+
+
+def default_model_for(sae: SAE) -> str:
+    """The model an SAE belongs with, from its metadata (``minilm`` when it names none)."""
+    model = sae.meta.model_name
+    if not model:
+        return BUNDLED_MODEL
+    return "gpt2" if model == "gpt2-small" else model
+
+
+def load_pair(model: Any = None, sae: Any = None, sae_id: str | None = None, *, center: bool | None = None,
+              device: str | torch.device = "cpu", allow_any_hook: bool = False, tokenizer: Any = None) -> tuple[Embeddings, SAE]:
+    """Load a model's embeddings and a layer-0 SAE, made consistent and put on one ``device``.
+
+    The SAE is loaded first; the model (a name, a folder, an :class:`Embeddings`, or a
+    TransformerLens / transformers model object) defaults to the one it was trained on. Centring
+    defaults to what the SAE was trained on (``gpt2-small-res-jb``: centred, as SAELens loads GPT-2
+    with ``center_writing_weights``); the choice is recorded in ``Embeddings.centered``.
+    """
+    s = _load_sae(BUNDLED_SAE if sae is None else sae, sae_id, allow_any_hook)
+    want_center = sae_centers_inputs(s) if center is None else bool(center)
+    emb = load_embeddings(default_model_for(s) if model is None else model, center=want_center, tokenizer=tokenizer)
+    if emb.d_model != s.d_in:
+        raise PosfeatError(f"Model {emb.name} has d_model {emb.d_model} but SAE {s.name} reads d_in {s.d_in}; "
+                           "pair the SAE with the model it was trained on.")
+    if s.context_size is not None and s.context_size > emb.n_ctx:
+        raise PosfeatError(f"SAE {s.name} was trained on context {s.context_size} but model {emb.name} has only {emb.n_ctx} positions; "
+                           "check the pair.")
+    return emb.to(device), s.to(device)

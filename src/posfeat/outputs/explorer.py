@@ -1,0 +1,75 @@
+"""The data of the feature explorer in report.html: every feature's row and its profile over every position, compactly.
+
+Profiles (mean activation over tokens at each studied position) are quantised against each
+feature's own maximum, delta-coded along the positions and deflated: positional and mixed features
+to 255 levels, the others to the most levels (255, 63, 31, 15, 7 or 3) that keep all profiles
+within :data:`PROFILE_BUDGET` bytes; the table is column-wise JSON, deflated. Both travel as base64 inside the page and are inflated by the browser
+(``DecompressionStream``), so the page stays self-contained and offline, and within a few MB at
+GPT-2 scale (24576 features x 1024 positions). The CSVs keep the exact numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..analyses.analysis import Analysis
+
+KIND_CODES = {"positional": 0, "semantic": 1, "mixed": 2, "dead": 3}
+
+
+def _pack(data: bytes) -> str:
+    return base64.b64encode(zlib.compress(data, 9)).decode()
+
+
+PROFILE_BUDGET = 3_000_000
+LEVELS = (255, 63, 31, 15, 7, 3)
+
+
+def quantised_profiles(profiles: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes uint8 [F, P] delta-coded along positions, scales [F])``: ``value = (cumsum(codes) mod 256) / levels * scale``."""
+    scale = np.maximum(profiles.max(1), 0.0)
+    safe = np.where(scale > 0, scale, 1.0)[:, None]
+    q = np.rint(np.clip(profiles, 0, None) / safe * levels[:, None]).astype(np.uint8)
+    delta = q.copy()
+    delta[:, 1:] = q[:, 1:] - q[:, :-1]  # wraps mod 256
+    return delta, scale
+
+
+def packed_profiles(profiles: np.ndarray, exact: np.ndarray, budget: int = PROFILE_BUDGET) -> tuple[str, np.ndarray, np.ndarray]:
+    """Deflated base64 profiles within ``budget`` bytes where possible; features in ``exact`` keep 255 levels.
+
+    Returns ``(data, scales, levels per feature)``.
+    """
+    for coarse in LEVELS:
+        levels = np.where(exact, 255, coarse).astype(np.int64)
+        codes, scale = quantised_profiles(profiles, levels)
+        data = _pack(codes.tobytes())
+        if len(data) <= budget:
+            break
+    return data, scale, levels
+
+
+def _round(x: Any, digits: int = 3) -> list[float | None]:
+    return [None if not np.isfinite(v) else float(f"{v:.{digits}g}") for v in np.asarray(x, dtype=float)]
+
+
+def explorer_payload(an: Analysis) -> dict[str, Any]:
+    """What the explorer script reads (see module docstring)."""
+    f = an.features
+    data, scale, levels = packed_profiles(an.stats_all.mean_by_position, f.kind.isin(["positional", "mixed"]).to_numpy())
+    table = {
+        "kind": [KIND_CODES[k] for k in f.kind], "positional_score": _round(f.positional_score), "token_score": _round(f.token_score),
+        "position_share": _round(f.position_share), "token_share": _round(f.token_share), "interaction_share": _round(f.interaction_share),
+        "fire": _round(f.fire), "peak": f.peak_position.astype(int).tolist(), "runs": f.runs.fillna("").tolist(),
+        "n_runs": f.n_runs.astype(int).tolist(), "top_tokens": f.top_tokens.fillna("").tolist(), "scale": _round(scale, 4),
+        "levels": levels.tolist(),
+    }
+    return {"n_features": len(f), "n_positions": int(an.stats_all.mean_by_position.shape[1]), "context": int(an.context),
+            "kinds": list(KIND_CODES), "neuronpedia": None if not an.sae.meta.neuronpedia_id else f"https://www.neuronpedia.org/{an.sae.meta.neuronpedia_id}/",
+            "table": _pack(json.dumps(table, separators=(",", ":")).encode()), "profiles": data}

@@ -1,0 +1,287 @@
+"""Figures of an analysis: static matplotlib figures and interactive plotly ones, drawn from numpy/pandas only.
+
+Every figure is titled with what it shows and the model/SAE it came from, uses a constrained
+layout (no clipped text), puts a colourbar on every colour scale, and shows at most a readable
+number of curves (small multiples or an evenly spread subset instead of dozens overlaid).
+:func:`make_figure` returns the figure for a name in :data:`FIGURES` or :data:`INTERACTIVE`.
+"""
+
+from __future__ import annotations
+
+import base64
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..analyses.analysis import Analysis
+
+KIND_COLORS = {"positional": "#d62728", "semantic": "#1f77b4", "mixed": "#9467bd", "dead": "#7f7f7f"}
+KIND_STYLES = {"positional": "--", "semantic": "-", "mixed": ":", "dead": "-."}
+MAX_CURVES = 8
+MAX_PANELS = 16
+
+
+def label(an: Analysis) -> str:
+    return f"{an.emb.name} x {an.sae.name} (context {an.context})"
+
+
+def new_figure(width: float, height: float, title: str, subtitle: str, **kw: Any) -> tuple[plt.Figure, Any]:
+    """A figure with a constrained layout and a title wrapped to its width; returns ``(fig, axes)``."""
+    fig, axes = plt.subplots(figsize=(width, height), layout="constrained", **kw)
+    chars = max(40, int(width * 13))
+    fig.suptitle("\n".join([*textwrap.wrap(title, chars), *textwrap.wrap(subtitle, int(chars * 1.15))]), fontsize=9)
+    return fig, axes
+
+
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 100) -> Path:
+    """Write ``fig`` as PNG and close it."""
+    fig.savefig(path, dpi=dpi, pil_kwargs={"optimize": True})
+    plt.close(fig)
+    return path
+
+
+def png_data_uri(path: Path) -> str:
+    """A PNG file as a ``data:`` URI (how report.html and sweep sections embed figures)."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def spread_subset(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of up to ``k`` entries of sorted ``values`` spread evenly over them."""
+    if len(values) <= k:
+        return np.arange(len(values))
+    return np.unique(np.linspace(0, len(values) - 1, k).round().astype(int))
+
+
+def context_line(ax: Any, an: Analysis, legend: bool = True) -> None:
+    ax.axvline(an.context - 0.5, color="k", ls="--", lw=0.8, label=f"end of training context ({an.context})" if legend else None)
+
+
+# ---------------------------------------------------------------------------- the figures
+def disjointness(an: Analysis) -> plt.Figure:
+    f = an.features[an.features.kind != "dead"]
+    fig, ax = new_figure(6.2, 5.4, "Position share against token share of variance, every live feature", label(an))
+    for kind, g in f.groupby("kind"):
+        ax.scatter(g.token_share, g.position_share, s=7, alpha=0.6, c=KIND_COLORS[kind], label=f"{kind} ({len(g)})")
+    high = f[f.interaction_share.fillna(0) >= 0.3]
+    if len(high):
+        ax.scatter(high.token_share, high.position_share, s=40, facecolors="none", edgecolors="k", lw=0.8,
+                   label=f"interaction share >= 0.3 ({len(high)})")
+    ax.plot([0, 1], [1, 0], color="k", lw=0.5, alpha=0.4)
+    ax.set(xlabel="token share of variance", ylabel="position share of variance", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
+    ax.legend(fontsize=7, loc="upper right")
+    return fig
+
+
+def positional_scores(an: Analysis) -> plt.Figure:
+    s = np.sort(an.features.positional_score.to_numpy())[::-1]
+    kv = an.summary.get("knee_vs_rule", {})
+    knee, gap = kv.get("kneedle", {}).get("count", 0), kv.get("largest_gap", {}).get("count", 0)
+    fig, ax = new_figure(6.4, 4.4, "Sorted positional scores (max over positions of the mean activation): the note's method", label(an))
+    n = min(len(s), max(200, 4 * max(knee, gap)))
+    ax.plot(np.arange(1, n + 1), s[:n], lw=1, color="k", label="positional score")
+    if gap:
+        ax.axvline(gap + 0.5, color="#d62728", ls="-", lw=1, label=f"largest gap (ratio): {gap} features")
+    if knee:
+        ax.axvline(knee + 0.5, color="#1f77b4", ls=":", lw=1.2, label=f"Kneedle knee (top {kv['kneedle'].get('window')}): {knee}")
+    ax.set(xlabel="rank", ylabel="positional score")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _heatmap(fig: plt.Figure, ax: Any, data: np.ndarray, xlabel: str, ylabel: str, cbar: str) -> None:
+    im = ax.imshow(data, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    fig.colorbar(im, ax=ax, label=cbar, shrink=0.9)
+
+
+def positional_profiles(an: Analysis, extended: bool = False) -> plt.Figure:
+    feats = an.positional
+    st = an.stats_all if extended else an.stats_context
+    title = ("Positional features extended past the training context (note's Fig. 7)" if extended
+             else "Positional features tile the positions (note's Figs. 2 and 4)")
+    fig, (ax0, ax1) = new_figure(12.5, 4.8, title, label(an), ncols=2, gridspec_kw={"width_ratios": [1, 1.2]})
+    if not len(feats):
+        ax0.text(0.5, 0.5, "no positional features", ha="center", transform=ax0.transAxes)
+        return fig
+    prof = st.mean_by_position[feats]
+    _heatmap(fig, ax0, prof / np.maximum(prof.max(1, keepdims=True), 1e-12), "position", f"{len(feats)} positional features, by peak",
+             "mean activation / the feature's maximum")
+    pick = feats[spread_subset(feats, MAX_CURVES)]
+    colors = plt.get_cmap("tab10")
+    for i, f in enumerate(pick):
+        m, sd = st.mean_by_position[f], st.std_by_position[f]
+        ax1.plot(st.positions, m, color=colors(i % 10), lw=1.1, label=f"#{int(f)} (peak {int(an.features.peak_position.iat[int(f)])})")
+        ax1.fill_between(st.positions, np.maximum(m - sd, 0), m + sd, color=colors(i % 10), alpha=0.22, lw=0)
+    ax1.set(xlabel="position", ylabel="mean activation over tokens (band: +/- 1 std)")
+    if extended:
+        context_line(ax0, an, legend=False)
+        context_line(ax1, an)
+    ax1.legend(fontsize=6.5, title=f"{len(pick)} of {len(feats)}, evenly by peak", title_fontsize=6.5, loc="upper right")
+    return fig
+
+
+def preactivations(an: Analysis) -> plt.Figure:
+    feats = an.positional
+    pick = feats[spread_subset(feats, MAX_PANELS)]
+    cols = 4
+    rows = max(1, int(np.ceil(len(pick) / cols)))
+    fig, axs = new_figure(12.5, 2.2 * rows + 0.8, "Mean pre-activation of positional features over all studied positions "
+                          f"({len(pick)} of {len(feats)}, evenly by peak)", label(an), nrows=rows, ncols=cols, sharex=True, squeeze=False)
+    st = an.stats_all
+    for ax, f in zip(axs.flat, pick):
+        ax.plot(st.positions, st.pre_mean_by_position[f], color="#d62728", lw=1)
+        ax.axhline(0, color="k", lw=0.5)
+        context_line(ax, an, legend=False)
+        ax.set_title(f"#{int(f)}, peak {int(an.features.peak_position.iat[int(f)])}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axs.flat)[len(pick):]:
+        ax.axis("off")
+    for ax in axs[-1]:
+        ax.set_xlabel("position", fontsize=8)
+    return fig
+
+
+def coverage(an: Analysis) -> plt.Figure:
+    from ..analyses.findings import coverage_by_runs
+
+    f = an.features[(an.features.kind == "positional") & (an.features.span_width > 0)]
+    fig, (ax0, ax1) = new_figure(12, 4.4, "Positional features over the positions: how many fire at each, and how wide and strong they are",
+                                 label(an), ncols=2)
+    ax0.bar(np.arange(an.context), coverage_by_runs(an.features, an.context), width=1.0, color="#d62728")
+    ax0.set(xlabel="position", ylabel="positional features firing there (all runs)")
+    sc = ax1.scatter(f.peak_position, f.span_width, s=14, c=f.peak_mean, cmap="viridis")
+    fig.colorbar(sc, ax=ax1, label="mean activation at the peak")
+    ax1.set(xlabel="peak position", ylabel="main span width (positions)")
+    return fig
+
+
+def helix_static(an: Analysis) -> plt.Figure:
+    h = an.helix
+    fig = plt.figure(figsize=(8.5, 7.2), layout="constrained")
+    fig.suptitle("\n".join([f"W_pos rows (dots) and positional features' decoder directions (crosses) on the top 3 PCs (note's Fig. 1); "
+                            f"top 3 PCs explain {an.pca.top(3):.1%}", label(an)]), fontsize=9)
+    ax = fig.add_subplot(projection="3d")
+    sc = ax.scatter(h.rows[:, 0], h.rows[:, 1], h.rows[:, 2], c=h.positions, cmap="plasma", s=8, label="W_pos rows")
+    if len(h.features):
+        ax.scatter(h.feature_points[:, 0], h.feature_points[:, 1], h.feature_points[:, 2], c=h.peaks, cmap="plasma", marker="x", s=40,
+                   vmin=h.positions.min(), vmax=h.positions.max(), label="positional features (at their peak's colour)")
+    ax.set(xlabel="PC1", ylabel="PC2", zlabel="PC3")
+    fig.colorbar(sc, ax=ax, label="position", shrink=0.6)
+    ax.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def token_features(an: Analysis) -> plt.Figure:
+    fig, ax = new_figure(10.5, 4.6, f"Top features of token {an.emb.token_str(an.token)!r} by position (note's Fig. 5); "
+                         "line style gives the kind, a ring an interaction share >= 0.3", label(an))
+    pos = an.stats_all.positions
+    colors = plt.get_cmap("tab10")
+    for j, f in enumerate(an.token_features):
+        row = an.features.iloc[int(f)]
+        flag = np.nan_to_num(row.interaction_share) >= 0.3
+        ax.plot(pos, an.token_profile[:, j], lw=1.2, color=colors(j % 10), ls=KIND_STYLES[row.kind], marker="o" if flag else None,
+                markevery=max(1, len(pos) // 12), mfc="none", label=f"#{int(f)} {row.kind}" + (" (interaction)" if flag else ""))
+    context_line(ax, an)
+    ax.set(xlabel="position", ylabel="activation")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+def length_generalisation(an: Analysis) -> plt.Figure:
+    bp = an.by_position
+    fig, axs = new_figure(14, 4.4, f"Reconstruction by position, with baselines (note's Fig. 6); {an.sample.how}", label(an), ncols=3)
+    axs[0].plot(bp.position, bp.fvu, label="SAE: FVU (posfeat, per position)")
+    axs[0].plot(bp.position, bp.random_fvu, label="random vector of the input's norm", alpha=0.8)
+    axs[0].plot(bp.position, bp.zero_fvu, label="zero reconstruction", alpha=0.8)
+    axs[0].set(yscale="log", ylabel="FVU: squared error / token spread")
+    axs[1].plot(bp.position, bp.explained_variance, label="SAE")
+    axs[1].plot(bp.position, bp.zero_explained_variance, label="zero reconstruction", alpha=0.8)
+    axs[1].set(ylabel="explained variance (SAELens, batch = sample at p)")
+    axs[2].plot(bp.position, bp.l0, color="k", label="SAE")
+    axs[2].set(ylabel="L0 (active features per token)")
+    for ax in axs:
+        ax.set_xlabel("position")
+        context_line(ax, an)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def apparent(an: Analysis) -> plt.Figure:
+    bp = an.by_position
+    fig, ax = new_figure(7.5, 5, "Peaks of the positional features firing at each position (median, 25-75% and 10-90% bands), "
+                         "and how many fire", label(an))
+    ax.plot(bp.position, bp.position, color="k", lw=0.6, label="true position")
+    ax.fill_between(bp.position, bp.peak_q10, bp.peak_q90, color="#1f77b4", alpha=0.2, lw=0, label="10-90% of their peaks")
+    ax.fill_between(bp.position, bp.peak_q25, bp.peak_q75, color="#1f77b4", alpha=0.4, lw=0, label="25-75%")
+    ax.plot(bp.position, bp.peak_q50, color="#1f77b4", lw=1, label="median peak")
+    context_line(ax, an)
+    ax.set(xlabel="true position", ylabel="peak position of the firing positional features")
+    ax2 = ax.twinx()
+    ax2.plot(bp.position, bp.n_positional_firing, color="#d62728", lw=0.8, alpha=0.7)
+    ax2.set_ylabel("positional features firing (red)", color="#d62728")
+    ax.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def semantic_breakage(an: Analysis) -> plt.Figure:
+    bp = an.by_position
+    fig, axs = new_figure(15, 4.4, "Semantic features past the context: spurious firing (exact, all tokens) by position and by feature, "
+                          "and deviation from their in-context value", label(an), ncols=3, gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
+    axs[0].plot(bp.position, bp.spurious_per_token, color="#9467bd")
+    axs[0].set(ylabel="spurious features per token")
+    edge = an.summary.get("bert_edge")
+    if edge:
+        axs[0].axvspan(edge["positions"][0] - 0.5, edge["positions"][1] + 0.5, color="orange", alpha=0.3, label="last 8 positions (BERT edge)")
+    axs[1].plot(bp.position, bp.semantic_spread, color="#1f77b4")
+    axs[1].set(yscale="log", ylabel="mean |activation - in-context mean|")
+    for ax in axs[:2]:
+        ax.set_xlabel("position")
+        context_line(ax, an)
+        ax.legend(fontsize=7)
+    top = an.spurious_by_feature.head(12)
+    axs[2].barh(np.arange(len(top))[::-1], top.spurious_per_position, color=[KIND_COLORS.get(k, "#7f7f7f") for k in top.kind])
+    axs[2].set_yticks(np.arange(len(top))[::-1], [f"#{int(f)} {k}" for f, k in zip(top.feature, top.kind)], fontsize=7)
+    axs[2].set(xlabel="spurious (token, position) pairs per position", title="features firing most spuriously")
+    axs[2].title.set_fontsize(8)
+    return fig
+
+
+def attribution(an: Analysis) -> plt.Figure:
+    bp = an.by_position
+    fig, (ax0, ax1) = new_figure(12.5, 4.4, "Where the error past the context comes from", label(an), ncols=2)
+    ax0.plot(bp.position, bp.pc_error_share)
+    ax0.set(ylabel="share of squared error in the top-3 W_pos PCs")
+    ax1.plot(bp.position, bp.fvu, label="SAE")
+    ax1.plot(bp.position, bp.addback_fvu, label="non-positional features + true W_pos row")
+    ax1.set(yscale="log", ylabel="FVU")
+    for ax in (ax0, ax1):
+        ax.set_xlabel("position")
+        context_line(ax, an)
+        ax.legend(fontsize=7)
+    return fig
+
+
+#: name -> (function, caption); one PNG each in figures/.
+FIGURES: dict[str, tuple[Callable[[Analysis], plt.Figure], str]] = {
+    "disjointness": (disjointness, "Position share against token share of variance, every live feature."),
+    "positional_score": (positional_scores, "Sorted positional scores (the note's method) with the largest-gap cut and Kneedle's knee."),
+    "positional_profiles": (positional_profiles, "Mean activation by position of the positional features (heatmap), and an evenly "
+                            "spread subset with +/- 1 std bands."),
+    "preactivations": (preactivations, "Mean pre-activation of positional features over all studied positions (small multiples)."),
+    "coverage": (coverage, "Positional features firing at each position (all runs), and span width against peak position."),
+    "helix": (helix_static, "W_pos rows (dots) and positional features' decoder directions (crosses) on the top 3 PCs."),
+    "token_features": (token_features, "Top features of one token by position."),
+    "length_generalisation": (length_generalisation, "FVU, explained variance and L0 by position, with baselines."),
+    "extended_profiles": (lambda an: positional_profiles(an, extended=True), "Positional features past the context."),
+    "apparent_position": (apparent, "Peaks of the positional features firing at each position, against the true position."),
+    "semantic_breakage": (semantic_breakage, "Spurious firing by position and by feature, and the noise of semantic features."),
+    "attribution": (attribution, "Error share in the W_pos principal subspace; the add-back test."),
+}

@@ -1,0 +1,55 @@
+"""Interactive figures (plotly), carrying only what they draw (values rounded to 4 significant digits)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .figures import label, spread_subset
+
+if TYPE_CHECKING:
+    from ..analyses.analysis import Analysis
+
+MAX_TRACES = 64
+
+
+def _r(x: np.ndarray) -> list[float]:
+    return [float(f"{v:.4g}") for v in np.asarray(x, dtype=float)]
+
+
+def helix_interactive(an: Analysis) -> Any:
+    import plotly.graph_objects as go
+
+    h = an.helix
+    fig = go.Figure()
+    fig.add_trace(go.Scatter3d(x=_r(h.rows[:, 0]), y=_r(h.rows[:, 1]), z=_r(h.rows[:, 2]), mode="markers", name="W_pos rows",
+                               text=[f"position {p}" for p in h.positions],
+                               marker={"size": 3, "color": h.positions.tolist(), "colorscale": "Plasma", "colorbar": {"title": "position"}}))
+    if len(h.features):
+        fig.add_trace(go.Scatter3d(x=_r(h.feature_points[:, 0]), y=_r(h.feature_points[:, 1]), z=_r(h.feature_points[:, 2]),
+                                   mode="markers", name="positional features", text=[f"feature {f}, peak {p}" for f, p in zip(h.features, h.peaks)],
+                                   marker={"size": 5, "symbol": "x", "color": h.peaks.tolist(), "colorscale": "Plasma",
+                                           "cmin": int(h.positions.min()), "cmax": int(h.positions.max())}))
+    fig.update_layout(title=f"Helix: {label(an)}", height=600, margin={"l": 0, "r": 0, "t": 40, "b": 0})
+    return fig
+
+
+def profiles_interactive(an: Analysis) -> Any:
+    import plotly.graph_objects as go
+
+    feats = an.positional
+    pick = feats[spread_subset(feats, MAX_TRACES)]
+    st = an.stats_all
+    fig = go.Figure()
+    for f in pick:
+        fig.add_trace(go.Scatter(x=st.positions.tolist(), y=_r(st.mean_by_position[f]), mode="lines", name=f"#{int(f)}", line={"width": 1}))
+    fig.add_vline(x=an.context - 0.5, line_dash="dash")
+    shown = f"{len(pick)} of {len(feats)} positional features" + (", evenly by peak" if len(pick) < len(feats) else "")
+    fig.update_layout(title=f"Positional feature profiles over all positions ({shown}): {label(an)}", height=450,
+                      xaxis_title="position", yaxis_title="mean activation over tokens")
+    return fig
+
+
+#: name -> (function, div id in report.html)
+INTERACTIVE = {"helix_interactive": (helix_interactive, "helix"), "profiles_interactive": (profiles_interactive, "profiles")}

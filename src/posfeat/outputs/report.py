@@ -1,0 +1,185 @@
+"""report.html: one self-contained page (no network), its prose generated from the findings' verdicts and evidence.
+
+The page is ``templates/report.html`` filled by :class:`string.Template`; tables come from the
+analysis' DataFrames, figures are embedded PNGs and inlined plotly, and the feature explorer
+(``templates/explorer.js``) reads the compact data of :mod:`posfeat.outputs.explorer`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..core.errors import PosfeatError
+from .explorer import explorer_payload
+from .figures import FIGURES, png_data_uri
+from .interactive import INTERACTIVE
+
+if TYPE_CHECKING:
+    from ..analyses.analysis import Analysis
+
+TITLES = {"helix": "W_pos lies near a helix", "positional_count": "A small set of positional features",
+          "disjoint": "Positional and semantic features are disjoint", "tiling": "Each positional feature covers one contiguous range",
+          "early_positions": "Early positions get dedicated, stronger features", "decoder_traces_helix": "Decoder directions trace the helix",
+          "token_profiles": "A token's features are flat lines plus bumps", "worse_than_random": "Past the context, worse than random",
+          "positional_break": "Positional features break past the context", "semantic_break": "Semantic features break past the context"}
+
+
+def esc(x: object) -> str:
+    return html.escape(str(x))
+
+
+def fmt(x: object, nd: int = 3) -> str:
+    if isinstance(x, (float, np.floating)):
+        return "n/a" if not np.isfinite(x) else f"{x:.{nd}g}"
+    if isinstance(x, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {fmt(v, nd)}" for k, v in x.items())
+    if x is None:
+        return "n/a"
+    return esc(x)
+
+
+def table(df: pd.DataFrame, cols: list[str], link: Any = None) -> str:
+    """An HTML table of ``df[cols]``; ``link(feature) -> url or None`` turns feature ids into links."""
+    head = "".join(f"<th>{esc(c)}</th>" for c in cols)
+    body = []
+    for r in df[cols].itertuples(index=False):
+        cells = []
+        for c, v in zip(cols, r):
+            url = link(int(v)) if (link and c == "feature") else None
+            cell = f'<a href="{esc(url)}">{int(v)}</a>' if url else fmt(v)
+            cells.append(f'<td class="{"l" if isinstance(v, str) else ""}">{cell}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def verdict_box(key: str, f: dict[str, Any]) -> str:
+    cls = "v-" + f["verdict"].replace(" ", "-")
+    return (f'<div class="verdict {cls}" id="finding-{key}"><span class="badge">{esc(f["verdict"])}</span> '
+            f"<b>{esc(TITLES.get(key, key))}</b>: posfeat {fmt(f['value'])}; the note: {fmt(f['note_value'])}."
+            f"<br>{esc(f['evidence'])}<br><span class=test>Rule: {esc(f['test'])}</span></div>")
+
+
+def glance(findings: dict[str, Any]) -> str:
+    rows = "".join(f"<tr><td class=l><a href='#finding-{k}'>{esc(TITLES.get(k, k))}</a></td><td class=l><b>{esc(f['verdict'])}</b></td>"
+                   f"<td class=l>{fmt(f['value'])}</td><td class=l>{fmt(f['note_value'])}</td></tr>" for k, f in findings.items())
+    return f"<table><tr><th>finding of the note</th><th>verdict</th><th>posfeat</th><th>the note</th></tr>{rows}</table>"
+
+
+def figure_html(name: str, pngs: dict[str, Path], interactive: dict[str, str]) -> str:
+    if name in interactive:
+        return interactive[name]
+    caption = FIGURES[name][1]
+    return (f'<figure id="fig-{name}"><img alt="{esc(caption)}" src="{png_data_uri(pngs[name])}">'
+            f'<figcaption class="cap">{esc(caption)} (figures/{name}.png)</figcaption></figure>')
+
+
+def _numbers(rows: list[tuple[str, object]]) -> str:
+    return "<table>" + "".join(f"<tr><td class=l>{esc(k)}</td><td>{fmt(v, 4)}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _features_tables(an: Analysis) -> str:
+    f, s, link = an.features, an.summary, an.neuronpedia_url
+    counts = pd.DataFrame([{"share threshold": t, **c} for t, c in s["counts_by_threshold"].items()])
+    knees = pd.DataFrame([{"method": m, **v} for m, v in s["knee_vs_rule"].items()])
+    high = f[f.interaction_share.fillna(0) >= 0.3].sort_values("interaction_share", ascending=False).head(40)
+    cols = ["feature", "kind", "position_share", "token_share", "interaction_share", "top_tokens"]
+    high_table = table(high, cols, link) if len(high) else "<p>none</p>"
+    return ("<h3>Counts by kind as the share threshold moves</h3>" + table(counts, list(counts.columns))
+            + "<h3>The note's method (sorted positional score) beside the rule</h3>" + table(knees, list(knees.columns))
+            + f"<h3>Features with an interaction share of at least 0.3 ({len(high)})</h3>" + high_table)
+
+
+def _positional_tables(an: Analysis) -> str:
+    f = an.features
+    pos = f[f.kind == "positional"].sort_values(["peak_position", "feature"])
+    multi = pos[pos.n_runs >= 2]
+    cols = ["feature", "peak_position", "span_start", "span_end", "n_runs", "runs", "outside_span_share", "peak_mean", "position_share",
+            "decoder_cos_wpos"]
+    return (f"<h3>Positional features ({len(pos)})</h3>" + table(pos.head(200), cols, an.neuronpedia_url)
+            + f"<h3>Positional features firing in two or more runs ({len(multi)})</h3>"
+            + (f"<p>{', '.join(str(int(x)) for x in multi.feature)}</p>" if len(multi) else "<p>none</p>"))
+
+
+def _token_tables(an: Analysis) -> str:
+    sem = an.features[an.features.kind == "semantic"].sort_values("token_score", ascending=False).head(25)
+    return ("<h3>Semantic features with the highest token score</h3>"
+            + table(sem, ["feature", "token_share", "token_score", "fire", "top_tokens"], an.neuronpedia_url))
+
+
+def _length_tables(an: Analysis) -> str:
+    s, link = an.summary, an.neuronpedia_url
+    pair = lambda a, b: f"{fmt(s[a], 4)} / {fmt(s[b], 4)}"  # noqa: E731
+    rows = [("mean FVU in context", s["fvu_in_context"]), ("mean FVU past the context", s["fvu_past_context"]),
+            ("explained variance (SAELens, pooled) in / past the context", pair("explained_variance_in_context", "explained_variance_past_context")),
+            ("mean L0 in / past the context", pair("l0_in_context", "l0_past_context"))]
+    edge = s.get("bert_edge")
+    if edge:
+        rows.append((f"spurious features per token at the BERT edge, positions {edge['positions'][0]}..{edge['positions'][1]} "
+                     "(median past the context)", f"{fmt(edge['spurious_per_token'], 4)} ({fmt(edge['median_past_context'], 4)})"))
+    ex, byf = an.spurious_examples, an.spurious_by_feature
+    return (_numbers(rows) + "<h3>Strongest spurious (feature, token) pairs: firing past the context, never inside it</h3>"
+            + (table(ex, ["feature", "kind", "token", "position", "activation"], link) if len(ex) else "<p>none</p>")
+            + f"<h3>Features firing spuriously most often ({s['spurious_features']} in all)</h3>"
+            + (table(byf.head(25), list(byf.columns), link) if len(byf) else "<p>none</p>"))
+
+
+def _attribution_tables(an: Analysis) -> str:
+    s = an.summary
+    return _numbers([("share of the squared error past the context inside the top-3 W_pos PCs", s["pc_error_share_past_context"]),
+                     ("FVU past the context, non-positional features + true W_pos row", s["addback_fvu_past_context"]),
+                     ("share of the past-context error that this removes", s["addback_error_removed"])])
+
+
+#: report sections: title, the findings they show, figures, and the function giving their tables
+SECTIONS = [
+    ("1. The helix of W_pos", ["helix", "decoder_traces_helix"], ["helix_interactive", "helix"], None),
+    ("2. Positional and semantic features", ["positional_count", "disjoint"], ["disjointness", "positional_score"], _features_tables),
+    ("3. Positional features over the positions", ["tiling", "early_positions"], ["positional_profiles", "preactivations", "coverage"],
+     _positional_tables),
+    ("4. Token features", ["token_profiles"], ["token_features"], _token_tables),
+    ("5. Length generalisation", ["worse_than_random", "positional_break", "semantic_break"],
+     ["length_generalisation", "profiles_interactive", "extended_profiles", "apparent_position", "semantic_breakage"], _length_tables),
+    ("6. Where the error past the context comes from", [], ["attribution"], _attribution_tables),
+]
+
+def render_html(an: Analysis, pngs: dict[str, Path], sweep_sections: tuple[str, ...] = ()) -> str:
+    """The whole page (see module docstring)."""
+    s = an.summary
+    interactive = {}
+    for i, (name, (fn, div)) in enumerate(INTERACTIVE.items()):
+        interactive[name] = fn(an).to_html(full_html=False, include_plotlyjs=i == 0, include_mathjax=False, div_id=div)
+    parts = []
+    for title, keys, figs, tables in SECTIONS:
+        parts.append(f"<h2>{esc(title)}</h2>" + "".join(verdict_box(k, an.findings[k]) for k in keys)
+                     + "".join(figure_html(n, pngs, interactive) for n in figs) + (tables(an) if tables else ""))
+    header = (f"<b>Model</b> {esc(s['model'])} &nbsp; <b>SAE</b> {esc(s['sae'])} ({esc(s['sae_architecture'])}, d_sae {s['d_sae']}) &nbsp; "
+              f"<b>context</b> {s['context_size']} of {s['n_ctx']} positions &nbsp; <b>centred</b> {s['centered']} &nbsp; "
+              f"<b>device</b> {esc(s['device'])} &nbsp; posfeat {esc(s['posfeat_version'])}")
+    data = json.dumps(explorer_payload(an), separators=(",", ":")).replace("</", "<\\/")
+    page = Template(resources.files(__package__).joinpath("templates/report.html").read_text())
+    return page.substitute(model=esc(s["model"]), css=resources.files(__package__).joinpath("templates/report.css").read_text(), header=header,
+                           glance=glance(an.findings), sections="\n".join(parts), sweeps="\n".join(sweep_sections),
+                           command=esc(s.get("command", "")), explorer_data=data,
+                           explorer_js=resources.files(__package__).joinpath("templates/explorer.js").read_text())
+
+
+def sweep_sections(folders: list[str | Path]) -> tuple[str, ...]:
+    """The ``section.html`` fragments that ``posfeat sweep`` wrote into each folder."""
+    out = []
+    for folder in folders:
+        path = Path(folder).expanduser() / "section.html"
+        if not path.is_file():
+            raise PosfeatError(f"{folder} has no section.html; pass a folder written by posfeat sweep widths or posfeat sweep context.")
+        try:
+            out.append(path.read_text())
+        except OSError as err:
+            raise PosfeatError(f"Cannot read {path} ({err.strerror}); check its permissions.") from None
+    return tuple(out)

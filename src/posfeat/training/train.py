@@ -1,0 +1,166 @@
+"""``train_sae``: a training run from settings to a SAELens-format folder, under posfeat's output policy.
+
+While it trains, checkpoints live in ``<out>.partial`` (kept when a run is interrupted, so that
+``resume=True`` continues it; removed once the SAE is in place). The finished SAE is written into
+a temporary folder and moved into place; an existing ``out`` is replaced only with ``force=True``
+and only when posfeat wrote it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.embeddings import Embeddings
+from ..core.errors import PosfeatError, arg
+from ..core.sae import SAE, SAEMeta
+from ..io.atomic import check_target, output_folder, remove, write_marker, written_by_posfeat
+from ..io.checkpoints import layer0_hook
+from ..io.sae_folders import read_sae_folder, write_sae_folder
+from ..io.safetensors_io import write_tensors
+from ..io.tokens import TOKEN_WEIGHTS_FILE, token_weights_arg
+from .config import TrainConfig, train_config
+from .model import TrainingSAE
+from .trainer import LOG_COLUMNS, LOG_FILE, Sampler, Scaling, Trainer
+
+
+@dataclass
+class TrainResult:
+    """The trained SAE, its log rows, and where it was written (if anywhere)."""
+
+    sae: SAE
+    log: list[dict[str, float]] = field(default_factory=list)
+    out: Path | None = None
+
+
+def _init_sae(init: Any, emb: Embeddings, values: dict[str, Any]) -> SAE | None:
+    """The SAE to fine-tune; its width and architecture win over the settings."""
+    if init is None:
+        return None
+    sae = init if isinstance(init, SAE) else read_sae_folder(init, allow_any_hook=True)
+    if sae.threshold is not None:
+        raise PosfeatError(f"{arg('init')} points at a JumpReLU SAE; posfeat trains ReLU and TopK SAEs only.")
+    if sae.d_in != emb.d_model:
+        raise PosfeatError(f"{arg('init')} SAE reads d_in {sae.d_in} but {emb.name} has d_model {emb.d_model}; fine-tune an SAE of this model.")
+    if not sae.separable and values.get("arch", "relu") == "relu":
+        values.update(arch="topk", k=sae.k)
+    values["d_sae"] = sae.d_sae
+    return sae.to("cpu")
+
+
+def _partial_dir(target: Path, resume: bool, resume_or_start: bool, force: bool) -> Path:
+    """``<out>.partial``, prepared for a new run or for resuming one (see module docstring)."""
+    partial = target.with_name(target.name + ".partial")
+    has = (partial / "checkpoint.safetensors").is_file()
+    if resume and not has and not resume_or_start:
+        raise PosfeatError(f"There is no checkpoint in {partial} to resume; run without {arg('resume', True)} "
+                           f"(or with {arg('resume_or_start', True)}).")
+    if has and not (resume or resume_or_start):
+        if not force:
+            raise PosfeatError(f"{partial} holds the checkpoint of an interrupted run; pass {arg('resume', True)} to continue it, or "
+                               f"{arg('force', True)} to discard it and start again.")
+        remove(partial)
+    if partial.exists() and not partial.is_dir():
+        raise PosfeatError(f"{partial} is a file; posfeat keeps its training checkpoints there: move it away.")
+    if partial.is_dir() and not has and written_by_posfeat(partial) is None and any(partial.iterdir()):
+        raise PosfeatError(f"{partial} exists and was not made by posfeat; move it away, posfeat keeps its training checkpoints there.")
+    try:
+        partial.mkdir(parents=True, exist_ok=True)
+        write_marker(partial, "train-checkpoint")
+    except OSError as err:
+        raise PosfeatError(f"Cannot write to {partial} ({err.strerror or err}); choose a writable {arg('out')}.") from None
+    return partial
+
+
+def _write(sae: SAE, target: Path, rows: list[dict[str, float]], token_weights: torch.Tensor | None, extra: dict[str, Any],
+           force: bool, command: str | None, files: dict[str, str]) -> None:
+    with output_folder(target, kind="train", force=force, command=command) as tmp:
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        write_sae_folder(sae, tmp, extra)
+        with open(tmp / LOG_FILE, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+        if token_weights is not None:
+            write_tensors(tmp / TOKEN_WEIGHTS_FILE, {"weights": token_weights.float()})
+
+
+def train_sae(emb: Embeddings, config: TrainConfig | None = None, *, token_weights: Any = None, init: Any = None,
+              out: str | os.PathLike[str] | None = None, resume: bool = False, resume_or_start: bool = False, force: bool = False,
+              progress: bool = True, command: str | None = None, model_name: str | None = None, stop_after: int | None = None,
+              callback: Any = None, **settings: Any) -> TrainResult:
+    """Train an SAE on the layer-0 grid of ``emb``, on the embeddings' device (see ``posfeat.training.trainer``).
+
+    Args:
+        emb: embeddings; inputs are ``W_E[t] + W_pos[p]`` with ``p < context``.
+        config: a :class:`TrainConfig`, or its fields as keywords (``d_sae=``, ``context=``, ``l1=``, ...).
+        token_weights: ``[d_vocab]`` non-negative weights (tensor or safetensors file), or None for uniform tokens.
+        init: an SAE (or folder) to fine-tune; its width and architecture win.
+        out: write a SAELens-format folder here (cfg.json, sae_weights.safetensors, training_log.csv,
+            token_weights.safetensors when given); checkpoints go to ``<out>.partial``.
+        resume: continue from the checkpoint in ``<out>.partial`` (an error when there is none).
+        resume_or_start: continue when there is a checkpoint, else start.
+        force: replace an existing ``out`` written by posfeat (or discard a checkpoint left there).
+        stop_after: stop (as if interrupted) after this many steps; for tests of resumption.
+        callback: called with the :class:`Trainer` after every step; a ``files`` attribute (name -> text) is written
+            into ``out`` beside the SAE.
+    """
+    values = config.as_dict() if config is not None else dict(settings)
+    if config is not None and settings:
+        values.update(settings)
+    init_sae = _init_sae(init, emb, values)
+    cfg = train_config(**values)
+    cfg.validate(emb.n_ctx, emb.name)
+    weights = token_weights_arg(token_weights, emb.d_vocab)
+    target = partial = None
+    if out is not None:
+        target = check_target(out, force=force)
+        partial = _partial_dir(target, resume, resume_or_start, force)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    sampler = Sampler(emb, cfg.context, weights, gen)
+    scaling = Scaling.measure(emb, sampler, weights)
+    model = TrainingSAE(emb.d_model, cfg.d_sae, cfg.k if cfg.arch == "topk" else None, gen)
+    if init_sae is not None:
+        model.load_sae(init_sae, scaling.scale)
+    else:
+        with torch.no_grad():
+            model.b_dec.copy_(scaling.mean.cpu())
+    trainer = Trainer(model.to(emb.device), sampler, cfg, scaling, partial, progress, callback)
+    if partial is not None and trainer.has_checkpoint():
+        trainer.resume()
+    trainer.fit(stop_after)
+    return _finish(emb, cfg, trainer, init_sae, init, weights, token_weights, target, partial, force, command, model_name)
+
+
+def _finish(emb: Embeddings, cfg: TrainConfig, trainer: Trainer, init_sae: SAE | None, init: Any, weights: torch.Tensor | None,
+            token_weights: Any, target: Path | None, partial: Path | None, force: bool, command: str | None,
+            model_name: str | None) -> TrainResult:
+    folded = trainer.model.fold(trainer.scaling.scale)
+    hook = init_sae.hook_name if init_sae is not None and init_sae.hook_name else layer0_hook(emb)
+    record = {"command": command or "train_sae(...)", "seed": cfg.seed, "config": cfg.as_dict(), "input_scale": trainer.scaling.scale,
+              "token_weights": Path(token_weights).name if isinstance(token_weights, (str, os.PathLike))
+              else ("given" if weights is not None else "uniform"),
+              "init": None if init is None else str(init if not isinstance(init, SAE) else init.name), "device": str(emb.device),
+              "final": trainer.rows[-1] if trainer.rows else {}}
+    name = model_name or emb.name
+    sae = SAE.from_arrays(folded["W_enc"], folded["W_dec"], folded["b_enc"], folded["b_dec"], k=cfg.k if cfg.arch == "topk" else None,
+                          name=str(target) if target else f"trained d_sae={cfg.d_sae}",
+                          cfg={"model_name": name, "posfeat_training": record, "center_writing_weights": bool(emb.centered)},
+                          meta=SAEMeta(hook_name=hook, context_size=cfg.context, model_name=name, dataset="posfeat layer-0 grid",
+                                       centered=bool(emb.centered)))
+    if target is None:
+        return TrainResult(sae, trainer.rows, None)
+    extra = {"model_name": name, "center_writing_weights": bool(emb.centered), "posfeat_training": record}
+    files = dict(getattr(trainer.callback, "files", None) or {})
+    _write(sae.to("cpu"), target, trainer.rows, weights, extra, force, command, files)
+    remove(partial)
+    sae.meta = dataclasses.replace(sae.meta, folder=str(target))
+    return TrainResult(sae, trainer.rows, target)

@@ -1,0 +1,164 @@
+"""The fast path equals the brute-force reference on every field, for every case hypothesis can find."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from posfeat import SAE, Embeddings, PosfeatError, brute_force_stats, feature_stats
+
+FIELDS = ["mean_by_position", "std_by_position", "fire_by_position", "pre_mean_by_position", "mean", "fire", "positional_score",
+          "token_score", "top_token_means"]
+SHARES = ["position_share", "token_share", "interaction_share"]
+
+
+def assert_stats_equal(a, b) -> None:
+    for name in FIELDS:
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-5, atol=1e-9, err_msg=name)
+    for name in SHARES:
+        x, y = getattr(a, name), getattr(b, name)
+        assert np.array_equal(np.isnan(x), np.isnan(y)), name
+        np.testing.assert_allclose(np.nan_to_num(x), np.nan_to_num(y), rtol=0, atol=1e-4, err_msg=name)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+
+
+@st.composite
+def instances(draw):
+    d_vocab = draw(st.integers(1, 30))
+    n_ctx = draw(st.integers(1, 12))
+    d_model = draw(st.integers(1, 6))
+    d_sae = draw(st.integers(1, 9))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    integer = draw(st.booleans())  # small integers make exact ties (a + b == cut) happen
+    if integer:
+        W_E = rng.integers(-2, 3, size=(d_vocab, d_model)).astype(np.float64)
+        W_pos = rng.integers(-2, 3, size=(n_ctx, d_model)).astype(np.float64)
+        W_enc = rng.integers(-1, 2, size=(d_model, d_sae)).astype(np.float64)
+        b_enc = rng.integers(-2, 3, size=d_sae).astype(np.float64)
+    else:
+        W_E = rng.normal(size=(d_vocab, d_model))
+        W_pos = rng.normal(size=(n_ctx, d_model))
+        W_enc = rng.normal(size=(d_model, d_sae))
+        b_enc = rng.normal(size=d_sae)
+    if draw(st.booleans()) and d_vocab > 1:  # duplicated tokens: equal token values
+        W_E[-1] = W_E[0]
+    if draw(st.booleans()):  # a feature that never fires, and one that always fires
+        b_enc[0] = -1e6
+        if d_sae > 1:
+            b_enc[-1] = 1e6
+    jump = draw(st.booleans())
+    threshold = rng.integers(0, 3, size=d_sae).astype(np.float64) if (jump and integer) else (rng.random(d_sae) if jump else None)
+    b_dec = np.zeros(d_model) if integer else rng.normal(size=d_model) * 0.1
+    emb = Embeddings(W_E, W_pos)
+    sae = SAE.from_arrays(W_enc, rng.normal(size=(d_sae, d_model)), b_enc, b_dec, threshold=threshold,
+                          apply_b_dec_to_input=draw(st.booleans()))
+    positions = None
+    if draw(st.booleans()):
+        positions = sorted(set(draw(st.lists(st.integers(0, n_ctx - 1), min_size=1, max_size=n_ctx))))
+    tokens = None
+    if draw(st.booleans()):
+        tokens = sorted(set(draw(st.lists(st.integers(0, d_vocab - 1), min_size=1, max_size=d_vocab))))
+    return emb, sae, positions, tokens
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(instances(), st.sampled_from(["numba", "torch"]), st.integers(1, 4))
+def test_fast_path_matches_brute_force(inst, backend, chunk):
+    emb, sae, positions, tokens = inst
+    fast = feature_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5, dtype=torch.float64, backend=backend, feature_chunk=chunk)
+    ref = brute_force_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5)
+    assert fast.method == "additive" and ref.method == "enumeration"
+    assert_stats_equal(fast, ref)
+    feats = list(range(sae.d_sae))
+    np.testing.assert_allclose(fast.mean_by_token(feats), ref.mean_by_token(feats), rtol=1e-5, atol=1e-9)
+    n_tok = len(tokens) if tokens else emb.d_vocab
+    assert fast.mean_by_token([0]).shape == (1, n_tok)
+
+
+def test_float32_default_matches_reference(tiny):
+    emb, sae = tiny
+    assert_stats_equal(feature_stats(emb, sae), brute_force_stats(emb, sae))
+
+
+def test_topk_goes_through_enumeration(caplog):
+    from helpers import random_pair
+
+    emb, sae = random_pair(k=3)
+    with caplog.at_level("WARNING"):
+        fast = feature_stats(emb, sae, dtype=torch.float64)
+    assert "not separable" in caplog.text
+    assert fast.method == "enumeration"
+    assert_stats_equal(fast, brute_force_stats(emb, sae))
+
+
+def test_variance_decomposition_matches_its_definition(tiny):
+    """The shares equal the textbook two-way ANOVA of the dense activation grid."""
+    emb, sae = tiny
+    s = feature_stats(emb, sae, dtype=torch.float64)
+    grid = sae.encode(emb.W_E.double()[:, None, :] + emb.W_pos.double()[None])  # [T, P, F]
+    Y = grid.numpy()
+    m = Y.mean((0, 1))
+    row = Y.mean(1) - m  # token effects [T, F]
+    col = Y.mean(0) - m  # position effects [P, F]
+    var = Y.var((0, 1))
+    live = var > 0
+    np.testing.assert_allclose(s.token_share[live], ((row**2).mean(0) / var)[live], atol=1e-9)
+    np.testing.assert_allclose(s.position_share[live], ((col**2).mean(0) / var)[live], atol=1e-9)
+    np.testing.assert_allclose(s.std_by_position, Y.std(0).T, atol=1e-9)
+    np.testing.assert_allclose(s.positional_score, Y.mean(0).max(0), atol=1e-9)
+
+
+def test_subset_sae_gives_the_same_statistics(tiny):
+    emb, sae = tiny
+    full = feature_stats(emb, sae, dtype=torch.float64)
+    part = feature_stats(emb, sae.subset([3, 7]), dtype=torch.float64)
+    for name in [*FIELDS, *SHARES]:
+        np.testing.assert_allclose(getattr(part, name), getattr(full, name)[[3, 7]], rtol=1e-12, atol=1e-12, err_msg=name)
+    from helpers import random_pair
+
+    with pytest.raises(PosfeatError, match="TopK"):
+        random_pair(k=2)[1].subset([0])
+
+
+def test_additive_feature_has_no_interaction():
+    """A feature that always fires is exactly additive: interaction share 0."""
+    g = torch.Generator().manual_seed(1)
+    emb = Embeddings(torch.randn(20, 4, generator=g), torch.randn(7, 4, generator=g))
+    sae = SAE.from_arrays(torch.randn(4, 1, generator=g), torch.randn(1, 4, generator=g), torch.tensor([100.0]), torch.zeros(4))
+    s = feature_stats(emb, sae, dtype=torch.float64)
+    assert s.fire[0] == 1.0
+    assert s.interaction_share[0] == pytest.approx(0.0, abs=1e-9)
+    assert s.position_share[0] + s.token_share[0] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_dead_feature_has_nan_shares():
+    emb = Embeddings(np.ones((5, 3)), np.ones((4, 3)))
+    sae = SAE.from_arrays(np.ones((3, 2)), np.ones((2, 3)), np.array([-100.0, 1.0]), np.zeros(3))
+    s = feature_stats(emb, sae)
+    assert s.fire[0] == 0 and np.isnan(s.position_share[0]) and np.isnan(s.token_share[0])
+    assert np.isnan(s.position_share[1])  # constant feature (all inputs equal)
+
+
+@pytest.mark.parametrize(
+    ("build", "needle"),
+    [
+        (lambda: feature_stats(Embeddings(np.ones((4, 3)), np.ones((2, 3))), SAE.from_arrays(np.ones((5, 2)), np.ones((2, 5)),
+                                                                                               np.ones(2), np.ones(5))), "d_model"),
+        (lambda: Embeddings(np.array([[np.nan, 1.0]]), np.ones((2, 2))), "W_E"),
+        (lambda: SAE.from_arrays(np.ones((3, 2)), np.ones((2, 3)), np.ones(2), np.ones(3), threshold=np.ones(5)), "threshold"),
+        (lambda: feature_stats(Embeddings(np.ones((4, 3)), np.ones((2, 3))), SAE.from_arrays(np.ones((3, 2)), np.ones((2, 3)),
+                                                                                               np.ones(2), np.ones(3)), positions=[]), "empty"),
+        (lambda: SAE.from_arrays(np.ones((3, 2)), np.ones((3, 2)), np.ones(2), np.ones(3)), "W_dec"),
+        (lambda: Embeddings(np.ones((4, 3)), np.ones((2, 5))), "W_pos"),
+    ],
+)
+def test_bad_input_raises_value_error_naming_the_array(build, needle):
+    with pytest.raises(ValueError, match=needle) as info:
+        build()
+    assert isinstance(info.value, PosfeatError)
+    assert "(" in str(info.value) or "empty" in str(info.value)  # shapes are named

@@ -1,0 +1,111 @@
+"""The trainer: learns, is deterministic, resumes exactly, writes a SAELens folder, refuses bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from posfeat import PosfeatError
+from posfeat.cli import main
+from posfeat.io.sae_folders import read_sae_folder
+from posfeat.training import LOG_COLUMNS, train_sae
+
+from helpers import random_pair
+
+KW = {"d_sae": 32, "context": 12, "steps": 300, "batch": 128, "l1": 0.05, "lr": 3e-3, "progress": False}
+FVU_BOUND = 0.1
+
+
+def fvu_on_grid(emb, sae, context):
+    x = emb.W_E[:, None, :] + emb.W_pos[None, :context]
+    err = (x - sae(x)).pow(2).sum()
+    return float(err / ((emb.W_E - emb.W_E.mean(0)).pow(2).sum() * context))
+
+
+def test_small_run_learns_and_is_bit_for_bit_reproducible():
+    emb, _ = random_pair(d_vocab=64, n_ctx=16, d_model=8)
+    a = train_sae(emb, seed=3, **KW)
+    b = train_sae(emb, seed=3, **KW)
+    assert a.log[0]["fvu"] > a.log[-1]["fvu"]
+    assert fvu_on_grid(emb, a.sae, 12) < FVU_BOUND
+    for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+        assert torch.equal(getattr(a.sae, name), getattr(b.sae, name)), name
+    c = train_sae(emb, seed=4, **KW)
+    assert not torch.equal(a.sae.W_enc, c.sae.W_enc)
+
+
+def test_topk_training():
+    emb, _ = random_pair(d_vocab=64, n_ctx=16, d_model=8)
+    res = train_sae(emb, **{**KW, "l1": 0.0}, arch="topk", k=4)
+    assert res.sae.k == 4 and res.log[-1]["l0"] <= 4
+    assert fvu_on_grid(emb, res.sae, 12) < 0.5
+
+
+def test_output_folder_resume_and_init(tmp_path):
+    emb, _ = random_pair(d_vocab=64, n_ctx=16, d_model=8)
+    tw = torch.rand(64)
+    full = train_sae(emb, seed=1, token_weights=tw, out=tmp_path / "full", command="posfeat train ...", model_name="random", **KW)
+    cfg = json.loads((tmp_path / "full" / "cfg.json").read_text())
+    for key in ("d_in", "d_sae", "hook_name", "architecture", "context_size"):
+        assert key in cfg
+    assert cfg["posfeat_training"]["command"] == "posfeat train ..." and cfg["posfeat_training"]["seed"] == 1
+    assert cfg["model_name"] == "random" and cfg["context_size"] == 12
+    with open(tmp_path / "full" / "training_log.csv") as fh:
+        assert next(csv.reader(fh)) == LOG_COLUMNS
+    assert (tmp_path / "full" / "token_weights.safetensors").is_file()
+    loaded = read_sae_folder(tmp_path / "full")
+    assert torch.equal(loaded.W_enc, full.sae.W_enc)
+
+    # interrupted at step 100, then resumed: identical to the uninterrupted run
+    with pytest.raises(PosfeatError, match="resume"):
+        train_sae(emb, seed=1, token_weights=tw, out=tmp_path / "cut", stop_after=100, **KW)
+    assert not (tmp_path / "cut").exists() and (tmp_path / "cut.partial" / "checkpoint.safetensors").is_file()
+    resumed = train_sae(emb, seed=1, token_weights=tw, out=tmp_path / "cut", resume=True, **KW)
+    assert torch.equal(resumed.sae.W_enc, full.sae.W_enc) and torch.equal(resumed.sae.b_dec, full.sae.b_dec)
+    assert not (tmp_path / "cut.partial").exists()
+
+    # fine-tuning with a zero learning rate returns the initial SAE (the unfold/fold round trip)
+    same = train_sae(emb, init=tmp_path / "full", **{**KW, "lr": 0.0, "steps": 5, "context": 16})
+    for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+        torch.testing.assert_close(getattr(same.sae, name), getattr(full.sae, name), atol=1e-5, rtol=1e-5)
+    assert same.sae.context_size == 16
+
+
+def test_sae_lens_encodes_trained_folder_identically(tmp_path):
+    sae_lens = pytest.importorskip("sae_lens")
+    emb, _ = random_pair(d_vocab=64, n_ctx=16, d_model=8)
+    res = train_sae(emb, out=tmp_path / "s", **KW)
+    theirs = sae_lens.SAE.load_from_disk(str(tmp_path / "s"), device="cpu")
+    x = emb.W_E[:10] + emb.W_pos[3]
+    torch.testing.assert_close(theirs.encode(x), res.sae.encode(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--context", "513"], "--context 513"),
+        (["--d-sae", "0"], "--d-sae is 0"),
+        (["--out-unwritable"], "Cannot write"),
+        (["--bad-weights"], "one weight per token"),
+    ],
+)
+def test_train_cli_bad_input(extra, needle, tmp_path, capsys):
+    args = {"--model": "minilm", "--d-sae": "8", "--context": "8", "--steps": "2", "--batch": "4", "--out": str(tmp_path / "out")}
+    if extra[0] == "--out-unwritable":
+        (tmp_path / "file").write_text("x")
+        args["--out"] = str(tmp_path / "file" / "out")
+    elif extra[0] == "--bad-weights":
+        from safetensors.torch import save_file
+
+        save_file({"weights": torch.ones(10)}, str(tmp_path / "w.safetensors"))
+        args["--token-weights"] = str(tmp_path / "w.safetensors")
+    else:
+        args[extra[0]] = extra[1]
+    argv = ["train"] + [x for kv in args.items() for x in kv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("posfeat: error:") and needle in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
