@@ -19,7 +19,6 @@ from posfeat.io.atomic import TEMP_TAG
 
 from helpers import random_pair, write_planted_folders
 
-
 PROGRESS = re.compile(r"\d+%\|.*\|")
 
 

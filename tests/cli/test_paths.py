@@ -22,7 +22,7 @@ def home(tmp_path, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    model, sae = write_planted_folders(home)
+    _, sae = write_planted_folders(home)
     save_file({"weights": torch.rand(60) + 0.1}, str(home / "w.safetensors"))
     (home / "sweep").mkdir()
     (home / "sweep" / "section.html").write_text("<section>sweep-marker</section>")

@@ -28,7 +28,7 @@ def test_refuses_empty_current_parent_home_and_root(spec, tmp_path, monkeypatch)
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path / "sub" if spec == ".." else tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "sub") if spec == "~" else os.environ.get("HOME", "/root"))
-    with pytest.raises(PosfeatError, match="empty|current folder|parent of the current|home folder|filesystem root"):
+    with pytest.raises(PosfeatError, match=r"empty|current folder|parent of the current|home folder|filesystem root"):
         check_target(spec, force=True)
 
 
@@ -90,7 +90,7 @@ def test_a_read_only_old_output_is_refused_before_any_work(tmp_path, monkeypatch
     sub.mkdir()
     real = os.access
     monkeypatch.setattr(atomic.os, "access", lambda p, mode: False if str(p) == str(sub) else real(p, mode))  # root ignores chmod
-    with pytest.raises(PosfeatError, match="cannot be replaced: .*figures is read-only"):
+    with pytest.raises(PosfeatError, match=r"cannot be replaced: .*figures is read-only"):
         check_target(out, force=True)
 
 

@@ -1,6 +1,8 @@
 """Figures of an analysis: static matplotlib figures and interactive plotly ones, drawn from numpy/pandas only.
 
-Every figure is titled with what it shows and the model/SAE it came from, uses a constrained
+Figures are plain ``matplotlib.figure.Figure`` objects, not pyplot's: nothing global changes (no
+backend is forced, notebooks show them inline) and nothing accumulates. Every figure is titled with
+what it shows and the model/SAE it came from, uses a constrained
 layout (no clipped text), puts a colourbar on every colour scale, and shows at most a readable
 number of curves (small multiples or an evenly spread subset instead of dozens overlaid).
 :func:`make_figure` returns the figure for a name in :data:`FIGURES` or :data:`INTERACTIVE`.
@@ -15,10 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
     from ..analyses.analysis import Analysis
@@ -33,18 +33,18 @@ def label(an: Analysis) -> str:
     return f"{an.emb.name} x {an.sae.name} (context {an.context})"
 
 
-def new_figure(width: float, height: float, title: str, subtitle: str, **kw: Any) -> tuple[plt.Figure, Any]:
+def new_figure(width: float, height: float, title: str, subtitle: str, **kw: Any) -> tuple[Figure, Any]:
     """A figure with a constrained layout and a title wrapped to its width; returns ``(fig, axes)``."""
-    fig, axes = plt.subplots(figsize=(width, height), layout="constrained", **kw)
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(**kw)
     chars = max(40, int(width * 13))
     fig.suptitle("\n".join([*textwrap.wrap(title, chars), *textwrap.wrap(subtitle, int(chars * 1.15))]), fontsize=9)
     return fig, axes
 
 
-def save_figure(fig: plt.Figure, path: Path, dpi: int = 100) -> Path:
-    """Write ``fig`` as PNG and close it."""
+def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:
+    """Write ``fig`` as PNG."""
     fig.savefig(path, dpi=dpi, pil_kwargs={"optimize": True})
-    plt.close(fig)
     return path
 
 
@@ -65,7 +65,7 @@ def context_line(ax: Any, an: Analysis, legend: bool = True) -> None:
 
 
 # ---------------------------------------------------------------------------- the figures
-def disjointness(an: Analysis) -> plt.Figure:
+def disjointness(an: Analysis) -> Figure:
     f = an.features[an.features.kind != "dead"]
     fig, ax = new_figure(6.2, 5.4, "Position share against token share of variance, every live feature", label(an))
     for kind, g in f.groupby("kind"):
@@ -80,7 +80,7 @@ def disjointness(an: Analysis) -> plt.Figure:
     return fig
 
 
-def positional_scores(an: Analysis) -> plt.Figure:
+def positional_scores(an: Analysis) -> Figure:
     s = np.sort(an.features.positional_score.to_numpy())[::-1]
     kv = an.summary.get("knee_vs_rule", {})
     knee, gap = kv.get("kneedle", {}).get("count", 0), kv.get("largest_gap", {}).get("count", 0)
@@ -96,13 +96,13 @@ def positional_scores(an: Analysis) -> plt.Figure:
     return fig
 
 
-def _heatmap(fig: plt.Figure, ax: Any, data: np.ndarray, xlabel: str, ylabel: str, cbar: str) -> None:
+def _heatmap(fig: Figure, ax: Any, data: np.ndarray, xlabel: str, ylabel: str, cbar: str) -> None:
     im = ax.imshow(data, aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set(xlabel=xlabel, ylabel=ylabel)
     fig.colorbar(im, ax=ax, label=cbar, shrink=0.9)
 
 
-def positional_profiles(an: Analysis, extended: bool = False) -> plt.Figure:
+def positional_profiles(an: Analysis, extended: bool = False) -> Figure:
     feats = an.positional
     st = an.stats_all if extended else an.stats_context
     title = ("Positional features extended past the training context (note's Fig. 7)" if extended
@@ -115,7 +115,7 @@ def positional_profiles(an: Analysis, extended: bool = False) -> plt.Figure:
     _heatmap(fig, ax0, prof / np.maximum(prof.max(1, keepdims=True), 1e-12), "position", f"{len(feats)} positional features, by peak",
              "mean activation / the feature's maximum")
     pick = feats[spread_subset(feats, MAX_CURVES)]
-    colors = plt.get_cmap("tab10")
+    colors = matplotlib.colormaps["tab10"]
     for i, f in enumerate(pick):
         m, sd = st.mean_by_position[f], st.std_by_position[f]
         ax1.plot(st.positions, m, color=colors(i % 10), lw=1.1, label=f"#{int(f)} (peak {int(an.features.peak_position.iat[int(f)])})")
@@ -128,7 +128,7 @@ def positional_profiles(an: Analysis, extended: bool = False) -> plt.Figure:
     return fig
 
 
-def preactivations(an: Analysis) -> plt.Figure:
+def preactivations(an: Analysis) -> Figure:
     feats = an.positional
     pick = feats[spread_subset(feats, MAX_PANELS)]
     cols = 4
@@ -144,12 +144,15 @@ def preactivations(an: Analysis) -> plt.Figure:
         ax.tick_params(labelsize=7)
     for ax in list(axs.flat)[len(pick):]:
         ax.axis("off")
-    for ax in axs[-1]:
-        ax.set_xlabel("position", fontsize=8)
+    for col in range(cols):  # the lowest panel in use of each column carries the axis label
+        used = [r for r in range(rows) if r * cols + col < len(pick)]
+        if used:
+            axs[used[-1], col].set_xlabel("position", fontsize=8)
+            axs[used[-1], col].xaxis.set_tick_params(labelbottom=True)
     return fig
 
 
-def coverage(an: Analysis) -> plt.Figure:
+def coverage(an: Analysis) -> Figure:
     from ..analyses.findings import coverage_by_runs
 
     f = an.features[(an.features.kind == "positional") & (an.features.span_width > 0)]
@@ -163,9 +166,9 @@ def coverage(an: Analysis) -> plt.Figure:
     return fig
 
 
-def helix_static(an: Analysis) -> plt.Figure:
+def helix_static(an: Analysis) -> Figure:
     h = an.helix
-    fig = plt.figure(figsize=(8.5, 7.2), layout="constrained")
+    fig = Figure(figsize=(8.5, 7.2), layout="constrained")
     fig.suptitle("\n".join([f"W_pos rows (dots) and positional features' decoder directions (crosses) on the top 3 PCs (note's Fig. 1); "
                             f"top 3 PCs explain {an.pca.top(3):.1%}", label(an)]), fontsize=9)
     ax = fig.add_subplot(projection="3d")
@@ -179,11 +182,11 @@ def helix_static(an: Analysis) -> plt.Figure:
     return fig
 
 
-def token_features(an: Analysis) -> plt.Figure:
+def token_features(an: Analysis) -> Figure:
     fig, ax = new_figure(10.5, 4.6, f"Top features of token {an.emb.token_str(an.token)!r} by position (note's Fig. 5); "
                          "line style gives the kind, a ring an interaction share >= 0.3", label(an))
     pos = an.stats_all.positions
-    colors = plt.get_cmap("tab10")
+    colors = matplotlib.colormaps["tab10"]
     for j, f in enumerate(an.token_features):
         row = an.features.iloc[int(f)]
         flag = np.nan_to_num(row.interaction_share) >= 0.3
@@ -195,7 +198,7 @@ def token_features(an: Analysis) -> plt.Figure:
     return fig
 
 
-def length_generalisation(an: Analysis) -> plt.Figure:
+def length_generalisation(an: Analysis) -> Figure:
     bp = an.by_position
     fig, axs = new_figure(14, 4.4, f"Reconstruction by position, with baselines (note's Fig. 6); {an.sample.how}", label(an), ncols=3)
     axs[0].plot(bp.position, bp.fvu, label="SAE: FVU (posfeat, per position)")
@@ -214,7 +217,7 @@ def length_generalisation(an: Analysis) -> plt.Figure:
     return fig
 
 
-def apparent(an: Analysis) -> plt.Figure:
+def apparent(an: Analysis) -> Figure:
     bp = an.by_position
     fig, ax = new_figure(7.5, 5, "Peaks of the positional features firing at each position (median, 25-75% and 10-90% bands), "
                          "and how many fire", label(an))
@@ -231,7 +234,7 @@ def apparent(an: Analysis) -> plt.Figure:
     return fig
 
 
-def semantic_breakage(an: Analysis) -> plt.Figure:
+def semantic_breakage(an: Analysis) -> Figure:
     bp = an.by_position
     fig, axs = new_figure(15, 4.4, "Semantic features past the context: spurious firing (exact, all tokens) by position and by feature, "
                           "and deviation from their in-context value", label(an), ncols=3, gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
@@ -254,7 +257,7 @@ def semantic_breakage(an: Analysis) -> plt.Figure:
     return fig
 
 
-def attribution(an: Analysis) -> plt.Figure:
+def attribution(an: Analysis) -> Figure:
     bp = an.by_position
     fig, (ax0, ax1) = new_figure(12.5, 4.4, "Where the error past the context comes from", label(an), ncols=2)
     ax0.plot(bp.position, bp.pc_error_share)
@@ -270,7 +273,7 @@ def attribution(an: Analysis) -> plt.Figure:
 
 
 #: name -> (function, caption); one PNG each in figures/.
-FIGURES: dict[str, tuple[Callable[[Analysis], plt.Figure], str]] = {
+FIGURES: dict[str, tuple[Callable[[Analysis], Figure], str]] = {
     "disjointness": (disjointness, "Position share against token share of variance, every live feature."),
     "positional_score": (positional_scores, "Sorted positional scores (the note's method) with the largest-gap cut and Kneedle's knee."),
     "positional_profiles": (positional_profiles, "Mean activation by position of the positional features (heatmap), and an evenly "

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from ..core.errors import PosfeatError
@@ -106,7 +106,7 @@ def save_comparison(cmp: Comparison, out: str | Path, *, force: bool = False, co
     return Path(out).expanduser().resolve()
 
 
-def comparison_figure(cmp: Comparison) -> plt.Figure:
+def comparison_figure(cmp: Comparison) -> Figure:
     """Positional features of A (top row) and B (bottom row) at their peak positions, linked where they match."""
     a = cmp.status_a[cmp.status_a.kind == "positional"]
     b = cmp.status_b[cmp.status_b.kind == "positional"]

@@ -1,0 +1,100 @@
+"""Figures a researcher would put in a paper: no clipped text, colourbars on colour scales, readable legends; an.figure(name) for every name."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.text import Text
+
+from posfeat import analyze, compare_saes
+from posfeat.outputs.figures import FIGURES
+from posfeat.outputs.interactive import INTERACTIVE
+from posfeat.outputs.write import comparison_figure
+
+from helpers import planted_pair
+
+
+@pytest.fixture(scope="module")
+def an():
+    emb, sae, _ = planted_pair()
+    emb.name = "a model with a rather long name to test that titles wrap instead of running off the figure"
+    return analyze(emb, sae, tokens_sample=24)
+
+
+def drawn_texts(fig: plt.Figure) -> list[Text]:
+    """Every text artist the figure draws: titles, labels, legends, annotations, and the tick labels inside the axes' view."""
+    texts = list(fig.texts)
+    for ax in fig.axes:
+        if not ax.axison:
+            continue
+        texts += [ax.title, ax._left_title, ax._right_title, *ax.texts]
+        legend = ax.get_legend()
+        if legend is not None:
+            texts += [*legend.get_texts(), legend.get_title()]
+        for axis in [ax.xaxis, ax.yaxis, *([ax.zaxis] if hasattr(ax, "zaxis") else [])]:
+            texts.append(axis.label)
+            lo, hi = sorted(axis.get_view_interval())
+            for tick in axis.get_major_ticks():
+                if lo - 1e-9 * abs(hi - lo) <= tick.get_loc() <= hi + 1e-9 * abs(hi - lo):
+                    texts += [t for t in (tick.label1, tick.label2) if t.get_visible()]
+    return [t for t in texts if t.get_visible() and t.get_text().strip()]
+
+
+def clipped_texts(fig: plt.Figure) -> list[str]:
+    """Drawn text artists whose box leaves the figure (1 px tolerance)."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = fig.bbox
+    out = []
+    for t in drawn_texts(fig):
+        bb = t.get_window_extent(renderer)
+        if bb.x0 < box.x0 - 1 or bb.y0 < box.y0 - 1 or bb.x1 > box.x1 + 1 or bb.y1 > box.y1 + 1:
+            out.append(repr(t.get_text()[:60]))
+    return out
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_no_text_is_clipped(name, an):
+    fig = an.figure(name)
+    try:
+        assert clipped_texts(fig) == []
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("name", ["positional_profiles", "extended_profiles", "coverage", "helix"])
+def test_colour_scales_have_colourbars(name, an):
+    fig = an.figure(name)
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert len(fig.axes) >= 2 and any(("activation" in lab or "position" in lab) for lab in labels[1:]), labels
+    plt.close(fig)
+
+
+def test_token_figure_legend_tells_every_line_apart(an):
+    fig = an.figure("token_features")
+    ax = fig.axes[0]
+    lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith(("_", "end of"))]
+    styles = {(ln.get_color(), ln.get_linestyle()) for ln in lines}
+    assert len(lines) == len(an.token_features) and len(styles) == len(lines)
+    assert {t.get_text() for t in ax.get_legend().get_texts()} >= {ln.get_label() for ln in lines}
+    plt.close(fig)
+
+
+def test_figure_names_cover_static_and_interactive(an):
+    assert an.figure_names == [*FIGURES, *INTERACTIVE]
+    for name in INTERACTIVE:
+        assert an.figure(name).to_dict()["data"], name
+    with pytest.raises(ValueError, match="no figure 'bogus'"):
+        an.figure("bogus")
+
+
+def test_comparison_figure_is_not_clipped(an):
+    emb, sae, _ = planted_pair()
+    fig = comparison_figure(compare_saes(sae, sae, emb))
+    assert clipped_texts(fig) == []
+    plt.close(fig)
