@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -109,3 +110,40 @@ def test_train_cli_bad_input(extra, needle, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("posfeat: error:") and needle in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_trained_sae_records_the_hook_sae_lens_uses(planted_dirs, tmp_path):
+    """GPT-2, GPT-Neo and OPT: blocks.0.hook_resid_pre (no LayerNorm before it); BERT-style: posfeat's own name for the plain sum."""
+    import json as _json
+
+    from safetensors.torch import save_file
+
+    from posfeat import load_embeddings
+
+    model, _ = planted_dirs
+    gpt = train_sae(load_embeddings(str(model)), d_sae=8, context=8, steps=3, batch=8, out=tmp_path / "g", progress=False)
+    assert gpt.sae.hook_name == "blocks.0.hook_resid_pre"
+    assert _json.loads((tmp_path / "g" / "cfg.json").read_text())["metadata"]["hook_name"] == "blocks.0.hook_resid_pre"
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(_json.dumps({"model_type": "bert", "hidden_size": 8, "vocab_size": 20, "max_position_embeddings": 16}))
+    save_file({"embeddings.word_embeddings.weight": torch.randn(20, 8), "embeddings.position_embeddings.weight": torch.randn(16, 8),
+               "embeddings.token_type_embeddings.weight": torch.randn(2, 8)}, str(bert / "model.safetensors"))
+    b = train_sae(load_embeddings(str(bert)), d_sae=8, context=8, steps=3, batch=8, progress=False)
+    assert b.sae.hook_name == "hook_embed+hook_pos_embed"
+    old = tmp_path / "old"  # a folder written by posfeat 0.1 (its own hook name on a GPT-2 model) still loads
+    shutil.copytree(tmp_path / "g", old)
+    cfg = _json.loads((old / "cfg.json").read_text())
+    cfg["hook_name"] = cfg["metadata"]["hook_name"] = "hook_embed+hook_pos_embed"
+    (old / "cfg.json").write_text(_json.dumps(cfg))
+    assert read_sae_folder(old).hook_name == "hook_embed+hook_pos_embed"
+
+
+def test_training_checkpoint_is_readable_whatever_its_header_length(tmp_path):
+    """posfeat's own checkpoints were refused as pickles when their header length's low byte was 0x80 (d_model 16, d_sae 379-388)."""
+    emb, _ = random_pair(d_vocab=64, n_ctx=16, d_model=16)
+    for d_sae in range(379, 389):
+        with pytest.raises(PosfeatError, match="interrupted"):
+            train_sae(emb, d_sae=d_sae, context=8, steps=4, batch=8, out=tmp_path / f"s{d_sae}", stop_after=2, progress=False)
+        res = train_sae(emb, d_sae=d_sae, context=8, steps=4, batch=8, out=tmp_path / f"s{d_sae}", resume=True, progress=False)
+        assert res.sae.d_sae == d_sae

@@ -85,7 +85,7 @@ def pooled_explained_variance(df: pd.DataFrame, emb: Embeddings, sample: TokenSa
     if not len(sel):
         return float("nan")
     denom = token_spread(sample, emb)
-    W = emb.W_pos[torch.as_tensor(sel.position.to_numpy(), device=emb.device)].double()
+    W = emb.W_pos[torch.tensor(sel.position.to_numpy(dtype=np.int64), device=emb.device)].double()
     spread = len(sel) * denom + len(sample) * float((W - W.mean(0)).pow(2).sum())
     return float(1.0 - (sel.fvu.to_numpy() * denom).sum() / spread)
 
