@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpt2_standin import build  # noqa: E402
+from gpt2_standin import build
 
 
 def main() -> None:

@@ -67,7 +67,7 @@ def standin_wpe(rng: np.random.Generator) -> np.ndarray:
     real = np.load(DATA / "gpt2_wpe_rows0-63.npy").astype(np.float64)
     rows = real[1:]
     mean = rows.mean(0)
-    _, s, vt = np.linalg.svd(rows - mean, full_matrices=False)
+    vt = np.linalg.svd(rows - mean, full_matrices=False)[2]
     coords = (rows - mean) @ vt[:3].T
     resid = (rows - mean) - coords @ vt[:3]
     p = np.arange(64, N_CTX)
@@ -85,7 +85,8 @@ def gpt2_tensors(rng: np.random.Generator, embeddings_only: bool) -> dict[str, t
     if embeddings_only:
         return t
     for i in range(N_LAYER):
-        shapes = {"ln_1.weight": (D_MODEL,), "ln_1.bias": (D_MODEL,), "attn.c_attn.weight": (D_MODEL, 3 * D_MODEL), "attn.c_attn.bias": (3 * D_MODEL,),
+        shapes = {"ln_1.weight": (D_MODEL,), "ln_1.bias": (D_MODEL,), "attn.c_attn.weight": (D_MODEL, 3 * D_MODEL),
+                  "attn.c_attn.bias": (3 * D_MODEL,),
                   "attn.c_proj.weight": (D_MODEL, D_MODEL), "attn.c_proj.bias": (D_MODEL,), "ln_2.weight": (D_MODEL,), "ln_2.bias": (D_MODEL,),
                   "mlp.c_fc.weight": (D_MODEL, 4 * D_MODEL), "mlp.c_fc.bias": (4 * D_MODEL,), "mlp.c_proj.weight": (4 * D_MODEL, D_MODEL),
                   "mlp.c_proj.bias": (D_MODEL,)}

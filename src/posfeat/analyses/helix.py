@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from jaxtyping import Float
 
 from ..core.errors import PosfeatError
 
@@ -27,7 +28,8 @@ class PCA:
     mean: np.ndarray
     positions: np.ndarray
 
-    def project(self, x: np.ndarray | torch.Tensor, k: int = 3, center: bool = True) -> np.ndarray:
+    def project(self, x: Float[np.ndarray, "n d_model"] | Float[torch.Tensor, "n d_model"], k: int = 3,
+                center: bool = True) -> Float[np.ndarray, "n k"]:
         """``Float[ndarray, "n k"]`` coordinates of rows ``x [n, d_model]`` on the top ``k`` components."""
         x = np.asarray(x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
         return ((x - self.mean) if center else x) @ self.components[:k].T
@@ -37,7 +39,8 @@ class PCA:
         return float(self.explained_variance_ratio[:k].sum())
 
 
-def positional_pca(W_pos: np.ndarray | torch.Tensor, positions: Sequence[int] | range | None = None) -> PCA:
+def positional_pca(W_pos: Float[np.ndarray, "n_ctx d_model"] | Float[torch.Tensor, "n_ctx d_model"],
+                   positions: Sequence[int] | range | None = None) -> PCA:
     """PCA of the rows ``W_pos[positions]`` (default rows 1..n_ctx-1: position 0 is special), mean-centred over rows."""
     W = np.asarray(W_pos.detach().cpu().double().numpy() if isinstance(W_pos, torch.Tensor) else W_pos, dtype=np.float64)
     if W.ndim != 2:

@@ -88,7 +88,7 @@ class GridStats:
     def d_sae(self) -> int:
         return int(self.mean.shape[0])
 
-    def mean_by_token(self, features: Sequence[int] | np.ndarray) -> np.ndarray:
+    def mean_by_token(self, features: Sequence[int] | np.ndarray) -> Float[np.ndarray, "n_features n_tok"]:
         """``Float64[ndarray, "n_features n_tok"]``: each token's exact mean activation over the
         positions, for the features asked (``n_tok = d_vocab`` unless a token subset was used)."""
         feats = np.atleast_1d(np.asarray(features, dtype=np.int64))

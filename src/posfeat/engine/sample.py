@@ -42,7 +42,8 @@ class TokenSample:
         return int(self.ids.numel())
 
 
-def sample_tokens(emb: Embeddings, n: int, *, weights: torch.Tensor | None = None, seed: int = 0) -> TokenSample:
+def sample_tokens(emb: Embeddings, n: int, *, weights: Float[torch.Tensor, " d_vocab"] | Float[np.ndarray, " d_vocab"] | None = None,
+                  seed: int = 0) -> TokenSample:
     """``n`` token ids: drawn with replacement from ``weights`` when given, else uniformly without replacement."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         raise PosfeatError(f"The token sample size is {n!r}; give a positive whole number of tokens.")
