@@ -197,14 +197,17 @@ def helix_points(emb: Embeddings, sae: SAE, pca: PCA, features: pd.DataFrame) ->
 
 
 def token_profile(emb: Embeddings, sae: SAE, tid: int, n_pos: int, context: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The top ``k`` features of token ``tid`` by mean over the context, and their activations at every position ``[n_pos, k]``."""
+    """The top ``k`` features of token ``tid`` by mean over the context (those it activates at all), and their
+    activations at every position ``[n_pos, k]``."""
     pos = torch.arange(n_pos)
     if sae.separable:
         a, b = additive_parts(emb, sae, torch.tensor([tid]), pos)
         prof = to_numpy(sae.activate(a + b), np.float64)
     else:
         prof = to_numpy(sae.encode(emb.inputs(torch.tensor([tid], device=emb.device), pos.to(emb.device))), np.float64)
-    top = np.argsort(-prof[:context].mean(0), kind="stable")[:k]
+    mean = prof[:context].mean(0)
+    top = np.argsort(-mean, kind="stable")[:k]
+    top = top[mean[top] > 0]  # only features the token activates
     return top, prof[:, top]
 
 

@@ -54,7 +54,8 @@ def _numba_block(a: torch.Tensor, s: torch.Tensor, order: torch.Tensor, bs: torc
     k = bucket_sums(a.numpy(), s.numpy(), pb.numpy(), shift.numpy(), max(top_k, 1), want_tok_sum, None if lim is None else lim.numpy())
     count, psum, var = position_sums(k, order.numpy(), bs.numpy(), shift.numpy(), a.shape[1])
     out = {name: torch.from_numpy(v) for name, v in k.items() if name not in ("cnt", "s1", "s2")}
-    return {"count": torch.from_numpy(count), "sum": torch.from_numpy(psum), "var": torch.from_numpy(var), **out}
+    u_sum = torch.from_numpy(k["s1"].sum(1))
+    return {"count": torch.from_numpy(count), "sum": torch.from_numpy(psum), "var": torch.from_numpy(var), "u_sum": u_sum, **out}
 
 
 def _torch_block(a: torch.Tensor, s: torch.Tensor, b64: torch.Tensor, pb: torch.Tensor, shift: torch.Tensor, cut: torch.Tensor,
@@ -70,7 +71,8 @@ def _torch_block(a: torch.Tensor, s: torch.Tensor, b64: torch.Tensor, pb: torch.
     c = shift[:, None] + b64
     kk = torch.searchsorted(s, a.contiguous())  # per token: thresholds strictly below its value
     tok_sum = kk.to(ACC) * a.to(ACC) + pb.gather(1, kk)
-    out = {"count": count, "sum": S1 + c * count, "var": _variance(count, S1, S2, c, n_tok), **token_summary(tok_sum / n_pos, top_k)}
+    out = {"count": count, "sum": S1 + c * count, "var": _variance(count, S1, S2, c, n_tok), "u_sum": P1[:, -1],
+           **token_summary(tok_sum / n_pos, top_k)}
     if want_tok_sum:
         out["tok_sum"] = tok_sum
     if lim is not None:
@@ -107,9 +109,9 @@ def additive_block(a: Float[torch.Tensor, "F n_tok"], b: Float[torch.Tensor, "F 
     b64 = b.to(ACC)
     bs = b64.gather(1, order)  # position parts in firing order (largest first)
     pb = torch.cat([torch.zeros(b.shape[0], 1, dtype=ACC, device=a.device), bs.cumsum(1)], dim=1)
-    shift = a.sum(1, dtype=ACC) / a.shape[1]
+    shift = a.mean(1).to(ACC)  # near the mean is enough to keep sums of squares from cancelling; the exact mean follows
     if backend == "numba":
         out = _numba_block(a, s, order, bs, pb, shift, top_k, want_tok_sum, lim)
     else:
         out = _torch_block(a, s, b64, pb, shift, cut, b, top_k, want_tok_sum, lim)
-    return {"a_mean": shift, **out}
+    return {"a_mean": shift + out.pop("u_sum") / a.shape[1], **out}

@@ -1,7 +1,8 @@
 """The fused CPU kernels of the additive fast path (numba), compiled once and cached on disk.
 
-:func:`bucket_sums`: for each feature (in parallel) and each token, one binary search of the
-token's value among the feature's sorted thresholds, three float64 accumulations into that
+:func:`bucket_sums`: for each feature (in parallel) and each token, one search of the token's
+value among the feature's sorted thresholds (a lookup table over the thresholds' range narrows
+the binary search to a few of them), three float64 accumulations into that
 bucket, the token's mean activation over positions folded straight into the feature's token
 statistics (Welford mean and variance, top-k), and, when asked, the largest token value at or
 below a limit. Nothing of size ``n_tok`` is written unless asked for.
@@ -19,7 +20,7 @@ import numpy as np
 
 try:  # numba is a dependency, but the torch path works without it
     import numba
-    from numba import float64, njit, prange
+    from numba import float64, int64, njit, prange
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is missing
@@ -27,7 +28,48 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 
 _CACHE = os.environ.get("POSFEAT_NUMBA_CACHE", "1") != "0"
 
+#: Cells of the per-feature lookup table that narrows each binary search to a few thresholds.
+TABLE_CELLS = 4096
+
 if HAVE_NUMBA:
+
+    @njit(cache=_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _search_table(row):  # pragma: no cover
+        """``tab[k]``: thresholds below ``first + k / scale``, for ``k = 0..TABLE_CELLS+1`` (``row`` sorted)."""
+        P = row.shape[0]
+        first = float64(row[0])
+        span = float64(row[P - 1]) - first
+        scale = TABLE_CELLS / span if span > 0 else 0.0
+        tab = np.empty(TABLE_CELLS + 2, np.int64)
+        i = 0
+        for k in range(TABLE_CELLS + 2):
+            edge = first + k / scale if scale > 0 else first
+            while i < P and row[i] < edge:
+                i += 1
+            tab[k] = i
+        return tab, first, scale
+
+    @njit(cache=_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _count_below(row, tab, first, scale, v):  # pragma: no cover
+        """Thresholds in sorted ``row`` strictly below ``v``: a binary search between the table's bounds for ``v``'s cell."""
+        P = row.shape[0]
+        if not v > row[0]:
+            return 0
+        if v > row[P - 1]:
+            return P
+        k = int64((float64(v) - first) * scale)
+        lo = tab[k - 1] if k > 0 else 0
+        n = (tab[k + 2] if k + 2 <= TABLE_CELLS + 1 else P) - lo
+        while n > 0:
+            half = n >> 1
+            if row[lo + half] < v:
+                lo = lo + half + 1
+                n = n - half - 1
+            else:
+                n = half
+        return lo
 
     @njit(parallel=True, cache=_CACHE, boundscheck=False, nogil=True)
     @no_type_check
@@ -36,19 +78,13 @@ if HAVE_NUMBA:
         P = s.shape[1]
         K = topv.shape[1]
         for f in prange(F):
+            row = s[f]
+            tab, first, scale = _search_table(row)
             mean_r = 0.0
             m2 = 0.0
             for t in range(T):
                 v = at[f, t]
-                lo = 0
-                n = P
-                while n > 0:  # lo = number of thresholds strictly below v
-                    half = n >> 1
-                    if s[f, lo + half] < v:
-                        lo = lo + half + 1
-                        n = n - half - 1
-                    else:
-                        n = half
+                lo = _count_below(row, tab, first, scale, v)
                 w = float64(v)
                 u = w - shift[f]
                 cnt[f, lo] += 1.0
