@@ -183,8 +183,8 @@ def width_run(emb: Embeddings, sae: SAE, context: int, sample: TokenSample, seed
 def splitting(emb: Embeddings, saes: dict[int, SAE], context: int, threshold: float = 0.5) -> dict[str, Any]:
     """Follow one early positional feature of the narrowest SAE into each wider one: its children by :func:`compare_saes`."""
     widths = sorted(saes)
-    kinds = counts(emb, saes[widths[0]], context)[0]
     st = feature_stats(emb, saes[widths[0]], range(context))
+    kinds = classify(st)
     peak = st.positions[st.mean_by_position.argmax(1)]
     cand = np.nonzero((kinds == "positional") & (peak >= 1) & (peak <= 8))[0]
     cand = cand if cand.size else np.nonzero(kinds == "positional")[0]
