@@ -169,4 +169,4 @@ def _positional_part(grid: SampleGrid, chunk: Chunk, pos_feats: torch.Tensor) ->
     """``f * positional @ W_dec`` at the chunk: from the dense activations when there, else from the positional entries."""
     if chunk.dense is not None:
         return chunk.dense[..., pos_feats] @ grid.sae.W_dec[pos_feats]
-    return grid.decode_entries(*grid.entries(chunk.b, pos_feats), len(chunk.positions))
+    return grid.decode_entries(*grid.entries(chunk.b, pos_feats, chunk.first), len(chunk.positions))

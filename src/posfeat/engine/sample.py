@@ -65,8 +65,9 @@ class Chunk:
     """The sample at a chunk of positions (views into reused buffers).
 
     ``x``, ``x_hat``: ``Float[Tensor, "n_tok n_chunk d_model"]`` inputs and reconstructions; ``b``:
-    ``[n_chunk, d_sae]`` position parts; ``counts``: ``[d_sae, n_chunk]`` tokens firing each feature
-    (separable SAEs); ``l0``: ``Float64[Tensor, "n_chunk"]`` mean active features per token; ``dense``:
+    ``[n_chunk, d_sae]`` position parts; ``first``: ``[d_sae, n_chunk]`` sample tokens *not* firing each
+    feature (separable SAEs; the firing ones follow in sorted order); ``l0``: ``Float64[Tensor, "n_chunk"]`` mean active
+    features per token; ``dense``:
     the activations ``[n_tok, n_chunk, d_sae]`` when the chunk was decoded densely, else None.
     """
 
@@ -74,7 +75,7 @@ class Chunk:
     x: torch.Tensor
     x_hat: torch.Tensor
     b: torch.Tensor
-    counts: torch.Tensor | None
+    first: torch.Tensor | None
     l0: torch.Tensor
     dense: torch.Tensor | None
 
@@ -114,11 +115,16 @@ class SampleGrid:
         bb = b if features is None else b[:, features]
         return torch.searchsorted(a_sorted, (cut[None, :] - bb).T.contiguous(), right=True)
 
-    def entries(self, b: Float[torch.Tensor, "n_chunk d_sae"], features: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """Non-zero activations at a chunk of positions as ``(tok, pos, feat, val)``, for all features or only ``features``."""
+    def entries(self, b: Float[torch.Tensor, "n_chunk d_sae"], features: torch.Tensor | None = None,
+                first: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Non-zero activations at a chunk of positions as ``(tok, pos, feat, val)``, for all features or only ``features``
+        (``first``: the chunk's :meth:`first_firing` of all features, when already computed)."""
         feats = torch.arange(self.sae.d_sae, device=self.dev) if features is None else features
         n_chunk = b.shape[0]
-        first = self.first_firing(b, features)
+        if first is None:
+            first = self.first_firing(b, features)
+        elif features is not None:
+            first = first[features]
         counts = (self.n - first).reshape(-1)
         seg = torch.repeat_interleave(torch.arange(counts.numel(), device=self.dev), counts)
         offset = torch.arange(seg.numel(), device=self.dev) - (counts.cumsum(0) - counts)[seg]
@@ -161,7 +167,8 @@ class SampleGrid:
             x = self.buffer("x", self.n, len(pc), self.emb.d_model)
             torch.add(self.W_E[:, None, :], self.emb.W_pos[pc][None], out=x)
             b = self.position_parts(pc)
-            counts = (self.n - self.first_firing(b)) if self.sae.separable else None
+            first = self.first_firing(b) if self.sae.separable else None
+            counts = None if first is None else self.n - first
             dense = None
             if counts is None or float(counts.sum()) > DENSE_FROM * self.n * len(pc) * self.sae.d_sae:
                 dense = self._dense_activations(b)
@@ -170,9 +177,9 @@ class SampleGrid:
                 x_hat = x_hat.view(self.n, len(pc), -1)
                 l0 = (dense > 0).sum((0, 2)).double() / self.n if counts is None else counts.sum(0).double() / self.n
             else:
-                x_hat = self.decode_entries(*self.entries(b), len(pc)) + self.sae.b_dec
+                x_hat = self.decode_entries(*self.entries(b, first=first), len(pc)) + self.sae.b_dec
                 l0 = counts.sum(0).double() / self.n
-            yield Chunk(pc, x, x_hat, b, counts, l0, dense)
+            yield Chunk(pc, x, x_hat, b, first, l0, dense)
 
     def token_means(self, positions: Int[torch.Tensor, " n_pos"], features: torch.Tensor) -> Float[torch.Tensor, "n_tok n_feat"]:
         """Each sample token's exact mean activation over ``positions``, for ``features`` (separable SAEs)."""
@@ -208,6 +215,8 @@ class DeviationSums:
                 self.m += chunk.dense[..., self.features].double().sum(1)
             self.m /= context
         self.total = float(self.m.sum())
+        self.col = torch.full((grid.sae.d_sae,), -1, dtype=torch.long, device=grid.dev)  # feature -> column of m
+        self.col[self.features] = torch.arange(len(self.features), device=grid.dev)
         if self.closed:
             ords = grid.order[self.features]
             m_s = self.m.T.gather(1, ords)
@@ -222,7 +231,7 @@ class DeviationSums:
             return torch.zeros(len(chunk.positions), dtype=torch.float64, device=g.dev)
         if self.closed:
             b = chunk.b[:, self.features].T.double()  # [F, n_chunk]
-            first = g.first_firing(chunk.b, self.features)
+            first = chunk.first[self.features]
             lo = torch.maximum(first, torch.searchsorted(self.d_s, (-b).contiguous()))
             def seg(P: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
                 return P.gather(1, j) - P.gather(1, i)
@@ -230,11 +239,9 @@ class DeviationSums:
             above = seg(self.PD, lo, top) + b * (n - lo)
             below = seg(self.PD, first, lo) + b * (lo - first)
             return (self.PM.gather(1, first) + above - below).sum(0)
-        col = torch.full((g.sae.d_sae,), -1, dtype=torch.long, device=g.dev)
-        col[self.features] = torch.arange(len(self.features), device=g.dev)
         if chunk.dense is not None:
             f = chunk.dense[..., self.features].double()
             return (f - self.m[:, None, :]).abs().sum((0, 2))
-        tok, pos, feat, val = g.entries(chunk.b, self.features)
-        mm = self.m[tok, col[feat]]
+        tok, pos, feat, val = g.entries(chunk.b, self.features, chunk.first)
+        mm = self.m[tok, self.col[feat]]
         return self.total + torch.bincount(pos, weights=(val.double() - mm).abs() - mm, minlength=len(chunk.positions))
