@@ -36,7 +36,7 @@ from ..analyses.length import spurious_counts
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
 from ..core.sae import SAE
-from ..engine.grid_stats import feature_stats
+from ..engine.grid_stats import feature_stats, grid_statistics
 from ..engine.sample import TokenSample, sample_tokens
 from ..io.atomic import check_target, remove, resolve_target, swap_in, write_marker, write_text_atomic, written_by_posfeat
 from ..io.sae_folders import CFG_FILE, read_sae_folder
@@ -297,14 +297,17 @@ def context_run(emb: Embeddings, sae: SAE, label: str, base: int, sample: TokenS
     """One SAE of the context sweep: FVU inside and past the original context, coverage of new positions, spurious firing."""
     ctx = sae.context_size or base
     df = reconstruction_by_position(emb, sae, sample, range(emb.n_ctx), seed=seed)
-    kinds, start, end = counts(emb, sae, ctx)
+    if sae.separable:  # the three position sets share each block's token parts
+        (st_ctx, st_base, st_all), _ = grid_statistics(emb, sae, [range(ctx), range(base), range(emb.n_ctx)])
+    else:
+        st_ctx = feature_stats(emb, sae, range(ctx))
+    kinds, (_, start, end) = classify(st_ctx), spans(st_ctx)
     covered = np.zeros(emb.n_ctx, bool)
     for f in np.nonzero((kinds == "positional") & (start >= 0))[0]:
         covered[start[f]: end[f] + 1] = True
     spur = float("nan")
     if sae.separable:
-        st_all = feature_stats(emb, sae, range(emb.n_ctx))
-        per_pos, _ = spurious_counts(st_all, base, classify(feature_stats(emb, sae, range(base))))
+        per_pos, _ = spurious_counts(st_all, base, classify(st_base))
         spur = float(per_pos.spurious_per_token[per_pos.position >= base].mean())
     past = range_means(df, base, emb.n_ctx)
     return {"sae": label, "context": ctx, "seed": seed, "steps": steps, "train_seconds": secs,
