@@ -346,22 +346,31 @@ def test_planted_one_bent_token_among_flat_ones_is_reproduced():
     assert row.n_flat == 0 and row.n_nonpositional == 1
 
 
-def test_token_flatness_is_exact():
+@pytest.mark.parametrize("kind", ["planted", "relu", "jumprelu", "topk"])
+def test_token_flatness_is_exact(kind):
     from posfeat.analyses.classify import token_flatness
 
-    emb, sae = _token_pair()
-    kinds = np.array(["semantic"] * 20 + ["positional"] * 2, dtype=object)
-    t = token_flatness(emb, sae, kinds, 32, 3, 0.1)
-    pos = torch.arange(32)
-    for tid in (0, 1, 7):
-        act = sae.encode(emb.inputs(torch.full((32,), tid), pos)).double().numpy()  # [32, F]
+    if kind == "planted":
+        emb, sae = _token_pair()
+        kinds = np.array(["semantic"] * 20 + ["positional"] * 2, dtype=object)
+    else:
+        emb, sae = random_pair(d_vocab=30, n_ctx=16, d_sae=12, threshold=kind == "jumprelu", k=3 if kind == "topk" else None)
+        kinds = np.array(["semantic", "positional", "mixed", "dead"] * 3, dtype=object)
+    context, k = sae.context_size, 4
+    t = token_flatness(emb, sae, kinds, context, k, 0.1)
+    pos = torch.arange(context)
+    for tid in range(emb.d_vocab):
+        act = sae.encode(emb.inputs(torch.full((context,), tid), pos)).double().numpy()  # [C, F]
         m, sd = act.mean(0), act.std(0)
-        top = np.argsort(-m, kind="stable")[:3]
+        m[kinds == "dead"] = -1.0
+        top = np.argsort(-m, kind="stable")[:k]
         top = top[m[top] > 0]
         non = [f for f in top if kinds[f] != "positional"]
         flat = [f for f in non if sd[f] / m[f] <= 0.1]
         assert t.n_nonpositional[tid] == len(non) and t.n_flat[tid] == len(flat), tid
-        assert t.max_cv[tid] == pytest.approx(max(sd[f] / m[f] for f in non), rel=1e-6)
+        assert t.n_positional[tid] == len(top) - len(non), tid
+        if non:
+            assert t.max_cv[tid] == pytest.approx(max(sd[f] / m[f] for f in non), rel=1e-6, abs=1e-9), tid
 
 
 def test_planted_semantic_features_unchanged_past_the_context_are_not_reproduced():

@@ -20,7 +20,7 @@ def title_clear_of_toolbar(text: str) -> dict[str, Any]:
     """A plotly title wrapped to ``TITLE_CHARS`` per line, anchored below the toolbar (the modebar floats at the top right)."""
     import textwrap
 
-    return {"text": "<br>".join(textwrap.wrap(text, TITLE_CHARS)), "x": 0.01, "xanchor": "left", "y": 1, "yref": "container",
+    return {"text": "<br>".join(textwrap.wrap(text, TITLE_CHARS, break_on_hyphens=False)), "x": 0.01, "xanchor": "left", "y": 1, "yref": "container",
             "yanchor": "top", "pad": {"t": 36}, "font": {"size": 13}}
 
 
@@ -43,7 +43,9 @@ def helix_interactive(an: Analysis) -> Any:
                                            "color": h.peaks.tolist(), "colorscale": "Plasma",
                                            "cmin": int(h.positions.min()), "cmax": int(h.positions.max())}))
     fig.update_layout(title=title_clear_of_toolbar(f"W_pos rows (dots) and positional features' decoder directions (diamonds) on the "
-                                                   f"top 3 PCs: {label(an)}"), height=640, margin={"l": 0, "r": 0, "t": TOP_MARGIN, "b": 0})
+                                                   f"top 3 PCs: {label(an)}"), height=640, margin={"l": 0, "r": 0, "t": TOP_MARGIN, "b": 0},
+                      legend={"orientation": "h", "x": 0.01, "y": 0.0, "yanchor": "bottom"},
+                      scene={"xaxis_title": "PC1", "yaxis_title": "PC2", "zaxis_title": "PC3"})
     return fig
 
 
