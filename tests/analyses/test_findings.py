@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import torch
 from posfeat import SAE, Embeddings, analyze, positional_pca
 from posfeat.analyses import findings as F  # noqa: N812
 from posfeat.cli import main
+from posfeat.core.errors import PosfeatError
 
 from helpers import planted_pair, random_pair
 
@@ -25,55 +27,107 @@ def feats(kinds, **cols) -> pd.DataFrame:
     base = {"feature": np.arange(n), "kind": kinds, "positional_score": np.linspace(1, 0.01, n), "position_share": np.zeros(n),
             "token_share": np.ones(n), "interaction_share": np.zeros(n), "peak_position": np.arange(n), "span_width": np.ones(n, int),
             "peak_mean": np.ones(n), "runs": ["0-0"] * n, "n_runs": np.ones(n, int), "outside_span_share": np.zeros(n),
-            "nearest_wpos_row_pc": np.arange(n)}
+            "nearest_wpos_row_pc": np.arange(n), "mean": np.full(n, 0.1)}
     base.update(cols)
     return pd.DataFrame(base)
 
 
 def by_pos(n: int, context: int, **cols) -> pd.DataFrame:
-    base = {"position": np.arange(n), "fvu": np.full(n, 0.1), "random_fvu": np.full(n, 2.0), "n_positional_firing": np.ones(n, int),
+    base = {"position": np.arange(n), "fvu": np.full(n, 0.1), "random_fvu": np.full(n, 2.0), "zero_fvu": np.full(n, 1.0),
+            "n_positional_firing": np.ones(n, int), "apparent_position": np.arange(n, dtype=float), "nearest_context_row": np.arange(n) % context,
+            "spurious_null_per_token": np.zeros(n),
             "peak_distance": np.full(n, 1.0), "positional_mass": np.ones(n), "spurious_per_token": np.zeros(n), "semantic_spread": np.full(n, 1e-3)}
     base.update(cols)
     return pd.DataFrame(base)
 
 
+def toks(flat_share, positional_flat_share=None, weight=None, token=None) -> pd.DataFrame:
+    """A tokens table (tokens.csv) with the columns the token verdict reads."""
+    fs = np.asarray(flat_share, float)
+    n = len(fs)
+    pfs = np.zeros(n) if positional_flat_share is None else np.asarray(positional_flat_share, float)
+    return pd.DataFrame({"token_id": np.arange(n), "token": token or [f"t{i}" for i in range(n)],
+                         "weight": np.full(n, 1 / n) if weight is None else np.asarray(weight, float), "n_nonpositional": np.full(n, 4),
+                         "n_flat": np.rint(fs * 4).astype(int), "flat_share": fs, "max_cv": 1 - fs, "most_bent_feature": np.zeros(n, int),
+                         "n_positional": np.full(n, 2), "positional_flat_share": pfs})
+
+
+def test_every_finding_carries_a_null():
+    emb, sae, _ = planted_pair()
+    an = analyze(emb, sae, tokens_sample=16)
+    for key, f in an.findings.items():
+        assert tuple(f) == F.FINDING_KEYS, key
+        assert f["null"] is not None, key
+
+
 def test_helix_outcomes_on_planted_and_random_w_pos():
     emb, _, _ = planted_pair()  # a helix in 3 dimensions
     pca = positional_pca(emb.W_pos, range(1, 32))
-    assert F.helix(pca.explained_variance_ratio, 1, 31, R)["verdict"] == "reproduced"
+    assert F.helix(pca.explained_variance_ratio, 1, 31, R, 0.4)["verdict"] == "reproduced"
     W = torch.randn(128, 64, generator=torch.Generator().manual_seed(0))
-    assert F.helix(positional_pca(W, range(1, 128)).explained_variance_ratio, 1, 127, R)["verdict"] == "not reproduced"
-    assert F.helix(np.array([0.3, 0.2, 0.2, 0.1, 0.1, 0.1]), 1, 9, R)["verdict"] == "partly"
+    assert F.helix(positional_pca(W, range(1, 128)).explained_variance_ratio, 1, 127, R, 0.1)["verdict"] == "not reproduced"
+    assert F.helix(np.array([0.3, 0.2, 0.2, 0.1, 0.1, 0.1]), 1, 9, R, 0.3)["verdict"] == "partly"
+    # the same spectrum, no better than its shuffled null: not reproduced
+    assert F.helix(pca.explained_variance_ratio, 1, 31, R, 1.0)["verdict"] == "not reproduced"
+
+
+def test_helix_null_of_a_helix_is_low_and_of_noise_is_not():
+    from posfeat.analyses.analysis import helix_null
+
+    emb, _, _ = planted_pair()
+    assert helix_null(emb.W_pos, range(1, 32)) < 0.7
+    W = torch.randn(64, 3, generator=torch.Generator().manual_seed(1))
+    assert helix_null(W, range(64)) == pytest.approx(1.0)  # 3 dimensions: any 3 PCs explain all
 
 
 def test_positional_count_outcomes():
     n = 100
     scores = np.r_[np.full(3, 1.0), np.full(n - 3, 0.01)]
     kinds = np.array(["positional"] * 3 + ["semantic"] * (n - 3), dtype=object)
-    assert F.positional_count(feats(kinds, positional_score=scores), R)["verdict"] == "reproduced"
+    f = F.positional_count(feats(kinds, positional_score=scores), R)
+    assert f["verdict"] == "reproduced" and f["value"]["gap_ratio"] > f["null"]["gap_ratio"]
     kinds_p = kinds.copy()
     kinds_p[3] = "positional"  # the rule takes one more than the gap: Jaccard 3/4
     assert F.positional_count(feats(kinds_p, positional_score=scores), R)["verdict"] == "partly"
     none = np.array(["semantic"] * n, dtype=object)
     assert F.positional_count(feats(none, positional_score=scores), R)["verdict"] == "not reproduced"
+    # no separation: a geometric staircase has the same drop everywhere, so the cut is no larger than its null
+    stairs = 0.9 ** np.arange(n)
+    assert F.positional_count(feats(kinds, positional_score=stairs), R)["verdict"] == "not reproduced"
 
 
 def test_disjoint_outcomes():
     kinds = np.array(["semantic"] * 10, dtype=object)
-    assert F.disjoint(feats(kinds), R)["verdict"] == "reproduced"
+    assert F.disjoint(feats(kinds), R, 0.5)["verdict"] == "reproduced"
     ts = np.r_[np.ones(8), np.full(2, 0.5)]
-    assert F.disjoint(feats(kinds, token_share=ts), R)["verdict"] == "partly"
-    assert F.disjoint(feats(kinds, token_share=np.full(10, 0.5)), R)["verdict"] == "not reproduced"
+    assert F.disjoint(feats(kinds, token_share=ts), R, 0.5)["verdict"] == "partly"
+    assert F.disjoint(feats(kinds, token_share=np.full(10, 0.5)), R, 0.5)["verdict"] == "not reproduced"
+    assert F.disjoint(feats(kinds), R, 1.0)["verdict"] == "not reproduced"  # a random dictionary is as pure: no evidence
 
 
 def test_tiling_outcomes():
     kinds = np.array(["positional"] * 4, dtype=object)
     tiles = ["0-3", "4-7", "8-11", "12-15"]
-    assert F.tiling(feats(kinds, runs=tiles), 16, R)["verdict"] == "reproduced"
+    f = F.tiling(feats(kinds, runs=tiles), 16, R)
+    assert f["verdict"] == "reproduced" and f["null"]["single_run_share"] == pytest.approx(13 / 1820)
     two = ["0-3;9-9", "4-7", "8-11;1-1", "12-15"]
     assert F.tiling(feats(kinds, runs=two, n_runs=np.array([2, 1, 2, 1])), 16, R)["verdict"] == "partly"
     gaps = ["0-0;5-5", "2-2;9-9", "4-4;12-12", "6-6;14-14"]
     assert F.tiling(feats(kinds, runs=gaps, n_runs=np.full(4, 2)), 16, R)["verdict"] == "not reproduced"
+    # coverage alone is evidence, not a verdict: every position covered, but 3 of 4 features in two runs
+    cover = ["0-3;9-9", "4-7;1-1", "8-11;3-3", "12-15"]
+    f = F.tiling(feats(kinds, runs=cover, n_runs=np.array([2, 2, 2, 1])), 16, R)
+    assert f["value"]["coverage"] == 1.0 and f["verdict"] == "not reproduced"
+
+
+def test_single_run_chance_is_exact():
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(20000):
+        s = np.sort(rng.choice(12, 3, replace=False))
+        hits += s[-1] - s[0] == 2
+    assert F.single_run_chance(3, 12) == pytest.approx(hits / 20000, abs=0.01)
+    assert F.single_run_chance(12, 12) == 1.0
 
 
 def test_early_positions_outcomes():
@@ -94,54 +148,136 @@ def test_decoder_traces_helix_outcomes():
     assert F.decoder_traces_helix(feats(kinds, peak_position=peaks, nearest_wpos_row_pc=loose + np.array([0, 0, 5, 0, -3, 0, 0, 0, -6, 0])),
                                   R)["verdict"] == "partly"
     assert F.decoder_traces_helix(feats(kinds, peak_position=peaks, nearest_wpos_row_pc=peaks[::-1]), R)["verdict"] == "not reproduced"
+    # ranks right but every direction far off (peak + 40): no closer than other features' peaks
+    assert F.decoder_traces_helix(feats(kinds, peak_position=peaks, nearest_wpos_row_pc=peaks + 40), R)["verdict"] == "not reproduced"
 
 
 def test_token_profiles_outcomes():
-    kinds = np.array(["semantic", "semantic", "positional"], dtype=object)
-    flat, wavy = np.full(32, 0.3), 0.2 + 0.2 * np.sin(np.arange(32))
-    f = feats(kinds)
-    assert F.token_profiles(f, by_pos(32, 32, token_f0=flat, token_f1=flat, token_f2=wavy), 32, "t", R)["verdict"] == "reproduced"
-    assert F.token_profiles(f, by_pos(32, 32, token_f0=flat, token_f1=wavy, token_f2=wavy), 32, "t", R)["verdict"] == "partly"
-    assert F.token_profiles(f, by_pos(32, 32, token_f0=wavy, token_f1=wavy, token_f2=flat), 32, "t", R)["verdict"] == "not reproduced"
+    most_flat = np.r_[np.zeros(1), np.ones(19)]  # one token bent, the rest flat
+    f = F.token_profiles(toks(most_flat), 32, "t0", R)
+    assert f["verdict"] == "reproduced" and f["value"] == pytest.approx(0.95) and "'t0' (0)" in f["evidence"]
+    assert F.token_profiles(toks(np.r_[np.zeros(7), np.ones(13)]), 32, "t0", R)["verdict"] == "partly"
+    assert F.token_profiles(toks(np.r_[np.zeros(15), np.ones(5)]), 32, "t0", R)["verdict"] == "not reproduced"
+    # positional features as flat as the token features: the test does not tell them apart
+    assert F.token_profiles(toks(np.ones(20), positional_flat_share=np.ones(20)), 32, "t0", R)["verdict"] == "not reproduced"
+    # weighted: the bent token carries most of the weight
+    w = np.r_[0.9, np.full(19, 0.1 / 19)]
+    assert F.token_profiles(toks(most_flat, weight=w), 32, "t0", R)["verdict"] == "not reproduced"
+
+
+def test_evidence_grammar_follows_the_count():
+    t = toks(np.ones(3))
+    t.loc[0, ["n_nonpositional", "n_flat"]] = [3, 1]
+    assert "1 of 3 top non-positional features is flat" in F.token_profiles(t, 32, "t0", R)["evidence"]
+    kinds = np.array(["positional"] * 4, dtype=object)
+    ev = F.tiling(feats(kinds, runs=["0-3;9-9", "4-7", "8-11", "12-15"], n_runs=np.array([2, 1, 1, 1])), 16, R)["evidence"]
+    assert ev.startswith("1 of 4 positional features fires")
 
 
 def test_worse_than_random_outcomes():
     fvu = np.r_[np.full(10, 0.1), np.full(30, 3.0)]
     assert F.worse_than_random(by_pos(40, 10, fvu=fvu), 10, R)["verdict"] == "reproduced"
-    assert F.worse_than_random(by_pos(40, 10, fvu=np.r_[np.full(10, 0.1), np.full(30, 1.0)]), 10, R)["verdict"] == "partly"
-    assert F.worse_than_random(by_pos(40, 10), 10, R)["verdict"] == "not reproduced"
+    half = np.r_[np.full(10, 0.1), np.full(15, 3.0), np.full(15, 1.0)]
+    assert F.worse_than_random(by_pos(40, 10, fvu=half), 10, R)["verdict"] == "partly"
+    assert F.worse_than_random(by_pos(40, 10, fvu=np.r_[np.full(10, 0.1), np.full(30, 1.0)]), 10, R)["verdict"] == "not reproduced"
+    # as bad inside the context as past it: nothing breaks at the context's end
+    assert F.worse_than_random(by_pos(40, 10, fvu=np.full(40, 3.0)), 10, R)["verdict"] == "not reproduced"
     untested = F.worse_than_random(by_pos(10, 10), 10, R)
     assert untested["verdict"] == "not reproduced" and "No positions past the context" in untested["evidence"]
 
 
+def test_degrades_past_context_outcomes():
+    blow = np.r_[np.full(10, 0.1), np.full(30, 1.0)]
+    f = F.degrades_past_context(by_pos(40, 10, fvu=blow), 10, R)
+    assert f["verdict"] == "reproduced" and f["value"]["fvu_ratio"] == pytest.approx(10) and f["null"]["fvu_ratio"] == pytest.approx(1)
+    assert F.degrades_past_context(by_pos(40, 10, fvu=np.r_[np.full(10, 0.1), np.full(30, 0.15)]), 10, R)["verdict"] == "partly"
+    assert F.degrades_past_context(by_pos(40, 10), 10, R)["verdict"] == "not reproduced"
+    # the error already jumps inside the context (second half 3x the first) and merely stays there: no break at its end
+    step = np.r_[np.full(5, 0.1), np.full(35, 0.3)]
+    f = F.degrades_past_context(by_pos(40, 10, fvu=step), 10, R)
+    assert f["value"]["fvu_ratio"] == pytest.approx(1.5) and f["null"]["fvu_ratio"] == pytest.approx(3) and f["verdict"] == "not reproduced"
+    zero = F.degrades_past_context(by_pos(40, 10, fvu=blow, zero_fvu=np.full(40, 0.5)), 10, R)
+    assert zero["value"]["worse_than_zero_share"] == 1.0 and zero["null"]["worse_than_zero_share"] == 0.0
+
+
+def _break_table(apparent_past, firing_past, n=40, context=10):
+    near = np.r_[np.arange(1, context + 1) % context, np.arange(context, n) % context]  # past rows repeat the context
+    app = np.r_[np.arange(context, dtype=float), apparent_past]
+    fire = np.r_[np.ones(context, int), firing_past]
+    return by_pos(n, context, apparent_position=app, nearest_context_row=near, n_positional_firing=fire)
+
+
 def test_positional_break_outcomes():
-    far = np.r_[np.full(10, 1.0), np.full(30, 20.0)]
-    assert F.positional_break(by_pos(40, 10, peak_distance=far), 10, R)["verdict"] == "reproduced"
-    silent = np.r_[np.ones(10, int), np.zeros(30, int)]
-    assert F.positional_break(by_pos(40, 10, n_positional_firing=silent, peak_distance=np.r_[np.ones(10), np.full(30, np.nan)]),
-                              10, R)["verdict"] == "partly"
-    assert F.positional_break(by_pos(40, 10), 10, R)["verdict"] == "not reproduced"
+    past = np.arange(10, 40) % 10 + 0.3  # the apparent position repeats the nearest in-context row
+    f = F.positional_break(_break_table(past, np.ones(30, int)), 10, R)
+    assert f["verdict"] == "reproduced" and f["value"]["spearman_nearest_row"] > 0.9 and f["null"]["distance_true_position"] > 10
+    scrambled = np.random.default_rng(3).permutation(past)  # firing, but following neither
+    f = F.positional_break(_break_table(scrambled, np.ones(30, int)), 10, R)
+    assert f["verdict"] == "partly", f["evidence"]
+    f = F.positional_break(_break_table(np.full(30, np.nan), np.zeros(30, int)), 10, R)
+    assert f["verdict"] == "not reproduced" and "silent" in f["evidence"]
+
+
+def _semantic(spur, null, spread, n=40, context=10):
+    kinds = np.array(["semantic"] * 4, dtype=object)
+    bp = by_pos(n, context, spurious_per_token=spur, spurious_null_per_token=null, semantic_spread=spread)
+    return F.semantic_break(bp, feats(kinds, mean=np.full(4, 0.1)), context, R)
 
 
 def test_semantic_break_outcomes():
     spur = np.r_[np.zeros(10), np.full(30, 3.0)]
-    spread = np.r_[np.full(10, 1e-3), np.full(30, 1e-2)]
-    assert F.semantic_break(by_pos(40, 10, spurious_per_token=spur, semantic_spread=spread), 10, R)["verdict"] == "reproduced"
-    assert F.semantic_break(by_pos(40, 10, spurious_per_token=spur), 10, R)["verdict"] == "partly"
-    assert F.semantic_break(by_pos(40, 10), 10, R)["verdict"] == "not reproduced"
+    null = np.r_[np.full(10, 0.2), np.full(30, np.nan)]
+    spread = np.r_[np.full(10, 1e-3), np.full(30, 2e-2)]
+    f = _semantic(spur, null, spread)
+    assert f["verdict"] == "reproduced" and f["null"]["spurious_per_token"] == pytest.approx(0.2)
+    assert f["value"]["deviation_past"] == pytest.approx(0.2) and f["null"]["deviation_past"] == pytest.approx(0.01)
+    assert _semantic(spur, null, np.full(40, 1e-3))["verdict"] == "partly"
+    assert _semantic(np.zeros(40), null, np.full(40, 1e-3))["verdict"] == "not reproduced"
+    # spurious firing past the context no higher than twice its in-context null: not counted
+    assert _semantic(np.r_[np.zeros(10), np.full(30, 1.0)], np.r_[np.full(10, 0.8), np.full(30, np.nan)],
+                     np.full(40, 1e-3))["verdict"] == "not reproduced"
 
 
-def _windowed_pair(repeat_past_context: bool):
+@pytest.mark.parametrize("spec, needle", [
+    ({"helix_reproduced": float("nan")}, "not a finite number"),
+    ({"spurious_min": float("inf")}, "not a finite number"),
+    ({"flat_cv": -0.1}, "within [0, 1]"),
+    ({"disjoint_share": 1.5}, "within [0, 1]"),
+    ({"helix_partly": 0.9}, "at most its 'reproduced'"),
+    ({"degrade_partly": 3.0}, "at most its 'reproduced'"),
+    ({"spurious_factor": -1.0}, "negative"),
+])
+def test_rules_are_validated(spec, needle):
+    with pytest.raises(PosfeatError, match=re.escape(needle)):
+        F.FindingRules(**spec)
+
+
+@pytest.mark.parametrize("rule, needle", [("helix_reproduced=nan", "not a finite number"), ("worse_partly=-0.2", "within [0, 1]"),
+                                          ("trace_partly=0.95", "at most its 'reproduced'")])
+def test_bad_rules_on_the_command_line_exit_2_with_one_sentence(rule, needle, planted_dirs, tmp_path, capsys):
+    model, sae = planted_dirs
+    code = main(["analyze", "--model", str(model), "--sae", str(sae), "--out", str(tmp_path / "o"), "--rule", rule])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def _windowed_pair(past: str | None):
     """W_pos made of 8 windows of 4 positions (one direction each), tokens orthogonal to them, and one feature per window.
 
-    With ``repeat_past_context`` the rows past the context repeat the in-context ones, so the features fire there for the
-    wrong positions; feature 8 fires in two windows (positions 4-7 and 20-23)."""
+    ``past``: None (no position past the context); ``"repeat"``: the rows past the context repeat the in-context ones, so the
+    features fire there for earlier positions; ``"all"``: every row past the context is the same sum of all windows, so all
+    features fire and the apparent position follows nothing. Feature 8 fires in two windows (positions 4-7 and 20-23)."""
     rng = np.random.default_rng(0)
     d, context = 16, 32
-    n_ctx = 64 if repeat_past_context else 32
+    n_ctx = 32 if past is None else 64
     W_pos = np.zeros((n_ctx, d))
     for p in range(n_ctx):
-        W_pos[p, (p % context) // 4] = 1.0
+        if p >= context and past == "all":
+            W_pos[p, :8] = 0.7
+        else:
+            W_pos[p, (p % context) // 4] = 1.0
     W_pos += rng.normal(0, 0.01, W_pos.shape)
     W_E = np.zeros((40, d))
     W_E[:, 8:] = rng.normal(0, 0.3, (40, 8))
@@ -153,19 +289,110 @@ def _windowed_pair(repeat_past_context: bool):
 
 
 def test_planted_two_window_feature_has_two_runs():
-    emb, sae = _windowed_pair(False)
+    emb, sae = _windowed_pair(None)
     an = analyze(emb, sae, tokens_sample=16)
     row = an.features.iloc[8]
     assert row.n_runs == 2 and row.runs == "4-7;20-23"
     assert list(an.features.n_runs[:8]) == [1] * 8
 
 
-def test_positional_features_defined_only_inside_the_context_break_past_it():
-    emb, sae = _windowed_pair(True)
-    an = analyze(emb, sae, tokens_sample=16)
-    f = an.findings["positional_break"]
+def test_planted_positional_code_repeating_earlier_positions_is_reproduced():
+    emb, sae = _windowed_pair("repeat")
+    f = analyze(emb, sae, tokens_sample=16).findings["positional_break"]
     assert f["verdict"] == "reproduced", f["evidence"]
-    assert f["value"]["peak_distance_past_context"] >= 28
+    assert f["value"]["spearman_nearest_row"] > 0.8 and f["value"]["distance_nearest_row"] < f["null"]["distance_true_position"]
+
+
+def test_planted_positional_features_firing_for_no_position_are_partly():
+    emb, sae = _windowed_pair("all")
+    f = analyze(emb, sae, tokens_sample=16).findings["positional_break"]
+    assert f["value"]["past_firing_share"] == 1.0
+    assert f["verdict"] == "partly", f["evidence"]
+
+
+def test_planted_positional_features_silent_past_the_context_are_not_reproduced():
+    emb, sae, _ = planted_pair()  # the helix runs on: the window features do not fire past position 31
+    f = analyze(emb, sae, tokens_sample=16).findings["positional_break"]
+    assert f["verdict"] == "not reproduced" and "silent" in f["evidence"]
+
+
+def _token_pair(n_tok: int = 20, bent: int = 0):
+    """Tokens along their own axes, W_pos a ramp on one more axis, one token feature per token (flat over positions)
+    except token ``bent``'s, which also reads the position axis (a rising line); two positional features."""
+    d = n_tok + 2
+    n_ctx = context = 32
+    W_pos = np.zeros((n_ctx, d))
+    W_pos[:, n_tok] = np.linspace(-1, 1, n_ctx)
+    W_pos[:, n_tok + 1] = np.cos(np.linspace(0, np.pi, n_ctx))
+    W_E = np.eye(n_tok, d)
+    enc = np.zeros((d, n_tok + 2))
+    enc[np.arange(n_tok), np.arange(n_tok)] = 1.0
+    enc[n_tok, bent] = 0.5
+    enc[n_tok, n_tok], enc[n_tok + 1, n_tok + 1] = 4.0, 4.0  # positional: the ramp, the cosine
+    b = np.r_[np.full(n_tok, -0.2), -1.0, -1.0]
+    b[bent] = -0.6  # fires for token ``bent`` only: 1 + 0.5 ramp - 0.6
+    sae = SAE.from_arrays(enc, enc.T, b, np.zeros(d), apply_b_dec_to_input=False, context_size=context)
+    return Embeddings(W_E, W_pos, tokens=[f"w{i}" for i in range(n_tok)], name="tokens"), sae
+
+
+def test_planted_one_bent_token_among_flat_ones_is_reproduced():
+    emb, sae = _token_pair()
+    an = analyze(emb, sae, tokens_sample=16, token="w0")
+    f = an.findings["token_profiles"]
+    assert an.features.kind.iloc[20] == an.features.kind.iloc[21] == "positional"
+    assert f["verdict"] == "reproduced" and f["value"] == pytest.approx(0.95), f["evidence"]
+    assert "'w0' (0)" in f["evidence"] and f["null"] == 0.0
+    row = an.tokens.set_index("token").loc["w0"]
+    assert row.n_flat == 0 and row.n_nonpositional == 1
+
+
+@pytest.mark.parametrize("kind", ["planted", "relu", "jumprelu", "topk"])
+def test_token_flatness_is_exact(kind):
+    from posfeat.analyses.classify import token_flatness
+
+    if kind == "planted":
+        emb, sae = _token_pair()
+        kinds = np.array(["semantic"] * 20 + ["positional"] * 2, dtype=object)
+    else:
+        emb, sae = random_pair(d_vocab=30, n_ctx=16, d_sae=12, threshold=kind == "jumprelu", k=3 if kind == "topk" else None)
+        kinds = np.array(["semantic", "positional", "mixed", "dead"] * 3, dtype=object)
+    context, k = sae.context_size, 4
+    t = token_flatness(emb, sae, kinds, context, k, 0.1)
+    pos = torch.arange(context)
+    for tid in range(emb.d_vocab):
+        act = sae.encode(emb.inputs(torch.full((context,), tid), pos)).double().numpy()  # [C, F]
+        m, sd = act.mean(0), act.std(0)
+        m[kinds == "dead"] = -1.0
+        top = np.argsort(-m, kind="stable")[:k]
+        top = top[m[top] > 0]
+        non = [f for f in top if kinds[f] != "positional"]
+        flat = [f for f in non if sd[f] / m[f] <= 0.1]
+        assert t.n_nonpositional[tid] == len(non) and t.n_flat[tid] == len(flat), tid
+        assert t.n_positional[tid] == len(top) - len(non), tid
+        if non:
+            assert t.max_cv[tid] == pytest.approx(max(sd[f] / m[f] for f in non), rel=1e-6, abs=1e-9), tid
+
+
+def test_planted_semantic_features_unchanged_past_the_context_are_not_reproduced():
+    emb, sae, _ = planted_pair()  # token features orthogonal to W_pos: nothing changes past position 31
+    an = analyze(emb, sae, tokens_sample=16)
+    f = an.findings["semantic_break"]
+    assert f["verdict"] == "not reproduced", f["evidence"]
+    assert f["value"]["spurious_per_token"] == 0.0
+
+
+def test_spurious_null_is_leave_one_position_out():
+    emb, sae = random_pair(d_vocab=30, n_ctx=10, d_sae=12)
+    an = analyze(emb, sae, tokens_sample=8)
+    context = an.context
+    pos = torch.arange(context)
+    hits = np.zeros(context)
+    for t in range(emb.d_vocab):
+        fire = (sae.encode(emb.inputs(torch.full((context,), t), pos)) > 0).numpy()  # [C, F]
+        alone = fire & (fire.sum(0, keepdims=True) == 1)
+        hits += alone.sum(1)
+    got = an.by_position.spurious_null_per_token.to_numpy()[:context]
+    assert got == pytest.approx(hits / emb.d_vocab)
 
 
 def _nan_equal(a, b) -> bool:
@@ -185,13 +412,16 @@ def test_summary_findings_recomputed_from_the_csvs(planted_dirs, tmp_path):
     features = pd.read_csv(tmp_path / "o" / "features.csv", keep_default_na=False, na_values=[""])
     features["runs"] = features.runs.fillna("")
     bp = pd.read_csv(tmp_path / "o" / "by_position.csv")
+    tokens = pd.read_csv(tmp_path / "o" / "tokens.csv", keep_default_na=False, na_values=[""])
+    assert list(tokens.columns) == F.TOKEN_COLUMNS and len(tokens) == 60
     again = F.compute_findings(features, bp, s["context_size"], np.array(s["pca_spectrum"]), tuple(s["pca_positions"]), s["token"],
-                               F.FindingRules(**s["rules"]))
-    assert set(s["findings"]) == set(F.FINDINGS)
+                               F.FindingRules(**s["rules"]), tokens=tokens, nulls=s["nulls"])
+    assert set(s["findings"]) == set(F.FINDINGS) and "degrades_past_context" in s["findings"]
     for key, f in s["findings"].items():
-        assert set(f) == {"verdict", "value", "note_value", "test", "evidence"}, key
+        assert tuple(f) == F.FINDING_KEYS, key
         assert f["verdict"] in F.VERDICTS and f["verdict"] == again[key]["verdict"], key
         assert _nan_equal(f["value"], again[key]["value"]), key
+        assert _nan_equal(f["null"], again[key]["null"]), key
         assert f["evidence"] == again[key]["evidence"], key
 
 

@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
@@ -91,6 +92,37 @@ def test_figure_names_cover_static_and_interactive(an):
         assert an.figure(name).to_dict()["data"], name
     with pytest.raises(ValueError, match="no figure 'bogus'"):
         an.figure("bogus")
+
+
+@pytest.mark.parametrize("name", list(INTERACTIVE))
+def test_interactive_titles_clear_the_toolbar_and_fit(name, an):
+    """Plotly draws its toolbar over the top ~30 px at the right: the title sits below it, wrapped, inside the top margin."""
+    from posfeat.outputs.interactive import TITLE_CHARS
+
+    layout = an.figure(name).to_dict()["layout"]
+    title = layout["title"]
+    lines = title["text"].split("<br>")
+    assert title["yref"] == "container" and title["yanchor"] == "top" and title["pad"]["t"] >= 30
+    assert all(len(line) <= TITLE_CHARS for line in lines)
+    needed = title["pad"]["t"] + 1.4 * title["font"]["size"] * len(lines)
+    assert layout["margin"]["t"] >= needed, (layout["margin"], needed)
+
+
+def test_helix_crosses_use_a_symbol_that_renders(an):
+    data = an.figure("helix_interactive").to_dict()["data"]
+    symbols = {d["marker"].get("symbol") for d in data if d.get("marker")}
+    assert "x" not in symbols and symbols <= {None, "circle", "diamond", "square", "cross"}
+
+
+def test_length_generalisation_keeps_the_random_baseline_and_a_robust_range(an):
+    fig = an.figure("length_generalisation")
+    ev = fig.axes[1]
+    labels = [ln.get_label() for ln in ev.get_lines()]
+    assert "random vector of the input's norm" in labels
+    bp = an.by_position
+    lo, hi = ev.get_ylim()
+    assert lo <= float(np.percentile(bp.explained_variance[1:], 1)) and hi >= float(np.percentile(bp.explained_variance[1:], 99))
+    plt.close(fig)
 
 
 def test_comparison_figure_is_not_clipped(an):

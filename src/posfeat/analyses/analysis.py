@@ -31,10 +31,18 @@ from ..engine.grid_stats import GridStats, additive_parts, check_pair, feature_s
 from ..engine.sample import TokenSample, sample_tokens
 from ..io.sources import sae_token_weights
 from ..io.tokens import token_weights_arg
-from .classify import KINDS, classify, counts_by_threshold, feature_table, gap_window, knee_kneedle, knee_largest_gap, overlap
+from .classify import KINDS, classify, counts_by_threshold, feature_table, gap_window, knee_kneedle, knee_largest_gap, overlap, token_flatness
 from .findings import FindingRules, compute_findings
 from .helix import PCA, positional_pca
-from .length import SPURIOUS_COLUMNS, SPURIOUS_FEATURE_COLUMNS, positional_code, sample_analysis, spurious_counts, spurious_examples
+from .length import (
+    SPURIOUS_COLUMNS,
+    SPURIOUS_FEATURE_COLUMNS,
+    nearest_context_rows,
+    positional_code,
+    sample_analysis,
+    spurious_counts,
+    spurious_examples,
+)
 
 #: Neuronpedia pages for SAEs it hosts, by Neuronpedia id.
 NEURONPEDIA_URL = "https://www.neuronpedia.org/{id}/{feature}"
@@ -73,6 +81,10 @@ class Analysis:
         spurious_examples, spurious_by_feature: strongest (feature, token) pairs firing only past the
             context, and per feature how often that happens (exact).
         token_features, token_profile: the chosen token's top features and their activations ``[n_pos, k]``.
+        tokens: per token, exact over the context: how many of its top features are flat (``tokens.csv``).
+        token_panels: ``(token id, why, top features, profile [n_pos, k])`` for the tokens drawn as small multiples:
+            the chosen one, the most frequent ones and the most bent one.
+        nulls: the nulls that need the weights (``summary["nulls"]``; the others come from the tables).
         findings: the verdicts (``summary["findings"]``); summary: the headline numbers (summary.json).
         timings: seconds per stage.
     """
@@ -93,6 +105,9 @@ class Analysis:
     sample: TokenSample
     helix: HelixPoints
     rules: FindingRules = field(default_factory=FindingRules)
+    tokens: pd.DataFrame = field(default_factory=pd.DataFrame)
+    token_panels: list[tuple[int, str, np.ndarray, np.ndarray]] = field(default_factory=list)
+    nulls: dict[str, float] = field(default_factory=dict)
     findings: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -226,8 +241,62 @@ def _spurious(emb: Embeddings, sae: SAE, stats_all: GridStats, never: Any, kinds
     if never is not None:
         per_pos, by_feature = spurious_counts(stats_all, context, kinds)
         return per_pos, by_feature, spurious_examples(emb, sae, never, kinds, context, n_pos)
-    per_pos = pd.DataFrame({"position": stats_all.positions, "spurious_per_token": np.nan, "spurious_pairs": np.nan})
+    per_pos = pd.DataFrame({"position": stats_all.positions, "spurious_per_token": np.nan, "spurious_pairs": np.nan,
+                            "spurious_null_per_token": np.nan})
     return per_pos, pd.DataFrame(columns=SPURIOUS_FEATURE_COLUMNS), pd.DataFrame(columns=SPURIOUS_COLUMNS)
+
+
+def helix_null(W_pos: torch.Tensor, positions: list[int] | range, seed: int = 0) -> float:
+    """Top-3 explained variance of ``W_pos[positions]`` with each dimension shuffled independently across the rows
+    (seeded): the same per-dimension spread, no curve (the helix finding's null)."""
+    rows = to_numpy(W_pos[torch.as_tensor(list(positions), dtype=torch.long, device=W_pos.device)], np.float64).copy()
+    rng = np.random.default_rng(seed)
+    for j in range(rows.shape[1]):
+        rows[:, j] = rows[rng.permutation(len(rows)), j]
+    return positional_pca(rows, range(len(rows))).top(3)
+
+
+def random_dictionary_null(emb: Embeddings, sae: SAE, context: int, disjoint_share: float, n: int = 128, seed: int = 0) -> float:
+    """Share of live features with max(position share, token share) >= ``disjoint_share`` for a random dictionary:
+    ``n`` random encoder directions with the norms and biases of ``n`` of the SAE's features (seeded), exact over the
+    grid (the disjointness finding's null). NaN for TopK, whose activation couples features."""
+    if not sae.separable:
+        return float("nan")
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(sae.d_sae, generator=g)[: min(n, sae.d_sae)].to(sae.device)
+    sub = sae.subset(pick)
+    W = torch.randn(sub.W_enc.shape, generator=g, dtype=torch.float64).to(device=sae.device)
+    W = W / W.norm(dim=0, keepdim=True) * sub.W_enc.double().norm(dim=0, keepdim=True)
+    rand = sub._replace(W_enc=W.to(sub.W_enc.dtype))
+    st = feature_stats(emb, rand, range(context))
+    live = st.fire > 0
+    if not live.any():
+        return float("nan")
+    pure = np.maximum(np.nan_to_num(st.position_share), np.nan_to_num(st.token_share)) >= disjoint_share
+    return float(pure[live].mean())
+
+
+def token_panels(emb: Embeddings, sae: SAE, tokens: pd.DataFrame, tid: int, n_pos: int, context: int,
+                 k: int) -> list[tuple[int, str, np.ndarray, np.ndarray]]:
+    """The tokens drawn as small multiples: the chosen one, the two most frequent others, the most bent frequent one."""
+    act = tokens[tokens.n_nonpositional > 0]
+    picks: list[tuple[int, str]] = [(tid, "chosen")]
+    for t in act.sort_values(["weight", "token_id"], ascending=[False, True]).token_id:
+        if len(picks) >= 3:
+            break
+        if int(t) != tid:
+            picks.append((int(t), "frequent"))
+    common = act[act.weight >= act.weight.quantile(0.9)] if len(act) > 20 else act
+    bent = common.sort_values(["flat_share", "max_cv", "token_id"], ascending=[True, False, True])
+    for t in bent.token_id:
+        if int(t) not in {p for p, _ in picks}:
+            picks.append((int(t), "most bent"))
+            break
+    out = []
+    for t, why in picks:
+        feats, prof = token_profile(emb, sae, t, n_pos, context, k)
+        out.append((t, why, feats, prof))
+    return out
 
 
 def analyze(
@@ -269,7 +338,9 @@ def analyze(
     if isinstance(token_weights, str) and token_weights == "auto":
         shipped = sae_token_weights(sae, emb.d_vocab)
         token_weights = None if shipped is None else shipped[1]
-    sample = sample_tokens(emb, tokens_sample, weights=token_weights_arg(token_weights, emb.d_vocab), seed=seed)
+    weights = token_weights_arg(token_weights, emb.d_vocab)
+    sample = sample_tokens(emb, tokens_sample, weights=weights, seed=seed)
+    rules = rules or FindingRules()
     timings: dict[str, float] = {}
     with timed(timings, "grid_statistics"):
         stats_ctx, stats_all, never = _grid(emb, sae, context, n_pos, progress)
@@ -278,7 +349,8 @@ def analyze(
     features = pd.concat([feature_table(stats_ctx, emb, kinds), decoder_geometry(emb, sae, pca, context)], axis=1)
     top_feats, prof = token_profile(emb, sae, tid, n_pos, context, n_token_features)
     positional = features.feature[features.kind == "positional"].to_numpy()
-    code = positional_code(stats_all, positional, features.peak_position.to_numpy()[positional], context)
+    code = positional_code(stats_all, positional, features.peak_position.to_numpy()[positional], context,
+                           nearest_rows=nearest_context_rows(emb.W_pos, stats_all.positions, context))
     code["positional_mass"] = stats_all.mean_by_position[positional].sum(0)
     with timed(timings, "spurious_firing"):
         spur, by_feature, examples = _spurious(emb, sae, stats_all, never, kinds, context, n_pos)
@@ -287,12 +359,18 @@ def analyze(
     by_pos = samp.per_position.merge(code, on=["position", "in_context"]).merge(spur, on="position")
     for j, f in enumerate(top_feats):
         by_pos[f"token_f{int(f)}"] = prof[:, j]
+    with timed(timings, "token_profiles"):
+        tokens = token_flatness(emb, sae, kinds, context, n_token_features, rules.flat_cv, None if weights is None else to_numpy(weights))
+        panels = token_panels(emb, sae, tokens, tid, n_pos, context, n_token_features)
+    with timed(timings, "nulls"):
+        nulls = {"helix_shuffled_top3": helix_null(emb.W_pos, pca.positions.tolist(), seed),
+                 "disjoint_random_dictionary": random_dictionary_null(emb, sae, context, rules.disjoint_share, seed=seed)}
     an = Analysis(emb=emb, sae=sae, context=context, features=features, stats_context=stats_ctx, stats_all=stats_all, pca=pca,
                   by_position=by_pos, spurious_examples=examples, spurious_by_feature=by_feature, token=tid, token_features=top_feats,
-                  token_profile=prof, sample=sample, helix=helix_points(emb, sae, pca, features), rules=rules or FindingRules(),
-                  timings=timings)
+                  token_profile=prof, sample=sample, helix=helix_points(emb, sae, pca, features), rules=rules, tokens=tokens,
+                  token_panels=panels, nulls=nulls, timings=timings)
     an.findings = compute_findings(features, by_pos, context, pca.explained_variance_ratio, (int(pca.positions.min()), int(pca.positions.max())),
-                                   emb.token_str(tid), an.rules)
+                                   emb.token_str(tid), an.rules, tokens=tokens, nulls=nulls)
     an.summary = summarize(an, stats_ctx, positional_share=positional_share, semantic_share=semantic_share, seed=seed)
     return an
 
@@ -344,6 +422,8 @@ def summarize(an: Analysis, stats_ctx: GridStats, **settings: Any) -> dict[str, 
                                 "semantic": f"token_share >= {settings['semantic_share']}",
                                 "dead": "never fires on the grid within the context", "mixed": "otherwise"},
         "counts": {k: int((f.kind == k).sum()) for k in KINDS},
+        "counts_share_of_live": {k: int((f.kind == k).sum()) / max(1, len(live)) for k in KINDS if k != "dead"},
+        "sae_dataset": an.sae.meta.dataset,
         "counts_by_threshold": counts_by_threshold(stats_ctx),
         "disjoint_fraction": float((np.maximum(live.position_share.fillna(0), live.token_share.fillna(0)) >= 0.9).mean())
         if len(live) else float("nan"),
@@ -368,6 +448,6 @@ def summarize(an: Analysis, stats_ctx: GridStats, **settings: Any) -> dict[str, 
         "spurious_features": len(an.spurious_by_feature),
         "semantic_spread_in_context": _mean(in_rows, "semantic_spread"), "semantic_spread_past_context": _mean(past_rows, "semantic_spread"),
         "bert_edge": _bert_edge(an),
-        "findings": an.findings, "rules": an.rules.as_dict(), "timings": dict(an.timings),
+        "nulls": dict(an.nulls), "findings": an.findings, "rules": an.rules.as_dict(), "timings": dict(an.timings),
         "posfeat_version": __version__, "settings": settings,
     }

@@ -19,15 +19,19 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..core.embeddings import Embeddings
-from ..engine.grid_stats import GridStats
+from ..core.sae import SAE
+from ..core.tensors import to_numpy
+from ..engine.grid_stats import GridStats, additive_parts
 
 KINDS = ("positional", "semantic", "mixed", "dead")
 SHARE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 FEATURE_COLUMNS = [
     "feature", "kind", "positional_score", "token_score", "position_share", "token_share", "interaction_share", "fire",
     "mean", "peak_position", "peak_mean", "span_start", "span_end", "span_width", "runs", "n_runs", "outside_span_share", "top_tokens",
+    "pre_zero_crossings", "pre_sine_cycles", "pre_sine_r2",
 ]
 
 
@@ -147,5 +151,102 @@ def feature_table(stats: GridStats, emb: Embeddings, kind: np.ndarray, n_top_tok
         "fire": stats.fire, "mean": stats.mean, "peak_position": peak, "peak_mean": stats.mean_by_position.max(1),
         "span_start": start, "span_end": end, "span_width": width, "top_tokens": top,
     })
-    df = pd.concat([df, runs_table(stats, start, end)], axis=1)
+    df = pd.concat([df, runs_table(stats, start, end), sinusoid_check(stats.pre_mean_by_position)], axis=1)
     return df[FEATURE_COLUMNS]
+
+
+def sinusoid_check(pre: np.ndarray) -> pd.DataFrame:
+    """How sinusoid-like each feature's mean pre-activation over the positions is (the note: positional features'
+    pre-activations look like sinusoids that rise above zero once within the context).
+
+    ``pre_zero_crossings``: sign changes of the mean pre-activation over the positions; ``pre_sine_cycles``: the
+    frequency (cycles over the positions) of the best-fitting sinusoid, from the discrete Fourier transform of the
+    mean-removed profile; ``pre_sine_r2``: the share of the profile's variance that sinusoid explains (1 for a pure
+    sinusoid at a Fourier frequency, about 2/n for noise).
+    """
+    pre = np.asarray(pre, dtype=np.float64)
+    sign = np.sign(pre)
+    crossings = ((sign[:, 1:] * sign[:, :-1]) < 0).sum(1)
+    x = pre - pre.mean(1, keepdims=True)
+    power = np.abs(np.fft.rfft(x, axis=1)) ** 2
+    n = pre.shape[1]
+    if n % 2 == 0 and power.shape[1] > 1:
+        power[:, -1] /= 2  # the Nyquist term is counted once in Parseval's sum
+    total = power[:, 1:].sum(1)
+    k = power[:, 1:].argmax(1) + 1 if power.shape[1] > 1 else np.zeros(len(pre), dtype=int)
+    best = power[np.arange(len(pre)), k] if power.shape[1] > 1 else np.zeros(len(pre))
+    r2 = np.where(total > 0, best / np.where(total > 0, total, 1.0), np.nan)
+    return pd.DataFrame({"pre_zero_crossings": crossings, "pre_sine_cycles": k, "pre_sine_r2": r2})
+
+
+@torch.no_grad()
+def token_flatness(emb: Embeddings, sae: SAE, kinds: np.ndarray, context: int, k: int, flat_cv: float,
+                   weights: np.ndarray | None = None, chunk: int = 2048) -> pd.DataFrame:
+    """Per token, exact over positions ``0..context-1``: how many of its top ``k`` features (by mean activation,
+    among those it activates) are flat (``std / mean <= flat_cv`` over the positions), non-positional and positional
+    apart (the columns of ``posfeat.analyses.findings.TOKEN_COLUMNS``).
+
+    For a separable SAE a token's activation on feature ``f`` at ``p`` is ``act(a_t + b_p)``; with the ``b_p``
+    sorted per feature and their suffix sums, the count, sum and sum of squares over the positions where it
+    fires (``b_p > cut - a_t``) come from one binary search per (token, feature): ``n a + S1`` and
+    ``n a^2 + 2 a S1 + S2``. A TopK SAE is enumerated token by token over the context.
+    """
+    dev = sae.device
+    n_vocab = emb.d_vocab
+    pos = torch.arange(context, device=dev)
+    positional = torch.as_tensor(kinds == "positional", device=dev)
+    dead = torch.as_tensor(kinds == "dead", device=dev)
+    cut = sae.cut(torch.float64)
+    if sae.separable:
+        _, b = additive_parts(emb, sae, torch.arange(1, device=dev), pos, dtype=torch.float64)
+        bs = torch.sort(b.T, dim=1).values.contiguous()  # [F, C] ascending
+        zero = torch.zeros(bs.shape[0], 1, dtype=torch.float64, device=dev)
+        suf1 = torch.cat([bs.flip(1).cumsum(1).flip(1), zero], 1)  # suf1[f, i] = sum of bs[f, i:]
+        suf2 = torch.cat([bs.pow(2).flip(1).cumsum(1).flip(1), zero], 1)
+    if not sae.separable:
+        chunk = max(1, min(chunk, 8_000_000 // max(1, context * sae.d_sae)))
+    rows = []
+    for t0 in range(0, n_vocab, chunk):
+        toks = torch.arange(t0, min(n_vocab, t0 + chunk), device=dev)
+        if sae.separable:
+            a, _ = additive_parts(emb, sae, toks, pos[:1], dtype=torch.float64)  # [T, F]
+            idx = torch.searchsorted(bs, (cut[None, :] - a).T.contiguous(), right=True).T  # [T, F]: positions with b <= cut - a
+            mean = ((context - idx) * a + torch.gather(suf1, 1, idx.T.contiguous()).T) / context
+        else:
+            x = emb.inputs(toks[:, None].expand(-1, context).reshape(-1), pos.repeat(len(toks)))
+            act = sae.encode(x).double().reshape(len(toks), context, -1)
+            mean = act.mean(1)
+        m = mean.masked_fill(dead[None, :], -1.0)
+        top = torch.topk(m, min(k, m.shape[1]), dim=1)
+        if sae.separable:  # the second moment only for the top entries
+            ti, fi = top.indices, top.indices
+            at = torch.gather(a, 1, ti)
+            it = torch.gather(idx, 1, ti)
+            n = (context - it).double()
+            s1, s2 = suf1[fi, it], suf2[fi, it]
+            var = ((n * at * at + 2 * at * s1 + s2) / context - top.values.pow(2)).clamp(min=0)
+        else:
+            var = torch.gather(act.var(1, unbiased=False), 1, top.indices)
+        top_cv = var.sqrt() / top.values.clamp(min=1e-300)
+        active = top.values > 0
+        top_pos = positional[top.indices] & active
+        top_non = ~positional[top.indices] & active
+        flat = top_cv <= flat_cv
+        n_non = top_non.sum(1)
+        n_flat = (flat & top_non).sum(1)
+        bent_cv = top_cv.masked_fill(~top_non, -1.0)
+        worst = bent_cv.argmax(1)
+        n_pos = top_pos.sum(1)
+        rows.append(pd.DataFrame({
+            "token_id": to_numpy(toks), "n_nonpositional": to_numpy(n_non), "n_flat": to_numpy(n_flat),
+            "flat_share": to_numpy(torch.where(n_non > 0, n_flat / n_non.clamp(min=1), torch.nan)),
+            "max_cv": to_numpy(torch.where(n_non > 0, bent_cv.max(1).values, torch.nan)),
+            "most_bent_feature": to_numpy(torch.where(n_non > 0, torch.gather(top.indices, 1, worst[:, None])[:, 0], -1)),
+            "n_positional": to_numpy(n_pos),
+            "positional_flat_share": to_numpy(torch.where(n_pos > 0, (flat & top_pos).sum(1) / n_pos.clamp(min=1), torch.nan)),
+        }))
+    df = pd.concat(rows, ignore_index=True)
+    w = np.ones(n_vocab) if weights is None else np.asarray(weights, dtype=np.float64)
+    df.insert(1, "token", [emb.token_str(int(t)) for t in df.token_id])
+    df.insert(2, "weight", w / w.sum() if w.sum() > 0 else np.full(n_vocab, 1 / n_vocab))
+    return df

@@ -1,37 +1,49 @@
-"""Verdicts on the note's findings, each computed from numbers posfeat also writes.
+"""Verdicts on the note's findings, each computed from numbers posfeat also writes, and each read against a null.
 
-Every finding is an object ``{"verdict", "value", "note_value", "test", "evidence"}``: ``verdict`` is
-``"reproduced"``, ``"partly"`` or ``"not reproduced"``; ``value`` is posfeat's number for the pair in
-hand and ``note_value`` the note's (its words where it gives no number); ``test`` states the rule,
-with its thresholds (the fields of :class:`FindingRules`, parameters of ``analyze``); ``evidence`` is
-one sentence built from the numbers. Each function here reads only ``features.csv`` and
-``by_position.csv`` (plus the PCA spectrum for the helix), so a verdict can be recomputed from the
-files. A finding about the positions past the context is ``"not reproduced"`` when no such position
-was studied, and says so.
+Every finding is an object ``{"verdict", "value", "null", "note_value", "test", "evidence"}``: ``verdict``
+is ``"reproduced"``, ``"partly"`` or ``"not reproduced"``; ``value`` is posfeat's number for the pair in
+hand; ``null`` is the same statistic on a reference where the claim should not hold, or where nothing is
+broken, computed in the same run (docs/findings.md says why each reference was chosen); ``note_value`` is
+the note's number (its words where it gives no number); ``test`` states the rule, with its thresholds
+(the fields of :class:`FindingRules`, parameters of ``analyze``); ``evidence`` is one or two sentences
+built from the numbers, stating value, null and rule. A verdict is "reproduced" or "partly" only when
+the value also beats its null.
+
+Each function here reads only ``features.csv``, ``by_position.csv`` and ``tokens.csv`` plus the
+numbers of ``summary.json`` (the PCA spectrum and the two nulls that need the weights:
+``summary["nulls"]``), so a verdict can be recomputed from the files. A finding about the positions
+past the context is ``"not reproduced"`` when no such position was studied, and says so.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sstats
 
-from .classify import knee_largest_gap, overlap
+from ..core.errors import PosfeatError
+from .classify import gap_window, knee_largest_gap, overlap
 
 FINDINGS = ("helix", "positional_count", "disjoint", "tiling", "early_positions", "decoder_traces_helix", "token_profiles",
-            "worse_than_random", "positional_break", "semantic_break")
+            "worse_than_random", "degrades_past_context", "positional_break", "semantic_break")
 VERDICTS = ("reproduced", "partly", "not reproduced")
+FINDING_KEYS = ("verdict", "value", "null", "note_value", "test", "evidence")
+#: Rule fields that are not shares in [0, 1] (every other field is).
+NOT_SHARES = frozenset({"spurious_min", "spurious_factor", "degrade_reproduced", "degrade_partly"})
 
 
 @dataclass(frozen=True)
 class FindingRules:
-    """Thresholds of the verdict rules (documented in README; ``analyze(rules=...)``)."""
+    """Thresholds of the verdict rules (documented in docs/findings.md; ``analyze(rules=...)``, ``--rule NAME=VALUE``).
 
-    helix_reproduced: float = 0.8  # top-3 PCs of W_pos rows 1..context-1 explain at least this
+    Every threshold is finite; shares lie in [0, 1]; each ``*_partly`` is at most its ``*_reproduced``.
+    """
+
+    helix_reproduced: float = 0.8  # top-3 PCs of W_pos rows 1..context-1 explain at least this (and more than the shuffled null)
     helix_partly: float = 0.6
     positional_max_fraction: float = 0.05  # positional features are a small set: at most this share of live features
     gap_jaccard_reproduced: float = 0.8  # the largest-gap cut of the sorted positional score agrees with the rule
@@ -46,16 +58,33 @@ class FindingRules:
     trace_reproduced: float = 0.8  # Spearman(peak, nearest W_pos row on the top-3 PCs) of positional features
     trace_partly: float = 0.5
     flat_cv: float = 0.1  # a token's profile on a feature is flat when std/mean over the context is at most this
-    flat_reproduced: float = 0.9  # share of the token's top non-positional features that are flat
+    flat_token: float = 0.9  # a token's profiles are flat when this share of its top non-positional features are flat
+    flat_reproduced: float = 0.8  # share of tokens (weighted) whose profiles are flat
     flat_partly: float = 0.5
     worse_reproduced: float = 0.9  # share of past-context positions where FVU exceeds the random vector's
     worse_partly: float = 0.5
-    blowup_partly: float = 2.0  # ... or the past-context FVU is at least this multiple of the in-context FVU
+    degrade_reproduced: float = 2.0  # past-context mean FVU over in-context mean FVU
+    degrade_partly: float = 1.25
     break_firing: float = 0.5  # share of past-context positions where some positional feature fires
-    break_factor: float = 4.0  # firing peaks lie this many times farther from the true position than inside the context
-    break_min_distance: float = 4.0  # ... and at least this many positions
+    break_track: float = 0.5  # Spearman of the apparent position with the nearest in-context W_pos row, past the context
     spurious_min: float = 0.5  # spurious features per token per position past the context
-    spread_ratio: float = 2.0  # semantic spread past the context over the spread inside
+    spurious_factor: float = 2.0  # ... and at least this many times the in-context leave-one-position-out level
+    spread_increase: float = 0.05  # semantic deviation past minus inside, in units of the semantic features' mean activation
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise PosfeatError(f"Rule {f.name}={v!r} is not a finite number; give a finite threshold.")
+            if f.name not in NOT_SHARES and not 0.0 <= v <= 1.0:
+                raise PosfeatError(f"Rule {f.name}={v!r} is a share and must lie within [0, 1]; give a value in that range.")
+            if f.name in NOT_SHARES and v < 0:
+                raise PosfeatError(f"Rule {f.name}={v!r} is negative; give a value of at least 0.")
+            if f.name.endswith("_partly"):
+                strict = f.name[: -len("_partly")] + "_reproduced"
+                if hasattr(self, strict) and v > getattr(self, strict):
+                    raise PosfeatError(f"Rule {f.name}={v!r} is above {strict}={getattr(self, strict)!r}; a 'partly' threshold must be "
+                                       "at most its 'reproduced' one.")
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -65,64 +94,117 @@ def verdict_of(reproduced: bool, partly: bool) -> str:
     return "reproduced" if reproduced else ("partly" if partly else "not reproduced")
 
 
-def _finding(verdict: str, value: Any, note_value: Any, test: str, evidence: str) -> dict[str, Any]:
-    return {"verdict": verdict, "value": value, "note_value": note_value, "test": test, "evidence": evidence}
+def _finding(verdict: str, value: Any, null: Any, note_value: Any, test: str, evidence: str) -> dict[str, Any]:
+    return {"verdict": verdict, "value": value, "null": null, "note_value": note_value, "test": test, "evidence": evidence}
 
 
-def _pct(x: float) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
+def _ok(x: Any) -> bool:
+    return x is not None and isinstance(x, (int, float, np.floating, np.integer)) and math.isfinite(float(x))
 
 
-def _num(x: float, nd: int = 3) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{nd}g}"
+def _pct(x: float | None) -> str:
+    return f"{100 * x:.1f}%" if _ok(x) else "n/a"
+
+
+def _num(x: float | None, nd: int = 3) -> str:
+    return f"{x:.{nd}g}" if _ok(x) else "n/a"
+
+
+def _of(k: int, n: int, noun: str, verb_one: str, verb_many: str) -> str:
+    """'1 of 3 features is', '2 of 3 features are': grammar that follows the count."""
+    return f"{k} of {n} {noun} {verb_one if k == 1 else verb_many}"
+
+
+def _beats(value: float, null: float | None, higher: bool = True) -> bool:
+    """The value is on the claim's side of its null (a missing null does not block)."""
+    if not _ok(value):
+        return False
+    if not _ok(null):
+        return True
+    return value > null if higher else value < null
 
 
 def _untested(what: str, note_value: Any, test: str) -> dict[str, Any]:
-    return _finding("not reproduced", None, note_value, test, f"No positions past the context were studied, so {what} could not be tested.")
+    return _finding("not reproduced", None, None, note_value, test, f"No positions past the context were studied, so {what} could not be tested.")
 
 
 # ---------------------------------------------------------------------------- the findings
-def helix(spectrum: np.ndarray, first: int, last: int, r: FindingRules) -> dict[str, Any]:
-    """Finding 1: W_pos rows 1..context-1 lie near a one-dimensional helix (top 3 PCs explain ~95%)."""
+def helix(spectrum: np.ndarray, first: int, last: int, r: FindingRules, null: float | None = None) -> dict[str, Any]:
+    """Finding 1: W_pos rows 1..context-1 lie near a one-dimensional helix (top 3 PCs explain ~95%).
+
+    Null: the same top-3 share of the same rows with each dimension shuffled independently across the rows
+    (seeded): the same per-dimension spread, no curve."""
     top3 = float(np.sum(spectrum[:3]))
     nxt = ", ".join(_pct(float(v)) for v in spectrum[3:7])
-    return _finding(verdict_of(top3 >= r.helix_reproduced, top3 >= r.helix_partly), top3, 0.95,
-                    f"top-3 explained variance of W_pos rows {first}..{last} >= {r.helix_reproduced} -> reproduced; "
-                    f">= {r.helix_partly} -> partly; else not reproduced",
-                    f"The top 3 principal components of W_pos rows {first}..{last} explain {_pct(top3)} of their variance "
-                    f"(the next ones: {nxt or 'none'}).")
+    beat = _beats(top3, null)
+    return _finding(verdict_of(top3 >= r.helix_reproduced and beat, top3 >= r.helix_partly and beat), top3, null, 0.95,
+                    f"top-3 explained variance of W_pos rows {first}..{last} >= {r.helix_reproduced} -> reproduced; >= {r.helix_partly} "
+                    "-> partly; either only when above the null (the same rows, each dimension shuffled across rows); else not reproduced",
+                    f"The top 3 principal components of W_pos rows {first}..{last} explain {_pct(top3)} of their variance (the next ones: "
+                    f"{nxt or 'none'}); null, the same rows with each dimension shuffled across rows: {_pct(null)}; rule: >= "
+                    f"{r.helix_reproduced} reproduced, >= {r.helix_partly} partly, above the null.")
 
 
 def positional_count(features: pd.DataFrame, r: FindingRules) -> dict[str, Any]:
-    """Finding 2: a small set of features is positional, separated by a drop in the sorted positional score."""
+    """Finding 2: a small set of features is positional, separated by a drop in the sorted positional score.
+
+    Null: the largest ratio between consecutive sorted positional scores below the cut (within the same
+    window): how big a drop is when nothing separates."""
     live = features[features.kind != "dead"]
     rule = set(features.feature[features.kind == "positional"])
-    gap = knee_largest_gap(features.positional_score.to_numpy())
+    scores = features.positional_score.to_numpy(float)
+    gap = knee_largest_gap(scores)
+    s = np.sort(scores[np.isfinite(scores) & (scores > 0)])[::-1]
+    window = s[: gap_window(len(s))]
+    ratio = float(window[gap - 1] / window[gap]) if 0 < gap < len(window) else float("nan")
+    below = window[gap:]
+    null = float(np.max(below[:-1] / below[1:])) if len(below) >= 2 else float("nan")
     top = set(features.sort_values(["positional_score", "feature"], ascending=[False, True]).feature.head(gap))
     ov = overlap(top, rule)
-    small = 1 <= len(rule) <= r.positional_max_fraction * max(1, len(live))
-    verdict = verdict_of(small and ov["jaccard"] >= r.gap_jaccard_reproduced, len(rule) >= 1 and ov["jaccard"] >= r.gap_jaccard_partly)
-    return _finding(verdict, len(rule), 50,
+    n_live = max(1, len(live))
+    small = 1 <= len(rule) <= r.positional_max_fraction * n_live
+    beat = _beats(ratio, null)
+    verdict = verdict_of(small and ov["jaccard"] >= r.gap_jaccard_reproduced and beat,
+                         len(rule) >= 1 and ov["jaccard"] >= r.gap_jaccard_partly and beat)
+    value = {"count": len(rule), "share_of_live": len(rule) / n_live, "gap_ratio": ratio}
+    return _finding(verdict, value, {"gap_ratio": null}, {"count": 50, "share_of_live": 50 / 24576},
                     f"1 <= positional features <= {r.positional_max_fraction} of live features and the largest-gap cut of the sorted "
                     f"positional score agrees with the rule's set (Jaccard >= {r.gap_jaccard_reproduced}) -> reproduced; some positional "
-                    f"features and Jaccard >= {r.gap_jaccard_partly} -> partly; else not reproduced",
-                    f"{len(rule)} of {len(features)} features ({_pct(len(rule) / max(1, len(features)))}) are positional by the variance "
-                    f"rule; the largest gap in the sorted positional scores cuts at {gap} (Jaccard {ov['jaccard']:.2f} with the rule's set); "
-                    "the note found about 50 of 24576.")
+                    f"features and Jaccard >= {r.gap_jaccard_partly} -> partly; either only when the drop at the cut is larger than the "
+                    "null (the largest drop below the cut); else not reproduced",
+                    f"{len(rule)} of {len(live)} live features ({_pct(len(rule) / n_live)}) are positional by the variance rule (the note: "
+                    f"about 50 of 24576, 0.2%, in a wider SAE); the largest gap in the sorted positional scores cuts at {gap} (Jaccard "
+                    f"{ov['jaccard']:.2f} with the rule's set), a drop of {_num(ratio)}x against a null of {_num(null)}x (the largest drop "
+                    f"below the cut); rule: at most {_pct(r.positional_max_fraction)} of live, Jaccard >= {r.gap_jaccard_reproduced}, "
+                    "drop above the null.")
 
 
-def disjoint(features: pd.DataFrame, r: FindingRules) -> dict[str, Any]:
-    """Finding 3: a feature's activation is almost entirely a function of position or of token."""
+def disjoint(features: pd.DataFrame, r: FindingRules, null: float | None = None) -> dict[str, Any]:
+    """Finding 3: a feature's activation is almost entirely a function of position or of token.
+
+    Null: the same share for a random dictionary (random encoder directions with the SAE's encoder norms
+    and biases) on the same grid, where nothing makes a feature pick position or token."""
     live = features[features.kind != "dead"]
     pure = np.maximum(live.position_share.fillna(0), live.token_share.fillna(0)) >= r.disjoint_share
     frac = float(pure.mean()) if len(live) else float("nan")
     n_mixed = int((features.kind == "mixed").sum())
     high = int((live.interaction_share.fillna(0) >= 0.3).sum())
-    return _finding(verdict_of(frac >= r.disjoint_reproduced, frac >= r.disjoint_partly), frac, "almost all features",
+    beat = _beats(frac, null)
+    return _finding(verdict_of(frac >= r.disjoint_reproduced and beat, frac >= r.disjoint_partly and beat), frac, null, "almost all features",
                     f"share of live features with max(position share, token share) >= {r.disjoint_share}: >= {r.disjoint_reproduced} "
-                    f"-> reproduced; >= {r.disjoint_partly} -> partly; else not reproduced",
-                    f"{_pct(frac)} of the {len(live)} live features have a position or token share of at least {r.disjoint_share}; "
-                    f"{n_mixed} are mixed and {high} have an interaction share of at least 0.3.")
+                    f"-> reproduced; >= {r.disjoint_partly} -> partly; either only when above the null (a random dictionary of the "
+                    "same encoder norms and biases); else not reproduced",
+                    f"{_pct(frac)} of the {len(live)} live features have a position or token share of at least {r.disjoint_share} "
+                    f"({n_mixed} are mixed, {high} have an interaction share of at least 0.3); null, a random dictionary on the same grid: "
+                    f"{_pct(null)}; rule: >= {r.disjoint_reproduced} reproduced, >= {r.disjoint_partly} partly, above the null.")
+
+
+def _run_lengths(text: Any) -> list[int]:
+    out = []
+    for run in filter(None, str(text if isinstance(text, str) else "").split(";")):
+        a, b = (int(v) for v in run.split("-"))
+        out.append(b - a + 1)
+    return out
 
 
 def coverage_by_runs(features: pd.DataFrame, context: int) -> np.ndarray:
@@ -135,26 +217,47 @@ def coverage_by_runs(features: pd.DataFrame, context: int) -> np.ndarray:
     return cov
 
 
+def single_run_chance(k: int, context: int) -> float:
+    """Probability that ``k`` positions drawn at random among ``context`` form one contiguous run: ``(C - k + 1) / C(C, k)``."""
+    if k <= 0 or k > context:
+        return float("nan")
+    return (context - k + 1) / math.comb(context, k)
+
+
 def tiling(features: pd.DataFrame, context: int, r: FindingRules) -> dict[str, Any]:
-    """Finding 4: each positional feature fires on one contiguous range; together they cover the positions."""
+    """Finding 4: each positional feature fires on one contiguous range; together they cover the positions.
+
+    Null: the single-run share expected if each positional feature's firing positions (as many as it has)
+    were scattered at random over the context (exact)."""
     pos = features[features.kind == "positional"]
     n_runs = pos.n_runs.to_numpy()
     single = float((n_runs == 1).mean()) if len(pos) else float("nan")
     cov = float((coverage_by_runs(features, context) > 0).mean())
     multi = int((n_runs >= 2).sum())
+    chances = [single_run_chance(sum(_run_lengths(t)), context) for t in pos.runs]
+    chances = [c for c in chances if math.isfinite(c)]
+    null = float(np.mean(chances)) if chances else float("nan")
     med_out = float(pos.outside_span_share.median()) if len(pos) else float("nan")
-    good = len(pos) > 0 and single >= r.tiling_single_run_reproduced and cov >= r.tiling_coverage
-    fair = len(pos) > 0 and (single >= r.tiling_single_run_partly or cov >= r.tiling_coverage)
-    return _finding(verdict_of(good, fair), {"single_run_share": single, "coverage": cov}, {"single_run_share": 1.0, "coverage": 1.0},
+    beat = _beats(single, null)
+    good = len(pos) > 0 and single >= r.tiling_single_run_reproduced and cov >= r.tiling_coverage and beat
+    fair = len(pos) > 0 and single >= r.tiling_single_run_partly and beat
+    return _finding(verdict_of(good, fair), {"single_run_share": single, "coverage": cov}, {"single_run_share": null},
+                    {"single_run_share": 1.0, "coverage": 1.0},
                     f"share of positional features with one firing run inside the context >= {r.tiling_single_run_reproduced} and share of "
                     f"in-context positions covered by some run >= {r.tiling_coverage} -> reproduced; single-run share >= "
-                    f"{r.tiling_single_run_partly} or coverage met -> partly; else not reproduced",
-                    f"{multi} of {len(pos)} positional features fire (on at least half of the tokens) in two or more separate runs inside the "
-                    f"context; a median {_pct(med_out)} of a feature's in-context activation lies outside its main span; runs cover "
-                    f"{_pct(cov)} of positions 0..{context - 1}.")
+                    f"{r.tiling_single_run_partly} -> partly (coverage alone is evidence, not a verdict); either only when above the null "
+                    "(the same firing positions scattered at random); else not reproduced",
+                    f"{_of(multi, len(pos), 'positional features', 'fires', 'fire')} (on at least half of the tokens) in two or more "
+                    f"separate runs inside the context, so the single-run share is {_pct(single)} against a null of {_pct(null)} (the same "
+                    f"number of firing positions scattered at random); a median {_pct(med_out)} of a feature's in-context activation lies "
+                    f"outside its main span; runs cover {_pct(cov)} of positions 0..{context - 1}; rule: single-run share >= "
+                    f"{r.tiling_single_run_reproduced} and coverage >= {r.tiling_coverage} reproduced, single-run share >= "
+                    f"{r.tiling_single_run_partly} partly.")
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan"), float("nan")
     res = sstats.spearmanr(x, y)
@@ -162,7 +265,9 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def early_positions(features: pd.DataFrame, context: int, r: FindingRules) -> dict[str, Any]:
-    """Finding 4b: early positions get dedicated (narrow) features that fire more strongly; later ones share wider features."""
+    """Finding 4b: early positions get dedicated (narrow) features that fire more strongly; later ones share wider features.
+
+    Null: no association (Spearman 0), the permutation null that each p value tests."""
     pos = features[(features.kind == "positional") & (features.span_width > 0)]
     w_rho, w_p = _spearman(pos.peak_position.to_numpy(float), pos.span_width.to_numpy(float))
     s_rho, s_p = _spearman(pos.peak_position.to_numpy(float), pos.peak_mean.to_numpy(float))
@@ -172,51 +277,90 @@ def early_positions(features: pd.DataFrame, context: int, r: FindingRules) -> di
     weaker = s_rho < 0 and s_p < r.early_alpha
     value = {"width_vs_peak_rho": w_rho, "width_vs_peak_p": w_p, "strength_vs_peak_rho": s_rho, "strength_vs_peak_p": s_p,
              "features_per_position_0_15": early, "features_per_position_16_on": rest}
-    return _finding(verdict_of(wider and weaker, wider or weaker), value,
+    return _finding(verdict_of(wider and weaker, wider or weaker), value, {"width_vs_peak_rho": 0.0, "strength_vs_peak_rho": 0.0},
                     "span width grows and peak strength falls with peak position",
-                    f"Spearman correlation of span width with peak position > 0 and of peak activation with peak position < 0, each with "
-                    f"p < {r.early_alpha} -> reproduced; one of the two -> partly; else not reproduced",
+                    f"Spearman correlation of span width with peak position > 0 and of peak activation with peak position < 0, each "
+                    f"different from the null of no association with p < {r.early_alpha} -> reproduced; one of the two -> partly; else not "
+                    "reproduced",
                     f"Over {len(pos)} positional features, span width against peak position: Spearman {_num(w_rho, 2)} (p = {_num(w_p, 2)}); "
-                    f"peak activation against peak position: {_num(s_rho, 2)} (p = {_num(s_p, 2)}); positions 0-15 are covered by "
-                    f"{_num(early, 3)} features on average, later ones by {_num(rest, 3)}.")
+                    f"peak activation against peak position: {_num(s_rho, 2)} (p = {_num(s_p, 2)}); null: 0 for both (no association); "
+                    f"rule: width rising and strength falling, each at p < {r.early_alpha}; positions 0-15 are covered by {_num(early, 3)} "
+                    f"features on average, later ones by {_num(rest, 3)}.")
 
 
 def decoder_traces_helix(features: pd.DataFrame, r: FindingRules) -> dict[str, Any]:
-    """Finding 5: positional features' decoder directions, on the top 3 PCs, sit at the W_pos rows of their peaks."""
+    """Finding 5: positional features' decoder directions, on the top 3 PCs, sit at the W_pos rows of their peaks.
+
+    Null: the median distance between a feature's peak and the nearest row of every *other* positional
+    feature's decoder direction (a direction matched to the wrong feature); Spearman's null is 0."""
     pos = features[(features.kind == "positional") & (features.peak_position > 0)]
-    rho, p = _spearman(pos.peak_position.to_numpy(float), pos.nearest_wpos_row_pc.to_numpy(float))
-    dist = float(np.median(np.abs(pos.peak_position - pos.nearest_wpos_row_pc))) if len(pos) else float("nan")
+    peak, near = pos.peak_position.to_numpy(float), pos.nearest_wpos_row_pc.to_numpy(float)
+    rho, p = _spearman(peak, near)
+    dist = float(np.median(np.abs(peak - near))) if len(pos) else float("nan")
+    if len(pos) >= 2:
+        d = np.abs(peak[:, None] - near[None, :])
+        null = float(np.median(d[~np.eye(len(pos), dtype=bool)]))
+    else:
+        null = float("nan")
     ok = math.isfinite(rho)
-    return _finding(verdict_of(ok and rho >= r.trace_reproduced, ok and rho >= r.trace_partly), rho, "the crosses follow the helix",
+    beat = _beats(dist, null, higher=False)
+    return _finding(verdict_of(ok and rho >= r.trace_reproduced and beat, ok and rho >= r.trace_partly and beat),
+                    {"spearman": rho, "median_distance": dist}, {"spearman": 0.0, "median_distance": null}, "the crosses follow the helix",
                     f"Spearman correlation, over positional features peaking after position 0, of peak position with the W_pos row "
                     f"nearest (cosine, top 3 PCs) to the decoder direction >= {r.trace_reproduced} -> reproduced; >= {r.trace_partly} -> "
-                    "partly; else not reproduced",
+                    "partly; either only when the median distance between them is below the null (each direction matched to the other "
+                    "features' peaks); else not reproduced",
                     f"For {len(pos)} positional features the W_pos row nearest to the decoder direction on the top 3 PCs follows the peak "
-                    f"position with Spearman {_num(rho, 2)} (p = {_num(p, 2)}); the median distance between them is {_num(dist, 3)} positions.")
+                    f"position with Spearman {_num(rho, 2)} (p = {_num(p, 2)}; null 0), a median {_num(dist, 3)} positions away against "
+                    f"{_num(null, 3)} for directions matched to the other features' peaks; rule: Spearman >= {r.trace_reproduced} "
+                    f"reproduced, >= {r.trace_partly} partly, distance below the null.")
 
 
-def token_profiles(features: pd.DataFrame, by_position: pd.DataFrame, context: int, token: str, r: FindingRules) -> dict[str, Any]:
-    """Finding 6: for a fixed token, its top token features are flat over positions (positional ones are bumps)."""
-    cols = [c for c in by_position.columns if c.startswith("token_f")]
-    inside = by_position[by_position.position < context]
-    kinds = features.set_index("feature").kind
-    flat, bent = [], []
-    for c in cols:
-        f = int(c[len("token_f"):])
-        if kinds.get(f) == "positional":
-            continue
-        v = inside[c].to_numpy(float)
-        cv = float(v.std() / v.mean()) if v.mean() > 0 else float("inf")
-        (flat if cv <= r.flat_cv else bent).append(f)
-    n = len(flat) + len(bent)
-    share = len(flat) / n if n else float("nan")
-    bent_txt = f"; not flat: {', '.join(map(str, bent[:6]))}" if bent else ""
-    return _finding(verdict_of(n > 0 and share >= r.flat_reproduced, n > 0 and share >= r.flat_partly), share,
-                    "flat lines plus low bumps",
-                    f"share of the token's top non-positional features whose activation over positions 0..{context - 1} has std/mean <= "
-                    f"{r.flat_cv}: >= {r.flat_reproduced} -> reproduced; >= {r.flat_partly} -> partly; else not reproduced",
-                    f"Of the top {len(cols)} features of token {token!r}, {n} are not positional and {len(flat)} of them are flat over "
-                    f"the context{bent_txt}.")
+TOKEN_COLUMNS = ["token_id", "token", "weight", "n_nonpositional", "n_flat", "flat_share", "max_cv", "most_bent_feature",
+                 "n_positional", "positional_flat_share"]
+
+
+def token_profiles(tokens: pd.DataFrame, context: int, token: str, r: FindingRules) -> dict[str, Any]:
+    """Finding 6: a token's top token features are flat over positions (positional ones are bumps), over every token.
+
+    ``tokens`` is ``tokens.csv`` (:data:`TOKEN_COLUMNS`, one row per token, exact over the context). A token's
+    profiles are flat when at least ``flat_token`` of its top non-positional features have std/mean <= ``flat_cv``.
+    Null: the same test on the token's top *positional* features, which the note says are bumps, not lines."""
+    test = (f"share of tokens (weighted by the token weights) for which at least {r.flat_token} of their top non-positional features "
+            f"have std/mean <= {r.flat_cv} over positions 0..{context - 1}: >= {r.flat_reproduced} -> reproduced; >= {r.flat_partly} -> "
+            "partly; either only when above the null (the same test on the tokens' top positional features); else not reproduced")
+    t = tokens[tokens.n_nonpositional > 0]
+    if not len(t):
+        return _finding("not reproduced", None, None, "flat lines plus low bumps", test, "No token activates any non-positional feature.")
+    w = t.weight.to_numpy(float)
+    w = w / w.sum() if w.sum() > 0 else np.full(len(t), 1 / len(t))
+    passes = t.flat_share.to_numpy(float) >= r.flat_token
+    share = float(w[passes].sum())
+    tp = t[t.n_positional > 0]
+    if len(tp):
+        wp = tp.weight.to_numpy(float)
+        wp = wp / wp.sum() if wp.sum() > 0 else np.full(len(tp), 1 / len(tp))
+        null = float(wp[tp.positional_flat_share.to_numpy(float) >= r.flat_token].sum())
+    else:
+        null = float("nan")
+    q = np.quantile(t.flat_share.to_numpy(float), [0.25, 0.5, 0.75])
+    common = t[t.weight >= t.weight.quantile(0.9)]
+    bent = common.sort_values(["flat_share", "weight", "token_id"], ascending=[True, False, True]).head(3)
+    bent_txt = ", ".join(f"{tok!r} ({_num(fs, 2)})" for tok, fs in zip(bent.token.astype(str), bent.flat_share))
+    mine = tokens[tokens.token.astype(str) == token]
+    mine_txt = ""
+    if len(mine):
+        m = mine.iloc[0]
+        mine_txt = (f" For {token!r}: {_of(int(m.n_flat), int(m.n_nonpositional), 'top non-positional features', 'is', 'are')} flat."
+                    if m.n_nonpositional > 0 else f" {token!r} activates no non-positional feature.")
+    beat = _beats(share, null)
+    return _finding(verdict_of(share >= r.flat_reproduced and beat, share >= r.flat_partly and beat), share, null, "flat lines plus low bumps",
+                    test,
+                    f"Over {len(t)} tokens, {_pct(share)} (weighted) have flat profiles on their top non-positional features (per-token "
+                    f"flat share quartiles {_num(q[0], 2)} / {_num(q[1], 2)} / {_num(q[2], 2)}; most bent of the most frequent tenth: "
+                    f"{bent_txt}); null, the same test "
+                    f"on their top positional features: {_pct(null)}; rule: >= {r.flat_reproduced} reproduced, >= {r.flat_partly} partly, "
+                    f"above the null.{mine_txt}")
 
 
 def _past(by_position: pd.DataFrame, context: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -224,75 +368,137 @@ def _past(by_position: pd.DataFrame, context: int) -> tuple[pd.DataFrame, pd.Dat
 
 
 def worse_than_random(by_position: pd.DataFrame, context: int, r: FindingRules) -> dict[str, Any]:
-    """Finding 7: past the context the reconstruction error blows up, worse than a random vector of the input's norm."""
+    """Finding 7: past the context the SAE reconstructs worse than a random vector of the input's norm (the note's claim only).
+
+    Null: the same share inside the context, where nothing is broken."""
     test = (f"share of past-context positions where FVU exceeds that of a random vector of the input's norm >= {r.worse_reproduced} -> "
-            f"reproduced; >= {r.worse_partly}, or past-context FVU >= {r.blowup_partly}x the in-context FVU -> partly; else not reproduced")
+            f"reproduced; >= {r.worse_partly} -> partly; either only when above the same share inside the context (the null); else not "
+            "reproduced")
     inside, past = _past(by_position, context)
     if not len(past):
         return _untested("length generalisation", "worse than random past the context", test)
     worse = int((past.fvu > past.random_fvu).sum())
     share = worse / len(past)
-    ratio = float(past.fvu.mean() / inside.fvu.mean()) if len(inside) and inside.fvu.mean() > 0 else float("inf")
-    return _finding(verdict_of(share >= r.worse_reproduced, share >= r.worse_partly or ratio >= r.blowup_partly), share,
+    null = float((inside.fvu > inside.random_fvu).mean()) if len(inside) else float("nan")
+    beat = _beats(share, null)
+    return _finding(verdict_of(share >= r.worse_reproduced and beat, share >= r.worse_partly and beat), share, null,
                     "worse than random past the context", test,
-                    f"Past the context the mean FVU is {_num(float(past.fvu.mean()), 3)} ({_num(ratio, 3)}x the in-context "
-                    f"{_num(float(inside.fvu.mean()), 3)}); it exceeds a random vector's FVU (mean {_num(float(past.random_fvu.mean()), 3)}) at "
-                    f"{worse} of {len(past)} positions.")
+                    f"Past the context the SAE's FVU exceeds a random vector's (mean {_num(float(past.random_fvu.mean()), 3)}) at {worse} of "
+                    f"{len(past)} positions ({_pct(share)}); null, the same share inside the context: {_pct(null)}; rule: >= "
+                    f"{r.worse_reproduced} reproduced, >= {r.worse_partly} partly, above the null.")
+
+
+def degrades_past_context(by_position: pd.DataFrame, context: int, r: FindingRules) -> dict[str, Any]:
+    """Finding 7': past the context the reconstruction error grows (the note's figure, apart from the random baseline).
+
+    Value: past-context mean FVU over in-context mean FVU. Null: the same ratio between the second and the
+    first half of the context, where nothing is broken. Also reported: the share of positions where the SAE
+    is worse than reconstructing with zero, past and inside."""
+    test = (f"past-context mean FVU / in-context mean FVU >= {r.degrade_reproduced} -> reproduced; >= {r.degrade_partly} -> partly; "
+            "either only when above the null (the second half of the context over its first half); else not reproduced")
+    inside, past = _past(by_position, context)
+    if not len(past):
+        return _untested("the error past the context", "the error grows past the context", test)
+    f_in, f_out = float(inside.fvu.mean()) if len(inside) else float("nan"), float(past.fvu.mean())
+    ratio = f_out / f_in if _ok(f_in) and f_in > 0 else float("nan")
+    half = context // 2
+    first, second = inside[inside.position < half], inside[inside.position >= half]
+    null = float(second.fvu.mean() / first.fvu.mean()) if len(first) and len(second) and first.fvu.mean() > 0 else float("nan")
+    zero_past = float((past.fvu > past.zero_fvu).mean())
+    zero_in = float((inside.fvu > inside.zero_fvu).mean()) if len(inside) else float("nan")
+    beat = _beats(ratio, null)
+    value = {"fvu_ratio": ratio, "worse_than_zero_share": zero_past}
+    return _finding(verdict_of(_ok(ratio) and ratio >= r.degrade_reproduced and beat, _ok(ratio) and ratio >= r.degrade_partly and beat),
+                    value, {"fvu_ratio": null, "worse_than_zero_share": zero_in}, "the error blows up past the context", test,
+                    f"Past the context the mean FVU is {_num(f_out)}, {_num(ratio)}x the in-context {_num(f_in)}; null, the second half of "
+                    f"the context over its first half: {_num(null)}x; rule: >= {r.degrade_reproduced}x reproduced, >= {r.degrade_partly}x "
+                    f"partly, above the null. The SAE is worse than reconstructing with zero at {_pct(zero_past)} of past-context positions "
+                    f"({_pct(zero_in)} inside).")
 
 
 def positional_break(by_position: pd.DataFrame, context: int, r: FindingRules) -> dict[str, Any]:
-    """Finding 7a: positional features break past the context (they fire for positions far from the true one)."""
-    need = f"max({r.break_factor} x the in-context distance, {r.break_min_distance})"
-    test = (f"past-context positions where some positional feature fires (on half of the tokens) >= {r.break_firing} and the median "
-            f"distance of their peaks from the true position >= {need} -> reproduced; fewer firing (features fall silent) -> partly; "
-            "firing features still peak near the true position -> not reproduced")
-    inside, past = _past(by_position, context)
+    """Finding 7a: past the context positional features keep firing, for an earlier position: the apparent position
+    (their activation-weighted peak) follows the nearest in-context W_pos row (cosine, full space) rather than the
+    true position. Null: the apparent position following the true position (Spearman, median distance)."""
+    test = (f"past the context, some positional feature fires (on half of the tokens) at >= {r.break_firing} of positions and the "
+            f"apparent position follows the nearest in-context W_pos row (Spearman >= {r.break_track}, above its Spearman with the true "
+            "position, and closer to that row than to the true position) -> reproduced; firing but tracking neither -> partly; silent -> "
+            "not reproduced")
+    _, past = _past(by_position, context)
     if not len(past):
-        return _untested("positional breakage", "profiles go strange past the context", test)
-    d_in = float(inside.peak_distance.median()) if inside.peak_distance.notna().any() else float("nan")
-    d_out = float(past.peak_distance.median()) if past.peak_distance.notna().any() else float("nan")
+        return _untested("positional breakage", "the SAE thinks it is at an earlier position", test)
     firing = float((past.n_positional_firing > 0).mean())
-    far = math.isfinite(d_out) and d_out >= max(r.break_factor * (d_in if math.isfinite(d_in) else 0.0), r.break_min_distance)
-    mass = float(past.positional_mass.mean() / inside.positional_mass.mean()) if len(inside) and inside.positional_mass.mean() > 0 else float("nan")
-    value = {"past_firing_share": firing, "peak_distance_in_context": d_in, "peak_distance_past_context": d_out, "positional_mass_ratio": mass}
-    return _finding(verdict_of(firing >= r.break_firing and far, firing < r.break_firing), value,
-                    "profiles go strange: the SAE thinks it is at an earlier position", test,
-                    f"Past the context some positional feature fires at {_pct(firing)} of positions; the peaks of the features firing lie a "
-                    f"median {_num(d_out, 3)} positions from the true position (inside the context: {_num(d_in, 3)}); their total mean "
-                    f"activation there is {_num(mass, 3)}x that inside.")
+    app, near, true = (past[c].to_numpy(float) for c in ("apparent_position", "nearest_context_row", "position"))
+    rho_near, _ = _spearman(app, near)
+    rho_true, _ = _spearman(app, true)
+    ok = np.isfinite(app)
+    d_near = float(np.median(np.abs(app[ok] - near[ok]))) if ok.any() else float("nan")
+    d_true = float(np.median(np.abs(app[ok] - true[ok]))) if ok.any() else float("nan")
+    fires = firing >= r.break_firing
+    tracks = (_ok(rho_near) and rho_near >= r.break_track and _beats(rho_near, rho_true)
+              and _ok(d_near) and d_near < d_true)
+    value = {"past_firing_share": firing, "spearman_nearest_row": rho_near, "distance_nearest_row": d_near}
+    null = {"spearman_true_position": rho_true, "distance_true_position": d_true}
+    if not fires:
+        ev = (f"Past the context the positional features are silent: some fires at only {_pct(firing)} of positions (rule: >= "
+              f"{_pct(r.break_firing)}), so nothing there says the SAE thinks it is at an earlier position.")
+    else:
+        ev = (f"Past the context some positional feature fires at {_pct(firing)} of positions; the apparent position follows the nearest "
+              f"in-context W_pos row with Spearman {_num(rho_near, 2)}, a median {_num(d_near)} positions from it; null, the true "
+              f"position: Spearman {_num(rho_true, 2)}, a median {_num(d_true)} positions away; rule: Spearman >= {r.break_track} and "
+              "above the null's, closer to the row than to the true position.")
+    return _finding(verdict_of(fires and tracks, fires), value, null, "profiles go strange: the SAE thinks it is at an earlier position",
+                    test, ev)
 
 
-def semantic_break(by_position: pd.DataFrame, context: int, r: FindingRules) -> dict[str, Any]:
-    """Finding 7b: semantic features break past the context (noise, and features firing on tokens they never fire on inside)."""
-    test = (f"spurious features per token past the context >= {r.spurious_min} and semantic spread past / inside >= {r.spread_ratio} "
-            "-> reproduced; one of the two -> partly; else not reproduced")
+def semantic_break(by_position: pd.DataFrame, features: pd.DataFrame, context: int, r: FindingRules) -> dict[str, Any]:
+    """Finding 7b: semantic features break past the context (noise, and features firing on tokens they never fire on inside).
+
+    Spurious firing's null is its leave-one-position-out value inside the context (``spurious_null_per_token``:
+    features a token fires at an in-context p and at no other in-context q). The deviation of semantic features
+    from their in-context value is scaled by their mean activation; its null is the same deviation inside the context."""
+    test = (f"spurious features per token past the context >= {r.spurious_min} and >= {r.spurious_factor}x its in-context "
+            f"leave-one-position-out null; semantic deviation past minus inside >= {r.spread_increase} of the semantic features' mean "
+            "activation -> reproduced; one of the two -> partly; else not reproduced")
     inside, past = _past(by_position, context)
     if not len(past):
         return _untested("semantic breakage", "token features get noisy and spurious features fire", test)
     spur = float(past.spurious_per_token.mean())
-    s_in, s_out = float(inside.semantic_spread.mean()), float(past.semantic_spread.mean())
-    ratio = s_out / s_in if s_in > 0 else (float("inf") if s_out > 0 else float("nan"))
-    a, b = spur >= r.spurious_min, (math.isfinite(ratio) and ratio >= r.spread_ratio) or ratio == float("inf")
-    return _finding(verdict_of(a and b, a or b), {"spurious_per_token": spur, "spread_ratio": ratio},
-                    "token features get noisy and spurious features fire", test,
-                    f"Past the context each token fires {_num(spur, 3)} features per position that it fires nowhere inside it (exact, all "
-                    f"tokens); semantic features deviate from their in-context value by {_num(s_out, 3)} against {_num(s_in, 3)} inside "
-                    f"({_num(ratio, 3)}x).")
+    has_null = "spurious_null_per_token" in inside and len(inside)
+    spur_null = float(inside.spurious_null_per_token.mean()) if has_null else float("nan")
+    sem = features[features.kind == "semantic"]
+    scale = float(sem["mean"].mean()) if len(sem) else float("nan")
+    s_in = float(inside.semantic_spread.mean()) / scale if _ok(scale) and scale > 0 else float("nan")
+    s_out = float(past.semantic_spread.mean()) / scale if _ok(scale) and scale > 0 else float("nan")
+    inc = s_out - s_in if _ok(s_out) and _ok(s_in) else float("nan")
+    a = _ok(spur) and spur >= r.spurious_min and (not _ok(spur_null) or spur >= r.spurious_factor * spur_null)
+    b = _ok(inc) and inc >= r.spread_increase
+    return _finding(verdict_of(a and b, a or b), {"spurious_per_token": spur, "deviation_past": s_out},
+                    {"spurious_per_token": spur_null, "deviation_past": s_in}, "token features get noisy and spurious features fire", test,
+                    f"Past the context each token fires {_num(spur)} features per position that it fires nowhere inside it (exact, all "
+                    f"tokens); null, leave one position out inside the context: {_num(spur_null)}; semantic features deviate from their "
+                    f"in-context value by {_num(s_out)} of their mean activation past the context against {_num(s_in)} inside (null); rule: "
+                    f">= {r.spurious_min} and >= {r.spurious_factor}x the null, and an increase of >= {r.spread_increase}.")
 
 
 def compute_findings(features: pd.DataFrame, by_position: pd.DataFrame, context: int, spectrum: np.ndarray, pca_rows: tuple[int, int],
-                     token: str, rules: FindingRules | None = None) -> dict[str, dict[str, Any]]:
-    """All findings, keyed as in :data:`FINDINGS`, from the two tables (and the W_pos PCA spectrum)."""
+                     token: str, rules: FindingRules | None = None, tokens: pd.DataFrame | None = None,
+                     nulls: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
+    """All findings, keyed as in :data:`FINDINGS`, from the three tables, the W_pos PCA spectrum and ``nulls``
+    (``summary["nulls"]``: ``helix_shuffled_top3``, ``disjoint_random_dictionary``)."""
     r = rules or FindingRules()
+    n = nulls or {}
+    toks = tokens if tokens is not None else pd.DataFrame(columns=TOKEN_COLUMNS)
     return {
-        "helix": helix(spectrum, pca_rows[0], pca_rows[1], r),
+        "helix": helix(spectrum, pca_rows[0], pca_rows[1], r, n.get("helix_shuffled_top3")),
         "positional_count": positional_count(features, r),
-        "disjoint": disjoint(features, r),
+        "disjoint": disjoint(features, r, n.get("disjoint_random_dictionary")),
         "tiling": tiling(features, context, r),
         "early_positions": early_positions(features, context, r),
         "decoder_traces_helix": decoder_traces_helix(features, r),
-        "token_profiles": token_profiles(features, by_position, context, token, r),
+        "token_profiles": token_profiles(toks, context, token, r),
         "worse_than_random": worse_than_random(by_position, context, r),
+        "degrades_past_context": degrades_past_context(by_position, context, r),
         "positional_break": positional_break(by_position, context, r),
-        "semantic_break": semantic_break(by_position, context, r),
+        "semantic_break": semantic_break(by_position, features, context, r),
     }

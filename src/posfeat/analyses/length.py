@@ -36,10 +36,24 @@ SPURIOUS_FEATURE_COLUMNS = ["feature", "kind", "spurious_pairs", "spurious_per_p
 PEAK_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
-def positional_code(stats_all: GridStats, positional: np.ndarray, peak: np.ndarray, context: int, min_fire: float = 0.5) -> pd.DataFrame:
+def nearest_context_rows(W_pos: torch.Tensor, positions: np.ndarray, context: int) -> np.ndarray:
+    """``Int[ndarray, "n_pos"]``: for each position, the in-context W_pos row nearest to its own by cosine in the full
+    space (for an in-context position, the nearest *other* in-context row)."""
+    W = W_pos.double()
+    Wn = W / W.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    cos = Wn[torch.as_tensor(positions, dtype=torch.long, device=W.device)] @ Wn[:context].T
+    inside = torch.as_tensor(positions < context, device=W.device)
+    rows = torch.nonzero(inside).flatten()
+    cos[rows, torch.as_tensor(positions, device=W.device)[rows]] = -2.0
+    return to_numpy(cos.argmax(1))
+
+
+def positional_code(stats_all: GridStats, positional: np.ndarray, peak: np.ndarray, context: int, min_fire: float = 0.5,
+                    nearest_rows: np.ndarray | None = None) -> pd.DataFrame:
     """Per position: the positional features firing there (on at least ``min_fire`` of the tokens) and where they peak.
 
-    Columns: ``position``, ``in_context``, ``n_positional_firing`` (zero is an answer too),
+    Columns: ``position``, ``in_context``, ``nearest_context_row`` (:func:`nearest_context_rows`, when given),
+    ``n_positional_firing`` (zero is an answer too),
     ``apparent_position`` (activation-weighted mean of their peaks), ``peak_q10 .. peak_q90``
     (quantiles of their peaks) and ``peak_distance`` (median ``|position - peak|``); NaN where none fires.
     """
@@ -49,7 +63,8 @@ def positional_code(stats_all: GridStats, positional: np.ndarray, peak: np.ndarr
     for j, p in enumerate(stats_all.positions):
         on = fire[:, j]
         w, pk = mean[on, j], peak[on]
-        row = {"position": int(p), "in_context": bool(p < context), "n_positional_firing": int(on.sum()),
+        row = {"position": int(p), "in_context": bool(p < context),
+               "nearest_context_row": int(nearest_rows[j]) if nearest_rows is not None else -1, "n_positional_firing": int(on.sum()),
                "apparent_position": float((w * pk).sum() / w.sum()) if w.sum() > 0 else float("nan")}
         qs = np.quantile(pk, PEAK_QUANTILES) if len(pk) else [float("nan")] * len(PEAK_QUANTILES)
         row.update({f"peak_q{int(q * 100)}": float(v) for q, v in zip(PEAK_QUANTILES, qs)})
@@ -62,7 +77,10 @@ def spurious_counts(stats_all: GridStats, context: int, kinds: np.ndarray) -> tu
     """Exact spurious firing over the whole vocabulary, from the exact counts (module docstring).
 
     Returns ``per_position`` (``position``, ``spurious_per_token``: features per token that fire there and
-    nowhere inside the context, ``spurious_pairs``) and ``by_feature`` (``SPURIOUS_FEATURE_COLUMNS``,
+    nowhere inside the context, ``spurious_pairs``; and its null ``spurious_null_per_token`` at in-context
+    positions: features per token that fire at ``p`` and at no other in-context position, exactly
+    ``max(0, count[p] - max_{q < context, q != p} count[q])`` by the same argument; NaN past the context) and
+    ``by_feature`` (``SPURIOUS_FEATURE_COLUMNS``,
     features with any spurious firing, most first).
     """
     n_tok = len(stats_all.tokens)
@@ -71,7 +89,15 @@ def spurious_counts(stats_all: GridStats, context: int, kinds: np.ndarray) -> tu
     best_inside = count[:, inside].max(1, initial=0.0)
     spur = np.clip(count - best_inside[:, None], 0.0, None)
     spur[:, inside] = 0.0
-    per_pos = pd.DataFrame({"position": stats_all.positions, "spurious_per_token": spur.sum(0) / n_tok, "spurious_pairs": spur.sum(0)})
+    loo = np.full(len(stats_all.positions), np.nan)
+    if inside.sum() >= 2:
+        ci = count[:, inside]
+        order = np.sort(ci, axis=1)
+        first, second = order[:, -1:], order[:, -2:-1]
+        others = np.where(ci >= first, second, first)  # the best other in-context position
+        loo[inside] = np.clip(ci - others, 0.0, None).sum(0) / n_tok
+    per_pos = pd.DataFrame({"position": stats_all.positions, "spurious_per_token": spur.sum(0) / n_tok, "spurious_pairs": spur.sum(0),
+                            "spurious_null_per_token": loo})
     total = spur.sum(1)
     feats = np.nonzero(total > 0)[0]
     pos = stats_all.positions

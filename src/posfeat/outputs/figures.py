@@ -183,19 +183,95 @@ def helix_static(an: Analysis) -> Figure:
 
 
 def token_features(an: Analysis) -> Figure:
-    fig, ax = new_figure(10.5, 4.6, f"Top features of token {an.emb.token_str(an.token)!r} by position (note's Fig. 5); "
-                         "line style gives the kind, a ring an interaction share >= 0.3", label(an))
+    """Top features of a few tokens by position (note's Fig. 5), small multiples: the chosen token, frequent ones, the most bent."""
+    panels = an.token_panels or [(an.token, "chosen", an.token_features, an.token_profile)]
+    cols = 2 if len(panels) > 1 else 1
+    rows = int(np.ceil(len(panels) / cols))
+    fig, axs = new_figure(12.5 if cols == 2 else 10.5, 3.6 * rows + 0.8, "Top features of tokens by position (note's Fig. 5): the chosen "
+                          "token, frequent ones and the most bent one; line style gives the kind, a ring an interaction share >= 0.3",
+                          label(an), nrows=rows, ncols=cols, squeeze=False)
     pos = an.stats_all.positions
     colors = matplotlib.colormaps["tab10"]
-    for j, f in enumerate(an.token_features):
-        row = an.features.iloc[int(f)]
-        flag = np.nan_to_num(row.interaction_share) >= 0.3
-        ax.plot(pos, an.token_profile[:, j], lw=1.2, color=colors(j % 10), ls=KIND_STYLES[row.kind], marker="o" if flag else None,
-                markevery=max(1, len(pos) // 12), mfc="none", label=f"#{int(f)} {row.kind}" + (" (interaction)" if flag else ""))
-    context_line(ax, an)
-    ax.set(xlabel="position", ylabel="activation")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    for ax, (tid, why, feats, prof) in zip(axs.flat, panels):
+        for j, f in enumerate(feats):
+            row = an.features.iloc[int(f)]
+            flag = np.nan_to_num(row.interaction_share) >= 0.3
+            ax.plot(pos, prof[:, j], lw=1.1, color=colors(j % 10), ls=KIND_STYLES[row.kind], marker="o" if flag else None,
+                    markevery=max(1, len(pos) // 12), mfc="none", label=f"#{int(f)} {row.kind}" + (" (interaction)" if flag else ""))
+        context_line(ax, an)
+        ax.set_title(f"{an.emb.token_str(int(tid))!r} ({why})", fontsize=8)
+        ax.set(xlabel="position", ylabel="activation")
+        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    for ax in list(axs.flat)[len(panels):]:
+        ax.axis("off")
     return fig
+
+
+def wpos_similarity(an: Analysis) -> Figure:
+    """Cosine of every pair of W_pos rows (the note's discussion of W_pos), the context's edge marked."""
+    n = int(an.by_position.position.max()) + 1
+    W = np.asarray(an.emb.W_pos[:n].detach().cpu().double().numpy())
+    Wn = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-12)
+    fig, ax = new_figure(7.2, 6.2, f"Cosine similarity of W_pos rows 0..{n - 1}; dashed: the end of the training context ({an.context})",
+                         label(an))
+    im = ax.imshow(Wn @ Wn.T, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest", origin="upper")
+    if an.context < n:
+        for f in (ax.axvline, ax.axhline):
+            f(an.context - 0.5, color="k", ls="--", lw=0.8)
+    ax.set(xlabel="position", ylabel="position")
+    fig.colorbar(im, ax=ax, label="cosine of the two rows", shrink=0.85)
+    return fig
+
+
+def sinusoid(an: Analysis) -> Figure:
+    """How sinusoid-like the positional features' mean pre-activations are (features.csv: pre_sine_r2, pre_sine_cycles, pre_zero_crossings)."""
+    f = an.features[an.features.kind != "dead"]
+    pos = f[f.kind == "positional"]
+    fig, (ax0, ax1) = new_figure(12, 4.2, "Are positional pre-activations sinusoid-like? Share of each feature's in-context mean "
+                                 "pre-activation variance explained by one sinusoid, and its frequency", label(an), ncols=2)
+    bins = np.linspace(0, 1, 26)
+    for kind, g in f.groupby("kind"):
+        ax0.hist(g.pre_sine_r2.dropna(), bins=bins, density=True, histtype="step", lw=1.3, color=KIND_COLORS[kind], label=f"{kind} ({len(g)})")
+    ax0.set(xlabel="variance explained by the best sinusoid (pre_sine_r2)", ylabel="density")
+    ax0.legend(fontsize=7)
+    if len(pos):
+        sc = ax1.scatter(pos.peak_position, pos.pre_sine_cycles, c=pos.pre_sine_r2, cmap="viridis", vmin=0, vmax=1, s=16)
+        fig.colorbar(sc, ax=ax1, label="pre_sine_r2")
+    ax1.set(xlabel="peak position", ylabel=f"cycles over positions 0..{an.context - 1}")
+    return fig
+
+
+def semantic_profiles(an: Analysis) -> Figure:
+    """A handful of semantic features across and past the context (the note's Fig. 8), chosen by their break: those firing
+    spuriously most often; mean activation over all tokens and the share of tokens firing, exact."""
+    byf = an.spurious_by_feature
+    sem = byf[byf.kind == "semantic"].feature.to_numpy()[:6] if len(byf) else np.array([], dtype=int)
+    if not len(sem):
+        sem = an.features[an.features.kind == "semantic"].sort_values("token_score", ascending=False).feature.to_numpy()[:6]
+    fig, (ax0, ax1) = new_figure(12.5, 4.4, f"Semantic features across and past the context (note's Fig. 8): the {len(sem)} firing "
+                                 "spuriously most often (exact, all tokens)", label(an), ncols=2)
+    st = an.stats_all
+    colors = matplotlib.colormaps["tab10"]
+    for i, f in enumerate(sem):
+        ax0.plot(st.positions, st.mean_by_position[int(f)], color=colors(i % 10), lw=1, label=f"#{int(f)}")
+        ax1.plot(st.positions, st.fire_by_position[int(f)], color=colors(i % 10), lw=1, label=f"#{int(f)}")
+    ax0.set(xlabel="position", ylabel="mean activation over all tokens")
+    ax1.set(xlabel="position", ylabel="share of tokens on which it fires", yscale="log")
+    for ax in (ax0, ax1):
+        context_line(ax, an)
+        ax.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def robust_ylim(ax: Any, *series: Any, skip: int = 1) -> None:
+    """A y-range from the 1st to the 99th percentile of the series (after the first ``skip`` positions), padded: one
+    outlier (position 0) does not flatten the rest."""
+    vals = np.concatenate([np.asarray(v, dtype=float)[skip:] for v in series])
+    vals = vals[np.isfinite(vals)]
+    if len(vals):
+        lo, hi = np.percentile(vals, [1, 99])
+        pad = 0.08 * max(hi - lo, 1e-6)
+        ax.set_ylim(lo - pad, hi + pad)
 
 
 def length_generalisation(an: Analysis) -> Figure:
@@ -206,8 +282,11 @@ def length_generalisation(an: Analysis) -> Figure:
     axs[0].plot(bp.position, bp.zero_fvu, label="zero reconstruction", alpha=0.8)
     axs[0].set(yscale="log", ylabel="FVU: squared error / token spread")
     axs[1].plot(bp.position, bp.explained_variance, label="SAE")
+    axs[1].plot(bp.position, 1 - bp.random_fvu, label="random vector of the input's norm", alpha=0.8)
     axs[1].plot(bp.position, bp.zero_explained_variance, label="zero reconstruction", alpha=0.8)
     axs[1].set(ylabel="explained variance (SAELens, batch = sample at p)")
+    robust_ylim(axs[1], bp.explained_variance, 1 - bp.random_fvu, bp.zero_explained_variance)
+    axs[1].set_title("y-range: 1st-99th percentile of positions 1..; position 0 may lie outside", fontsize=7)
     axs[2].plot(bp.position, bp.l0, color="k", label="SAE")
     axs[2].set(ylabel="L0 (active features per token)")
     for ax in axs:
@@ -281,10 +360,14 @@ FIGURES: dict[str, tuple[Callable[[Analysis], Figure], str]] = {
     "preactivations": (preactivations, "Mean pre-activation of positional features over all studied positions (small multiples)."),
     "coverage": (coverage, "Positional features firing at each position (all runs), and span width against peak position."),
     "helix": (helix_static, "W_pos rows (dots) and positional features' decoder directions (crosses) on the top 3 PCs."),
-    "token_features": (token_features, "Top features of one token by position."),
+    "wpos_similarity": (wpos_similarity, "Cosine similarity of every pair of W_pos rows, with the end of the training context marked."),
+    "sinusoid": (sinusoid, "How much of each feature's mean pre-activation one sinusoid explains, and its frequency (features.csv)."),
+    "token_features": (token_features, "Top features of a few tokens by position (small multiples): the chosen one, frequent ones, the "
+                       "most bent one."),
     "length_generalisation": (length_generalisation, "FVU, explained variance and L0 by position, with baselines."),
     "extended_profiles": (lambda an: positional_profiles(an, extended=True), "Positional features past the context."),
     "apparent_position": (apparent, "Peaks of the positional features firing at each position, against the true position."),
     "semantic_breakage": (semantic_breakage, "Spurious firing by position and by feature, and the noise of semantic features."),
+    "semantic_profiles": (semantic_profiles, "Semantic features firing spuriously most often, across and past the context."),
     "attribution": (attribution, "Error share in the W_pos principal subspace; the add-back test."),
 }

@@ -12,6 +12,16 @@ if TYPE_CHECKING:
     from ..analyses.analysis import Analysis
 
 MAX_TRACES = 64
+TOP_MARGIN = 100  # px above the plot: the title sits below plotly's toolbar (modebar), which takes the top ~30 px
+TITLE_CHARS = 90  # per line; longer titles wrap
+
+
+def title_clear_of_toolbar(text: str) -> dict[str, Any]:
+    """A plotly title wrapped to ``TITLE_CHARS`` per line, anchored below the toolbar (the modebar floats at the top right)."""
+    import textwrap
+
+    return {"text": "<br>".join(textwrap.wrap(text, TITLE_CHARS, break_on_hyphens=False)), "x": 0.01, "xanchor": "left", "y": 1, "yref": "container",
+            "yanchor": "top", "pad": {"t": 36}, "font": {"size": 13}}
 
 
 def _r(x: np.ndarray) -> list[float]:
@@ -29,9 +39,13 @@ def helix_interactive(an: Analysis) -> Any:
     if len(h.features):
         fig.add_trace(go.Scatter3d(x=_r(h.feature_points[:, 0]), y=_r(h.feature_points[:, 1]), z=_r(h.feature_points[:, 2]),
                                    mode="markers", name="positional features", text=[f"feature {f}, peak {p}" for f, p in zip(h.features, h.peaks)],
-                                   marker={"size": 5, "symbol": "x", "color": h.peaks.tolist(), "colorscale": "Plasma",
+                                   marker={"size": 5, "symbol": "diamond", "line": {"width": 1, "color": "black"},
+                                           "color": h.peaks.tolist(), "colorscale": "Plasma",
                                            "cmin": int(h.positions.min()), "cmax": int(h.positions.max())}))
-    fig.update_layout(title=f"Helix: {label(an)}", height=600, margin={"l": 0, "r": 0, "t": 40, "b": 0})
+    fig.update_layout(title=title_clear_of_toolbar(f"W_pos rows (dots) and positional features' decoder directions (diamonds) on the "
+                                                   f"top 3 PCs: {label(an)}"), height=640, margin={"l": 0, "r": 0, "t": TOP_MARGIN, "b": 0},
+                      legend={"orientation": "h", "x": 0.01, "y": 0.0, "yanchor": "bottom"},
+                      scene={"xaxis_title": "PC1", "yaxis_title": "PC2", "zaxis_title": "PC3"})
     return fig
 
 
@@ -46,8 +60,8 @@ def profiles_interactive(an: Analysis) -> Any:
         fig.add_trace(go.Scatter(x=st.positions.tolist(), y=_r(st.mean_by_position[f]), mode="lines", name=f"#{int(f)}", line={"width": 1}))
     fig.add_vline(x=an.context - 0.5, line_dash="dash")
     shown = f"{len(pick)} of {len(feats)} positional features" + (", evenly by peak" if len(pick) < len(feats) else "")
-    fig.update_layout(title=f"Positional feature profiles over all positions ({shown}): {label(an)}", height=450,
-                      xaxis_title="position", yaxis_title="mean activation over tokens")
+    fig.update_layout(title=title_clear_of_toolbar(f"Positional feature profiles over all positions ({shown}): {label(an)}"), height=480,
+                      margin={"t": TOP_MARGIN}, xaxis_title="position", yaxis_title="mean activation over tokens")
     return fig
 
 

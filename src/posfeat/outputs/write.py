@@ -1,6 +1,6 @@
 """Writing an analysis (or a comparison) into a folder, through the one atomic writer and its output policy.
 
-Files of an analysis: features.csv, by_position.csv, spurious_examples.csv, spurious_by_feature.csv,
+Files of an analysis: features.csv, by_position.csv, tokens.csv, spurious_examples.csv, spurious_by_feature.csv,
 summary.json, figures/*.png and report.html. They are written into a temporary folder beside the
 target and moved into place, so an interrupted run leaves the previous output untouched and
 nothing half-written.
@@ -81,6 +81,7 @@ def save_analysis(an: Analysis, out: str | Path, *, force: bool = False, command
     with output_folder(out, kind="analyze", force=force, command=command) as tmp:
         an.features.to_csv(tmp / "features.csv", index=False, float_format=CSV_FLOAT)
         an.by_position.to_csv(tmp / "by_position.csv", index=False, float_format=CSV_FLOAT)
+        an.tokens.to_csv(tmp / "tokens.csv", index=False, float_format=CSV_FLOAT)
         an.spurious_examples.to_csv(tmp / "spurious_examples.csv", index=False, float_format=CSV_FLOAT)
         an.spurious_by_feature.to_csv(tmp / "spurious_by_feature.csv", index=False, float_format=CSV_FLOAT)
         t0 = time.perf_counter()
