@@ -19,7 +19,7 @@ from posfeat import PosfeatError, load_pair, load_sae, read_sae_folder
 from helpers import random_pair
 
 sae_lens = pytest.importorskip("sae_lens")
-from sae_lens import SAE as LensSAE  # noqa: E402
+from sae_lens import SAE as LensSAE  # noqa: E402, N811
 from sae_lens.saes import (  # noqa: E402
     BatchTopKTrainingSAE,
     BatchTopKTrainingSAEConfig,
@@ -179,7 +179,7 @@ def test_batchtopk_as_saved(tmp_path, rescale):
     _conforms(ours, loaded)
     # saved as a training checkpoint instead, it is refused by name
     lens.save_model(tmp_path / "training")
-    with pytest.raises(PosfeatError, match="'batchtopk'.*save_inference_model"):
+    with pytest.raises(PosfeatError, match=r"'batchtopk'.*save_inference_model"):
         read_sae_folder(tmp_path / "training")
 
 
@@ -232,9 +232,9 @@ def test_hook_names(tmp_path):
     lens = StandardSAE(StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, metadata=_meta("blocks.3.hook_resid_pre")))
     _randomise(lens)
     folder = _saved(lens, tmp_path)
-    with pytest.raises(PosfeatError, match="blocks.3.hook_resid_pre"):
+    with pytest.raises(PosfeatError, match=r"blocks\.3\.hook_resid_pre"):
         read_sae_folder(folder)
-    with pytest.raises(PosfeatError, match="blocks.3.hook_resid_pre"):
+    with pytest.raises(PosfeatError, match=r"blocks\.3\.hook_resid_pre"):
         load_sae(lens)
     ours = read_sae_folder(folder, allow_any_hook=True)  # read anyway: still exactly sae_lens's numbers
     assert ours.hook_name == "blocks.3.hook_resid_pre"

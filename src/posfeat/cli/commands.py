@@ -15,6 +15,7 @@ from ..analyses.classify import FEATURE_COLUMNS, classify, feature_table
 from ..analyses.compare import compare_saes
 from ..analyses.evaluation import EVAL_COLUMNS, dead_features, in_context_stats, range_means, reconstruction_by_position
 from ..analyses.findings import FindingRules
+from ..analyses.prompt import prompt
 from ..core.errors import PosfeatError
 from ..core.sae import sae_context
 from ..core.tensors import resolve_device
@@ -43,7 +44,8 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace, str], int]], C
 
 
 def _pair(args: argparse.Namespace) -> tuple[Any, Any]:
-    return load_pair(args.model, args.sae, device=args.device, allow_any_hook=getattr(args, "allow_any_hook", False))
+    return load_pair(args.model, args.sae, device=args.device, allow_any_hook=getattr(args, "allow_any_hook", False),
+                     strict=getattr(args, "strict", False))
 
 
 def _token_weights(args: argparse.Namespace, emb: Any, sae: Any) -> tuple[Path, Any] | None:
@@ -107,6 +109,15 @@ def run_feature(args: argparse.Namespace, invocation: str) -> int:
     resolve_device(args.device)
     emb, sae = _pair(args)
     print("\n".join(feature_card(emb, sae, args.index).lines()))
+    return 0
+
+
+@command("prompt")
+def run_prompt(args: argparse.Namespace, invocation: str) -> int:
+    _positive(args, "top")
+    resolve_device(args.device)
+    emb, sae = _pair(args)
+    print("\n".join(prompt((emb, sae), args.text, top=args.top).lines()))
     return 0
 
 
