@@ -236,7 +236,12 @@ def read_sae_folder(folder: str | os.PathLike[str], *, name: str | None = None, 
     d_in = cfg.get_int("d_in", default=None, minimum=1)
     architecture_of(cfg, where)
     weights = _weights_path(folder, where)
-    raw = read_tensors(weights, _needed(cfg, where, tensor_names(weights)), floating=True)
+    names = tensor_names(weights)
+    absent = [n for n in _needed(cfg, where, names) if n not in names]
+    if absent:
+        raise PosfeatError(f"{weights} has no {', '.join(absent)}, which a {architecture_of(cfg, where)[0]} SAE (as cfg.json says) needs; "
+                           "pass the weights that belong with this cfg.json.")
+    raw = read_tensors(weights, _needed(cfg, where, names), floating=True)
     W_enc = raw["W_enc"]
     if W_enc.ndim != 2 or W_enc.shape[1] != d_sae or (d_in is not None and W_enc.shape[0] != d_in):
         raise PosfeatError(f"{weights} holds W_enc of shape {tuple(W_enc.shape)} but cfg.json says d_in {d_in}, d_sae {d_sae}; "
