@@ -216,7 +216,7 @@ def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
     _positive(args, "seeds", "tokens", "control_steps")
     dev = resolve_device(args.device)
     check_target(args.out, force=True)
-    emb, sae = load_pair(args.model, args.sae, device=dev, allow_any_hook=args.allow_any_hook)
+    emb, sae = load_pair(args.model, args.sae, device=dev, allow_any_hook=args.allow_any_hook, strict=args.strict)
     tw = _token_weights(args, emb, sae)
     df = sweep_context(emb, sae, contexts=cfg.contexts, out=args.out, seeds=cfg.seeds, control_steps=cfg.control_steps, tokens=cfg.tokens,
                        token_weights=None if tw is None else tw[1], command=invocation, model_name=args.model, force=args.force, **recipe)
