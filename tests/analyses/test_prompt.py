@@ -103,7 +103,7 @@ def test_notebook_view_colours_by_the_chosen_feature_and_escapes_tokens():
     emb, sae = random_pair(d_sae=32)
     emb.tokens[4] = "<script>alert(1)</script>"
     pr = prompt((emb, sae), [4, 9, 4, 2])
-    assert isinstance(pr, Prompt) and pr._repr_html_() == pr.html()
+    assert isinstance(pr, Prompt) and pr._repr_html_() == pr.html() and str(pr) == "\n".join(pr.lines())
     assert "<script>" not in pr.html() and "&lt;script&gt;" in pr.html()
     f = int(np.argmax(pr.activations.max(0)))
     view = pr.colour(f).html()

@@ -144,6 +144,10 @@ class Prompt:
     def __repr__(self) -> str:
         return f"Prompt({self.n_tokens} tokens, {self.model} x {self.sae}, colour feature {self.feature})"
 
+    def __str__(self) -> str:
+        """The terminal table (``print(pr)``), as ``posfeat prompt`` prints it."""
+        return "\n".join(self.lines())
+
 
 def tokenizer_for(emb: Embeddings, model: Any = None) -> Any:
     """The model's own tokenizer: the object's (``model.tokenizer``), else ``tokenizer.json`` of where the embeddings were loaded from

@@ -169,23 +169,21 @@ def check_centring(emb: Embeddings, sae: SAE, *, strict: bool = False) -> None:
 
 
 def as_pair(model: Any, sae: Any, *, strict: bool = False, allow_any_hook: bool = False) -> tuple[Embeddings, SAE]:
-    """``(Embeddings, SAE)`` from whatever a public function was given: what :func:`load_pair` accepts, on the SAE's device.
+    """``(Embeddings, SAE)`` from whatever a public function was given: what :func:`load_pair` accepts.
 
-    Embeddings already built are kept as they are (a centring that differs from the SAE's is warned
-    about, see :func:`check_centring`); a model object or name is loaded and centred as the SAE was
-    trained. Every function that takes a model (analyze, feature_stats, reconstruction_by_position,
+    Embeddings already built are kept as they are, on their device (a centring that differs from the
+    SAE's is warned about, see :func:`check_centring`); a model object or name is loaded, centred as
+    the SAE was trained, onto the SAE's device. Every function that takes a model (analyze, feature_stats, reconstruction_by_position,
     compare_saes, prompt, train_sae, the sweeps) goes through here.
     """
     s = _load_sae(sae, None, allow_any_hook) if sae is not None else None
-    if isinstance(model, Embeddings):
-        emb = model
+    if isinstance(model, Embeddings) or s is None:
+        emb = load_embeddings(BUNDLED_MODEL if model is None else model)  # as given: the data owns its device
     else:
-        emb = load_embeddings(model if model is not None else (default_model_for(s) if s is not None else BUNDLED_MODEL),
-                              center=None if s is None else s.meta.centered)
-    if s is None:
-        return emb, s  # type: ignore[return-value]
-    check_centring(emb, s, strict=strict)
-    return emb.to(s.device), s
+        emb = load_embeddings(model if model is not None else default_model_for(s), center=s.meta.centered).to(s.device)
+    if s is not None:
+        check_centring(emb, s, strict=strict)
+    return emb, s  # type: ignore[return-value]
 
 
 def load_pair(model: Any = None, sae: Any = None, sae_id: str | None = None, *, center: bool | None = None,
