@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ..analyses.prompt import Prompt
 
 _STYLE = ("font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px;white-space:pre;padding:1px 0;margin:0 1px;"
-          "border-radius:3px;")
+          "border-radius:3px;outline:1px solid #ddd;")
 
 
 def _features(pr: Prompt, p: int) -> str:
