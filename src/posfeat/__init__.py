@@ -16,10 +16,12 @@ from .analyses import (
     Comparison,
     FeatureCard,
     FindingRules,
+    Prompt,
     analyze,
     compare_saes,
     feature_card,
     positional_pca,
+    prompt,
     reconstruction_by_position,
 )
 from .core import SAE, Embeddings, PosfeatError, SAEMeta, __version__
@@ -37,6 +39,7 @@ __all__ = [
     "FindingRules",
     "GridStats",
     "PosfeatError",
+    "Prompt",
     "SAEMeta",
     "TrainConfig",
     "__version__",
@@ -49,6 +52,7 @@ __all__ = [
     "load_pair",
     "load_sae",
     "positional_pca",
+    "prompt",
     "read_sae_folder",
     "reconstruction_by_position",
     "sample_tokens",

@@ -218,7 +218,7 @@ def _sae_folder(tmp_path, name, cfg_edit=None, weights=None):
         ("truncated", "truncated"),
         ("pickle", "never unpickles"),
         ("rotary", "no learned absolute positional embedding"),
-        ("architecture", "gated"),
+        ("architecture", "abstopk"),
     ],
 )
 def test_bad_inputs_one_sentence_and_nonzero_exit(case, needle, tmp_path, capsys):
@@ -242,7 +242,7 @@ def test_bad_inputs_one_sentence_and_nonzero_exit(case, needle, tmp_path, capsys
         model_arg = str(folder)
         sae_arg = str(_sae_folder(tmp_path, "f"))
     elif case == "architecture":
-        sae_arg = str(_sae_folder(tmp_path, "e", lambda c: c.update(architecture="gated")))
+        sae_arg = str(_sae_folder(tmp_path, "e", lambda c: c.update(architecture="abstopk")))
     args = ["stats"] + (["--sae", sae_arg] if sae_arg else []) + (["--model", model_arg] if model_arg else [])
     assert main(args) == 2
     err = capsys.readouterr().err
@@ -261,3 +261,94 @@ def test_pickle_weights_file_beside_cfg_is_named(tmp_path):
 def test_safetensors_bytes_helper_is_valid(tmp_path):
     data = safetensors_bytes({"a": torch.zeros(2)}, tmp_path)
     assert data[8:9] == b"{"
+
+
+# ---------------------------------------------------------------- offline: fast and clear (issue 19)
+class DeadHub:
+    """A hub endpoint that is down: it answers every request with HTTP 503 (as a failing proxy or an outage does).
+
+    ``attempts`` counts requests for files (``/resolve/``); huggingface_hub may also ask once a day for its agent registry
+    (``/api/agent-harnesses``, when an AI-agent variable is set), which is the library's, not a file attempt.
+    """
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.attempts = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            conn.settimeout(2)
+            try:
+                self.attempts += b"/resolve/" in conn.recv(65536).split(b"\r\n")[0]
+                conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def _posfeat(args: list[str], env: dict[str, str]):
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_OFFLINE"))}
+    return subprocess.run([sys.executable, "-c", "import sys; from posfeat.cli import main; sys.exit(main())", *args],
+                          env={**clean, **env}, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_without_network_one_attempt_at_most_and_one_clear_line(tmp_path, offline):
+    """Was: 12 doubled retry warnings over about 25 s, then a message without HF_HUB_OFFLINE. Now: one probe of the hub (none with
+    HF_HUB_OFFLINE), no warning, one line naming the cache, HF_HUB_OFFLINE=1 (or how to go online) and the local-folder way."""
+    hub = DeadHub()
+    try:
+        env = {"HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(tmp_path / "cache"), **({"HF_HUB_OFFLINE": "1"} if offline else {})}
+        res = _posfeat(["analyze", "--model", "gpt2", "--out", str(tmp_path / "out")], env)
+    finally:
+        hub.close()
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("posfeat: error:"), res.stderr
+    msg = lines[0]
+    assert str(tmp_path / "cache") in msg and "local folder" in msg and "openai-community/gpt2" in msg
+    assert ("unset HF_HUB_OFFLINE" in msg) if offline else ("HF_HUB_OFFLINE=1" in msg and "unreachable" in msg)
+    assert hub.attempts == (0 if offline else 1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_unreachable_with_a_cache_reads_it_after_one_attempt_and_says_so_once(tmp_path):
+    cache = tmp_path / "cache"
+    build_gpt2_cache(cache, tmp_path)
+    hub = DeadHub()
+    try:
+        res = _posfeat(["stats", "--model", "gpt2", "--sae", "gpt2-small-res-jb/blocks.0.hook_resid_pre", "--device", "cpu"],
+                       {"HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(cache)})
+    finally:
+        hub.close()
+    assert res.returncode == 0, res.stderr
+    warnings = [ln for ln in res.stderr.splitlines() if "unreachable" in ln]
+    assert len(warnings) == 1 and str(cache) in warnings[0] and "HF_HUB_OFFLINE=1" in warnings[0]
+    assert "Retry" not in res.stderr
+    assert hub.attempts == 1  # five files (config, weights, tokenizer, SAE cfg and weights), one attempt

@@ -29,7 +29,7 @@ from ..core.sae import SAE, sae_context
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, additive_parts, check_pair, feature_stats, grid_statistics, on_device
 from ..engine.sample import TokenSample, sample_tokens
-from ..io.sources import sae_token_weights
+from ..io.sources import as_pair, sae_token_weights
 from ..io.tokens import token_weights_arg
 from .classify import KINDS, classify, counts_by_threshold, feature_table, gap_window, knee_kneedle, knee_largest_gap, overlap, token_flatness
 from .findings import FindingRules, compute_findings
@@ -137,6 +137,12 @@ class Analysis:
         from .card import card_from_analysis
 
         return card_from_analysis(self, index)
+
+    def prompt(self, text: str | list[int], *, top: int | None = 10, feature: int | None = None, tokenizer: Any = None) -> Any:
+        """The features of each token of ``text`` (a :class:`posfeat.analyses.prompt.Prompt`), classified as this analysis classifies them."""
+        from .prompt import prompt
+
+        return prompt(self, text, top=top, feature=feature, tokenizer=tokenizer)
 
     def save(self, out: str | Path, *, force: bool = False, command: str | None = None, include_sweeps: list[str | Path] = ()) -> Path:
         """Write features.csv, by_position.csv, spurious_*.csv, summary.json, figures/*.png and report.html
@@ -300,8 +306,8 @@ def token_panels(emb: Embeddings, sae: SAE, tokens: pd.DataFrame, tid: int, n_po
 
 
 def analyze(
-    emb: Embeddings,
-    sae: SAE,
+    emb: Any,
+    sae: Any,
     *,
     positions: int | None = None,
     tokens_sample: int = 2048,
@@ -318,6 +324,9 @@ def analyze(
     """Run every analysis of the note on ``emb`` x ``sae`` where they live (see module docstring).
 
     Args:
+        emb: the model: :class:`Embeddings`, or anything :func:`posfeat.load_embeddings` accepts (a name, a folder, a
+            TransformerLens ``HookedTransformer``, a transformers ``PreTrainedModel``), centred as the SAE was trained.
+        sae: an :class:`SAE`, or anything :func:`posfeat.load_sae` accepts (a folder, a release, a sae_lens SAE object).
         positions: study positions ``0..positions-1`` (default all of W_pos).
         tokens_sample: tokens sampled (seeded) for the reconstruction analyses.
         token: token (string or id) for the per-token figure (default ' the').
@@ -327,7 +336,7 @@ def analyze(
         positional_share, semantic_share: thresholds of the classification rule.
         rules: thresholds of the verdicts (:class:`FindingRules`).
     """
-    emb, sae = on_device(emb, sae, device)
+    emb, sae = on_device(*as_pair(emb, sae), device)
     check_pair(emb, sae)
     n_pos = emb.n_ctx if positions is None else positions
     if isinstance(n_pos, bool) or not isinstance(n_pos, (int, np.integer)) or not 1 <= n_pos <= emb.n_ctx:

@@ -28,6 +28,7 @@ from ..core.errors import PosfeatError
 from ..core.sae import SAE, sae_context
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import feature_stats
+from ..io.sources import as_pair, load_sae
 from .classify import KINDS, classify, spans
 
 COMPARE_COLUMNS = ["feature_a", "feature_b", "cosine", "kind_a", "kind_b", "peak_a", "peak_b", "relation"]
@@ -99,9 +100,16 @@ def _best_over_a(A: torch.Tensor, B: torch.Tensor, k: int, block: int = 4096) ->
     return to_numpy(best_a_idx), to_numpy(best_a_val), to_numpy(torch.cat(top_i)), to_numpy(torch.cat(top_v))
 
 
-def compare_saes(sae_a: SAE, sae_b: SAE, emb: Embeddings | None = None, *, threshold: float = 0.5,
+def compare_saes(sae_a: Any, sae_b: Any, emb: Any = None, *, threshold: float = 0.5,
                  neighbours: int = NEIGHBOURS) -> Comparison:
-    """Match the features of ``sae_a`` and ``sae_b`` (see module docstring); computed on ``sae_a``'s device."""
+    """Match the features of ``sae_a`` and ``sae_b`` (see module docstring); computed on ``sae_a``'s device.
+
+    The SAEs may be anything :func:`posfeat.load_sae` accepts, ``emb`` anything :func:`posfeat.load_embeddings` accepts.
+    """
+    if emb is not None:
+        emb, sae_a = as_pair(emb, sae_a)
+    sae_a = sae_a if isinstance(sae_a, SAE) else load_sae(sae_a)
+    sae_b = sae_b if isinstance(sae_b, SAE) else load_sae(sae_b, device=sae_a.device)
     if sae_a.d_in != sae_b.d_in:
         raise PosfeatError(f"SAE A reads d_in {sae_a.d_in} but SAE B reads {sae_b.d_in}; compare two SAEs of the same model.")
     if not -1.0 <= threshold <= 1.0:

@@ -18,6 +18,7 @@ Definitions, for a stated token sample ``T`` at position ``p`` with input ``x = 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from ..core.sae import SAE, sae_context
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, check_pair, feature_stats, on_device, resolve_index
 from ..engine.sample import Chunk, SampleGrid, TokenSample
+from ..io.sources import as_pair
 
 EVAL_COLUMNS = ["position", "in_context", "mse", "fvu", "explained_variance", "cosine", "l0", "random_fvu", "random_cosine", "zero_fvu",
                 "zero_explained_variance"]
@@ -91,10 +93,13 @@ def pooled_explained_variance(df: pd.DataFrame, emb: Embeddings, sample: TokenSa
 
 
 @torch.no_grad()
-def reconstruction_by_position(emb: Embeddings, sae: SAE, sample: TokenSample, positions: Sequence[int] | range | None = None, *,
+def reconstruction_by_position(emb: Any, sae: Any, sample: TokenSample, positions: Sequence[int] | range | None = None, *,
                                device: str | torch.device | None = None, seed: int = 0) -> pd.DataFrame:
-    """One row per position with the columns of ``EVAL_COLUMNS`` (see module docstring), computed where the pair lives."""
-    emb, sae = on_device(emb, sae, device)
+    """One row per position with the columns of ``EVAL_COLUMNS`` (see module docstring), computed where the pair lives.
+
+    ``emb`` and ``sae`` may be anything :func:`posfeat.load_embeddings` and :func:`posfeat.load_sae` accept.
+    """
+    emb, sae = on_device(*as_pair(emb, sae), device)
     check_pair(emb, sae)
     pos = resolve_index(positions, emb.n_ctx, "positions")
     denom = token_spread(sample, emb)

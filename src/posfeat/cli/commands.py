@@ -15,6 +15,7 @@ from ..analyses.classify import FEATURE_COLUMNS, classify, feature_table
 from ..analyses.compare import compare_saes
 from ..analyses.evaluation import EVAL_COLUMNS, dead_features, in_context_stats, range_means, reconstruction_by_position
 from ..analyses.findings import FindingRules
+from ..analyses.prompt import prompt
 from ..core.errors import PosfeatError
 from ..core.sae import sae_context
 from ..core.tensors import resolve_device
@@ -43,7 +44,8 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace, str], int]], C
 
 
 def _pair(args: argparse.Namespace) -> tuple[Any, Any]:
-    return load_pair(args.model, args.sae, device=args.device, allow_any_hook=getattr(args, "allow_any_hook", False))
+    return load_pair(args.model, args.sae, device=args.device, allow_any_hook=getattr(args, "allow_any_hook", False),
+                     strict=getattr(args, "strict", False))
 
 
 def _token_weights(args: argparse.Namespace, emb: Any, sae: Any) -> tuple[Path, Any] | None:
@@ -107,6 +109,15 @@ def run_feature(args: argparse.Namespace, invocation: str) -> int:
     resolve_device(args.device)
     emb, sae = _pair(args)
     print("\n".join(feature_card(emb, sae, args.index).lines()))
+    return 0
+
+
+@command("prompt")
+def run_prompt(args: argparse.Namespace, invocation: str) -> int:
+    _positive(args, "top")
+    resolve_device(args.device)
+    emb, sae = _pair(args)
+    print("\n".join(prompt((emb, sae), args.text, top=args.top).lines()))
     return 0
 
 
@@ -205,7 +216,7 @@ def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
     _positive(args, "seeds", "tokens", "control_steps")
     dev = resolve_device(args.device)
     check_target(args.out, force=True)
-    emb, sae = load_pair(args.model, args.sae, device=dev, allow_any_hook=args.allow_any_hook)
+    emb, sae = load_pair(args.model, args.sae, device=dev, allow_any_hook=args.allow_any_hook, strict=args.strict)
     tw = _token_weights(args, emb, sae)
     df = sweep_context(emb, sae, contexts=cfg.contexts, out=args.out, seeds=cfg.seeds, control_steps=cfg.control_steps, tokens=cfg.tokens,
                        token_weights=None if tw is None else tw[1], command=invocation, model_name=args.model, force=args.force, **recipe)

@@ -105,6 +105,8 @@ def add_pair(p: argparse.ArgumentParser, sae: bool = True) -> None:
         p.add_argument("--sae", default=None, help="SAE: 'minilm' (bundled, default), gpt2-small-res-jb/blocks.0.hook_resid_pre, or a "
                                                    "SAELens-format folder")
         p.add_argument("--allow-any-hook", action="store_true", help="analyse an SAE that does not read the layer-0 embedding sum anyway")
+        p.add_argument("--strict", action="store_true", help="refuse a model centred differently from the SAE's training model "
+                                                             "(default: a one-line warning)")
     add_device(p)
 
 

@@ -33,6 +33,7 @@ from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError
 from ..core.sae import SAE
 from ..core.tensors import to_numpy
+from ..io.sources import as_pair
 from .additive import ACC, additive_block, resolve_backend, token_summary
 
 log = logging.getLogger(__name__)
@@ -280,8 +281,8 @@ def grid_statistics(
 
 
 def feature_stats(
-    emb: Embeddings,
-    sae: SAE,
+    emb: Any,
+    sae: Any,
     positions: Sequence[int] | range | slice | None = None,
     *,
     tokens: Sequence[int] | None = None,
@@ -295,8 +296,9 @@ def feature_stats(
     """Exact statistics of every SAE feature over the grid ``tokens x positions``, computed where the pair lives.
 
     Args:
-        emb: token and positional embeddings; ``W_E[t] + W_pos[p]`` is the SAE input.
-        sae: the SAE, on the same device. ReLU and JumpReLU take the additive fast path; TopK is
+        emb: token and positional embeddings; ``W_E[t] + W_pos[p]`` is the SAE input (or anything
+            :func:`posfeat.load_embeddings` accepts: a name, a folder, a model object).
+        sae: the SAE (or anything :func:`posfeat.load_sae` accepts), on the same device. ReLU and JumpReLU take the additive fast path; TopK is
             enumerated (with a warning: that costs ``n_tok * n_pos`` encoder passes).
         positions: positions to use (default all ``n_ctx``).
         tokens: token ids to use (default the whole vocabulary).
@@ -307,7 +309,7 @@ def feature_stats(
         progress: show a progress bar.
         backend: ``"auto"``, ``"numba"`` (CPU) or ``"torch"`` (any device); see :mod:`posfeat.engine.additive`.
     """
-    emb, sae = on_device(emb, sae, device)
+    emb, sae = on_device(*as_pair(emb, sae), device)
     check_pair(emb, sae)
     if not sae.separable:
         n_tok = emb.d_vocab if tokens is None else len(tokens)

@@ -132,7 +132,8 @@ def load_embeddings(source: Any = BUNDLED_MODEL, *, center: bool | None = None, 
     src = os.fspath(source)
     if src == BUNDLED_MODEL:
         folder = bundled_model_dir()
-        return _load_checkpoint(_folder_getter(folder), f"bundled model {folder}", "sentence-transformers/all-MiniLM-L6-v2 (bundled: minilm)", center)
+        name = "sentence-transformers/all-MiniLM-L6-v2 (bundled: minilm)"
+        return _loadable(_load_checkpoint(_folder_getter(folder), f"bundled model {folder}", name, center), BUNDLED_MODEL)
     path = Path(src).expanduser()
     if path.exists() or _looks_like_path(src):
         if not path.is_dir():
@@ -140,7 +141,7 @@ def load_embeddings(source: Any = BUNDLED_MODEL, *, center: bool | None = None, 
             raise PosfeatError(f"Model folder {path} {what}; pass a folder holding config.json and model.safetensors, a hub id like gpt2, "
                                "or 'minilm'.")
         path = path.resolve()
-        return _load_checkpoint(_folder_getter(path), f"model folder {path}", path.name, center)
+        return _loadable(_load_checkpoint(_folder_getter(path), f"model folder {path}", path.name, center), str(path))
     repo = MODEL_ALIASES.get(src, src)
     needed = ["config.json", "model.safetensors", "tokenizer.json"]
 
@@ -150,7 +151,13 @@ def load_embeddings(source: Any = BUNDLED_MODEL, *, center: bool | None = None, 
     def no_weights() -> PosfeatError:
         return missing(repo, needed, "HF_HUB_OFFLINE is set") if offline() else _no_safetensors(f"hub model {repo}")
 
-    return _load_checkpoint(get, f"hub model {repo}", repo, center, no_weights)
+    return _loadable(_load_checkpoint(get, f"hub model {repo}", repo, center, no_weights), src)
+
+
+def _loadable(emb: Embeddings, load_as: str) -> Embeddings:
+    """Record the name that loads these embeddings again (``info["load_as"]``; an SAE trained on them names it)."""
+    emb.info["load_as"] = load_as
+    return emb
 
 
 _RESID_PRE_ARCHS = ("GPT2", "GPTNeo", "OPT")

@@ -8,15 +8,24 @@ notebook or a test may change it later. Offline, files come from the cache only
 (``local_files_only``); a file in neither place is one :class:`PosfeatError` naming the repository,
 the files needed and how to pass a local folder instead. Downloads write to a temporary blob and
 rename it, so an interrupted download leaves no partial entry.
+
+Without a network, huggingface_hub alone retries a file it has not cached five times with backoff
+(about 25 s, a warning per attempt); posfeat makes at most one attempt per run instead (none with
+``HF_HUB_OFFLINE``), then reads the cache only, and says so once.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..core.errors import PosfeatError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,33 +58,90 @@ def offline() -> bool:
     return hub_settings().offline
 
 
+#: Seconds the one probe of the hub may take before posfeat counts it unreachable.
+PROBE_TIMEOUT = 4.0
+#: Endpoints found unreachable in this process, with why: later files come from the cache without another attempt.
+_UNREACHABLE: dict[str, str] = {}
+_WARNED: set[str] = set()
+
+
 def missing(repo_id: str, files: list[str], why: str) -> PosfeatError:
-    """The one error for hub files that are neither reachable nor cached."""
+    """The one error for hub files that are neither reachable nor cached: names the cache, HF_HUB_OFFLINE and the local-folder way."""
+    cache = hub_cache_dir()
+    if "HF_HUB_OFFLINE" in why:
+        fix = "unset HF_HUB_OFFLINE and connect once to download them"
+    else:
+        fix = "connect once to download them, set HF_HUB_OFFLINE=1 to use the cache without trying the hub"
     return PosfeatError(
-        f"Cannot get {', '.join(files)} of {repo_id} from the Hugging Face hub ({why}) and it is not in the cache "
-        f"{hub_cache_dir()}; connect once to download it, or pass a local folder holding those files instead."
+        f"Cannot get {', '.join(files)} of {repo_id}: {why}, and they are not in the Hugging Face cache {cache}; "
+        f"{fix}, or pass a local folder holding those files instead."
     )
+
+
+def _endpoint() -> str:
+    import huggingface_hub.constants as constants
+
+    return str(constants.ENDPOINT)
+
+
+def _probe(repo_id: str, filename: str, revision: str | None) -> str | None:
+    """One request to the hub, no retries and a short timeout (huggingface_hub alone retries for about 25 s when a file is not
+    cached); None when the hub answered (even "not found": that is for the download to report), else why it is unreachable."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    kwargs: dict[str, Any] = {"timeout": PROBE_TIMEOUT}
+    if "retry_on_errors" in inspect.signature(get_hf_file_metadata).parameters:
+        kwargs["retry_on_errors"] = False
+    quiet = logging.getLogger("huggingface_hub")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its own one-line-per-attempt warnings: posfeat says it once, below
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision), **kwargs)
+        return None
+    except HfHubHTTPError as err:
+        response = getattr(err, "response", None)
+        status = getattr(response, "status_code", None)
+        return None if status is not None and status < 500 else f"the hub is unreachable (it answered HTTP {status})"
+    except Exception as err:  # no network, DNS failure, refused, timed out: whatever the HTTP client raises
+        first = str(err).splitlines()[0][:100] if str(err) else ""
+        return f"the hub is unreachable ({type(err).__name__}{': ' + first if first else ''})"
+    finally:
+        quiet.setLevel(level)
 
 
 def cached_file(repo_id: str, filename: str, revision: str | None = None, *, required: bool = True,
                 needed: list[str] | None = None) -> Path | None:
     """Local path of ``filename`` in ``repo_id``: from the cache, else downloaded unless offline.
 
-    Returns None for an optional file (``required=False``) that the hub says does not exist, or that
-    is not cached while offline. ``needed`` lists every file the caller will need, for the message.
+    At most one attempt at the hub per process: offline (``HF_HUB_OFFLINE``) there is none; otherwise
+    the first file costs one probe, and when it fails every file of the run comes from the cache, with
+    one warning line. Returns None for an optional file (``required=False``) that the hub says does not
+    exist, or that is not cached while offline. ``needed`` lists every file the caller will need, for
+    the message.
     """
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     settings = hub_settings()
     needed = needed or [filename]
+    endpoint = _endpoint()
+    why = "HF_HUB_OFFLINE is set" if settings.offline else _UNREACHABLE.get(endpoint)
+    if why is None:
+        why = _probe(repo_id, filename, revision)
+        if why is not None:
+            _UNREACHABLE[endpoint] = why
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=settings.cache, local_files_only=settings.offline))
+        path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=settings.cache, local_files_only=why is not None))
+        if why is not None and not settings.offline and endpoint not in _WARNED:  # going on from the cache: say so, once
+            _WARNED.add(endpoint)
+            log.warning("%s; posfeat reads only the cache %s for the rest of this run (HF_HUB_OFFLINE=1 skips the hub).",
+                        why[:1].upper() + why[1:], settings.cache)
+        return path
     except LocalEntryNotFoundError as err:
         if not required:
             return None
-        why = "HF_HUB_OFFLINE is set" if settings.offline else f"the hub is unreachable: {str(err).splitlines()[0][:120]}"
-        raise missing(repo_id, needed, why) from None
+        raise missing(repo_id, needed, why or f"the hub is unreachable: {str(err).splitlines()[0][:120]}") from None
     except EntryNotFoundError:
         if not required:
             return None

@@ -2,12 +2,17 @@
 
 Reads configs written before SAELens 6 (``hook_point``, ``activation_fn_str``, top-level
 ``context_size``) and by 6.x (``architecture``, ``metadata.hook_name``, ``metadata.context_size``),
-for the architectures standard/ReLU, JumpReLU and TopK; every config, whatever its vintage, is
-normalised once into :class:`posfeat.SAEMeta`. Writes folders that both posfeat and sae_lens load.
+for sae_lens's standard (ReLU), TopK (with or without ``rescale_acts_by_decoder_norm``), JumpReLU
+and gated SAEs, and BatchTopK SAEs as sae_lens saves them (JumpReLU); every config, whatever its
+vintage, is normalised once into :class:`posfeat.SAEMeta`. Each option sae_lens writes either gives
+exactly sae_lens's activations and reconstructions (``tests/io/test_saelens_conformance.py`` holds
+every one to sae_lens itself) or is refused in one sentence naming it. Writes folders that both
+posfeat and sae_lens load.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -23,23 +28,159 @@ CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
 SPARSITY_FILE = "sparsity.safetensors"
 
+log = logging.getLogger(__name__)
+
+
+#: ``normalize_activations`` values posfeat reads exactly as sae_lens's ``SAE.load_from_disk`` does (see :func:`check_options`).
+NORMALIZATIONS_READ = ("none", "expected_average_only_in")
+#: Why each other ``normalize_activations`` value is refused: one clause each.
+_NORM_REFUSED = {
+    "constant_norm_rescale": "rescales every input to norm sqrt(d_in), so an input's features depend on its own norm and the layer-0 grid "
+                             "is no longer W_E[t] + W_pos[p] through one linear map",
+    "layer_norm": "layer-normalises every input first, so the layer-0 grid is no longer W_E[t] + W_pos[p] through one linear map",
+    "covariance_whitening": "expects inputs whitened by statistics that the folder does not hold (sae_lens's trainer folds them into the "
+                            "weights and writes 'none')",
+}
+_DTYPES = {"float32": torch.float32, "float": torch.float32, "float64": torch.float64, "double": torch.float64,
+           "float16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16}
+
 
 def architecture_of(cfg: ConfigFile, where: str) -> tuple[str, int | None]:
-    """``("relu" | "jumprelu" | "topk", k)`` from a SAELens config, or a clear error."""
+    """``("relu" | "jumprelu" | "topk" | "gated", k)`` from a SAELens config of any vintage, or one sentence naming what is refused.
+
+    sae_lens's inference architectures standard, topk, jumprelu and gated are read (gated as the
+    JumpReLU SAE it equals, see :func:`gated_as_jumprelu`); ``batchtopk`` is a training
+    architecture that sae_lens saves as jumprelu; the rest (abstopk, transcoders, temporal,
+    matching_pursuit, ...) are refused by name.
+    """
     arch = (cfg.get_str("architecture", default="standard") or "standard").lower()
     act = (cfg.get_str("activation_fn_str", "activation_fn", default="relu") or "relu").lower()
     if arch in {"standard", "relu"} and act == "relu":
         return "relu", None
-    if arch == "jumprelu":
-        return "jumprelu", None
+    if arch in {"jumprelu", "gated"}:
+        return arch, None
     if arch == "topk" or (arch == "standard" and act == "topk"):
         kwargs = cfg.get_dict("activation_fn_kwargs")
         k = cfg.get_int("k", default=kwargs.get("k"), minimum=1)
         if k is None:
             raise PosfeatError(f"{where} is a TopK SAE but its cfg.json gives no k; add \"k\" to it.")
         return "topk", k
-    raise PosfeatError(f"{where} has architecture {arch!r} (activation {act!r}), which posfeat does not support; "
-                       "use a standard (ReLU), JumpReLU or TopK SAE.")
+    if arch == "batchtopk":
+        raise PosfeatError(f"{where} has architecture 'batchtopk', a sae_lens training checkpoint; save it with sae_lens's "
+                           "save_inference_model (which writes the JumpReLU SAE it becomes) and load that folder.")
+    if arch in {"standard", "relu"}:
+        raise PosfeatError(f"{where} has activation_fn {act!r}, which neither posfeat nor sae_lens 6 reads as a standard SAE; "
+                           "use a ReLU, TopK, JumpReLU or gated SAE.")
+    raise PosfeatError(f"{where} has architecture {arch!r}, which posfeat does not read (it reads sae_lens's standard, topk, jumprelu "
+                       "and gated SAEs, and batchtopk ones as saved); convert it to one of those.")
+
+
+def compute_dtype(cfg: ConfigFile, where: str) -> torch.dtype:
+    """The dtype sae_lens holds the weights in (``cfg.json`` ``dtype``: ``float32``, ``torch.bfloat16``, ...)."""
+    name = str(cfg.get_str("dtype", default="float32") or "float32").removeprefix("torch.").lower()
+    if name not in _DTYPES:
+        raise PosfeatError(f"{where} has dtype {name!r}, which is not a floating-point dtype posfeat knows; "
+                           f"use one of {', '.join(sorted(set(_DTYPES)))}.")
+    return _DTYPES[name]
+
+
+def check_options(cfg: ConfigFile, where: str) -> list[str]:
+    """Refuse every cfg.json option that would make posfeat's numbers differ from sae_lens's; returns notes for the record.
+
+    ``normalize_activations``: ``none`` is read as is; ``expected_average_only_in`` is read as sae_lens's
+    ``SAE.load_from_disk`` reads it, with no scaling (only ``SAE.from_pretrained`` folds a release's known
+    factor; posfeat warns); every other value is refused. ``reshape_activations: hook_z`` (attention
+    outputs) and a non-unit ``finetuning_scaling_factor`` are refused.
+    """
+    notes: list[str] = []
+    norm = cfg.raw("normalize_activations")
+    norm = "none" if norm in (None, False) else ("expected_average_only_in" if norm is True else str(norm))
+    if norm in _NORM_REFUSED:
+        raise PosfeatError(f"{where} sets normalize_activations {norm!r}, which {_NORM_REFUSED[norm]}; posfeat reads SAEs with "
+                           "normalize_activations 'none' (or 'expected_average_only_in', as sae_lens loads it from disk).")
+    if norm not in NORMALIZATIONS_READ:
+        raise PosfeatError(f"{where} sets normalize_activations {norm!r}, which sae_lens does not define; use 'none'.")
+    if norm == "expected_average_only_in":
+        log.warning("%s sets normalize_activations 'expected_average_only_in' without its scaling factor; posfeat reads it as "
+                    "sae_lens's SAE.load_from_disk does, with inputs unscaled.", where)
+        notes.append("normalize_activations 'expected_average_only_in' read as sae_lens load_from_disk does: no input scaling")
+    reshape = cfg.raw("reshape_activations", default="none")
+    if reshape not in ("none", None):
+        raise PosfeatError(f"{where} sets reshape_activations {reshape!r} (an SAE on attention outputs), not the layer-0 residual "
+                           "stream that posfeat studies; use an SAE at blocks.0.hook_resid_pre.")
+    if cfg.raw("finetuning_scaling_factor") not in (None, False):
+        raise PosfeatError(f"{where} sets finetuning_scaling_factor, which sae_lens 6 no longer applies; fold the scaling factor "
+                           "into the weights first.")
+    return notes
+
+
+def _fold_decoder_norm(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A TopK SAE with ``rescale_acts_by_decoder_norm``, as the plain TopK SAE it equals.
+
+    sae_lens computes ``pre = ((x - b_dec) @ W_enc + b_enc) * n`` with ``n = ||W_dec[i]||``, keeps the k
+    largest and decodes ``(f / n) @ W_dec + b_dec``; with ``W_enc * n``, ``b_enc * n`` and ``W_dec / n``
+    (what sae_lens's own ``fold_W_dec_norm`` does) a plain TopK SAE gives the same activations and
+    reconstructions, which keeps the exact additive form ``pre = a[t] + b[p]``.
+    """
+    n = t["W_dec"].norm(dim=-1).double()
+    return {**t, "W_enc": (t["W_enc"].double() * n).float(), "b_enc": (t["b_enc"].double() * n).float(),
+            "W_dec": (t["W_dec"].double() / n.clamp(min=1e-30)[:, None]).float()}
+
+
+def gated_as_jumprelu(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A gated SAE as the JumpReLU SAE it equals.
+
+    sae_lens: ``s = (x - b_dec) @ W_enc``; ``f = [s + b_gate > 0] * relu(s * exp(r_mag) + b_mag)``. With
+    ``W_enc' = W_enc * exp(r_mag)`` (computed as sae_lens computes it), ``b_enc' = b_mag`` and
+    ``threshold = b_mag - exp(r_mag) * b_gate``, the gate ``s > -b_gate`` is ``pre' > threshold`` and
+    ``f = relu(pre') * [pre' > threshold]``: a JumpReLU SAE, with the same activations.
+    """
+    e = t["r_mag"].exp()
+    thr = (t["b_mag"].double() - e.double() * t["b_gate"].double()).float()
+    return {"W_enc": t["W_enc"] * e, "W_dec": t["W_dec"], "b_enc": t["b_mag"], "b_dec": t["b_dec"], "threshold": thr}
+
+
+def saelens_tensors(cfg: ConfigFile, t: dict[str, torch.Tensor], where: str) -> tuple[dict[str, Any], list[str]]:
+    """From sae_lens's tensors and config to posfeat's SAE arguments (``W_enc``, ..., ``threshold``, ``k``), every option applied.
+
+    Tensors are first brought to the config's dtype (as sae_lens does when it loads them), then
+    held in float32 like every posfeat SAE (bfloat16 and float16 exactly, float64 rounded).
+    """
+    arch, k = architecture_of(cfg, where)
+    notes = check_options(cfg, where)
+    dtype = compute_dtype(cfg, where)
+    t = {n: v.detach().to(dtype).float() for n, v in t.items()}
+    if "scaling_factor" in t:
+        if not bool(torch.all(t["scaling_factor"] == 1)):
+            raise PosfeatError(f"{where} holds a scaling_factor tensor that is not all ones, which sae_lens 6 refuses too; "
+                               "fold it into the weights first.")
+        notes.append("scaling_factor of ones dropped, as sae_lens does")
+    if dtype != torch.float32:
+        notes.append(f"{str(dtype).removeprefix('torch.')} weights computed in float32" + (" (rounded)" if dtype == torch.float64 else " (exactly)"))
+    if arch == "gated":
+        t, arch = gated_as_jumprelu(t), "jumprelu"
+        notes.append("gated SAE read as the JumpReLU SAE it equals (W_enc*exp(r_mag), b_enc=b_mag, threshold=b_mag-exp(r_mag)*b_gate)")
+    if arch == "topk" and cfg.get_bool("rescale_acts_by_decoder_norm", default=False):
+        t = _fold_decoder_norm(t)
+        notes.append("rescale_acts_by_decoder_norm folded into the weights (W_enc*n, b_enc*n, W_dec/n)")
+    threshold = None
+    if arch == "jumprelu":
+        threshold = t["threshold"] if "threshold" in t else t["log_threshold"].exp()
+    return {"W_enc": t["W_enc"], "W_dec": t["W_dec"], "b_enc": t["b_enc"], "b_dec": t["b_dec"], "threshold": threshold, "k": k}, notes
+
+
+def _needed(cfg: ConfigFile, where: str, keys: list[str]) -> list[str]:
+    """The tensor names a folder of this architecture must hold (JumpReLU: ``threshold`` or ``log_threshold``)."""
+    arch, _ = architecture_of(cfg, where)
+    if arch == "gated":
+        return ["W_enc", "W_dec", "b_dec", "b_gate", "r_mag", "b_mag"]
+    need = ["W_enc", "W_dec", "b_enc", "b_dec"]
+    if arch == "jumprelu":
+        thr = "threshold" if "threshold" in keys else ("log_threshold" if "log_threshold" in keys else None)
+        if thr is None:
+            raise PosfeatError(f"{where} is a JumpReLU SAE without a threshold tensor; it must hold 'threshold'.")
+        need.append(thr)
+    return need + (["scaling_factor"] if "scaling_factor" in keys else [])
 
 
 def sae_meta(cfg: ConfigFile, folder: Path | None = None) -> SAEMeta:
@@ -93,27 +234,22 @@ def read_sae_folder(folder: str | os.PathLike[str], *, name: str | None = None, 
     cfg, where = ConfigFile(data, folder / CFG_FILE), f"SAE folder {folder}"
     d_sae = cfg.get_int("d_sae", minimum=1)
     d_in = cfg.get_int("d_in", default=None, minimum=1)
-    arch, k = architecture_of(cfg, where)
-    norm = cfg.raw("normalize_activations")
-    if norm not in (None, False, "none", "None"):
-        raise PosfeatError(f"{where} normalizes its inputs ({norm!r}); posfeat supports SAEs with normalize_activations 'none'.")
+    architecture_of(cfg, where)
     weights = _weights_path(folder, where)
-    need = ["W_enc", "W_dec", "b_enc", "b_dec"]
-    thr_key = None
-    if arch == "jumprelu":
-        keys = tensor_names(weights)
-        thr_key = "threshold" if "threshold" in keys else ("log_threshold" if "log_threshold" in keys else None)
-        if thr_key is None:
-            raise PosfeatError(f"{weights} is a JumpReLU SAE without a threshold tensor; it must hold 'threshold'.")
-        need.append(thr_key)
-    t = {n: v.float() for n, v in read_tensors(weights, need, floating=True).items()}
-    W_enc = t["W_enc"]
+    names = tensor_names(weights)
+    absent = [n for n in _needed(cfg, where, names) if n not in names]
+    if absent:
+        raise PosfeatError(f"{weights} has no {', '.join(absent)}, which a {architecture_of(cfg, where)[0]} SAE (as cfg.json says) needs; "
+                           "pass the weights that belong with this cfg.json.")
+    raw = read_tensors(weights, _needed(cfg, where, names), floating=True)
+    W_enc = raw["W_enc"]
     if W_enc.ndim != 2 or W_enc.shape[1] != d_sae or (d_in is not None and W_enc.shape[0] != d_in):
         raise PosfeatError(f"{weights} holds W_enc of shape {tuple(W_enc.shape)} but cfg.json says d_in {d_in}, d_sae {d_sae}; "
                            "the weights and cfg.json do not belong together.")
-    threshold = None if thr_key is None else (t[thr_key].exp() if thr_key == "log_threshold" else t[thr_key])
-    sae = SAE.from_arrays(W_enc, t["W_dec"], t["b_enc"], t["b_dec"], threshold=threshold, k=k,
-                          apply_b_dec_to_input=cfg.get_bool("apply_b_dec_to_input", default=True), name=name or str(folder),
+    args, notes = saelens_tensors(cfg, raw, where)
+    if notes:
+        data["posfeat_read"] = notes
+    sae = SAE.from_arrays(**args, apply_b_dec_to_input=cfg.get_bool("apply_b_dec_to_input", default=True), name=name or str(folder),
                           cfg=data, meta=sae_meta(cfg, folder))
     check_layer0(sae, allow_any_hook)
     return sae
@@ -178,18 +314,26 @@ def _cfg_dict(obj: Any) -> dict[str, Any]:
     return cfg
 
 
+_OBJECT_TENSORS = ("W_enc", "W_dec", "b_enc", "b_dec", "threshold", "log_threshold", "b_gate", "r_mag", "b_mag")
+
+
 def from_saelens_object(obj: Any, *, allow_any_hook: bool = False) -> SAE:
     """Convert a ``sae_lens`` SAE (duck-typed: ``W_enc``, ``W_dec``, ``b_enc``, ``b_dec``, ``cfg``) without importing sae_lens.
 
-    The tensors stay on the object's device.
+    Read with the same rules as a folder (:func:`saelens_tensors`); the tensors stay on the object's device.
     """
     data = _cfg_dict(obj)
-    cfg = ConfigFile(data, f"SAE object {type(obj).__name__}.cfg")
-    arch, k = architecture_of(cfg, f"SAE object {type(obj).__name__}")
-    threshold = getattr(obj, "threshold", None) if arch == "jumprelu" else None
-    t = lambda x: None if x is None else x.detach().float()  # noqa: E731
+    where = f"SAE object {type(obj).__name__}"
+    cfg = ConfigFile(data, f"{where}.cfg")
+    tensors = {n: v for n in _OBJECT_TENSORS if isinstance(v := getattr(obj, n, None), torch.Tensor)}
+    missing = [n for n in _needed(cfg, where, list(tensors)) if n not in tensors]
+    if missing:
+        raise PosfeatError(f"{where} has no {', '.join(missing)}; pass a sae_lens SAE of a standard, TopK, JumpReLU or gated architecture.")
+    args, notes = saelens_tensors(cfg, tensors, where)
+    if notes:
+        data["posfeat_read"] = notes
     name = str(cfg.raw("neuronpedia_id", "model_name", default=type(obj).__name__))
-    sae = SAE.from_arrays(t(obj.W_enc), t(obj.W_dec), t(obj.b_enc), t(obj.b_dec), threshold=t(threshold), k=k,
-                          apply_b_dec_to_input=cfg.get_bool("apply_b_dec_to_input", default=True), name=name, cfg=data, meta=sae_meta(cfg))
+    sae = SAE.from_arrays(**args, apply_b_dec_to_input=cfg.get_bool("apply_b_dec_to_input", default=True), name=name, cfg=data,
+                          meta=sae_meta(cfg))
     check_layer0(sae, allow_any_hook)
     return sae

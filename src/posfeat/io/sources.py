@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..core.embeddings import Embeddings
-from ..core.errors import PosfeatError
+from ..core.errors import PosfeatError, arg
 from ..core.sae import SAE
 from .checkpoints import BUNDLED_MODEL, load_embeddings
 from .hub import cached_file
@@ -135,25 +135,73 @@ def sae_centers_inputs(sae: SAE) -> bool:
 
 
 def default_model_for(sae: SAE) -> str:
-    """The model an SAE belongs with, from its metadata (``minilm`` when it names none)."""
+    """The model an SAE belongs with, from its metadata (``minilm`` when it names none).
+
+    An SAE trained from an in-memory model object that has no name records where its embeddings
+    came from instead of a model name; asking for its model is then an error that says to pass it.
+    """
     model = sae.meta.model_name
     if not model:
+        source = (sae.cfg.get("posfeat_training") or {}).get("embeddings") if isinstance(sae.cfg.get("posfeat_training"), dict) else None
+        if isinstance(source, dict) and not source.get("loadable"):
+            raise PosfeatError(f"SAE {sae.name} was trained on the embeddings of {source.get('source', 'a model object')}, which has no "
+                               f"name to load it by; pass that model ({arg('model')}: the object, or a folder it was saved to).")
         return BUNDLED_MODEL
     return "gpt2" if model == "gpt2-small" else model
 
 
+def check_centring(emb: Embeddings, sae: SAE, *, strict: bool = False) -> None:
+    """A model centred differently from the SAE's training model: one warning line, or an error with ``strict``.
+
+    The SAE's side comes from its config (SAELens ``model_from_pretrained_kwargs.center_writing_weights``;
+    sae_lens loads models with ``from_pretrained_no_processing``, so no key means uncentred).
+    """
+    if bool(emb.centered) == bool(sae.meta.centered):
+        return
+    have = "centred (center_writing_weights)" if emb.centered else "not centred"
+    want = "a centred model" if sae.meta.centered else "an uncentred model"
+    msg = (f"Model {emb.name or 'embeddings'} is {have} but SAE {sae.name} was trained on {want} (its config's model_from_pretrained_kwargs), "
+           f"so its activations here are not the ones it was trained on")
+    if strict:
+        raise PosfeatError(f"{msg}; pass the model {'centred' if sae.meta.centered else 'uncentred'} ({arg('center', sae.meta.centered)}) "
+                           f"or drop {arg('strict', True)}.")
+    log.warning("%s (strict=True, or --strict, makes this an error).", msg)
+
+
+def as_pair(model: Any, sae: Any, *, strict: bool = False, allow_any_hook: bool = False) -> tuple[Embeddings, SAE]:
+    """``(Embeddings, SAE)`` from whatever a public function was given: what :func:`load_pair` accepts.
+
+    Embeddings already built are kept as they are, on their device (a centring that differs from the
+    SAE's is warned about, see :func:`check_centring`); a model object or name is loaded, centred as
+    the SAE was trained, onto the SAE's device. Every function that takes a model (analyze, feature_stats, reconstruction_by_position,
+    compare_saes, prompt, train_sae, the sweeps) goes through here.
+    """
+    s = _load_sae(sae, None, allow_any_hook) if sae is not None else None
+    if isinstance(model, Embeddings) or s is None:
+        emb = load_embeddings(BUNDLED_MODEL if model is None else model)  # as given: the data owns its device
+    else:
+        emb = load_embeddings(model if model is not None else default_model_for(s), center=s.meta.centered).to(s.device)
+    if s is not None:
+        check_centring(emb, s, strict=strict)
+    return emb, s  # type: ignore[return-value]
+
+
 def load_pair(model: Any = None, sae: Any = None, sae_id: str | None = None, *, center: bool | None = None,
-              device: str | torch.device = "cpu", allow_any_hook: bool = False, tokenizer: Any = None) -> tuple[Embeddings, SAE]:
+              device: str | torch.device = "cpu", allow_any_hook: bool = False, tokenizer: Any = None,
+              strict: bool = False) -> tuple[Embeddings, SAE]:
     """Load a model's embeddings and a layer-0 SAE, made consistent and put on one ``device``.
 
     The SAE is loaded first; the model (a name, a folder, an :class:`Embeddings`, or a
     TransformerLens / transformers model object) defaults to the one it was trained on. Centring
     defaults to what the SAE was trained on (``gpt2-small-res-jb``: centred, as SAELens loads GPT-2
-    with ``center_writing_weights``); the choice is recorded in ``Embeddings.centered``.
+    with ``center_writing_weights``); the choice is recorded in ``Embeddings.centered``. A pair
+    centred differently from the SAE's training (``center=`` against the SAE's config, or a model
+    object that is already centred) is one warning line, or an error with ``strict=True``.
     """
     s = _load_sae(BUNDLED_SAE if sae is None else sae, sae_id, allow_any_hook)
     want_center = sae_centers_inputs(s) if center is None else bool(center)
     emb = load_embeddings(default_model_for(s) if model is None else model, center=want_center, tokenizer=tokenizer)
+    check_centring(emb, s, strict=strict)
     if emb.d_model != s.d_in:
         raise PosfeatError(f"Model {emb.name} has d_model {emb.d_model} but SAE {s.name} reads d_in {s.d_in}; "
                            "pair the SAE with the model it was trained on.")

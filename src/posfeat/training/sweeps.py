@@ -39,7 +39,9 @@ from ..core.sae import SAE
 from ..engine.grid_stats import feature_stats, grid_statistics
 from ..engine.sample import TokenSample, sample_tokens
 from ..io.atomic import check_target, remove, resolve_target, swap_in, write_marker, write_text_atomic, written_by_posfeat
+from ..io.checkpoints import load_embeddings
 from ..io.sae_folders import CFG_FILE, read_sae_folder
+from ..io.sources import as_pair
 from ..io.tokens import token_weights_arg
 from ..outputs.figures import new_figure, png_data_uri, save_figure
 from ..outputs.write import dump_json
@@ -237,14 +239,16 @@ def _width_figures(emb: Embeddings, table: pd.DataFrame, runs: pd.DataFrame, fit
     return paths
 
 
-def sweep_widths(emb: Embeddings, *, context: int, widths: Sequence[int], out: Any, seeds: int = 3, tokens: int = 2048,
+def sweep_widths(emb: Any, *, context: int, widths: Sequence[int], out: Any, seeds: int = 3, tokens: int = 2048,
                  curve_points: int = 10, token_weights: Any = None, command: str | None = None, model_name: str | None = None,
                  progress: bool = True, force: bool = False, **recipe: Any) -> pd.DataFrame:
     """Train one SAE per width and seed (resumable) and count features as ``posfeat analyze`` does; see module docstring.
 
     Returns the per-width table (mean and sd over seeds); ``runs.csv`` in ``out`` has every run.
     ``recipe``: :class:`posfeat.training.TrainConfig` fields (``l1``, ``lr``, ``steps``, ``batch``, ``seed`` = the first seed, ...).
+    ``emb``: :class:`Embeddings` or anything :func:`posfeat.load_embeddings` accepts (a name, a folder, a model object).
     """
+    emb = load_embeddings(emb)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise PosfeatError(f"{arg('seeds', seeds)} must be a positive whole number.")
     if not widths or any(isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w <= 0 for w in widths):
@@ -342,14 +346,16 @@ def _check_contexts(contexts: Sequence[int], base: int | None, emb: Embeddings, 
     return cs
 
 
-def sweep_context(emb: Embeddings, sae: SAE, *, contexts: Sequence[int], out: Any, seeds: int = 3, control_steps: int | None = None,
+def sweep_context(emb: Any, sae: Any, *, contexts: Sequence[int], out: Any, seeds: int = 3, control_steps: int | None = None,
                   tokens: int = 2048, token_weights: Any = None, command: str | None = None, model_name: str | None = None,
                   progress: bool = True, force: bool = False, **recipe: Any) -> pd.DataFrame:
     """Fine-tune ``sae`` on each longer context, seed by seed, against a from-scratch control; see module docstring.
 
     Returns the table (mean and sd over seeds) per SAE; ``runs.csv`` in ``out`` has every run.
     ``recipe``: :class:`posfeat.training.TrainConfig` fields for the fine-tuning (``steps``, ``lr``, ``batch``, ``seed``, ...).
+    ``emb`` and ``sae`` may be anything :func:`posfeat.load_embeddings` and :func:`posfeat.load_sae` accept.
     """
+    emb, sae = as_pair(emb, sae)
     base = sae.context_size
     cs = _check_contexts(contexts, base, emb, sae)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:

@@ -21,7 +21,7 @@ from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
 from ..core.sae import SAE, SAEMeta
 from ..io.atomic import check_target, output_folder, remove, write_marker, written_by_posfeat
-from ..io.checkpoints import layer0_hook
+from ..io.checkpoints import layer0_hook, load_embeddings
 from ..io.sae_folders import read_sae_folder, write_sae_folder
 from ..io.safetensors_io import write_tensors
 from ..io.tokens import TOKEN_WEIGHTS_FILE, token_weights_arg
@@ -52,6 +52,18 @@ def _init_sae(init: Any, emb: Embeddings, values: dict[str, Any]) -> SAE | None:
         values.update(arch="topk", k=sae.k)
     values["d_sae"] = sae.d_sae
     return sae.to("cpu")
+
+
+def embeddings_record(emb: Embeddings, model_name: str | None) -> dict[str, Any]:
+    """Where the training embeddings came from, for cfg.json: never a guessed hub name.
+
+    ``load_as`` is set by :func:`posfeat.load_embeddings` for a source it can load again (a hub id, a
+    folder, ``minilm``, a named model object); embeddings built in memory, or an unnamed model object,
+    have none, and the SAE then names no model (``posfeat analyze --sae`` asks for ``--model``).
+    """
+    load_as = model_name or emb.info.get("load_as")
+    return {"source": str(emb.info.get("source") or f"Embeddings built in memory (name {emb.name!r})"), "name": emb.name,
+            "load_as": load_as or None, "loadable": bool(load_as), "centered": bool(emb.centered)}
 
 
 def _partial_dir(target: Path, resume: bool, resume_or_start: bool, force: bool) -> Path:
@@ -92,14 +104,16 @@ def _write(sae: SAE, target: Path, rows: list[dict[str, float]], token_weights: 
             write_tensors(tmp / TOKEN_WEIGHTS_FILE, {"weights": token_weights.float()})
 
 
-def train_sae(emb: Embeddings, config: TrainConfig | None = None, *, token_weights: Any = None, init: Any = None,
+def train_sae(emb: Any, config: TrainConfig | None = None, *, token_weights: Any = None, init: Any = None,
               out: str | os.PathLike[str] | None = None, resume: bool = False, resume_or_start: bool = False, force: bool = False,
               progress: bool = True, command: str | None = None, model_name: str | None = None, stop_after: int | None = None,
               callback: Any = None, **settings: Any) -> TrainResult:
     """Train an SAE on the layer-0 grid of ``emb``, on the embeddings' device (see ``posfeat.training.trainer``).
 
     Args:
-        emb: embeddings; inputs are ``W_E[t] + W_pos[p]`` with ``p < context``.
+        emb: embeddings; inputs are ``W_E[t] + W_pos[p]`` with ``p < context``. Anything :func:`posfeat.load_embeddings`
+            accepts (a name, a folder, a TransformerLens or transformers model object); the SAE records where they came from
+            (``posfeat_training.embeddings`` in cfg.json) and names a model only when the source has a name to load it by.
         config: a :class:`TrainConfig`, or its fields as keywords (``d_sae=``, ``context=``, ``l1=``, ...).
         token_weights: ``[d_vocab]`` non-negative weights (tensor or safetensors file), or None for uniform tokens.
         init: an SAE (or folder) to fine-tune; its width and architecture win.
@@ -112,6 +126,7 @@ def train_sae(emb: Embeddings, config: TrainConfig | None = None, *, token_weigh
         callback: called with the :class:`Trainer` after every step; a ``files`` attribute (name -> text) is written
             into ``out`` beside the SAE.
     """
+    emb = load_embeddings(emb)
     values = config.as_dict() if config is not None else dict(settings)
     if config is not None and settings:
         values.update(settings)
@@ -149,16 +164,16 @@ def _finish(emb: Embeddings, cfg: TrainConfig, trainer: Trainer, init_sae: SAE |
               "token_weights": Path(token_weights).name if isinstance(token_weights, (str, os.PathLike))
               else ("given" if weights is not None else "uniform"),
               "init": None if init is None else str(init if not isinstance(init, SAE) else init.name), "device": str(emb.device),
-              "final": trainer.rows[-1] if trainer.rows else {}}
-    name = model_name or emb.name
+              "final": trainer.rows[-1] if trainer.rows else {}, "embeddings": embeddings_record(emb, model_name)}
+    name = model_name or emb.info.get("load_as") or None
     sae = SAE.from_arrays(folded["W_enc"], folded["W_dec"], folded["b_enc"], folded["b_dec"], k=cfg.k if cfg.arch == "topk" else None,
                           name=str(target) if target else f"trained d_sae={cfg.d_sae}",
-                          cfg={"model_name": name, "posfeat_training": record, "center_writing_weights": bool(emb.centered)},
+                          cfg={"model_name": name or "", "posfeat_training": record, "center_writing_weights": bool(emb.centered)},
                           meta=SAEMeta(hook_name=hook, context_size=cfg.context, model_name=name, dataset="posfeat layer-0 grid",
                                        centered=bool(emb.centered)))
     if target is None:
         return TrainResult(sae, trainer.rows, None)
-    extra = {"model_name": name, "center_writing_weights": bool(emb.centered), "posfeat_training": record}
+    extra = {"model_name": name or "", "center_writing_weights": bool(emb.centered), "posfeat_training": record}
     files = dict(getattr(trainer.callback, "files", None) or {})
     _write(sae.to("cpu"), target, trainer.rows, weights, extra, force, command, files)
     remove(partial)
