@@ -195,7 +195,7 @@ def test_token_profiles_outcomes():
     t = toks(most_flat)
     t.loc[5, ["n_nonpositional", "n_flat", "flat_share"]] = [0, 0, np.nan]
     f = F.token_profiles(t, 32, "t0", R)
-    assert "left out, 1 token activating no non-positional feature: 't5'" in f["evidence"] and "'t0' 4" in f["evidence"]
+    assert "left out: 1 token activating no non-positional feature, 't5'" in f["evidence"] and "'t0' 4" in f["evidence"]
     # weighted: the bent token carries most of the weight
     w = np.r_[0.9, np.full(19, 0.1 / 19)]
     assert F.token_profiles(toks(most_flat, weight=w), 32, "t0", R)["verdict"] == "not reproduced"

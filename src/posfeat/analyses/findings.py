@@ -266,7 +266,7 @@ def tiling(features: pd.DataFrame, context: int, r: FindingRules) -> dict[str, A
                     "either only when above the null (the same number of firing positions scattered at random); else not reproduced",
                     f"Of the {len(many)} positional features firing (on at least half of the tokens) at two or more in-context positions "
                     f"({one} more fire at a single position, one run by definition, and are left out), {multi} {fire_verb} in two or more separate "
-                    f"runs, so the single-run share is {_pct(single)} against a null of {_pct(null)} (the same number of firing positions "
+                    f"runs, so the single-run share is {_pct(single)} against a null of {_num(null)} (the same number of firing positions "
                     f"scattered at random): {'above' if beat else 'not above'} chance, {where}"
                     f" the rule; a median {_pct(med_out)} of their in-context activation lies outside the main span (a main span plus "
                     f"side runs); runs cover {_pct(cov)} of positions 0..{context - 1}; rule: single-run share >= "
@@ -304,8 +304,8 @@ def early_positions(features: pd.DataFrame, context: int, r: FindingRules) -> di
         if not _ok(p):
             return "not testable"
         if p < r.early_alpha:
-            return f"significant at p < {r.early_alpha} ({'in the note' if (rho > 0) == (sign == '+') else 'against the note'}'s direction)"
-        return f"not significant at p < {r.early_alpha} (no evidence either way)"
+            return f"significant at p < {r.early_alpha}, {'in the note' if (rho > 0) == (sign == '+') else 'against the note'}'s direction"
+        return f"not significant at p < {r.early_alpha}: no evidence either way"
 
     zero_txt = (f"; set aside, {len(zero)} position-0 feature{'s' if len(zero) != 1 else ''} "
                 f"({', '.join(f'#{int(f)} peak activation {_num(float(m), 3)}' for f, m in zip(zero.feature, zero.peak_mean))})"
@@ -392,8 +392,8 @@ def token_profiles(tokens: pd.DataFrame, context: int, token: str, r: FindingRul
     k_top = int((tokens.n_nonpositional + tokens.n_positional).max())
     freq_txt = ", ".join(f"{tok!r} {int(n)}" for tok, n in zip(freq.token.astype(str), freq.n_nonpositional))
     dropped = tokens[tokens.n_nonpositional <= 0]
-    drop_txt = (f"; left out, {len(dropped)} token{'s' if len(dropped) != 1 else ''} activating no non-positional feature: "
-                + ", ".join(repr(str(x)) for x in dropped.token.head(5)) + (" ..." if len(dropped) > 5 else "")) if len(dropped) else ""
+    drop_txt = (f" (left out: {len(dropped)} token{'s' if len(dropped) != 1 else ''} activating no non-positional feature, "
+                + ", ".join(repr(str(x)) for x in dropped.token.head(5)) + (" ..." if len(dropped) > 5 else "") + ")") if len(dropped) else ""
     mine = tokens[tokens.token.astype(str) == token]
     mine_txt = ""
     if len(mine):
