@@ -96,7 +96,8 @@ def positional_scores(an: Analysis) -> Figure:
     kv = an.summary.get("knee_vs_rule", {})
     knee, gap = kv.get("kneedle", {}).get("count", 0), kv.get("largest_gap", {}).get("count", 0)
     window = int(kv.get("kneedle", {}).get("window") or 0)
-    fig, ax = new_figure(6.4, 4.4, "Sorted positional scores (the note's method), with the Kneedle window", label(an))
+    fig, ax = new_figure(6.8, 4.6, "Sorted positional scores (max over positions of the mean activation), with the Kneedle window",
+                         label(an))
     n = min(len(s), max(200, 4 * max(knee, gap), window))
     ax.plot(np.arange(1, n + 1), s[:n], lw=1, color="k", label="positional score")
     if gap:
@@ -105,7 +106,7 @@ def positional_scores(an: Analysis) -> Figure:
         ax.axvline(knee + 0.5, color="#1f77b4", ls=":", lw=1.2, label=f"Kneedle knee (top {kv['kneedle'].get('window')}): {knee}")
     if window and window <= len(s):
         ax.axvspan(1, window, color="#1f77b4", alpha=0.06, lw=0, label=f"Kneedle window (top {window})")
-    ax.set(xlabel="rank (log scale)", ylabel="positional score (max over positions of the mean activation)", xscale="log")
+    ax.set(xlabel="rank (log scale)", ylabel="positional score", xscale="log")
     ax.legend(fontsize=7)
     return fig
 
@@ -300,7 +301,7 @@ def length_generalisation(an: Analysis) -> Figure:
     axs[1].plot(bp.position, bp.explained_variance, label="SAE")
     axs[1].plot(bp.position, 1 - bp.random_fvu, label="random vector of the input's norm", alpha=0.8)
     axs[1].plot(bp.position, bp.zero_explained_variance, label="zero reconstruction", alpha=0.8)
-    axs[1].set(ylabel="explained variance (SAELens, batch = sample at p)")
+    axs[1].set(ylabel="explained variance (SAELens formula)")
     robust_ylim(axs[1], bp.explained_variance, 1 - bp.random_fvu, bp.zero_explained_variance)
     axs[1].set_title("y-range: 1st-99th percentile of positions 1..; position 0 may lie outside", fontsize=7)
     axs[2].plot(bp.position, bp.l0, color="k", label="SAE")

@@ -66,12 +66,17 @@ def table(df: pd.DataFrame, cols: list[str], link: Any = None) -> str:
 def verdict_box(key: str, f: dict[str, Any]) -> str:
     cls = "v-" + f["verdict"].replace(" ", "-")
     return (f'<div class="verdict {cls}" id="finding-{key}"><span class="badge">{esc(f["verdict"])}</span> '
-            f"<b>{esc(TITLES.get(key, key))}</b>: posfeat {fmt(f['value'])}; null {fmt(f.get('null'))}; "
+            f"<b>{esc(TITLES.get(key, key))}</b>: posfeat {fmt(f['value'])}; null {_null(f)}; "
             f"{NOTE_PAIR}: {fmt(f['note_value'])}."
             f"<br>{esc(f['evidence'])}<br><span class=test>Rule: {esc(f['test'])}</span></div>")
 
 
 NOTE_PAIR = "GPT-2 small + res-jb (note)"
+
+
+def _null(f: dict[str, Any]) -> str:
+    """The null as printed; a finding with no informative null (``null`` None) says so."""
+    return "none (no informative null; see the evidence)" if f.get("null") is None else fmt(f.get("null"))
 #: The pair the note studied (DESIGN.md): GPT-2 small and SAELens's gpt2-small-res-jb at blocks.0.hook_resid_pre.
 NOTE_PAIR_TEXT = ("GPT-2 small (1024 positions, d_model 768, vocabulary 50257) with the SAE gpt2-small-res-jb at blocks.0.hook_resid_pre "
                   "(SAELens; ReLU, 24576 features, trained on 128-token contexts of OpenWebText)")
@@ -79,7 +84,7 @@ NOTE_PAIR_TEXT = ("GPT-2 small (1024 positions, d_model 768, vocabulary 50257) w
 
 def glance(findings: dict[str, Any]) -> str:
     rows = "".join(f"<tr><td class=l><a href='#finding-{k}'>{esc(TITLES.get(k, k))}</a></td><td class=l><b>{esc(f['verdict'])}</b></td>"
-                   f"<td class=l>{fmt(f['value'])}</td><td class=l>{fmt(f.get('null'))}</td><td class=l>{fmt(f['note_value'])}</td></tr>"
+                   f"<td class=l>{fmt(f['value'])}</td><td class=l>{_null(f)}</td><td class=l>{fmt(f['note_value'])}</td></tr>"
                    for k, f in findings.items())
     return (f"<table><tr><th>finding of the note</th><th>verdict</th><th>this run</th><th>null (same run)</th><th>{esc(NOTE_PAIR)}</th></tr>"
             f"{rows}</table>")
