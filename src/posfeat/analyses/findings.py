@@ -7,10 +7,11 @@ broken, computed in the same run (docs/findings.md says why each reference was c
 the note's number (its words where it gives no number); ``test`` states the rule, with its thresholds
 (the fields of :class:`FindingRules`, parameters of ``analyze``); ``evidence`` is one or two sentences
 built from the numbers, stating value, null and rule. A verdict is "reproduced" or "partly" only when
-the value also beats its null.
+the value also beats its null; ``token_profiles`` has no informative null (``null`` is None, its evidence
+says why) and follows its rule alone.
 
 Each function here reads only ``features.csv``, ``by_position.csv`` and ``tokens.csv`` plus the
-numbers of ``summary.json`` (the PCA spectrum and the two nulls that need the weights:
+numbers of ``summary.json`` (the PCA spectrum and the nulls that need the weights:
 ``summary["nulls"]``), so a verdict can be recomputed from the files. A finding about the positions
 past the context is ``"not reproduced"`` when no such position was studied, and says so.
 """
@@ -578,7 +579,8 @@ def compute_findings(features: pd.DataFrame, by_position: pd.DataFrame, context:
                      token: str, rules: FindingRules | None = None, tokens: pd.DataFrame | None = None,
                      nulls: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
     """All findings, keyed as in :data:`FINDINGS`, from the three tables, the W_pos PCA spectrum and ``nulls``
-    (``summary["nulls"]``: ``helix_shuffled_top3``, ``disjoint_random_dictionary``)."""
+    (``summary["nulls"]``: ``helix_shuffled_top3``, ``disjoint_random_dictionary``, ``positional_random_dictionary_gap``,
+    ``positional_random_dictionary_share``)."""
     r = rules or FindingRules()
     n = nulls or {}
     toks = tokens if tokens is not None else pd.DataFrame(columns=TOKEN_COLUMNS)
