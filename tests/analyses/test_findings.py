@@ -27,7 +27,7 @@ def feats(kinds, **cols) -> pd.DataFrame:
     base = {"feature": np.arange(n), "kind": kinds, "positional_score": np.linspace(1, 0.01, n), "position_share": np.zeros(n),
             "token_share": np.ones(n), "interaction_share": np.zeros(n), "peak_position": np.arange(n), "span_width": np.ones(n, int),
             "peak_mean": np.ones(n), "runs": ["0-0"] * n, "n_runs": np.ones(n, int), "outside_span_share": np.zeros(n),
-            "nearest_wpos_row_pc": np.arange(n), "mean": np.full(n, 0.1)}
+            "nearest_wpos_row_pc": np.arange(n), "nearest_wpos_row": np.arange(n), "mean": np.full(n, 0.1), "fire": np.ones(n)}
     base.update(cols)
     return pd.DataFrame(base)
 
@@ -57,7 +57,10 @@ def test_every_finding_carries_a_null():
     an = analyze(emb, sae, tokens_sample=16)
     for key, f in an.findings.items():
         assert tuple(f) == F.FINDING_KEYS, key
-        assert f["null"] is not None, key
+        if key == "token_profiles":  # no informative null exists, and the evidence says so
+            assert f["null"] is None and "no informative null" in f["evidence"]
+        else:
+            assert f["null"] is not None, key
 
 
 def test_helix_outcomes_on_planted_and_random_w_pos():
@@ -84,16 +87,29 @@ def test_positional_count_outcomes():
     n = 100
     scores = np.r_[np.full(3, 1.0), np.full(n - 3, 0.01)]
     kinds = np.array(["positional"] * 3 + ["semantic"] * (n - 3), dtype=object)
-    f = F.positional_count(feats(kinds, positional_score=scores), R)
+    f = F.positional_count(feats(kinds, positional_score=scores), R, 1.5, 0.0)
     assert f["verdict"] == "reproduced" and f["value"]["gap_ratio"] > f["null"]["gap_ratio"]
+    assert f["value"]["share_of_live"] == pytest.approx(0.03) and "not comparable across widths" in f["evidence"]
     kinds_p = kinds.copy()
     kinds_p[3] = "positional"  # the rule takes one more than the gap: Jaccard 3/4
-    assert F.positional_count(feats(kinds_p, positional_score=scores), R)["verdict"] == "partly"
+    assert F.positional_count(feats(kinds_p, positional_score=scores), R, 1.5)["verdict"] == "partly"
     none = np.array(["semantic"] * n, dtype=object)
-    assert F.positional_count(feats(none, positional_score=scores), R)["verdict"] == "not reproduced"
-    # no separation: a geometric staircase has the same drop everywhere, so the cut is no larger than its null
+    assert F.positional_count(feats(none, positional_score=scores), R, 1.5)["verdict"] == "not reproduced"
+    # no separation: a geometric staircase drops by 1/0.9 everywhere, less than the random dictionary's largest drop
     stairs = 0.9 ** np.arange(n)
-    assert F.positional_count(feats(kinds, positional_score=stairs), R)["verdict"] == "not reproduced"
+    assert F.positional_count(feats(kinds, positional_score=stairs), R, 1.5)["verdict"] == "not reproduced"
+    # the null can win: a random dictionary with a larger drop than the SAE's takes the verdict away
+    f = F.positional_count(feats(kinds, positional_score=scores), R, 200.0, 0.0)
+    assert f["value"]["gap_ratio"] == pytest.approx(100) and f["verdict"] == "not reproduced"
+
+
+def test_random_dictionary_null_gives_the_positional_nulls():
+    from posfeat.analyses.analysis import random_dictionary_null
+
+    emb, sae, _ = planted_pair()
+    n = random_dictionary_null(emb, sae, 32, 0.9)
+    assert set(n) == {"disjoint_random_dictionary", "positional_random_dictionary_share", "positional_random_dictionary_gap"}
+    assert 0.0 <= n["positional_random_dictionary_share"] <= 1.0 and n["positional_random_dictionary_gap"] >= 1.0
 
 
 def test_disjoint_outcomes():
@@ -118,6 +134,11 @@ def test_tiling_outcomes():
     cover = ["0-3;9-9", "4-7;1-1", "8-11;3-3", "12-15"]
     f = F.tiling(feats(kinds, runs=cover, n_runs=np.array([2, 2, 2, 1])), 16, R)
     assert f["value"]["coverage"] == 1.0 and f["verdict"] == "not reproduced"
+    # features firing at a single position are one run by definition: left out of the value and of the null
+    dots = ["0-0", "1-1", "2-2", "3-3", "4-7;9-9", "10-13;15-15"]
+    f = F.tiling(feats(np.array(["positional"] * 6, dtype=object), runs=dots, n_runs=np.array([1, 1, 1, 1, 2, 2])), 16, R)
+    assert f["value"]["single_run_share"] == 0.0 and f["null"]["single_run_share"] == pytest.approx(12 / 4368)
+    assert f["verdict"] == "not reproduced" and "4 more fire at a single position" in f["evidence"]
 
 
 def test_single_run_chance_is_exact():
@@ -137,7 +158,15 @@ def test_early_positions_outcomes():
     assert F.early_positions(feats(kinds, peak_position=peaks, span_width=wider, peak_mean=weaker), 128, R)["verdict"] == "reproduced"
     flat = np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8])
     assert F.early_positions(feats(kinds, peak_position=peaks, span_width=wider, peak_mean=flat / 10), 128, R)["verdict"] == "partly"
-    assert F.early_positions(feats(kinds, peak_position=peaks, span_width=flat, peak_mean=flat / 10), 128, R)["verdict"] == "not reproduced"
+    f = F.early_positions(feats(kinds, peak_position=peaks, span_width=flat, peak_mean=flat / 10), 128, R)
+    assert f["verdict"] == "not reproduced" and "no evidence either way" in f["evidence"] and "asymptotic" in f["evidence"]
+    # position-0 features are set aside: a strong, narrow one at 0 does not make strength fall with position
+    kinds13 = np.array(["positional"] * 13, dtype=object)
+    peaks13 = np.r_[0, np.arange(1, 13) * 10]
+    f = F.early_positions(feats(kinds13, peak_position=peaks13, span_width=np.r_[1, flat], peak_mean=np.r_[50.0, flat / 10]), 128, R)
+    assert f["value"]["position0_features"] == 1 and f["verdict"] == "not reproduced" and "set aside, 1 position-0 feature" in f["evidence"]
+    with_zero = F._spearman(peaks13.astype(float), np.r_[50.0, flat / 10])[0]
+    assert f["value"]["strength_vs_peak_rho"] != pytest.approx(with_zero)
 
 
 def test_decoder_traces_helix_outcomes():
@@ -150,16 +179,23 @@ def test_decoder_traces_helix_outcomes():
     assert F.decoder_traces_helix(feats(kinds, peak_position=peaks, nearest_wpos_row_pc=peaks[::-1]), R)["verdict"] == "not reproduced"
     # ranks right but every direction far off (peak + 40): no closer than other features' peaks
     assert F.decoder_traces_helix(feats(kinds, peak_position=peaks, nearest_wpos_row_pc=peaks + 40), R)["verdict"] == "not reproduced"
+    # the full-space nearest row is reported beside it
+    f = F.decoder_traces_helix(feats(kinds, peak_position=peaks, nearest_wpos_row_pc=peaks, nearest_wpos_row=peaks + 1), R)
+    assert f["value"]["spearman_full_space"] == pytest.approx(1.0) and f["value"]["median_distance_full_space"] == 1.0
 
 
 def test_token_profiles_outcomes():
     most_flat = np.r_[np.zeros(1), np.ones(19)]  # one token bent, the rest flat
     f = F.token_profiles(toks(most_flat), 32, "t0", R)
-    assert f["verdict"] == "reproduced" and f["value"] == pytest.approx(0.95) and "'t0' (0)" in f["evidence"]
+    assert f["verdict"] == "reproduced" and f["value"] == pytest.approx(0.95) and "at flat share 0: 't0'" in f["evidence"]
+    assert f["null"] is None and "no informative null" in f["evidence"]
     assert F.token_profiles(toks(np.r_[np.zeros(7), np.ones(13)]), 32, "t0", R)["verdict"] == "partly"
     assert F.token_profiles(toks(np.r_[np.zeros(15), np.ones(5)]), 32, "t0", R)["verdict"] == "not reproduced"
-    # positional features as flat as the token features: the test does not tell them apart
-    assert F.token_profiles(toks(np.ones(20), positional_flat_share=np.ones(20)), 32, "t0", R)["verdict"] == "not reproduced"
+    # tokens activating no non-positional feature are left out and named; the frequent tokens' counts are given
+    t = toks(most_flat)
+    t.loc[5, ["n_nonpositional", "n_flat", "flat_share"]] = [0, 0, np.nan]
+    f = F.token_profiles(t, 32, "t0", R)
+    assert "left out: 1 token activating no non-positional feature, 't5'" in f["evidence"] and "'t0' 4" in f["evidence"]
     # weighted: the bent token carries most of the weight
     w = np.r_[0.9, np.full(19, 0.1 / 19)]
     assert F.token_profiles(toks(most_flat, weight=w), 32, "t0", R)["verdict"] == "not reproduced"
@@ -171,7 +207,7 @@ def test_evidence_grammar_follows_the_count():
     assert "1 of 3 top non-positional features is flat" in F.token_profiles(t, 32, "t0", R)["evidence"]
     kinds = np.array(["positional"] * 4, dtype=object)
     ev = F.tiling(feats(kinds, runs=["0-3;9-9", "4-7", "8-11", "12-15"], n_runs=np.array([2, 1, 1, 1])), 16, R)["evidence"]
-    assert ev.startswith("1 of 4 positional features fires")
+    assert "1 fires in two or more separate runs" in ev
 
 
 def test_worse_than_random_outcomes():
@@ -211,6 +247,11 @@ def test_positional_break_outcomes():
     past = np.arange(10, 40) % 10 + 0.3  # the apparent position repeats the nearest in-context row
     f = F.positional_break(_break_table(past, np.ones(30, int)), 10, R)
     assert f["verdict"] == "reproduced" and f["value"]["spearman_nearest_row"] > 0.9 and f["null"]["distance_true_position"] > 10
+    assert f["null"]["distance_shuffled_q05"] > f["value"]["distance_nearest_row"] and f["null"]["spearman_shuffled_q95"] < 0.9
+    assert "tracks the nearest in-context W_pos row" in f["evidence"]
+    # ranks follow the rows, but 50 positions off: no closer than the same rows shuffled, so not tracking
+    f = F.positional_break(_break_table(past + 50, np.ones(30, int)), 10, R)
+    assert f["value"]["spearman_nearest_row"] > 0.9 and f["verdict"] == "partly", f["evidence"]
     scrambled = np.random.default_rng(3).permutation(past)  # firing, but following neither
     f = F.positional_break(_break_table(scrambled, np.ones(30, int)), 10, R)
     assert f["verdict"] == "partly", f["evidence"]
@@ -218,10 +259,10 @@ def test_positional_break_outcomes():
     assert f["verdict"] == "not reproduced" and "silent" in f["evidence"]
 
 
-def _semantic(spur, null, spread, n=40, context=10):
+def _semantic(spur, null, spread, n=40, context=10, mean=0.1, fire=1.0):
     kinds = np.array(["semantic"] * 4, dtype=object)
     bp = by_pos(n, context, spurious_per_token=spur, spurious_null_per_token=null, semantic_spread=spread)
-    return F.semantic_break(bp, feats(kinds, mean=np.full(4, 0.1)), context, R)
+    return F.semantic_break(bp, feats(kinds, mean=np.full(4, mean), fire=np.full(4, fire)), context, R)
 
 
 def test_semantic_break_outcomes():
@@ -232,6 +273,9 @@ def test_semantic_break_outcomes():
     assert f["verdict"] == "reproduced" and f["null"]["spurious_per_token"] == pytest.approx(0.2)
     assert f["value"]["deviation_past"] == pytest.approx(0.2) and f["null"]["deviation_past"] == pytest.approx(0.01)
     assert _semantic(spur, null, np.full(40, 1e-3))["verdict"] == "partly"
+    # scaled by the mean activation when firing (mean / firing share), not the grid mean: the same numbers
+    f = _semantic(spur, null, spread, mean=0.01, fire=0.1)
+    assert f["value"]["deviation_past"] == pytest.approx(0.2) and "the same quantity" in f["evidence"]
     assert _semantic(np.zeros(40), null, np.full(40, 1e-3))["verdict"] == "not reproduced"
     # spurious firing past the context no higher than twice its in-context null: not counted
     assert _semantic(np.r_[np.zeros(10), np.full(30, 1.0)], np.r_[np.full(10, 0.8), np.full(30, np.nan)],
@@ -341,7 +385,7 @@ def test_planted_one_bent_token_among_flat_ones_is_reproduced():
     f = an.findings["token_profiles"]
     assert an.features.kind.iloc[20] == an.features.kind.iloc[21] == "positional"
     assert f["verdict"] == "reproduced" and f["value"] == pytest.approx(0.95), f["evidence"]
-    assert "'w0' (0)" in f["evidence"] and f["null"] == 0.0
+    assert "at flat share 0: 'w0'" in f["evidence"] and f["null"] is None
     row = an.tokens.set_index("token").loc["w0"]
     assert row.n_flat == 0 and row.n_nonpositional == 1
 

@@ -130,3 +130,38 @@ def test_comparison_figure_is_not_clipped(an):
     fig = comparison_figure(compare_saes(sae, sae, emb))
     assert clipped_texts(fig) == []
     plt.close(fig)
+
+
+def test_apparent_position_figure_draws_what_the_verdict_uses(an):
+    fig = an.figure("apparent_position")
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    bp = an.by_position
+    app, near = lines["apparent position (activation-weighted peak)"], lines["nearest in-context W_pos row (cosine)"]
+    np.testing.assert_array_equal(app.get_ydata(), bp.apparent_position.to_numpy())
+    np.testing.assert_array_equal(near.get_ydata(), bp.nearest_context_row.to_numpy())
+    plt.close(fig)
+
+
+def test_sinusoid_colour_scale_fits_the_data(an):
+    fig = an.figure("sinusoid")
+    r2 = an.features.pre_sine_r2[an.features.kind == "positional"].dropna()
+    lo, hi = fig.axes[1].collections[0].get_clim()
+    assert lo == pytest.approx(r2.min()) and hi == pytest.approx(r2.max())
+    plt.close(fig)
+
+
+def test_positional_score_figure_shows_the_kneedle_window(an):
+    fig = an.figure("positional_score")
+    window = an.summary["knee_vs_rule"]["kneedle"]["window"]
+    assert fig.axes[0].get_xlim()[1] >= min(window, len(an.features))
+    plt.close(fig)
+
+
+def test_titles_do_not_claim_what_the_verdicts_deny_and_disjointness_shows_its_null(an):
+    fig = an.figure("positional_profiles")
+    assert "tile" not in fig._suptitle.get_text().lower()
+    plt.close(fig)
+    fig = an.figure("disjointness")
+    text = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert "random dictionary" in text and f"{100 * an.findings['disjoint']['null']:.1f}%" in text
+    plt.close(fig)

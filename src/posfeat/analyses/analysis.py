@@ -31,7 +31,18 @@ from ..engine.grid_stats import GridStats, additive_parts, check_pair, feature_s
 from ..engine.sample import TokenSample, sample_tokens
 from ..io.sources import as_pair, sae_token_weights
 from ..io.tokens import token_weights_arg
-from .classify import KINDS, classify, counts_by_threshold, feature_table, gap_window, knee_kneedle, knee_largest_gap, overlap, token_flatness
+from .classify import (
+    KINDS,
+    classify,
+    counts_by_threshold,
+    feature_table,
+    gap_window,
+    knee_kneedle,
+    knee_largest_gap,
+    largest_gap_ratio,
+    overlap,
+    token_flatness,
+)
 from .findings import FindingRules, compute_findings
 from .helix import PCA, positional_pca
 from .length import (
@@ -262,12 +273,18 @@ def helix_null(W_pos: torch.Tensor, positions: list[int] | range, seed: int = 0)
     return positional_pca(rows, range(len(rows))).top(3)
 
 
-def random_dictionary_null(emb: Embeddings, sae: SAE, context: int, disjoint_share: float, n: int = 128, seed: int = 0) -> float:
-    """Share of live features with max(position share, token share) >= ``disjoint_share`` for a random dictionary:
-    ``n`` random encoder directions with the norms and biases of ``n`` of the SAE's features (seeded), exact over the
-    grid (the disjointness finding's null). NaN for TopK, whose activation couples features."""
+def random_dictionary_null(emb: Embeddings, sae: SAE, context: int, disjoint_share: float, n: int = 128, seed: int = 0,
+                           positional_share: float = 0.5) -> dict[str, float]:
+    """The nulls a random dictionary gives: ``n`` random encoder directions with the norms and biases of ``n`` of the
+    SAE's features (seeded), exact over the grid. Keys: ``disjoint_random_dictionary`` (share of its live features with
+    max(position share, token share) >= ``disjoint_share``), ``positional_random_dictionary_share`` (share of its live
+    features the classification rule calls positional, position share >= ``positional_share``) and
+    ``positional_random_dictionary_gap`` (the largest drop between its consecutive sorted positional scores, as
+    :func:`largest_gap_ratio`). NaN for TopK, whose activation couples features."""
+    keys = ("disjoint_random_dictionary", "positional_random_dictionary_share", "positional_random_dictionary_gap")
+    nan = dict.fromkeys(keys, float("nan"))
     if not sae.separable:
-        return float("nan")
+        return nan
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(sae.d_sae, generator=g)[: min(n, sae.d_sae)].to(sae.device)
     sub = sae.subset(pick)
@@ -277,9 +294,12 @@ def random_dictionary_null(emb: Embeddings, sae: SAE, context: int, disjoint_sha
     st = feature_stats(emb, rand, range(context))
     live = st.fire > 0
     if not live.any():
-        return float("nan")
-    pure = np.maximum(np.nan_to_num(st.position_share), np.nan_to_num(st.token_share)) >= disjoint_share
-    return float(pure[live].mean())
+        return nan
+    ps = np.nan_to_num(st.position_share)
+    pure = np.maximum(ps, np.nan_to_num(st.token_share)) >= disjoint_share
+    return {"disjoint_random_dictionary": float(pure[live].mean()),
+            "positional_random_dictionary_share": float((ps[live] >= positional_share).mean()),
+            "positional_random_dictionary_gap": largest_gap_ratio(np.asarray(st.positional_score)[live])}
 
 
 def token_panels(emb: Embeddings, sae: SAE, tokens: pd.DataFrame, tid: int, n_pos: int, context: int,
@@ -373,7 +393,7 @@ def analyze(
         panels = token_panels(emb, sae, tokens, tid, n_pos, context, n_token_features)
     with timed(timings, "nulls"):
         nulls = {"helix_shuffled_top3": helix_null(emb.W_pos, pca.positions.tolist(), seed),
-                 "disjoint_random_dictionary": random_dictionary_null(emb, sae, context, rules.disjoint_share, seed=seed)}
+                 **random_dictionary_null(emb, sae, context, rules.disjoint_share, seed=seed, positional_share=positional_share)}
     an = Analysis(emb=emb, sae=sae, context=context, features=features, stats_context=stats_ctx, stats_all=stats_all, pca=pca,
                   by_position=by_pos, spurious_examples=examples, spurious_by_feature=by_feature, token=tid, token_features=top_feats,
                   token_profile=prof, sample=sample, helix=helix_points(emb, sae, pca, features), rules=rules, tokens=tokens,

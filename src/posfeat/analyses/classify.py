@@ -134,6 +134,16 @@ def knee_largest_gap(scores: np.ndarray, window: int | None = None) -> int:
     return int(np.argmax(np.log(s[:-1]) - np.log(s[1:]))) + 1
 
 
+def largest_gap_ratio(scores: np.ndarray, window: int | None = None) -> float:
+    """The drop at :func:`knee_largest_gap`'s cut, as a ratio of consecutive sorted scores (NaN when there is none)."""
+    s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    s = s[np.isfinite(s) & (s > 0)]
+    s = s[: window or gap_window(len(s))]
+    if len(s) < 2:
+        return float("nan")
+    return float(np.max(s[:-1] / s[1:]))
+
+
 def overlap(top: set[int], rule: set[int]) -> dict[str, int | float]:
     """How a score-based set agrees with the rule's set: sizes, intersection, Jaccard."""
     both = len(top & rule)

@@ -7,10 +7,11 @@ broken, computed in the same run (docs/findings.md says why each reference was c
 the note's number (its words where it gives no number); ``test`` states the rule, with its thresholds
 (the fields of :class:`FindingRules`, parameters of ``analyze``); ``evidence`` is one or two sentences
 built from the numbers, stating value, null and rule. A verdict is "reproduced" or "partly" only when
-the value also beats its null.
+the value also beats its null; ``token_profiles`` has no informative null (``null`` is None, its evidence
+says why) and follows its rule alone.
 
 Each function here reads only ``features.csv``, ``by_position.csv`` and ``tokens.csv`` plus the
-numbers of ``summary.json`` (the PCA spectrum and the two nulls that need the weights:
+numbers of ``summary.json`` (the PCA spectrum and the nulls that need the weights:
 ``summary["nulls"]``), so a verdict can be recomputed from the files. A finding about the positions
 past the context is ``"not reproduced"`` when no such position was studied, and says so.
 """
@@ -136,20 +137,28 @@ def helix(spectrum: np.ndarray, first: int, last: int, r: FindingRules, null: fl
     (seeded): the same per-dimension spread, no curve."""
     top3 = float(np.sum(spectrum[:3]))
     nxt = ", ".join(_pct(float(v)) for v in spectrum[3:7])
+    cum = np.cumsum(spectrum[:10])  # summary.json keeps the first 10
+    n90: int | str = int(np.searchsorted(cum, 0.9) + 1) if len(cum) and cum[-1] >= 0.9 else f"more than {len(cum)}"
+    shape = "a curve in 3 dimensions" if isinstance(n90, int) and n90 <= 3 else "not a 3-D helix"
     beat = _beats(top3, null)
     return _finding(verdict_of(top3 >= r.helix_reproduced and beat, top3 >= r.helix_partly and beat), top3, null, 0.95,
                     f"top-3 explained variance of W_pos rows {first}..{last} >= {r.helix_reproduced} -> reproduced; >= {r.helix_partly} "
                     "-> partly; either only when above the null (the same rows, each dimension shuffled across rows); else not reproduced",
                     f"The top 3 principal components of W_pos rows {first}..{last} explain {_pct(top3)} of their variance (the next ones: "
-                    f"{nxt or 'none'}); null, the same rows with each dimension shuffled across rows: {_pct(null)}; rule: >= "
+                    f"{nxt or 'none'}; {n90} components reach 90%, so {shape}); "
+                    f"null, the same rows with each dimension shuffled across rows: {_pct(null)}; rule: >= "
                     f"{r.helix_reproduced} reproduced, >= {r.helix_partly} partly, above the null.")
 
 
-def positional_count(features: pd.DataFrame, r: FindingRules) -> dict[str, Any]:
+def positional_count(features: pd.DataFrame, r: FindingRules, null_gap: float | None = None,
+                     null_share: float | None = None) -> dict[str, Any]:
     """Finding 2: a small set of features is positional, separated by a drop in the sorted positional score.
 
-    Null: the largest ratio between consecutive sorted positional scores below the cut (within the same
-    window): how big a drop is when nothing separates."""
+    Null: a random dictionary (random encoder directions with the SAE's encoder norms and biases, exact over the
+    same grid; ``summary["nulls"]``): the largest drop between its consecutive sorted positional scores
+    (``null_gap``) and the share of its live features the same rule calls positional (``null_share``, reported).
+    A random dictionary can show a larger drop than the SAE (nothing fixes the cut there), so the null can win; the
+    largest drop *below* the SAE's own cut cannot (the cut is where the largest drop is)."""
     live = features[features.kind != "dead"]
     rule = set(features.feature[features.kind == "positional"])
     scores = features.positional_score.to_numpy(float)
@@ -157,26 +166,28 @@ def positional_count(features: pd.DataFrame, r: FindingRules) -> dict[str, Any]:
     s = np.sort(scores[np.isfinite(scores) & (scores > 0)])[::-1]
     window = s[: gap_window(len(s))]
     ratio = float(window[gap - 1] / window[gap]) if 0 < gap < len(window) else float("nan")
-    below = window[gap:]
-    null = float(np.max(below[:-1] / below[1:])) if len(below) >= 2 else float("nan")
     top = set(features.sort_values(["positional_score", "feature"], ascending=[False, True]).feature.head(gap))
     ov = overlap(top, rule)
     n_live = max(1, len(live))
+    share = len(rule) / n_live
     small = 1 <= len(rule) <= r.positional_max_fraction * n_live
-    beat = _beats(ratio, null)
+    beat = _beats(ratio, null_gap)
     verdict = verdict_of(small and ov["jaccard"] >= r.gap_jaccard_reproduced and beat,
                          len(rule) >= 1 and ov["jaccard"] >= r.gap_jaccard_partly and beat)
-    value = {"count": len(rule), "share_of_live": len(rule) / n_live, "gap_ratio": ratio}
-    return _finding(verdict, value, {"gap_ratio": null}, {"count": 50, "share_of_live": 50 / 24576},
+    value = {"count": len(rule), "share_of_live": share, "gap_ratio": ratio}
+    note_share = 50 / 24576
+    return _finding(verdict, value, {"gap_ratio": null_gap, "share_of_live": null_share}, {"count": 50, "share_of_live": note_share},
                     f"1 <= positional features <= {r.positional_max_fraction} of live features and the largest-gap cut of the sorted "
                     f"positional score agrees with the rule's set (Jaccard >= {r.gap_jaccard_reproduced}) -> reproduced; some positional "
                     f"features and Jaccard >= {r.gap_jaccard_partly} -> partly; either only when the drop at the cut is larger than the "
-                    "null (the largest drop below the cut); else not reproduced",
-                    f"{len(rule)} of {len(live)} live features ({_pct(len(rule) / n_live)}) are positional by the variance rule (the note: "
-                    f"about 50 of 24576, 0.2%, in a wider SAE); the largest gap in the sorted positional scores cuts at {gap} (Jaccard "
-                    f"{ov['jaccard']:.2f} with the rule's set), a drop of {_num(ratio)}x against a null of {_num(null)}x (the largest drop "
-                    f"below the cut); rule: at most {_pct(r.positional_max_fraction)} of live, Jaccard >= {r.gap_jaccard_reproduced}, "
-                    "drop above the null.")
+                    "null (the largest drop in a random dictionary's sorted positional scores); else not reproduced",
+                    f"{len(rule)} of {len(live)} live features ({_pct(share)}) are positional by the variance rule; the note found about "
+                    f"50 of 24576 ({_pct(note_share)}) in GPT-2's res-jb SAE, so the shares differ by {_num(share / note_share, 2)}x and the "
+                    f"counts are not comparable across widths. The largest gap in the sorted positional scores cuts at {gap} (Jaccard "
+                    f"{ov['jaccard']:.2f} with the rule's set), a drop of {_num(ratio)}x; null, a random dictionary of the same encoder "
+                    f"norms and biases: its largest drop is {_num(null_gap)}x and it calls {_pct(null_share)} of its live features "
+                    f"positional; rule: at most {_pct(r.positional_max_fraction)} of live, Jaccard >= {r.gap_jaccard_reproduced}, drop "
+                    "above the null's.")
 
 
 def disjoint(features: pd.DataFrame, r: FindingRules, null: float | None = None) -> dict[str, Any]:
@@ -227,32 +238,41 @@ def single_run_chance(k: int, context: int) -> float:
 def tiling(features: pd.DataFrame, context: int, r: FindingRules) -> dict[str, Any]:
     """Finding 4: each positional feature fires on one contiguous range; together they cover the positions.
 
-    Null: the single-run share expected if each positional feature's firing positions (as many as it has)
-    were scattered at random over the context (exact)."""
+    Features firing at a single position are one run by definition: they are left out of both the single-run
+    share and its null (and counted in the evidence). Null: the single-run share expected if each remaining
+    positional feature's firing positions (as many as it has, at least 2) were scattered at random over the
+    context (exact)."""
     pos = features[features.kind == "positional"]
-    n_runs = pos.n_runs.to_numpy()
-    single = float((n_runs == 1).mean()) if len(pos) else float("nan")
+    k = np.array([sum(_run_lengths(t)) for t in pos.runs], dtype=np.int64)
+    one = int((k == 1).sum())
+    many = pos[k >= 2]
+    n_runs = many.n_runs.to_numpy()
+    single = float((n_runs == 1).mean()) if len(many) else float("nan")
     cov = float((coverage_by_runs(features, context) > 0).mean())
     multi = int((n_runs >= 2).sum())
-    chances = [single_run_chance(sum(_run_lengths(t)), context) for t in pos.runs]
+    chances = [single_run_chance(int(kk), context) for kk in k[k >= 2]]
     chances = [c for c in chances if math.isfinite(c)]
     null = float(np.mean(chances)) if chances else float("nan")
-    med_out = float(pos.outside_span_share.median()) if len(pos) else float("nan")
+    med_out = float(many.outside_span_share.median()) if len(many) else float("nan")
     beat = _beats(single, null)
-    good = len(pos) > 0 and single >= r.tiling_single_run_reproduced and cov >= r.tiling_coverage and beat
-    fair = len(pos) > 0 and single >= r.tiling_single_run_partly and beat
+    fire_verb = "fires" if multi == 1 else "fire"
+    where = "below" if _ok(single) and single < r.tiling_single_run_partly else "at or above"
+    good = len(many) > 0 and single >= r.tiling_single_run_reproduced and cov >= r.tiling_coverage and beat
+    fair = len(many) > 0 and single >= r.tiling_single_run_partly and beat
     return _finding(verdict_of(good, fair), {"single_run_share": single, "coverage": cov}, {"single_run_share": null},
                     {"single_run_share": 1.0, "coverage": 1.0},
-                    f"share of positional features with one firing run inside the context >= {r.tiling_single_run_reproduced} and share of "
-                    f"in-context positions covered by some run >= {r.tiling_coverage} -> reproduced; single-run share >= "
-                    f"{r.tiling_single_run_partly} -> partly (coverage alone is evidence, not a verdict); either only when above the null "
-                    "(the same firing positions scattered at random); else not reproduced",
-                    f"{_of(multi, len(pos), 'positional features', 'fires', 'fire')} (on at least half of the tokens) in two or more "
-                    f"separate runs inside the context, so the single-run share is {_pct(single)} against a null of {_pct(null)} (the same "
-                    f"number of firing positions scattered at random); a median {_pct(med_out)} of a feature's in-context activation lies "
-                    f"outside its main span; runs cover {_pct(cov)} of positions 0..{context - 1}; rule: single-run share >= "
+                    f"share of positional features firing at two or more in-context positions that fire on one contiguous run >= "
+                    f"{r.tiling_single_run_reproduced} and share of in-context positions covered by some run >= {r.tiling_coverage} -> "
+                    f"reproduced; single-run share >= {r.tiling_single_run_partly} -> partly (coverage alone is evidence, not a verdict); "
+                    "either only when above the null (the same number of firing positions scattered at random); else not reproduced",
+                    f"Of the {len(many)} positional features firing (on at least half of the tokens) at two or more in-context positions "
+                    f"({one} more fire at a single position, one run by definition, and are left out), {multi} {fire_verb} in two or more separate "
+                    f"runs, so the single-run share is {_pct(single)} against a null of {_num(null)} (the same number of firing positions "
+                    f"scattered at random): {'above' if beat else 'not above'} chance, {where}"
+                    f" the rule; a median {_pct(med_out)} of their in-context activation lies outside the main span (a main span plus "
+                    f"side runs); runs cover {_pct(cov)} of positions 0..{context - 1}; rule: single-run share >= "
                     f"{r.tiling_single_run_reproduced} and coverage >= {r.tiling_coverage} reproduced, single-run share >= "
-                    f"{r.tiling_single_run_partly} partly.")
+                    f"{r.tiling_single_run_partly} partly, above the null.")
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -267,8 +287,11 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def early_positions(features: pd.DataFrame, context: int, r: FindingRules) -> dict[str, Any]:
     """Finding 4b: early positions get dedicated (narrow) features that fire more strongly; later ones share wider features.
 
-    Null: no association (Spearman 0), the permutation null that each p value tests."""
-    pos = features[(features.kind == "positional") & (features.span_width > 0)]
+    Position-0 features are set aside (as in the note) and reported separately. Null: no association (Spearman
+    0); each p value is scipy's asymptotic test of Spearman's rho (t approximation), not a permutation test."""
+    allpos = features[(features.kind == "positional") & (features.span_width > 0)]
+    zero = allpos[allpos.peak_position == 0]
+    pos = allpos[allpos.peak_position > 0]
     w_rho, w_p = _spearman(pos.peak_position.to_numpy(float), pos.span_width.to_numpy(float))
     s_rho, s_p = _spearman(pos.peak_position.to_numpy(float), pos.peak_mean.to_numpy(float))
     cov = coverage_by_runs(features, context)
@@ -276,27 +299,44 @@ def early_positions(features: pd.DataFrame, context: int, r: FindingRules) -> di
     wider = w_rho > 0 and w_p < r.early_alpha
     weaker = s_rho < 0 and s_p < r.early_alpha
     value = {"width_vs_peak_rho": w_rho, "width_vs_peak_p": w_p, "strength_vs_peak_rho": s_rho, "strength_vs_peak_p": s_p,
-             "features_per_position_0_15": early, "features_per_position_16_on": rest}
+             "features_per_position_0_15": early, "features_per_position_16_on": rest, "position0_features": len(zero)}
+
+    def said(rho: float, p: float, sign: str) -> str:
+        if not _ok(p):
+            return "not testable"
+        if p < r.early_alpha:
+            return f"significant at p < {r.early_alpha}, {'in the note' if (rho > 0) == (sign == '+') else 'against the note'}'s direction"
+        return f"not significant at p < {r.early_alpha}: no evidence either way"
+
+    zero_txt = (f"; set aside, {len(zero)} position-0 feature{'s' if len(zero) != 1 else ''} "
+                f"({', '.join(f'#{int(f)} peak activation {_num(float(m), 3)}' for f, m in zip(zero.feature, zero.peak_mean))})"
+                if len(zero) else "")
     return _finding(verdict_of(wider and weaker, wider or weaker), value, {"width_vs_peak_rho": 0.0, "strength_vs_peak_rho": 0.0},
                     "span width grows and peak strength falls with peak position",
-                    f"Spearman correlation of span width with peak position > 0 and of peak activation with peak position < 0, each "
-                    f"different from the null of no association with p < {r.early_alpha} -> reproduced; one of the two -> partly; else not "
-                    "reproduced",
-                    f"Over {len(pos)} positional features, span width against peak position: Spearman {_num(w_rho, 2)} (p = {_num(w_p, 2)}); "
-                    f"peak activation against peak position: {_num(s_rho, 2)} (p = {_num(s_p, 2)}); null: 0 for both (no association); "
-                    f"rule: width rising and strength falling, each at p < {r.early_alpha}; positions 0-15 are covered by {_num(early, 3)} "
-                    f"features on average, later ones by {_num(rest, 3)}.")
+                    f"Spearman correlation, over positional features peaking after position 0, of span width with peak position > 0 and "
+                    f"of peak activation with peak position < 0, each different from the null of no association at p < {r.early_alpha} "
+                    "(scipy's asymptotic test) -> reproduced; one of the two -> partly; else not reproduced",
+                    f"Over {len(pos)} positional features peaking after position 0, span width against peak position: Spearman "
+                    f"{_num(w_rho, 2)} (asymptotic p = {_num(w_p, 2)}, {said(w_rho, w_p, '+')}); peak activation against peak position: "
+                    f"{_num(s_rho, 2)} (p = {_num(s_p, 2)}, {said(s_rho, s_p, '-')}); null: 0 for both; rule: width rising and strength "
+                    f"falling, each at p < {r.early_alpha}{zero_txt}; positions 0-15 are covered by {_num(early, 3)} features on average, "
+                    f"later ones by {_num(rest, 3)}.")
 
 
 def decoder_traces_helix(features: pd.DataFrame, r: FindingRules) -> dict[str, Any]:
     """Finding 5: positional features' decoder directions, on the top 3 PCs, sit at the W_pos rows of their peaks.
 
     Null: the median distance between a feature's peak and the nearest row of every *other* positional
-    feature's decoder direction (a direction matched to the wrong feature); Spearman's null is 0."""
+    feature's decoder direction (a direction matched to the wrong feature); Spearman's null is 0. Also reported:
+    the same agreement with the nearest row in the full space (``nearest_wpos_row``), which shows whether decoder
+    directions point at their peak's W_pos row whatever the helix's shape."""
     pos = features[(features.kind == "positional") & (features.peak_position > 0)]
     peak, near = pos.peak_position.to_numpy(float), pos.nearest_wpos_row_pc.to_numpy(float)
     rho, p = _spearman(peak, near)
     dist = float(np.median(np.abs(peak - near))) if len(pos) else float("nan")
+    full = pos.nearest_wpos_row.to_numpy(float) if "nearest_wpos_row" in pos else np.full(len(pos), np.nan)
+    rho_full, _ = _spearman(peak, full)
+    dist_full = float(np.median(np.abs(peak - full))) if len(pos) else float("nan")
     if len(pos) >= 2:
         d = np.abs(peak[:, None] - near[None, :])
         null = float(np.median(d[~np.eye(len(pos), dtype=bool)]))
@@ -305,7 +345,8 @@ def decoder_traces_helix(features: pd.DataFrame, r: FindingRules) -> dict[str, A
     ok = math.isfinite(rho)
     beat = _beats(dist, null, higher=False)
     return _finding(verdict_of(ok and rho >= r.trace_reproduced and beat, ok and rho >= r.trace_partly and beat),
-                    {"spearman": rho, "median_distance": dist}, {"spearman": 0.0, "median_distance": null}, "the crosses follow the helix",
+                    {"spearman": rho, "median_distance": dist, "spearman_full_space": rho_full, "median_distance_full_space": dist_full},
+                    {"spearman": 0.0, "median_distance": null}, "the crosses follow the helix",
                     f"Spearman correlation, over positional features peaking after position 0, of peak position with the W_pos row "
                     f"nearest (cosine, top 3 PCs) to the decoder direction >= {r.trace_reproduced} -> reproduced; >= {r.trace_partly} -> "
                     "partly; either only when the median distance between them is below the null (each direction matched to the other "
@@ -313,7 +354,9 @@ def decoder_traces_helix(features: pd.DataFrame, r: FindingRules) -> dict[str, A
                     f"For {len(pos)} positional features the W_pos row nearest to the decoder direction on the top 3 PCs follows the peak "
                     f"position with Spearman {_num(rho, 2)} (p = {_num(p, 2)}; null 0), a median {_num(dist, 3)} positions away against "
                     f"{_num(null, 3)} for directions matched to the other features' peaks; rule: Spearman >= {r.trace_reproduced} "
-                    f"reproduced, >= {r.trace_partly} partly, distance below the null.")
+                    f"reproduced, >= {r.trace_partly} partly, distance below the null. In the full space the nearest row follows the peak "
+                    f"with Spearman {_num(rho_full, 2)}, a median {_num(dist_full, 3)} positions away: the decoder directions point at "
+                    "their peak's W_pos row, whatever the shape of W_pos (this is not evidence of a helix; see the helix finding).")
 
 
 TOKEN_COLUMNS = ["token_id", "token", "weight", "n_nonpositional", "n_flat", "flat_share", "max_cv", "most_bent_feature",
@@ -325,10 +368,13 @@ def token_profiles(tokens: pd.DataFrame, context: int, token: str, r: FindingRul
 
     ``tokens`` is ``tokens.csv`` (:data:`TOKEN_COLUMNS`, one row per token, exact over the context). A token's
     profiles are flat when at least ``flat_token`` of its top non-positional features have std/mean <= ``flat_cv``.
-    Null: the same test on the token's top *positional* features, which the note says are bumps, not lines."""
+    Tokens activating no non-positional feature are left out and named. There is no informative null: the
+    same test on the tokens' top positional features is 0 by construction (a positional feature varies with
+    position by definition), and a feature that is mostly a function of the token is flat by construction, so
+    ``null`` is None and the evidence says so; the verdict follows the rule alone."""
     test = (f"share of tokens (weighted by the token weights) for which at least {r.flat_token} of their top non-positional features "
             f"have std/mean <= {r.flat_cv} over positions 0..{context - 1}: >= {r.flat_reproduced} -> reproduced; >= {r.flat_partly} -> "
-            "partly; either only when above the null (the same test on the tokens' top positional features); else not reproduced")
+            "partly; else not reproduced (no informative null exists for this test)")
     t = tokens[tokens.n_nonpositional > 0]
     if not len(t):
         return _finding("not reproduced", None, None, "flat lines plus low bumps", test, "No token activates any non-positional feature.")
@@ -336,31 +382,34 @@ def token_profiles(tokens: pd.DataFrame, context: int, token: str, r: FindingRul
     w = w / w.sum() if w.sum() > 0 else np.full(len(t), 1 / len(t))
     passes = t.flat_share.to_numpy(float) >= r.flat_token
     share = float(w[passes].sum())
-    tp = t[t.n_positional > 0]
-    if len(tp):
-        wp = tp.weight.to_numpy(float)
-        wp = wp / wp.sum() if wp.sum() > 0 else np.full(len(tp), 1 / len(tp))
-        null = float(wp[tp.positional_flat_share.to_numpy(float) >= r.flat_token].sum())
-    else:
-        null = float("nan")
+    unweighted = float(passes.mean())
     q = np.quantile(t.flat_share.to_numpy(float), [0.25, 0.5, 0.75])
     common = t[t.weight >= t.weight.quantile(0.9)]
-    bent = common.sort_values(["flat_share", "weight", "token_id"], ascending=[True, False, True]).head(3)
-    bent_txt = ", ".join(f"{tok!r} ({_num(fs, 2)})" for tok, fs in zip(bent.token.astype(str), bent.flat_share))
+    bent = common.sort_values(["flat_share", "weight", "token_id"], ascending=[True, False, True])
+    worst = float(bent.flat_share.iloc[0]) if len(bent) else float("nan")
+    tied = bent[bent.flat_share <= worst]
+    bent_txt = ", ".join(f"{tok!r}" for tok in tied.token.astype(str).head(5)) + (f" and {len(tied) - 5} more" if len(tied) > 5 else "")
+    freq = t.sort_values(["weight", "token_id"], ascending=[False, True]).head(8)
+    k_top = int((tokens.n_nonpositional + tokens.n_positional).max())
+    freq_txt = ", ".join(f"{tok!r} {int(n)}" for tok, n in zip(freq.token.astype(str), freq.n_nonpositional))
+    dropped = tokens[tokens.n_nonpositional <= 0]
+    drop_txt = (f" (left out: {len(dropped)} token{'s' if len(dropped) != 1 else ''} activating no non-positional feature, "
+                + ", ".join(repr(str(x)) for x in dropped.token.head(5)) + (" ..." if len(dropped) > 5 else "") + ")") if len(dropped) else ""
     mine = tokens[tokens.token.astype(str) == token]
     mine_txt = ""
     if len(mine):
         m = mine.iloc[0]
         mine_txt = (f" For {token!r}: {_of(int(m.n_flat), int(m.n_nonpositional), 'top non-positional features', 'is', 'are')} flat."
                     if m.n_nonpositional > 0 else f" {token!r} activates no non-positional feature.")
-    beat = _beats(share, null)
-    return _finding(verdict_of(share >= r.flat_reproduced and beat, share >= r.flat_partly and beat), share, null, "flat lines plus low bumps",
-                    test,
-                    f"Over {len(t)} tokens, {_pct(share)} (weighted) have flat profiles on their top non-positional features (per-token "
-                    f"flat share quartiles {_num(q[0], 2)} / {_num(q[1], 2)} / {_num(q[2], 2)}; most bent of the most frequent tenth: "
-                    f"{bent_txt}); null, the same test "
-                    f"on their top positional features: {_pct(null)}; rule: >= {r.flat_reproduced} reproduced, >= {r.flat_partly} partly, "
-                    f"above the null.{mine_txt}")
+    return _finding(verdict_of(share >= r.flat_reproduced, share >= r.flat_partly), share, None, "flat lines plus low bumps", test,
+                    f"Over {len(t)} tokens{drop_txt}, {_pct(share)} frequency-weighted ({_pct(unweighted)} unweighted) have flat profiles "
+                    f"on their top non-positional features (per-token flat share quartiles {_num(q[0], 2)} / {_num(q[1], 2)} / "
+                    f"{_num(q[2], 2)}; non-positional features among the top {k_top} of the most frequent "
+                    f"tokens: "
+                    f"{freq_txt}; most bent of the most frequent tenth, at flat share {_num(worst, 2)}: {bent_txt}); no informative null "
+                    "(positional features vary by definition, token features are flat by definition, so only the rule decides); rule: "
+                    f">= {r.flat_reproduced} reproduced, >= {r.flat_partly} partly. Only the flat lines are tested, not the low bumps."
+                    f"{mine_txt}")
 
 
 def _past(by_position: pd.DataFrame, context: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -416,14 +465,44 @@ def degrades_past_context(by_position: pd.DataFrame, context: int, r: FindingRul
                     f"({_pct(zero_in)} inside).")
 
 
+BREAK_SHUFFLES = 1000
+BREAK_SEED = 0
+
+
+def _rank_rows(x: np.ndarray) -> np.ndarray:
+    """Average ranks along the last axis (ties averaged, as Spearman's)."""
+    return np.apply_along_axis(sstats.rankdata, -1, x)
+
+
+def shuffled_tracking(app: np.ndarray, near: np.ndarray, n: int = BREAK_SHUFFLES, seed: int = BREAK_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Spearman and median ``|app - near|`` with ``near`` shuffled across the positions, ``n`` times (seeded): the
+    tracking a code would show if the apparent position ignored which row is nearest."""
+    ok = np.isfinite(app) & np.isfinite(near)
+    a, b = app[ok], near[ok]
+    if len(a) < 3:
+        return np.full(n, np.nan), np.full(n, np.nan)
+    rng = np.random.default_rng(seed)
+    perm = np.stack([b[rng.permutation(len(b))] for _ in range(n)])
+    dist = np.median(np.abs(a[None, :] - perm), axis=1)
+    ra, rb = sstats.rankdata(a), _rank_rows(perm)
+    ra, rb = ra - ra.mean(), rb - rb.mean(axis=1, keepdims=True)
+    den = np.sqrt((ra**2).sum() * (rb**2).sum(axis=1))
+    rho = np.where(den > 0, (rb @ ra) / np.where(den > 0, den, 1), np.nan)
+    return rho, dist
+
+
 def positional_break(by_position: pd.DataFrame, context: int, r: FindingRules) -> dict[str, Any]:
-    """Finding 7a: past the context positional features keep firing, for an earlier position: the apparent position
-    (their activation-weighted peak) follows the nearest in-context W_pos row (cosine, full space) rather than the
-    true position. Null: the apparent position following the true position (Spearman, median distance)."""
+    """Finding 7a: past the context positional features keep firing, and the apparent position (their
+    activation-weighted peak) tracks the nearest in-context W_pos row (cosine, full space).
+
+    Null: the same Spearman and median distance with the nearest rows shuffled across the past positions
+    (:func:`shuffled_tracking`, seeded): the value must beat the shuffles' 95th percentile (Spearman) and 5th
+    percentile (distance). The true position is reported beside it; it is no null for the distance, since
+    every peak lies inside the context and every past position outside it."""
     test = (f"past the context, some positional feature fires (on half of the tokens) at >= {r.break_firing} of positions and the "
-            f"apparent position follows the nearest in-context W_pos row (Spearman >= {r.break_track}, above its Spearman with the true "
-            "position, and closer to that row than to the true position) -> reproduced; firing but tracking neither -> partly; silent -> "
-            "not reproduced")
+            f"apparent position tracks the nearest in-context W_pos row (Spearman >= {r.break_track}, above the 95th percentile of "
+            "the same Spearman with the rows shuffled across past positions, and a median distance below those shuffles' 5th "
+            "percentile) -> reproduced; firing but not tracking -> partly; silent -> not reproduced")
     _, past = _past(by_position, context)
     if not len(past):
         return _untested("positional breakage", "the SAE thinks it is at an earlier position", test)
@@ -434,19 +513,31 @@ def positional_break(by_position: pd.DataFrame, context: int, r: FindingRules) -
     ok = np.isfinite(app)
     d_near = float(np.median(np.abs(app[ok] - near[ok]))) if ok.any() else float("nan")
     d_true = float(np.median(np.abs(app[ok] - true[ok]))) if ok.any() else float("nan")
+    rho_sh, d_sh = shuffled_tracking(app, near)
+    have = bool(np.isfinite(rho_sh).any())
+    rho_q95 = float(np.nanquantile(rho_sh, 0.95)) if have else float("nan")
+    d_q05 = float(np.nanquantile(d_sh, 0.05)) if np.isfinite(d_sh).any() else float("nan")
+    rho_mean = float(np.nanmean(rho_sh)) if have else float("nan")
+    d_mean = float(np.nanmean(d_sh)) if np.isfinite(d_sh).any() else float("nan")
+    p_rho = float((np.sum(rho_sh >= rho_near) + 1) / (np.isfinite(rho_sh).sum() + 1)) if have and _ok(rho_near) else float("nan")
     fires = firing >= r.break_firing
-    tracks = (_ok(rho_near) and rho_near >= r.break_track and _beats(rho_near, rho_true)
-              and _ok(d_near) and d_near < d_true)
+    tracks = (_ok(rho_near) and rho_near >= r.break_track and _beats(rho_near, rho_q95)
+              and _ok(d_near) and _beats(d_near, d_q05, higher=False))
     value = {"past_firing_share": firing, "spearman_nearest_row": rho_near, "distance_nearest_row": d_near}
-    null = {"spearman_true_position": rho_true, "distance_true_position": d_true}
+    null = {"spearman_shuffled_q95": rho_q95, "spearman_shuffled_mean": rho_mean, "distance_shuffled_q05": d_q05,
+            "distance_shuffled_mean": d_mean, "spearman_true_position": rho_true, "distance_true_position": d_true}
     if not fires:
         ev = (f"Past the context the positional features are silent: some fires at only {_pct(firing)} of positions (rule: >= "
               f"{_pct(r.break_firing)}), so nothing there says the SAE thinks it is at an earlier position.")
     else:
-        ev = (f"Past the context some positional feature fires at {_pct(firing)} of positions; the apparent position follows the nearest "
-              f"in-context W_pos row with Spearman {_num(rho_near, 2)}, a median {_num(d_near)} positions from it; null, the true "
-              f"position: Spearman {_num(rho_true, 2)}, a median {_num(d_true)} positions away; rule: Spearman >= {r.break_track} and "
-              "above the null's, closer to the row than to the true position.")
+        ev = (f"Past the context some positional feature fires at {_pct(firing)} of positions (a median "
+              f"{_num(float(past.n_positional_firing.median()))} at once); the apparent position tracks the nearest in-context W_pos "
+              f"row with Spearman {_num(rho_near, 2)} and a median distance of {_num(d_near)} positions; null, the same rows shuffled "
+              f"across past positions ({BREAK_SHUFFLES} shuffles, seed {BREAK_SEED}): Spearman {_num(rho_mean, 2)} on average (95th "
+              f"percentile {_num(rho_q95, 2)}, permutation p = {_num(p_rho, 2)}), median distance {_num(d_mean)} on average (5th "
+              f"percentile {_num(d_q05)}); against the true position: Spearman {_num(rho_true, 2)}, {_num(d_true)} positions away (no "
+              f"null for the distance: peaks lie inside the context); rule: Spearman >= {r.break_track} and above the shuffles' 95th "
+              "percentile, distance below their 5th.")
     return _finding(verdict_of(fires and tracks, fires), value, null, "profiles go strange: the SAE thinks it is at an earlier position",
                     test, ev)
 
@@ -456,18 +547,19 @@ def semantic_break(by_position: pd.DataFrame, features: pd.DataFrame, context: i
 
     Spurious firing's null is its leave-one-position-out value inside the context (``spurious_null_per_token``:
     features a token fires at an in-context p and at no other in-context q). The deviation of semantic features
-    from their in-context value is scaled by their mean activation; its null is the same deviation inside the context."""
+    from their in-context value (on the token sample) is scaled by their mean activation when firing (``mean / fire`` over
+    the exact grid, averaged over semantic features); its null is the same deviation inside the context."""
     test = (f"spurious features per token past the context >= {r.spurious_min} and >= {r.spurious_factor}x its in-context "
-            f"leave-one-position-out null; semantic deviation past minus inside >= {r.spread_increase} of the semantic features' mean "
-            "activation -> reproduced; one of the two -> partly; else not reproduced")
+            f"leave-one-position-out null; semantic deviation (token sample) past minus inside >= {r.spread_increase} of the semantic "
+            "features' mean activation when firing -> reproduced; one of the two -> partly; else not reproduced")
     inside, past = _past(by_position, context)
     if not len(past):
         return _untested("semantic breakage", "token features get noisy and spurious features fire", test)
     spur = float(past.spurious_per_token.mean())
     has_null = "spurious_null_per_token" in inside and len(inside)
     spur_null = float(inside.spurious_null_per_token.mean()) if has_null else float("nan")
-    sem = features[features.kind == "semantic"]
-    scale = float(sem["mean"].mean()) if len(sem) else float("nan")
+    sem = features[(features.kind == "semantic") & (features.fire > 0)]
+    scale = float((sem["mean"] / sem["fire"]).mean()) if len(sem) else float("nan")  # mean activation when firing (exact grid)
     s_in = float(inside.semantic_spread.mean()) / scale if _ok(scale) and scale > 0 else float("nan")
     s_out = float(past.semantic_spread.mean()) / scale if _ok(scale) and scale > 0 else float("nan")
     inc = s_out - s_in if _ok(s_out) and _ok(s_in) else float("nan")
@@ -476,8 +568,10 @@ def semantic_break(by_position: pd.DataFrame, features: pd.DataFrame, context: i
     return _finding(verdict_of(a and b, a or b), {"spurious_per_token": spur, "deviation_past": s_out},
                     {"spurious_per_token": spur_null, "deviation_past": s_in}, "token features get noisy and spurious features fire", test,
                     f"Past the context each token fires {_num(spur)} features per position that it fires nowhere inside it (exact, all "
-                    f"tokens); null, leave one position out inside the context: {_num(spur_null)}; semantic features deviate from their "
-                    f"in-context value by {_num(s_out)} of their mean activation past the context against {_num(s_in)} inside (null); rule: "
+                    f"tokens); null, leave one position out inside the context: {_num(spur_null)}; on the token sample, semantic features "
+                    f"deviate from their in-context value by {_num(s_out)} of their mean activation when firing ({_num(scale)}) past the "
+                    f"context against {_num(s_in)} inside (null), {_num(s_out * scale)} and {_num(s_in * scale)} unscaled (the same "
+                    "quantity); rule: "
                     f">= {r.spurious_min} and >= {r.spurious_factor}x the null, and an increase of >= {r.spread_increase}.")
 
 
@@ -485,13 +579,15 @@ def compute_findings(features: pd.DataFrame, by_position: pd.DataFrame, context:
                      token: str, rules: FindingRules | None = None, tokens: pd.DataFrame | None = None,
                      nulls: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
     """All findings, keyed as in :data:`FINDINGS`, from the three tables, the W_pos PCA spectrum and ``nulls``
-    (``summary["nulls"]``: ``helix_shuffled_top3``, ``disjoint_random_dictionary``)."""
+    (``summary["nulls"]``: ``helix_shuffled_top3``, ``disjoint_random_dictionary``, ``positional_random_dictionary_gap``,
+    ``positional_random_dictionary_share``)."""
     r = rules or FindingRules()
     n = nulls or {}
     toks = tokens if tokens is not None else pd.DataFrame(columns=TOKEN_COLUMNS)
     return {
         "helix": helix(spectrum, pca_rows[0], pca_rows[1], r, n.get("helix_shuffled_top3")),
-        "positional_count": positional_count(features, r),
+        "positional_count": positional_count(features, r, n.get("positional_random_dictionary_gap"),
+                                             n.get("positional_random_dictionary_share")),
         "disjoint": disjoint(features, r, n.get("disjoint_random_dictionary")),
         "tiling": tiling(features, context, r),
         "early_positions": early_positions(features, context, r),

@@ -75,23 +75,38 @@ def disjointness(an: Analysis) -> Figure:
         ax.scatter(high.token_share, high.position_share, s=40, facecolors="none", edgecolors="k", lw=0.8,
                    label=f"interaction share >= 0.3 ({len(high)})")
     ax.plot([0, 1], [1, 0], color="k", lw=0.5, alpha=0.4)
+    d = an.findings.get("disjoint", {})
+    cut = an.rules.disjoint_share
+    ax.axvline(cut, color="k", ls=":", lw=0.7)
+    ax.axhline(cut, color="k", ls=":", lw=0.7)
+    ax.text(0.03, 0.03, f"pure (a share >= {cut}, dotted): {_share(d.get('value'))} of live features;\nnull, a random dictionary of the "
+            f"same encoder norms and biases: {_share(d.get('null'))}", transform=ax.transAxes, fontsize=7, va="bottom",
+            bbox={"facecolor": "white", "alpha": 0.85, "lw": 0.3})
     ax.set(xlabel="token share of variance", ylabel="position share of variance", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
     ax.legend(fontsize=7, loc="upper right")
     return fig
+
+
+def _share(x: Any) -> str:
+    return f"{100 * float(x):.1f}%" if isinstance(x, (int, float)) and np.isfinite(x) else "n/a"
 
 
 def positional_scores(an: Analysis) -> Figure:
     s = np.sort(an.features.positional_score.to_numpy())[::-1]
     kv = an.summary.get("knee_vs_rule", {})
     knee, gap = kv.get("kneedle", {}).get("count", 0), kv.get("largest_gap", {}).get("count", 0)
-    fig, ax = new_figure(6.4, 4.4, "Sorted positional scores (max over positions of the mean activation): the note's method", label(an))
-    n = min(len(s), max(200, 4 * max(knee, gap)))
+    window = int(kv.get("kneedle", {}).get("window") or 0)
+    fig, ax = new_figure(6.8, 4.6, "Sorted positional scores (max over positions of the mean activation), with the Kneedle window",
+                         label(an))
+    n = min(len(s), max(200, 4 * max(knee, gap), window))
     ax.plot(np.arange(1, n + 1), s[:n], lw=1, color="k", label="positional score")
     if gap:
         ax.axvline(gap + 0.5, color="#d62728", ls="-", lw=1, label=f"largest gap (ratio): {gap} features")
     if knee:
         ax.axvline(knee + 0.5, color="#1f77b4", ls=":", lw=1.2, label=f"Kneedle knee (top {kv['kneedle'].get('window')}): {knee}")
-    ax.set(xlabel="rank", ylabel="positional score")
+    if window and window <= len(s):
+        ax.axvspan(1, window, color="#1f77b4", alpha=0.06, lw=0, label=f"Kneedle window (top {window})")
+    ax.set(xlabel="rank (log scale)", ylabel="positional score", xscale="log")
     ax.legend(fontsize=7)
     return fig
 
@@ -106,7 +121,7 @@ def positional_profiles(an: Analysis, extended: bool = False) -> Figure:
     feats = an.positional
     st = an.stats_all if extended else an.stats_context
     title = ("Positional features extended past the training context (note's Fig. 7)" if extended
-             else "Positional features tile the positions (note's Figs. 2 and 4)")
+             else "Mean activation by position of the positional features (note's Figs. 2 and 4)")
     fig, (ax0, ax1) = new_figure(12.5, 4.8, title, label(an), ncols=2, gridspec_kw={"width_ratios": [1, 1.2]})
     if not len(feats):
         ax0.text(0.5, 0.5, "no positional features", ha="center", transform=ax0.transAxes)
@@ -187,8 +202,8 @@ def token_features(an: Analysis) -> Figure:
     panels = an.token_panels or [(an.token, "chosen", an.token_features, an.token_profile)]
     cols = 2 if len(panels) > 1 else 1
     rows = int(np.ceil(len(panels) / cols))
-    fig, axs = new_figure(12.5 if cols == 2 else 10.5, 3.6 * rows + 0.8, "Top features of tokens by position (note's Fig. 5): the chosen "
-                          "token, frequent ones and the most bent one; line style gives the kind, a ring an interaction share >= 0.3",
+    fig, axs = new_figure(12.5 if cols == 2 else 10.5, 3.6 * rows + 0.8, "Top features of tokens by position (note's Fig. 5); line "
+                          "style: kind; rings: interaction share of at least 0.3",
                           label(an), nrows=rows, ncols=cols, squeeze=False)
     pos = an.stats_all.positions
     colors = matplotlib.colormaps["tab10"]
@@ -235,7 +250,9 @@ def sinusoid(an: Analysis) -> Figure:
     ax0.set(xlabel="variance explained by the best sinusoid (pre_sine_r2)", ylabel="density")
     ax0.legend(fontsize=7)
     if len(pos):
-        sc = ax1.scatter(pos.peak_position, pos.pre_sine_cycles, c=pos.pre_sine_r2, cmap="viridis", vmin=0, vmax=1, s=16)
+        r2 = pos.pre_sine_r2.to_numpy(float)
+        lo, hi = (float(np.nanmin(r2)), float(np.nanmax(r2))) if np.isfinite(r2).any() else (0.0, 1.0)
+        sc = ax1.scatter(pos.peak_position, pos.pre_sine_cycles, c=r2, cmap="viridis", vmin=lo, vmax=hi if hi > lo else lo + 1e-9, s=16)
         fig.colorbar(sc, ax=ax1, label="pre_sine_r2")
     ax1.set(xlabel="peak position", ylabel=f"cycles over positions 0..{an.context - 1}")
     return fig
@@ -284,7 +301,7 @@ def length_generalisation(an: Analysis) -> Figure:
     axs[1].plot(bp.position, bp.explained_variance, label="SAE")
     axs[1].plot(bp.position, 1 - bp.random_fvu, label="random vector of the input's norm", alpha=0.8)
     axs[1].plot(bp.position, bp.zero_explained_variance, label="zero reconstruction", alpha=0.8)
-    axs[1].set(ylabel="explained variance (SAELens, batch = sample at p)")
+    axs[1].set(ylabel="explained variance (SAELens formula)")
     robust_ylim(axs[1], bp.explained_variance, 1 - bp.random_fvu, bp.zero_explained_variance)
     axs[1].set_title("y-range: 1st-99th percentile of positions 1..; position 0 may lie outside", fontsize=7)
     axs[2].plot(bp.position, bp.l0, color="k", label="SAE")
@@ -292,22 +309,23 @@ def length_generalisation(an: Analysis) -> Figure:
     for ax in axs:
         ax.set_xlabel("position")
         context_line(ax, an)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below the axes, off the curves
     return fig
 
 
 def apparent(an: Analysis) -> Figure:
+    """What positional_break uses: the apparent position (activation-weighted peak of the firing positional features) and the
+    nearest in-context W_pos row, against the true position; the peaks' 10-90% band and how many fire behind them."""
     bp = an.by_position
-    fig, ax = new_figure(7.5, 5, "Peaks of the positional features firing at each position (median, 25-75% and 10-90% bands), "
-                         "and how many fire", label(an))
+    fig, ax = new_figure(7.5, 5, "Apparent position and the nearest in-context W_pos row, against the true position", label(an))
     ax.plot(bp.position, bp.position, color="k", lw=0.6, label="true position")
-    ax.fill_between(bp.position, bp.peak_q10, bp.peak_q90, color="#1f77b4", alpha=0.2, lw=0, label="10-90% of their peaks")
-    ax.fill_between(bp.position, bp.peak_q25, bp.peak_q75, color="#1f77b4", alpha=0.4, lw=0, label="25-75%")
-    ax.plot(bp.position, bp.peak_q50, color="#1f77b4", lw=1, label="median peak")
+    ax.fill_between(bp.position, bp.peak_q10, bp.peak_q90, color="#1f77b4", alpha=0.15, lw=0, label="10-90% of the firing features' peaks")
+    ax.plot(bp.position, bp.nearest_context_row, color="#ff7f0e", lw=0, marker=".", ms=2.5, label="nearest in-context W_pos row (cosine)")
+    ax.plot(bp.position, bp.apparent_position, color="#1f77b4", lw=1, label="apparent position (activation-weighted peak)")
     context_line(ax, an)
-    ax.set(xlabel="true position", ylabel="peak position of the firing positional features")
+    ax.set(xlabel="true position", ylabel="position")
     ax2 = ax.twinx()
-    ax2.plot(bp.position, bp.n_positional_firing, color="#d62728", lw=0.8, alpha=0.7)
+    ax2.plot(bp.position, bp.n_positional_firing, color="#d62728", lw=0.8, alpha=0.5)
     ax2.set_ylabel("positional features firing (red)", color="#d62728")
     ax.legend(fontsize=7, loc="upper left")
     return fig
@@ -366,7 +384,8 @@ FIGURES: dict[str, tuple[Callable[[Analysis], Figure], str]] = {
                        "most bent one."),
     "length_generalisation": (length_generalisation, "FVU, explained variance and L0 by position, with baselines."),
     "extended_profiles": (lambda an: positional_profiles(an, extended=True), "Positional features past the context."),
-    "apparent_position": (apparent, "Peaks of the positional features firing at each position, against the true position."),
+    "apparent_position": (apparent, "Apparent position (activation-weighted peak of the firing positional features) and the nearest "
+                          "in-context W_pos row, against the true position."),
     "semantic_breakage": (semantic_breakage, "Spurious firing by position and by feature, and the noise of semantic features."),
     "semantic_profiles": (semantic_profiles, "Semantic features firing spuriously most often, across and past the context."),
     "attribution": (attribution, "Error share in the W_pos principal subspace; the add-back test."),

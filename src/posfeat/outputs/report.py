@@ -27,10 +27,12 @@ if TYPE_CHECKING:
 
 TITLES = {"helix": "W_pos lies near a helix", "positional_count": "A small set of positional features",
           "disjoint": "Positional and semantic features are disjoint", "tiling": "Each positional feature covers one contiguous range",
-          "early_positions": "Early positions get dedicated, stronger features", "decoder_traces_helix": "Decoder directions trace the helix",
+          "early_positions": "Early positions get dedicated, stronger features",
+          "decoder_traces_helix": "Decoder directions point at their peak's W_pos row",
           "token_profiles": "A token's features are flat lines plus bumps", "worse_than_random": "Past the context, worse than random",
           "degrades_past_context": "Past the context, the error grows",
-          "positional_break": "Positional features break past the context", "semantic_break": "Semantic features break past the context"}
+          "positional_break": "Past the context, positional features track the nearest in-context W_pos row",
+          "semantic_break": "Semantic features break past the context"}
 
 
 def esc(x: object) -> str:
@@ -64,12 +66,17 @@ def table(df: pd.DataFrame, cols: list[str], link: Any = None) -> str:
 def verdict_box(key: str, f: dict[str, Any]) -> str:
     cls = "v-" + f["verdict"].replace(" ", "-")
     return (f'<div class="verdict {cls}" id="finding-{key}"><span class="badge">{esc(f["verdict"])}</span> '
-            f"<b>{esc(TITLES.get(key, key))}</b>: posfeat {fmt(f['value'])}; null {fmt(f.get('null'))}; "
+            f"<b>{esc(TITLES.get(key, key))}</b>: posfeat {fmt(f['value'])}; null {_null(f)}; "
             f"{NOTE_PAIR}: {fmt(f['note_value'])}."
             f"<br>{esc(f['evidence'])}<br><span class=test>Rule: {esc(f['test'])}</span></div>")
 
 
 NOTE_PAIR = "GPT-2 small + res-jb (note)"
+
+
+def _null(f: dict[str, Any]) -> str:
+    """The null as printed; a finding with no informative null (``null`` None) says so."""
+    return "none (no informative null; see the evidence)" if f.get("null") is None else fmt(f.get("null"))
 #: The pair the note studied (DESIGN.md): GPT-2 small and SAELens's gpt2-small-res-jb at blocks.0.hook_resid_pre.
 NOTE_PAIR_TEXT = ("GPT-2 small (1024 positions, d_model 768, vocabulary 50257) with the SAE gpt2-small-res-jb at blocks.0.hook_resid_pre "
                   "(SAELens; ReLU, 24576 features, trained on 128-token contexts of OpenWebText)")
@@ -77,26 +84,34 @@ NOTE_PAIR_TEXT = ("GPT-2 small (1024 positions, d_model 768, vocabulary 50257) w
 
 def glance(findings: dict[str, Any]) -> str:
     rows = "".join(f"<tr><td class=l><a href='#finding-{k}'>{esc(TITLES.get(k, k))}</a></td><td class=l><b>{esc(f['verdict'])}</b></td>"
-                   f"<td class=l>{fmt(f['value'])}</td><td class=l>{fmt(f.get('null'))}</td><td class=l>{fmt(f['note_value'])}</td></tr>"
+                   f"<td class=l>{fmt(f['value'])}</td><td class=l>{_null(f)}</td><td class=l>{fmt(f['note_value'])}</td></tr>"
                    for k, f in findings.items())
     return (f"<table><tr><th>finding of the note</th><th>verdict</th><th>this run</th><th>null (same run)</th><th>{esc(NOTE_PAIR)}</th></tr>"
             f"{rows}</table>")
 
 
-def pairs_html(s: dict[str, Any]) -> str:
-    """The first lines of the report: the pair this run studied, the pair the note studied, and what a difference means."""
+def pairs_html(s: dict[str, Any], pre_layernorm: bool = False) -> str:
+    """The first lines of the report: the pair this run studied, the pair the note studied, and what a difference means.
+
+    ``pre_layernorm``: a BERT-style model, whose grid is W_E + the token-type-0 row + W_pos before the embedding LayerNorm."""
     data = s.get("sae_dataset") or "not stated by the SAE's config"
     live = sum(v for k, v in s["counts"].items() if k != "dead")
     n_pos = s["counts"].get("positional", 0)
     this = (f"<b>This run studied</b> {esc(s['model'])} ({s['n_ctx']} positions, d_model {s['d_model']}, vocabulary {s['d_vocab']}) with the "
             f"SAE {esc(s['sae'])} ({esc(s['sae_architecture'])}, {s['d_sae']} features, trained on {s['context_size']}-position contexts; "
             f"training data: {esc(data)}).")
+    if pre_layernorm:
+        this += (" Its grid is W_E + the token-type-0 row + W_pos <b>before the embedding LayerNorm</b> (pre-LayerNorm, the input the "
+                 "SAE was trained on), not the LayerNorm's output that layer 0 reads; the note's grid is GPT-2's hook_resid_pre, what "
+                 "block 0 reads.")
     note = f"<b>The note studied</b> {esc(NOTE_PAIR_TEXT)}."
     same = "gpt2" in str(s["model"]).lower() and "res-jb" in str(s["sae"]).lower() and s["d_sae"] == 24576
     differ = ("" if same else "<b>The pairs differ</b>: where a verdict differs from the note, the difference may come from the pair "
               "(model, SAE width, training data) and not from posfeat. ")
-    counts = (f"Positional features: {n_pos} of {live} live ({100 * n_pos / max(1, live):.2f}%) here; about 50 of 24576 "
-              f"({100 * 50 / 24576:.2f}%) in the note.")
+    share, note_share = n_pos / max(1, live), 50 / 24576
+    counts = (f"Positional features: {n_pos} of {live} live ({100 * share:.2f}%) here; about 50 of 24576 "
+              f"({100 * note_share:.2f}%, assuming no dead features) in the note: compare the shares ({share / note_share:.1f}x), "
+              "not the counts, which depend on the SAE's width.")
     return f"<p class=pairs>{this}<br>{note}<br>{differ}{counts}</p>"
 
 
@@ -193,7 +208,7 @@ def render_html(an: Analysis, pngs: dict[str, Path], sweep_sections: tuple[str, 
               f"<b>device</b> {esc(s['device'])} &nbsp; posfeat {esc(s['posfeat_version'])}")
     data = json.dumps(explorer_payload(an), separators=(",", ":")).replace("</", "<\\/")
     page = Template(resources.files(__package__).joinpath("templates/report.html").read_text())
-    return page.substitute(model=esc(s["model"]), sae=esc(s["sae"]), pairs=pairs_html(s),
+    return page.substitute(model=esc(s["model"]), sae=esc(s["sae"]), pairs=pairs_html(s, bool(an.emb.info.get("token_type_row_added"))),
                            css=resources.files(__package__).joinpath("templates/report.css").read_text(), header=header,
                            glance=glance(an.findings), sections="\n".join(parts), sweeps="\n".join(sweep_sections),
                            command=esc(s.get("command", "")), explorer_data=data,
