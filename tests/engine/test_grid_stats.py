@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from posfeat import SAE, Embeddings, PosfeatError, brute_force_stats, feature_stats
@@ -66,7 +66,6 @@ def instances(draw):
     return emb, sae, positions, tokens
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(instances(), st.sampled_from(["numba", "torch"]), st.integers(1, 4))
 def test_fast_path_matches_brute_force(inst, backend, chunk):
     emb, sae, positions, tokens = inst
