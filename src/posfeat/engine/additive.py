@@ -58,8 +58,8 @@ def _variance(count: torch.Tensor, S1: torch.Tensor, S2: torch.Tensor, c: torch.
 SUB_ELEMS = 128 * 50257
 
 
-def _numba_blocks(a: torch.Tensor | Callable[[int, int], torch.Tensor], shift: np.ndarray, n_tok: int,
-                  preps: list[dict[str, torch.Tensor]], top_k: int, want_tok_sum: bool, lims: list[torch.Tensor | None]) -> list[dict[str, torch.Tensor]]:
+def _numba_blocks(a: torch.Tensor | Callable[[int, int], torch.Tensor], shift: np.ndarray, n_tok: int, preps: list[dict[str, torch.Tensor]],
+                  top_k: int, want_tok_sum: bool, lims: list[torch.Tensor | None]) -> list[dict[str, torch.Tensor]]:
     F = shift.shape[0]
     outs: list[dict[str, np.ndarray] | None] = [None] * len(preps)
     sub = max(1, SUB_ELEMS // max(n_tok, 1))

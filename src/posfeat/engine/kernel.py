@@ -87,7 +87,7 @@ if HAVE_NUMBA:
                     u0 += w - sh
                     if want_tok_sum:
                         tok_sum[f, t] = 0.0
-                    if not 0.0 > tmin:
+                    if tmin >= 0.0:  # 0 does not beat the top K
                         continue
                     lo = 0
                     ts = 0.0
