@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from posfeat import SAE, Embeddings, PosfeatError, brute_force_stats, feature_stats
+from posfeat.engine.additive import have_triton
 
 FIELDS = ["mean_by_position", "std_by_position", "fire_by_position", "pre_mean_by_position", "mean", "fire", "positional_score",
           "token_score", "top_token_means"]
@@ -77,6 +78,19 @@ def test_fast_path_matches_brute_force(inst, backend, chunk):
     np.testing.assert_allclose(fast.mean_by_token(feats), ref.mean_by_token(feats), rtol=1e-5, atol=1e-9)
     n_tok = len(tokens) if tokens else emb.d_vocab
     assert fast.mean_by_token([0]).shape == (1, n_tok)
+
+
+@given(instances(), st.integers(1, 4))
+def test_triton_kernel_matches_brute_force(inst, chunk):
+    """The fused GPU kernel, run here through Triton's interpreter (on CUDA, tests/test_cuda.py runs it compiled)."""
+    if not have_triton():  # not importorskip: Triton must be first imported by posfeat, which selects its interpreter
+        pytest.skip("triton is not installed")
+    emb, sae, positions, tokens = inst
+    fast = feature_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5, dtype=torch.float64, backend="triton", feature_chunk=chunk)
+    ref = brute_force_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5)
+    assert_stats_equal(fast, ref)
+    feats = list(range(sae.d_sae))
+    np.testing.assert_allclose(fast.mean_by_token(feats), ref.mean_by_token(feats), rtol=1e-5, atol=1e-9)
 
 
 def test_float32_default_matches_reference(tiny):

@@ -5,7 +5,9 @@ Two formulations of the same sums, held to the brute-force enumeration by the sa
 * ``"numba"`` (CPU): sort each feature's ``n_pos`` thresholds ``cut - b``, drop every token value
   into its bucket among them (a binary search) while accumulating count, sum and sum of squares
   per bucket; suffix sums over the buckets give every position (:mod:`posfeat.engine.kernel`).
-* ``"torch"`` (any device, the GPU path): sort each feature's ``n_tok`` token values once; then a
+* ``"triton"`` (CUDA; on a CPU through Triton's interpreter): the numba kernel's buckets, fused into one
+  GPU pass per block (:mod:`posfeat.engine.triton_kernel`), then the same suffix sums in torch.
+* ``"torch"`` (any device, the plain-torch GPU path): sort each feature's ``n_tok`` token values once; then a
   position's firing tokens are a suffix of the sorted values, so its count, sum and sum of squares
   are one ``searchsorted`` of its threshold plus float64 prefix sums. No scatter, no atomics.
 
@@ -17,6 +19,7 @@ and nearly constant.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -27,17 +30,29 @@ from ..core.errors import PosfeatError
 from .kernel import HAVE_NUMBA, bucket_sums, position_sums
 
 ACC = torch.float64  # accumulation dtype for every sum
-BACKENDS = ("auto", "numba", "torch")
+BACKENDS = ("auto", "numba", "torch", "triton")
+
+
+def have_triton() -> bool:
+    """Whether Triton is installed (the fused GPU kernel; on a CPU it runs through Triton's interpreter)."""
+    return importlib.util.find_spec("triton") is not None
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """``"auto"``: numba for CPU tensors when installed, else torch."""
+    """``"auto"``: numba for CPU tensors when installed; on CUDA the Triton kernel when Triton is installed; else torch."""
     if backend not in BACKENDS:
-        raise PosfeatError(f"Unknown backend {backend!r}; use 'auto', 'numba' or 'torch'.")
+        raise PosfeatError(f"Unknown backend {backend!r}; use 'auto', 'numba', 'torch' or 'triton'.")
     if backend == "numba" and device.type != "cpu":
         raise PosfeatError(f"The numba backend runs on the CPU only, but the tensors are on {device}; use backend='torch' or 'auto'.")
+    if backend == "triton":
+        if not have_triton():
+            raise PosfeatError("The triton backend needs Triton (pip install triton); use backend='auto' or 'torch'.")
+        if device.type not in ("cuda", "cpu"):
+            raise PosfeatError(f"The triton backend runs on CUDA (or on the CPU through Triton's interpreter), not on {device}; use 'torch'.")
     if backend == "auto":
-        return "numba" if (HAVE_NUMBA and device.type == "cpu") else "torch"
+        if device.type == "cpu":
+            return "numba" if HAVE_NUMBA else "torch"
+        return "triton" if (device.type == "cuda" and have_triton()) else "torch"
     return backend
 
 
@@ -111,6 +126,31 @@ def _torch_block(a: torch.Tensor, s: torch.Tensor, b64: torch.Tensor, pb: torch.
     return out
 
 
+def _triton_block(a: torch.Tensor, prep: dict[str, torch.Tensor], shift: torch.Tensor, top_k: int, want_tok_sum: bool,
+                  lim: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    from . import triton_kernel  # imported only when asked for: without CUDA it switches Triton to its interpreter
+
+    n_tok, n_pos = a.shape[1], prep["s"].shape[1]
+    acc, ts = triton_kernel.bucket_sums(a, prep["s"], prep["pb"], shift)
+    suffix = acc[:, 1:].flip(1).cumsum(1).flip(1)  # [F, n_pos, 3]: tokens above the j-th threshold in firing order
+    count, S1, S2 = suffix.unbind(2)
+    c = shift[:, None] + prep["bs"]
+    order = prep["order"]
+    sorted_stats = {"count": count, "sum": S1 + c * count, "var": _variance(count, S1, S2, c, n_tok)}
+    out = {k: torch.empty_like(v).scatter_(1, order, v) for k, v in sorted_stats.items()}
+    out.update(token_summary(ts / n_pos, top_k))
+    out["u_sum"] = acc[:, :, 1].sum(1)
+    if want_tok_sum:
+        out["tok_sum"] = ts
+    if lim is not None:
+        below = a <= lim[:, None]
+        val, idx = torch.where(below, a, torch.full_like(a, float("-inf"))).max(1)
+        has = below.any(1)
+        out["below_val"] = torch.where(has, val.to(ACC), torch.full_like(shift, float("-inf")))
+        out["below_idx"] = torch.where(has, idx, torch.full_like(idx, -1))
+    return out
+
+
 def _prepare(b: torch.Tensor, cut: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each feature's thresholds ``cut - b`` sorted, the position parts in that order and their prefix sums."""
     thr = cut[:, None] - b  # [F, n_pos]
@@ -150,7 +190,10 @@ def additive_blocks(a: Float[torch.Tensor, "F n_tok"] | Callable[[int, int], tor
     full = a if isinstance(a, torch.Tensor) else a(0, int(cut.shape[0])).T.contiguous()
     results = []
     for b, prep, lim in zip(bs, preps, lims):
-        out = _torch_block(full, prep["s"], prep["b64"], prep["pb"], shift, cut, b, top_k, want_tok_sum, lim)
+        if backend == "triton":
+            out = _triton_block(full, prep, shift, top_k, want_tok_sum, lim)
+        else:
+            out = _torch_block(full, prep["s"], prep["b64"], prep["pb"], shift, cut, b, top_k, want_tok_sum, lim)
         results.append({"a_mean": shift + out.pop("u_sum") / n_tok, **out})
     return results
 

@@ -313,7 +313,8 @@ def feature_stats(
         feature_chunk: features per block (default: sized to keep memory near 1-2 GiB).
         dtype: precision of the GEMMs giving ``a`` and ``b`` (sums are always float64).
         progress: show a progress bar.
-        backend: ``"auto"``, ``"numba"`` (CPU) or ``"torch"`` (any device); see :mod:`posfeat.engine.additive`.
+        backend: ``"auto"`` (numba on the CPU, Triton on CUDA when installed), ``"numba"``, ``"triton"`` or ``"torch"``;
+            see :mod:`posfeat.engine.additive`.
     """
     emb, sae = on_device(emb, sae, device)
     check_pair(emb, sae)
