@@ -20,6 +20,7 @@ and nearly constant.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -130,6 +131,9 @@ def _triton_block(a: torch.Tensor, prep: dict[str, torch.Tensor], shift: torch.T
                   lim: torch.Tensor | None) -> dict[str, torch.Tensor]:
     from . import triton_kernel  # imported only when asked for: without CUDA it switches Triton to its interpreter
 
+    if a.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise PosfeatError(f"The triton backend needs CUDA tensors here, but these are on {a.device} (on a machine without CUDA it "
+                           "runs through Triton's interpreter); move the pair to cuda or use backend='auto'.")
     n_tok, n_pos = a.shape[1], prep["s"].shape[1]
     acc, ts = triton_kernel.bucket_sums(a, prep["s"], prep["pb"], shift)
     suffix = acc[:, 1:].flip(1).cumsum(1).flip(1)  # [F, n_pos, 3]: tokens above the j-th threshold in firing order
