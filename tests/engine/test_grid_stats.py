@@ -80,6 +80,7 @@ def test_fast_path_matches_brute_force(inst, backend, chunk):
     assert fast.mean_by_token([0]).shape == (1, n_tok)
 
 
+@pytest.mark.slow  # Triton's interpreter: about 20 s for the ci profile's 30 examples on 2 cores
 @given(instances(), st.integers(1, 4))
 def test_triton_kernel_matches_brute_force(inst, chunk):
     """The fused GPU kernel: compiled on a CUDA GPU when there is one, else run through Triton's interpreter."""
