@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 from helpers import random_pair, write_planted_folders
+
+# Hypothesis profiles, chosen by POSFEAT_HYPOTHESIS (default "ci"): "ci" keeps the suite fast, "slow" searches
+# much harder (run it before a release or after touching an exact path), "dev" is hypothesis's own default.
+# Tests leave max_examples to the profile (a test's own @settings would override it).
+settings.register_profile("ci", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("slow", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("POSFEAT_HYPOTHESIS", "ci"))
 
 
 @pytest.fixture

@@ -24,6 +24,18 @@ def test_feature_stats_cuda_equals_cpu():
         np.testing.assert_allclose(getattr(gpu, name), getattr(cpu, name), rtol=1e-6, atol=1e-9, err_msg=name)
 
 
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_grid_kernels_on_cuda_equal_cpu(backend):
+    """The fused Triton kernel (chosen by backend="auto" on CUDA) and the plain-torch path, compiled on the GPU."""
+    emb, sae = random_pair(d_vocab=500, n_ctx=64, d_model=16, d_sae=96, seed=2)
+    cpu = feature_stats(emb, sae, dtype=torch.float64)
+    gpu = feature_stats(emb.to("cuda"), sae.to("cuda"), dtype=torch.float64, backend=backend, feature_chunk=40)
+    np.testing.assert_array_equal(cpu.fire_by_position, gpu.fire_by_position)
+    for name in ("mean_by_position", "std_by_position", "pre_mean_by_position", "position_share", "token_share", "top_token_means"):
+        np.testing.assert_allclose(getattr(gpu, name), getattr(cpu, name), rtol=1e-6, atol=1e-9, err_msg=name)
+    np.testing.assert_allclose(gpu.mean_by_token([0, 5]), cpu.mean_by_token([0, 5]), rtol=1e-6, atol=1e-9)
+
+
 def test_analyze_and_eval_cuda_equal_cpu():
     emb, sae, _ = planted_pair()
     a = analyze(emb, sae, tokens_sample=32)

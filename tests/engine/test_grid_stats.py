@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from posfeat import SAE, Embeddings, PosfeatError, brute_force_stats, feature_stats
+from posfeat.engine.additive import have_triton
 
 FIELDS = ["mean_by_position", "std_by_position", "fire_by_position", "pre_mean_by_position", "mean", "fire", "positional_score",
           "token_score", "top_token_means"]
@@ -66,7 +67,6 @@ def instances(draw):
     return emb, sae, positions, tokens
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(instances(), st.sampled_from(["numba", "torch"]), st.integers(1, 4))
 def test_fast_path_matches_brute_force(inst, backend, chunk):
     emb, sae, positions, tokens = inst
@@ -78,6 +78,22 @@ def test_fast_path_matches_brute_force(inst, backend, chunk):
     np.testing.assert_allclose(fast.mean_by_token(feats), ref.mean_by_token(feats), rtol=1e-5, atol=1e-9)
     n_tok = len(tokens) if tokens else emb.d_vocab
     assert fast.mean_by_token([0]).shape == (1, n_tok)
+
+
+@pytest.mark.slow  # Triton's interpreter: about 20 s for the ci profile's 30 examples on 2 cores
+@given(instances(), st.integers(1, 4))
+def test_triton_kernel_matches_brute_force(inst, chunk):
+    """The fused GPU kernel: compiled on a CUDA GPU when there is one, else run through Triton's interpreter."""
+    if not have_triton():  # not importorskip: Triton must be first imported by posfeat, which selects its interpreter
+        pytest.skip("triton is not installed")
+    emb, sae, positions, tokens = inst
+    if torch.cuda.is_available():
+        emb, sae = emb.to("cuda"), sae.to("cuda")
+    fast = feature_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5, dtype=torch.float64, backend="triton", feature_chunk=chunk)
+    ref = brute_force_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5)
+    assert_stats_equal(fast, ref)
+    feats = list(range(sae.d_sae))
+    np.testing.assert_allclose(fast.mean_by_token(feats), ref.mean_by_token(feats), rtol=1e-5, atol=1e-9)
 
 
 def test_float32_default_matches_reference(tiny):

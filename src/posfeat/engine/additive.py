@@ -5,7 +5,9 @@ Two formulations of the same sums, held to the brute-force enumeration by the sa
 * ``"numba"`` (CPU): sort each feature's ``n_pos`` thresholds ``cut - b``, drop every token value
   into its bucket among them (a binary search) while accumulating count, sum and sum of squares
   per bucket; suffix sums over the buckets give every position (:mod:`posfeat.engine.kernel`).
-* ``"torch"`` (any device, the GPU path): sort each feature's ``n_tok`` token values once; then a
+* ``"triton"`` (CUDA; on a CPU through Triton's interpreter): the numba kernel's buckets, fused into one
+  GPU pass per block (:mod:`posfeat.engine.triton_kernel`), then the same suffix sums in torch.
+* ``"torch"`` (any device, the plain-torch GPU path): sort each feature's ``n_tok`` token values once; then a
   position's firing tokens are a suffix of the sorted values, so its count, sum and sum of squares
   are one ``searchsorted`` of its threshold plus float64 prefix sums. No scatter, no atomics.
 
@@ -17,6 +19,11 @@ and nearly constant.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
 import torch
 from jaxtyping import Float
 
@@ -24,17 +31,29 @@ from ..core.errors import PosfeatError
 from .kernel import HAVE_NUMBA, bucket_sums, position_sums
 
 ACC = torch.float64  # accumulation dtype for every sum
-BACKENDS = ("auto", "numba", "torch")
+BACKENDS = ("auto", "numba", "torch", "triton")
+
+
+def have_triton() -> bool:
+    """Whether Triton is installed (the fused GPU kernel; on a CPU it runs through Triton's interpreter)."""
+    return importlib.util.find_spec("triton") is not None
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """``"auto"``: numba for CPU tensors when installed, else torch."""
+    """``"auto"``: numba for CPU tensors when installed; on CUDA the Triton kernel when Triton is installed; else torch."""
     if backend not in BACKENDS:
-        raise PosfeatError(f"Unknown backend {backend!r}; use 'auto', 'numba' or 'torch'.")
+        raise PosfeatError(f"Unknown backend {backend!r}; use 'auto', 'numba', 'torch' or 'triton'.")
     if backend == "numba" and device.type != "cpu":
         raise PosfeatError(f"The numba backend runs on the CPU only, but the tensors are on {device}; use backend='torch' or 'auto'.")
+    if backend == "triton":
+        if not have_triton():
+            raise PosfeatError("The triton backend needs Triton (pip install triton); use backend='auto' or 'torch'.")
+        if device.type not in ("cuda", "cpu"):
+            raise PosfeatError(f"The triton backend runs on CUDA (or on the CPU through Triton's interpreter), not on {device}; use 'torch'.")
     if backend == "auto":
-        return "numba" if (HAVE_NUMBA and device.type == "cpu") else "torch"
+        if device.type == "cpu":
+            return "numba" if HAVE_NUMBA else "torch"
+        return "triton" if (device.type == "cuda" and have_triton()) else "torch"
     return backend
 
 
@@ -49,13 +68,37 @@ def _variance(count: torch.Tensor, S1: torch.Tensor, S2: torch.Tensor, c: torch.
     return (m2 - m1 * m1 + 2 * c * m1 * (1 - q) + c * c * q * (1 - q)).clamp(min=0)
 
 
-def _numba_block(a: torch.Tensor, s: torch.Tensor, order: torch.Tensor, bs: torch.Tensor, pb: torch.Tensor, shift: torch.Tensor,
-                 top_k: int, want_tok_sum: bool, lim: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    k = bucket_sums(a.numpy(), s.numpy(), pb.numpy(), shift.numpy(), max(top_k, 1), want_tok_sum, None if lim is None else lim.numpy())
-    count, psum, var = position_sums(k, order.numpy(), bs.numpy(), shift.numpy(), a.shape[1])
-    out = {name: torch.from_numpy(v) for name, v in k.items() if name not in ("cnt", "s1", "s2")}
-    u_sum = torch.from_numpy(k["s1"].sum(1))
-    return {"count": torch.from_numpy(count), "sum": torch.from_numpy(psum), "var": torch.from_numpy(var), "u_sum": u_sum, **out}
+#: Token parts per sub-block of the fused CPU path (128 features of GPT-2's vocabulary, 26 MB in float32): each
+#: sub-block is made by one GEMM in its fast orientation, transposed and bucketed while still in cache (measured on
+#: 2 cores: smaller sub-blocks slow the GEMM down, larger ones fall out of the last-level cache).
+SUB_ELEMS = 128 * 50257
+
+
+def _numba_blocks(a: torch.Tensor | Callable[[int, int], torch.Tensor], shift: np.ndarray, n_tok: int, preps: list[dict[str, torch.Tensor]],
+                  top_k: int, want_tok_sum: bool, lims: list[torch.Tensor | None]) -> list[dict[str, torch.Tensor]]:
+    F = shift.shape[0]
+    outs: list[dict[str, np.ndarray] | None] = [None] * len(preps)
+    sub = max(1, SUB_ELEMS // max(n_tok, 1))
+    for f0 in range(0, F, sub):
+        f1 = min(F, f0 + sub)
+        at = a[f0:f1].T if isinstance(a, torch.Tensor) else a(f0, f1)  # [n_tok, f1 - f0]: this sub-block's GEMM
+        at_np = (at.T.contiguous() if at.stride(0) != 1 else at.T).numpy()  # feature-major, transposed in cache
+        for i, (prep, lim) in enumerate(zip(preps, lims)):
+            outs[i] = bucket_sums(at_np, prep["s"].numpy(), prep["pb"].numpy(), shift, max(top_k, 1), want_tok_sum,
+                                  None if lim is None else lim.numpy(), out=outs[i], f0=f0)
+    results = []
+    for prep, k, lim in zip(preps, outs, lims):
+        n_pos = prep["s"].shape[1]
+        count, psum, var, tok_var = position_sums(k, prep["order"].numpy(), prep["bs"].numpy(), shift, prep["pb"].numpy(), n_tok)
+        out = {"count": torch.from_numpy(count), "sum": torch.from_numpy(psum), "var": torch.from_numpy(var), "tok_var": torch.from_numpy(tok_var),
+               "top_val": torch.from_numpy(k["top_val"] / n_pos), "top_idx": torch.from_numpy(k["top_idx"]),
+               "a_mean": torch.from_numpy(shift + k["acc"][:, :, 1].sum(1) / n_tok)}
+        if want_tok_sum:
+            out["tok_sum"] = torch.from_numpy(k["tok_sum"])
+        if lim is not None:
+            out["below_val"], out["below_idx"] = torch.from_numpy(k["below_val"]), torch.from_numpy(k["below_idx"])
+        results.append(out)
+    return results
 
 
 def _torch_block(a: torch.Tensor, s: torch.Tensor, b64: torch.Tensor, pb: torch.Tensor, shift: torch.Tensor, cut: torch.Tensor,
@@ -84,6 +127,81 @@ def _torch_block(a: torch.Tensor, s: torch.Tensor, b64: torch.Tensor, pb: torch.
     return out
 
 
+def _triton_block(a: torch.Tensor, prep: dict[str, torch.Tensor], shift: torch.Tensor, top_k: int, want_tok_sum: bool,
+                  lim: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    from . import triton_kernel  # imported only when asked for: without CUDA it switches Triton to its interpreter
+
+    if a.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise PosfeatError(f"The triton backend needs CUDA tensors here, but these are on {a.device} (on a machine without CUDA it "
+                           "runs through Triton's interpreter); move the pair to cuda or use backend='auto'.")
+    n_tok, n_pos = a.shape[1], prep["s"].shape[1]
+    acc, ts = triton_kernel.bucket_sums(a, prep["s"], prep["pb"], shift)
+    suffix = acc[:, 1:].flip(1).cumsum(1).flip(1)  # [F, n_pos, 3]: tokens above the j-th threshold in firing order
+    count, S1, S2 = suffix.unbind(2)
+    c = shift[:, None] + prep["bs"]
+    order = prep["order"]
+    sorted_stats = {"count": count, "sum": S1 + c * count, "var": _variance(count, S1, S2, c, n_tok)}
+    out = {k: torch.empty_like(v).scatter_(1, order, v) for k, v in sorted_stats.items()}
+    out.update(token_summary(ts / n_pos, top_k))
+    out["u_sum"] = acc[:, :, 1].sum(1)
+    if want_tok_sum:
+        out["tok_sum"] = ts
+    if lim is not None:
+        below = a <= lim[:, None]
+        val, idx = torch.where(below, a, torch.full_like(a, float("-inf"))).max(1)
+        has = below.any(1)
+        out["below_val"] = torch.where(has, val.to(ACC), torch.full_like(shift, float("-inf")))
+        out["below_idx"] = torch.where(has, idx, torch.full_like(idx, -1))
+    return out
+
+
+def _prepare(b: torch.Tensor, cut: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each feature's thresholds ``cut - b`` sorted, the position parts in that order and their prefix sums."""
+    thr = cut[:, None] - b  # [F, n_pos]
+    s, order = thr.sort(dim=1)
+    b64 = b.to(ACC)
+    bs = b64.gather(1, order)  # position parts in firing order (largest first)
+    pb = torch.cat([torch.zeros(b.shape[0], 1, dtype=ACC, device=b.device), bs.cumsum(1)], dim=1)
+    return {"s": s, "order": order, "bs": bs, "pb": pb, "b64": b64}
+
+
+def additive_blocks(a: Float[torch.Tensor, "F n_tok"] | Callable[[int, int], torch.Tensor], bs: Sequence[Float[torch.Tensor, "F _"]],
+                    cut: Float[torch.Tensor, " F"], backend: str = "auto", *, n_tok: int | None = None,
+                    a_center: Float[torch.Tensor, " F"] | None = None, top_k: int = 20, want_tok_sum: bool = False,
+                    lims: Sequence[torch.Tensor | None] | None = None) -> list[dict[str, torch.Tensor]]:
+    """:func:`additive_block` for several position parts ``bs`` of one block of features, reading ``a`` once.
+
+    ``a`` may be a function ``a(f0, f1)`` giving the token parts of features ``f0..f1-1`` of the block token-major,
+    ``[n_tok, f1 - f0]`` (then ``n_tok`` and ``a_center``, a value near each feature's mean token part, are required):
+    the CPU path asks for it in cache-sized sub-blocks and buckets each one at once, so the GEMM's output is consumed
+    while still in cache instead of written to memory and read back.
+    """
+    if isinstance(a, torch.Tensor):
+        n_tok = int(a.shape[1])
+        device = a.device
+        if a_center is None:
+            a_center = a.mean(1)
+    elif n_tok is None or a_center is None:
+        raise ValueError("n_tok and a_center are required when the token parts come from a function")
+    else:
+        device = cut.device
+    backend = resolve_backend(backend, device)
+    lims = list(lims) if lims is not None else [None] * len(bs)
+    preps = [_prepare(b, cut) for b in bs]
+    shift = a_center.to(ACC)  # near the mean is enough to keep sums of squares from cancelling; the exact mean follows
+    if backend == "numba":
+        return _numba_blocks(a, shift.numpy(), n_tok, preps, top_k, want_tok_sum, lims)
+    full = a if isinstance(a, torch.Tensor) else a(0, int(cut.shape[0])).T.contiguous()
+    results = []
+    for b, prep, lim in zip(bs, preps, lims):
+        if backend == "triton":
+            out = _triton_block(full, prep, shift, top_k, want_tok_sum, lim)
+        else:
+            out = _torch_block(full, prep["s"], prep["b64"], prep["pb"], shift, cut, b, top_k, want_tok_sum, lim)
+        results.append({"a_mean": shift + out.pop("u_sum") / n_tok, **out})
+    return results
+
+
 def additive_block(a: Float[torch.Tensor, "F n_tok"], b: Float[torch.Tensor, "F n_pos"], cut: Float[torch.Tensor, " F"],
                    backend: str = "auto", *, top_k: int = 20, want_tok_sum: bool = False,
                    lim: Float[torch.Tensor, " F"] | None = None) -> dict[str, torch.Tensor]:
@@ -103,15 +221,4 @@ def additive_block(a: Float[torch.Tensor, "F n_tok"], b: Float[torch.Tensor, "F 
     (variance over tokens of each token's mean over positions); ``top_val``, ``top_idx`` ``[F, k]``;
     ``tok_sum`` ``[F, n_tok]`` (each token's activation summed over positions) when asked.
     """
-    backend = resolve_backend(backend, a.device)
-    thr = cut[:, None] - b  # [F, n_pos]
-    s, order = thr.sort(dim=1)
-    b64 = b.to(ACC)
-    bs = b64.gather(1, order)  # position parts in firing order (largest first)
-    pb = torch.cat([torch.zeros(b.shape[0], 1, dtype=ACC, device=a.device), bs.cumsum(1)], dim=1)
-    shift = a.mean(1).to(ACC)  # near the mean is enough to keep sums of squares from cancelling; the exact mean follows
-    if backend == "numba":
-        out = _numba_block(a, s, order, bs, pb, shift, top_k, want_tok_sum, lim)
-    else:
-        out = _torch_block(a, s, b64, pb, shift, cut, b, top_k, want_tok_sum, lim)
-    return {"a_mean": shift + out.pop("u_sum") / a.shape[1], **out}
+    return additive_blocks(a, [b], cut, backend, top_k=top_k, want_tok_sum=want_tok_sum, lims=[lim])[0]

@@ -34,7 +34,7 @@ from ..core.errors import PosfeatError
 from ..core.sae import SAE
 from ..core.tensors import to_numpy
 from ..io.sources import as_pair
-from .additive import ACC, additive_block, resolve_backend, token_summary
+from .additive import ACC, additive_block, additive_blocks, resolve_backend, token_summary
 
 log = logging.getLogger(__name__)
 
@@ -242,9 +242,10 @@ def grid_statistics(
     tok = resolve_index(tokens, emb.d_vocab, "tokens")
     chunk = feature_chunk or _default_chunk(len(tok), max(len(p) for p in sets), dev)
     W_enc, b_enc = sae.W_enc.to(dtype), sae.b_enc.to(dtype)
-    x_tok = emb.W_E[tok.to(dev)].to(dtype)
+    x_tok = (emb.W_E if tokens is None else emb.W_E[tok.to(dev)]).to(dtype)
     if sae.apply_b_dec_to_input:
         x_tok = x_tok - sae.b_dec.to(dtype)
+    x_mean = x_tok.mean(0).to(ACC)  # only needs to be near the mean (see additive_blocks)
     x_pos = [emb.W_pos[p.to(dev)].to(dtype) for p in sets]
     x_ctx = None if never_firing_context is None else emb.W_pos[:never_firing_context].to(dtype)
     cut = sae.cut(dtype)
@@ -253,12 +254,19 @@ def grid_statistics(
     never = _Collector(sae.d_sae, 1, 1) if x_ctx is not None else None
     for f0 in tqdm(range(0, sae.d_sae, chunk), desc="grid statistics", unit="block", disable=not progress):
         fs = slice(f0, min(f0 + chunk, sae.d_sae))
-        W = W_enc[:, fs].T
-        a = torch.addmm(b_enc[fs][:, None], W, x_tok.T)  # [F, n_tok]
+        W, bias = W_enc[:, fs].T, b_enc[fs]
+
+        W_blk = W_enc[:, fs].contiguous()
+
+        def token_parts(i0: int, i1: int, W_blk: torch.Tensor = W_blk, bias: torch.Tensor = bias) -> torch.Tensor:
+            return torch.addmm(bias[i0:i1], x_tok, W_blk[:, i0:i1])  # [n_tok, i1 - i0]: the GEMM's fast orientation
+
         lim = None if x_ctx is None else (cut[fs][:, None] - W @ x_ctx.T).min(1).values  # never fires inside iff a <= lim
-        for i, (xp, col) in enumerate(zip(x_pos, cols)):
-            b = W @ xp.T  # [F, n_pos]
-            s = additive_block(a, b, cut[fs], backend, top_k=top_k_tokens, lim=lim if i == len(cols) - 1 else None)
+        bs = [W @ xp.T for xp in x_pos]  # [F, n_pos] each
+        center = x_mean @ W_enc[:, fs].to(ACC) + b_enc[fs].to(ACC)  # each feature's mean token part (up to rounding)
+        parts = additive_blocks(token_parts, bs, cut[fs], backend, n_tok=len(tok), a_center=center, top_k=top_k_tokens,
+                                lims=[None] * (len(bs) - 1) + [lim])
+        for b, s, col in zip(bs, parts, cols):
             col.add(f0, finish(s["count"], s["sum"], s["var"], s, s["a_mean"][:, None] + b.to(ACC), len(tok), top_k_tokens))
             if never is not None and "below_val" in s:
                 never.add(f0, {"value": s["below_val"], "token": s["below_idx"]})
@@ -307,7 +315,8 @@ def feature_stats(
         feature_chunk: features per block (default: sized to keep memory near 1-2 GiB).
         dtype: precision of the GEMMs giving ``a`` and ``b`` (sums are always float64).
         progress: show a progress bar.
-        backend: ``"auto"``, ``"numba"`` (CPU) or ``"torch"`` (any device); see :mod:`posfeat.engine.additive`.
+        backend: ``"auto"`` (numba on the CPU, Triton on CUDA when installed), ``"numba"``, ``"triton"`` or ``"torch"``;
+            see :mod:`posfeat.engine.additive`.
     """
     emb, sae = on_device(*as_pair(emb, sae), device)
     check_pair(emb, sae)

@@ -1,14 +1,16 @@
 """The fused CPU kernels of the additive fast path (numba), compiled once and cached on disk.
 
-:func:`bucket_sums`: for each feature (in parallel) and each token, one search of the token's
-value among the feature's sorted thresholds (a lookup table over the thresholds' range narrows
-the binary search to a few of them), three float64 accumulations into that
-bucket, the token's mean activation over positions folded straight into the feature's token
-statistics (Welford mean and variance, top-k), and, when asked, the largest token value at or
-below a limit. Nothing of size ``n_tok`` is written unless asked for.
+:func:`bucket_sums`: for each feature (in parallel) and each token, the token's bucket among the
+feature's sorted thresholds (a lookup table of about 16 cells per threshold: one load, and a compare
+or two in the token's own cell), three float64 accumulations into that bucket (one cache line per
+bucket) and a check against the feature's top-k; tokens below every threshold (most, for a sparse
+feature) only count. It takes the token parts of a few features at a time, right after the GEMM
+that made them, so they are read while still in cache. Nothing of size ``n_tok`` is written unless
+asked for.
 
 :func:`position_sums`: suffix sums over the buckets give, for every position, the exact count,
-sum and variance of the activations over tokens (in parallel over features).
+sum and variance of the activations over tokens, and the variance over tokens of each token's mean
+over positions (a token in bucket ``j`` sums to ``j a + pb[j]`` over positions), in parallel over features.
 """
 
 from __future__ import annotations
@@ -28,92 +30,105 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 
 _CACHE = os.environ.get("POSFEAT_NUMBA_CACHE", "1") != "0"
 
-#: Cells of the per-feature lookup table that narrows each binary search to a few thresholds.
-TABLE_CELLS = 4096
+#: Cells per threshold of the per-feature lookup table that finds each token's bucket (most cells hold no threshold).
+CELLS_PER_THRESHOLD = 16
 
 if HAVE_NUMBA:
 
     @njit(cache=_CACHE, boundscheck=False, nogil=True)
     @no_type_check
-    def _search_table(row):  # pragma: no cover
-        """``tab[k]``: thresholds below ``first + k / scale``, for ``k = 0..TABLE_CELLS+1`` (``row`` sorted)."""
+    def _cell_starts(row, C):  # pragma: no cover
+        """``start[c]``: thresholds of sorted ``row`` whose cell ``int((x - first) * scale)`` is below ``c`` (``c = 0..C+1``).
+
+        The cell of a value is a monotone function of it, computed the same way for thresholds and token values, so a
+        value's bucket is ``start[c]`` plus the thresholds of its own cell below it: exact, with no rounding slack.
+        """
         P = row.shape[0]
         first = float64(row[0])
         span = float64(row[P - 1]) - first
-        scale = TABLE_CELLS / span if span > 0 else 0.0
-        tab = np.empty(TABLE_CELLS + 2, np.int64)
-        i = 0
-        for k in range(TABLE_CELLS + 2):
-            edge = first + k / scale if scale > 0 else first
-            while i < P and row[i] < edge:
-                i += 1
-            tab[k] = i
-        return tab, first, scale
-
-    @njit(cache=_CACHE, boundscheck=False, nogil=True)
-    @no_type_check
-    def _count_below(row, tab, first, scale, v):  # pragma: no cover
-        """Thresholds in sorted ``row`` strictly below ``v``: a binary search between the table's bounds for ``v``'s cell."""
-        P = row.shape[0]
-        if not v > row[0]:
-            return 0
-        if v > row[P - 1]:
-            return P
-        k = int64((float64(v) - first) * scale)
-        lo = tab[k - 1] if k > 0 else 0
-        n = (tab[k + 2] if k + 2 <= TABLE_CELLS + 1 else P) - lo
-        while n > 0:
-            half = n >> 1
-            if row[lo + half] < v:
-                lo = lo + half + 1
-                n = n - half - 1
-            else:
-                n = half
-        return lo
+        scale = C / span if span > 0 else 0.0
+        if not scale < 1e300:  # a span too small to divide: one cell (a linear scan, still exact)
+            scale = 0.0
+        start = np.zeros(C + 2, np.int32)
+        for i in range(P):
+            start[int64((float64(row[i]) - first) * scale) + 1] += 1
+        for c in range(C + 1):
+            start[c + 1] += start[c]
+        return start, first, scale
 
     @njit(parallel=True, cache=_CACHE, boundscheck=False, nogil=True)
     @no_type_check
-    def _bucket_kernel(at, s, pb, shift, lim, cnt, s1, s2, tok_var, topv, topi, tok_sum, want_tok_sum, below_v, below_i):  # pragma: no cover
+    def _bucket_kernel(at, f0, s, pb, shift, lim, acc, topv, topi, tok_sum, want_tok_sum, want_lim, below_v, below_i):  # pragma: no cover
+        """Rows ``f0 ..`` of the outputs from the token parts ``at`` ``[F, T]`` of those features (a block small enough to be in cache)."""
         F, T = at.shape
         P = s.shape[1]
         K = topv.shape[1]
-        for f in prange(F):
+        C = CELLS_PER_THRESHOLD * P
+        for i in prange(F):
+            f = f0 + i
             row = s[f]
-            tab, first, scale = _search_table(row)
-            mean_r = 0.0
-            m2 = 0.0
+            start, first, scale = _cell_starts(row, C)
+            last = row[P - 1]
+            sh = shift[f]
+            limf = lim[f]
+            best = below_v[f]
+            besti = below_i[f]
+            tmin = topv[f, K - 1]  # a token enters the top K when its sum over positions beats this
+            n0 = 0.0  # tokens in bucket 0 (below every threshold: they fire nowhere, their sum over positions is 0)
+            u0 = 0.0
             for t in range(T):
-                v = at[f, t]
-                lo = _count_below(row, tab, first, scale, v)
+                v = at[i, t]
                 w = float64(v)
-                u = w - shift[f]
-                cnt[f, lo] += 1.0
-                s1[f, lo] += u
-                s2[f, lo] += u * u
-                ts = lo * w + pb[f, lo]
-                if want_tok_sum:
-                    tok_sum[f, t] = ts
-                if v <= lim[f] and w > below_v[f]:  # largest token value at or below the limit
-                    below_v[f] = w
-                    below_i[f] = t
-                r = ts / P  # the token's mean activation over positions
-                delta = r - mean_r
-                mean_r += delta / (t + 1)
-                m2 += delta * (r - mean_r)
-                if K > 0 and r > topv[f, K - 1]:  # keep the top K, earlier tokens first among ties
-                    j = K - 1
-                    while j > 0 and topv[f, j - 1] < r:
-                        topv[f, j] = topv[f, j - 1]
-                        topi[f, j] = topi[f, j - 1]
-                        j -= 1
-                    topv[f, j] = r
-                    topi[f, j] = t
-            tok_var[f] = m2 / T
+                if want_lim and v <= limf and w > best:  # largest token value at or below the limit
+                    best = w
+                    besti = t
+                if not v > row[0]:  # fires at no position
+                    n0 += 1.0
+                    u0 += w - sh
+                    if want_tok_sum:
+                        tok_sum[f, t] = 0.0
+                    if tmin >= 0.0:  # 0 does not beat the top K
+                        continue
+                    lo = 0
+                    ts = 0.0
+                else:
+                    if v > last:
+                        lo = P
+                    else:
+                        c = int64((w - first) * scale)
+                        lo = start[c]
+                        end = start[c + 1]
+                        while lo < end and row[lo] < v:
+                            lo += 1
+                    u = w - sh
+                    acc[f, lo, 0] += 1.0
+                    acc[f, lo, 1] += u
+                    acc[f, lo, 2] += u * u
+                    ts = lo * w + pb[f, lo]
+                    if want_tok_sum:
+                        tok_sum[f, t] = ts
+                    if not ts > tmin:
+                        continue
+                j = K - 1  # keep the top K sums (hence means), earlier tokens first among ties
+                while j > 0 and topv[f, j - 1] < ts:
+                    topv[f, j] = topv[f, j - 1]
+                    topi[f, j] = topi[f, j - 1]
+                    j -= 1
+                topv[f, j] = ts
+                topi[f, j] = t
+                tmin = topv[f, K - 1]
+            acc[f, 0, 0] += n0
+            acc[f, 0, 1] += u0
+            below_v[f] = best
+            below_i[f] = besti
 
     @njit(parallel=True, cache=_CACHE, boundscheck=False, nogil=True)
     @no_type_check
-    def _position_kernel(cnt, s1, s2, order, bsorted, shift, n_tok, count, psum, var):  # pragma: no cover
+    def _position_kernel(acc, order, bsorted, shift, pb, n_tok, count, psum, var, tok_var):  # pragma: no cover
         F, P = order.shape
+        cnt = acc[:, :, 0]
+        s1 = acc[:, :, 1]
+        s2 = acc[:, :, 2]
         for f in prange(F):
             c = 0.0
             a1 = 0.0
@@ -130,6 +145,18 @@ if HAVE_NUMBA:
                 count[f, p] = c
                 psum[f, p] = a1 + k * c
                 var[f, p] = v if v > 0.0 else 0.0
+            # each token's sum over positions is ts = j u + c_j in bucket j (u: shifted token value, c_j = j shift + pb[j]);
+            # its variance over tokens from the buckets' sums, around the mean (no per-token work, no cancellation)
+            tot = 0.0
+            for j in range(P + 1):
+                tot += j * s1[f, j] + cnt[f, j] * (j * shift[f] + pb[f, j])
+            mean = tot / n_tok
+            sq = 0.0
+            for j in range(P + 1):
+                d = j * shift[f] + pb[f, j] - mean
+                sq += j * j * s2[f, j] + 2.0 * j * d * s1[f, j] + cnt[f, j] * d * d
+            tv = sq / n_tok / (P * P)
+            tok_var[f] = tv if tv > 0.0 else 0.0
 
 
 def set_threads(n: int | None) -> None:
@@ -139,50 +166,51 @@ def set_threads(n: int | None) -> None:
 
 
 def bucket_sums(at: np.ndarray, s: np.ndarray, pb: np.ndarray, shift: np.ndarray, top_k: int, want_tok_sum: bool,
-                lim: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Bucket token values among sorted thresholds, and summarise tokens on the way (see module docstring).
+                lim: np.ndarray | None = None, *, out: dict[str, np.ndarray] | None = None, f0: int = 0) -> dict[str, np.ndarray]:
+    """Bucket token values among sorted thresholds, and keep each feature's top tokens on the way (see module docstring).
 
     Args:
-        at: ``Float[ndarray, "F n_tok"]`` token parts of the pre-activation.
-        s: ``Float[ndarray, "F n_pos"]`` each feature's thresholds, sorted ascending (same dtype as ``at``).
-        pb: ``Float64[ndarray, "F n_pos+1"]`` prefix sums of the position parts in that order.
-        shift: ``Float64[ndarray, "F"]`` subtracted from token values before summing (their mean,
+        at: ``Float[ndarray, "F n_tok"]`` token parts of the pre-activation of features ``f0 .. f0+F`` of the block.
+        s: ``Float[ndarray, "F_block n_pos"]`` each feature's thresholds, sorted ascending (same dtype as ``at``).
+        pb: ``Float64[ndarray, "F_block n_pos+1"]`` prefix sums of the position parts in that order.
+        shift: ``Float64[ndarray, "F_block"]`` subtracted from token values before summing (near their mean,
             so that sums of squares do not cancel).
         top_k: how many tokens with the highest mean to keep.
         want_tok_sum: also return each token's sum over positions.
-        lim: ``[F]`` (dtype of ``at``): also return ``below_val, below_idx``, the largest token value
+        lim: ``[F_block]`` (dtype of ``at``): also return ``below_val, below_idx``, the largest token value
             ``<= lim`` and its token (``-inf`` and -1 when none).
+        out: the block's outputs from an earlier call (``f0 > 0``), filled further; None: new ones.
+        f0: the first feature of ``at`` in the block.
 
-    Returns ``cnt, s1, s2`` ``[F, n_pos+1]`` (count, sum, sum of squares of shifted token values per
-    bucket); ``tok_var`` ``[F]`` (population variance over tokens of their mean over positions);
-    ``top_val, top_idx`` ``[F, min(top_k, n_tok)]``; ``tok_sum`` ``[F, n_tok]`` when asked.
+    Returns ``acc`` ``[F_block, n_pos+1, 4]`` (count, sum, sum of squares of shifted token values per
+    bucket, and a pad: one cache line's half per bucket); ``top_val, top_idx`` ``[F_block, min(top_k, n_tok)]`` (top values are sums over positions);
+    ``tok_sum`` ``[F_block, n_tok]`` when asked. Call it with consecutive slices of the block's features
+    (each feature's whole row of token values at once), then :func:`position_sums`.
     """
-    F, T = at.shape
-    P = s.shape[1]
+    T = at.shape[1]
+    FB, P = s.shape
     k = min(top_k, T)
-    out = {"cnt": np.zeros((F, P + 1)), "s1": np.zeros((F, P + 1)), "s2": np.zeros((F, P + 1)), "tok_var": np.zeros(F),
-           "top_val": np.full((F, k), -np.inf), "top_idx": np.full((F, k), -1, dtype=np.int64),
-           "tok_sum": np.empty((F, T) if want_tok_sum else (1, 1)), "below_val": np.full(F, -np.inf), "below_idx": np.full(F, -1, np.int64)}
-    lim_arr = np.full(F, -np.inf, dtype=at.dtype) if lim is None else np.ascontiguousarray(lim, dtype=at.dtype)
-    _bucket_kernel(np.ascontiguousarray(at), np.ascontiguousarray(s), np.ascontiguousarray(pb), np.ascontiguousarray(shift, dtype=np.float64),
-                   lim_arr, out["cnt"], out["s1"], out["s2"], out["tok_var"], out["top_val"], out["top_idx"], out["tok_sum"], want_tok_sum,
+    if out is None:
+        out = {"acc": np.zeros((FB, P + 1, 4)), "top_val": np.full((FB, k), -np.inf), "top_idx": np.full((FB, k), -1, dtype=np.int64),
+               "tok_sum": np.empty((FB, T) if want_tok_sum else (1, 1)), "below_val": np.full(FB, -np.inf), "below_idx": np.full(FB, -1, np.int64)}
+    lim_arr = np.full(FB, -np.inf, dtype=at.dtype) if lim is None else np.ascontiguousarray(lim, dtype=at.dtype)
+    _bucket_kernel(at, f0, np.ascontiguousarray(s), np.ascontiguousarray(pb), np.ascontiguousarray(shift, dtype=np.float64),
+                   lim_arr, out["acc"], out["top_val"], out["top_idx"], out["tok_sum"], want_tok_sum, lim is not None,
                    out["below_val"], out["below_idx"])
-    if not want_tok_sum:
-        del out["tok_sum"]
-    if lim is None:
-        del out["below_val"], out["below_idx"]
     return out
 
 
-def position_sums(sums: dict[str, np.ndarray], order: np.ndarray, bsorted: np.ndarray, shift: np.ndarray,
-                  n_tok: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``count, sum, var`` ``Float64[ndarray, "F n_pos"]`` at every position from :func:`bucket_sums`'s buckets.
+def position_sums(sums: dict[str, np.ndarray], order: np.ndarray, bsorted: np.ndarray, shift: np.ndarray, pb: np.ndarray,
+                  n_tok: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``count, sum, var`` ``Float64[ndarray, "F n_pos"]`` at every position, and ``tok_var`` ``[F]`` (population
+    variance over tokens of their mean over positions), from :func:`bucket_sums`'s buckets.
 
-    ``order[f, j]``: the position of the ``j``-th smallest threshold; ``bsorted``: the position parts in that order.
+    ``order[f, j]``: the position of the ``j``-th smallest threshold; ``bsorted``: the position parts in that order;
+    ``pb``: their prefix sums.
     """
     F, P = order.shape
-    count, psum, var = np.empty((F, P)), np.empty((F, P)), np.empty((F, P))
-    _position_kernel(sums["cnt"], sums["s1"], sums["s2"], np.ascontiguousarray(order, dtype=np.int64),
-                     np.ascontiguousarray(bsorted, dtype=np.float64), np.ascontiguousarray(shift, dtype=np.float64), float(n_tok),
-                     count, psum, var)
-    return count, psum, var
+    count, psum, var, tok_var = np.empty((F, P)), np.empty((F, P)), np.empty((F, P)), np.empty(F)
+    _position_kernel(sums["acc"], np.ascontiguousarray(order, dtype=np.int64),
+                     np.ascontiguousarray(bsorted, dtype=np.float64), np.ascontiguousarray(shift, dtype=np.float64),
+                     np.ascontiguousarray(pb, dtype=np.float64), float(n_tok), count, psum, var, tok_var)
+    return count, psum, var, tok_var

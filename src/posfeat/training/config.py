@@ -15,6 +15,7 @@ from typing import Any
 from ..core.errors import PosfeatError, arg
 
 ARCHS = ("relu", "topk")
+PRECISIONS = ("fp32", "bf16")
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -46,6 +47,8 @@ class TrainConfig:
     resample_at: tuple[float, ...] = _f((0.25, 0.5), "fractions of training at which dead features are resampled")
     log_every: int = _f(20, "steps between rows of training_log.csv")
     checkpoint_seconds: float = _f(180.0, "seconds between checkpoints (and on interruption)")
+    precision: str = _f("fp32", "forward pass precision: fp32, or bf16 (autocast; weights, gradients and Adam stay fp32)",
+                        choices=PRECISIONS)
 
     def validate(self, n_ctx: int | None, model: str = "the model") -> None:
         """Types and ranges of every field, each failure one sentence naming the parameter (the context against
@@ -62,6 +65,8 @@ class TrainConfig:
         if self.context < 1 or (n_ctx is not None and self.context > n_ctx):
             raise PosfeatError(f"{arg('context', self.context)} is outside 1..{n_ctx or 'n_ctx'}, the positions of {model}; "
                                "pick a context within it.")
+        if self.precision not in PRECISIONS:
+            raise PosfeatError(f"{arg('precision', self.precision)} is unknown; use fp32 or bf16.")
         if self.arch not in ARCHS:
             raise PosfeatError(f"{arg('arch', self.arch)} is unknown; use relu or topk.")
         if self.arch == "topk" and (isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= self.d_sae):

@@ -126,7 +126,9 @@ class Trainer:
     def step(self) -> None:
         """One optimisation step, then resampling and a log row when they are due."""
         x = self.sampler.batch(self.cfg.batch) / self.scaling.scale
-        out = self.model.losses(x, self.l1_coefficient())
+        # bf16: the encoder and decoder GEMMs run in bfloat16 under autocast; parameters, gradients and Adam stay fp32
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+            out = self.model.losses(x, self.l1_coefficient())
         self.opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         self.opt.step()
