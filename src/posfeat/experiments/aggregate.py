@@ -17,7 +17,9 @@ fine-tuning within ``in_context_tolerance`` above its value before. Both margins
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -182,5 +184,23 @@ def context_sentence(table: pd.DataFrame, verdicts: dict[str, dict[str, Any]], b
             "before. " + "; ".join(parts) + ".")
 
 
-__all__ = ["CONTEXT_COLUMNS", "WIDTH_COLUMNS", "context_table", "context_verdicts", "lack_of_fit", "local_exponents", "mean_sd",
+def from_folder(folder: str | Path, past_tolerance: float = 0.10, in_context_tolerance: float = 0.05) -> dict[str, Any]:
+    """The statistics of a finished sweep folder from its ``runs.csv`` (this version's or posfeat 0.2's) and ``summary.json``.
+
+    Reads only what the runs wrote: no SAE is loaded and nothing is trained. Returns ``{"kind": "widths" | "context", "table": ...,
+    **statistics}``.
+    """
+    folder = Path(folder)
+    runs = pd.read_csv(folder / "runs.csv")
+    if "status" in runs:
+        runs = runs[runs.status == "done"].drop(columns=["status", "error"])
+    summary = json.loads((folder / "summary.json").read_text())
+    if "d_sae" in runs.columns:
+        return {"kind": "widths", "table": width_table(runs), **width_statistics(runs, int(summary["context"]))}
+    table = context_table(runs)
+    return {"kind": "context", "table": table, "repair": context_verdicts(table, past_tolerance, in_context_tolerance),
+            "original_context": int(summary["original_context"])}
+
+
+__all__ = ["CONTEXT_COLUMNS", "WIDTH_COLUMNS", "context_table", "context_verdicts", "from_folder", "lack_of_fit", "local_exponents", "mean_sd",
            "power_law", "repair_verdict", "trend_test", "width_statistics", "width_table"]

@@ -54,10 +54,10 @@ class LocalExecutor:
 
 def memory_estimate(d_model: int, d_sae: int, batch: int, d_vocab: int, context: int) -> int:
     """Bytes a training run needs on its device (fp32): weights, gradients and Adam moments of W_enc and W_dec, a batch's
-    activations (pre-activation, activation, their gradients), the embeddings, and the exact statistics' token block."""
+    activations (pre-activation, activation, their gradients), the embeddings, and a 2048-token block of the exact statistics."""
     params = 2 * d_model * d_sae + d_sae + d_model
     acts = 4 * batch * d_sae + 4 * batch * d_model
-    stats = min(d_vocab, 8192) * d_sae * 2
+    stats = min(d_vocab, 2048) * d_sae * 2
     return 4 * (4 * params + acts + (d_vocab + context) * d_model + stats)
 
 

@@ -10,6 +10,7 @@ step. Memory is :func:`posfeat.experiments.executors.memory_estimate`. Nothing i
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -22,8 +23,8 @@ from ..training.trainer import Sampler, Scaling, Trainer
 from .executors import memory_estimate
 from .plan import Run, Shared
 
-PROBE_STEPS = 3
-PROBE_BATCH = 512
+PROBE_STEPS = 2
+PROBE_BATCH = 128
 
 
 def _step_seconds(emb: Embeddings, run: Run, steps: int, batch: int) -> float:
@@ -76,7 +77,8 @@ def plan_table(emb: Embeddings, runs: list[Run], shared: Shared | None = None, s
     df = pd.DataFrame(rows)
     info = {"device": str(emb.device), "probe_steps": steps, "probe_batch": probe_batch, "batch": batch, "probe_seconds": probe_seconds,
             "seconds_per_step": {int(w): float(s) for w, s in measured.items()}, "total_device_hours": float(df.seconds.sum() / 3600),
-            "peak_memory_gib": float(df.memory_gib.max()) if len(df) else 0.0}
+            "peak_memory_gib": float(df.memory_gib.max()) if len(df) else 0.0,
+            "load_average": float(os.getloadavg()[0]) if hasattr(os, "getloadavg") else float("nan"), "cpus": os.cpu_count()}
     return df, info
 
 
@@ -85,7 +87,8 @@ def plan_text(df: pd.DataFrame, info: dict[str, Any]) -> str:
     lines = [df.to_string(index=False, formatters={"memory_gib": "{:.2f}".format, "seconds": "{:.0f}".format})]
     per = ", ".join(f"d_sae {w}: {s:.3g} s" for w, s in info["seconds_per_step"].items())
     lines.append(f"probe on {info['device']}: {info['probe_steps']} steps at batch {info['probe_batch']} (scaled to {info['batch']}) per step: "
-                 f"{per}; probe took {info['probe_seconds']:.1f} s")
+                 f"{per}; probe took {info['probe_seconds']:.1f} s" + (f" (load average {info['load_average']:.1f} on {info['cpus']} CPUs)"
+                 if info["device"] == "cpu" else ""))
     lines.append(f"{len(df)} runs; total {df.seconds.sum():.0f} s = {info['total_device_hours']:.2f} device-hours on {info['device']}; "
                  f"largest run needs about {info['peak_memory_gib']:.2f} GiB")
     return "\n".join(lines)

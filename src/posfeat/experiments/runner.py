@@ -40,6 +40,7 @@ CONTEXT_COLUMNS = ["sae", "context", "seed", "steps", "train_seconds", "fvu_in_o
                    "fvu_new_positions", "fvu_past_new_context", "l0_past_original_context", "positional_coverage_new_positions",
                    "spurious_per_token_past_original_context"]
 CURVE_FILE = "positional_by_step.csv"
+WORKER_SUFFIX = ".worker.json"
 
 
 def counts(emb: Embeddings, sae: SAE, context: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -147,6 +148,17 @@ def execute(run: Run, sweep: Path, shared: Shared, device: Any = None, progress:
     """Train (or reuse) and measure ``run`` under the sweep folder ``sweep``; write and return its row (``run.json``)."""
     emb = shared.emb if device is None else shared.emb.to(device)
     folder = sweep / run.key
+    worker = folder.with_name(folder.name + WORKER_SUFFIX)  # who runs it, while it runs (pid and host)
+    worker.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(worker) as tmp:
+        tmp.write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "started": time.time()}) + "\n")
+    try:
+        return _execute(run, folder, shared, emb, progress)
+    finally:
+        worker.unlink(missing_ok=True)
+
+
+def _execute(run: Run, folder: Path, shared: Shared, emb: Embeddings, progress: bool) -> dict[str, Any]:
     if run.trains:
         sae, secs, resumed = train_or_reuse(run, folder, shared, emb, progress)
         steps = run.config.steps
