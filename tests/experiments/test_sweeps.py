@@ -170,3 +170,43 @@ def test_importing_posfeat_and_a_local_sweep_never_import_ray(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=os.path.dirname(__file__) + "/..")
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_statistics_read_a_finished_sweep_of_posfeat_0_2(tmp_path):
+    """scripts/sweep_stats.py's reader: a 0.2 runs.csv (no status column) and summary.json are enough; nothing is trained."""
+    from posfeat.experiments.aggregate import from_folder
+    from posfeat.experiments.runner import CONTEXT_COLUMNS, WIDTH_COLUMNS
+
+    w = tmp_path / "w"
+    w.mkdir()
+    counts = {128: [13, 14, 13], 256: [18, 19, 18], 512: [30, 32, 29], 1024: [45, 50, 40], 2048: [55, 57, 54]}
+    rows = [{c: 0 for c in WIDTH_COLUMNS} | {"d_sae": d, "seed": s, "positional": n} for d, ns in counts.items() for s, n in enumerate(ns)]
+    pd.DataFrame(rows)[WIDTH_COLUMNS].to_csv(w / "runs.csv", index=False)
+    (w / "summary.json").write_text(json.dumps({"context": 128}))
+    s = from_folder(w)
+    assert s["kind"] == "widths" and s["trend"]["grows"] and s["ceiling"]["positions"] == 128
+    assert list(s["table"].positional.round(2)) == [13.33, 18.33, 30.33, 45.0, 55.33]
+    c = tmp_path / "c"
+    c.mkdir()
+    rows = []
+    for s_ in range(3):
+        rows.append({"sae": "original", "context": 128, "seed": s_, "fvu_in_original_context": 0.086, "fvu_past_original_context": 1.02})
+        rows.append({"sae": "fine-tuned to 512", "context": 512, "seed": s_, "fvu_in_original_context": 0.095, "fvu_past_original_context": 0.092})
+    pd.DataFrame(rows).reindex(columns=CONTEXT_COLUMNS).to_csv(c / "runs.csv", index=False)
+    (c / "summary.json").write_text(json.dumps({"original_context": 128}))
+    v = from_folder(c)["repair"]["fine-tuned to 512"]
+    assert v["verdict"] == "improved" and v["in_context_margin"] == pytest.approx(0.095 / 0.086 - 1)
+
+
+def test_plan_prints_runs_estimates_and_total_without_training(tmp_path, capsys):
+    from helpers import write_planted_folders
+
+    model, _ = write_planted_folders(tmp_path)
+    args = ["sweep", "widths", "--model", str(model), "--context", "10", "--d-sae", "8,16,32", "--seeds", "2", "--steps", "50",
+            "--device", "cpu", "--plan", "--out", str(tmp_path / "sw")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.strip().startswith("d_sae_")]
+    assert [ln.split()[0] for ln in lines] == [f"d_sae_{w}/seed_{s}" for w in (8, 16, 32) for s in (0, 1)]
+    assert "6 runs; total" in out and "device-hours on cpu" in out and "fastest of 3 steps" in out
+    assert not (tmp_path / "sw").exists() and not (tmp_path / "sw.partial").exists()

@@ -2,10 +2,11 @@
 
 The probe times a few optimisation steps (after one warm-up step) at the smallest and the largest
 width of the plan on the chosen device, with the plan's recipe; a step's time is taken as linear in
-the width through those two points (on the CPU at a batch of at most ``PROBE_BATCH``, scaled
-linearly to the plan's batch). A run's time is its steps times that, plus its measurement (the exact
-statistics and the token sample), estimated from its share of floating-point work relative to a
-step. Memory is :func:`posfeat.experiments.executors.memory_estimate`. Nothing is written.
+the width through those two points (on the CPU a wide SAE is timed at a smaller batch, about
+``PROBE_FLOPS`` of arithmetic a step but at least ``PROBE_BATCH`` inputs, and scaled linearly to the
+plan's batch; the fastest of the timed steps counts, so a busy machine's hiccups weigh less). A
+run's time is its steps times that, plus its measurement (the exact statistics and the token
+sample), estimated from its share of floating-point work relative to a step. Memory is :func:`posfeat.experiments.executors.memory_estimate`. Nothing is written.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from ..training.trainer import Sampler, Scaling, Trainer
 from .executors import memory_estimate
 from .plan import Run, Shared
 
-PROBE_STEPS = 2
+PROBE_STEPS = 3
 PROBE_BATCH = 128
+#: on the CPU a probe step is at most about this much arithmetic (a smaller batch, scaled up), at least PROBE_BATCH inputs
+PROBE_FLOPS = 2e10
 
 
 def _step_seconds(emb: Embeddings, run: Run, steps: int, batch: int) -> float:
@@ -38,12 +41,14 @@ def _step_seconds(emb: Embeddings, run: Run, steps: int, batch: int) -> float:
     trainer.step()
     if emb.device.type == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    times = []
     for _ in range(steps):
+        t0 = time.perf_counter()
         trainer.step()
-    if emb.device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / steps
+        if emb.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return min(times)
 
 
 def plan_table(emb: Embeddings, runs: list[Run], shared: Shared | None = None, steps: int = PROBE_STEPS) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -51,9 +56,12 @@ def plan_table(emb: Embeddings, runs: list[Run], shared: Shared | None = None, s
     training = [r for r in runs if r.trains]
     widths = sorted({r.config.d_sae for r in training})
     batch = training[0].config.batch if training else 1
-    probe_batch = batch if emb.device.type == "cuda" else min(batch, PROBE_BATCH)
+
+    def probe_batch(w: int) -> int:
+        return batch if emb.device.type == "cuda" else min(batch, max(PROBE_BATCH, int(PROBE_FLOPS / (12 * emb.d_model * w))))
+
     t_probe = time.perf_counter()
-    measured = {w: _step_seconds(emb, next(r for r in training if r.config.d_sae == w), steps, probe_batch) * batch / probe_batch
+    measured = {w: _step_seconds(emb, next(r for r in training if r.config.d_sae == w), steps, probe_batch(w)) * batch / probe_batch(w)
                 for w in ({widths[0], widths[-1]} if widths else set())}
     probe_seconds = time.perf_counter() - t_probe
     w0, w1 = (widths[0], widths[-1]) if widths else (1, 1)
@@ -75,7 +83,8 @@ def plan_table(emb: Embeddings, runs: list[Run], shared: Shared | None = None, s
                      "memory_gib": memory_estimate(emb.d_model, d_sae, b, emb.d_vocab, emb.n_ctx) / 2**30,
                      "seconds": n_steps * t_step + t_step * meas_flops / step_flops})
     df = pd.DataFrame(rows)
-    info = {"device": str(emb.device), "probe_steps": steps, "probe_batch": probe_batch, "batch": batch, "probe_seconds": probe_seconds,
+    info = {"device": str(emb.device), "probe_steps": steps, "probe_batch": {int(w): probe_batch(w) for w in measured}, "batch": batch,
+            "probe_seconds": probe_seconds,
             "seconds_per_step": {int(w): float(s) for w, s in measured.items()}, "total_device_hours": float(df.seconds.sum() / 3600),
             "peak_memory_gib": float(df.memory_gib.max()) if len(df) else 0.0,
             "load_average": float(os.getloadavg()[0]) if hasattr(os, "getloadavg") else float("nan"), "cpus": os.cpu_count()}
@@ -85,8 +94,8 @@ def plan_table(emb: Embeddings, runs: list[Run], shared: Shared | None = None, s
 def plan_text(df: pd.DataFrame, info: dict[str, Any]) -> str:
     """The plan as the CLI prints it: the runs, then what the estimates rest on and the total."""
     lines = [df.to_string(index=False, formatters={"memory_gib": "{:.2f}".format, "seconds": "{:.0f}".format})]
-    per = ", ".join(f"d_sae {w}: {s:.3g} s" for w, s in info["seconds_per_step"].items())
-    lines.append(f"probe on {info['device']}: {info['probe_steps']} steps at batch {info['probe_batch']} (scaled to {info['batch']}) per step: "
+    per = ", ".join(f"d_sae {w}: {s:.3g} s (timed at batch {info['probe_batch'][w]})" for w, s in info["seconds_per_step"].items())
+    lines.append(f"probe on {info['device']}: fastest of {info['probe_steps']} steps, scaled to batch {info['batch']}, per step: "
                  f"{per}; probe took {info['probe_seconds']:.1f} s" + (f" (load average {info['load_average']:.1f} on {info['cpus']} CPUs)"
                  if info["device"] == "cpu" else ""))
     lines.append(f"{len(df)} runs; total {df.seconds.sum():.0f} s = {info['total_device_hours']:.2f} device-hours on {info['device']}; "
