@@ -4,9 +4,11 @@ The probe times a few optimisation steps (after one warm-up step) at the smalles
 width of the plan on the chosen device, with the plan's recipe; a step's time is taken as linear in
 the width through those two points (on the CPU a wide SAE is timed at a smaller batch, about
 ``PROBE_FLOPS`` of arithmetic a step but at least ``PROBE_BATCH`` inputs, and scaled linearly to the
-plan's batch; the fastest of the timed steps counts, so a busy machine's hiccups weigh less). A
-run's time is its steps times that, plus its measurement (the exact statistics and the token
-sample), estimated from its share of floating-point work relative to a step. Memory is :func:`posfeat.experiments.executors.memory_estimate`. Nothing is written.
+plan's batch; the fastest of the timed steps counts, and on the CPU a step's time is the process's
+CPU time over its threads when that is less than the wall time, so time spent waiting for a core on
+a busy machine is left out). A run's time is its steps times that, plus its measurement (the exact
+statistics and the token sample), estimated from its share of floating-point work relative to a
+step. Memory is :func:`posfeat.experiments.executors.memory_estimate`. Nothing is written.
 """
 
 from __future__ import annotations
@@ -43,11 +45,13 @@ def _step_seconds(emb: Embeddings, run: Run, steps: int, batch: int) -> float:
         torch.cuda.synchronize()
     times = []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         trainer.step()
         if emb.device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+            times.append(time.perf_counter() - t0)
+        else:  # on a shared CPU, the time this process computed (over its threads), not the time it waited for a core
+            times.append(min(time.perf_counter() - t0, (time.process_time() - c0) / max(1, torch.get_num_threads())))
     return min(times)
 
 
