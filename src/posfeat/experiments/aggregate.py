@@ -127,6 +127,9 @@ def width_table(runs: pd.DataFrame) -> pd.DataFrame:
 def width_sentence(stats: dict[str, Any], widths: list[int], seeds: int) -> str:
     t, fit, lof = stats["trend"], stats["power_law"], stats["lack_of_fit"]
     p = t["page"]["p"] if math.isfinite(t["page"]["p"]) else t["spearman_p"]
+    if not math.isfinite(p):
+        return (f"The trend of positional features with width cannot be tested on these runs ({len(widths)} widths, {seeds} seed(s), "
+                "counts that do not vary); sweep at least three widths with positional features.")
     head = (f"Positional features {'grow' if t['grows'] else 'are not shown to grow'} with width ({t['test']}: p = {p:.2g} against "
             f"alpha {t['alpha']}; Spearman rho {t['spearman_rho']:.2f} over every run) across {len(widths)} widths ({widths[0]}..{widths[-1]}), "
             f"{seeds} seed(s) each.")

@@ -95,7 +95,7 @@ def execute_plan(runs: list[Run], work: SweepFolder, shared: Shared, exe: Execut
         executor = make_executor(exe.executor, device, exe.address, exe.max_retries, progress and exe.executor == "local", num_cpus)
         if getattr(executor, "dashboard", None):
             tqdm.write(f"Ray dashboard: {executor.dashboard}")
-        bar = tqdm(total=len(runs), initial=len(records), desc="sweep runs", unit="run", disable=not progress, position=1 if progress else None)
+        bar = tqdm(total=len(runs), initial=len(records), desc="sweep runs", unit="run", disable=not progress)
         try:
             for run, rec, err in executor.run(todo, work.path, shared):
                 if rec is None:
