@@ -66,7 +66,7 @@ def _ray_task(run: Run, sweep: str, shared: Shared, device: str | None) -> dict[
     import torch
 
     dev = device
-    if device == "cuda" and not torch.cuda.is_available():
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise PosfeatError("this Ray worker has no CUDA device; start the cluster's GPU nodes, or sweep with --device cpu.")
     return execute(run, Path(sweep), shared, dev, progress=False)
 
