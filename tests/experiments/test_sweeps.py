@@ -150,6 +150,7 @@ def test_api_and_cli_sweeps_build_identical_runs():
         *ContextSweepConfig.FIXED, "l1"))), base)
     assert cli == context_plan(ContextSweepConfig(contexts=(13, 16)), ContextSweepConfig.recipe(), base)
     assert dict(cli[1].settings)["steps"] == 500 and dict(cli[1].settings)["lr"] == 1e-3
+    assert dict(cli[1].settings)["l1"] == 1.0  # the SAE's own L1 (this one records none: 1), not TrainConfig's default
 
 
 def test_importing_posfeat_and_a_local_sweep_never_import_ray(tmp_path):

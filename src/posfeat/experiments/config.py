@@ -95,6 +95,14 @@ class ContextSweepConfig(_Sweep):
     past_tolerance: float = _f(0.10, "'repaired' needs FVU past the original context within this fraction above the original in-context FVU")
     in_context_tolerance: float = _f(0.05, "... and in-context FVU after fine-tuning within this fraction above its value before")
 
+    @classmethod
+    def recipe(cls, **given: Any) -> dict[str, Any]:
+        """As :meth:`_Sweep.recipe`, but ``l1`` only when given: otherwise the plan takes the SAE's own."""
+        values = super().recipe(**given)
+        if "l1" not in given:
+            values.pop("l1")
+        return values
+
     def validate(self) -> None:
         _positive(self, "seeds", "tokens", "control_steps")
         for name in ("past_tolerance", "in_context_tolerance"):

@@ -267,10 +267,7 @@ def sweep_context(emb: Embeddings, sae: SAE, *, contexts: Sequence[int], out: An
     cfg = ContextSweepConfig(contexts=tuple(cs), control_steps=control_steps, seeds=seeds, past_tolerance=past_tolerance,
                              in_context_tolerance=in_context_tolerance, **kw)
     cfg.validate()
-    l1 = recipe.pop("l1", None)
     rec = ContextSweepConfig.recipe(**recipe)
-    if l1 is not None:
-        rec["l1"] = l1
     runs = context_plan(cfg, rec, sae)
     tw = token_weights_arg(token_weights, emb.d_vocab)
     work = SweepFolder(out, "sweep context", force, command)
