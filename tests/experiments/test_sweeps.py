@@ -211,3 +211,21 @@ def test_plan_prints_runs_estimates_and_total_without_training(tmp_path, capsys)
     assert [ln.split()[0] for ln in lines] == [f"d_sae_{w}/seed_{s}" for w in (8, 16, 32) for s in (0, 1)]
     assert "6 runs; total" in out and "device-hours on cpu" in out and "fastest of 3 steps" in out
     assert not (tmp_path / "sw").exists() and not (tmp_path / "sw.partial").exists()
+
+
+def test_local_run_that_fails_is_reported_and_the_rerun_finishes(tmp_path):
+    from posfeat.experiments import SweepIncompleteError
+
+    emb, _ = random_pair(d_vocab=48, n_ctx=16, d_model=6)
+    kw = {**KW, "steps": 40, "curve_points": 0}
+    blocker = tmp_path / "s.partial" / "d_sae_16" / "seed_0.partial"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    with pytest.raises(SweepIncompleteError, match=r"1 of 4 runs failed \(d_sae_16/seed_0"):
+        sweep_widths(emb, widths=[8, 16], out=tmp_path / "s", **kw)
+    runs = pd.read_csv(tmp_path / "s.partial" / "runs.csv")
+    assert list(runs.status) == ["done", "done", "failed", "done"] and "is a file" in runs.error.iloc[2]
+    assert json.loads((tmp_path / "s.partial" / "summary.json").read_text())["missing"][0]["run"] == "d_sae_16/seed_0"
+    blocker.unlink()
+    sweep_widths(emb, widths=[8, 16], out=tmp_path / "s", **kw)
+    assert list(pd.read_csv(tmp_path / "s" / "runs.csv").status) == ["done"] * 4 and not (tmp_path / "s.partial").exists()
