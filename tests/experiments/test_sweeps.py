@@ -126,6 +126,8 @@ def test_trend_and_lack_of_fit_can_each_come_out_both_ways():
     assert lack_of_fit(w_all, v_line, power_law(w_all, v_line))["p"] > 0.05  # a true power law: no lack of fit
     lof = lack_of_fit(w_all, v_bent, power_law(w_all, v_bent))
     assert lof["p"] < 0.01 and (lof["df_lack_of_fit"], lof["df_pure_error"]) == (3, 10)
+    one_seed = trend_test(runs_of(line)[lambda d: d.seed == 0])  # Page's L needs two seeds: Spearman alone decides
+    assert np.isnan(one_seed["page"]["p"]) and one_seed["test"].startswith("Spearman") and one_seed["grows"]
     ex = [e["exponent"] for e in local_exponents(width_table(runs_of(bent)))]
     assert ex[0] > 1 and ex[-1] < 0.1  # local exponents fall as the curve levels off
 

@@ -96,7 +96,7 @@ def trend_test(runs: pd.DataFrame, col: str = "positional", alpha: float = TREND
     widths = sorted(runs.d_sae.unique())
     wide = runs.pivot_table(index="seed", columns="d_sae", values=col, aggfunc="first").reindex(columns=widths).dropna()
     page: dict[str, Any] = {"L": float("nan"), "p": float("nan"), "blocks": len(wide)}
-    if len(widths) >= 3 and len(wide) >= 1:  # page_trend_test needs at least 3 treatments
+    if len(widths) >= 3 and len(wide) >= 2:  # Page's L needs at least 3 widths and 2 seeds; else Spearman alone
         res = sstats.page_trend_test(wide.to_numpy(float), method="exact" if len(wide) * len(widths) <= 60 else "auto")
         page = {"L": float(res.statistic), "p": float(res.pvalue), "blocks": len(wide)}
     rho, p_rho = (float("nan"), float("nan"))
