@@ -39,8 +39,7 @@ def width_figures(name: str, table: pd.DataFrame, runs: pd.DataFrame, stats: dic
     ax.set(xscale="log", yscale="log" if (runs.positional > 0).any() else "linear", xlabel="SAE width (d_sae)", ylabel="positional features")
     ax.set_xticks(list(table.d_sae), [str(int(w)) for w in table.d_sae], rotation=45, fontsize=7)
     ax.minorticks_off()
-    ax.text(0.02, 0.97, f"trend: {trend['test']}, p = {p:.2g}", transform=ax.transAxes, fontsize=7, va="top")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right", title=f"trend: {trend['test']}, p = {p:.2g}", title_fontsize=7)
     paths = [save_figure(fig, folder / "width_counts.png")]
     ws = sorted(split.get("widths", {}))
     fig, axs = new_figure(3.3 * max(1, len(ws)), 3.4, f"How feature {split.get('reference')} (d_sae {split.get('reference_width')}, "
