@@ -1,7 +1,7 @@
 """posfeat: exact analysis of positional and semantic features of layer-0 SAEs.
 
 Data flows one way through the stages (each subpackage imports only from those before it):
-``core`` -> ``io`` -> ``engine`` -> ``analyses`` -> ``outputs`` -> ``training`` -> ``cli``.
+``core`` -> ``io`` -> ``engine`` -> ``analyses`` -> ``outputs`` -> ``training`` -> ``experiments`` -> ``cli``.
 
     >>> import posfeat
     >>> emb, sae = posfeat.load_pair("minilm", "minilm")      # or ("gpt2", "gpt2-small-res-jb/blocks.0.hook_resid_pre", device="cuda")
@@ -26,6 +26,7 @@ from .analyses import (
 )
 from .core import SAE, Embeddings, PosfeatError, SAEMeta, __version__
 from .engine import GridStats, brute_force_stats, feature_stats, sample_tokens
+from .experiments import ContextSweepConfig, WidthSweepConfig, sweep_context, sweep_widths
 from .io import load_embeddings, load_pair, load_sae, read_sae_folder, write_sae_folder
 from .training import TrainConfig, train_sae
 
@@ -34,6 +35,7 @@ __all__ = [
     "SAE",
     "Analysis",
     "Comparison",
+    "ContextSweepConfig",
     "Embeddings",
     "FeatureCard",
     "FindingRules",
@@ -42,6 +44,7 @@ __all__ = [
     "Prompt",
     "SAEMeta",
     "TrainConfig",
+    "WidthSweepConfig",
     "__version__",
     "analyze",
     "brute_force_stats",
@@ -56,6 +59,8 @@ __all__ = [
     "read_sae_folder",
     "reconstruction_by_position",
     "sample_tokens",
+    "sweep_context",
+    "sweep_widths",
     "train_sae",
     "write_sae_folder",
 ]

@@ -13,7 +13,7 @@ import posfeat.analyses.compare as compare_mod
 from posfeat import SAE, compare_saes
 from posfeat.analyses.compare import COMPARE_COLUMNS
 from posfeat.cli import main
-from posfeat.training.sweeps import sweep_widths
+from posfeat.experiments import sweep_widths
 
 from helpers import random_pair
 

@@ -110,7 +110,7 @@ def _sae_for(tmp_path, d_model: int = 16, context: int = 10, **kw):
 def test_every_function_that_takes_a_model_takes_a_model_object(tmp_path):
     """Was: analyze(transformers_model, sae) raised AttributeError: 'GPT2LMHeadModel' object has no attribute 'd_model'."""
     from posfeat import analyze, compare_saes, feature_stats, prompt, reconstruction_by_position, sample_tokens, train_sae
-    from posfeat.training.sweeps import sweep_context, sweep_widths
+    from posfeat.experiments.sweeps import sweep_context, sweep_widths
 
     model = _tiny("gpt2").eval()
     folder = _sae_for(tmp_path)

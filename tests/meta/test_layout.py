@@ -10,7 +10,7 @@ import pytest
 from helpers import REPO
 
 SRC = REPO / "src" / "posfeat"
-STAGES = ["core", "io", "engine", "analyses", "outputs", "training", "cli"]
+STAGES = ["core", "io", "engine", "analyses", "outputs", "training", "experiments", "cli"]
 MAX_LINES = 60
 
 

@@ -28,7 +28,7 @@ from ..core.registry import lookup
 from ..core.sae import SAE, sae_context
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, additive_parts, check_pair, feature_stats, grid_statistics, on_device
-from ..engine.sample import TokenSample, sample_tokens
+from ..engine.sample import SAMPLE_TOKENS, TokenSample, sample_tokens
 from ..io.sources import as_pair, sae_token_weights
 from ..io.tokens import token_weights_arg
 from .classify import (
@@ -330,7 +330,7 @@ def analyze(
     sae: Any,
     *,
     positions: int | None = None,
-    tokens_sample: int = 2048,
+    tokens_sample: int = SAMPLE_TOKENS,
     token: str | int | None = None,
     token_weights: Any = "auto",
     seed: int = 0,
@@ -454,7 +454,7 @@ def summarize(an: Analysis, stats_ctx: GridStats, **settings: Any) -> dict[str, 
         "counts_share_of_live": {k: int((f.kind == k).sum()) / max(1, len(live)) for k in KINDS if k != "dead"},
         "sae_dataset": an.sae.meta.dataset,
         "counts_by_threshold": counts_by_threshold(stats_ctx),
-        "disjoint_fraction": float((np.maximum(live.position_share.fillna(0), live.token_share.fillna(0)) >= 0.9).mean())
+        "disjoint_fraction": float((np.maximum(live.position_share.fillna(0), live.token_share.fillna(0)) >= an.rules.disjoint_share).mean())
         if len(live) else float("nan"),
         "positional_score_knee": knees["kneedle"]["count"], "positional_score_gap": knees["largest_gap"]["count"], "knee_vs_rule": knees,
         "pca_top3_variance": an.pca.top(3), "pca_spectrum": [float(v) for v in an.pca.explained_variance_ratio[:10]],

@@ -21,14 +21,14 @@ from ..core.sae import sae_context
 from ..core.tensors import resolve_device
 from ..engine.grid_stats import feature_stats
 from ..engine.sample import sample_tokens
+from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
 from ..io.atomic import check_file_target, check_target, output_file
 from ..io.checkpoints import load_embeddings
 from ..io.sources import load_pair, load_sae, sae_token_weights
 from ..io.tokens import load_token_weights
 from ..outputs.report import sweep_sections
 from ..outputs.write import save_analysis, save_comparison
-from ..training.config import ContextSweepConfig, TrainConfig, WidthSweepConfig
-from ..training.sweeps import sweep_context, sweep_widths
+from ..training.config import TrainConfig
 from ..training.train import train_sae
 from .flags import positions_arg, values_of
 
@@ -184,44 +184,95 @@ def run_train(args: argparse.Namespace, invocation: str) -> int:
     return 0
 
 
-def _recipe(args: argparse.Namespace, exclude: tuple[str, ...]) -> dict[str, Any]:
-    recipe = values_of(args, TrainConfig, exclude=("d_sae", "context", *exclude))
-    probe = TrainConfig(d_sae=1, context=1, **recipe)
-    probe.validate(None)
-    return recipe
+def _sweep_recipe(args: argparse.Namespace, cls: type, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The recipe a sweep command trains with: the same :meth:`recipe` the API calls, fed the flags' values."""
+    return cls.recipe(**values_of(args, TrainConfig, exclude=(*cls.FIXED, *exclude)))
+
+
+def _width_setup(args: argparse.Namespace) -> tuple[WidthSweepConfig, dict[str, Any]]:
+    """The config and recipe ``posfeat sweep widths`` builds from its flags (tests compare them with the API's)."""
+    cfg = WidthSweepConfig(**values_of(args, WidthSweepConfig))
+    cfg.validate()
+    return cfg, _sweep_recipe(args, WidthSweepConfig)
+
+
+def _print_plan(emb: Any, runs: list[Any], shared: Any) -> int:
+    from ..experiments.probe import plan_table, plan_text
+
+    print(plan_text(*plan_table(emb, runs, shared)))
+    return 0
+
+
+def _finished(out: str) -> None:
+    path = Path(out).expanduser().resolve()
+    print(f"wrote {path} (runs.csv, summary.json, figures/, section.html)")
 
 
 @command("sweep widths")
 def run_sweep_widths(args: argparse.Namespace, invocation: str) -> int:
-    recipe = _recipe(args, ())
-    cfg = WidthSweepConfig(**values_of(args, WidthSweepConfig))
-    _positive(args, "seeds", "tokens")
+    from ..experiments.plan import Shared, width_plan
+    from ..experiments.sweeps import sweep_widths
+
+    cfg, recipe = _width_setup(args)
+    exe = ExecutorConfig(**values_of(args, ExecutorConfig))
+    exe.validate()
     dev = resolve_device(args.device)
-    check_target(args.out, force=True)
+    if not args.plan:
+        check_target(args.out, force=True)
     emb = load_embeddings(args.model).to(dev)
+    if args.plan:
+        return _print_plan(emb, width_plan(cfg, recipe), Shared(emb=emb))
     df = sweep_widths(emb, context=cfg.context, widths=cfg.d_sae, out=args.out, seeds=cfg.seeds, tokens=cfg.tokens, curve_points=cfg.curve_points,
-                      token_weights=args.token_weights, command=invocation, model_name=args.model, force=args.force, **recipe)
+                      token_weights=args.token_weights, command=invocation, model_name=args.model, force=args.force, executor=exe.executor,
+                      address=exe.address, max_retries=exe.max_retries, **recipe)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    fit = json.loads((Path(args.out).expanduser() / "summary.json").read_text())["power_law"]
-    num = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    print(f"positional features ~ width^{num(fit['alpha'])} (95% CI {num(fit['alpha_low'])} to {num(fit['alpha_high'])}, "
-          f"{fit['points']} runs with positional features); wrote {Path(args.out).expanduser().resolve()}")
+    s = json.loads((Path(args.out).expanduser() / "summary.json").read_text())
+    from ..experiments.aggregate import width_sentence
+
+    stats = {k: s[k] for k in ("trend", "power_law", "lack_of_fit", "local_exponents", "ceiling")}
+    print(width_sentence(_nan(stats), s["widths"], len(s["seeds"])))
+    _finished(args.out)
     return 0
+
+
+def _nan(x: Any) -> Any:
+    """JSON nulls back to NaN (summary.json writes NaN as null)."""
+    if isinstance(x, dict):
+        return {k: _nan(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan(v) for v in x]
+    return float("nan") if x is None else x
 
 
 @command("sweep context")
 def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
-    recipe = _recipe(args, ("arch", "k", "l1"))
+    from ..experiments.plan import Shared, context_plan
+    from ..experiments.sweeps import _check_contexts, sweep_context
+
     cfg = ContextSweepConfig(**values_of(args, ContextSweepConfig))
-    _positive(args, "seeds", "tokens", "control_steps")
+    cfg.validate()
+    recipe = values_of(args, TrainConfig, exclude=(*ContextSweepConfig.FIXED, "l1"))
+    exe = ExecutorConfig(**values_of(args, ExecutorConfig))
+    exe.validate()
     dev = resolve_device(args.device)
-    check_target(args.out, force=True)
+    if not args.plan:
+        check_target(args.out, force=True)
     emb, sae = load_pair(args.model, args.sae, device=dev, allow_any_hook=args.allow_any_hook, strict=args.strict)
     tw = _token_weights(args, emb, sae)
+    if args.plan:
+        _check_contexts(cfg.contexts, sae.context_size, emb, sae)
+        return _print_plan(emb, context_plan(cfg, ContextSweepConfig.recipe(**recipe), sae), Shared(emb=emb, sae=sae))
     df = sweep_context(emb, sae, contexts=cfg.contexts, out=args.out, seeds=cfg.seeds, control_steps=cfg.control_steps, tokens=cfg.tokens,
-                       token_weights=None if tw is None else tw[1], command=invocation, model_name=args.model, force=args.force, **recipe)
+                       token_weights=None if tw is None else tw[1], command=invocation, model_name=args.model, force=args.force,
+                       executor=exe.executor, address=exe.address, max_retries=exe.max_retries, past_tolerance=cfg.past_tolerance,
+                       in_context_tolerance=cfg.in_context_tolerance, **recipe)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"wrote {Path(args.out).expanduser().resolve()}")
+    s = json.loads((Path(args.out).expanduser() / "summary.json").read_text())
+    for name, v in s["repair"].items():
+        print(f"{name}: {v['verdict']} (past-context FVU {v['past_margin']:+.1%} vs the original in-context FVU, tolerance "
+              f"{v['past_tolerance']:.0%}; in-context FVU {v['in_context_margin']:+.1%} vs before, tolerance {v['in_context_tolerance']:.0%}: "
+              f"{v['why']})")
+    _finished(args.out)
     return 0
 
 

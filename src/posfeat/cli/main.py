@@ -15,8 +15,10 @@ import signal
 import sys
 from collections.abc import Iterator
 
+from ..analyses.config import AnalyzeConfig
 from ..core.errors import Interrupted, PosfeatError, Stopped
-from ..training.config import SWEEP_DEFAULTS, ContextSweepConfig, TrainConfig, WidthSweepConfig
+from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
+from ..training.config import TrainConfig
 from .commands import COMMANDS
 from .flags import Parser, add_dataclass_flags, add_device, add_output, add_pair
 
@@ -25,9 +27,7 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="reproduce the note: classify features, the helix, length generalisation, verdicts, report.html")
     add_pair(p)
     p.add_argument("--positions", default=None, help="study positions 0..N-1 (default all of W_pos)")
-    p.add_argument("--tokens-sample", type=int, default=2048, help="tokens sampled for reconstruction analyses (default 2048)")
-    p.add_argument("--token", default=None, help="token for the per-token figure (default a common one: ' the')")
-    p.add_argument("--seed", type=int, default=0, help="seed of the token sample (default 0)")
+    add_dataclass_flags(p, AnalyzeConfig)
     p.add_argument("--rule", action="append", default=[], metavar="NAME=VALUE", help="change a verdict threshold (see README; repeatable)")
     p.add_argument("--include-sweep", action="append", default=[], metavar="DIR", help="add a posfeat sweep folder's section to report.html")
     add_output(p, "posfeat-out", "output folder")
@@ -49,7 +49,7 @@ def _other_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="reconstruction quality per position on a token sample")
     add_pair(p)
     p.add_argument("--positions", default=None, help="N or A:B (default all)")
-    p.add_argument("--tokens", type=int, default=2048, help="tokens sampled (default 2048)")
+    p.add_argument("--tokens", type=int, default=AnalyzeConfig.tokens_sample, help=f"tokens sampled (default {AnalyzeConfig.tokens_sample})")
     p.add_argument("--token-weights", default=None, help="draw tokens from these weights (default: the SAE's own, else uniform)")
     p.add_argument("--seed", type=int, default=0)
     add_output(p, "eval.csv", "CSV file")
@@ -78,16 +78,22 @@ def _training_parsers(sub: argparse._SubParsersAction) -> None:
     w = sweep.add_parser("widths", help="train SAEs of several widths (and seeds) and count positional features")
     w.add_argument("--model", default="minilm")
     add_dataclass_flags(w, WidthSweepConfig)
-    add_dataclass_flags(w, TrainConfig, exclude=("d_sae", "context"), defaults=SWEEP_DEFAULTS["sweep widths"])
+    add_dataclass_flags(w, TrainConfig, exclude=WidthSweepConfig.FIXED, defaults=WidthSweepConfig.RECIPE)
     w.add_argument("--token-weights", default=None, help="safetensors file with one weight per token id")
     add_device(w)
-    add_output(w, None, "sweep folder (a finished sweep of the same kind is extended)")
+    _sweep_flags(w)
     c = sweep.add_parser("context", help="fine-tune an SAE on longer contexts, against a from-scratch control")
     add_pair(c)
     add_dataclass_flags(c, ContextSweepConfig)
-    add_dataclass_flags(c, TrainConfig, exclude=("d_sae", "context", "arch", "k", "l1"), defaults=SWEEP_DEFAULTS["sweep context"])
+    add_dataclass_flags(c, TrainConfig, exclude=(*ContextSweepConfig.FIXED, "l1"), defaults=ContextSweepConfig.RECIPE)
     c.add_argument("--token-weights", default=None, help="default: the SAE's own, else uniform")
-    add_output(c, None, "sweep folder (a finished sweep of the same kind is extended)")
+    _sweep_flags(c)
+
+
+def _sweep_flags(p: argparse.ArgumentParser) -> None:
+    add_dataclass_flags(p, ExecutorConfig)
+    p.add_argument("--plan", action="store_true", help="print the runs with estimated memory and time from a short probe on --device; train nothing")
+    add_output(p, None, "sweep folder (a finished sweep of the same kind is extended; an interrupted one continued)")
 
 
 def build_parser() -> argparse.ArgumentParser:

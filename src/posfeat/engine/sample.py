@@ -30,6 +30,9 @@ from .grid_stats import additive_parts, check_pair
 #: Decode densely when more than this share of activations in a chunk is non-zero.
 DENSE_FROM = 0.03
 
+#: Tokens sampled by default for everything measured on a token sample (analyze, eval, the sweeps): the one place it is written.
+SAMPLE_TOKENS = 2048
+
 
 @dataclass
 class TokenSample:

@@ -1,8 +1,8 @@
 """The one source of training and sweep settings: dataclasses whose fields carry their default and help.
 
 The CLI's flags are generated from these fields (``posfeat.cli``), so README, CLI and API cannot
-disagree. The sweeps share the training recipe and change only the defaults listed in
-:data:`SWEEP_DEFAULTS`, each for a stated reason.
+disagree. The sweeps' settings (and where their recipe differs from these defaults) are in
+``posfeat.experiments.config``.
 """
 
 from __future__ import annotations
@@ -80,36 +80,6 @@ class TrainConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-@dataclass
-class WidthSweepConfig:
-    """``posfeat sweep widths``: one SAE per width (and seed) on the same grid; positional features against width."""
-
-    context: int = _req("train on positions 0..context-1")
-    d_sae: tuple[int, ...] = _req("widths, comma-separated, e.g. 128,256,512", parse="ints")
-    seeds: int = _f(3, "seeds per width (counts and FVU as mean +- sd)")
-    tokens: int = _f(2048, "tokens sampled for in-context FVU and L0")
-    curve_points: int = _f(10, "points of the positional-feature count against training steps (widest SAE, first seed; 0: none)")
-
-
-@dataclass
-class ContextSweepConfig:
-    """``posfeat sweep context``: fine-tune an SAE on longer contexts, against a from-scratch control."""
-
-    contexts: tuple[int, ...] = _req("contexts, comma-separated, each longer than the SAE's own, e.g. 192,256,512", parse="ints")
-    control_steps: int | None = _f(None, "steps of the from-scratch control (default: the SAE's own)")
-    seeds: int = _f(3, "seeds per context (FVU as mean +- sd)")
-    tokens: int = _f(2048, "tokens sampled for FVU")
-
-
-#: Where a sweep's recipe differs from :class:`TrainConfig`'s defaults, and why.
-SWEEP_DEFAULTS: dict[str, dict[str, Any]] = {
-    # the bundled SAE's recipe (calibrated in README): a stronger learning rate with a weaker L1
-    "sweep widths": {"l1": 1.0, "lr": 5e-3},
-    # fine-tuning: a short run at a gentle learning rate
-    "sweep context": {"steps": 500, "lr": 1e-3},
-}
 
 
 def recipe_fields() -> list[dataclasses.Field]:

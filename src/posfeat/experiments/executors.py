@@ -1,0 +1,151 @@
+"""Executors: run a plan's runs and report each as it finishes.
+
+* :class:`LocalExecutor` (the default): in this process, one run after another, on the sweep's device.
+* :class:`RayExecutor`: each run a Ray task (``pip install 'posfeat[ray]'``; Ray is imported only here, only when chosen).
+  A task asks for a GPU share when the sweep runs on CUDA (from the run's memory estimate) and one CPU otherwise;
+  it trains into its own folder under the sweep folder (shared storage every node must see), checkpoints as
+  ``posfeat train`` does, and when its worker dies Ray retries it (``max_retries``) and it resumes from the checkpoint.
+  A run that raises fails for good (not retried): it is reported with its error and the others go on.
+
+Both yield ``(run, record, error)`` as runs finish: ``record`` is the run's ``run.json`` (None when it failed), ``error`` one line.
+Results do not depend on the executor: every run is seeded and trained by the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import PosfeatError, Stopped
+from .plan import Run, Shared
+from .runner import execute
+
+log = logging.getLogger(__name__)
+
+Outcome = tuple[Run, dict[str, Any] | None, str | None]
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return f"{type(err).__name__}: {text}" if not isinstance(err, PosfeatError) else text
+
+
+class LocalExecutor:
+    """In-process, one run after another (exactly the results of posfeat 0.2's sweeps)."""
+
+    name = "local"
+
+    def __init__(self, device: Any = None, progress: bool = True) -> None:
+        self.device, self.progress = device, progress
+
+    def run(self, runs: list[Run], sweep: Path, shared: Shared) -> Iterator[Outcome]:
+        for run in runs:
+            try:
+                yield run, execute(run, sweep, shared, self.device, self.progress), None
+            except Stopped:
+                raise
+            except (MemoryError, RuntimeError, OSError, ValueError) as err:  # this run fails (PosfeatError too); the others go on
+                log.warning("run %s failed: %s", run.key, err)
+                yield run, None, _one_line(err)
+
+
+def memory_estimate(d_model: int, d_sae: int, batch: int, d_vocab: int, context: int) -> int:
+    """Bytes a training run needs on its device (fp32): weights, gradients and Adam moments of W_enc and W_dec, a batch's
+    activations (pre-activation, activation, their gradients), the embeddings, and a 2048-token block of the exact statistics."""
+    params = 2 * d_model * d_sae + d_sae + d_model
+    acts = 4 * batch * d_sae + 4 * batch * d_model
+    stats = min(d_vocab, 2048) * d_sae * 2
+    return 4 * (4 * params + acts + (d_vocab + context) * d_model + stats)
+
+
+def _ray_task(run: Run, sweep: str, shared: Shared, device: str | None) -> dict[str, Any]:
+    """The body of a Ray task (module level, so workers import it)."""
+    import torch
+
+    dev = device
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise PosfeatError("this Ray worker has no CUDA device; start the cluster's GPU nodes, or sweep with --device cpu.")
+    return execute(run, Path(sweep), shared, dev, progress=False)
+
+
+class RayExecutor:
+    """Each run a Ray task on a cluster (``address``: None starts a local one; ``"auto"`` or ``HOST:PORT`` joins one)."""
+
+    name = "ray"
+
+    def __init__(self, device: Any = None, address: str | None = None, max_retries: int = 3, num_cpus: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise PosfeatError("--executor ray needs Ray; install it with pip install 'posfeat[ray]' (or pip install 'ray[default]').") from None
+        self.ray, self.device, self.address, self.max_retries = ray, device, address, max_retries
+        if not ray.is_initialized():
+            try:
+                ctx = ray.init(address=address, num_cpus=num_cpus if address is None else None, log_to_driver=False,
+                               include_dashboard=None)
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                raise PosfeatError(f"Cannot reach the Ray cluster at {address or 'a new local cluster'} ({_one_line(err)}); start it with "
+                                   "ray start --head, or check --address.") from None
+            url = getattr(ctx, "dashboard_url", None)
+            self.dashboard = f"http://{url}" if url and not str(url).startswith("http") else url
+        else:
+            self.dashboard = None
+
+    def resources(self, run: Run, shared: Shared) -> dict[str, Any]:
+        """One CPU; on CUDA, the share of a GPU the run's memory estimate needs (in steps of 1/8, at least 1/8)."""
+        dev = str(self.device or "cpu")
+        if not dev.startswith("cuda"):
+            return {"num_cpus": 1, "num_gpus": 0}
+        cfg = run.config if run.trains else None
+        d_sae = cfg.d_sae if cfg else (shared.sae.d_sae if shared.sae is not None else 1)
+        need = memory_estimate(shared.emb.d_model, d_sae, cfg.batch if cfg else 1, shared.emb.d_vocab, shared.emb.n_ctx)
+        total = float(self.ray.cluster_resources().get("GPU", 0)) and _gpu_memory()
+        share = 1.0 if not total else min(1.0, math.ceil(8 * need / total) / 8)
+        return {"num_cpus": 1, "num_gpus": share}
+
+    def run(self, runs: list[Run], sweep: Path, shared: Shared) -> Iterator[Outcome]:
+        ray = self.ray
+        task = ray.remote(_ray_task)
+        shared_ref = ray.put(shared)
+        dev = None if self.device is None else str(self.device)
+        pending = {}
+        for run in runs:
+            ref = task.options(max_retries=self.max_retries, retry_exceptions=False, name=run.key, **self.resources(run, shared)).remote(
+                run, str(sweep), shared_ref, dev)
+            pending[ref] = run
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    run = pending.pop(ref)
+                    try:
+                        yield run, ray.get(ref), None
+                    except ray.exceptions.RayTaskError as err:
+                        cause = err.cause if getattr(err, "cause", None) is not None else err
+                        yield run, None, _one_line(cause)
+                    except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as err:
+                        yield run, None, f"its worker died {self.max_retries + 1} time(s) ({type(err).__name__})"
+        finally:
+            for ref in pending:  # interrupted: stop what is still running (finished runs stay; checkpoints are kept)
+                ray.cancel(ref, force=True)
+
+
+def _gpu_memory() -> float:
+    try:
+        import torch
+
+        return float(torch.cuda.get_device_properties(0).total_memory) if torch.cuda.is_available() else 0.0
+    except (RuntimeError, AssertionError):
+        return 0.0
+
+
+def make_executor(name: str, device: Any = None, address: str | None = None, max_retries: int = 3, progress: bool = True,
+                  num_cpus: int | None = None) -> LocalExecutor | RayExecutor:
+    if name == "local":
+        return LocalExecutor(device, progress)
+    if name == "ray":
+        return RayExecutor(device, address, max_retries, num_cpus)
+    raise PosfeatError(f"--executor {name!r} is unknown; use local or ray.")
