@@ -244,7 +244,7 @@ def analyze(
     semantic_share: float = 0.5,
     n_token_features: int = 10,
     rules: FindingRules | None = None,
-    progress: bool = False,
+    progress: bool = True,
 ) -> Analysis:
     """Run every analysis of the note on ``emb`` x ``sae`` where they live (see module docstring).
 
