@@ -9,7 +9,7 @@ import pytest
 
 from posfeat import analyze, feature_stats
 from posfeat.core import progress as progress_mod
-from posfeat.core.progress import LineProgress, NoProgress, progress_bar
+from posfeat.core.progress import STAGE_LINE, LineProgress, NoProgress, progress_bar
 
 from helpers import planted_pair, random_pair
 
@@ -28,14 +28,14 @@ def test_piped_stderr_gets_one_line_per_stage_without_carriage_returns(monkeypat
     monkeypatch.setattr(sys, "stderr", err)
     assert not progress_mod.interactive()
     total = sum(progress_bar(range(7), desc="grid statistics", unit="block"))
-    bar = progress_bar(total=5, desc="train", unit="step")
-    bar.update(5)
+    bar = progress_bar(total=5, initial=2, desc="train d_sae=64", unit="step")
+    bar.update(3)
     bar.set_postfix(fvu="0.125")
     bar.close()
     assert total == 21
-    lines = err.getvalue().splitlines()
-    assert "\r" not in err.getvalue() and len(lines) == 2
-    assert lines[0].startswith("posfeat: grid statistics: 7/7 blocks in ") and lines[1].endswith(", fvu 0.125")
+    assert err.getvalue() == "posfeat: grid statistics (7 blocks)\nposfeat: train d_sae=64 (3 steps)\n"
+    assert all(STAGE_LINE.match(line) for line in err.getvalue().splitlines())
+    assert not STAGE_LINE.match("posfeat: error: No space left on device: report.html; check that path.")
 
 
 def test_terminal_gets_a_tqdm_bar_and_disabled_gets_nothing(monkeypatch):
@@ -45,6 +45,7 @@ def test_terminal_gets_a_tqdm_bar_and_disabled_gets_nothing(monkeypatch):
     assert isinstance(progress_bar(range(3), desc="x"), tqdm)
     monkeypatch.setattr(sys, "stderr", _FakeStream(tty=False))
     assert isinstance(progress_bar(range(3), desc="x"), LineProgress)
+    monkeypatch.setattr(sys, "stderr", _FakeStream(tty=False))
     quiet = progress_bar(range(3), desc="x", enabled=False)
     assert isinstance(quiet, NoProgress) and list(quiet) == [0, 1, 2]
     assert sys.stderr.getvalue() == ""
@@ -73,6 +74,6 @@ def test_analyze_reports_each_stage_in_logs_and_is_silent_when_asked(capfd):
     emb, sae, _ = planted_pair()
     analyze(emb, sae, tokens_sample=20)
     err = capfd.readouterr().err
-    assert "posfeat: grid statistics:" in err and "posfeat: reconstruction:" in err and "\r" not in err
+    assert "posfeat: grid statistics (" in err and "posfeat: reconstruction (" in err and "\r" not in err
     analyze(emb, sae, tokens_sample=20, progress=False)
     assert "posfeat:" not in capfd.readouterr().err

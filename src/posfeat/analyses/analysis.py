@@ -267,6 +267,7 @@ def analyze(
         device: move the pair there first (default: where it is).
         positional_share, semantic_share: thresholds of the classification rule.
         rules: thresholds of the verdicts (:class:`FindingRules`).
+        progress: show each stage's progress (a bar in a terminal or notebook, one line per stage in a log; False: nothing).
     """
     emb, sae = on_device(emb, sae, device)
     check_pair(emb, sae)

@@ -1,8 +1,10 @@
 """The one progress helper every long stage goes through.
 
-* In a terminal (stderr is a TTY) or a Jupyter kernel: a ``tqdm.auto`` bar (a widget in notebooks).
+* In a terminal (stderr is a TTY) or a Jupyter kernel: a ``tqdm.auto`` bar (a widget in notebooks with
+  ipywidgets, a text bar without).
 * Anywhere else (stderr piped into a log, CI): no carriage returns; one line per stage on stderr
-  when it ends, e.g. ``posfeat: grid statistics: 12/12 blocks in 3.1 s``.
+  as it starts, e.g. ``posfeat: grid statistics (12 blocks)``, so a log shows what is running
+  (the commands print what each stage found, and ``summary.json`` its seconds).
 * ``enabled=False``: nothing at all.
 
 Usage mirrors tqdm's: iterate ``progress_bar(iterable, desc=..., enabled=...)`` or call
@@ -11,10 +13,14 @@ Usage mirrors tqdm's: iterate ``progress_bar(iterable, desc=..., enabled=...)`` 
 
 from __future__ import annotations
 
+import re
 import sys
-import time
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+#: the line a stage writes to a log (tests set these apart from the one-line errors)
+STAGE_LINE = re.compile(r"^posfeat: [^:]+ \((\d+ )?\w+\)$")
 
 
 def interactive() -> bool:
@@ -30,25 +36,24 @@ def interactive() -> bool:
 
 
 class LineProgress:
-    """A tqdm-like counter that writes one line when it closes (for logs: no carriage returns)."""
+    """A tqdm-like counter for logs: one line when the stage starts, no carriage returns, nothing after."""
 
     def __init__(self, iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "", unit: str = "it", initial: int = 0):
         self.iterable = iterable
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         self.total, self.desc, self.unit, self.n = total, desc, unit, initial
-        self.postfix: dict[str, Any] = {}
-        self.t0 = time.perf_counter()
-        self.closed = False
+        self.announce()
+
+    def announce(self) -> None:
+        left = "" if self.total is None else f"{self.total - self.n} "
+        print(f"posfeat: {self.desc} ({left}{self.unit}s)", file=sys.stderr, flush=True)
 
     def __iter__(self) -> Iterator[Any]:
         assert self.iterable is not None
-        try:
-            for item in self.iterable:
-                yield item
-                self.n += 1
-        finally:
-            self.close()
+        for item in self.iterable:
+            yield item
+            self.n += 1
 
     def __enter__(self) -> LineProgress:
         return self
@@ -60,22 +65,17 @@ class LineProgress:
         self.n += n
 
     def set_postfix(self, **values: Any) -> None:
-        self.postfix = values
+        pass
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        done = f"{self.n}/{self.total}" if self.total is not None else str(self.n)
-        extra = "".join(f", {k} {v}" for k, v in self.postfix.items())
-        print(f"posfeat: {self.desc}: {done} {self.unit}s in {time.perf_counter() - self.t0:.1f} s{extra}", file=sys.stderr, flush=True)
+        pass
 
 
 class NoProgress(LineProgress):
     """Counts and prints nothing (``progress=False``)."""
 
-    def close(self) -> None:
-        self.closed = True
+    def announce(self) -> None:
+        pass
 
 
 def progress_bar(iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "", unit: str = "it", initial: int = 0,
@@ -85,6 +85,8 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, total: int | None = N
         return NoProgress(iterable, total=total, desc=desc, unit=unit, initial=initial)
     if not interactive():
         return LineProgress(iterable, total=total, desc=desc, unit=unit, initial=initial)
-    from tqdm.auto import tqdm
+    with warnings.catch_warnings():  # a notebook without ipywidgets: tqdm.auto falls back to text bars; no warning about it
+        warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial)
