@@ -98,7 +98,7 @@
       for (const [key] of COLS) {
         const td = document.createElement("td");
         td.textContent = fmt(value(f, key));
-        if (key === "top_tokens" || key === "runs" || key === "kind") td.className = "l";
+        if (key === "top_tokens" || key === "runs" || key === "kind") { td.className = "l"; td.title = td.textContent; }
         tr.appendChild(td);
       }
       tr.addEventListener("click", () => openCard(f, true));
