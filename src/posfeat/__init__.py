@@ -7,28 +7,60 @@ Data flows one way through the stages (each subpackage imports only from those b
     >>> emb, sae = posfeat.load_pair("minilm", "minilm")      # or ("gpt2", "gpt2-small-res-jb/blocks.0.hook_resid_pre", device="cuda")
     >>> stats = posfeat.feature_stats(emb, sae, range(128))    # exact, whole grid, where the pair lives
     >>> an = posfeat.analyze(emb, sae); an.save("out")         # every finding of the note, with verdicts
+
+``import posfeat`` is light: each name below is imported on first use (PEP 562), so torch, scipy and
+matplotlib load only when something needs them. The first use of any name but ``__version__`` and
+``PosfeatError`` also imports ``posfeat.outputs``, which registers the writers and figures that
+:class:`Analysis` looks up.
 """
 
-from . import outputs as _outputs  # noqa: F401  (registers the writers and figures that Analysis uses)
-from .analyses import (
-    PCA,
-    Analysis,
-    Comparison,
-    FeatureCard,
-    FindingRules,
-    Prompt,
-    analyze,
-    compare_saes,
-    feature_card,
-    positional_pca,
-    prompt,
-    reconstruction_by_position,
-)
-from .core import SAE, Embeddings, PosfeatError, SAEMeta, __version__
-from .engine import GridStats, brute_force_stats, feature_stats, sample_tokens
-from .experiments import ContextSweepConfig, WidthSweepConfig, sweep_context, sweep_widths
-from .io import load_embeddings, load_pair, load_sae, read_sae_folder, write_sae_folder
-from .training import TrainConfig, train_sae
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .core.lazy import lazy_exports
+from .core.version import __version__
+
+if TYPE_CHECKING:
+    from .analyses import (
+        PCA,
+        Analysis,
+        Comparison,
+        FeatureCard,
+        FindingRules,
+        Prompt,
+        analyze,
+        compare_saes,
+        feature_card,
+        positional_pca,
+        prompt,
+        reconstruction_by_position,
+    )
+    from .core import SAE, Embeddings, PosfeatError, SAEMeta
+    from .engine import GridStats, brute_force_stats, feature_stats, sample_tokens
+    from .experiments import ContextSweepConfig, WidthSweepConfig, sweep_context, sweep_widths
+    from .io import load_embeddings, load_pair, load_sae, read_sae_folder, write_sae_folder
+    from .training import TrainConfig, train_sae
+
+_EXPORTS = {
+    **dict.fromkeys(["PCA", "Analysis", "Comparison", "FeatureCard", "FindingRules", "Prompt", "analyze", "compare_saes", "feature_card",
+                     "positional_pca", "prompt", "reconstruction_by_position"], ".analyses"),
+    **dict.fromkeys(["SAE", "Embeddings", "SAEMeta"], ".core"),
+    "PosfeatError": ".core.errors",
+    **dict.fromkeys(["GridStats", "brute_force_stats", "feature_stats", "sample_tokens"], ".engine"),
+    **dict.fromkeys(["ContextSweepConfig", "WidthSweepConfig", "sweep_context", "sweep_widths"], ".experiments"),
+    **dict.fromkeys(["load_embeddings", "load_pair", "load_sae", "read_sae_folder", "write_sae_folder"], ".io"),
+    **dict.fromkeys(["TrainConfig", "train_sae"], ".training"),
+}
+_LIGHT = {"PosfeatError"}
+
+
+def _register_outputs(name: str) -> None:
+    if name not in _LIGHT:
+        from . import outputs  # noqa: F401  (registers the writers and figures that Analysis uses)
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _register_outputs)
 
 __all__ = [
     "PCA",

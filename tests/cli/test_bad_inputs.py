@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from posfeat.cli import main
+from posfeat.core.progress import STAGE_LINE
 from posfeat.io.atomic import TEMP_TAG
 
 from helpers import random_pair, write_planted_folders
@@ -177,7 +178,8 @@ def _check(ws: Path, argv: list[str], needle: str, capsys, monkeypatch, chdir: P
     before = snapshot(ws)
     code = main(argv)
     err = capsys.readouterr().err
-    lines = [line for line in err.replace("\r", "\n").splitlines() if line and not PROGRESS.search(line)]  # progress bars aside
+    lines = [line for line in err.replace("\r", "\n").splitlines()
+             if line and not PROGRESS.search(line) and not STAGE_LINE.match(line)]  # progress bars and stage lines aside
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("posfeat: error:") and "Traceback" not in err, err
     assert needle in err, err

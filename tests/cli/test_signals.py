@@ -3,7 +3,9 @@ complete), no temporary file is left, and an interrupted training resumes to exa
 
 from __future__ import annotations
 
+import codecs
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -33,14 +35,14 @@ def temporaries(root: Path) -> list[Path]:
 
 def run(argv: list[str], cwd: Path, sig: int | None = None, after: str = "", delay: float = 0.0) -> tuple[int, str]:
     """Run ``posfeat argv``; with ``sig``, send it ``delay`` seconds after ``after`` first appears on stderr."""
-    proc = subprocess.Popen([sys.executable, "-m", "posfeat.cli.main", *argv], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "posfeat.cli.main", *argv], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     err: list[str] = []
     seen = threading.Event()
 
-    def read() -> None:
-        for chunk in iter(lambda: proc.stderr.read(64), ""):
-            err.append(chunk)
+    def read() -> None:  # os.read returns what has arrived (a stage line is shorter than any fixed chunk)
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for chunk in iter(lambda: os.read(proc.stderr.fileno(), 4096), b""):
+            err.append(utf8.decode(chunk))
             if after in "".join(err):
                 seen.set()
 

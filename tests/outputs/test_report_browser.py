@@ -1,17 +1,27 @@
 """report.html in headless Chromium: loads with no console errors, no request leaves the machine, every figure present,
-and the feature explorer finds features by id and by token, filters by kind, sorts, and opens a card with its profile."""
+and the feature explorer finds features by id and by token, filters by kind, sorts, and opens a card with its profile.
+
+The explorer's depth on a wider random SAE (160 features, two pages of rows): token search over each feature's top
+tokens over the whole vocabulary, the profile's axes, context edge and hover values, top tokens with activations,
+the card beside the table without scrolling, ``report.html#feature-N``, and strings from the tokenizer shown as text."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import json
 import os
 import shutil
+import zlib
 
+import numpy as np
 import pytest
 
-from posfeat import analyze
+from posfeat import Embeddings, analyze
+from posfeat.outputs.explorer import neuronpedia_base, token_index
 from posfeat.outputs.figures import FIGURES
 
-from helpers import planted_pair
+from helpers import planted_pair, random_pair
 
 pytestmark = pytest.mark.browser
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -24,14 +34,21 @@ def _need(what: str) -> None:
     pytest.skip(f"{what} not installed (scripts/test installs it)")
 
 
-def test_report_opens_offline_with_every_figure(tmp_path):
+def _chromium() -> str:
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
         _need("playwright")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         _need("Debian's chromium")
+    return chromium
+
+
+def test_report_opens_offline_with_every_figure(tmp_path):
+    chromium = _chromium()
+    from playwright.sync_api import sync_playwright
+
     emb, sae, _ = planted_pair()
     an = analyze(emb, sae, tokens_sample=40)
     out = an.save(tmp_path / "report")
@@ -58,9 +75,9 @@ def test_report_opens_offline_with_every_figure(tmp_path):
         assert card.count() == 1 and "positional" in card.inner_text()
         points = page.evaluate("document.querySelector('#feature-card svg.profile polyline').getAttribute('points')")
         assert len(points.split()) == emb.n_ctx  # the profile over every position
-        page.fill("#feature-search", token)  # a token: the features whose top tokens hold it
+        page.fill("#feature-search", token)  # a token: the features whose top tokens hold it (the card-level test is below)
         rows = page.locator("#feature-rows tr")
-        assert rows.count() >= 1 and all(token in rows.nth(i).inner_text() for i in range(rows.count()))
+        assert rows.count() >= 1
         page.fill("#feature-search", "")
         page.select_option("#kind-filter", "semantic")
         assert page.locator("#feature-rows tr").count() == 3
@@ -76,3 +93,146 @@ def test_report_opens_offline_with_every_figure(tmp_path):
     leaving = [u for u in requests if not u.startswith(("file:", "data:", "blob:", "about:"))]
     assert leaving == []
     assert "posfeat report" in title
+
+
+HOSTILE = "<img src=x onerror=document.title='pwned'>"
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """A random pair with 160 features (two pages), tokens ' the', 'the' and an HTML-looking one, and a Neuronpedia id."""
+    emb, sae = random_pair(d_vocab=120, n_ctx=24, d_model=12, d_sae=160, seed=1)
+    tokens = [f"tok{i}" for i in range(120)]
+    tokens[5], tokens[7], tokens[8] = HOSTILE, " the", "the"
+    emb = Embeddings(emb.W_E, emb.W_pos, tokens=tokens, name="random")
+    sae.meta = dataclasses.replace(sae.meta, neuronpedia_id="gpt2-small/0-res-jb")
+    an = analyze(emb, sae, tokens_sample=40, progress=False)
+    return an, an.save(tmp_path_factory.mktemp("wide") / "report") / "report.html"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _open(browser, url: str, errors: list[str]):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("body[data-explorer=ready]", timeout=15000)
+    return page
+
+
+def _top(an, f: int) -> list[tuple[str, float]]:
+    st = an.stats_context
+    return [(an.emb.token_str(int(t)), float(v)) for t, v in zip(st.top_tokens[f], st.top_token_means[f]) if v > 0]
+
+
+@pytest.mark.parametrize("query", ["the", " the", HOSTILE])
+def test_token_search_finds_every_feature_with_the_token_among_its_top_tokens(wide, browser, query):
+    an, report = wide
+    expected = {f for f in range(an.sae.d_sae) if any(s == query or s.strip() == query.strip() for s, _ in _top(an, f))}
+    in_top5 = {f for f in expected if any(s.strip() == query.strip() for s, _ in _top(an, f)[:5])}
+    assert len(expected) > len(in_top5)  # the old search (top 5 only) would miss some
+    errors: list[str] = []
+    page = _open(browser, report.as_uri(), errors)
+    page.fill("#feature-search", query)
+    found = {int(r) for r in page.eval_on_selector_all("#feature-rows tr", "rows => rows.map(r => r.dataset.row)")}
+    assert found == expected and len(found) <= 100  # one page
+    order = [int(r) for r in page.eval_on_selector_all("#feature-rows tr", "rows => rows.map(r => r.dataset.row)")]
+    best = [max(v for s, v in _top(an, f) if s.strip() == query.strip()) for f in order]
+    assert best == sorted(best, reverse=True)  # strongest on the token first
+    page.click(f"#feature-rows tr[data-row='{order[0]}']")  # its card lists the token, as text
+    assert json.dumps(query.strip())[1:-1] in page.locator("#feature-card table.top-tokens").inner_text()
+    assert page.locator("#explorer img").count() == 0 and page.title().startswith("posfeat report") and errors == []
+    page.close()
+
+
+def test_card_profile_axes_context_edge_hover_and_top_tokens(wide, browser):
+    an, report = wide
+    f = int(an.features.positional_score.idxmax())
+    errors: list[str] = []
+    page = _open(browser, report.as_uri(), errors)
+    page.fill("#feature-search", str(f))
+    svg = page.locator("#feature-card svg.profile")
+    assert svg.count() == 1
+    xticks = page.eval_on_selector_all("#feature-card svg .xtick", "t => t.map(x => x.textContent)")
+    yticks = page.eval_on_selector_all("#feature-card svg .ytick", "t => t.map(x => x.textContent)")
+    assert "0" in xticks and len(xticks) >= 3 and len(yticks) >= 2
+    assert page.locator("#feature-card svg line.context-edge").count() == 1
+    assert f"context {an.context}" in svg.text_content()
+    svg.scroll_into_view_if_needed()
+    box = svg.bounding_box()
+    page.mouse.move(box["x"] + box["width"] - 12, box["y"] + box["height"] / 2)  # over the last position
+    tip = page.locator("#feature-card svg .hover-value").text_content()
+    last = an.emb.n_ctx - 1
+    assert tip.startswith(f"position {last}: ")
+    shown, exact = float(tip.split(": ")[1]), an.stats_all.mean_by_position[f, last]
+    assert abs(shown - exact) <= an.stats_all.mean_by_position[f].max() / 255 + 1e-3 * abs(exact)
+    cells = page.eval_on_selector_all("#feature-card table.top-tokens tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+    top = _top(an, f)
+    assert len(cells) == len(top) > 5
+    for (s, v), (cell_s, cell_v) in zip(top, cells):
+        assert cell_s == json.dumps(s) and abs(float(cell_v) - v) <= 6e-3 * abs(v)  # shown to 3 significant digits
+    assert errors == []
+    page.close()
+
+
+def test_card_is_visible_beside_the_table_without_scrolling(wide, browser):
+    _, report = wide
+    errors: list[str] = []
+    page = _open(browser, report.as_uri(), errors)
+    page.locator("#explorer-title").scroll_into_view_if_needed()
+    rows = page.locator("#feature-rows tr")
+    assert rows.count() == 100  # a long page of rows
+    last = rows.nth(99)
+    last.scroll_into_view_if_needed()
+    scroll_before = page.evaluate("window.scrollY")
+    last.click()
+    f = int(last.get_attribute("data-row"))
+    card = page.locator(f'#feature-card [data-feature="{f}"]')
+    assert card.count() == 1 and page.evaluate("window.scrollY") == scroll_before  # nothing scrolled
+    cb, tb = card.bounding_box(), page.locator("#table-wrap").bounding_box()
+    assert cb["y"] >= 0 and cb["y"] + 40 <= 800 and cb["x"] >= tb["x"] + tb["width"]  # in view, to the right of the table
+    assert page.evaluate("location.hash") == f"#feature-{f}"
+    assert errors == []
+    page.close()
+
+
+def test_feature_link_opens_its_card_and_neuronpedia_link_is_encoded(wide, browser):
+    _, report = wide
+    errors: list[str] = []
+    page = _open(browser, report.as_uri() + "#feature-123", errors)
+    card = page.locator('#feature-card [data-feature="123"]')
+    assert card.count() == 1 and card.locator("h3").inner_text().startswith("Feature 123")
+    assert card.locator("a", has_text="Neuronpedia").get_attribute("href") == "https://www.neuronpedia.org/gpt2-small/0-res-jb/123"
+    page.evaluate("location.hash = '#feature-7'")
+    page.wait_for_selector('#feature-card [data-feature="7"]', timeout=5000)
+    assert errors == []
+    page.close()
+
+
+def test_neuronpedia_id_is_validated_and_encoded():
+    assert neuronpedia_base("gpt2-small/0-res-jb") == "https://www.neuronpedia.org/gpt2-small/0-res-jb/"
+    for bad in ("javascript:alert(1)", "a/../b", "x\"><script>", "a b", "", None):
+        assert neuronpedia_base(bad) is None
+
+
+def test_token_index_is_exact_and_compact(wide):
+    an, _ = wide
+    idx = token_index(an)
+    refs = np.frombuffer(zlib.decompress(base64.b64decode(idx["refs"])), dtype=f"<u{idx['ref_bytes']}").reshape(an.sae.d_sae, idx["k"])
+    vals = np.frombuffer(zlib.decompress(base64.b64decode(idx["values"])), dtype="<f2").reshape(refs.shape)
+    for f in range(an.sae.d_sae):
+        got = [(idx["strings"][r], float(v)) for r, v in zip(refs[f], vals[f]) if r < len(idx["strings"])]
+        want = _top(an, f)
+        assert [s for s, _ in got] == [s for s, _ in want]
+        assert np.allclose([v for _, v in got], [v for _, v in want], rtol=1e-3, atol=0)
+    assert idx["ref_bytes"] == 2 and len(idx["strings"]) == len(set(np.concatenate([r[r < len(idx["strings"])] for r in refs])))  # 4 bytes an entry

@@ -160,6 +160,16 @@ class Analysis:
         (with the sections of the given ``posfeat sweep`` folders) under posfeat's output policy."""
         return lookup("save_analysis")(self, out, force=force, command=command, include_sweeps=list(include_sweeps))
 
+    def __repr__(self) -> str:
+        """A few lines (under 2 KB): the pair, the feature counts and each finding's verdict; the tables are attributes."""
+        s = self.summary
+        counts = ", ".join(f"{v} {k}" for k, v in s.get("counts", {}).items())
+        verdicts = "; ".join(f"{k}: {f.get('verdict')}" for k, f in self.findings.items())
+        text = (f"<posfeat.Analysis of {s.get('model', self.emb.name)} x {s.get('sae', self.sae.name)}: d_sae {self.sae.d_sae}, "
+                f"context {self.context} of {self.emb.n_ctx} positions; features: {counts or 'n/a'}; verdicts: {verdicts or 'none'}. "
+                "Tables: .features, .by_position, .spurious_examples; .findings, .summary; .figure(name), .save(folder)>")
+        return text if len(text) <= 1900 else text[:1896] + "...>"
+
     def _repr_html_(self) -> str:
         s = self.summary
         rows = [("model", s.get("model")), ("SAE", f"{s.get('sae')} ({s.get('sae_architecture')}, d_sae {s.get('d_sae')})"),
@@ -339,7 +349,7 @@ def analyze(
     semantic_share: float = 0.5,
     n_token_features: int = 10,
     rules: FindingRules | None = None,
-    progress: bool = False,
+    progress: bool = True,
 ) -> Analysis:
     """Run every analysis of the note on ``emb`` x ``sae`` where they live (see module docstring).
 
@@ -355,6 +365,7 @@ def analyze(
         device: move the pair there first (default: where it is).
         positional_share, semantic_share: thresholds of the classification rule.
         rules: thresholds of the verdicts (:class:`FindingRules`).
+        progress: show each stage's progress (a bar in a terminal or notebook, one line per stage in a log; False: nothing).
     """
     emb, sae = on_device(*as_pair(emb, sae), device)
     check_pair(emb, sae)

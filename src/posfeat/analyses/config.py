@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..engine.sample import SAMPLE_TOKENS
+from ..engine.constants import SAMPLE_TOKENS
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from ..core.embeddings import Embeddings
+from ..core.progress import progress_bar
 from ..core.sae import SAE
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, NeverFiring, additive_parts
@@ -156,8 +157,6 @@ def sample_analysis(emb: Embeddings, sae: SAE, sample: TokenSample, positions: t
     * ``semantic_spread``: mean over semantic features and tokens of ``|f - in-context mean of f for that
       token|`` at each position; with ``m >= 0`` that is ``(sum m + sum over non-zero f of (|f - m| - m)) / (n_tok n_sem)``.
     """
-    from tqdm.auto import tqdm
-
     grid = SampleGrid(emb, sae, sample.ids)
     dev, n = grid.dev, len(sample)
     denom = token_spread(sample, emb)
@@ -166,7 +165,7 @@ def sample_analysis(emb: Embeddings, sae: SAE, sample: TokenSample, positions: t
     sem = torch.as_tensor(np.nonzero(kinds == "semantic")[0], dtype=torch.long, device=dev)
     deviation = DeviationSums(grid, context, sem)
     parts, r_sum, r_sq = [], [], []
-    bar = tqdm(total=len(positions), desc="reconstruction", unit="pos", disable=not progress)
+    bar = progress_bar(total=len(positions), desc="reconstruction", unit="position", enabled=progress)
     for chunk in grid.chunks(positions):
         pc = to_numpy(chunk.positions)
         err = chunk_error(grid, chunk)

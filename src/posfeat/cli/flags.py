@@ -11,8 +11,8 @@ import dataclasses
 import math
 from typing import Any, NoReturn
 
+from ..core.devices import DEVICES
 from ..core.errors import PosfeatError
-from ..core.tensors import DEVICES
 
 
 class UsageError(PosfeatError):

@@ -1,5 +1,8 @@
 """The ``posfeat`` command line: the parser, signal handling and the one place errors become one line and an exit status.
 
+Only the parser is imported here: each command's module (and torch, scipy, matplotlib with it) is
+imported once the command line is parsed, so ``posfeat --help`` and ``posfeat --version`` are fast.
+
 Exit status: 0 done; 2 an error the user can fix (one sentence on stderr, nothing half-written);
 ``128 + signal`` when SIGINT or SIGTERM stopped the run (outputs left as they were; training keeps a
 checkpoint to resume).
@@ -17,9 +20,9 @@ from collections.abc import Iterator
 
 from ..analyses.config import AnalyzeConfig
 from ..core.errors import Interrupted, PosfeatError, Stopped
+from ..core.version import __version__
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
 from ..training.config import TrainConfig
-from .commands import COMMANDS
 from .flags import Parser, add_dataclass_flags, add_device, add_output, add_pair
 
 
@@ -99,6 +102,7 @@ def _sweep_flags(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     ap = Parser(prog="posfeat", description="Exact analysis of positional and semantic features of layer-0 SAEs.")
     ap.add_argument("-v", "--verbose", action="store_true", help="log more")
+    ap.add_argument("-V", "--version", action="version", version=f"posfeat {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, parser_class=Parser)
     _analyze_parser(sub)
     _other_parsers(sub)
@@ -137,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
             name = args.command if args.command != "sweep" else f"sweep {args.sweep}"
+            from .commands import COMMANDS  # here, not at the top: the commands import torch
+
             return COMMANDS[name](args, invocation)
     except Stopped as err:
         print(f"posfeat: {_one_line(err.for_cli())}", file=sys.stderr)

@@ -1,10 +1,27 @@
-"""Stage 1, the data model: Embeddings, SAE and its metadata, errors, tensor helpers. Imports nothing of posfeat."""
+"""Stage 1, the data model: Embeddings, SAE and its metadata, errors, tensor helpers. Imports nothing of posfeat.
 
-from .embeddings import Embeddings
-from .errors import Interrupted, PosfeatError, Stopped, arg
-from .sae import LAYER0_HOOKS, POSFEAT_HOOK, SAE, SAEMeta, activation, sae_context
-from .tensors import as_tensor, resolve_device, same_device, to_numpy
+Names are imported on first use (PEP 562), so ``posfeat.core.errors`` and the CLI's parser need no torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_exports
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .embeddings import Embeddings
+    from .errors import Interrupted, PosfeatError, Stopped, arg
+    from .sae import LAYER0_HOOKS, POSFEAT_HOOK, SAE, SAEMeta, activation, sae_context
+    from .tensors import as_tensor, resolve_device, same_device, to_numpy
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "Embeddings": ".embeddings",
+    **dict.fromkeys(["Interrupted", "PosfeatError", "Stopped", "arg"], ".errors"),
+    **dict.fromkeys(["LAYER0_HOOKS", "POSFEAT_HOOK", "SAE", "SAEMeta", "activation", "sae_context"], ".sae"),
+    **dict.fromkeys(["as_tensor", "resolve_device", "same_device", "to_numpy"], ".tensors"),
+})
 
 __all__ = [
            "LAYER0_HOOKS",

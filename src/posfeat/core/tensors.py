@@ -7,9 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .devices import DEVICES  # noqa: F401  (re-exported)
 from .errors import PosfeatError, arg
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def as_tensor(x: Any, name: str, ndim: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 from jaxtyping import Float, Int
-from tqdm.auto import tqdm
 
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError
+from ..core.progress import progress_bar
 from ..core.sae import SAE
 from ..core.tensors import to_numpy
 from ..io.sources import as_pair
@@ -252,7 +252,7 @@ def grid_statistics(
     k = min(top_k_tokens, len(tok))
     cols = [_Collector(sae.d_sae, len(p), k) for p in sets]
     never = _Collector(sae.d_sae, 1, 1) if x_ctx is not None else None
-    for f0 in tqdm(range(0, sae.d_sae, chunk), desc="grid statistics", unit="block", disable=not progress):
+    for f0 in progress_bar(range(0, sae.d_sae, chunk), desc="grid statistics", unit="block", enabled=progress):
         fs = slice(f0, min(f0 + chunk, sae.d_sae))
         W, bias = W_enc[:, fs].T, b_enc[fs]
 
@@ -325,7 +325,7 @@ def feature_stats(
         n_pos = len(resolve_index(positions, emb.n_ctx, "positions"))
         log.warning("SAE %r is %s: its activation is not separable, so statistics are computed by enumerating "
                     "%d x %d inputs through the encoder (slow for large grids).", sae.name, sae.architecture, n_tok, n_pos)
-        return brute_force_stats(emb, sae, positions, tokens=tokens, top_k_tokens=top_k_tokens, dtype=dtype, progress=True)
+        return brute_force_stats(emb, sae, positions, tokens=tokens, top_k_tokens=top_k_tokens, dtype=dtype, progress=progress)
     (stats,), _ = grid_statistics(emb, sae, [positions], tokens=tokens, top_k_tokens=top_k_tokens, feature_chunk=feature_chunk, dtype=dtype,
                                   progress=progress, backend=backend)
     return stats
@@ -363,7 +363,7 @@ def brute_force_stats(
     tok_sum = torch.zeros(d_sae, n_tok, dtype=ACC, device=dev)
 
     def chunks() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        for t0 in tqdm(range(0, n_tok, step), desc="enumerating grid", unit="chunk", disable=not progress):
+        for t0 in progress_bar(range(0, n_tok, step), desc="enumerating grid", unit="chunk", enabled=progress):
             x = emb.W_E[tok[t0:t0 + step].to(dev)].to(dtype)[:, None, :] + x_pos[None]  # [tc, n_pos, d]
             pre = sae.encode_pre(x)
             yield t0, pre, sae.activate(pre).to(ACC)

@@ -31,7 +31,7 @@ from .grid_stats import additive_parts, check_pair
 DENSE_FROM = 0.03
 
 #: Tokens sampled by default for everything measured on a token sample (analyze, eval, the sweeps): the one place it is written.
-SAMPLE_TOKENS = 2048
+from .constants import SAMPLE_TOKENS  # noqa: E402,F401  (re-exported: the sample size used by default)
 
 
 @dataclass

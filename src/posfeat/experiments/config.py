@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..core.errors import PosfeatError, arg
-from ..engine.sample import SAMPLE_TOKENS
+from ..engine.constants import SAMPLE_TOKENS
 from ..training.config import TrainConfig
 
 EXECUTORS = ("local", "ray")

@@ -4,7 +4,14 @@ Profiles (mean activation over tokens at each studied position) are quantised ag
 feature's own maximum, delta-coded along the positions and deflated: positional features to 255
 levels, the others to the most levels (255, 63, 31, 15, 7 or 3) that keep all profiles within
 about :data:`PROFILE_BUDGET` bytes (the card says how many levels it draws); the table is
-column-wise JSON, deflated. Both travel as base64 inside the page and are inflated by the browser
+column-wise JSON, deflated.
+
+The token index is exact from the grid: each feature's top tokens over the whole vocabulary (the
+``GridStats.top_tokens`` of the context, mean activation over positions, those with a positive mean)
+as references into one list of the distinct tokens involved, with their activations as float16; the
+page inverts it, so searching a token finds every feature that has it among its top tokens (4 bytes an
+entry before deflation: about 3 MB in the page at GPT-2 scale, 24576 features x 20 tokens, token strings included). All three
+travel as base64 inside the page and are inflated by the browser
 (``DecompressionStream``), so the page stays self-contained and offline, and within a few MB at
 GPT-2 scale (24576 features x 1024 positions). The CSVs keep the exact numbers.
 """
@@ -13,8 +20,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import zlib
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -68,6 +77,35 @@ def _round(x: Any, digits: int = 3) -> list[float | None]:
     return [None if not np.isfinite(v) else float(f"{v:.{digits}g}") for v in np.asarray(x, dtype=float)]
 
 
+NEURONPEDIA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+
+
+def neuronpedia_base(npid: str | None) -> str | None:
+    """``https://www.neuronpedia.org/<id>/`` with each segment URL-encoded, or None when ``npid`` is absent or not a plain id."""
+    if not npid or not NEURONPEDIA_ID.fullmatch(npid):
+        return None
+    return "https://www.neuronpedia.org/" + "/".join(quote(part, safe="") for part in npid.split("/")) + "/"
+
+
+def token_index(an: Analysis) -> dict[str, Any]:
+    """Each feature's top tokens over the whole vocabulary with their mean activation (see module docstring).
+
+    Returns ``{"k", "strings", "refs", "values"}``: ``refs`` is ``uint16`` (``uint32`` past 65535 distinct tokens)
+    ``[d_sae, k]`` indices into ``strings`` (the sentinel ``len(strings)`` where a feature has fewer than ``k``
+    tokens with a positive mean); ``values`` the matching means as float16; both deflated and base64.
+    """
+    st = an.stats_context
+    ids, means = np.asarray(st.top_tokens, dtype=np.int64), np.asarray(st.top_token_means, dtype=np.float64)
+    keep = np.isfinite(means) & (means > 0)
+    uniq, inverse = np.unique(ids[keep], return_inverse=True)
+    dtype = np.uint16 if len(uniq) < np.iinfo(np.uint16).max else np.uint32
+    refs = np.full(ids.shape, len(uniq), dtype=dtype)
+    refs[keep] = inverse
+    values = np.where(keep, np.minimum(means, np.finfo(np.float16).max), 0).astype("<f2")
+    return {"k": int(ids.shape[1]) if ids.ndim == 2 else 0, "strings": [an.emb.token_str(int(t)) for t in uniq],
+            "ref_bytes": dtype().itemsize, "refs": _pack(refs.astype(refs.dtype.newbyteorder("<")).tobytes()), "values": _pack(values.tobytes())}
+
+
 def explorer_payload(an: Analysis) -> dict[str, Any]:
     """What the explorer script reads (see module docstring)."""
     f = an.features
@@ -76,9 +114,9 @@ def explorer_payload(an: Analysis) -> dict[str, Any]:
         "kind": [KIND_CODES[k] for k in f.kind], "positional_score": _round(f.positional_score), "token_score": _round(f.token_score),
         "position_share": _round(f.position_share), "token_share": _round(f.token_share), "interaction_share": _round(f.interaction_share),
         "fire": _round(f.fire), "peak": f.peak_position.astype(int).tolist(), "runs": f.runs.fillna("").tolist(),
-        "n_runs": f.n_runs.astype(int).tolist(), "top_tokens": f.top_tokens.fillna("").tolist(), "scale": _round(scale, 4),
+        "n_runs": f.n_runs.astype(int).tolist(), "scale": _round(scale, 4),
         "levels": levels.tolist(),
     }
-    return {"n_features": len(f), "n_positions": int(an.stats_all.mean_by_position.shape[1]), "context": int(an.context),
-            "kinds": list(KIND_CODES), "neuronpedia": None if not an.sae.meta.neuronpedia_id else f"https://www.neuronpedia.org/{an.sae.meta.neuronpedia_id}/",
-            "table": _pack(json.dumps(table, separators=(",", ":")).encode()), "profiles": data}
+    return {"n_features": len(f), "n_positions": int(an.stats_all.mean_by_position.shape[1]), "first_position": int(an.stats_all.positions[0]),
+            "context": int(an.context), "kinds": list(KIND_CODES), "neuronpedia": neuronpedia_base(an.sae.meta.neuronpedia_id),
+            "table": _pack(json.dumps(table, separators=(",", ":")).encode()), "profiles": data, "tokens": token_index(an)}

@@ -1,7 +1,13 @@
-"""Interactive figures (plotly), carrying only what they draw (values rounded to 4 significant digits)."""
+"""Interactive figures (plotly), carrying only what they draw (values rounded to 4 significant digits).
+
+In a notebook each figure gives plotly's own JSON mimetype (drawn offline by Jupyter's plotly renderer)
+and also ``text/html`` (the figure as an HTML fragment that loads plotly.js from plotly's CDN), so it
+shows in frontends without a plotly renderer (VS Code, nbviewer, a converted page) instead of a blank.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,11 +34,25 @@ def _r(x: np.ndarray) -> list[float]:
     return [float(f"{v:.4g}") for v in np.asarray(x, dtype=float)]
 
 
+@functools.cache
+def figure_class() -> type:
+    """A ``plotly.graph_objects.Figure`` whose notebook mimebundle also holds ``text/html``."""
+    import plotly.graph_objects as go
+
+    class Figure(go.Figure):
+        def _repr_mimebundle_(self, include: Any = None, exclude: Any = None, validate: bool = True, **kwargs: Any) -> dict[str, Any]:
+            bundle = dict(super()._repr_mimebundle_(include, exclude, validate, **kwargs) or {})
+            bundle.setdefault("text/html", self.to_html(full_html=False, include_plotlyjs="cdn", include_mathjax=False))
+            return bundle
+
+    return Figure
+
+
 def helix_interactive(an: Analysis) -> Any:
     import plotly.graph_objects as go
 
     h = an.helix
-    fig = go.Figure()
+    fig = figure_class()()
     fig.add_trace(go.Scatter3d(x=_r(h.rows[:, 0]), y=_r(h.rows[:, 1]), z=_r(h.rows[:, 2]), mode="markers", name="W_pos rows",
                                text=[f"position {p}" for p in h.positions],
                                marker={"size": 3, "color": h.positions.tolist(), "colorscale": "Plasma", "colorbar": {"title": "position"}}))
@@ -55,7 +75,7 @@ def profiles_interactive(an: Analysis) -> Any:
     feats = an.positional
     pick = feats[spread_subset(feats, MAX_TRACES)]
     st = an.stats_all
-    fig = go.Figure()
+    fig = figure_class()()
     for f in pick:
         fig.add_trace(go.Scatter(x=st.positions.tolist(), y=_r(st.mean_by_position[f]), mode="lines", name=f"#{int(f)}", line={"width": 1}))
     fig.add_vline(x=an.context - 0.5, line_dash="dash")

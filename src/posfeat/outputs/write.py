@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
 from ..core.errors import PosfeatError
+from ..core.progress import progress_bar
 from ..io.atomic import output_folder
 from .figures import FIGURES, new_figure, save_figure
 from .interactive import INTERACTIVE
@@ -70,7 +70,8 @@ def make_figure(an: Analysis, name: str) -> Any:
 
 def write_figures(an: Analysis, folder: Path, progress: bool = False) -> dict[str, Path]:
     folder.mkdir(exist_ok=True)
-    return {name: save_figure(fn(an), folder / f"{name}.png") for name, (fn, _) in tqdm(FIGURES.items(), desc="figures", disable=not progress)}
+    bar = progress_bar(FIGURES.items(), desc="figures", unit="figure", enabled=progress)
+    return {name: save_figure(fn(an), folder / f"{name}.png") for name, (fn, _) in bar}
 
 
 def save_analysis(an: Analysis, out: str | Path, *, force: bool = False, command: str | None = None,

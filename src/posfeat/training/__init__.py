@@ -1,8 +1,25 @@
-"""Stage 6, the trainer: SAEs trained on the grid itself, on any device. Imports every earlier stage but ``outputs``."""
+"""Stage 6, the trainer: SAEs trained on the grid itself, on any device. Imports every earlier stage but ``outputs``.
 
-from .config import TrainConfig
-from .model import TrainingSAE
-from .train import TrainResult, train_sae
-from .trainer import LOG_COLUMNS, Trainer
+Names are imported on first use (PEP 562), so the CLI's parser reads ``training.config`` without torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+    from .model import TrainingSAE
+    from .train import TrainResult, train_sae
+    from .trainer import LOG_COLUMNS, Trainer
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "TrainConfig": ".config",
+    "TrainingSAE": ".model",
+    **dict.fromkeys(["TrainResult", "train_sae"], ".train"),
+    **dict.fromkeys(["LOG_COLUMNS", "Trainer"], ".trainer"),
+})
 
 __all__ = ["LOG_COLUMNS", "TrainConfig", "TrainResult", "Trainer", "TrainingSAE", "train_sae"]

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..core.embeddings import Embeddings
 from ..core.errors import Interrupted, PosfeatError, Stopped, arg
+from ..core.progress import progress_bar
 from ..io.atomic import deferred_signals
 from ..io.safetensors_io import read_json, read_tensors, write_json, write_tensors
 from .config import TrainConfig
@@ -187,7 +187,7 @@ class Trainer:
         progress, saves a checkpoint and raises :class:`posfeat.core.errors.Stopped`; so does
         reaching ``stop_after`` (for tests).
         """
-        bar = tqdm(total=self.cfg.steps, initial=self.step_no, desc=f"train d_sae={self.cfg.d_sae}", disable=not self.progress, unit="step")
+        bar = progress_bar(total=self.cfg.steps, initial=self.step_no, desc=f"train d_sae={self.cfg.d_sae}", enabled=self.progress, unit="step")
         last = time.time()
         try:
             with deferred_signals() as signals:

@@ -1,0 +1,79 @@
+"""One progress helper: bars in terminals and notebooks, one line per stage in logs, nothing with progress=False."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+
+from posfeat import analyze, feature_stats
+from posfeat.core import progress as progress_mod
+from posfeat.core.progress import STAGE_LINE, LineProgress, NoProgress, progress_bar
+
+from helpers import planted_pair, random_pair
+
+
+class _FakeStream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_piped_stderr_gets_one_line_per_stage_without_carriage_returns(monkeypatch):
+    err = _FakeStream(tty=False)
+    monkeypatch.setattr(sys, "stderr", err)
+    assert not progress_mod.interactive()
+    total = sum(progress_bar(range(7), desc="grid statistics", unit="block"))
+    bar = progress_bar(total=5, initial=2, desc="train d_sae=64", unit="step")
+    bar.update(3)
+    bar.set_postfix(fvu="0.125")
+    bar.close()
+    assert total == 21
+    assert err.getvalue() == "posfeat: grid statistics (7 blocks)\nposfeat: train d_sae=64 (3 steps)\n"
+    assert all(STAGE_LINE.match(line) for line in err.getvalue().splitlines())
+    assert not STAGE_LINE.match("posfeat: error: No space left on device: report.html; check that path.")
+
+
+def test_terminal_gets_a_tqdm_bar_and_disabled_gets_nothing(monkeypatch):
+    from tqdm.auto import tqdm
+
+    monkeypatch.setattr(sys, "stderr", _FakeStream(tty=True))
+    assert isinstance(progress_bar(range(3), desc="x"), tqdm)
+    monkeypatch.setattr(sys, "stderr", _FakeStream(tty=False))
+    assert isinstance(progress_bar(range(3), desc="x"), LineProgress)
+    monkeypatch.setattr(sys, "stderr", _FakeStream(tty=False))
+    quiet = progress_bar(range(3), desc="x", enabled=False)
+    assert isinstance(quiet, NoProgress) and list(quiet) == [0, 1, 2]
+    assert sys.stderr.getvalue() == ""
+
+
+def test_notebook_kernel_counts_as_interactive(monkeypatch):
+    class ZMQInteractiveShell:  # what ipykernel's shell is called
+        pass
+
+    fake = type(sys)("IPython")
+    fake.get_ipython = lambda: ZMQInteractiveShell()
+    monkeypatch.setattr(sys, "stderr", _FakeStream(tty=False))
+    monkeypatch.setitem(sys.modules, "IPython", fake)
+    assert progress_mod.interactive()
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_topk_enumeration_obeys_progress(enabled, capfd):
+    emb, sae = random_pair(k=3)
+    feature_stats(emb, sae, range(6), progress=enabled)
+    err = capfd.readouterr().err
+    assert ("enumerating grid" in err) == enabled
+
+
+def test_analyze_reports_each_stage_in_logs_and_is_silent_when_asked(capfd):
+    emb, sae, _ = planted_pair()
+    analyze(emb, sae, tokens_sample=20)
+    err = capfd.readouterr().err
+    assert "posfeat: grid statistics (" in err and "posfeat: reconstruction (" in err and "\r" not in err
+    analyze(emb, sae, tokens_sample=20, progress=False)
+    assert "posfeat:" not in capfd.readouterr().err
