@@ -78,7 +78,8 @@ def test_failure_during_the_swap_leaves_old_or_new(failing_call, tmp_path, monke
         return real(a, b)
 
     monkeypatch.setattr(atomic.os, "rename", flaky)
-    with pytest.raises(OSError), output_folder(out, kind="analyze", force=True) as tmp:
+    with pytest.raises(PosfeatError, match=f"No space left on device while writing output folder {out}"), \
+            output_folder(out, kind="analyze", force=True) as tmp:
         (tmp / "summary.json").write_text("new")
     monkeypatch.setattr(atomic.os, "rename", real)
     assert (out / "summary.json").read_text() == "old" and _leftovers(tmp_path) == []
