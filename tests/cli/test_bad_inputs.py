@@ -206,7 +206,7 @@ INJECTED = {
                                 ["analyze", "--model", "{M}", "--sae", "{S}", "--out", "{W}/prev", "--force", "--tokens-sample", "8"],
                                 "No space left on device"),
     "read_only_old_output": ("posfeat.io.atomic.os.access", None, ["analyze", "--model", "{M}", "--sae", "{S}", "--out", "{W}/prev", "--force"],
-                             "is read-only"),
+                             "writable"),
 }
 
 

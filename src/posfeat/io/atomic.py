@@ -51,6 +51,7 @@ from pathlib import Path
 
 from ..core.errors import PosfeatError, arg
 from ..core.version import __version__
+from .paths import shorten
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +96,6 @@ def umask_mode(directory: bool) -> int:
     mask = os.umask(0)
     os.umask(mask)
     return (0o777 if directory else 0o666) & ~mask
-
-
-def shorten(value: object, keep: int = 60) -> str:
-    """``value`` as text for a message: whole when short, else its first ``keep`` characters and its length."""
-    text = str(value)
-    return text if len(text) <= keep + 20 else f"{text[:keep]}... ({len(text)} characters)"
 
 
 @contextlib.contextmanager
@@ -177,7 +172,7 @@ def os_error(err: OSError, operation: str, path: object | None = None) -> Posfea
 
 
 # ---------------------------------------------------------------------------- runs, pids and temporaries
-_RUN = {"command": "posfeat " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0] else "python",
+_RUN = {"command": shlex.join(sys.argv) if sys.argv and sys.argv[0] else "python",
         "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
 
 
@@ -512,6 +507,14 @@ def check_target(out: str | os.PathLike[str] | None, *, force: bool = False, wha
 
 
 # ---------------------------------------------------------------------------- the mechanism
+_COMPLETED: set[Path] = set()
+
+
+def completed(target: Path) -> bool:
+    """True once this process has moved a complete output into place at ``target``."""
+    return target in _COMPLETED
+
+
 def _listing(folder: Path) -> list[str]:
     out = []
     for root, dirs, files in os.walk(folder):
@@ -533,6 +536,7 @@ def swap_in(tmp: Path, target: Path) -> None:
     with signals_held():
         if not (target.exists() or target.is_symlink()):
             os.rename(tmp, target)
+            _COMPLETED.add(target)
             return
         old = make_temp(target, tag="old")
         os.rmdir(old)
@@ -542,6 +546,7 @@ def swap_in(tmp: Path, target: Path) -> None:
         except OSError:
             os.rename(old, target)
             raise
+        _COMPLETED.add(target)
         shutil.rmtree(old, onerror=lambda *a: log.warning("could not delete %s while replacing %s", a[1], target))
 
 
@@ -586,6 +591,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
         os.chmod(tmp, umask_mode(directory=False))
         with signals_held():
             os.replace(tmp, path)
+            _COMPLETED.add(path)
     finally:
         remove(tmp)
 

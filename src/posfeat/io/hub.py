@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import PosfeatError
+from .paths import is_inside, safe_name
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,9 @@ def cached_file(repo_id: str, filename: str, revision: str | None = None, *, req
 
     settings = hub_settings()
     needed = needed or [filename]
+    safe_name(filename, f"the request for {repo_id}")
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=settings.cache, local_files_only=settings.offline))
+        path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=settings.cache, local_files_only=settings.offline))
     except LocalEntryNotFoundError as err:
         if not required:
             return None
@@ -85,3 +87,8 @@ def cached_file(repo_id: str, filename: str, revision: str | None = None, *, req
     except Exception as err:  # network errors of whatever HTTP client the library uses
         first = str(err).splitlines()[0][:120] if str(err) else ""
         raise missing(repo_id, needed, f"{type(err).__name__}: {first}") from None
+    repo_root = settings.cache / ("models--" + repo_id.replace("/", "--"))
+    if not is_inside(path, [repo_root.resolve()]):  # snapshot files are links into the repository's own blobs
+        raise PosfeatError(f"{path} in the hub cache links outside {repo_root}; posfeat reads only the repository's own files: "
+                           "delete that entry of the cache and download it again.")
+    return path

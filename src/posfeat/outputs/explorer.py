@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..io.sae_folders import neuronpedia_url
+
 if TYPE_CHECKING:
     from ..analyses.analysis import Analysis
 
@@ -80,5 +82,5 @@ def explorer_payload(an: Analysis) -> dict[str, Any]:
         "levels": levels.tolist(),
     }
     return {"n_features": len(f), "n_positions": int(an.stats_all.mean_by_position.shape[1]), "context": int(an.context),
-            "kinds": list(KIND_CODES), "neuronpedia": None if not an.sae.meta.neuronpedia_id else f"https://www.neuronpedia.org/{an.sae.meta.neuronpedia_id}/",
+            "kinds": list(KIND_CODES), "neuronpedia": neuronpedia_url(an.sae.meta.neuronpedia_id),
             "table": _pack(json.dumps(table, separators=(",", ":")).encode()), "profiles": data}

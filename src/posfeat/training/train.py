@@ -20,7 +20,7 @@ import torch
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
 from ..core.sae import SAE, SAEMeta
-from ..io.atomic import PARTIAL, check_target, holds_lock, output_folder, partial_folder, remove, unlock_target
+from ..io.atomic import PARTIAL, check_target, completed, holds_lock, output_folder, partial_folder, remove, unlock_target
 from ..io.checkpoints import layer0_hook
 from ..io.sae_folders import read_sae_folder, write_sae_folder
 from ..io.safetensors_io import write_tensors
@@ -107,12 +107,12 @@ def train_sae(emb: Embeddings, config: TrainConfig | None = None, *, token_weigh
         values.update(settings)
     held = holds_lock(out)
     target: Path | None = None
+    partial: Path | None = None
     try:
         init_sae = _init_sae(init, emb, values)
         cfg = train_config(**values)
         cfg.validate(emb.n_ctx, emb.name)
         weights = token_weights_arg(token_weights, emb.d_vocab)
-        partial = None
         if out is not None:
             inputs = [(arg("init"), init if isinstance(init, (str, os.PathLike)) else None),
                       (arg("token_weights"), token_weights if isinstance(token_weights, (str, os.PathLike)) else None)]
@@ -134,6 +134,8 @@ def train_sae(emb: Embeddings, config: TrainConfig | None = None, *, token_weigh
         trainer.fit(stop_after)
         result = _finish(emb, cfg, trainer, init_sae, init, weights, token_weights, target, partial, force, command, model_name)
     except BaseException:
+        if target is not None and completed(target) and partial is not None:
+            remove(partial)  # a signal right after the SAE went into place: the checkpoints are not needed any more
         if target is not None and not held:
             unlock_target(target, failed=True)  # folders made for the output go again, unless they hold the checkpoint
         raise

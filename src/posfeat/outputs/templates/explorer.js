@@ -77,11 +77,13 @@
     const card = el("feature-card");
     const values = profile(f);
     const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
-    const link = DATA.neuronpedia ? ` <a href="${DATA.neuronpedia}${f}">Neuronpedia</a>` : "";
-    card.innerHTML = `<div data-feature="${f}"><h3>Feature ${f}: ${KINDS[table.kind[f]]}${link}</h3>` +
-      `<p>position share ${fmt(table.position_share[f])}, token share ${fmt(table.token_share[f])}, interaction ${fmt(table.interaction_share[f])}; ` +
-      `fires on ${fmt(table.fire[f])} of the grid inside the context; peak ${table.peak[f]}; firing runs: ${esc(table.runs[f] || "none")}</p>` +
-      `<p>mean activation over tokens at positions 0..${P - 1} (dashed: end of the training context, ${DATA.context}; max ${fmt(table.scale[f])}; drawn at ${table.levels[f]} levels)</p>` +
+    // every value goes through esc(); the link only to Neuronpedia's own https pages
+    const np = typeof DATA.neuronpedia === "string" && DATA.neuronpedia.startsWith("https://www.neuronpedia.org/") ? DATA.neuronpedia : null;
+    const link = np ? ` <a href="${esc(np + encodeURIComponent(String(f)))}">Neuronpedia</a>` : "";
+    card.innerHTML = `<div data-feature="${esc(f)}"><h3>Feature ${esc(f)}: ${esc(KINDS[table.kind[f]])}${link}</h3>` +
+      `<p>position share ${esc(fmt(table.position_share[f]))}, token share ${esc(fmt(table.token_share[f]))}, interaction ${esc(fmt(table.interaction_share[f]))}; ` +
+      `fires on ${esc(fmt(table.fire[f]))} of the grid inside the context; peak ${esc(table.peak[f])}; firing runs: ${esc(table.runs[f] || "none")}</p>` +
+      `<p>mean activation over tokens at positions 0..${esc(P - 1)} (dashed: end of the training context, ${esc(DATA.context)}; max ${esc(fmt(table.scale[f]))}; drawn at ${esc(table.levels[f])} levels)</p>` +
       svgProfile(values) + `<p>top tokens: ${esc(table.top_tokens[f])}</p></div>`;
     card.scrollIntoView({block: "nearest"});
   }
