@@ -83,6 +83,7 @@ V01_FILES: dict[str, tuple[list[str], list[str]]] = {
     "analyze": (["summary.json", "features.csv", "by_position.csv", "report.html"],
                 ["spurious_examples.csv", "figures", "figures/*.png"]),
     "train": (["cfg.json", "sae_weights.safetensors"], ["training_log.csv", "token_weights.safetensors", "sparsity.safetensors"]),
+    "train-checkpoint": (["checkpoint.safetensors", "checkpoint.json"], []),  # <out>.partial of an interrupted 0.1 run
     "sweep widths": (["widths.csv", "summary.json", "section.html"],
                      ["figures", "figures/*.png", "d_sae_*", *(f"d_sae_*/{f}" for f in _SAE_FILES)]),
     "sweep context": (["contexts.csv", "summary.json", "section.html"],
@@ -416,6 +417,12 @@ def _v01_signature(folder: Path, kind: str) -> bool:
     return False
 
 
+def _matches(rel: str, pattern: str) -> bool:
+    """``fnmatch`` part by part: a ``*`` never crosses a ``/``."""
+    a, b = rel.split("/"), pattern.split("/")
+    return len(a) == len(b) and all(fnmatch.fnmatchcase(x, y) for x, y in zip(a, b))
+
+
 def _ignored(name: str) -> bool:
     return name == MARKER or name.endswith((TEMP_TAG, LOCK_TAG))
 
@@ -428,7 +435,7 @@ def foreign_entries(folder: Path, limit: int = 3) -> tuple[str | None, list[str]
     """
     kind, patterns = _patterns_for(folder)
     unknown: list[str] = []
-    known = lambda rel: any(fnmatch.fnmatchcase(rel, p) for p in patterns)  # noqa: E731
+    known = lambda rel: any(_matches(rel, p) for p in patterns)  # noqa: E731
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         rel_root = Path(root).relative_to(folder)
