@@ -16,7 +16,8 @@ from safetensors.torch import save_file
 
 from posfeat.cli import main
 from posfeat.core.progress import STAGE_LINE
-from posfeat.io.atomic import TEMP_TAG
+from posfeat.io.atomic import LOCK_TAG, TEMP_TAG
+from posfeat.io.sources import BUNDLED_SAE_DIR
 
 from helpers import random_pair, write_planted_folders
 
@@ -45,6 +46,10 @@ def ws(tmp_path_factory):
 
     with pytest.raises(Exception, match="interrupted"):
         train_sae(load_embeddings(str(model)), d_sae=8, context=8, steps=20, batch=16, out=root / "cut_sae", stop_after=5, progress=False)
+    thesis = root / "thesis"  # a user's folder that shares one file name with a posfeat 0.1 sweep
+    thesis.mkdir()
+    (thesis / "widths.csv").write_text("my,own\n")
+    (thesis / "thesis.tex").write_text("\\chapter{Years of work}\n")
     bad = root / "bad"
     bad.mkdir()
     return root
@@ -82,6 +87,35 @@ def _one_hot_weights(ws: Path) -> str:
 def _shard_list(data: dict, dst: Path) -> None:
     (dst / "model.safetensors").rename(dst / "model-00001-of-00001.safetensors")
     (dst / "model.safetensors.index.json").write_text(json.dumps({"weight_map": ["wte.weight"]}))
+
+
+def _index_to(target: str):
+    """A sharded model whose index names ``target`` (relative with .., or absolute) as the shard of both embeddings."""
+    def edit(data: dict, dst: Path) -> None:
+        (dst / "model.safetensors").unlink()
+        (dst / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"wte.weight": target, "wpe.weight": target}}))
+    return edit
+
+
+def _hooks_disagree(data: dict, dst: Path) -> None:
+    data["hook_name"] = "blocks.0.hook_resid_pre"
+    data["metadata"]["hook_name"] = "blocks.5.hook_resid_pre"
+
+
+def _weights_link_outside(data: dict, dst: Path) -> None:
+    (dst / "sae_weights.safetensors").unlink()
+    os.symlink(dst.parent.parent / "sae" / "sae_weights.safetensors", dst / "sae_weights.safetensors")
+
+
+def _nested_sae(ws: Path) -> str:
+    """An SAE inside a finished posfeat sweep folder (bad/sw/d_sae_8/seed_0)."""
+    from posfeat.io.atomic import write_marker
+
+    dst = ws / "bad" / "sw" / "d_sae_8" / "seed_0"
+    if not dst.exists():
+        shutil.copytree(ws / "sae", dst)
+        write_marker(ws / "bad" / "sw", "sweep widths")
+    return str(dst)
 
 
 LONG = "x" * 300
@@ -152,6 +186,28 @@ CASES: dict[str, tuple[list[str], str]] = {
     "missing_flag_value": (["train", "--model", "{M}", "--d-sae"], "expected one argument"),
     "hook_not_layer0": (["stats", "--model", "{M}", "--sae", "@hook5"], "pass --allow-any-hook"),
     "pickle_weights": (["stats", "--model", "{M}", "--sae", "@pickled"], "never unpickles"),
+    # issue 18: inputs are never outputs, with or without --force
+    "out_is_the_sae": (["analyze", "--model", "{M}", "--sae", "{S}", "--out", "{S}", "--force"], "is the input --sae"),
+    "out_holds_the_sae": (["analyze", "--model", "{M}", "--sae", "@nested_sae", "--out", "{W}/bad/sw", "--force"], "holds the input --sae"),
+    "out_inside_the_model": (["analyze", "--model", "{M}", "--sae", "{S}", "--out", "{M}/results"], "lies inside the input --model"),
+    "out_is_the_bundled_sae": (["analyze", "--model", "{M}", "--sae", "{S}", "--out", str(BUNDLED_SAE_DIR), "--force"],
+                               "posfeat's installed package"),
+    "train_out_is_init": (["train", "--model", "{M}", "--init", "{S}", "--d-sae", "8", "--context", "8", "--out", "{S}", "--force"],
+                          "is the input --init"),
+    "eval_out_inside_the_sae": (["eval", "--model", "{M}", "--sae", "{S}", "--out", "{S}/cfg.json", "--force"], "lies inside the input --sae"),
+    "sweep_context_out_holds_its_sae": (["sweep", "context", "--model", "{M}", "--sae", "@nested_sae", "--contexts", "40", "--out",
+                                         "{W}/bad/sw"], "holds the input --sae"),
+    # ownership by content: one shared file name does not make a user's folder posfeat's
+    "thesis_folder_force": (["analyze", "--model", "{M}", "--sae", "{S}", "--out", "{W}/thesis", "--force"], "thesis.tex"),
+    "sweep_into_thesis_folder": (["sweep", "widths", "--model", "{M}", "--context", "8", "--d-sae", "4,8", "--out", "{W}/thesis"],
+                                 "thesis.tex"),
+    # files stay inside their folder
+    "weight_map_dotdot": (["stats", "--model", "@model_escape", "--sae", "{S}"], "lies outside its folder"),
+    "weight_map_absolute": (["stats", "--model", "@model_etc", "--sae", "{S}"], "lies outside its folder"),
+    "sae_weights_link_outside": (["stats", "--model", "{M}", "--sae", "@sae_link"], "outside"),
+    "hook_fields_disagree": (["stats", "--model", "{M}", "--sae", "@hooks_disagree"], "names different hooks"),
+    "token_10000_characters": (["analyze", "--model", "{M}", "--sae", "{S}", "--token", "y" * 10000, "--out", "{W}/nope1/a/b/out"],
+                               "(10002 characters)"),
 }
 SETUPS = {
     "d_sae_frac": lambda d, p: d.update(d_sae=32.7), "d_sae_abc": lambda d, p: d.update(d_sae="abc"),
@@ -159,6 +215,8 @@ SETUPS = {
     "model_npos": lambda d, p: d.update(n_positions=96), "model_shards": _shard_list,
     "hook5": lambda d, p: (d.update(hook_name="blocks.5.hook_resid_pre"), d["metadata"].update(hook_name="blocks.5.hook_resid_pre")),
     "pickled": lambda d, p: (p / "sae_weights.safetensors").write_bytes(b"\x80\x04\x95" + os.urandom(64)),
+    "model_escape": _index_to("../../elsewhere/x.safetensors"), "model_etc": _index_to("/etc/passwd"),
+    "hooks_disagree": _hooks_disagree, "sae_link": _weights_link_outside,
 }
 
 
@@ -167,7 +225,8 @@ def _argv(ws: Path, argv: list[str]) -> list[str]:
     for a in argv:
         if a.startswith("@"):
             name = a[1:]
-            a = _one_hot_weights(ws) if name == "one_hot" else _bool_embeddings(ws) if name == "model_bool" else _cfg_edit(ws, name, SETUPS[name])
+            a = (_one_hot_weights(ws) if name == "one_hot" else _bool_embeddings(ws) if name == "model_bool" else _nested_sae(ws)
+                 if name == "nested_sae" else _cfg_edit(ws, name, SETUPS[name]))
         out.append(a.replace("{M}", str(ws / "model")).replace("{S}", str(ws / "sae")).replace("{W}", str(ws)))
     return out
 
@@ -183,6 +242,8 @@ def _check(ws: Path, argv: list[str], needle: str, capsys, monkeypatch, chdir: P
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("posfeat: error:") and "Traceback" not in err, err
     assert needle in err, err
+    assert "Traceback" not in err and len(lines[0]) < 600, err  # long values shortened
+    assert not (ws / "nope1").exists() and not [p for p in ws.rglob("*") if p.name.endswith(LOCK_TAG)]  # folders made for it removed
     after = snapshot(ws)
     assert {k: v for k, v in after.items() if not k.startswith("bad/")} == {k: v for k, v in before.items() if not k.startswith("bad/")}
     assert not [p for p in ws.rglob("*") if TEMP_TAG in p.name]
@@ -206,9 +267,9 @@ INJECTED = {
                            ["stats", "--model", "{M}", "--sae", "{S}"], "check its permissions"),
     "no_space_writing_report": ("posfeat.outputs.write.render_html", OSError(errno.ENOSPC, "No space left on device", "report.html"),
                                 ["analyze", "--model", "{M}", "--sae", "{S}", "--out", "{W}/prev", "--force", "--tokens-sample", "8"],
-                                "No space left on device"),
+                                "No space left on device while writing output folder"),
     "read_only_old_output": ("posfeat.io.atomic.os.access", None, ["analyze", "--model", "{M}", "--sae", "{S}", "--out", "{W}/prev", "--force"],
-                             "is read-only"),
+                             "writable"),
 }
 
 

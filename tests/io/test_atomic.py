@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -78,7 +79,8 @@ def test_failure_during_the_swap_leaves_old_or_new(failing_call, tmp_path, monke
         return real(a, b)
 
     monkeypatch.setattr(atomic.os, "rename", flaky)
-    with pytest.raises(OSError), output_folder(out, kind="analyze", force=True) as tmp:
+    with pytest.raises(PosfeatError, match=f"No space left on device while writing output folder {out}"), \
+            output_folder(out, kind="analyze", force=True) as tmp:
         (tmp / "summary.json").write_text("new")
     monkeypatch.setattr(atomic.os, "rename", real)
     assert (out / "summary.json").read_text() == "old" and _leftovers(tmp_path) == []
@@ -121,3 +123,50 @@ def test_file_outputs_replace_only_posfeat_files(tmp_path):
     with pytest.raises(PosfeatError, match="is an existing folder"):
         output_file(tmp_path, lambda p: None, force=True)
     assert _leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------- issue 18: ownership by content, inputs, parents
+def test_ownership_is_by_content_not_by_one_file_name(tmp_path):
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "widths.csv").write_text("a,b\n")
+    (thesis / "thesis.tex").write_text("years of work")
+    with pytest.raises(PosfeatError, match=r"was not written by posfeat \(thesis.tex, widths.csv\)"):
+        check_target(thesis, force=True)
+    v01 = tmp_path / "v01"  # a complete posfeat 0.1 width sweep: replaceable
+    (v01 / "figures").mkdir(parents=True)
+    (v01 / "d_sae_8").mkdir()
+    for name in ("widths.csv", "summary.json", "section.html", "figures/width_counts.png", "d_sae_8/cfg.json", "d_sae_8/sae_weights.safetensors"):
+        (v01 / name).write_text("x")
+    assert written_by_posfeat(v01) == "sweep widths" and check_target(v01, force=True) == v01
+    (v01 / "d_sae_8" / "notes.md").write_text("mine")
+    assert written_by_posfeat(v01) is None
+    with pytest.raises(PosfeatError, match=r"holds files a posfeat sweep widths output does not have \(d_sae_8/notes.md\)"):
+        check_target(v01, force=True)
+    out = _posfeat_output(tmp_path / "out")
+    assert json.loads((out / MARKER).read_text())["files"] == ["summary.json"]
+    (out / "figures").mkdir()
+    (out / "figures" / "mine.txt").write_text("x")
+    with pytest.raises(PosfeatError, match=r"does not have \(figures/mine.txt\)"):
+        check_target(out, force=True)
+    assert (out / "figures" / "mine.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "holds"])
+def test_an_input_is_never_an_output(where, tmp_path):
+    sae = tmp_path / "sweep" / "d_sae_8" / "seed_0"
+    sae.mkdir(parents=True)
+    (sae / "cfg.json").write_text("{}")
+    out = {"same": sae, "inside": sae / "sub", "holds": tmp_path / "sweep"}[where]
+    with pytest.raises(PosfeatError, match="posfeat never writes over what it reads"):
+        check_target(out, force=True, inputs=[("sae", str(sae))])
+    with pytest.raises(PosfeatError, match="posfeat's installed package"):
+        check_target(atomic.PACKAGE_DIR / "bundled" / "minilm-l0-res-2048", force=True)
+    assert (sae / "cfg.json").read_text() == "{}"
+
+
+def test_folders_made_for_an_output_go_when_it_fails(tmp_path):
+    with pytest.raises(RuntimeError), output_folder(tmp_path / "a" / "b" / "out", kind="analyze") as tmp:
+        (tmp / "summary.json").write_text("half")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from posfeat import Embeddings, analyze
-from posfeat.outputs.explorer import neuronpedia_base, token_index
+from posfeat.io.sae_folders import neuronpedia_url
+from posfeat.outputs.explorer import token_index
 from posfeat.outputs.figures import FIGURES
 
 from helpers import planted_pair, random_pair
@@ -220,9 +221,9 @@ def test_feature_link_opens_its_card_and_neuronpedia_link_is_encoded(wide, brows
 
 
 def test_neuronpedia_id_is_validated_and_encoded():
-    assert neuronpedia_base("gpt2-small/0-res-jb") == "https://www.neuronpedia.org/gpt2-small/0-res-jb/"
+    assert neuronpedia_url("gpt2-small/0-res-jb") == "https://www.neuronpedia.org/gpt2-small/0-res-jb/"
     for bad in ("javascript:alert(1)", "a/../b", "x\"><script>", "a b", "", None):
-        assert neuronpedia_base(bad) is None
+        assert neuronpedia_url(bad) is None
 
 
 def test_token_index_is_exact_and_compact(wide):

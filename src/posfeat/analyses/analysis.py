@@ -29,6 +29,7 @@ from ..core.sae import SAE, sae_context
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, additive_parts, check_pair, feature_stats, grid_statistics, on_device
 from ..engine.sample import SAMPLE_TOKENS, TokenSample, sample_tokens
+from ..io.sae_folders import neuronpedia_url
 from ..io.sources import as_pair, sae_token_weights
 from ..io.tokens import token_weights_arg
 from .classify import (
@@ -137,7 +138,7 @@ class Analysis:
     def neuronpedia_url(self, feature: int) -> str | None:
         """The feature's Neuronpedia page, when the SAE has a Neuronpedia id."""
         npid = self.sae.meta.neuronpedia_id
-        return NEURONPEDIA_URL.format(id=npid, feature=int(feature)) if npid else None
+        return neuronpedia_url(npid, int(feature)) if npid else None  # validated id, URL-encoded
 
     def figure(self, name: str) -> Any:
         """The matplotlib ``Figure`` (or plotly figure, for the interactive ones) called ``name``."""

@@ -14,6 +14,7 @@ from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError
 from ..core.sae import SAE, sae_context
 from ..engine.grid_stats import GridStats, feature_stats, on_device
+from ..io.sae_folders import neuronpedia_url
 from .classify import classify, feature_table
 
 BARS = " ▁▂▃▄▅▆▇█"
@@ -115,7 +116,7 @@ def feature_card(emb: Embeddings, sae: SAE, index: int, *, device: str | torch.d
     st_ctx = feature_stats(emb, one, range(ctx))
     row = feature_table(st_ctx, emb, classify(st_ctx, positional_share, semantic_share)).iloc[i]
     npid = sae.meta.neuronpedia_id
-    url = f"https://www.neuronpedia.org/{npid}/{int(index)}" if npid else None
+    url = neuronpedia_url(npid, int(index)) if npid else None
     return _card(st_ctx, st_all.mean_by_position[i], row, emb, i, int(index), ctx, sae.name, url)
 
 

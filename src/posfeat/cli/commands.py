@@ -24,7 +24,7 @@ from ..engine.sample import sample_tokens
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
 from ..io.atomic import check_file_target, check_target, output_file
 from ..io.checkpoints import load_embeddings
-from ..io.sources import load_pair, load_sae, sae_token_weights
+from ..io.sources import input_locations, load_pair, load_sae, sae_token_weights
 from ..io.tokens import load_token_weights
 from ..outputs.report import sweep_sections
 from ..outputs.write import save_analysis, save_comparison
@@ -55,6 +55,15 @@ def _token_weights(args: argparse.Namespace, emb: Any, sae: Any) -> tuple[Path, 
     return None if sae is None else sae_token_weights(sae, emb.d_vocab)
 
 
+def _inputs(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """The command's inputs on disk (model, SAE, token weights, --init, --include-sweep): never an output."""
+    model = getattr(args, "model", None)
+    if model is None and getattr(args, "command", "") == "train":
+        model = "minilm"
+    return input_locations(model, getattr(args, "sae", None), token_weights=getattr(args, "token_weights", None),
+                           init=getattr(args, "init", None), include_sweep=getattr(args, "include_sweep", None))
+
+
 def _rules(specs: list[str]) -> FindingRules:
     known = FindingRules().as_dict()
     values = {}
@@ -82,7 +91,7 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     _positive(args, "tokens_sample")
     rules = _rules(args.rule)
     resolve_device(args.device)
-    check_target(args.out, force=args.force)  # fail early on a bad --out, before any work
+    check_target(args.out, force=args.force, inputs=_inputs(args))  # fail early on a bad --out, before any work
     sweep_sections(args.include_sweep)  # and on a bad --include-sweep
     load_time: dict[str, float] = {}
     with timed(load_time, "load"):
@@ -126,7 +135,7 @@ def run_stats(args: argparse.Namespace, invocation: str) -> int:
     resolve_device(args.device)
     header = ",".join(FEATURE_COLUMNS)
     if args.out is not None:
-        check_file_target(args.out, force=args.force, header=header)
+        check_file_target(args.out, force=args.force, header=header, inputs=_inputs(args))
     emb, sae = _pair(args)
     positions = positions_arg(args.positions, emb.n_ctx) or range(sae_context(sae, emb.n_ctx))
     t0 = time.time()
@@ -148,7 +157,7 @@ def run_eval(args: argparse.Namespace, invocation: str) -> int:
     _positive(args, "tokens")
     resolve_device(args.device)
     header = ",".join(EVAL_COLUMNS)
-    check_file_target(args.out, force=args.force, header=header)
+    check_file_target(args.out, force=args.force, header=header, inputs=_inputs(args))
     emb, sae = _pair(args)
     tw = _token_weights(args, emb, sae)
     sample = sample_tokens(emb, args.tokens, weights=None if tw is None else tw[1], seed=args.seed)
@@ -174,7 +183,7 @@ def run_train(args: argparse.Namespace, invocation: str) -> int:
     values = values_of(args, TrainConfig)
     TrainConfig(**values).validate(None)
     dev = resolve_device(args.device)
-    check_target(args.out, force=args.force)
+    check_target(args.out, force=args.force, inputs=_inputs(args))
     emb = load_embeddings(args.model, center=args.center).to(dev)
     res = train_sae(emb, token_weights=args.token_weights, init=args.init, out=args.out, resume=args.resume, resume_or_start=args.resume_or_start,
                     force=args.force, command=invocation, model_name=args.model, **values)
@@ -218,7 +227,7 @@ def run_sweep_widths(args: argparse.Namespace, invocation: str) -> int:
     exe.validate()
     dev = resolve_device(args.device)
     if not args.plan:
-        check_target(args.out, force=True)
+        check_target(args.out, force=True, inputs=_inputs(args))
     emb = load_embeddings(args.model).to(dev)
     if args.plan:
         return _print_plan(emb, width_plan(cfg, recipe), Shared(emb=emb))
@@ -256,7 +265,7 @@ def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
     exe.validate()
     dev = resolve_device(args.device)
     if not args.plan:
-        check_target(args.out, force=True)
+        check_target(args.out, force=True, inputs=_inputs(args))
     emb, sae = load_pair(args.model, args.sae, device=dev, allow_any_hook=args.allow_any_hook, strict=args.strict)
     tw = _token_weights(args, emb, sae)
     if args.plan:
@@ -283,7 +292,7 @@ def run_compare(args: argparse.Namespace, invocation: str) -> int:
     if not -1.0 <= args.threshold <= 1.0:
         raise PosfeatError(f"--threshold {args.threshold} is not a cosine; give a value between -1 and 1.")
     dev = resolve_device(args.device)
-    check_target(args.out, force=args.force)
+    check_target(args.out, force=args.force, inputs=_inputs(args))
     emb, a = load_pair(args.model, args.sae[0], device=dev, allow_any_hook=args.allow_any_hook)
     b = load_sae(args.sae[1], device=dev, allow_any_hook=args.allow_any_hook)
     cmp = compare_saes(a, b, emb, threshold=args.threshold)

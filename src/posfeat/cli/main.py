@@ -5,23 +5,24 @@ imported once the command line is parsed, so ``posfeat --help`` and ``posfeat --
 
 Exit status: 0 done; 2 an error the user can fix (one sentence on stderr, nothing half-written);
 ``128 + signal`` when SIGINT or SIGTERM stopped the run (outputs left as they were; training keeps a
-checkpoint to resume).
+checkpoint to resume), or 0 when the signal came after the output was complete. Signals are handled
+from the first line of :func:`main` until the process exits, never by their default action.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import shlex
 import signal
 import sys
-from collections.abc import Iterator
+from pathlib import Path
 
 from ..analyses.config import AnalyzeConfig
 from ..core.errors import Interrupted, PosfeatError, Stopped
 from ..core.version import __version__
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
+from ..io.atomic import completed, release_all, set_run, shorten
 from ..training.config import TrainConfig
 from .flags import Parser, add_dataclass_flags, add_device, add_output, add_pair
 
@@ -110,54 +111,100 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-@contextlib.contextmanager
-def signals_raise() -> Iterator[None]:
-    """While running, SIGINT and SIGTERM raise :class:`Interrupted` (a KeyboardInterrupt) in the main thread."""
-    def handler(signum: int, frame: object) -> None:
-        raise Interrupted(signum)
+class _Signals:
+    """SIGINT/SIGTERM handling from the first line of :func:`main` to the process's exit.
 
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for s in old:
-            signal.signal(s, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        old = {}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
+    While the command runs, a signal raises :class:`Interrupted` (a KeyboardInterrupt) in the main
+    thread, once; after that (the run is stopping, failing or done) signals are only recorded, so
+    the exit status is decided by :func:`main` and never by the signal's default action.
+    """
+
+    def __init__(self) -> None:
+        self.running = True
+        self.signum: int | None = None
+        self.old: dict[int, object] = {}
+
+    def handler(self, signum: int, frame: object) -> None:
+        self.signum = self.signum or signum
+        if self.running:
+            self.running = False
+            raise Interrupted(signum)
+
+    def install(self) -> _Signals:
+        try:
+            self.old = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: leave signals alone
+            self.old = {}
+        return self
+
+    def restore(self) -> None:
+        for s, h in self.old.items():
             signal.signal(s, h)
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    """The message on one line, with any very long word (a pasted value) shortened to its start and its length."""
+    return " ".join(shorten(w) if len(w) > 200 else w for w in str(text).split())
+
+
+def _target(args: argparse.Namespace | None) -> Path | None:
+    out = getattr(args, "out", None)
+    try:
+        return None if out is None else Path(out).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    invocation = "posfeat " + shlex.join(argv)
+    """Run one command; returns the exit status (see module docstring). Signals are handled from here until the process exits."""
+    sig = _Signals().install()
+    as_function, rc, args = argv is not None, 2, None
     try:
-        with signals_raise():
-            args = build_parser().parse_args(argv)
-            logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-            name = args.command if args.command != "sweep" else f"sweep {args.sweep}"
-            from .commands import COMMANDS  # here, not at the top: the commands import torch
+        argv = list(sys.argv[1:] if argv is None else argv)
+        invocation = "posfeat " + shlex.join(argv)
+        set_run(invocation)
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        name = args.command if args.command != "sweep" else f"sweep {args.sweep}"
+        from .commands import COMMANDS  # here, not at the top: the commands import torch
 
-            return COMMANDS[name](args, invocation)
+        rc = COMMANDS[name](args, invocation)
+        sig.running = False
     except Stopped as err:
+        sig.running = False
         print(f"posfeat: {_one_line(err.for_cli())}", file=sys.stderr)
-        return 128 + err.signum if err.signum else 2
+        rc = 128 + err.signum if err.signum else 2
     except PosfeatError as err:
+        sig.running = False
         print(f"posfeat: error: {_one_line(err.for_cli())}", file=sys.stderr)
-        return 2
+        rc = 2
     except KeyboardInterrupt as err:
-        signum = getattr(err, "signum", signal.SIGINT)
-        print(f"posfeat: interrupted by {signal.Signals(signum).name}; outputs were left as they were.", file=sys.stderr)
-        return 128 + signum
+        sig.running = False
+        signum = getattr(err, "signum", None) or sig.signum or signal.SIGINT
+        target = _target(args)
+        if target is not None and completed(target):
+            print(f"posfeat: {signal.Signals(signum).name} arrived after {target} was complete; it is in place.", file=sys.stderr)
+            rc = 0
+        else:
+            print(f"posfeat: interrupted by {signal.Signals(signum).name}; outputs were left as they were.", file=sys.stderr)
+            rc = 128 + signum
     except OSError as err:
-        where = err.filename or "a file"
-        print(f"posfeat: error: {err.strerror or _one_line(str(err))}: {where}; check that path and its permissions.", file=sys.stderr)
-        return 2
+        sig.running = False
+        where = f" {err.filename}" if err.filename else " (the system named no path)"
+        print(f"posfeat: error: {err.strerror or _one_line(str(err))} while reading or writing{where}; check that path, its disk and "
+              "its permissions.", file=sys.stderr)
+        rc = 2
+    except SystemExit as err:  # argparse: --help (0) or a usage error (2)
+        sig.running = False
+        rc = err.code if isinstance(err.code, int) else 2
+    finally:
+        sig.running = False
+        release_all(failed=rc != 0)
+        if as_function:  # give the caller its handlers back (as a program, they stay until the process exits)
+            sig.restore()
+    if rc != 0 and sig.signum is not None and rc not in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        rc = 128 + sig.signum  # a signal came while the run was failing: it ends the run as a signal does
+    return rc
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from ..io.atomic import atomic_file
 from ..io.sae_folders import CFG_FILE, read_sae_folder
 from ..io.safetensors_io import read_json
 from ..training.train import train_sae
+from ..training.trainer import CHECKPOINT, read_checkpoint
 from .plan import Run, Shared
 
 RUN_FILE = "run.json"
@@ -90,8 +91,8 @@ def train_or_reuse(run: Run, folder: Path, shared: Shared, emb: Embeddings, prog
         return read_sae_folder(folder, allow_any_hook=True).to(emb.device), float("nan"), -1
     partial = folder.with_name(folder.name + ".partial")
     resumed = 0
-    if (partial / "checkpoint.json").is_file():
-        resumed = int(read_json(partial / "checkpoint.json").get("step", 0))
+    if (partial / CHECKPOINT).is_file():
+        resumed = int(read_checkpoint(partial)[1]["step"])
     cfg = run.config
     curve = PositionalCurve(emb, cfg.context, run.curve_points, cfg.steps, partial) if run.curve_points else None
     init = shared.sae.to(emb.device) if run.init else None

@@ -21,6 +21,7 @@ from .config import ConfigFile
 from .hub import cached_file, missing, offline
 from .layouts import embeddings_from_tensors, find_tensor, layout_of
 from .model_objects import embeddings_from_object
+from .paths import inside, safe_name, shorten
 from .safetensors_io import read_json, read_tensors, tensor_names
 from .tokens import read_tokenizer
 
@@ -55,7 +56,9 @@ def _weight_files(get: Callable[[str], Path | None], no_weights: Callable[[], Po
     weight_map = ConfigFile(read_json(index), index).get_dict("weight_map")
     bad = [k for k, v in weight_map.items() if not isinstance(v, str)]
     if bad:
-        raise PosfeatError(f"{index}: weight_map entry {bad[0]!r} is not a file name; fix or re-download the index.")
+        raise PosfeatError(f"{index}: weight_map entry {shorten(repr(bad[0]))} is not a file name; fix or re-download the index.")
+    for v in set(weight_map.values()):
+        safe_name(v, f"{index}: weight_map", "weight shard")
     return dict(weight_map)
 
 
@@ -78,7 +81,8 @@ def _load_checkpoint(get: Callable[[str], Path | None], where: str, name: str, c
         wanted.append(tt)
     tensors: dict[str, torch.Tensor] = {}
     for shard in {str(files[n]) for n in wanted}:
-        path = Path(shard) if Path(shard).is_absolute() else get(shard)
+        single = next((files[n] for n in wanted if str(files[n]) == shard and isinstance(files[n], Path)), None)
+        path = single or get(safe_name(shard, f"{where}: model.safetensors.index.json", "weight shard"))
         if path is None:
             raise PosfeatError(f"{where} is missing the weight shard {shard}; download the whole checkpoint.")
         tensors.update(read_tensors(path, [n for n in wanted if str(files[n]) == shard], floating=True))
@@ -96,7 +100,12 @@ def bundled_model_dir() -> Path:
 
 
 def _folder_getter(folder: Path) -> Callable[[str], Path | None]:
-    return lambda f: (folder / f) if (folder / f).is_file() else None
+    """A file of a model folder (or hub snapshot), refused if it resolves outside it; None when absent."""
+    def get(name: str) -> Path | None:
+        path = inside(folder, name, f"model folder {folder}")
+        return path if path.is_file() else None
+
+    return get
 
 
 def _looks_like_path(src: str) -> bool:
@@ -149,7 +158,14 @@ def load_embeddings(source: Any = BUNDLED_MODEL, *, center: bool | None = None, 
         return cached_file(repo, fname, revision, required=fname == "config.json", needed=needed)
 
     def no_weights() -> PosfeatError:
-        return missing(repo, needed, "HF_HUB_OFFLINE is set") if offline() else _no_safetensors(f"hub model {repo}")
+        cfg = get("config.json")
+        there = sorted(p.name for p in cfg.parent.iterdir()) if cfg is not None else []
+        pickles = [n for n in there if n.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]
+        if pickles:
+            return PosfeatError(f"The cache {cfg.parent} of hub model {repo} holds {', '.join(there)}: its weights are pickled "
+                                f"({', '.join(pickles)}) and posfeat reads safetensors only, it never unpickles; use a revision or a copy "
+                                "of the model with model.safetensors.")
+        return missing(repo, ["model.safetensors"], "HF_HUB_OFFLINE is set") if offline() else _no_safetensors(f"hub model {repo}")
 
     return _loadable(_load_checkpoint(get, f"hub model {repo}", repo, center, no_weights), src)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import PosfeatError
+from .paths import is_inside, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ def cached_file(repo_id: str, filename: str, revision: str | None = None, *, req
 
     settings = hub_settings()
     needed = needed or [filename]
+    safe_name(filename, f"the request for {repo_id}")
     endpoint = _endpoint()
     why = "HF_HUB_OFFLINE is set" if settings.offline else _UNREACHABLE.get(endpoint)
     if why is None:
@@ -137,7 +139,6 @@ def cached_file(repo_id: str, filename: str, revision: str | None = None, *, req
             _WARNED.add(endpoint)
             log.warning("%s; posfeat reads only the cache %s for the rest of this run (HF_HUB_OFFLINE=1 skips the hub).",
                         why[:1].upper() + why[1:], settings.cache)
-        return path
     except LocalEntryNotFoundError as err:
         if not required:
             return None
@@ -151,3 +152,8 @@ def cached_file(repo_id: str, filename: str, revision: str | None = None, *, req
     except Exception as err:  # network errors of whatever HTTP client the library uses
         first = str(err).splitlines()[0][:120] if str(err) else ""
         raise missing(repo_id, needed, f"{type(err).__name__}: {first}") from None
+    repo_root = settings.cache / ("models--" + repo_id.replace("/", "--"))
+    if not is_inside(path, [repo_root.resolve()]):  # snapshot files are links into the repository's own blobs
+        raise PosfeatError(f"{path} in the hub cache links outside {repo_root}; posfeat reads only the repository's own files: "
+                           "delete that entry of the cache and download it again.")
+    return path

@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import torch
 
 from ..core.errors import PosfeatError, arg
 from ..core.sae import LAYER0_HOOKS, POSFEAT_HOOK, SAE, SAEMeta
 from .config import ConfigFile
+from .paths import inside, shorten
 from .safetensors_io import read_json, read_tensors, tensor_names, write_json, write_tensors
+
+log = logging.getLogger(__name__)
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -183,8 +188,34 @@ def _needed(cfg: ConfigFile, where: str, keys: list[str]) -> list[str]:
     return need + (["scaling_factor"] if "scaling_factor" in keys else [])
 
 
+_NEURONPEDIA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,3}")
+
+
+def neuronpedia_url(npid: object, feature: int | None = None) -> str | None:
+    """Neuronpedia's page of an SAE (``https://www.neuronpedia.org/<id>/``) or of one feature, URL-encoded; None unless
+    ``npid`` is a Neuronpedia id (letters, digits, ``.``, ``_``, ``-``, at most four ``/``-separated parts)."""
+    if not isinstance(npid, str) or not _NEURONPEDIA_ID.fullmatch(npid):
+        return None
+    base = f"https://www.neuronpedia.org/{quote(npid, safe='/')}/"
+    return base if feature is None else base + quote(str(int(feature)), safe="")
+
+
+def _neuronpedia_id(cfg: ConfigFile) -> str | None:
+    value = cfg.get_str("neuronpedia_id")
+    if value is not None and neuronpedia_url(value) is None:
+        log.warning("%s: neuronpedia_id %s is not a Neuronpedia id (such as gpt2-small/0-res-jb); no Neuronpedia links are made",
+                    cfg.path, shorten(repr(value)))
+        return None
+    return value
+
+
 def sae_meta(cfg: ConfigFile, folder: Path | None = None) -> SAEMeta:
     """The normalised metadata of a SAELens config of any vintage (see module docstring)."""
+    hooks = {str(v) for d in (cfg.data, cfg.data.get("metadata")) if isinstance(d, dict)
+             for v in (d.get("hook_name"), d.get("hook_point")) if v is not None}
+    if len(hooks) > 1:
+        raise PosfeatError(f"{cfg.path} names different hooks ({', '.join(shorten(h) for h in sorted(hooks))}) at the top level and in "
+                           "metadata; posfeat cannot tell which layer the SAE reads: make them agree.")
     kwargs = cfg.get_dict("model_from_pretrained_kwargs")
     centered = cfg.get_bool("center_writing_weights", default=bool(kwargs.get("center_writing_weights", False)))
     return SAEMeta(
@@ -192,7 +223,7 @@ def sae_meta(cfg: ConfigFile, folder: Path | None = None) -> SAEMeta:
         context_size=cfg.get_int("context_size", default=None, minimum=1),
         model_name=cfg.get_str("model", "model_name"),
         dataset=cfg.get_str("dataset_path", "dataset"),
-        neuronpedia_id=cfg.get_str("neuronpedia_id"),
+        neuronpedia_id=_neuronpedia_id(cfg),
         centered=centered,
         release=cfg.get_str("release"),
         sae_id=cfg.get_str("sae_id"),
@@ -212,7 +243,7 @@ def check_layer0(sae: SAE, allow_any_hook: bool) -> None:
 
 
 def _weights_path(folder: Path, where: str) -> Path:
-    weights = folder / WEIGHTS_FILE
+    weights = inside(folder, WEIGHTS_FILE, where)
     if not weights.exists():
         others = sorted(p.name for p in folder.iterdir() if p.suffix in {".pt", ".bin", ".pth", ".pkl"})
         hint = f" (found {', '.join(others)}: posfeat never unpickles weights, convert them to safetensors)" if others else ""
@@ -228,7 +259,7 @@ def read_sae_folder(folder: str | os.PathLike[str], *, name: str | None = None, 
         what = "is a file, not a folder" if folder.exists() else "does not exist"
         raise PosfeatError(f"SAE folder {folder} {what}; pass a folder holding cfg.json and sae_weights.safetensors.")
     folder = folder.resolve()
-    if not (folder / CFG_FILE).is_file():
+    if not inside(folder, CFG_FILE, f"SAE folder {folder}").is_file():
         raise PosfeatError(f"SAE folder {folder} has no cfg.json; a SAELens-format folder holds cfg.json and sae_weights.safetensors.")
     data = {**read_json(folder / CFG_FILE), **(extra_cfg or {}), "posfeat_folder": str(folder)}
     cfg, where = ConfigFile(data, folder / CFG_FILE), f"SAE folder {folder}"

@@ -6,6 +6,7 @@ computation on it runs there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -17,8 +18,9 @@ import torch
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
 from ..core.sae import SAE
-from .checkpoints import BUNDLED_MODEL, load_embeddings
+from .checkpoints import BUNDLED_MODEL, bundled_model_dir, load_embeddings
 from .hub import cached_file
+from .paths import inside
 from .sae_folders import CFG_FILE, SPARSITY_FILE, WEIGHTS_FILE, from_saelens_object, read_sae_folder
 from .tokens import TOKEN_WEIGHTS_FILE, load_token_weights
 
@@ -120,10 +122,44 @@ def _load_sae(source: Any, sae_id: str | None, allow_any_hook: bool) -> SAE:
     return from_saelens_object(loaded[0] if isinstance(loaded, tuple) else loaded, allow_any_hook=allow_any_hook)
 
 
+def input_locations(model: Any = None, sae: Any = None, **files: Any) -> list[tuple[str, Path | None]]:
+    """Where a run's inputs live on disk, labelled for messages: the model folder (the bundled model's, or the hub cache for a
+    hub id), the SAE folder (the hub cache for a release), and each file or folder in ``files`` (flag name -> path or list).
+
+    Used by the output policy to refuse an output that is, holds or lies inside an input (:func:`posfeat.io.atomic.check_inputs`).
+    Objects and names that are not on disk give nothing; nothing is downloaded.
+    """
+    from .checkpoints import _looks_like_path
+    from .hub import hub_cache_dir
+
+    out: list[tuple[str, Path | None]] = []
+
+    def local(value: Any) -> bool:
+        return isinstance(value, os.PathLike) or (isinstance(value, str) and (_looks_like_path(value) or Path(value).expanduser().exists()))
+
+    for flag, value, bundled in (("model", model, BUNDLED_MODEL), ("sae", sae, BUNDLED_SAE)):
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is None or v == bundled:
+                if flag == "model":
+                    with contextlib.suppress(PosfeatError):
+                        out.append((arg(flag), bundled_model_dir()))
+                else:
+                    out.append((arg(flag), BUNDLED_SAE_DIR))
+            elif local(v):
+                out.append((arg(flag), Path(v)))
+            elif isinstance(v, str):
+                out.append((f"{arg(flag)} (the hub cache)", hub_cache_dir()))
+    for flag, value in files.items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, (str, os.PathLike)) and os.fspath(v):
+                out.append((arg(flag), Path(v)))
+    return out
+
+
 def sae_token_weights(sae: SAE, d_vocab: int) -> tuple[Path, torch.Tensor] | None:
     """The token distribution an SAE folder ships (``token_weights.safetensors``), or None."""
     folder = sae.meta.folder
-    if folder and (Path(folder) / TOKEN_WEIGHTS_FILE).is_file():
+    if folder and inside(Path(folder), TOKEN_WEIGHTS_FILE, f"SAE folder {folder}").is_file():
         path = Path(folder) / TOKEN_WEIGHTS_FILE
         return path, load_token_weights(path, d_vocab)
     return None

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import zlib
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import numpy as np
+
+from ..io.sae_folders import neuronpedia_url
 
 if TYPE_CHECKING:
     from ..analyses.analysis import Analysis
@@ -77,14 +77,6 @@ def _round(x: Any, digits: int = 3) -> list[float | None]:
     return [None if not np.isfinite(v) else float(f"{v:.{digits}g}") for v in np.asarray(x, dtype=float)]
 
 
-NEURONPEDIA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
-
-
-def neuronpedia_base(npid: str | None) -> str | None:
-    """``https://www.neuronpedia.org/<id>/`` with each segment URL-encoded, or None when ``npid`` is absent or not a plain id."""
-    if not npid or not NEURONPEDIA_ID.fullmatch(npid):
-        return None
-    return "https://www.neuronpedia.org/" + "/".join(quote(part, safe="") for part in npid.split("/")) + "/"
 
 
 def token_index(an: Analysis) -> dict[str, Any]:
@@ -118,5 +110,5 @@ def explorer_payload(an: Analysis) -> dict[str, Any]:
         "levels": levels.tolist(),
     }
     return {"n_features": len(f), "n_positions": int(an.stats_all.mean_by_position.shape[1]), "first_position": int(an.stats_all.positions[0]),
-            "context": int(an.context), "kinds": list(KIND_CODES), "neuronpedia": neuronpedia_base(an.sae.meta.neuronpedia_id),
+            "context": int(an.context), "kinds": list(KIND_CODES), "neuronpedia": neuronpedia_url(an.sae.meta.neuronpedia_id),
             "table": _pack(json.dumps(table, separators=(",", ":")).encode()), "profiles": data, "tokens": token_index(an)}

@@ -7,8 +7,11 @@ analysis' DataFrames, figures are embedded PNGs and inlined plotly, and the feat
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -208,11 +211,28 @@ def render_html(an: Analysis, pngs: dict[str, Path], sweep_sections: tuple[str, 
               f"<b>device</b> {esc(s['device'])} &nbsp; posfeat {esc(s['posfeat_version'])}")
     data = json.dumps(explorer_payload(an), separators=(",", ":")).replace("</", "<\\/")
     page = Template(resources.files(__package__).joinpath("templates/report.html").read_text())
-    return page.substitute(model=esc(s["model"]), sae=esc(s["sae"]), pairs=pairs_html(s, bool(an.emb.info.get("token_type_row_added"))),
-                           css=resources.files(__package__).joinpath("templates/report.css").read_text(), header=header,
-                           glance=glance(an.findings), sections="\n".join(parts), sweeps="\n".join(sweep_sections),
-                           command=esc(s.get("command", "")), explorer_data=data,
-                           explorer_js=resources.files(__package__).joinpath("templates/explorer.js").read_text())
+    css = resources.files(__package__).joinpath("templates/report.css").read_text()
+    explorer_js = resources.files(__package__).joinpath("templates/explorer.js").read_text()
+    html_page = page.substitute(model=esc(s["model"]), sae=esc(s["sae"]), pairs=pairs_html(s, bool(an.emb.info.get("token_type_row_added"))),
+                                css=css, header=header, glance=glance(an.findings), sections="\n".join(parts), sweeps="\n".join(sweep_sections),
+                                command=esc(s.get("command", "")), explorer_data=data, explorer_js=explorer_js)
+    return with_csp([*interactive.values(), f"<script>{explorer_js}</script>"], html_page)
+
+
+_SCRIPT = re.compile(r"<script(?P<attrs>[^>]*)>(?P<body>.*?)</script>", re.S | re.I)
+
+
+def with_csp(trusted: list[str], page: str) -> str:
+    """``page`` with a Content-Security-Policy ``<meta>`` first in its head: only the inline scripts of ``trusted`` (posfeat's
+    own explorer and plotly's figures) run, each allowed by its sha256 hash, so a script planted in any string or in an
+    included sweep section cannot; nothing is fetched from the network, no plugin, frame, form or ``<base>``; styles and
+    ``data:`` images are inline."""
+    hashes = sorted({"'sha256-" + base64.b64encode(hashlib.sha256(m.group("body").encode()).digest()).decode() + "'"
+                     for part in trusted for m in _SCRIPT.finditer(part) if "application/json" not in m.group("attrs").lower()})
+    scripts = " ".join(hashes) or "'none'"
+    policy = (f"default-src 'none'; script-src {scripts}; style-src 'unsafe-inline'; img-src data:; "
+              "font-src data:; connect-src 'none'; object-src 'none'; frame-src 'none'; worker-src 'none'; base-uri 'none'; form-action 'none'")
+    return page.replace("<head>", f'<head>\n<meta http-equiv="Content-Security-Policy" content="{policy}">', 1)
 
 
 def sweep_sections(folders: list[str | Path]) -> tuple[str, ...]:

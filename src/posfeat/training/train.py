@@ -20,14 +20,14 @@ import torch
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
 from ..core.sae import SAE, SAEMeta
-from ..io.atomic import check_target, output_folder, remove, write_marker, written_by_posfeat
+from ..io.atomic import PARTIAL, check_target, completed, holds_lock, output_folder, partial_folder, remove, unlock_target
 from ..io.checkpoints import layer0_hook, load_embeddings
 from ..io.sae_folders import read_sae_folder, write_sae_folder
 from ..io.safetensors_io import write_tensors
 from ..io.tokens import TOKEN_WEIGHTS_FILE, token_weights_arg
 from .config import TrainConfig, train_config
 from .model import TrainingSAE
-from .trainer import LOG_COLUMNS, LOG_FILE, Sampler, Scaling, Trainer
+from .trainer import CHECKPOINT, LOG_COLUMNS, LOG_FILE, Sampler, Scaling, Trainer
 
 
 @dataclass
@@ -67,27 +67,17 @@ def embeddings_record(emb: Embeddings, model_name: str | None) -> dict[str, Any]
 
 
 def _partial_dir(target: Path, resume: bool, resume_or_start: bool, force: bool) -> Path:
-    """``<out>.partial``, prepared for a new run or for resuming one (see module docstring)."""
-    partial = target.with_name(target.name + ".partial")
-    has = (partial / "checkpoint.safetensors").is_file()
+    """``<out>.partial``, prepared for a new run or for resuming one (see module docstring); the run holds ``target``'s lock."""
+    partial = target.with_name(target.name + PARTIAL)
+    has = (partial / CHECKPOINT).is_file()
     if resume and not has and not resume_or_start:
         raise PosfeatError(f"There is no checkpoint in {partial} to resume; run without {arg('resume', True)} "
                            f"(or with {arg('resume_or_start', True)}).")
-    if has and not (resume or resume_or_start):
-        if not force:
-            raise PosfeatError(f"{partial} holds the checkpoint of an interrupted run; pass {arg('resume', True)} to continue it, or "
-                               f"{arg('force', True)} to discard it and start again.")
-        remove(partial)
-    if partial.exists() and not partial.is_dir():
-        raise PosfeatError(f"{partial} is a file; posfeat keeps its training checkpoints there: move it away.")
-    if partial.is_dir() and not has and written_by_posfeat(partial) is None and any(partial.iterdir()):
-        raise PosfeatError(f"{partial} exists and was not made by posfeat; move it away, posfeat keeps its training checkpoints there.")
-    try:
-        partial.mkdir(parents=True, exist_ok=True)
-        write_marker(partial, "train-checkpoint")
-    except OSError as err:
-        raise PosfeatError(f"Cannot write to {partial} ({err.strerror or err}); choose a writable {arg('out')}.") from None
-    return partial
+    discard = has and not (resume or resume_or_start)
+    if discard and not force:
+        raise PosfeatError(f"{partial} holds the checkpoint of an interrupted run; pass {arg('resume', True)} to continue it, or "
+                           f"{arg('force', True)} to discard it and start again.")
+    return partial_folder(target, "train-checkpoint", fresh=discard)
 
 
 def _write(sae: SAE, target: Path, rows: list[dict[str, float]], token_weights: torch.Tensor | None, extra: dict[str, Any],
@@ -130,29 +120,43 @@ def train_sae(emb: Any, config: TrainConfig | None = None, *, token_weights: Any
     values = config.as_dict() if config is not None else dict(settings)
     if config is not None and settings:
         values.update(settings)
-    init_sae = _init_sae(init, emb, values)
-    cfg = train_config(**values)
-    cfg.validate(emb.n_ctx, emb.name)
-    weights = token_weights_arg(token_weights, emb.d_vocab)
-    target = partial = None
-    if out is not None:
-        target = check_target(out, force=force)
-        partial = _partial_dir(target, resume, resume_or_start, force)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    sampler = Sampler(emb, cfg.context, weights, gen)
-    scaling = Scaling.measure(emb, sampler, weights)
-    model = TrainingSAE(emb.d_model, cfg.d_sae, cfg.k if cfg.arch == "topk" else None, gen)
-    if init_sae is not None:
-        model.load_sae(init_sae, scaling.scale)
-    else:
-        with torch.no_grad():
-            model.b_dec.copy_(scaling.mean.cpu())
-    trainer = Trainer(model.to(emb.device), sampler, cfg, scaling, partial, progress, callback)
-    if partial is not None and trainer.has_checkpoint():
-        trainer.resume()
-    trainer.fit(stop_after)
-    return _finish(emb, cfg, trainer, init_sae, init, weights, token_weights, target, partial, force, command, model_name)
+    held = holds_lock(out)
+    target: Path | None = None
+    partial: Path | None = None
+    try:
+        init_sae = _init_sae(init, emb, values)
+        cfg = train_config(**values)
+        cfg.validate(emb.n_ctx, emb.name)
+        weights = token_weights_arg(token_weights, emb.d_vocab)
+        if out is not None:
+            inputs = [(arg("init"), init if isinstance(init, (str, os.PathLike)) else None),
+                      (arg("token_weights"), token_weights if isinstance(token_weights, (str, os.PathLike)) else None)]
+            target = check_target(out, force=force, inputs=inputs)
+            partial = _partial_dir(target, resume, resume_or_start, force)
+        torch.manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        sampler = Sampler(emb, cfg.context, weights, gen)
+        scaling = Scaling.measure(emb, sampler, weights)
+        model = TrainingSAE(emb.d_model, cfg.d_sae, cfg.k if cfg.arch == "topk" else None, gen)
+        if init_sae is not None:
+            model.load_sae(init_sae, scaling.scale)
+        else:
+            with torch.no_grad():
+                model.b_dec.copy_(scaling.mean.cpu())
+        trainer = Trainer(model.to(emb.device), sampler, cfg, scaling, partial, progress, callback)
+        if partial is not None and trainer.has_checkpoint():
+            trainer.resume()
+        trainer.fit(stop_after)
+        result = _finish(emb, cfg, trainer, init_sae, init, weights, token_weights, target, partial, force, command, model_name)
+    except BaseException:
+        if target is not None and completed(target) and partial is not None:
+            remove(partial)  # a signal right after the SAE went into place: the checkpoints are not needed any more
+        if target is not None and not held:
+            unlock_target(target, failed=True)  # folders made for the output go again, unless they hold the checkpoint
+        raise
+    if target is not None and not held:
+        unlock_target(target)
+    return result
 
 
 def _finish(emb: Embeddings, cfg: TrainConfig, trainer: Trainer, init_sae: SAE | None, init: Any, weights: torch.Tensor | None,

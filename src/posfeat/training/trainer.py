@@ -17,7 +17,8 @@ folded back into the weights at the end, so the saved SAE reads raw inputs):
   inputs at fixed points of training.
 
 :class:`Trainer` holds the state (model, optimiser, scheduler, generator, dead-feature clock, log)
-and saves it as safetensors plus JSON, so a run resumes bit for bit (on the CPU; across devices
+and saves it as one safetensors file (scalars in its header; written atomically, checked whole
+at resume), so a run resumes bit for bit (on the CPU; across devices
 too, up to the device's arithmetic). Batches and resampling draw from a CPU generator, so a CUDA
 run sees the same batches. The reported FVU is the one ``posfeat eval`` uses.
 """
@@ -32,18 +33,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
 from ..core.embeddings import Embeddings
 from ..core.errors import Interrupted, PosfeatError, Stopped, arg
 from ..core.progress import progress_bar
-from ..io.atomic import deferred_signals
-from ..io.safetensors_io import read_json, read_tensors, write_json, write_tensors
+from ..io.atomic import deferred_signals, remove, signals_held
+from ..io.safetensors_io import read_json, read_tensors, write_tensors
 from .config import TrainConfig
 from .model import TrainingSAE
 
 LOG_FILE = "training_log.csv"
 CHECKPOINT = "checkpoint.safetensors"
-CHECKPOINT_META = "checkpoint.json"
+CHECKPOINT_META = "checkpoint.json"  # the older two-file format only
+CHECKPOINT_KEY = "posfeat_training_state"
 LOG_COLUMNS = ["step", "loss", "mse", "l1", "fvu", "l0", "dead_fraction", "lr", "elapsed_s"]
 
 
@@ -200,7 +203,8 @@ class Trainer:
                         self.save_checkpoint()
                         last = time.time()
         except KeyboardInterrupt as err:
-            self.save_checkpoint()
+            with signals_held():  # a second signal waits until the checkpoint is whole
+                self.save_checkpoint()
             where = f"; the checkpoint is in {self.checkpoint_dir}: resume with {arg('resume', True)}" if self.checkpoint_dir else ""
             raise Stopped(f"Training was interrupted at step {self.step_no} of {self.cfg.steps}{where}.",
                           signum=getattr(err, "signum", None) or None) from None
@@ -249,19 +253,56 @@ class Trainer:
             group["lr"] = lr
 
     def save_checkpoint(self) -> None:
+        """Write the whole state as one unit: one safetensors file, its scalars (step, config, log, schedule) in the header's
+        metadata, written to a temporary file and renamed over the previous checkpoint (so a kill at any moment leaves
+        either the old checkpoint or the new one, never a mix)."""
         if self.checkpoint_dir is None:
             return
         tensors, meta = self.state_dict()
-        write_tensors(self.checkpoint_dir / CHECKPOINT, tensors)
-        write_json(self.checkpoint_dir / CHECKPOINT_META, meta)
+        write_tensors(self.checkpoint_dir / CHECKPOINT, tensors, metadata={CHECKPOINT_KEY: json.dumps(meta)})
+        remove(self.checkpoint_dir / CHECKPOINT_META)  # the second file of the older two-file format, if any
 
     def has_checkpoint(self) -> bool:
         return self.checkpoint_dir is not None and (self.checkpoint_dir / CHECKPOINT).is_file()
 
     def resume(self) -> None:
-        """Continue from the checkpoint in ``checkpoint_dir`` (made with the same settings)."""
-        meta = read_json(self.checkpoint_dir / CHECKPOINT_META)
+        """Continue from the checkpoint in ``checkpoint_dir`` (made with the same settings); a torn or mismatched one is refused."""
+        assert self.checkpoint_dir is not None
+        tensors, meta = read_checkpoint(self.checkpoint_dir)
         if meta.get("config") != json.loads(json.dumps(self.cfg.as_dict())):
             raise PosfeatError(f"The checkpoint in {self.checkpoint_dir} was made with other settings; rerun with the same arguments "
                                f"or without {arg('resume', True)}.")
-        self.load_state_dict(read_tensors(self.checkpoint_dir / CHECKPOINT), meta)
+        self.load_state_dict(tensors, meta)
+
+
+def read_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(tensors, meta)`` of the checkpoint in ``folder``, checked whole: refused with the reason when torn or incomplete.
+
+    The one-file format keeps ``meta`` in the safetensors header; the older two-file format
+    (``checkpoint.json`` beside it) is accepted only when both files agree on the step.
+    """
+    path = folder / CHECKPOINT
+    tensors = read_tensors(path)  # validates the header first
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata() or {}
+    torn = f"The checkpoint in {folder} cannot be resumed"
+    fix = f"discard it and start again with {arg('force', True)} (without {arg('resume', True)})"
+    if CHECKPOINT_KEY in header:
+        try:
+            meta = json.loads(header[CHECKPOINT_KEY])
+        except ValueError:
+            raise PosfeatError(f"{torn}: its training state is not valid JSON; {fix}.") from None
+    elif (folder / CHECKPOINT_META).is_file():
+        meta = read_json(folder / CHECKPOINT_META)
+    else:
+        raise PosfeatError(f"{torn}: {CHECKPOINT} holds no training state (step, schedule, log); {fix}.")
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int) or "scheduler" not in meta:
+        raise PosfeatError(f"{torn}: its training state has no step or schedule; {fix}.")
+    missing = [k for k in ("rng", "last_fired") if k not in tensors]
+    if missing or not any(k.startswith("param.") for k in tensors):
+        raise PosfeatError(f"{torn}: {CHECKPOINT} lacks {', '.join(missing) or 'the parameters'}; {fix}.")
+    steps = {int(v.reshape(-1)[0]) for k, v in tensors.items() if k.startswith("adam.") and k.endswith(".step")}
+    if steps and steps != {meta["step"]}:
+        raise PosfeatError(f"{torn}: it is torn (the training state says step {meta['step']}, the optimizer's tensors step "
+                           f"{', '.join(map(str, sorted(steps)))}); {fix}.")
+    return tensors, meta
