@@ -1,9 +1,9 @@
 """Where a sweep works: ``<out>.partial`` while running, moved to ``out`` when every run has finished.
 
 The ``.partial`` folder and the lock come from the helpers that ``posfeat train`` uses too
-(:func:`posfeat.io.atomic.partial_folder`, :func:`posfeat.io.atomic.finish_partial`).
-Pointed at a finished sweep of the same kind, a sweep extends it in place (new widths, contexts or seeds); pointed at ``out`` whose ``.partial`` holds an interrupted
-sweep, it continues it.
+(:func:`posfeat.io.atomic.partial_folder`, :func:`posfeat.io.atomic.finish_partial`). Pointed at a
+finished sweep of the same kind, a sweep extends it in place (new widths, contexts or seeds);
+pointed at ``out`` whose ``.partial`` holds an interrupted sweep, it continues it.
 """
 
 from __future__ import annotations
