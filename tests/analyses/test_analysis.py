@@ -86,7 +86,9 @@ def test_report_includes_sweep_sections(planted_dirs, tmp_path, capsys):
     (sweep / "section.html").write_text("<section><h2>Feature splitting with width</h2>marker-1234</section>")
     assert _analyze(model, sae, tmp_path / "r", "--include-sweep", str(sweep)) == 0
     assert "marker-1234" in (tmp_path / "r" / "report.html").read_text()
-    assert _analyze(model, sae, tmp_path / "r2", "--include-sweep", str(tmp_path)) == 2
+    capsys.readouterr()
+    (tmp_path / "not-a-sweep").mkdir()  # a folder beside the output (one holding it is refused as an input)
+    assert _analyze(model, sae, tmp_path / "r2", "--include-sweep", str(tmp_path / "not-a-sweep")) == 2
     assert "has no section.html" in capsys.readouterr().err
     assert not (tmp_path / "r2").exists()
 

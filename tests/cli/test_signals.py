@@ -41,7 +41,8 @@ def temporaries(root: Path) -> list[Path]:
 def run(argv: list[str], cwd: Path, sig: int | None = None, when: Callable[[str], bool] | None = None) -> tuple[int, str]:
     """Run ``posfeat argv``; with ``sig``, send it as soon as the run's stderr shows the state ``when`` waits for (a stage
     line, a step count), never after a fixed sleep. Returns the exit status (negative: killed by a signal's default action)."""
-    proc = subprocess.Popen([sys.executable, "-m", "posfeat.cli.main", *argv], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "posfeat.cli.main", *argv], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "POSFEAT_PROGRESS": "bars"})  # step counts in the piped stderr, to wait for
     err: list[str] = []
     seen = threading.Event()
 

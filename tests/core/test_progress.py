@@ -26,6 +26,7 @@ class _FakeStream(io.StringIO):
 def test_piped_stderr_gets_one_line_per_stage_without_carriage_returns(monkeypatch):
     err = _FakeStream(tty=False)
     monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.delenv("POSFEAT_PROGRESS", raising=False)
     assert not progress_mod.interactive()
     total = sum(progress_bar(range(7), desc="grid statistics", unit="block"))
     bar = progress_bar(total=5, initial=2, desc="train d_sae=64", unit="step")
@@ -49,6 +50,16 @@ def test_terminal_gets_a_tqdm_bar_and_disabled_gets_nothing(monkeypatch):
     quiet = progress_bar(range(3), desc="x", enabled=False)
     assert isinstance(quiet, NoProgress) and list(quiet) == [0, 1, 2]
     assert sys.stderr.getvalue() == ""
+
+
+def test_bars_into_a_pipe_when_asked(monkeypatch):
+    from tqdm.auto import tqdm
+
+    monkeypatch.setattr(sys, "stderr", _FakeStream(tty=False))
+    monkeypatch.setenv("POSFEAT_PROGRESS", "bars")
+    assert isinstance(progress_bar(range(3), desc="x"), tqdm)
+    monkeypatch.setenv("POSFEAT_PROGRESS", "lines")
+    assert isinstance(progress_bar(range(3), desc="x"), LineProgress)
 
 
 def test_notebook_kernel_counts_as_interactive(monkeypatch):
