@@ -1,4 +1,4 @@
-"""examples/quickstart.ipynb runs top to bottom (bundled pair: load, analyse, two figures, a feature card)."""
+"""examples/quickstart.ipynb runs top to bottom (bundled pair: load, analyse, two figures, a feature card, a prompt's coloured view)."""
 
 from __future__ import annotations
 
@@ -20,3 +20,4 @@ def test_quickstart_notebook_runs(tmp_path):
     assert any("verdict" in h for h in html)  # Analysis._repr_html_
     assert any("data-feature" not in h and "<svg" in h and "feature" in h for h in html)  # FeatureCard with its sparkline
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # two figures
+    assert any("cat" in h and "mat" in h and "background" in h for h in html)  # the prompt's coloured view
