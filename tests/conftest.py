@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+
+# Triton's interpreter must be chosen before anything imports Triton (sae_lens and transformers can, through torch): on a
+# machine without an NVIDIA GPU the Triton kernel's exactness test runs through it (posfeat also sets it, but only when it
+# is the first to import Triton).
+if shutil.which("nvidia-smi") is None:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 from hypothesis import HealthCheck, settings

@@ -16,7 +16,10 @@ import torch
 
 import posfeat
 from posfeat import read_sae_folder
+from posfeat.core.errors import PosfeatError
 from posfeat.experiments import SweepIncompleteError, sweep_widths
+from posfeat.io.atomic import write_marker
+from posfeat.training.trainer import read_checkpoint
 
 from helpers import random_pair
 
@@ -78,9 +81,9 @@ def test_killed_worker_is_retried_and_resumes(cluster, reference, tmp_path):
         deadline = time.time() + 600
         while time.time() < deadline and not killed:
             try:
-                step = json.loads((victim.with_name("seed_0.partial") / "checkpoint.json").read_text())["step"]
+                step = read_checkpoint(victim.with_name("seed_0.partial"))[1]["step"]
                 pid = json.loads(victim.with_name("seed_0.worker.json").read_text())["pid"]
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, PosfeatError):
                 time.sleep(0.05)
                 continue
             if step >= 30:
@@ -104,6 +107,7 @@ def test_a_run_that_fails_for_good_is_reported(cluster, reference, tmp_path):
     out = tmp_path / "fail"
     blocker = out.with_name("fail.partial") / "d_sae_16" / "seed_1.partial"
     blocker.parent.mkdir(parents=True)
+    write_marker(out.with_name("fail.partial"), "sweep widths")  # the sweep's own work folder (a user's folder is refused whole)
     blocker.write_text("not a folder")  # where that run keeps its checkpoints: it fails with a one-sentence error
     with pytest.raises(SweepIncompleteError, match=r"1 of 4 runs failed \(d_sae_16/seed_1"):
         sweep_widths(emb, out=out, executor="ray", **KW)
@@ -111,7 +115,7 @@ def test_a_run_that_fails_for_good_is_reported(cluster, reference, tmp_path):
     assert not out.exists()  # incomplete: the sweep stays in .partial
     runs = pd.read_csv(partial / "runs.csv")
     failed = runs[runs.status == "failed"]
-    assert len(runs) == 4 and list(zip(failed.d_sae, failed.seed)) == [(16, 1)] and "is a file" in failed.error.iloc[0]
+    assert len(runs) == 4 and list(zip(failed.d_sae, failed.seed)) == [(16, 1)] and "not a folder" in failed.error.iloc[0]
     summary = json.loads((partial / "summary.json").read_text())
     assert [(m["d_sae"], m["seed"]) for m in summary["missing"]] == [(16, 1)]
     assert summary["positional_counts"]["16"][1] is None  # one seed left at width 16: no sd

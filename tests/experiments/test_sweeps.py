@@ -13,6 +13,7 @@ import torch
 from posfeat import PosfeatError, analyze, read_sae_folder
 from posfeat.cli import main
 from posfeat.experiments import parse_ints, power_law, repair_verdict, sweep_context, sweep_widths
+from posfeat.io.atomic import write_marker
 from posfeat.training import train_sae
 
 from helpers import random_pair
@@ -222,11 +223,12 @@ def test_local_run_that_fails_is_reported_and_the_rerun_finishes(tmp_path):
     kw = {**KW, "steps": 40, "curve_points": 0}
     blocker = tmp_path / "s.partial" / "d_sae_16" / "seed_0.partial"
     blocker.parent.mkdir(parents=True)
+    write_marker(tmp_path / "s.partial", "sweep widths")  # the sweep's own work folder (a user's folder is refused whole)
     blocker.write_text("not a folder")
     with pytest.raises(SweepIncompleteError, match=r"1 of 4 runs failed \(d_sae_16/seed_0"):
         sweep_widths(emb, widths=[8, 16], out=tmp_path / "s", **kw)
     runs = pd.read_csv(tmp_path / "s.partial" / "runs.csv")
-    assert list(runs.status) == ["done", "done", "failed", "done"] and "is a file" in runs.error.iloc[2]
+    assert list(runs.status) == ["done", "done", "failed", "done"] and "not a folder" in runs.error.iloc[2]
     assert json.loads((tmp_path / "s.partial" / "summary.json").read_text())["missing"][0]["run"] == "d_sae_16/seed_0"
     blocker.unlink()
     sweep_widths(emb, widths=[8, 16], out=tmp_path / "s", **kw)

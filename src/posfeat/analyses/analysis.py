@@ -376,11 +376,7 @@ def analyze(
     n_pos = int(n_pos)
     context = min(sae_context(sae, emb.n_ctx), n_pos)
     tid = resolve_token(emb, token)
-    if isinstance(token_weights, str) and token_weights == "auto":
-        shipped = sae_token_weights(sae, emb.d_vocab)
-        token_weights = None if shipped is None else shipped[1]
-    weights = token_weights_arg(token_weights, emb.d_vocab)
-    sample = sample_tokens(emb, tokens_sample, weights=weights, seed=seed)
+    weights, sample = _token_sample(emb, sae, token_weights, tokens_sample, seed)
     rules = rules or FindingRules()
     timings: dict[str, float] = {}
     with timed(timings, "grid_statistics"):
@@ -414,6 +410,15 @@ def analyze(
                                    emb.token_str(tid), an.rules, tokens=tokens, nulls=nulls)
     an.summary = summarize(an, stats_ctx, positional_share=positional_share, semantic_share=semantic_share, seed=seed)
     return an
+
+
+def _token_sample(emb: Embeddings, sae: SAE, token_weights: Any, n: int, seed: int) -> tuple[torch.Tensor | None, TokenSample]:
+    """The token weights (``"auto"``: the distribution the SAE folder ships, else uniform) and the seeded sample drawn from them."""
+    if isinstance(token_weights, str) and token_weights == "auto":
+        shipped = sae_token_weights(sae, emb.d_vocab)
+        token_weights = None if shipped is None else shipped[1]
+    weights = token_weights_arg(token_weights, emb.d_vocab)
+    return weights, sample_tokens(emb, n, weights=weights, seed=seed)
 
 
 def _mean(df: pd.DataFrame, col: str) -> float:

@@ -229,11 +229,10 @@ def token_flatness(emb: Embeddings, sae: SAE, kinds: np.ndarray, context: int, k
         m = mean.masked_fill(dead[None, :], -1.0)
         top = torch.topk(m, min(k, m.shape[1]), dim=1)
         if sae.separable:  # the second moment only for the top entries
-            ti, fi = top.indices, top.indices
-            at = torch.gather(a, 1, ti)
-            it = torch.gather(idx, 1, ti)
+            at = torch.gather(a, 1, top.indices)
+            it = torch.gather(idx, 1, top.indices)
             n = (context - it).double()
-            s1, s2 = suf1[fi, it], suf2[fi, it]
+            s1, s2 = suf1[top.indices, it], suf2[top.indices, it]
             var = ((n * at * at + 2 * at * s1 + s2) / context - top.values.pow(2)).clamp(min=0)
         else:
             var = torch.gather(act.var(1, unbiased=False), 1, top.indices)

@@ -213,6 +213,17 @@ def _default_chunk(n_tok: int, n_pos: int, device: torch.device) -> int:
 
 
 # ---------------------------------------------------------------------------- public API
+def _mean_by_token(W_enc: torch.Tensor, b_enc: torch.Tensor, x_tok: torch.Tensor, xp: torch.Tensor, cut: torch.Tensor,
+                   backend: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Each token's exact mean activation over the positions ``xp`` for the features asked (the top-token lists use it)."""
+    def mean_by_token(features: np.ndarray) -> np.ndarray:
+        feats = torch.as_tensor(features, dtype=torch.long, device=W_enc.device)
+        W = W_enc[:, feats].T
+        a = torch.addmm(b_enc[feats][:, None], W, x_tok.T)
+        return to_numpy(additive_block(a, W @ xp.T, cut[feats], backend, top_k=1, want_tok_sum=True)["tok_sum"] / xp.shape[0])
+    return mean_by_token
+
+
 def grid_statistics(
     emb: Embeddings,
     sae: SAE,
@@ -255,7 +266,6 @@ def grid_statistics(
     for f0 in progress_bar(range(0, sae.d_sae, chunk), desc="grid statistics", unit="block", enabled=progress):
         fs = slice(f0, min(f0 + chunk, sae.d_sae))
         W, bias = W_enc[:, fs].T, b_enc[fs]
-
         W_blk = W_enc[:, fs].contiguous()
 
         def token_parts(i0: int, i1: int, W_blk: torch.Tensor = W_blk, bias: torch.Tensor = bias) -> torch.Tensor:
@@ -271,15 +281,7 @@ def grid_statistics(
             if never is not None and "below_val" in s:
                 never.add(f0, {"value": s["below_val"], "token": s["below_idx"]})
 
-    def mean_by_token_of(xp: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
-        def mean_by_token(features: np.ndarray) -> np.ndarray:
-            feats = torch.as_tensor(features, dtype=torch.long, device=dev)
-            W = W_enc[:, feats].T
-            a = torch.addmm(b_enc[feats][:, None], W, x_tok.T)
-            return to_numpy(additive_block(a, W @ xp.T, cut[feats], backend, top_k=1, want_tok_sum=True)["tok_sum"] / xp.shape[0])
-        return mean_by_token
-
-    stats = [col.stats(p, tok, "additive", mean_by_token_of(xp)) for p, xp, col in zip(sets, x_pos, cols)]
+    stats = [col.stats(p, tok, "additive", _mean_by_token(W_enc, b_enc, x_tok, xp, cut, backend)) for p, xp, col in zip(sets, x_pos, cols)]
     nf = None
     if never is not None:
         tok_np = tok.numpy()

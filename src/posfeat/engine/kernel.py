@@ -56,6 +56,21 @@ if HAVE_NUMBA:
             start[c + 1] += start[c]
         return start, first, scale
 
+    @njit(cache=_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _push_top(topv, topi, ts, t):  # pragma: no cover
+        """Insert token ``t`` with sum ``ts`` into one feature's top K (sums descending, earlier tokens first among ties);
+        returns the new K-th sum."""
+        K = topv.shape[0]
+        j = K - 1
+        while j > 0 and topv[j - 1] < ts:
+            topv[j] = topv[j - 1]
+            topi[j] = topi[j - 1]
+            j -= 1
+        topv[j] = ts
+        topi[j] = t
+        return topv[K - 1]
+
     @njit(parallel=True, cache=_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _bucket_kernel(at, f0, s, pb, shift, lim, acc, topv, topi, tok_sum, want_tok_sum, want_lim, below_v, below_i):  # pragma: no cover
@@ -109,14 +124,7 @@ if HAVE_NUMBA:
                         tok_sum[f, t] = ts
                     if not ts > tmin:
                         continue
-                j = K - 1  # keep the top K sums (hence means), earlier tokens first among ties
-                while j > 0 and topv[f, j - 1] < ts:
-                    topv[f, j] = topv[f, j - 1]
-                    topi[f, j] = topi[f, j - 1]
-                    j -= 1
-                topv[f, j] = ts
-                topi[f, j] = t
-                tmin = topv[f, K - 1]
+                tmin = _push_top(topv[f], topi[f], ts, t)
             acc[f, 0, 0] += n0
             acc[f, 0, 1] += u0
             below_v[f] = best

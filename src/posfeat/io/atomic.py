@@ -66,6 +66,7 @@ _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _SAE_FILES = ["cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "training_log.csv", "token_weights.safetensors",
               "positional_by_step.csv"]
 _TRAIN_RUNS = [f"{p}/{f}" for p in ("*/seed_*", "*/seed_*.partial") for f in (*_SAE_FILES, "run.json", "checkpoint.*", MARKER)]
+_TRAIN_RUNS.append("*/seed_*.worker.json")  # a sweep's run records its worker while it runs (left by a worker that was killed)
 #: What posfeat writes for each kind of output (fnmatch patterns on paths relative to the folder), besides its marker.
 KIND_FILES: dict[str, list[str]] = {
     "analyze": ["report.html", "features.csv", "by_position.csv", "tokens.csv", "spurious_examples.csv", "spurious_by_feature.csv",
