@@ -56,8 +56,6 @@ from .length import (
     spurious_examples,
 )
 
-#: Neuronpedia pages for SAEs it hosts, by Neuronpedia id.
-NEURONPEDIA_URL = "https://www.neuronpedia.org/{id}/{feature}"
 KNEEDLE_WINDOW = 1000
 INTERACTION_FLAG = 0.3
 

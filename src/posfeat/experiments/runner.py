@@ -26,11 +26,11 @@ from ..core.embeddings import Embeddings
 from ..core.sae import SAE
 from ..engine.grid_stats import feature_stats, grid_statistics
 from ..engine.sample import sample_tokens
-from ..io.atomic import atomic_file
+from ..io.atomic import PARTIAL, atomic_file
 from ..io.sae_folders import CFG_FILE, read_sae_folder
 from ..io.safetensors_io import read_json
 from ..training.train import train_sae
-from ..training.trainer import CHECKPOINT, read_checkpoint
+from ..training.trainer import CHECKPOINT, checkpoint_state
 from .plan import Run, Shared
 
 RUN_FILE = "run.json"
@@ -89,10 +89,8 @@ def train_or_reuse(run: Run, folder: Path, shared: Shared, emb: Embeddings, prog
     """The run's SAE: reused when finished, else trained (continuing a checkpoint); ``(sae, seconds, step resumed from)``."""
     if (folder / CFG_FILE).is_file():
         return read_sae_folder(folder, allow_any_hook=True).to(emb.device), float("nan"), -1
-    partial = folder.with_name(folder.name + ".partial")
-    resumed = 0
-    if (partial / CHECKPOINT).is_file():
-        resumed = int(read_checkpoint(partial)[1]["step"])
+    partial = folder.with_name(folder.name + PARTIAL)
+    resumed = int(checkpoint_state(partial)["step"]) if (partial / CHECKPOINT).is_file() else 0
     cfg = run.config
     curve = PositionalCurve(emb, cfg.context, run.curve_points, cfg.steps, partial) if run.curve_points else None
     init = shared.sae.to(emb.device) if run.init else None

@@ -39,7 +39,7 @@ from ..core.embeddings import Embeddings
 from ..core.errors import Interrupted, PosfeatError, Stopped, arg
 from ..core.progress import progress_bar
 from ..io.atomic import deferred_signals, remove, signals_held
-from ..io.safetensors_io import read_json, read_tensors, write_tensors
+from ..io.safetensors_io import read_header, read_json, read_tensors, write_tensors
 from .config import TrainConfig
 from .model import TrainingSAE
 
@@ -275,18 +275,19 @@ class Trainer:
         self.load_state_dict(tensors, meta)
 
 
-def read_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``(tensors, meta)`` of the checkpoint in ``folder``, checked whole: refused with the reason when torn or incomplete.
+def _refusal(folder: Path) -> tuple[str, str]:
+    return (f"The checkpoint in {folder} cannot be resumed",
+            f"discard it and start again with {arg('force', True)} (without {arg('resume', True)})")
 
-    The one-file format keeps ``meta`` in the safetensors header; the older two-file format
-    (``checkpoint.json`` beside it) is accepted only when both files agree on the step.
-    """
+
+def checkpoint_state(folder: Path) -> dict[str, Any]:
+    """The training state (step, schedule, log) of the checkpoint in ``folder``, read from its header alone (the tensors
+    are read, and the whole checked, by :func:`read_checkpoint`); refused with the reason when it has none."""
     path = folder / CHECKPOINT
-    tensors = read_tensors(path)  # validates the header first
+    read_header(path)  # validated before anything else is read
     with safe_open(str(path), framework="pt") as f:
         header = f.metadata() or {}
-    torn = f"The checkpoint in {folder} cannot be resumed"
-    fix = f"discard it and start again with {arg('force', True)} (without {arg('resume', True)})"
+    torn, fix = _refusal(folder)
     if CHECKPOINT_KEY in header:
         try:
             meta = json.loads(header[CHECKPOINT_KEY])
@@ -298,6 +299,18 @@ def read_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
         raise PosfeatError(f"{torn}: {CHECKPOINT} holds no training state (step, schedule, log); {fix}.")
     if not isinstance(meta, dict) or not isinstance(meta.get("step"), int) or "scheduler" not in meta:
         raise PosfeatError(f"{torn}: its training state has no step or schedule; {fix}.")
+    return meta
+
+
+def read_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(tensors, meta)`` of the checkpoint in ``folder``, checked whole: refused with the reason when torn or incomplete.
+
+    The one-file format keeps ``meta`` in the safetensors header; the older two-file format
+    (``checkpoint.json`` beside it) is accepted only when both files agree on the step.
+    """
+    tensors = read_tensors(folder / CHECKPOINT)  # validates the header first
+    meta = checkpoint_state(folder)
+    torn, fix = _refusal(folder)
     missing = [k for k in ("rng", "last_fired") if k not in tensors]
     if missing or not any(k.startswith("param.") for k in tensors):
         raise PosfeatError(f"{torn}: {CHECKPOINT} lacks {', '.join(missing) or 'the parameters'}; {fix}.")
