@@ -121,6 +121,29 @@ def test_temporaries_of_dead_runs_are_removed_in_one_line_and_live_ones_kept(pai
         live.wait(30)
 
 
+def test_a_run_killed_inside_a_safetensors_write_leaves_only_its_own_temporary(tmp_path):
+    """safetensors >= 0.8 writes through a ``.tmpXXXXXX`` file of its own beside the path it is given; killed there, a
+    resumable folder must not keep a file posfeat does not know (a fresh clone's CI once failed on exactly that)."""
+    partial = tmp_path / "sae.partial"
+    partial.mkdir()
+    code = ("import os, sys; from pathlib import Path; import safetensors.torch as st; from posfeat.io import safetensors_io as io\n"
+            "real = st.save_file\n"
+            "def killed(tensors, name, metadata=None):\n"
+            "    Path(name).with_name('.tmpAbC123').write_bytes(b'half')  # as safetensors' own temporary would be\n"
+            "    os._exit(9)\n"
+            "io.save_file = killed\n"
+            "io.write_tensors(Path(sys.argv[1]) / 'checkpoint.safetensors', {})\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(partial)], env={**os.environ, "PYTHONPATH": SRC})
+    assert proc.returncode == 9
+    left = [p.name for p in partial.iterdir()]
+    assert len(left) == 1 and left[0].endswith(TEMP_TAG) and (partial / left[0] / ".tmpAbC123").exists(), left
+    try:
+        assert atomic.partial_folder(tmp_path / "sae", "train-checkpoint") == partial
+    finally:
+        atomic.unlock_target(tmp_path / "sae")
+    assert [p.name for p in partial.iterdir()] == [atomic.MARKER]
+
+
 def test_a_failed_run_removes_the_folders_it_made_and_its_lock(pair, tmp_path):
     model, sae = pair
     out = tmp_path / "nope1" / "a" / "b" / "out"

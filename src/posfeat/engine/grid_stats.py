@@ -175,9 +175,12 @@ def finish(count: torch.Tensor, pos_sum: torch.Tensor, var_p: torch.Tensor, tok:
     pos_share = torch.where(constant, nan, var_pos / safe)
     tok_share = torch.where(constant, nan, tok["tok_var"] / safe)
     k = min(top_k, n_tok)
+    # Firing shares divide by a tensor, not a Python number: CUDA multiplies by the reciprocal of a scalar divisor, one ulp
+    # away from the CPU's quotient, and counts must give the same shares on every device.
+    n = torch.tensor(float(n_tok), dtype=ACC, device=count.device)
     return {
-        "mean_by_position": mean_p, "std_by_position": var_p.sqrt(), "fire_by_position": count / n_tok, "pre_mean_by_position": pre_mean,
-        "mean": m[:, 0], "fire": count.sum(1) / (n_tok * n_pos), "variance": variance, "positional_score": mean_p.max(1).values,
+        "mean_by_position": mean_p, "std_by_position": var_p.sqrt(), "fire_by_position": count.to(ACC) / n, "pre_mean_by_position": pre_mean,
+        "mean": m[:, 0], "fire": count.sum(1).to(ACC) / (n * n_pos), "variance": variance, "positional_score": mean_p.max(1).values,
         "token_score": tok["top_val"][:, 0].to(ACC), "position_share": pos_share, "token_share": tok_share,
         "interaction_share": torch.where(constant, nan, (1.0 - pos_share - tok_share).clamp(min=0.0)),
         "top_tokens": tok["top_idx"][:, :k].long(), "top_token_means": tok["top_val"][:, :k].to(ACC),

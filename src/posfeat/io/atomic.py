@@ -592,8 +592,14 @@ def output_folder(out: str | os.PathLike[str] | None, *, kind: str, force: bool 
 
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` (no policy: for files inside posfeat's own folders)."""
-    tmp = make_temp(path, directory=False)
+    """Yield a temporary path for ``path``; on success it replaces ``path`` (no policy: for files inside posfeat's own folders).
+
+    The temporary path lies inside a pid-tagged temporary folder beside ``path``, so whatever a writer makes next to it
+    (safetensors >= 0.8 writes through its own ``.tmpXXXXXX`` file and renames it) is inside that folder too, and a run
+    killed mid-write leaves only a temporary that :func:`clean_leftovers` knows as its own.
+    """
+    folder = make_temp(path, directory=True)
+    tmp = folder / path.name
     try:
         yield tmp
         os.chmod(tmp, umask_mode(directory=False))
@@ -601,7 +607,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
             os.replace(tmp, path)
             _COMPLETED.add(path)
     finally:
-        remove(tmp)
+        remove(folder)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
