@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from posfeat import SAE, Embeddings, PosfeatError, brute_force_stats, feature_stats
+from posfeat.engine import additive
 from posfeat.engine.additive import have_triton
 
 FIELDS = ["mean_by_position", "std_by_position", "fire_by_position", "pre_mean_by_position", "mean", "fire", "positional_score",
@@ -67,15 +70,21 @@ def instances(draw):
     return emb, sae, positions, tokens
 
 
-@given(instances(), st.sampled_from(["numba", "torch"]), st.integers(1, 4))
-def test_fast_path_matches_brute_force(inst, backend, chunk):
+@given(instances(), st.sampled_from(["numba", "torch"]), st.integers(1, 4), st.integers(1, 60))
+def test_fast_path_matches_brute_force(inst, backend, chunk, sub_elems):
+    """Small CPU sub-blocks (``sub_elems // n_tok`` features, at least one) make a block span several, as at GPT-2's size."""
     emb, sae, positions, tokens = inst
-    fast = feature_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5, dtype=torch.float64, backend=backend, feature_chunk=chunk)
+    with mock.patch.object(additive, "SUB_ELEMS", sub_elems):
+        fast = feature_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5, dtype=torch.float64, backend=backend, feature_chunk=chunk)
     ref = brute_force_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5)
     assert fast.method == "additive" and ref.method == "enumeration"
     assert_stats_equal(fast, ref)
     feats = list(range(sae.d_sae))
-    np.testing.assert_allclose(fast.mean_by_token(feats), ref.mean_by_token(feats), rtol=1e-5, atol=1e-9)
+    ref_means = ref.mean_by_token(feats)
+    np.testing.assert_allclose(fast.mean_by_token(feats), ref_means, rtol=1e-5, atol=1e-9)
+    # the top tokens are tokens with those means (ties may come in any order, so tokens are checked through their means)
+    cols = np.searchsorted(fast.tokens, fast.top_tokens)
+    np.testing.assert_allclose(np.take_along_axis(ref_means, cols, 1), fast.top_token_means, rtol=1e-5, atol=1e-9)
     n_tok = len(tokens) if tokens else emb.d_vocab
     assert fast.mean_by_token([0]).shape == (1, n_tok)
 
@@ -93,7 +102,10 @@ def test_triton_kernel_matches_brute_force(inst, chunk):
     ref = brute_force_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5)
     assert_stats_equal(fast, ref)
     feats = list(range(sae.d_sae))
-    np.testing.assert_allclose(fast.mean_by_token(feats), ref.mean_by_token(feats), rtol=1e-5, atol=1e-9)
+    ref_means = ref.mean_by_token(feats)
+    np.testing.assert_allclose(fast.mean_by_token(feats), ref_means, rtol=1e-5, atol=1e-9)
+    cols = np.searchsorted(fast.tokens, fast.top_tokens)
+    np.testing.assert_allclose(np.take_along_axis(ref_means, cols, 1), fast.top_token_means, rtol=1e-5, atol=1e-9)
 
 
 def test_float32_default_matches_reference(tiny):
