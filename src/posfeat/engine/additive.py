@@ -79,10 +79,16 @@ def _numba_blocks(a: torch.Tensor | Callable[[int, int], torch.Tensor], shift: n
     F = shift.shape[0]
     outs: list[dict[str, np.ndarray] | None] = [None] * len(preps)
     sub = max(1, SUB_ELEMS // max(n_tok, 1))
+    buf: torch.Tensor | None = None  # one feature-major buffer for every sub-block: no fresh pages (and faults) per sub-block
     for f0 in range(0, F, sub):
         f1 = min(F, f0 + sub)
         at = a[f0:f1].T if isinstance(a, torch.Tensor) else a(f0, f1)  # [n_tok, f1 - f0]: this sub-block's GEMM
-        at_np = (at.T.contiguous() if at.stride(0) != 1 else at.T).numpy()  # feature-major, transposed in cache
+        if at.stride(0) == 1:  # feature-major already
+            at_np = at.T.numpy()
+        else:  # transposed in cache
+            if buf is None or buf.dtype != at.dtype:
+                buf = torch.empty(sub * n_tok, dtype=at.dtype)
+            at_np = buf[: (f1 - f0) * n_tok].view(f1 - f0, n_tok).copy_(at.T).numpy()
         for i, (prep, lim) in enumerate(zip(preps, lims)):
             outs[i] = bucket_sums(at_np, prep["s"].numpy(), prep["pb"].numpy(), shift, max(top_k, 1), want_tok_sum,
                                   None if lim is None else lim.numpy(), out=outs[i], f0=f0)

@@ -266,13 +266,18 @@ def grid_statistics(
     k = min(top_k_tokens, len(tok))
     cols = [_Collector(sae.d_sae, len(p), k) for p in sets]
     never = _Collector(sae.d_sae, 1, 1) if x_ctx is not None else None
+    buf = torch.empty(0, dtype=dtype, device=dev)  # the GEMM's output for one sub-block at a time (see token_parts)
     for f0 in progress_bar(range(0, sae.d_sae, chunk), desc="grid statistics", unit="block", enabled=progress):
         fs = slice(f0, min(f0 + chunk, sae.d_sae))
         W, bias = W_enc[:, fs].T, b_enc[fs]
         W_blk = W_enc[:, fs].contiguous()
 
         def token_parts(i0: int, i1: int, W_blk: torch.Tensor = W_blk, bias: torch.Tensor = bias) -> torch.Tensor:
-            return torch.addmm(bias[i0:i1], x_tok, W_blk[:, i0:i1])  # [n_tok, i1 - i0]: the GEMM's fast orientation
+            nonlocal buf
+            if buf.numel() < x_tok.shape[0] * (i1 - i0):
+                buf = torch.empty(x_tok.shape[0] * (i1 - i0), dtype=dtype, device=dev)
+            out = buf[: x_tok.shape[0] * (i1 - i0)].view(x_tok.shape[0], i1 - i0)  # reused: no fresh pages per sub-block
+            return torch.addmm(bias[i0:i1], x_tok, W_blk[:, i0:i1], out=out)  # [n_tok, i1 - i0]: the GEMM's fast orientation
 
         lim = None if x_ctx is None else (cut[fs][:, None] - W @ x_ctx.T).min(1).values  # never fires inside iff a <= lim
         bs = [W @ xp.T for xp in x_pos]  # [F, n_pos] each
