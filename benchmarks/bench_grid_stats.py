@@ -34,7 +34,8 @@ SIZES = {
 
 
 def random_instance(d_vocab: int, n_ctx: int, d_model: int, d_sae: int, seed: int = 0) -> tuple[Embeddings, SAE]:
-    """A random model/SAE pair with GPT-2-like scales and a few percent of features firing (built on the CPU)."""
+    """A random model/SAE pair of GPT-2's shapes (built on the CPU); it fires on about 27% of inputs (the table prints the
+    mean firing fraction), far denser than a trained SAE such as res-jb (L0 about 50 of 24576)."""
     g = torch.Generator().manual_seed(seed)
     W_E = torch.randn(d_vocab, d_model, generator=g) * 0.14
     W_pos = torch.randn(n_ctx, d_model, generator=g) * 0.05
