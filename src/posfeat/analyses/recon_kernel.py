@@ -1,0 +1,142 @@
+"""The fused CPU reconstruction kernel (numba): a token sample at a chunk of positions, decoded from its non-zero
+activations alone, reduced to the sums the reconstruction metrics need, with nothing of size ``d_model`` per input
+ever written to memory.
+
+For a separable SAE (ReLU, JumpReLU) ``pre[t, p, f] = a[t, f] + b[p, f]`` and feature ``f`` fires iff
+``a[t, f] > thr[p, f] = cut[f] - b[p, f]`` (the comparison :meth:`posfeat.engine.sample.SampleGrid.first_firing`
+makes, so the counts, hence L0, are the same), with activation ``a + b``. The positions of a chunk go in blocks of
+:data:`BLOCK`, one block per thread. For each sample token a block first keeps the features that can fire at any of
+its positions (``a[t, f] > min_p thr[p, f]``: one branch-free pass over the features), then, position by position,
+adds ``(a + b) W_dec[f]`` for those that do fire into two accumulators of ``d_model`` floats (positional features
+apart from the others); the same few decoder rows serve every position of the block, so they stay in cache. Each
+input's reconstruction ``x_hat = b_dec + dec_non + dec_pos`` is then reduced on the spot to
+``||x - x_hat||^2``, ``||x||^2``, ``||x_hat||^2``, the squared error inside the span of ``P`` (the top principal
+components of W_pos), and ``r = x - x_hat + dec_pos - W_pos[p] = W_E[t] - b_dec - dec_non`` (the add-back test's
+residual: its sum over tokens and its squared norm), all accumulated in float64.
+
+The work is ``O(n_tok * d_sae * n_pos / BLOCK)`` comparisons plus ``O(nnz * d_model)`` multiply-adds, where the
+dense product the torch path falls back to costs ``O(n_tok * n_pos * d_sae * d_model)``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import no_type_check
+
+import numpy as np
+
+try:  # numba is a dependency, but the torch path works without it
+    from numba import njit, prange
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    HAVE_NUMBA = False
+
+_CACHE = os.environ.get("POSFEAT_NUMBA_CACHE", "1") != "0"
+
+#: Floating-point liberties of the kernel: sums may be reassociated (so they vectorise; they are float64 sums of
+#: float32 terms) and multiply-adds fused; no assumption about NaN or infinity is made.
+_FAST = {"reassoc", "contract"}
+
+#: Positions per block: the features a token can fire anywhere in a block are found once for the whole block.
+BLOCK = 32
+
+if HAVE_NUMBA:
+
+    @njit(parallel=True, cache=_CACHE, boundscheck=False, fastmath=_FAST)
+    @no_type_check
+    def _recon_kernel(a, W_E, W_pos, thrT, bT, W_dec, b_dec, is_pos, P, block, ee, xx, hh, count, pc, rsq, rsum):  # pragma: no cover
+        n_tok, d_sae = a.shape
+        n_chunk = thrT.shape[1]
+        d = W_dec.shape[1]
+        n_pc = P.shape[0]
+        n_blocks = (n_chunk + block - 1) // block
+        for bi in prange(n_blocks):
+            p0 = bi * block
+            p1 = min(n_chunk, p0 + block)
+            thrmin = np.empty(d_sae, np.float32)
+            for f in range(d_sae):
+                m = thrT[f, p0]
+                for p in range(p0 + 1, p1):
+                    m = min(m, thrT[f, p])
+                thrmin[f] = m
+            cand = np.empty(d_sae, np.int64)
+            acc_n = np.empty(d, np.float32)
+            acc_p = np.empty(d, np.float32)
+            errv = np.empty(d, np.float64)
+            for t in range(n_tok):
+                nc = 0
+                for f in range(d_sae):  # branch-free: the features token t can fire somewhere in the block
+                    cand[nc] = f
+                    nc += a[t, f] > thrmin[f]
+                for p in range(p0, p1):
+                    acc_n[:] = 0.0
+                    acc_p[:] = 0.0
+                    cnt = 0
+                    for k in range(nc):
+                        f = cand[k]
+                        av = a[t, f]
+                        if av > thrT[f, p]:
+                            v = av + bT[f, p]
+                            cnt += 1
+                            if is_pos[f]:
+                                for j in range(d):
+                                    acc_p[j] += v * W_dec[f, j]
+                            else:
+                                for j in range(d):
+                                    acc_n[j] += v * W_dec[f, j]
+                    s_ee = 0.0
+                    s_xx = 0.0
+                    s_hh = 0.0
+                    s_rr = 0.0
+                    for j in range(d):
+                        e = W_E[t, j]
+                        x = np.float64(e + W_pos[p, j])
+                        non = acc_n[j] + b_dec[j]
+                        xh = np.float64(non + acc_p[j])
+                        err = x - xh
+                        r = np.float64(e) - np.float64(non)
+                        errv[j] = err
+                        s_ee += err * err
+                        s_xx += x * x
+                        s_hh += xh * xh
+                        s_rr += r * r
+                        rsum[p, j] += r
+                    s_pc = 0.0
+                    for k in range(n_pc):
+                        q = 0.0
+                        for j in range(d):
+                            q += errv[j] * P[k, j]
+                        s_pc += q * q
+                    ee[t, p] = s_ee
+                    xx[t, p] = s_xx
+                    hh[t, p] = s_hh
+                    count[p] += cnt
+                    rsq[p] += s_rr
+                    pc[p] += s_pc
+
+
+def recon_sums(a: np.ndarray, W_E: np.ndarray, W_pos: np.ndarray, thr: np.ndarray, b: np.ndarray, W_dec: np.ndarray, b_dec: np.ndarray,
+               is_pos: np.ndarray, P: np.ndarray) -> dict[str, np.ndarray]:
+    """The sums of the module docstring for ``n_tok`` sample tokens at ``n_chunk`` positions (float32 inputs, CPU).
+
+    Args:
+        a: ``[n_tok, d_sae]`` token parts; W_E: ``[n_tok, d_model]`` the tokens' embedding rows.
+        W_pos: ``[n_chunk, d_model]`` the positions' rows; thr, b: ``[n_chunk, d_sae]`` ``cut - b`` and ``b``.
+        W_dec: ``[d_sae, d_model]``; b_dec: ``[d_model]``; is_pos: ``[d_sae]`` positional features (bool);
+        P: ``[k, d_model]`` orthonormal directions (the top principal components of W_pos).
+
+    Returns float64 arrays: ``ee``, ``xx``, ``hh`` ``[n_tok, n_chunk]`` (squared norms of ``x - x_hat``, ``x``,
+    ``x_hat``); per position ``count`` (non-zero activations over the tokens, int64), ``pc`` (squared error in the span
+    of ``P``, summed over tokens), ``r_sq`` and ``r_sum`` ``[n_chunk, d_model]`` (the residual ``r``'s squared norm and
+    its sum over tokens).
+    """
+    n_tok, n_chunk, d = a.shape[0], thr.shape[0], W_dec.shape[1]
+    f32 = np.float32
+    out = {"ee": np.empty((n_tok, n_chunk)), "xx": np.empty((n_tok, n_chunk)), "hh": np.empty((n_tok, n_chunk)),
+           "count": np.zeros(n_chunk, np.int64), "pc": np.zeros(n_chunk), "r_sq": np.zeros(n_chunk), "r_sum": np.zeros((n_chunk, d))}
+    c = np.ascontiguousarray
+    _recon_kernel(c(a, f32), c(W_E, f32), c(W_pos, f32), c(thr.T, f32), c(b.T, f32), c(W_dec, f32), c(b_dec, f32),
+                  c(is_pos, np.bool_), c(P, np.float64), BLOCK, out["ee"], out["xx"], out["hh"], out["count"], out["pc"], out["r_sq"],
+                  out["r_sum"])
+    return out
