@@ -32,7 +32,7 @@ from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, check_pair, feature_stats, on_device, resolve_index
 from ..engine.sample import Chunk, SampleGrid, TokenSample
 from ..io.sources import as_pair
-from .recon_kernel import BLOCK, HAVE_NUMBA, recon_sums
+from .kernels import BLOCK, HAVE_NUMBA, recon_sums
 
 if HAVE_NUMBA:
     import numba
@@ -97,7 +97,7 @@ class ChunkSums:
 
 
 def fused(grid: SampleGrid) -> bool:
-    """True when the fused CPU kernel (:mod:`posfeat.analyses.recon_kernel`) makes the sums: a separable SAE on the CPU."""
+    """True when the fused CPU kernel (:mod:`posfeat.analyses.kernels`) makes the sums: a separable SAE on the CPU."""
     return HAVE_NUMBA and grid.dev.type == "cpu" and grid.sae.separable
 
 

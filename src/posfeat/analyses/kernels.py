@@ -140,3 +140,90 @@ def recon_sums(a: np.ndarray, W_E: np.ndarray, W_pos: np.ndarray, thr: np.ndarra
                   c(is_pos, np.bool_), c(P, np.float64), BLOCK, out["ee"], out["xx"], out["hh"], out["count"], out["pc"], out["r_sq"],
                   out["r_sum"])
     return out
+
+
+if HAVE_NUMBA:
+
+    @njit(parallel=True, cache=_CACHE, boundscheck=False)
+    @no_type_check
+    def _token_kernel(a, cut, bs, suf1, suf2, dead, positional, k, flat_cv, n_non, n_flat, max_cv, bent, n_pos, n_pos_flat):  # pragma: no cover
+        n_tok, d_sae = a.shape
+        C = bs.shape[1]
+        for t in prange(n_tok):
+            tv = np.empty(k, np.float64)  # the top k means, largest first (ties: the lower feature first)
+            ti = np.empty(k, np.int64)
+            tn = np.empty(k, np.int64)
+            m_k = 0
+            for f in range(d_sae):
+                av = a[t, f]
+                thr = cut[f] - av
+                lo = 0
+                hi = C
+                while lo < hi:  # positions with b <= cut - a (not firing), as searchsorted(right=True)
+                    mid = (lo + hi) // 2
+                    if bs[f, mid] <= thr:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                mean = -1.0 if dead[f] else (np.float64(C - lo) * av + suf1[f, lo]) / C
+                if m_k < k or mean > tv[m_k - 1]:
+                    j = m_k if m_k < k else k - 1
+                    while j > 0 and mean > tv[j - 1]:
+                        tv[j] = tv[j - 1]
+                        ti[j] = ti[j - 1]
+                        tn[j] = tn[j - 1]
+                        j -= 1
+                    tv[j] = mean
+                    ti[j] = f
+                    tn[j] = lo
+                    if m_k < k:
+                        m_k += 1
+            nn = 0
+            nf = 0
+            npos = 0
+            npf = 0
+            worst = -1.0
+            wf = -1
+            for j in range(m_k):
+                v = tv[j]
+                if not v > 0:
+                    continue
+                f = ti[j]
+                av = a[t, f]
+                n = np.float64(C - tn[j])
+                var = (n * av * av + 2 * av * suf1[f, tn[j]] + suf2[f, tn[j]]) / C - v * v
+                cv = np.sqrt(max(var, 0.0)) / max(v, 1e-300)
+                flat = cv <= flat_cv
+                if positional[f]:
+                    npos += 1
+                    npf += flat
+                else:
+                    nn += 1
+                    nf += flat
+                    if cv > worst:
+                        worst = cv
+                        wf = f
+            n_non[t] = nn
+            n_flat[t] = nf
+            max_cv[t] = worst if nn > 0 else np.nan
+            bent[t] = wf
+            n_pos[t] = npos
+            n_pos_flat[t] = npf
+
+
+def token_sums(a: np.ndarray, cut: np.ndarray, bs: np.ndarray, suf1: np.ndarray, suf2: np.ndarray, dead: np.ndarray, positional: np.ndarray,
+               k: int, flat_cv: float) -> dict[str, np.ndarray]:
+    """Per token (float64 ``a [n_tok, d_sae]``): its top ``k`` features by exact mean over the context (``bs [d_sae, C]``
+    each feature's sorted position parts, ``suf1``/``suf2`` their suffix sums and sums of squares, ``[d_sae, C + 1]``;
+    dead features rank last), and among those it activates how many are non-positional (``n_non``) and flat
+    (``n_flat``: ``std / mean <= flat_cv``), the largest non-positional ``std / mean`` (``max_cv``, NaN when none) and its
+    feature (``bent``, -1), and the same counts for positional ones (``n_pos``, ``n_pos_flat``). The arithmetic is
+    :func:`posfeat.analyses.classify.token_flatness`'s, operation for operation (no fused multiply-add)."""
+    n = a.shape[0]
+    out = {"n_non": np.empty(n, np.int64), "n_flat": np.empty(n, np.int64), "max_cv": np.empty(n), "bent": np.empty(n, np.int64),
+           "n_pos": np.empty(n, np.int64), "n_pos_flat": np.empty(n, np.int64)}
+    c = np.ascontiguousarray
+    _token_kernel(c(a, np.float64), c(cut, np.float64), c(bs, np.float64), c(suf1, np.float64), c(suf2, np.float64), c(dead, np.bool_),
+                  c(positional, np.bool_), int(k), float(flat_cv), out["n_non"], out["n_flat"], out["max_cv"], out["bent"], out["n_pos"],
+                  out["n_pos_flat"])
+    return out
