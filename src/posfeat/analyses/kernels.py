@@ -45,21 +45,19 @@ if HAVE_NUMBA:
 
     @njit(parallel=True, cache=_CACHE, boundscheck=False, fastmath=_FAST)
     @no_type_check
-    def _recon_kernel(a, W_E, W_pos, thrT, bT, W_dec, b_dec, is_pos, P, block, ee, xx, hh, count, pc, rsq, rsum):  # pragma: no cover
+    def _recon_kernel(a, W_E, W_pos, thr, b, W_dec, b_dec, is_pos, P, block, ee, xx, hh, count, pc, rsq, rsum):  # pragma: no cover
         n_tok, d_sae = a.shape
-        n_chunk = thrT.shape[1]
+        n_chunk = thr.shape[0]
         d = W_dec.shape[1]
         n_pc = P.shape[0]
         n_blocks = (n_chunk + block - 1) // block
         for bi in prange(n_blocks):
             p0 = bi * block
             p1 = min(n_chunk, p0 + block)
-            thrmin = np.empty(d_sae, np.float32)
-            for f in range(d_sae):
-                m = thrT[f, p0]
-                for p in range(p0 + 1, p1):
-                    m = min(m, thrT[f, p])
-                thrmin[f] = m
+            thrmin = thr[p0].copy()
+            for p in range(p0 + 1, p1):
+                for f in range(d_sae):
+                    thrmin[f] = min(thrmin[f], thr[p, f])
             cand = np.empty(d_sae, np.int64)
             acc_n = np.empty(d, np.float32)
             acc_p = np.empty(d, np.float32)
@@ -76,8 +74,8 @@ if HAVE_NUMBA:
                     for k in range(nc):
                         f = cand[k]
                         av = a[t, f]
-                        if av > thrT[f, p]:
-                            v = av + bT[f, p]
+                        if av > thr[p, f]:
+                            v = av + b[p, f]
                             cnt += 1
                             if is_pos[f]:
                                 for j in range(d):
@@ -136,7 +134,7 @@ def recon_sums(a: np.ndarray, W_E: np.ndarray, W_pos: np.ndarray, thr: np.ndarra
     out = {"ee": np.empty((n_tok, n_chunk)), "xx": np.empty((n_tok, n_chunk)), "hh": np.empty((n_tok, n_chunk)),
            "count": np.zeros(n_chunk, np.int64), "pc": np.zeros(n_chunk), "r_sq": np.zeros(n_chunk), "r_sum": np.zeros((n_chunk, d))}
     c = np.ascontiguousarray
-    _recon_kernel(c(a, f32), c(W_E, f32), c(W_pos, f32), c(thr.T, f32), c(b.T, f32), c(W_dec, f32), c(b_dec, f32),
+    _recon_kernel(c(a, f32), c(W_E, f32), c(W_pos, f32), c(thr, f32), c(b, f32), c(W_dec, f32), c(b_dec, f32),
                   c(is_pos, np.bool_), c(P, np.float64), BLOCK, out["ee"], out["xx"], out["hh"], out["count"], out["pc"], out["r_sq"],
                   out["r_sum"])
     return out
