@@ -32,10 +32,13 @@ from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, check_pair, feature_stats, on_device, resolve_index
 from ..engine.sample import Chunk, SampleGrid, TokenSample
 from ..io.sources import as_pair
-from .kernels import BLOCK, HAVE_NUMBA, recon_sums
+from .kernels import HAVE_NUMBA, MIN_BLOCK, recon_sums
 
 if HAVE_NUMBA:
     import numba
+
+#: Positions per call of the fused kernel (its per-chunk arrays: ``[n_chunk, d_sae]`` position parts and thresholds).
+CHUNK_POSITIONS = 256
 
 EVAL_COLUMNS = ["position", "in_context", "mse", "fvu", "explained_variance", "cosine", "l0", "random_fvu", "random_cosine", "zero_fvu",
                 "zero_explained_variance"]
@@ -130,14 +133,15 @@ def _fused_sums(grid: SampleGrid, positions: torch.Tensor, pos_feats: torch.Tens
         is_pos[to_numpy(pos_feats)] = True
     Pn = np.zeros((0, emb.d_model)) if P is None else to_numpy(P, np.float64)
     a, W_E, W_dec, b_dec = (to_numpy(t, np.float32) for t in (grid.a, grid.W_E, sae.W_dec, sae.b_dec))
-    step = BLOCK * max(8, 2 * numba.get_num_threads())
+    threads = numba.get_num_threads()
+    step = max(CHUNK_POSITIONS, MIN_BLOCK * threads)
     empty = torch.empty(0)
     for i in range(0, len(positions), step):
         pc = positions[i: i + step].to(grid.dev)
         b = grid.position_parts(pc)
         thr = grid.cut[None, :] - b  # the comparison first_firing makes
         out = recon_sums(a, W_E, to_numpy(emb.W_pos[pc], np.float32), to_numpy(thr, np.float32), to_numpy(b, np.float32), W_dec, b_dec,
-                         is_pos, Pn)
+                         is_pos, Pn, threads)
         t = {k: torch.from_numpy(v) for k, v in out.items()}
         l0 = t["count"].double() / grid.n
         chunk = Chunk(pc, empty, empty, b, grid.first_firing(b), l0, None)

@@ -38,8 +38,10 @@ _CACHE = os.environ.get("POSFEAT_NUMBA_CACHE", "1") != "0"
 #: float32 terms) and multiply-adds fused; no assumption about NaN or infinity is made.
 _FAST = {"reassoc", "contract"}
 
-#: Positions per block: the features a token can fire anywhere in a block are found once for the whole block.
-BLOCK = 32
+#: Positions per block, at most (each thread takes one block at a time; a token's decoder rows serve the whole block).
+BLOCK = 128
+#: Positions per block, at least (smaller blocks only to give every thread one).
+MIN_BLOCK = 16
 
 if HAVE_NUMBA:
 
@@ -59,6 +61,8 @@ if HAVE_NUMBA:
                 for f in range(d_sae):
                     thrmin[f] = min(thrmin[f], thr[p, f])
             cand = np.empty(d_sae, np.int64)
+            fire_f = np.empty(d_sae, np.int64)
+            fire_v = np.empty(d_sae, np.float32)
             acc_n = np.empty(d, np.float32)
             acc_p = np.empty(d, np.float32)
             errv = np.empty(d, np.float64)
@@ -68,21 +72,25 @@ if HAVE_NUMBA:
                     cand[nc] = f
                     nc += a[t, f] > thrmin[f]
                 for p in range(p0, p1):
-                    acc_n[:] = 0.0
-                    acc_p[:] = 0.0
-                    cnt = 0
-                    for k in range(nc):
+                    m = 0
+                    for k in range(nc):  # branch-free: the candidates firing at p, and their activations
                         f = cand[k]
                         av = a[t, f]
-                        if av > thr[p, f]:
-                            v = av + b[p, f]
-                            cnt += 1
-                            if is_pos[f]:
-                                for j in range(d):
-                                    acc_p[j] += v * W_dec[f, j]
-                            else:
-                                for j in range(d):
-                                    acc_n[j] += v * W_dec[f, j]
+                        fire_f[m] = f
+                        fire_v[m] = av + b[p, f]
+                        m += av > thr[p, f]
+                    acc_n[:] = 0.0
+                    acc_p[:] = 0.0
+                    for k in range(m):
+                        f = fire_f[k]
+                        v = fire_v[k]
+                        if is_pos[f]:
+                            for j in range(d):
+                                acc_p[j] += v * W_dec[f, j]
+                        else:
+                            for j in range(d):
+                                acc_n[j] += v * W_dec[f, j]
+                    cnt = m
                     s_ee = 0.0
                     s_xx = 0.0
                     s_hh = 0.0
@@ -115,7 +123,7 @@ if HAVE_NUMBA:
 
 
 def recon_sums(a: np.ndarray, W_E: np.ndarray, W_pos: np.ndarray, thr: np.ndarray, b: np.ndarray, W_dec: np.ndarray, b_dec: np.ndarray,
-               is_pos: np.ndarray, P: np.ndarray) -> dict[str, np.ndarray]:
+               is_pos: np.ndarray, P: np.ndarray, threads: int = 1) -> dict[str, np.ndarray]:
     """The sums of the module docstring for ``n_tok`` sample tokens at ``n_chunk`` positions (float32 inputs, CPU).
 
     Args:
@@ -123,6 +131,8 @@ def recon_sums(a: np.ndarray, W_E: np.ndarray, W_pos: np.ndarray, thr: np.ndarra
         W_pos: ``[n_chunk, d_model]`` the positions' rows; thr, b: ``[n_chunk, d_sae]`` ``cut - b`` and ``b``.
         W_dec: ``[d_sae, d_model]``; b_dec: ``[d_model]``; is_pos: ``[d_sae]`` positional features (bool);
         P: ``[k, d_model]`` orthonormal directions (the top principal components of W_pos).
+        threads: the kernel's threads: blocks of :data:`BLOCK` positions, smaller (down to :data:`MIN_BLOCK`) when that
+            gives every thread one.
 
     Returns float64 arrays: ``ee``, ``xx``, ``hh`` ``[n_tok, n_chunk]`` (squared norms of ``x - x_hat``, ``x``,
     ``x_hat``); per position ``count`` (non-zero activations over the tokens, int64), ``pc`` (squared error in the span
@@ -134,8 +144,9 @@ def recon_sums(a: np.ndarray, W_E: np.ndarray, W_pos: np.ndarray, thr: np.ndarra
     out = {"ee": np.empty((n_tok, n_chunk)), "xx": np.empty((n_tok, n_chunk)), "hh": np.empty((n_tok, n_chunk)),
            "count": np.zeros(n_chunk, np.int64), "pc": np.zeros(n_chunk), "r_sq": np.zeros(n_chunk), "r_sum": np.zeros((n_chunk, d))}
     c = np.ascontiguousarray
+    block = max(MIN_BLOCK, min(BLOCK, -(-n_chunk // max(1, threads))))
     _recon_kernel(c(a, f32), c(W_E, f32), c(W_pos, f32), c(thr, f32), c(b, f32), c(W_dec, f32), c(b_dec, f32),
-                  c(is_pos, np.bool_), c(P, np.float64), BLOCK, out["ee"], out["xx"], out["hh"], out["count"], out["pc"], out["r_sq"],
+                  c(is_pos, np.bool_), c(P, np.float64), block, out["ee"], out["xx"], out["hh"], out["count"], out["pc"], out["r_sq"],
                   out["r_sum"])
     return out
 
