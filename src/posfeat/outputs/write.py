@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,7 +118,9 @@ def _fork_draw(an: Analysis, folder: Path, names: list[str]) -> int | None:
     The child only draws (matplotlib on the analysis' numpy and pandas data: no torch, so no thread pool or device
     is touched after the fork), dies with its parent, and leaves by ``os._exit`` (no cleanup of the parent's runs twice)."""
     try:
-        pid = os.fork()
+        with warnings.catch_warnings():  # Python 3.12+ warns of forking a threaded process; the child runs no thread's code
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
     except OSError:
         return None
     if pid:
