@@ -22,7 +22,7 @@ def _sums(grid, positions, pos_feats, P):
 
 @pytest.mark.parametrize("threshold", [False, True])
 def test_fused_sums_equal_the_encoder_applied_to_every_input(threshold):
-    emb, sae = random_pair(d_vocab=37, n_ctx=70, d_model=12, d_sae=90, threshold=threshold, seed=5)  # 70 positions: blocks of 35 on 2 threads, 70 on one
+    emb, sae = random_pair(d_vocab=37, n_ctx=70, d_model=12, d_sae=90, threshold=threshold, seed=5)  # 70 positions: 2 blocks on 2 threads
     tokens = torch.tensor([3, 3, 0, 36, 17, 8, 21])  # a repeated token too
     pos_feats = torch.tensor([1, 5, 6, 40, 89])
     P = torch.linalg.qr(torch.randn(12, 3, generator=torch.Generator().manual_seed(0)))[0].T.contiguous()
