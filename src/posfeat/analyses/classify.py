@@ -25,6 +25,7 @@ from ..core.embeddings import Embeddings
 from ..core.sae import SAE
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, additive_parts
+from .kernels import HAVE_NUMBA, token_sums
 
 KINDS = ("positional", "semantic", "mixed", "dead")
 SHARE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -216,8 +217,16 @@ def token_flatness(emb: Embeddings, sae: SAE, kinds: np.ndarray, context: int, k
     if not sae.separable:
         chunk = max(1, min(chunk, 8_000_000 // max(1, context * sae.d_sae)))
     rows = []
+    fused = sae.separable and dev.type == "cpu" and HAVE_NUMBA
     for t0 in range(0, n_vocab, chunk):
         toks = torch.arange(t0, min(n_vocab, t0 + chunk), device=dev)
+        if fused:  # the same arithmetic in one pass per token (posfeat.analyses.kernels.token_sums)
+            a, _ = additive_parts(emb, sae, toks, pos[:1], dtype=torch.float64)
+            sums = token_sums(to_numpy(a), to_numpy(cut), to_numpy(bs), to_numpy(suf1), to_numpy(suf2), to_numpy(dead), to_numpy(positional), k,
+                              flat_cv)
+            r = {name: torch.from_numpy(v) for name, v in sums.items()}
+            rows.append(_token_rows(toks, r["n_non"], r["n_flat"], r["max_cv"], r["bent"], r["n_pos"], r["n_pos_flat"]))
+            continue
         if sae.separable:
             a, _ = additive_parts(emb, sae, toks, pos[:1], dtype=torch.float64)  # [T, F]
             idx = torch.searchsorted(bs, (cut[None, :] - a).T.contiguous(), right=True).T  # [T, F]: positions with b <= cut - a
@@ -246,16 +255,21 @@ def token_flatness(emb: Embeddings, sae: SAE, kinds: np.ndarray, context: int, k
         bent_cv = top_cv.masked_fill(~top_non, -1.0)
         worst = bent_cv.argmax(1)
         n_pos = top_pos.sum(1)
-        rows.append(pd.DataFrame({
-            "token_id": to_numpy(toks), "n_nonpositional": to_numpy(n_non), "n_flat": to_numpy(n_flat),
-            "flat_share": to_numpy(torch.where(n_non > 0, n_flat / n_non.clamp(min=1), torch.nan)),
-            "max_cv": to_numpy(torch.where(n_non > 0, bent_cv.max(1).values, torch.nan)),
-            "most_bent_feature": to_numpy(torch.where(n_non > 0, torch.gather(top.indices, 1, worst[:, None])[:, 0], -1)),
-            "n_positional": to_numpy(n_pos),
-            "positional_flat_share": to_numpy(torch.where(n_pos > 0, (flat & top_pos).sum(1) / n_pos.clamp(min=1), torch.nan)),
-        }))
+        rows.append(_token_rows(toks, n_non, n_flat, torch.where(n_non > 0, bent_cv.max(1).values, torch.nan),
+                                torch.where(n_non > 0, torch.gather(top.indices, 1, worst[:, None])[:, 0], -1), n_pos, (flat & top_pos).sum(1)))
     df = pd.concat(rows, ignore_index=True)
     w = np.ones(n_vocab) if weights is None else np.asarray(weights, dtype=np.float64)
     df.insert(1, "token", [emb.token_str(int(t)) for t in df.token_id])
     df.insert(2, "weight", w / w.sum() if w.sum() > 0 else np.full(n_vocab, 1 / n_vocab))
     return df
+
+
+def _token_rows(toks: torch.Tensor, n_non: torch.Tensor, n_flat: torch.Tensor, max_cv: torch.Tensor, bent: torch.Tensor, n_pos: torch.Tensor,
+                n_pos_flat: torch.Tensor) -> pd.DataFrame:
+    """A chunk of :func:`token_flatness`'s table from its per-token counts (shares divided as integer tensors, as ever)."""
+    return pd.DataFrame({
+        "token_id": to_numpy(toks), "n_nonpositional": to_numpy(n_non), "n_flat": to_numpy(n_flat),
+        "flat_share": to_numpy(torch.where(n_non > 0, n_flat / n_non.clamp(min=1), torch.nan)),
+        "max_cv": to_numpy(max_cv), "most_bent_feature": to_numpy(bent), "n_positional": to_numpy(n_pos),
+        "positional_flat_share": to_numpy(torch.where(n_pos > 0, n_pos_flat / n_pos.clamp(min=1), torch.nan)),
+    })

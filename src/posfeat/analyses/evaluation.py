@@ -17,12 +17,14 @@ Definitions, for a stated token sample ``T`` at position ``p`` with input ``x = 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from jaxtyping import Int
 
 from ..core.embeddings import Embeddings
 from ..core.sae import SAE, sae_context
@@ -30,6 +32,13 @@ from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, check_pair, feature_stats, on_device, resolve_index
 from ..engine.sample import Chunk, SampleGrid, TokenSample
 from ..io.sources import as_pair
+from .kernels import HAVE_NUMBA, MIN_BLOCK, recon_sums
+
+if HAVE_NUMBA:
+    import numba
+
+#: Positions per call of the fused kernel (its per-chunk arrays: ``[n_chunk, d_sae]`` position parts and thresholds).
+CHUNK_POSITIONS = 256
 
 EVAL_COLUMNS = ["position", "in_context", "mse", "fvu", "explained_variance", "cosine", "l0", "random_fvu", "random_cosine", "zero_fvu",
                 "zero_explained_variance"]
@@ -52,24 +61,101 @@ def _sq_norm(v: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(v, dim=-1).double().pow(2)
 
 
-def chunk_metrics(chunk: Chunk, err: torch.Tensor, denom: float, cos_rand: torch.Tensor) -> dict[str, torch.Tensor]:
+def chunk_metrics(sums: ChunkSums, denom: float, cos_rand: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-position metrics of one chunk (``Float64[Tensor, "n_chunk"]`` for each column of ``EVAL_COLUMNS`` after
-    ``in_context``); ``err = x - x_hat``. The cosine comes from ``x . x_hat = (|x|^2 + |x_hat|^2 - |err|^2) / 2``."""
-    ee, xx, hh = _sq_norm(err), _sq_norm(chunk.x), _sq_norm(chunk.x_hat)  # [n_tok, n_chunk]
+    ``in_context``). The cosine comes from ``x . x_hat = (|x|^2 + |x_hat|^2 - |err|^2) / 2``."""
+    ee, xx, hh = sums.ee, sums.xx, sums.hh  # [n_tok, n_chunk]
     fvu = ee.sum(0) / denom
     zero = xx.sum(0) / denom
     cos = ((xx + hh - ee) / (2 * (xx * hh).sqrt().clamp(min=1e-300))).clamp(-1.0, 1.0)
     return {
-        "mse": ee.mean(0) / chunk.x.shape[-1], "fvu": fvu, "explained_variance": 1 - fvu, "cosine": cos.mean(0), "l0": chunk.l0,
+        "mse": ee.mean(0) / sums.d_model, "fvu": fvu, "explained_variance": 1 - fvu, "cosine": cos.mean(0), "l0": sums.l0,
         "random_fvu": (2 * xx * (1 - cos_rand)).sum(0) / denom, "random_cosine": cos_rand.mean(0),
         "zero_fvu": zero, "zero_explained_variance": 1 - zero,
     }
 
 
-def chunk_error(grid: SampleGrid, chunk: Chunk) -> torch.Tensor:
-    """``x - x_hat`` in a reused buffer."""
-    err = grid.buffer("err", *chunk.x.shape)
-    return torch.sub(chunk.x, chunk.x_hat, out=err)
+@dataclass
+class ChunkSums:
+    """What the reconstruction metrics need of the sample at a chunk of positions (float64, where the pair lives).
+
+    ``ee``, ``xx``, ``hh``: ``[n_tok, n_chunk]`` squared norms of ``x - x_hat``, ``x`` and ``x_hat``; ``l0``: mean
+    active features per token; ``pc``: squared error in the span of the given directions, summed over tokens; ``r_sq``,
+    ``r_sum``: the add-back residual ``r = x - x_hat + dec_pos - W_pos[p]`` (``dec_pos``: the positional features'
+    part of the decode) summed over tokens as squared norms and as vectors ``[n_chunk, d_model]`` (these three only
+    when positional features and directions were given); ``chunk``: the engine's chunk (``b`` and ``first`` for
+    :class:`posfeat.engine.sample.DeviationSums`; its ``x`` and ``x_hat`` are empty when the fused kernel made the sums).
+    """
+
+    positions: torch.Tensor
+    d_model: int
+    ee: torch.Tensor
+    xx: torch.Tensor
+    hh: torch.Tensor
+    l0: torch.Tensor
+    chunk: Chunk
+    pc: torch.Tensor | None = None
+    r_sq: torch.Tensor | None = None
+    r_sum: torch.Tensor | None = None
+
+
+def fused(grid: SampleGrid) -> bool:
+    """True when the fused CPU kernel (:mod:`posfeat.analyses.kernels`) makes the sums: a separable SAE on the CPU."""
+    return HAVE_NUMBA and grid.dev.type == "cpu" and grid.sae.separable
+
+
+def chunk_sums(grid: SampleGrid, positions: Int[torch.Tensor, " n_pos"], pos_feats: torch.Tensor | None = None,
+               P: torch.Tensor | None = None) -> Iterator[ChunkSums]:
+    """:class:`ChunkSums` chunk after chunk over ``positions``: from the fused CPU kernel for a separable SAE on the CPU
+    (the decode of the non-zero activations alone, reduced where it is made), else from the engine's chunks
+    (:meth:`posfeat.engine.sample.SampleGrid.chunks`: a sparse or dense decode in torch). ``pos_feats``, ``P``: the
+    positional features and the directions of ``pc`` (both or neither)."""
+    if fused(grid):
+        yield from _fused_sums(grid, positions, pos_feats, P)
+        return
+    d = grid.emb.d_model
+    for chunk in grid.chunks(positions):
+        err = grid.buffer("err", *chunk.x.shape)
+        torch.sub(chunk.x, chunk.x_hat, out=err)
+        sums = ChunkSums(chunk.positions, d, _sq_norm(err), _sq_norm(chunk.x), _sq_norm(chunk.x_hat), chunk.l0, chunk)
+        if pos_feats is not None and P is not None:
+            sums.pc = (err @ P.T).double().pow(2).sum(-1).sum(0)
+            r = err.add_(_positional_part(grid, chunk, pos_feats)).sub_(grid.emb.W_pos[chunk.positions][None])  # x - x_hat + dec_pos - W_pos[p]
+            sums.r_sum = r.sum(0, dtype=torch.float64)
+            sums.r_sq = _sq_norm(r).sum(0)
+        yield sums
+
+
+def _fused_sums(grid: SampleGrid, positions: torch.Tensor, pos_feats: torch.Tensor | None, P: torch.Tensor | None) -> Iterator[ChunkSums]:
+    sae, emb = grid.sae, grid.emb
+    is_pos = np.zeros(sae.d_sae, dtype=np.bool_)
+    if pos_feats is not None:
+        is_pos[to_numpy(pos_feats)] = True
+    Pn = np.zeros((0, emb.d_model)) if P is None else to_numpy(P, np.float64)
+    a, W_E, W_dec, b_dec = (to_numpy(t, np.float32) for t in (grid.a, grid.W_E, sae.W_dec, sae.b_dec))
+    threads = numba.get_num_threads()
+    step = max(CHUNK_POSITIONS, MIN_BLOCK * threads)
+    empty = torch.empty(0)
+    for i in range(0, len(positions), step):
+        pc = positions[i: i + step].to(grid.dev)
+        b = grid.position_parts(pc)
+        thr = grid.cut[None, :] - b  # the comparison first_firing makes
+        out = recon_sums(a, W_E, to_numpy(emb.W_pos[pc], np.float32), to_numpy(thr, np.float32), to_numpy(b, np.float32), W_dec, b_dec,
+                         is_pos, Pn, threads)
+        t = {k: torch.from_numpy(v) for k, v in out.items()}
+        l0 = t["count"].double() / grid.n
+        chunk = Chunk(pc, empty, empty, b, grid.first_firing(b), l0, None)
+        sums = ChunkSums(pc, emb.d_model, t["ee"], t["xx"], t["hh"], l0, chunk)
+        if pos_feats is not None and P is not None:
+            sums.pc, sums.r_sq, sums.r_sum = t["pc"], t["r_sq"], t["r_sum"]
+        yield sums
+
+
+def _positional_part(grid: SampleGrid, chunk: Chunk, pos_feats: torch.Tensor) -> torch.Tensor:
+    """``f * positional @ W_dec`` at the chunk: from the dense activations when there, else from the positional entries."""
+    if chunk.dense is not None:
+        return chunk.dense[..., pos_feats] @ grid.sae.W_dec[pos_feats]
+    return grid.decode_entries(*grid.entries(chunk.b, pos_feats, chunk.first), len(chunk.positions))
 
 
 def token_spread(sample: TokenSample, emb: Embeddings) -> float:
@@ -106,10 +192,10 @@ def reconstruction_by_position(emb: Any, sae: Any, sample: TokenSample, position
     ctx = sae_context(sae, emb.n_ctx)
     grid = SampleGrid(emb, sae, sample.ids)
     parts = []
-    for chunk in grid.chunks(pos):
-        pc = to_numpy(chunk.positions)
+    for sums in chunk_sums(grid, pos):
+        pc = to_numpy(sums.positions)
         cos_rand = torch.as_tensor(random_cosines(emb.d_model, len(sample), pc, seed), device=grid.dev)
-        m = chunk_metrics(chunk, chunk_error(grid, chunk), denom, cos_rand)
+        m = chunk_metrics(sums, denom, cos_rand)
         parts.append(pd.DataFrame({"position": pc, "in_context": pc < ctx, **{k: to_numpy(v) for k, v in m.items()}}))
     return pd.concat(parts, ignore_index=True)[EVAL_COLUMNS]
 

@@ -27,8 +27,8 @@ from ..core.progress import progress_bar
 from ..core.sae import SAE
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, NeverFiring, additive_parts
-from ..engine.sample import Chunk, DeviationSums, SampleGrid, TokenSample
-from .evaluation import chunk_error, chunk_metrics, random_cosines, token_spread
+from ..engine.sample import DeviationSums, SampleGrid, TokenSample
+from .evaluation import chunk_metrics, chunk_sums, random_cosines, token_spread
 from .helix import PCA
 
 SPURIOUS_COLUMNS = ["feature", "kind", "token", "token_id", "position", "activation"]
@@ -166,18 +166,15 @@ def sample_analysis(emb: Embeddings, sae: SAE, sample: TokenSample, positions: t
     deviation = DeviationSums(grid, context, sem)
     parts, r_sum, r_sq = [], [], []
     bar = progress_bar(total=len(positions), desc="reconstruction", unit="position", enabled=progress)
-    for chunk in grid.chunks(positions):
-        pc = to_numpy(chunk.positions)
-        err = chunk_error(grid, chunk)
-        met = chunk_metrics(chunk, err, denom, torch.as_tensor(random_cosines(emb.d_model, n, pc, seed), device=dev))
+    for sums in chunk_sums(grid, positions, pos_feats, P):
+        pc = to_numpy(sums.positions)
+        met = chunk_metrics(sums, denom, torch.as_tensor(random_cosines(emb.d_model, n, pc, seed), device=dev))
         tot = met["fvu"] * denom
-        in_pc = (err @ P.T).double().pow(2).sum(-1).sum(0)
-        r = err.add_(_positional_part(grid, chunk, pos_feats)).sub_(emb.W_pos[chunk.positions][None])  # x - decode(f * non_positional) - W_pos[p]
-        r_sum.append(r.sum(0, dtype=torch.float64))
-        r_sq.append(torch.linalg.vector_norm(r, dim=-1).double().pow(2).sum(0))
-        spread = deviation(chunk) / max(1, n * len(sem))
+        r_sum.append(sums.r_sum)
+        r_sq.append(sums.r_sq)
+        spread = deviation(sums.chunk) / max(1, n * len(sem))
         parts.append(pd.DataFrame({"position": pc, "in_context": pc < context, **{k: to_numpy(v) for k, v in met.items()},
-                                   "pc_error_share": to_numpy(torch.where(tot > 0, in_pc / tot.clamp(min=1e-300), torch.nan)),
+                                   "pc_error_share": to_numpy(torch.where(tot > 0, sums.pc / tot.clamp(min=1e-300), torch.nan)),
                                    "semantic_spread": to_numpy(spread)}))
         bar.update(len(pc))
     bar.close()
@@ -188,10 +185,3 @@ def sample_analysis(emb: Embeddings, sae: SAE, sample: TokenSample, positions: t
     ab = r_sq_t - 2 * (r_sum_t @ offset) + n * offset.pow(2).sum()
     df["addback_fvu"] = to_numpy(ab.clamp(min=0) / denom)
     return SampleAnalysis(df, to_numpy(offset))
-
-
-def _positional_part(grid: SampleGrid, chunk: Chunk, pos_feats: torch.Tensor) -> torch.Tensor:
-    """``f * positional @ W_dec`` at the chunk: from the dense activations when there, else from the positional entries."""
-    if chunk.dense is not None:
-        return chunk.dense[..., pos_feats] @ grid.sae.W_dec[pos_feats]
-    return grid.decode_entries(*grid.entries(chunk.b, pos_feats, chunk.first), len(chunk.positions))

@@ -43,8 +43,9 @@ def new_figure(width: float, height: float, title: str, subtitle: str, **kw: Any
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:
-    """Write ``fig`` as PNG."""
-    fig.savefig(path, dpi=dpi, pil_kwargs={"optimize": True})
+    """Write ``fig`` as PNG (zlib's default compression: Pillow's ``optimize`` saved about 2% of the bytes for a third more
+    time)."""
+    fig.savefig(path, dpi=dpi)
     return path
 
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
+import signal
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,10 +72,107 @@ def make_figure(an: Analysis, name: str) -> Any:
     raise PosfeatError(f"There is no figure {name!r}; the figures are {', '.join(figure_names())}.")
 
 
+#: Figures whose drawing touches torch (the model's tensors): drawn by the parent process only, never in a forked child.
+PARENT_ONLY = frozenset({"wpos_similarity"})
+#: Relative drawing cost of the heavier figures (small multiples), to share the figures evenly among processes; others 1.
+FIGURE_COST = {"preactivations": 4.0, "token_features": 2.5}
+#: At most this many processes draw the figures (the parent and forked children).
+MAX_FIGURE_PROCESSES = 4
+
+
+def figure_processes() -> int:
+    """How many processes draw the figures: one per core this process may run on, at most :data:`MAX_FIGURE_PROCESSES`;
+    1 (the parent alone) where ``os.fork`` is missing or ``POSFEAT_FIGURE_PROCESSES`` says so."""
+    if not hasattr(os, "fork"):
+        return 1
+    env = os.environ.get("POSFEAT_FIGURE_PROCESSES", "")
+    if env.isdigit() and int(env) >= 1:
+        return min(int(env), MAX_FIGURE_PROCESSES)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, MAX_FIGURE_PROCESSES))
+
+
+def share_figures(names: list[str], n: int) -> list[list[str]]:
+    """``names`` split into ``n`` groups of about equal cost (the costliest first into the lightest group); the first group,
+    the parent's, holds every figure of :data:`PARENT_ONLY`."""
+    groups: list[list[str]] = [[] for _ in range(n)]
+    load = [0.0] * n
+    for name in names:
+        if name in PARENT_ONLY:
+            groups[0].append(name)
+            load[0] += FIGURE_COST.get(name, 1.0)
+    for name in sorted((x for x in names if x not in PARENT_ONLY), key=lambda x: -FIGURE_COST.get(x, 1.0)):
+        i = min(range(n), key=lambda j: load[j])
+        groups[i].append(name)
+        load[i] += FIGURE_COST.get(name, 1.0)
+    return groups
+
+
+def _draw(an: Analysis, folder: Path, name: str) -> Path:
+    return save_figure(FIGURES[name][0](an), folder / f"{name}.png")
+
+
+def _fork_draw(an: Analysis, folder: Path, names: list[str]) -> int | None:
+    """A forked child that draws ``names`` into ``folder`` and exits 0 when every one was written (None: no fork).
+
+    The child only draws (matplotlib on the analysis' numpy and pandas data: no torch, so no thread pool or device
+    is touched after the fork), dies with its parent, and leaves by ``os._exit`` (no cleanup of the parent's runs twice)."""
+    try:
+        with warnings.catch_warnings():  # Python 3.12+ warns of forking a threaded process; the child runs no thread's code
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError:
+        return None
+    if pid:
+        return pid
+    code = 1
+    try:
+        _die_with_parent()
+        for name in names:
+            _draw(an, folder, name)
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _die_with_parent() -> None:
+    """Linux: ask for SIGKILL when the parent dies (a killed ``posfeat analyze`` leaves no child writing)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
 def write_figures(an: Analysis, folder: Path, progress: bool = False) -> dict[str, Path]:
+    """Every figure of :data:`FIGURES` as ``folder/NAME.png``, drawn by :func:`figure_processes` processes at once: the
+    parent draws its share while forked children draw theirs; a child that fails has its figures drawn again by the
+    parent, so the files are the same either way."""
     folder.mkdir(exist_ok=True)
-    bar = progress_bar(FIGURES.items(), desc="figures", unit="figure", enabled=progress)
-    return {name: save_figure(fn(an), folder / f"{name}.png") for name, (fn, _) in bar}
+    names = list(FIGURES)
+    groups = share_figures(names, figure_processes())
+    children = [(_fork_draw(an, folder, g), g) for g in groups[1:] if g]
+    bar = progress_bar(total=len(names), desc="figures", unit="figure", enabled=progress)
+    try:
+        for name in groups[0]:
+            _draw(an, folder, name)
+            bar.update(1)
+        while children:
+            pid, group = children.pop(0)
+            ok = pid is not None and os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+            for name in group:
+                if not ok:
+                    _draw(an, folder, name)
+                bar.update(1)
+    finally:
+        for pid, _ in children:  # only when the parent failed or was interrupted
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        bar.close()
+    return {name: folder / f"{name}.png" for name in names}
 
 
 def save_analysis(an: Analysis, out: str | Path, *, force: bool = False, command: str | None = None,

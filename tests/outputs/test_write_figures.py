@@ -1,0 +1,77 @@
+"""The figures drawn by several processes at once are the figures drawn by one, and a failed child costs nothing."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import posfeat.outputs.write as write
+from posfeat.analyses.analysis import analyze
+from posfeat.outputs.figures import FIGURES
+
+from helpers import planted_pair
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="figures are drawn in forked children only where os.fork exists")
+
+
+#: A few quick figures, the parent's own among them (drawing all fifteen three times would only slow the suite).
+SOME = ("wpos_similarity", "disjointness", "positional_score", "coverage", "sinusoid", "attribution")
+
+
+@pytest.fixture(scope="module")
+def an():
+    emb, sae, _ = planted_pair()
+    return analyze(emb, sae, tokens_sample=24, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def some_figures(monkeypatch):
+    monkeypatch.setattr(write, "FIGURES", {name: FIGURES[name] for name in SOME})
+
+
+def test_share_figures_covers_every_figure_once_and_keeps_torch_in_the_parent():
+    names = list(FIGURES)
+    for n in (1, 2, 3, 4):
+        groups = write.share_figures(names, n)
+        assert len(groups) == n and sorted(x for g in groups for x in g) == sorted(names)
+        assert set(groups[0]) >= write.PARENT_ONLY
+    costs = [sum(write.FIGURE_COST.get(x, 1.0) for x in g) for g in write.share_figures(names, 2)]
+    assert max(costs) - min(costs) <= max(write.FIGURE_COST.values())  # about even
+
+
+def _draw_all(an, folder, processes):
+    old = os.environ.get("POSFEAT_FIGURE_PROCESSES")
+    os.environ["POSFEAT_FIGURE_PROCESSES"] = str(processes)
+    try:
+        assert write.figure_processes() == processes
+        paths = write.write_figures(an, folder)
+    finally:
+        if old is None:
+            os.environ.pop("POSFEAT_FIGURE_PROCESSES")
+        else:
+            os.environ["POSFEAT_FIGURE_PROCESSES"] = old
+    assert sorted(paths) == sorted(SOME)
+    return {name: p.read_bytes() for name, p in paths.items()}
+
+
+@pytest.fixture
+def serial(an, tmp_path):
+    return _draw_all(an, tmp_path / "serial", 1)
+
+
+def test_parallel_figures_equal_serial_ones(an, serial, tmp_path):
+    parallel = _draw_all(an, tmp_path / "three", 3)
+    assert parallel == serial
+    assert sorted(p.name for p in (tmp_path / "three").iterdir()) == sorted(f"{n}.png" for n in SOME)  # nothing else left there
+
+
+def test_a_failed_child_has_its_figures_drawn_by_the_parent(an, serial, tmp_path, monkeypatch):
+    parent = os.getpid()
+
+    def fail_in_child():
+        if os.getpid() != parent:
+            raise RuntimeError("child fails before drawing")
+
+    monkeypatch.setattr(write, "_die_with_parent", fail_in_child)
+    assert _draw_all(an, tmp_path / "two", 2) == serial
