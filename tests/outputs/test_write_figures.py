@@ -75,3 +75,18 @@ def test_a_failed_child_has_its_figures_drawn_by_the_parent(an, serial, tmp_path
 
     monkeypatch.setattr(write, "_die_with_parent", fail_in_child)
     assert _draw_all(an, tmp_path / "two", 2) == serial
+
+
+def test_a_hanging_child_is_killed_and_its_figures_drawn_by_the_parent(an, serial, tmp_path, monkeypatch):
+    """A child stuck at a lock the fork copied locked (another thread of the parent held it) costs time, never the run."""
+    parent = os.getpid()
+
+    def hang_in_child():
+        if os.getpid() != parent:
+            import time
+
+            time.sleep(3600)
+
+    monkeypatch.setattr(write, "_die_with_parent", hang_in_child)
+    monkeypatch.setattr(write, "CHILD_PATIENCE_S", 1.0)
+    assert _draw_all(an, tmp_path / "two", 2) == serial

@@ -146,6 +146,25 @@ def _die_with_parent() -> None:
             pass
 
 
+#: How long the parent waits for a drawing child beyond its own share (at least; 10x the parent's drawing time when
+#: longer) before it kills the child and draws the child's figures itself: a child that hangs (a lock some other
+#: thread of the parent held at the fork) costs time, never the run.
+CHILD_PATIENCE_S = 120.0
+
+
+def _wait_child(pid: int, deadline: float) -> int:
+    """The child's exit code, or -9 after killing it when it is still running at ``deadline`` (``time.monotonic``)."""
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return -9
+        time.sleep(0.01)
+
+
 def write_figures(an: Analysis, folder: Path, progress: bool = False) -> dict[str, Path]:
     """Every figure of :data:`FIGURES` as ``folder/NAME.png``, drawn by :func:`figure_processes` processes at once: the
     parent draws its share while forked children draw theirs; a child that fails has its figures drawn again by the
@@ -156,12 +175,14 @@ def write_figures(an: Analysis, folder: Path, progress: bool = False) -> dict[st
     children = [(_fork_draw(an, folder, g), g) for g in groups[1:] if g]
     bar = progress_bar(total=len(names), desc="figures", unit="figure", enabled=progress)
     try:
+        start = time.perf_counter()
         for name in groups[0]:
             _draw(an, folder, name)
             bar.update(1)
+        deadline = time.monotonic() + max(CHILD_PATIENCE_S, 10 * (time.perf_counter() - start))
         while children:
             pid, group = children.pop(0)
-            ok = pid is not None and os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+            ok = pid is not None and _wait_child(pid, deadline) == 0
             for name in group:
                 if not ok:
                     _draw(an, folder, name)
