@@ -10,6 +10,7 @@ import codecs
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,33 +80,59 @@ def pair(tmp_path_factory):
     return write_planted_folders(root)
 
 
+# The uninterrupted runs the cases compare against are the same for every signal and moment, so each is made once per
+# module (per worker under xdist) and copied into each case's own folder: the case still interrupts its own run.
+
+def analyze_args(pair, out: Path) -> list[str]:
+    model, sae = pair
+    return ["analyze", "--model", str(model), "--sae", str(sae), "--tokens-sample", "16", "--out", str(out), "--force"]
+
+
+@pytest.fixture(scope="module")
+def analyzed(pair, tmp_path_factory) -> Path:
+    """An earlier, complete analyze output."""
+    root = tmp_path_factory.mktemp("analyzed")
+    assert run(analyze_args(pair, root / "out"), root)[0] == 0
+    return root / "out"
+
+
 @pytest.mark.parametrize("sig", SIGNALS, ids=["TERM", "INT"])
 @pytest.mark.parametrize("stage", ["grid statistics", "figures"])
-def test_analyze_interrupted_leaves_the_old_output(sig, stage, pair, tmp_path):
-    model, sae = pair
-    args = ["analyze", "--model", str(model), "--sae", str(sae), "--tokens-sample", "16", "--out", str(tmp_path / "out"), "--force"]
-    assert run(args, tmp_path)[0] == 0
+def test_analyze_interrupted_leaves_the_old_output(sig, stage, pair, analyzed, tmp_path):
+    args = analyze_args(pair, tmp_path / "out")
+    shutil.copytree(analyzed, tmp_path / "out")
     before = snapshot(tmp_path / "out")
     code, err = run(args, tmp_path, sig, when=saw(stage))  # the run says it reached the stage; the output is written after it
     assert code == 128 + sig and "Traceback" not in err, err  # the interruption this test means did happen
     assert snapshot(tmp_path / "out") == before and temporaries(tmp_path) == [], err
 
 
+def train_args(pair) -> list[str]:
+    model, _ = pair
+    return ["train", "--model", str(model), "--d-sae", "32", "--context", "32", "--steps", "1500", "--batch", "64", "--device", "cpu",
+            "--checkpoint-seconds", "0.2"]
+
+
+@pytest.fixture(scope="module")
+def trained(pair, tmp_path_factory) -> Path:
+    """The SAE an uninterrupted training run gives."""
+    root = tmp_path_factory.mktemp("trained")
+    assert run([*train_args(pair), "--out", str(root / "ref")], root)[0] == 0
+    return root / "ref"
+
+
 @pytest.mark.parametrize("sig", SIGNALS, ids=["TERM", "INT"])
 @pytest.mark.parametrize("step", [10, 500])
-def test_train_interrupted_then_resumed_is_exact(sig, step, pair, tmp_path):
+def test_train_interrupted_then_resumed_is_exact(sig, step, pair, trained, tmp_path):
     """Interrupted once the progress bar shows ``step`` of 1500 (the run reports it; no sleeping), then resumed."""
-    model, _ = pair
-    base = ["train", "--model", str(model), "--d-sae", "32", "--context", "32", "--steps", "1500", "--batch", "64", "--device", "cpu",
-            "--checkpoint-seconds", "0.2"]
-    assert run([*base, "--out", str(tmp_path / "ref")], tmp_path)[0] == 0
+    base = train_args(pair)
     code, err = run([*base, "--out", str(tmp_path / "cut")], tmp_path, sig, when=at_step(step, 1500))
     assert code == 128 + sig and "resume" in err and "Traceback" not in err, err  # interrupted during training, as meant
     assert temporaries(tmp_path) == [], err
     assert not (tmp_path / "cut").exists() and (tmp_path / "cut.partial" / "checkpoint.safetensors").is_file()
     code, err = run([*base, "--out", str(tmp_path / "cut"), "--resume"], tmp_path)
     assert code == 0, err
-    a, b = read_sae_folder(tmp_path / "ref"), read_sae_folder(tmp_path / "cut")
+    a, b = read_sae_folder(trained), read_sae_folder(tmp_path / "cut")
     for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     assert not (tmp_path / "cut.partial").exists()
@@ -126,12 +153,24 @@ def test_sigkill_at_random_moments_then_resume_is_exact(iterations, tmp_path):
     assert result["killed"] >= 1, result  # the kills did land before the end
 
 
-@pytest.mark.parametrize("sig", SIGNALS, ids=["TERM", "INT"])
-def test_sweep_widths_interrupted_keeps_the_finished_sweep(sig, pair, tmp_path):
+def widths_args(pair, out: Path) -> list[str]:
     model, _ = pair
-    common = ["sweep", "widths", "--model", str(model), "--context", "16", "--seeds", "1", "--steps", "600", "--batch", "256",
-              "--curve-points", "0", "--tokens", "16", "--device", "cpu", "--out", str(tmp_path / "sw")]
-    assert run([*common, "--d-sae", "4,8"], tmp_path)[0] == 0
+    return ["sweep", "widths", "--model", str(model), "--context", "16", "--seeds", "1", "--steps", "600", "--batch", "256",
+            "--curve-points", "0", "--tokens", "16", "--device", "cpu", "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def swept(pair, tmp_path_factory) -> Path:
+    """A finished width sweep over 4 and 8."""
+    root = tmp_path_factory.mktemp("swept")
+    assert run([*widths_args(pair, root / "sw"), "--d-sae", "4,8"], root)[0] == 0
+    return root / "sw"
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=["TERM", "INT"])
+def test_sweep_widths_interrupted_keeps_the_finished_sweep(sig, pair, swept, tmp_path):
+    common = widths_args(pair, tmp_path / "sw")
+    shutil.copytree(swept, tmp_path / "sw")
     before = snapshot(tmp_path / "sw")
     code, err = run([*common, "--d-sae", "4,8,64"], tmp_path, sig, when=at_step(50, 600))
     assert code == 128 + sig and "Traceback" not in err, err
