@@ -51,3 +51,18 @@ def offline_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     return cache
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, the longest tests first (``slow``, then ``browser`` and ``realmodel``), each group in its usual
+    order: the workers start on them together and end on short tests, so neither waits long for the other at the end.
+    A run in one process keeps the usual order."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow"):
+            return 0
+        return 1 if item.get_closest_marker("browser") or item.get_closest_marker("realmodel") else 2
+
+    items.sort(key=rank)  # stable: every worker collects the same order, as xdist requires
