@@ -29,6 +29,7 @@ from helpers import write_planted_folders
 
 pytestmark = pytest.mark.slow
 SIGNALS = [signal.SIGTERM, signal.SIGINT]
+TRAIN_STEPS = 600  # a few ms a step here: about a second of training still to go when the later signal is sent
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -109,7 +110,7 @@ def test_analyze_interrupted_leaves_the_old_output(sig, stage, pair, analyzed, t
 
 def train_args(pair) -> list[str]:
     model, _ = pair
-    return ["train", "--model", str(model), "--d-sae", "32", "--context", "32", "--steps", "1500", "--batch", "64", "--device", "cpu",
+    return ["train", "--model", str(model), "--d-sae", "32", "--context", "32", "--steps", str(TRAIN_STEPS), "--batch", "64", "--device", "cpu",
             "--checkpoint-seconds", "0.2"]
 
 
@@ -122,11 +123,12 @@ def trained(pair, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=["TERM", "INT"])
-@pytest.mark.parametrize("step", [10, 500])
+@pytest.mark.parametrize("step", [10, 300])
 def test_train_interrupted_then_resumed_is_exact(sig, step, pair, trained, tmp_path):
-    """Interrupted once the progress bar shows ``step`` of 1500 (the run reports it; no sleeping), then resumed."""
+    """Interrupted once the progress bar shows ``step`` of 600 (the run reports it; no sleeping): early (step 10) or halfway
+    (step 300, after several 0.2 s checkpoint intervals); then resumed."""
     base = train_args(pair)
-    code, err = run([*base, "--out", str(tmp_path / "cut")], tmp_path, sig, when=at_step(step, 1500))
+    code, err = run([*base, "--out", str(tmp_path / "cut")], tmp_path, sig, when=at_step(step, TRAIN_STEPS))
     assert code == 128 + sig and "resume" in err and "Traceback" not in err, err  # interrupted during training, as meant
     assert temporaries(tmp_path) == [], err
     assert not (tmp_path / "cut").exists() and (tmp_path / "cut.partial" / "checkpoint.safetensors").is_file()
@@ -155,7 +157,7 @@ def test_sigkill_at_random_moments_then_resume_is_exact(iterations, tmp_path):
 
 def widths_args(pair, out: Path) -> list[str]:
     model, _ = pair
-    return ["sweep", "widths", "--model", str(model), "--context", "16", "--seeds", "1", "--steps", "600", "--batch", "256",
+    return ["sweep", "widths", "--model", str(model), "--context", "16", "--seeds", "1", "--steps", "300", "--batch", "256",
             "--curve-points", "0", "--tokens", "16", "--device", "cpu", "--out", str(out)]
 
 
@@ -172,7 +174,7 @@ def test_sweep_widths_interrupted_keeps_the_finished_sweep(sig, pair, swept, tmp
     common = widths_args(pair, tmp_path / "sw")
     shutil.copytree(swept, tmp_path / "sw")
     before = snapshot(tmp_path / "sw")
-    code, err = run([*common, "--d-sae", "4,8,64"], tmp_path, sig, when=at_step(50, 600))
+    code, err = run([*common, "--d-sae", "4,8,64"], tmp_path, sig, when=at_step(50, 300))
     assert code == 128 + sig and "Traceback" not in err, err
     assert temporaries(tmp_path) == [] and snapshot(tmp_path / "sw") == {**before, **{k: v for k, v in snapshot(tmp_path / "sw").items()
                                                                                       if k.startswith("d_sae_64")}}
@@ -183,9 +185,9 @@ def test_sweep_widths_interrupted_keeps_the_finished_sweep(sig, pair, swept, tmp
 @pytest.mark.parametrize("sig", SIGNALS, ids=["TERM", "INT"])
 def test_sweep_context_interrupted_leaves_nothing_half_written(sig, pair, tmp_path):
     model, sae = pair
-    args = ["sweep", "context", "--model", str(model), "--sae", str(sae), "--contexts", "40,48", "--seeds", "1", "--steps", "800",
-            "--control-steps", "800", "--batch", "256", "--tokens", "16", "--device", "cpu", "--out", str(tmp_path / "ctx")]
-    code, err = run(args, tmp_path, sig, when=at_step(50, 800))
+    args = ["sweep", "context", "--model", str(model), "--sae", str(sae), "--contexts", "40,48", "--seeds", "1", "--steps", "400",
+            "--control-steps", "400", "--batch", "256", "--tokens", "16", "--device", "cpu", "--out", str(tmp_path / "ctx")]
+    code, err = run(args, tmp_path, sig, when=at_step(50, 400))
     assert code == 128 + sig and "Traceback" not in err, err
     assert temporaries(tmp_path) == [] and not (tmp_path / "ctx").exists()  # the sweep works in ctx.partial until it is done
     assert run(args, tmp_path)[0] == 0
