@@ -10,6 +10,7 @@ import codecs
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from helpers import write_planted_folders
 
 pytestmark = pytest.mark.slow
 SIGNALS = [signal.SIGTERM, signal.SIGINT]
+TRAIN_STEPS = 600  # a few ms a step here: about a second of training still to go when the later signal is sent
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -79,33 +81,60 @@ def pair(tmp_path_factory):
     return write_planted_folders(root)
 
 
+# The uninterrupted runs the cases compare against are the same for every signal and moment, so each is made once per
+# module (per worker under xdist) and copied into each case's own folder: the case still interrupts its own run.
+
+def analyze_args(pair, out: Path) -> list[str]:
+    model, sae = pair
+    return ["analyze", "--model", str(model), "--sae", str(sae), "--tokens-sample", "16", "--out", str(out), "--force"]
+
+
+@pytest.fixture(scope="module")
+def analyzed(pair, tmp_path_factory) -> Path:
+    """An earlier, complete analyze output."""
+    root = tmp_path_factory.mktemp("analyzed")
+    assert run(analyze_args(pair, root / "out"), root)[0] == 0
+    return root / "out"
+
+
 @pytest.mark.parametrize("sig", SIGNALS, ids=["TERM", "INT"])
 @pytest.mark.parametrize("stage", ["grid statistics", "figures"])
-def test_analyze_interrupted_leaves_the_old_output(sig, stage, pair, tmp_path):
-    model, sae = pair
-    args = ["analyze", "--model", str(model), "--sae", str(sae), "--tokens-sample", "16", "--out", str(tmp_path / "out"), "--force"]
-    assert run(args, tmp_path)[0] == 0
+def test_analyze_interrupted_leaves_the_old_output(sig, stage, pair, analyzed, tmp_path):
+    args = analyze_args(pair, tmp_path / "out")
+    shutil.copytree(analyzed, tmp_path / "out")
     before = snapshot(tmp_path / "out")
     code, err = run(args, tmp_path, sig, when=saw(stage))  # the run says it reached the stage; the output is written after it
     assert code == 128 + sig and "Traceback" not in err, err  # the interruption this test means did happen
     assert snapshot(tmp_path / "out") == before and temporaries(tmp_path) == [], err
 
 
-@pytest.mark.parametrize("sig", SIGNALS, ids=["TERM", "INT"])
-@pytest.mark.parametrize("step", [10, 500])
-def test_train_interrupted_then_resumed_is_exact(sig, step, pair, tmp_path):
-    """Interrupted once the progress bar shows ``step`` of 1500 (the run reports it; no sleeping), then resumed."""
+def train_args(pair) -> list[str]:
     model, _ = pair
-    base = ["train", "--model", str(model), "--d-sae", "32", "--context", "32", "--steps", "1500", "--batch", "64", "--device", "cpu",
+    return ["train", "--model", str(model), "--d-sae", "32", "--context", "32", "--steps", str(TRAIN_STEPS), "--batch", "64", "--device", "cpu",
             "--checkpoint-seconds", "0.2"]
-    assert run([*base, "--out", str(tmp_path / "ref")], tmp_path)[0] == 0
-    code, err = run([*base, "--out", str(tmp_path / "cut")], tmp_path, sig, when=at_step(step, 1500))
+
+
+@pytest.fixture(scope="module")
+def trained(pair, tmp_path_factory) -> Path:
+    """The SAE an uninterrupted training run gives."""
+    root = tmp_path_factory.mktemp("trained")
+    assert run([*train_args(pair), "--out", str(root / "ref")], root)[0] == 0
+    return root / "ref"
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=["TERM", "INT"])
+@pytest.mark.parametrize("step", [10, 300])
+def test_train_interrupted_then_resumed_is_exact(sig, step, pair, trained, tmp_path):
+    """Interrupted once the progress bar shows ``step`` of 600 (the run reports it; no sleeping): early (step 10) or halfway
+    (step 300, after several 0.2 s checkpoint intervals); then resumed."""
+    base = train_args(pair)
+    code, err = run([*base, "--out", str(tmp_path / "cut")], tmp_path, sig, when=at_step(step, TRAIN_STEPS))
     assert code == 128 + sig and "resume" in err and "Traceback" not in err, err  # interrupted during training, as meant
     assert temporaries(tmp_path) == [], err
     assert not (tmp_path / "cut").exists() and (tmp_path / "cut.partial" / "checkpoint.safetensors").is_file()
     code, err = run([*base, "--out", str(tmp_path / "cut"), "--resume"], tmp_path)
     assert code == 0, err
-    a, b = read_sae_folder(tmp_path / "ref"), read_sae_folder(tmp_path / "cut")
+    a, b = read_sae_folder(trained), read_sae_folder(tmp_path / "cut")
     for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     assert not (tmp_path / "cut.partial").exists()
@@ -126,14 +155,26 @@ def test_sigkill_at_random_moments_then_resume_is_exact(iterations, tmp_path):
     assert result["killed"] >= 1, result  # the kills did land before the end
 
 
-@pytest.mark.parametrize("sig", SIGNALS, ids=["TERM", "INT"])
-def test_sweep_widths_interrupted_keeps_the_finished_sweep(sig, pair, tmp_path):
+def widths_args(pair, out: Path) -> list[str]:
     model, _ = pair
-    common = ["sweep", "widths", "--model", str(model), "--context", "16", "--seeds", "1", "--steps", "600", "--batch", "256",
-              "--curve-points", "0", "--tokens", "16", "--device", "cpu", "--out", str(tmp_path / "sw")]
-    assert run([*common, "--d-sae", "4,8"], tmp_path)[0] == 0
+    return ["sweep", "widths", "--model", str(model), "--context", "16", "--seeds", "1", "--steps", "300", "--batch", "256",
+            "--curve-points", "0", "--tokens", "16", "--device", "cpu", "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def swept(pair, tmp_path_factory) -> Path:
+    """A finished width sweep over 4 and 8."""
+    root = tmp_path_factory.mktemp("swept")
+    assert run([*widths_args(pair, root / "sw"), "--d-sae", "4,8"], root)[0] == 0
+    return root / "sw"
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=["TERM", "INT"])
+def test_sweep_widths_interrupted_keeps_the_finished_sweep(sig, pair, swept, tmp_path):
+    common = widths_args(pair, tmp_path / "sw")
+    shutil.copytree(swept, tmp_path / "sw")
     before = snapshot(tmp_path / "sw")
-    code, err = run([*common, "--d-sae", "4,8,64"], tmp_path, sig, when=at_step(50, 600))
+    code, err = run([*common, "--d-sae", "4,8,64"], tmp_path, sig, when=at_step(50, 300))
     assert code == 128 + sig and "Traceback" not in err, err
     assert temporaries(tmp_path) == [] and snapshot(tmp_path / "sw") == {**before, **{k: v for k, v in snapshot(tmp_path / "sw").items()
                                                                                       if k.startswith("d_sae_64")}}
@@ -144,9 +185,9 @@ def test_sweep_widths_interrupted_keeps_the_finished_sweep(sig, pair, tmp_path):
 @pytest.mark.parametrize("sig", SIGNALS, ids=["TERM", "INT"])
 def test_sweep_context_interrupted_leaves_nothing_half_written(sig, pair, tmp_path):
     model, sae = pair
-    args = ["sweep", "context", "--model", str(model), "--sae", str(sae), "--contexts", "40,48", "--seeds", "1", "--steps", "800",
-            "--control-steps", "800", "--batch", "256", "--tokens", "16", "--device", "cpu", "--out", str(tmp_path / "ctx")]
-    code, err = run(args, tmp_path, sig, when=at_step(50, 800))
+    args = ["sweep", "context", "--model", str(model), "--sae", str(sae), "--contexts", "40,48", "--seeds", "1", "--steps", "400",
+            "--control-steps", "400", "--batch", "256", "--tokens", "16", "--device", "cpu", "--out", str(tmp_path / "ctx")]
+    code, err = run(args, tmp_path, sig, when=at_step(50, 400))
     assert code == 128 + sig and "Traceback" not in err, err
     assert temporaries(tmp_path) == [] and not (tmp_path / "ctx").exists()  # the sweep works in ctx.partial until it is done
     assert run(args, tmp_path)[0] == 0
