@@ -144,6 +144,23 @@ def test_a_run_killed_inside_a_safetensors_write_leaves_only_its_own_temporary(t
     assert [p.name for p in partial.iterdir()] == [atomic.MARKER]
 
 
+def test_a_sweep_run_killed_after_a_curve_point_resumes(tmp_path):
+    """A sweep's run keeps its positional-features curve beside its checkpoint; a worker killed after writing a point leaves
+    a work folder its retry must take up (the Ray kill test once found it refused)."""
+    from posfeat.experiments.runner import CURVE_FILE
+
+    target = tmp_path / "seed_0"
+    try:
+        partial = atomic.partial_folder(target, "train-checkpoint")
+        (partial / CURVE_FILE).write_text("step,positional\n10,3\n")
+    finally:
+        atomic.unlock_target(target)
+    try:
+        assert atomic.partial_folder(target, "train-checkpoint") == partial and (partial / CURVE_FILE).is_file()
+    finally:
+        atomic.unlock_target(target)
+
+
 def test_a_failed_run_removes_the_folders_it_made_and_its_lock(pair, tmp_path):
     model, sae = pair
     out = tmp_path / "nope1" / "a" / "b" / "out"
@@ -157,6 +174,29 @@ def _cut(tmp_path: Path) -> tuple[object, Path]:
     with pytest.raises(PosfeatError, match="interrupted at step 5"):
         train_sae(emb, d_sae=8, context=6, steps=20, batch=8, out=tmp_path / "cut", stop_after=5, progress=False)
     return emb, tmp_path / "cut.partial"
+
+
+def test_a_run_killed_after_its_sae_went_into_place_resumes_to_that_sae(tmp_path, monkeypatch, caplog):
+    """SIGKILL between the swap of the finished SAE into ``out`` and the removal of ``out.partial``: resuming finds the work
+    done, removes the leftover checkpoint in one line and returns that SAE (a fresh clone's kill test once hit this)."""
+    from posfeat.training import train as train_module
+
+    from helpers import random_pair
+
+    emb, _ = random_pair(d_vocab=40, n_ctx=12, d_model=8)
+    settings = {"d_sae": 8, "context": 8, "steps": 20, "batch": 16, "checkpoint_seconds": 0.0, "progress": False}
+    out, partial = tmp_path / "sae", tmp_path / "sae.partial"
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "remove", lambda path: None)  # killed right after the swap: the checkpoint folder stays
+        first = train_sae(emb, out=out, **settings)
+    assert (partial / "checkpoint.safetensors").is_file() and (out / "sae_weights.safetensors").is_file()
+    before = snapshot(out)
+    with pytest.raises(PosfeatError, match="exists"):  # other settings: not this run's leftover, refused as any existing output
+        train_sae(emb, out=out, resume_or_start=True, **{**settings, "steps": 30})
+    again = train_sae(emb, out=out, resume_or_start=True, **settings)
+    assert torch.equal(again.sae.W_enc, first.sae.W_enc) and again.log == first.log and again.out == out
+    assert not partial.exists() and snapshot(out) == before
+    assert sum("removed the checkpoint folder it left" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_a_checkpoint_is_one_file_with_its_state_in_the_header(tmp_path):

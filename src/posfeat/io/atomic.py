@@ -73,7 +73,7 @@ KIND_FILES: dict[str, list[str]] = {
                 "summary.json", "figures", "figures/*.png"],
     "compare": ["compare.csv", "status_a.csv", "status_b.csv", "summary.json", "figures", "figures/compare.png"],
     "train": _SAE_FILES,
-    "train-checkpoint": ["checkpoint.safetensors", "checkpoint.json"],
+    "train-checkpoint": ["checkpoint.safetensors", "checkpoint.json", "positional_by_step.csv"],  # a sweep run keeps its curve there too
     "sweep widths": ["widths.csv", "runs.csv", "summary.json", "section.html", "figures", "figures/*.png", "d_sae_*", "d_sae_*/seed_*",
                      "d_sae_*/seed_*.partial", *_TRAIN_RUNS],
     "sweep context": ["contexts.csv", "runs.csv", "summary.json", "section.html", "figures", "figures/*.png", "finetune_ctx_*",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +22,28 @@ import torch
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
 from ..core.sae import SAE, SAEMeta
-from ..io.atomic import PARTIAL, check_target, completed, holds_lock, output_folder, partial_folder, remove, unlock_target
+from ..io.atomic import (
+    PARTIAL,
+    check_target,
+    completed,
+    foreign_entries,
+    holds_lock,
+    lock_target,
+    output_folder,
+    partial_folder,
+    remove,
+    resolve_target,
+    unlock_target,
+)
 from ..io.checkpoints import layer0_hook, load_embeddings
 from ..io.sae_folders import read_sae_folder, write_sae_folder
 from ..io.safetensors_io import write_tensors
 from ..io.tokens import TOKEN_WEIGHTS_FILE, token_weights_arg
 from .config import TrainConfig, train_config
 from .model import TrainingSAE
-from .trainer import CHECKPOINT, LOG_COLUMNS, LOG_FILE, Sampler, Scaling, Trainer
+from .trainer import CHECKPOINT, LOG_COLUMNS, LOG_FILE, Sampler, Scaling, Trainer, checkpoint_state
+
+log = logging.getLogger("posfeat")
 
 
 @dataclass
@@ -80,6 +96,31 @@ def _partial_dir(target: Path, resume: bool, resume_or_start: bool, force: bool)
     return partial_folder(target, "train-checkpoint", fresh=discard)
 
 
+def _finished_run(out: str | os.PathLike[str], cfg: TrainConfig, held: bool) -> TrainResult | None:
+    """The result of a run with these settings that finished but was killed before it removed ``<out>.partial`` (its SAE is in
+    ``out``, its checkpoint at the last step): resuming it has nothing left to do but that removal. None otherwise."""
+    target = resolve_target(out)
+    partial = target.with_name(target.name + PARTIAL)
+    if not (partial / CHECKPOINT).is_file() or not target.is_dir() or foreign_entries(target) != ("train", []):
+        return None
+    try:
+        meta = checkpoint_state(partial)
+    except PosfeatError:
+        return None
+    if meta["step"] < cfg.steps or meta.get("config") != json.loads(json.dumps(cfg.as_dict())):
+        return None
+    lock_target(target)
+    try:
+        remove(partial)
+        log.warning("%s holds the SAE of this run, finished at step %d; removed the checkpoint folder it left, %s", target, meta["step"],
+                    partial.name)
+        sae = read_sae_folder(target)
+    finally:
+        if not held:
+            unlock_target(target)
+    return TrainResult(sae, list(meta.get("log", [])), target)
+
+
 def _write(sae: SAE, target: Path, rows: list[dict[str, float]], token_weights: torch.Tensor | None, extra: dict[str, Any],
            force: bool, command: str | None, files: dict[str, str]) -> None:
     with output_folder(target, kind="train", force=force, command=command) as tmp:
@@ -128,6 +169,10 @@ def train_sae(emb: Any, config: TrainConfig | None = None, *, token_weights: Any
         cfg = train_config(**values)
         cfg.validate(emb.n_ctx, emb.name)
         weights = token_weights_arg(token_weights, emb.d_vocab)
+        if out is not None and (resume or resume_or_start) and not force:
+            done = _finished_run(out, cfg, held)
+            if done is not None:
+                return done
         if out is not None:
             inputs = [(arg("init"), init if isinstance(init, (str, os.PathLike)) else None),
                       (arg("token_weights"), token_weights if isinstance(token_weights, (str, os.PathLike)) else None)]
