@@ -191,6 +191,15 @@ def sinusoid_check(pre: np.ndarray) -> pd.DataFrame:
 
 
 @torch.no_grad()
+def _sorted_position_parts(emb: Embeddings, sae: SAE, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each feature's position parts over ``pos`` sorted ascending ``[F, C]``, their suffix sums and suffix sums of squares
+    ``[F, C + 1]`` (``suf1[f, i]`` = sum of ``bs[f, i:]``), float64."""
+    _, b = additive_parts(emb, sae, torch.arange(1, device=pos.device), pos, dtype=torch.float64)
+    bs = torch.sort(b.T, dim=1).values.contiguous()
+    zero = torch.zeros(bs.shape[0], 1, dtype=torch.float64, device=pos.device)
+    return bs, torch.cat([bs.flip(1).cumsum(1).flip(1), zero], 1), torch.cat([bs.pow(2).flip(1).cumsum(1).flip(1), zero], 1)
+
+
 def token_flatness(emb: Embeddings, sae: SAE, kinds: np.ndarray, context: int, k: int, flat_cv: float,
                    weights: np.ndarray | None = None, chunk: int = 2048) -> pd.DataFrame:
     """Per token, exact over positions ``0..context-1``: how many of its top ``k`` features (by mean activation,
@@ -209,11 +218,7 @@ def token_flatness(emb: Embeddings, sae: SAE, kinds: np.ndarray, context: int, k
     dead = torch.as_tensor(kinds == "dead", device=dev)
     cut = sae.cut(torch.float64)
     if sae.separable:
-        _, b = additive_parts(emb, sae, torch.arange(1, device=dev), pos, dtype=torch.float64)
-        bs = torch.sort(b.T, dim=1).values.contiguous()  # [F, C] ascending
-        zero = torch.zeros(bs.shape[0], 1, dtype=torch.float64, device=dev)
-        suf1 = torch.cat([bs.flip(1).cumsum(1).flip(1), zero], 1)  # suf1[f, i] = sum of bs[f, i:]
-        suf2 = torch.cat([bs.pow(2).flip(1).cumsum(1).flip(1), zero], 1)
+        bs, suf1, suf2 = _sorted_position_parts(emb, sae, pos)
     if not sae.separable:
         chunk = max(1, min(chunk, 8_000_000 // max(1, context * sae.d_sae)))
     rows = []

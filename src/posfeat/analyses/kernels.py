@@ -45,6 +45,39 @@ MIN_BLOCK = 16
 
 if HAVE_NUMBA:
 
+    @njit(cache=_CACHE, boundscheck=False, fastmath=_FAST)
+    @no_type_check
+    def _block_min(thr, p0, p1):  # pragma: no cover
+        """Each feature's smallest threshold over positions ``p0 .. p1-1``."""
+        thrmin = thr[p0].copy()
+        for p in range(p0 + 1, p1):
+            for f in range(thr.shape[1]):
+                thrmin[f] = min(thrmin[f], thr[p, f])
+        return thrmin
+
+    @njit(cache=_CACHE, boundscheck=False, fastmath=_FAST)
+    @no_type_check
+    def _candidates(a, t, thrmin, cand):  # pragma: no cover
+        """Branch-free: the features token ``t`` can fire somewhere in the block, into ``cand``; returns how many."""
+        nc = 0
+        for f in range(a.shape[1]):
+            cand[nc] = f
+            nc += a[t, f] > thrmin[f]
+        return nc
+
+    @njit(cache=_CACHE, boundscheck=False, fastmath=_FAST)
+    @no_type_check
+    def _firing(a, b, thr, t, p, cand, nc, fire_f, fire_v):  # pragma: no cover
+        """Branch-free: the candidates firing at ``p``, and their activations, into ``fire_f``/``fire_v``; returns how many."""
+        m = 0
+        for k in range(nc):
+            f = cand[k]
+            av = a[t, f]
+            fire_f[m] = f
+            fire_v[m] = av + b[p, f]
+            m += av > thr[p, f]
+        return m
+
     @njit(parallel=True, cache=_CACHE, boundscheck=False, fastmath=_FAST)
     @no_type_check
     def _recon_kernel(a, W_E, W_pos, thr, b, W_dec, b_dec, is_pos, P, block, ee, xx, hh, count, pc, rsq, rsum):  # pragma: no cover
@@ -56,10 +89,7 @@ if HAVE_NUMBA:
         for bi in prange(n_blocks):
             p0 = bi * block
             p1 = min(n_chunk, p0 + block)
-            thrmin = thr[p0].copy()
-            for p in range(p0 + 1, p1):
-                for f in range(d_sae):
-                    thrmin[f] = min(thrmin[f], thr[p, f])
+            thrmin = _block_min(thr, p0, p1)
             cand = np.empty(d_sae, np.int64)
             fire_f = np.empty(d_sae, np.int64)
             fire_v = np.empty(d_sae, np.float32)
@@ -67,18 +97,9 @@ if HAVE_NUMBA:
             acc_p = np.empty(d, np.float32)
             errv = np.empty(d, np.float64)
             for t in range(n_tok):
-                nc = 0
-                for f in range(d_sae):  # branch-free: the features token t can fire somewhere in the block
-                    cand[nc] = f
-                    nc += a[t, f] > thrmin[f]
+                nc = _candidates(a, t, thrmin, cand)
                 for p in range(p0, p1):
-                    m = 0
-                    for k in range(nc):  # branch-free: the candidates firing at p, and their activations
-                        f = cand[k]
-                        av = a[t, f]
-                        fire_f[m] = f
-                        fire_v[m] = av + b[p, f]
-                        m += av > thr[p, f]
+                    m = _firing(a, b, thr, t, p, cand, nc, fire_f, fire_v)
                     acc_n[:] = 0.0
                     acc_p[:] = 0.0
                     for k in range(m):
@@ -90,7 +111,6 @@ if HAVE_NUMBA:
                         else:
                             for j in range(d):
                                 acc_n[j] += v * W_dec[f, j]
-                    cnt = m
                     s_ee = 0.0
                     s_xx = 0.0
                     s_hh = 0.0
@@ -117,7 +137,7 @@ if HAVE_NUMBA:
                     ee[t, p] = s_ee
                     xx[t, p] = s_xx
                     hh[t, p] = s_hh
-                    count[p] += cnt
+                    count[p] += m
                     rsq[p] += s_rr
                     pc[p] += s_pc
 
@@ -153,6 +173,26 @@ def recon_sums(a: np.ndarray, W_E: np.ndarray, W_pos: np.ndarray, thr: np.ndarra
 
 if HAVE_NUMBA:
 
+    @njit(cache=_CACHE, boundscheck=False)
+    @no_type_check
+    def _insert_top(tv, ti, tn, m_k, mean, f, lo):  # pragma: no cover
+        """Insert feature ``f`` (mean ``mean``, ``lo`` positions not firing) into one token's top ``k``, largest first (ties:
+        the lower feature first); returns how many are held."""
+        k = tv.shape[0]
+        if m_k < k or mean > tv[m_k - 1]:
+            j = m_k if m_k < k else k - 1
+            while j > 0 and mean > tv[j - 1]:
+                tv[j] = tv[j - 1]
+                ti[j] = ti[j - 1]
+                tn[j] = tn[j - 1]
+                j -= 1
+            tv[j] = mean
+            ti[j] = f
+            tn[j] = lo
+            if m_k < k:
+                m_k += 1
+        return m_k
+
     @njit(parallel=True, cache=_CACHE, boundscheck=False)
     @no_type_check
     def _token_kernel(a, cut, bs, suf1, suf2, dead, positional, k, flat_cv, n_non, n_flat, max_cv, bent, n_pos, n_pos_flat):  # pragma: no cover
@@ -175,18 +215,7 @@ if HAVE_NUMBA:
                     else:
                         hi = mid
                 mean = -1.0 if dead[f] else (np.float64(C - lo) * av + suf1[f, lo]) / C
-                if m_k < k or mean > tv[m_k - 1]:
-                    j = m_k if m_k < k else k - 1
-                    while j > 0 and mean > tv[j - 1]:
-                        tv[j] = tv[j - 1]
-                        ti[j] = ti[j - 1]
-                        tn[j] = tn[j - 1]
-                        j -= 1
-                    tv[j] = mean
-                    ti[j] = f
-                    tn[j] = lo
-                    if m_k < k:
-                        m_k += 1
+                m_k = _insert_top(tv, ti, tn, m_k, mean, f, lo)
             nn = 0
             nf = 0
             npos = 0
