@@ -9,28 +9,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..analyses.analysis import analyze, timed
-from ..analyses.card import feature_card
-from ..analyses.classify import FEATURE_COLUMNS, classify, feature_table
-from ..analyses.compare import compare_saes
-from ..analyses.evaluation import EVAL_COLUMNS, dead_features, in_context_stats, range_means, reconstruction_by_position
-from ..analyses.findings import FindingRules
-from ..analyses.prompt import prompt
 from ..core.errors import PosfeatError
 from ..core.sae import sae_context
 from ..core.tensors import resolve_device
-from ..engine.grid_stats import feature_stats
-from ..engine.sample import sample_tokens
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
 from ..io.atomic import check_file_target, check_target, output_file
 from ..io.checkpoints import load_embeddings
 from ..io.sources import input_locations, load_pair, load_sae, sae_token_weights
 from ..io.tokens import load_token_weights
-from ..outputs.report import sweep_sections
-from ..outputs.write import save_analysis, save_comparison
 from ..training.config import TrainConfig
-from ..training.train import train_sae
 from .flags import positions_arg, values_of
+
+# Each command imports the stages it runs when it runs (analyses, engine, outputs, training): `posfeat train` does not
+# load the analysis (scipy.stats, matplotlib), which took about 1.8 s of every training process's start-up.
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, str], int]] = {}
 
@@ -64,7 +55,9 @@ def _inputs(args: argparse.Namespace) -> list[tuple[str, Any]]:
                            init=getattr(args, "init", None), include_sweep=getattr(args, "include_sweep", None))
 
 
-def _rules(specs: list[str]) -> FindingRules:
+def _rules(specs: list[str]) -> Any:
+    from ..analyses.findings import FindingRules
+
     known = FindingRules().as_dict()
     values = {}
     for spec in specs:
@@ -87,6 +80,10 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
 
 @command("analyze")
 def run_analyze(args: argparse.Namespace, invocation: str) -> int:
+    from ..analyses.analysis import analyze, timed
+    from ..outputs.report import sweep_sections
+    from ..outputs.write import save_analysis
+
     t0 = time.time()
     _positive(args, "tokens_sample")
     rules = _rules(args.rule)
@@ -115,6 +112,8 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
 
 @command("feature")
 def run_feature(args: argparse.Namespace, invocation: str) -> int:
+    from ..analyses.card import feature_card
+
     resolve_device(args.device)
     emb, sae = _pair(args)
     print("\n".join(feature_card(emb, sae, args.index).lines()))
@@ -123,6 +122,8 @@ def run_feature(args: argparse.Namespace, invocation: str) -> int:
 
 @command("prompt")
 def run_prompt(args: argparse.Namespace, invocation: str) -> int:
+    from ..analyses.prompt import prompt
+
     _positive(args, "top")
     resolve_device(args.device)
     emb, sae = _pair(args)
@@ -132,6 +133,9 @@ def run_prompt(args: argparse.Namespace, invocation: str) -> int:
 
 @command("stats")
 def run_stats(args: argparse.Namespace, invocation: str) -> int:
+    from ..analyses.classify import FEATURE_COLUMNS, classify, feature_table
+    from ..engine.grid_stats import feature_stats
+
     resolve_device(args.device)
     header = ",".join(FEATURE_COLUMNS)
     if args.out is not None:
@@ -154,6 +158,9 @@ def run_stats(args: argparse.Namespace, invocation: str) -> int:
 
 @command("eval")
 def run_eval(args: argparse.Namespace, invocation: str) -> int:
+    from ..analyses.evaluation import EVAL_COLUMNS, dead_features, in_context_stats, range_means, reconstruction_by_position
+    from ..engine.sample import sample_tokens
+
     _positive(args, "tokens")
     resolve_device(args.device)
     header = ",".join(EVAL_COLUMNS)
@@ -180,6 +187,8 @@ def run_eval(args: argparse.Namespace, invocation: str) -> int:
 
 @command("train")
 def run_train(args: argparse.Namespace, invocation: str) -> int:
+    from ..training.train import train_sae
+
     values = values_of(args, TrainConfig)
     TrainConfig(**values).validate(None)
     dev = resolve_device(args.device)
@@ -287,6 +296,9 @@ def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
 
 @command("compare")
 def run_compare(args: argparse.Namespace, invocation: str) -> int:
+    from ..analyses.compare import compare_saes
+    from ..outputs.write import save_comparison
+
     if len(args.sae) != 2:
         raise PosfeatError(f"--sae was given {len(args.sae)} time(s); compare takes exactly two: --sae A --sae B.")
     if not -1.0 <= args.threshold <= 1.0:
