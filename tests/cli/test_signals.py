@@ -27,7 +27,7 @@ from posfeat.io.atomic import TEMP_TAG
 
 from helpers import write_planted_folders
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("signals")]  # one worker: the reference runs are made once
 SIGNALS = [signal.SIGTERM, signal.SIGINT]
 TRAIN_STEPS = 600  # a few ms a step here: about a second of training still to go when the later signal is sent
 
