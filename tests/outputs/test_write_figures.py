@@ -89,4 +89,5 @@ def test_a_hanging_child_is_killed_and_its_figures_drawn_by_the_parent(an, seria
 
     monkeypatch.setattr(write, "_die_with_parent", hang_in_child)
     monkeypatch.setattr(write, "CHILD_PATIENCE_S", 1.0)
+    monkeypatch.setattr(write, "CHILD_PATIENCE_FACTOR", 0.0)
     assert _draw_all(an, tmp_path / "two", 2) == serial

@@ -150,6 +150,8 @@ def _die_with_parent() -> None:
 #: longer) before it kills the child and draws the child's figures itself: a child that hangs (a lock some other
 #: thread of the parent held at the fork) costs time, never the run.
 CHILD_PATIENCE_S = 120.0
+#: ... or this many times the parent's own drawing time, when that is longer.
+CHILD_PATIENCE_FACTOR = 10.0
 
 
 def _wait_child(pid: int, deadline: float) -> int:
@@ -179,7 +181,7 @@ def write_figures(an: Analysis, folder: Path, progress: bool = False) -> dict[st
         for name in groups[0]:
             _draw(an, folder, name)
             bar.update(1)
-        deadline = time.monotonic() + max(CHILD_PATIENCE_S, 10 * (time.perf_counter() - start))
+        deadline = time.monotonic() + max(CHILD_PATIENCE_S, CHILD_PATIENCE_FACTOR * (time.perf_counter() - start))
         while children:
             pid, group = children.pop(0)
             ok = pid is not None and _wait_child(pid, deadline) == 0
