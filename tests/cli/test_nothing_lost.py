@@ -193,6 +193,11 @@ def test_a_run_killed_after_its_sae_went_into_place_resumes_to_that_sae(tmp_path
     before = snapshot(out)
     with pytest.raises(PosfeatError, match="exists"):  # other settings: not this run's leftover, refused as any existing output
         train_sae(emb, out=out, resume_or_start=True, **{**settings, "steps": 30})
+    (partial / "notes.txt").write_text("mine")  # a file posfeat did not write: the leftover is not posfeat's alone to remove
+    with pytest.raises(PosfeatError, match="exists"):
+        train_sae(emb, out=out, resume_or_start=True, **settings)
+    assert (partial / "notes.txt").read_text() == "mine" and (partial / "checkpoint.safetensors").is_file()
+    (partial / "notes.txt").unlink()
     again = train_sae(emb, out=out, resume_or_start=True, **settings)
     assert torch.equal(again.sae.W_enc, first.sae.W_enc) and again.log == first.log and again.out == out
     assert not partial.exists() and snapshot(out) == before

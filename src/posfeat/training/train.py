@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from ..io.safetensors_io import write_tensors
 from ..io.tokens import TOKEN_WEIGHTS_FILE, token_weights_arg
 from .config import TrainConfig, train_config
 from .model import TrainingSAE
-from .trainer import CHECKPOINT, LOG_COLUMNS, LOG_FILE, Sampler, Scaling, Trainer, checkpoint_state
+from .trainer import CHECKPOINT, LOG_COLUMNS, LOG_FILE, Sampler, Scaling, Trainer, checkpoint_state, made_with
 
 log = logging.getLogger("posfeat")
 
@@ -103,11 +102,13 @@ def _finished_run(out: str | os.PathLike[str], cfg: TrainConfig, held: bool) -> 
     partial = target.with_name(target.name + PARTIAL)
     if not (partial / CHECKPOINT).is_file() or not target.is_dir() or foreign_entries(target) != ("train", []):
         return None
+    if foreign_entries(partial) != ("train-checkpoint", []):  # anything else there is not posfeat's to remove
+        return None
     try:
         meta = checkpoint_state(partial)
     except PosfeatError:
         return None
-    if meta["step"] < cfg.steps or meta.get("config") != json.loads(json.dumps(cfg.as_dict())):
+    if meta["step"] < cfg.steps or not made_with(meta, cfg):
         return None
     lock_target(target)
     try:

@@ -269,7 +269,7 @@ class Trainer:
         """Continue from the checkpoint in ``checkpoint_dir`` (made with the same settings); a torn or mismatched one is refused."""
         assert self.checkpoint_dir is not None
         tensors, meta = read_checkpoint(self.checkpoint_dir)
-        if meta.get("config") != json.loads(json.dumps(self.cfg.as_dict())):
+        if not made_with(meta, self.cfg):
             raise PosfeatError(f"The checkpoint in {self.checkpoint_dir} was made with other settings; rerun with the same arguments "
                                f"or without {arg('resume', True)}.")
         self.load_state_dict(tensors, meta)
@@ -278,6 +278,12 @@ class Trainer:
 def _refusal(folder: Path) -> tuple[str, str]:
     return (f"The checkpoint in {folder} cannot be resumed",
             f"discard it and start again with {arg('force', True)} (without {arg('resume', True)})")
+
+
+def made_with(meta: dict[str, Any], cfg: TrainConfig) -> bool:
+    """Whether a checkpoint's training state (:func:`checkpoint_state`) was made with the settings ``cfg`` (compared as
+    the JSON the checkpoint stores them in)."""
+    return meta.get("config") == json.loads(json.dumps(cfg.as_dict()))
 
 
 def checkpoint_state(folder: Path) -> dict[str, Any]:
