@@ -19,6 +19,7 @@ Everything is computed on the device the SAE and embeddings live on; results are
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -211,18 +212,19 @@ class _Collector:
 
 
 class _TokenParts:
-    """``parts(i0, i1)``: the token parts of features ``i0..i1-1`` of a block, ``[n_tok, i1 - i0]`` (the GEMM's fast
-    orientation), written into one buffer shared by every call (no fresh pages, and page faults, per sub-block)."""
+    """``parts(W_blk, bias, i0, i1)``: the token parts of features ``i0..i1-1`` of a block, ``[n_tok, i1 - i0]`` (the
+    GEMM's fast orientation), written into one buffer kept for every call (no fresh pages, and page faults, per sub-block)."""
 
-    def __init__(self, x_tok: torch.Tensor, W_blk: torch.Tensor, bias: torch.Tensor, buf: list[torch.Tensor]) -> None:
-        self.x_tok, self.W_blk, self.bias, self.buf = x_tok, W_blk, bias, buf
+    def __init__(self, x_tok: torch.Tensor) -> None:
+        self.x_tok = x_tok
+        self.buf = torch.empty(0, dtype=x_tok.dtype, device=x_tok.device)
 
-    def __call__(self, i0: int, i1: int) -> torch.Tensor:
+    def __call__(self, W_blk: torch.Tensor, bias: torch.Tensor, i0: int, i1: int) -> torch.Tensor:
         n = self.x_tok.shape[0] * (i1 - i0)
-        if self.buf[0].numel() < n:
-            self.buf[0] = torch.empty(n, dtype=self.x_tok.dtype, device=self.x_tok.device)
-        out = self.buf[0][:n].view(self.x_tok.shape[0], i1 - i0)
-        return torch.addmm(self.bias[i0:i1], self.x_tok, self.W_blk[:, i0:i1], out=out)
+        if self.buf.numel() < n:
+            self.buf = torch.empty(n, dtype=self.x_tok.dtype, device=self.x_tok.device)
+        out = self.buf[:n].view(self.x_tok.shape[0], i1 - i0)
+        return torch.addmm(bias[i0:i1], self.x_tok, W_blk[:, i0:i1], out=out)
 
 
 def _default_chunk(n_tok: int, n_pos: int, device: torch.device) -> int:
@@ -281,11 +283,11 @@ def grid_statistics(
     k = min(top_k_tokens, len(tok))
     cols = [_Collector(sae.d_sae, len(p), k) for p in sets]
     never = _Collector(sae.d_sae, 1, 1) if x_ctx is not None else None
-    buf = [torch.empty(0, dtype=dtype, device=dev)]  # the GEMM's output for one sub-block at a time (see _TokenParts)
+    gemm = _TokenParts(x_tok)
     for f0 in progress_bar(range(0, sae.d_sae, chunk), desc="grid statistics", unit="block", enabled=progress):
         fs = slice(f0, min(f0 + chunk, sae.d_sae))
         W, bias = W_enc[:, fs].T, b_enc[fs]
-        token_parts = _TokenParts(x_tok, W_enc[:, fs].contiguous(), bias, buf)
+        token_parts = functools.partial(gemm, W_enc[:, fs].contiguous(), bias)
 
         lim = None if x_ctx is None else (cut[fs][:, None] - W @ x_ctx.T).min(1).values  # never fires inside iff a <= lim
         bs = [W @ xp.T for xp in x_pos]  # [F, n_pos] each
