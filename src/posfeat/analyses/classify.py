@@ -25,7 +25,7 @@ from ..core.embeddings import Embeddings
 from ..core.sae import SAE
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, additive_parts
-from .kernels import HAVE_NUMBA, token_sums
+from .kernels import fused_cpu, token_sums
 
 KINDS = ("positional", "semantic", "mixed", "dead")
 SHARE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -222,7 +222,7 @@ def token_flatness(emb: Embeddings, sae: SAE, kinds: np.ndarray, context: int, k
     if not sae.separable:
         chunk = max(1, min(chunk, 8_000_000 // max(1, context * sae.d_sae)))
     rows = []
-    fused = sae.separable and dev.type == "cpu" and HAVE_NUMBA
+    fused = fused_cpu(sae, dev)
     for t0 in range(0, n_vocab, chunk):
         toks = torch.arange(t0, min(n_vocab, t0 + chunk), device=dev)
         if fused:  # the same arithmetic in one pass per token (posfeat.analyses.kernels.token_sums)

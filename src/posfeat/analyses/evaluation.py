@@ -32,7 +32,7 @@ from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, check_pair, feature_stats, on_device, resolve_index
 from ..engine.sample import Chunk, SampleGrid, TokenSample
 from ..io.sources import as_pair
-from .kernels import HAVE_NUMBA, MIN_BLOCK, recon_sums
+from .kernels import HAVE_NUMBA, MIN_BLOCK, fused_cpu, recon_sums
 
 if HAVE_NUMBA:
     import numba
@@ -101,7 +101,7 @@ class ChunkSums:
 
 def fused(grid: SampleGrid) -> bool:
     """True when the fused CPU kernel (:mod:`posfeat.analyses.kernels`) makes the sums: a separable SAE on the CPU."""
-    return HAVE_NUMBA and grid.dev.type == "cpu" and grid.sae.separable
+    return fused_cpu(grid.sae, grid.dev)
 
 
 def chunk_sums(grid: SampleGrid, positions: Int[torch.Tensor, " n_pos"], pos_feats: torch.Tensor | None = None,

@@ -20,19 +20,22 @@ dense product the torch path falls back to costs ``O(n_tok * n_pos * d_sae * d_m
 
 from __future__ import annotations
 
-import os
 from typing import no_type_check
 
 import numpy as np
+import torch
 
-try:  # numba is a dependency, but the torch path works without it
+from ..core.sae import SAE
+from ..engine.kernel import HAVE_NUMBA, NUMBA_CACHE
+
+if HAVE_NUMBA:  # numba is a dependency, but the torch paths work without it
     from numba import njit, prange
 
-    HAVE_NUMBA = True
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    HAVE_NUMBA = False
 
-_CACHE = os.environ.get("POSFEAT_NUMBA_CACHE", "1") != "0"
+def fused_cpu(sae: SAE, device: torch.device) -> bool:
+    """Whether this module's kernels make the sums: a separable SAE on the CPU, with numba installed (else torch does)."""
+    return HAVE_NUMBA and device.type == "cpu" and sae.separable
+
 
 #: Floating-point liberties of the kernel: sums may be reassociated (so they vectorise; they are float64 sums of
 #: float32 terms) and multiply-adds fused; no assumption about NaN or infinity is made.
@@ -45,7 +48,7 @@ MIN_BLOCK = 16
 
 if HAVE_NUMBA:
 
-    @njit(cache=_CACHE, boundscheck=False, fastmath=_FAST)
+    @njit(cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
     @no_type_check
     def _block_min(thr, p0, p1):  # pragma: no cover
         """Each feature's smallest threshold over positions ``p0 .. p1-1``."""
@@ -55,7 +58,7 @@ if HAVE_NUMBA:
                 thrmin[f] = min(thrmin[f], thr[p, f])
         return thrmin
 
-    @njit(cache=_CACHE, boundscheck=False, fastmath=_FAST)
+    @njit(cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
     @no_type_check
     def _candidates(a, t, thrmin, cand):  # pragma: no cover
         """Branch-free: the features token ``t`` can fire somewhere in the block, into ``cand``; returns how many."""
@@ -65,7 +68,7 @@ if HAVE_NUMBA:
             nc += a[t, f] > thrmin[f]
         return nc
 
-    @njit(cache=_CACHE, boundscheck=False, fastmath=_FAST)
+    @njit(cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
     @no_type_check
     def _firing(a, b, thr, t, p, cand, nc, fire_f, fire_v):  # pragma: no cover
         """Branch-free: the candidates firing at ``p``, and their activations, into ``fire_f``/``fire_v``; returns how many."""
@@ -78,7 +81,7 @@ if HAVE_NUMBA:
             m += av > thr[p, f]
         return m
 
-    @njit(parallel=True, cache=_CACHE, boundscheck=False, fastmath=_FAST)
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
     @no_type_check
     def _recon_kernel(a, W_E, W_pos, thr, b, W_dec, b_dec, is_pos, P, block, ee, xx, hh, count, pc, rsq, rsum):  # pragma: no cover
         n_tok, d_sae = a.shape
@@ -173,7 +176,7 @@ def recon_sums(a: np.ndarray, W_E: np.ndarray, W_pos: np.ndarray, thr: np.ndarra
 
 if HAVE_NUMBA:
 
-    @njit(cache=_CACHE, boundscheck=False)
+    @njit(cache=NUMBA_CACHE, boundscheck=False)
     @no_type_check
     def _insert_top(tv, ti, tn, m_k, mean, f, lo):  # pragma: no cover
         """Insert feature ``f`` (mean ``mean``, ``lo`` positions not firing) into one token's top ``k``, largest first (ties:
@@ -193,7 +196,7 @@ if HAVE_NUMBA:
                 m_k += 1
         return m_k
 
-    @njit(parallel=True, cache=_CACHE, boundscheck=False)
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False)
     @no_type_check
     def _token_kernel(a, cut, bs, suf1, suf2, dead, positional, k, flat_cv, n_non, n_flat, max_cv, bent, n_pos, n_pos_flat):  # pragma: no cover
         n_tok, d_sae = a.shape

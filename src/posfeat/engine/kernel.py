@@ -28,14 +28,15 @@ try:  # numba is a dependency, but the torch path works without it
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     HAVE_NUMBA = False
 
-_CACHE = os.environ.get("POSFEAT_NUMBA_CACHE", "1") != "0"
+#: Whether numba's kernels are cached on disk (``POSFEAT_NUMBA_CACHE=0`` turns it off).
+NUMBA_CACHE = os.environ.get("POSFEAT_NUMBA_CACHE", "1") != "0"
 
 #: Cells per threshold of the per-feature lookup table that finds each token's bucket (most cells hold no threshold).
 CELLS_PER_THRESHOLD = 16
 
 if HAVE_NUMBA:
 
-    @njit(cache=_CACHE, boundscheck=False, nogil=True)
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _cell_starts(row, C):  # pragma: no cover
         """``start[c]``: thresholds of sorted ``row`` whose cell ``int((x - first) * scale)`` is below ``c`` (``c = 0..C+1``).
@@ -56,7 +57,7 @@ if HAVE_NUMBA:
             start[c + 1] += start[c]
         return start, first, scale
 
-    @njit(cache=_CACHE, boundscheck=False, nogil=True)
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _push_top(topv, topi, ts, t):  # pragma: no cover
         """Insert token ``t`` with sum ``ts`` into one feature's top K (sums descending, earlier tokens first among ties);
@@ -71,7 +72,7 @@ if HAVE_NUMBA:
         topi[j] = t
         return topv[K - 1]
 
-    @njit(parallel=True, cache=_CACHE, boundscheck=False, nogil=True)
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _bucket_kernel(at, f0, s, pb, shift, lim, acc, topv, topi, tok_sum, want_tok_sum, want_lim, below_v, below_i):  # pragma: no cover
         """Rows ``f0 ..`` of the outputs from the token parts ``at`` ``[F, T]`` of those features (a block small enough to be in cache)."""
@@ -130,7 +131,7 @@ if HAVE_NUMBA:
             below_v[f] = best
             below_i[f] = besti
 
-    @njit(parallel=True, cache=_CACHE, boundscheck=False, nogil=True)
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _position_kernel(acc, order, bsorted, shift, pb, n_tok, count, psum, var, tok_var):  # pragma: no cover
         F, P = order.shape
