@@ -30,6 +30,16 @@ def assert_stats_equal(a, b) -> None:
     np.testing.assert_array_equal(a.tokens, b.tokens)
 
 
+def assert_token_means_equal(fast, ref) -> None:
+    """Every token's mean per feature, and the top tokens as tokens with those means (ties may come in any order, so
+    tokens are checked through their means)."""
+    feats = list(range(len(fast.mean)))
+    ref_means = ref.mean_by_token(feats)
+    np.testing.assert_allclose(fast.mean_by_token(feats), ref_means, rtol=1e-5, atol=1e-9)
+    cols = np.searchsorted(fast.tokens, fast.top_tokens)
+    np.testing.assert_allclose(np.take_along_axis(ref_means, cols, 1), fast.top_token_means, rtol=1e-5, atol=1e-9)
+
+
 @st.composite
 def instances(draw):
     d_vocab = draw(st.integers(1, 30))
@@ -79,12 +89,7 @@ def test_fast_path_matches_brute_force(inst, backend, chunk, sub_elems):
     ref = brute_force_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5)
     assert fast.method == "additive" and ref.method == "enumeration"
     assert_stats_equal(fast, ref)
-    feats = list(range(sae.d_sae))
-    ref_means = ref.mean_by_token(feats)
-    np.testing.assert_allclose(fast.mean_by_token(feats), ref_means, rtol=1e-5, atol=1e-9)
-    # the top tokens are tokens with those means (ties may come in any order, so tokens are checked through their means)
-    cols = np.searchsorted(fast.tokens, fast.top_tokens)
-    np.testing.assert_allclose(np.take_along_axis(ref_means, cols, 1), fast.top_token_means, rtol=1e-5, atol=1e-9)
+    assert_token_means_equal(fast, ref)
     n_tok = len(tokens) if tokens else emb.d_vocab
     assert fast.mean_by_token([0]).shape == (1, n_tok)
 
@@ -101,11 +106,7 @@ def test_triton_kernel_matches_brute_force(inst, chunk):
     fast = feature_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5, dtype=torch.float64, backend="triton", feature_chunk=chunk)
     ref = brute_force_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5)
     assert_stats_equal(fast, ref)
-    feats = list(range(sae.d_sae))
-    ref_means = ref.mean_by_token(feats)
-    np.testing.assert_allclose(fast.mean_by_token(feats), ref_means, rtol=1e-5, atol=1e-9)
-    cols = np.searchsorted(fast.tokens, fast.top_tokens)
-    np.testing.assert_allclose(np.take_along_axis(ref_means, cols, 1), fast.top_token_means, rtol=1e-5, atol=1e-9)
+    assert_token_means_equal(fast, ref)
 
 
 def test_float32_default_matches_reference(tiny):
