@@ -193,6 +193,8 @@ def test_a_run_killed_after_its_sae_went_into_place_resumes_to_that_sae(tmp_path
     before = snapshot(out)
     with pytest.raises(PosfeatError, match="exists"):  # other settings: not this run's leftover, refused as any existing output
         train_sae(emb, out=out, resume_or_start=True, **{**settings, "steps": 30})
+    with pytest.raises(PosfeatError, match="init"):  # an input is never an output, finished run or not
+        train_sae(emb, out=out, init=out, resume_or_start=True, **settings)
     (partial / "notes.txt").write_text("mine")  # a file posfeat did not write: the leftover is not posfeat's alone to remove
     with pytest.raises(PosfeatError, match="exists"):
         train_sae(emb, out=out, resume_or_start=True, **settings)

@@ -23,6 +23,7 @@ from ..core.errors import PosfeatError, arg
 from ..core.sae import SAE, SAEMeta
 from ..io.atomic import (
     PARTIAL,
+    check_inputs,
     check_target,
     completed,
     foreign_entries,
@@ -95,10 +96,12 @@ def _partial_dir(target: Path, resume: bool, resume_or_start: bool, force: bool)
     return partial_folder(target, "train-checkpoint", fresh=discard)
 
 
-def _finished_run(out: str | os.PathLike[str], cfg: TrainConfig, held: bool) -> TrainResult | None:
+def _finished_run(out: str | os.PathLike[str], cfg: TrainConfig, held: bool, inputs: list[tuple[str, Any]]) -> TrainResult | None:
     """The result of a run with these settings that finished but was killed before it removed ``<out>.partial`` (its SAE is in
-    ``out``, its checkpoint at the last step): resuming it has nothing left to do but that removal. None otherwise."""
+    ``out``, its checkpoint at the last step): resuming it has nothing left to do but that removal. None otherwise; an
+    ``out`` that is one of the ``inputs`` is refused as by :func:`posfeat.io.atomic.check_target`."""
     target = resolve_target(out)
+    check_inputs(target, os.fspath(out), inputs)
     partial = target.with_name(target.name + PARTIAL)
     if not (partial / CHECKPOINT).is_file() or not target.is_dir() or foreign_entries(target) != ("train", []):
         return None
@@ -170,13 +173,13 @@ def train_sae(emb: Any, config: TrainConfig | None = None, *, token_weights: Any
         cfg = train_config(**values)
         cfg.validate(emb.n_ctx, emb.name)
         weights = token_weights_arg(token_weights, emb.d_vocab)
+        inputs = [(arg("init"), init if isinstance(init, (str, os.PathLike)) else None),
+                  (arg("token_weights"), token_weights if isinstance(token_weights, (str, os.PathLike)) else None)]
         if out is not None and (resume or resume_or_start) and not force:
-            done = _finished_run(out, cfg, held)
+            done = _finished_run(out, cfg, held, inputs)
             if done is not None:
                 return done
         if out is not None:
-            inputs = [(arg("init"), init if isinstance(init, (str, os.PathLike)) else None),
-                      (arg("token_weights"), token_weights if isinstance(token_weights, (str, os.PathLike)) else None)]
             target = check_target(out, force=force, inputs=inputs)
             partial = _partial_dir(target, resume, resume_or_start, force)
         torch.manual_seed(cfg.seed)
