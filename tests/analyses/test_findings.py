@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -390,9 +391,13 @@ def test_planted_one_bent_token_among_flat_ones_is_reproduced():
     assert row.n_flat == 0 and row.n_nonpositional == 1
 
 
-@pytest.mark.parametrize("kind", ["planted", "relu", "jumprelu", "topk"])
-def test_token_flatness_is_exact(kind):
+@pytest.mark.parametrize(("kind", "source"), [(k, "chunks") for k in ("planted", "relu", "jumprelu", "topk")]
+                         + [(k, "engine") for k in ("planted", "relu", "jumprelu")])
+def test_token_flatness_is_exact(kind, source):
+    """Both ways of computing the token table: chunk by chunk, and from the top lists the grid statistics keep in their
+    own pass (``grid_statistics(..., token_top_k=k)``, what analyze uses on the CPU)."""
     from posfeat.analyses.classify import token_flatness
+    from posfeat.engine.grid_stats import grid_statistics
 
     if kind == "planted":
         emb, sae = _token_pair()
@@ -401,7 +406,16 @@ def test_token_flatness_is_exact(kind):
         emb, sae = random_pair(d_vocab=30, n_ctx=16, d_sae=12, threshold=kind == "jumprelu", k=3 if kind == "topk" else None)
         kinds = np.array(["semantic", "positional", "mixed", "dead"] * 3, dtype=object)
     context, k = sae.context_size, 4
-    t = token_flatness(emb, sae, kinds, context, k, 0.1)
+    if source == "chunks":
+        t = token_flatness(emb, sae, kinds, context, k, 0.1)
+    else:
+        with mock.patch("posfeat.engine.additive.SUB_ELEMS", 31):  # blocks of 5 features in sub-blocks of 1 (30 tokens)
+            (stats,), _ = grid_statistics(emb, sae, [range(context)], dtype=torch.float64, token_top_k=k, feature_chunk=5)
+        top = stats.token_top
+        assert top is not None and top.feature.shape == (emb.d_vocab, k)
+        kinds[(kinds == "dead") & (stats.fire > 0)] = "mixed"  # as analyze calls them: dead features never fire
+        with mock.patch("posfeat.analyses.classify._flatness_chunks", side_effect=AssertionError("recomputed")):
+            t = token_flatness(emb, sae, kinds, context, k, 0.1, top=top)
     pos = torch.arange(context)
     for tid in range(emb.d_vocab):
         act = sae.encode(emb.inputs(torch.full((context,), tid), pos)).double().numpy()  # [C, F]
@@ -415,6 +429,20 @@ def test_token_flatness_is_exact(kind):
         assert t.n_positional[tid] == len(top) - len(non), tid
         if non:
             assert t.max_cv[tid] == pytest.approx(max(sd[f] / m[f] for f in non), rel=1e-6, abs=1e-9), tid
+
+
+def test_token_flatness_recomputes_when_a_feature_called_dead_fires():
+    """Dead features rank last in a token's list; the engine's lists do not know which are dead, so a dead feature that
+    fires makes token_flatness recompute (the same table as without the lists)."""
+    from posfeat.analyses.classify import token_flatness
+    from posfeat.engine.grid_stats import grid_statistics
+
+    emb, sae = random_pair(d_vocab=30, n_ctx=16, d_sae=12)
+    kinds = np.array(["semantic", "positional", "mixed", "dead"] * 3, dtype=object)
+    (stats,), _ = grid_statistics(emb, sae, [range(sae.context_size)], dtype=torch.float64, token_top_k=4)
+    assert (stats.fire[kinds == "dead"] > 0).any()
+    pd.testing.assert_frame_equal(token_flatness(emb, sae, kinds, sae.context_size, 4, 0.1, top=stats.token_top),
+                                  token_flatness(emb, sae, kinds, sae.context_size, 4, 0.1))
 
 
 def test_planted_semantic_features_unchanged_past_the_context_are_not_reproduced():

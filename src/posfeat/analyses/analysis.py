@@ -252,10 +252,10 @@ def token_profile(emb: Embeddings, sae: SAE, tid: int, n_pos: int, context: int,
     return top, prof[:, top]
 
 
-def _grid(emb: Embeddings, sae: SAE, context: int, n_pos: int, progress: bool) -> tuple[GridStats, GridStats, Any]:
+def _grid(emb: Embeddings, sae: SAE, context: int, n_pos: int, progress: bool, token_top_k: int) -> tuple[GridStats, GridStats, Any]:
     if sae.separable:
         sets = [range(context)] if n_pos == context else [range(context), range(n_pos)]
-        stats, never = grid_statistics(emb, sae, sets, progress=progress, never_firing_context=context)
+        stats, never = grid_statistics(emb, sae, sets, progress=progress, never_firing_context=context, token_top_k=token_top_k)
         return stats[0], stats[-1], never
     ctx = feature_stats(emb, sae, range(context), progress=progress)
     return ctx, (ctx if n_pos == context else feature_stats(emb, sae, range(n_pos), progress=progress)), None
@@ -378,7 +378,7 @@ def analyze(
     rules = rules or FindingRules()
     timings: dict[str, float] = {}
     with timed(timings, "grid_statistics"):
-        stats_ctx, stats_all, never = _grid(emb, sae, context, n_pos, progress)
+        stats_ctx, stats_all, never = _grid(emb, sae, context, n_pos, progress, n_token_features)
     kinds = classify(stats_ctx, positional_share, semantic_share)
     pca = positional_pca(emb.W_pos, range(1, context)) if context > 2 else positional_pca(emb.W_pos, range(0, min(emb.n_ctx, 3)))
     features = pd.concat([feature_table(stats_ctx, emb, kinds), decoder_geometry(emb, sae, pca, context)], axis=1)
@@ -395,7 +395,8 @@ def analyze(
     for j, f in enumerate(top_feats):
         by_pos[f"token_f{int(f)}"] = prof[:, j]
     with timed(timings, "token_profiles"):
-        tokens = token_flatness(emb, sae, kinds, context, n_token_features, rules.flat_cv, None if weights is None else to_numpy(weights))
+        tokens = token_flatness(emb, sae, kinds, context, n_token_features, rules.flat_cv, None if weights is None else to_numpy(weights),
+                                top=stats_ctx.token_top)
         panels = token_panels(emb, sae, tokens, tid, n_pos, context, n_token_features)
     with timed(timings, "nulls"):
         nulls = {"helix_shuffled_top3": helix_null(emb.W_pos, pca.positions.tolist(), seed),

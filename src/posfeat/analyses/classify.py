@@ -24,6 +24,7 @@ import torch
 from ..core.embeddings import Embeddings
 from ..core.sae import SAE
 from ..core.tensors import to_numpy
+from ..engine.additive import TokenTop
 from ..engine.grid_stats import GridStats, additive_parts
 from .kernels import fused_cpu, token_sums
 
@@ -201,30 +202,51 @@ def _sorted_position_parts(emb: Embeddings, sae: SAE, pos: torch.Tensor) -> tupl
 
 
 def token_flatness(emb: Embeddings, sae: SAE, kinds: np.ndarray, context: int, k: int, flat_cv: float,
-                   weights: np.ndarray | None = None, chunk: int = 2048) -> pd.DataFrame:
+                   weights: np.ndarray | None = None, chunk: int = 2048, top: TokenTop | None = None) -> pd.DataFrame:
     """Per token, exact over positions ``0..context-1``: how many of its top ``k`` features (by mean activation,
     among those it activates) are flat (``std / mean <= flat_cv`` over the positions), non-positional and positional
     apart (the columns of ``posfeat.analyses.findings.TOKEN_COLUMNS``).
 
-    For a separable SAE a token's activation on feature ``f`` at ``p`` is ``act(a_t + b_p)``; with the ``b_p``
-    sorted per feature and their suffix sums, the count, sum and sum of squares over the positions where it
-    fires (``b_p > cut - a_t``) come from one binary search per (token, feature): ``n a + S1`` and
+    ``top``: each token's top features over that context from the grid statistics' own pass
+    (``grid_statistics(..., token_top_k=k)``, :class:`posfeat.engine.additive.TokenTop`), when there is one: then
+    nothing is recomputed (unless ``kinds`` calls a feature dead that a token activates: dead features rank last, which the
+    lists do not know). Else, for a separable SAE a token's activation on feature ``f`` at ``p`` is ``act(a_t + b_p)``;
+    with the ``b_p`` sorted per feature and their suffix sums, the count, sum and sum of squares over the positions where
+    it fires (``b_p > cut - a_t``) come from one binary search per (token, feature): ``n a + S1`` and
     ``n a^2 + 2 a S1 + S2``. A TopK SAE is enumerated token by token over the context.
     """
-    dev = sae.device
+    if top is not None and top.feature.shape != (emb.d_vocab, k):
+        raise ValueError(f"top lists {top.feature.shape} do not match {emb.d_vocab} tokens and k={k}")
+    if top is not None and (kinds[top.feature[top.mean > 0]] == "dead").any():
+        top = None  # a feature called dead that a token activates ranks last here: the lists do not know it, so recompute
+    if top is not None:
+        rows = [_top_rows(torch.arange(emb.d_vocab), torch.from_numpy(top.mean), torch.from_numpy(top.feature).clamp(min=0),
+                          torch.from_numpy(top.var), torch.as_tensor(kinds == "positional"), flat_cv)]
+    else:
+        rows = _flatness_chunks(emb, sae, kinds, context, k, flat_cv, chunk)
+    df = pd.concat(rows, ignore_index=True)
     n_vocab = emb.d_vocab
+    w = np.ones(n_vocab) if weights is None else np.asarray(weights, dtype=np.float64)
+    df.insert(1, "token", [emb.token_str(int(t)) for t in df.token_id])
+    df.insert(2, "weight", w / w.sum() if w.sum() > 0 else np.full(n_vocab, 1 / n_vocab))
+    return df
+
+
+def _flatness_chunks(emb: Embeddings, sae: SAE, kinds: np.ndarray, context: int, k: int, flat_cv: float, chunk: int) -> list[pd.DataFrame]:
+    """:func:`token_flatness`'s rows, computed chunk of tokens by chunk (when the grid statistics gave no top lists)."""
+    dev = sae.device
     pos = torch.arange(context, device=dev)
     positional = torch.as_tensor(kinds == "positional", device=dev)
     dead = torch.as_tensor(kinds == "dead", device=dev)
     cut = sae.cut(torch.float64)
     if sae.separable:
         bs, suf1, suf2 = _sorted_position_parts(emb, sae, pos)
-    if not sae.separable:
+    else:
         chunk = max(1, min(chunk, 8_000_000 // max(1, context * sae.d_sae)))
     rows = []
     fused = fused_cpu(sae, dev)
-    for t0 in range(0, n_vocab, chunk):
-        toks = torch.arange(t0, min(n_vocab, t0 + chunk), device=dev)
+    for t0 in range(0, emb.d_vocab, chunk):
+        toks = torch.arange(t0, min(emb.d_vocab, t0 + chunk), device=dev)
         if fused:  # the same arithmetic in one pass per token (posfeat.analyses.kernels.token_sums)
             a, _ = additive_parts(emb, sae, toks, pos[:1], dtype=torch.float64)
             sums = token_sums(to_numpy(a), to_numpy(cut), to_numpy(bs), to_numpy(suf1), to_numpy(suf2), to_numpy(dead), to_numpy(positional), k,
@@ -250,23 +272,26 @@ def token_flatness(emb: Embeddings, sae: SAE, kinds: np.ndarray, context: int, k
             var = ((n * at * at + 2 * at * s1 + s2) / context - top.values.pow(2)).clamp(min=0)
         else:
             var = torch.gather(act.var(1, unbiased=False), 1, top.indices)
-        top_cv = var.sqrt() / top.values.clamp(min=1e-300)
-        active = top.values > 0
-        top_pos = positional[top.indices] & active
-        top_non = ~positional[top.indices] & active
-        flat = top_cv <= flat_cv
-        n_non = top_non.sum(1)
-        n_flat = (flat & top_non).sum(1)
-        bent_cv = top_cv.masked_fill(~top_non, -1.0)
-        worst = bent_cv.argmax(1)
-        n_pos = top_pos.sum(1)
-        rows.append(_token_rows(toks, n_non, n_flat, torch.where(n_non > 0, bent_cv.max(1).values, torch.nan),
-                                torch.where(n_non > 0, torch.gather(top.indices, 1, worst[:, None])[:, 0], -1), n_pos, (flat & top_pos).sum(1)))
-    df = pd.concat(rows, ignore_index=True)
-    w = np.ones(n_vocab) if weights is None else np.asarray(weights, dtype=np.float64)
-    df.insert(1, "token", [emb.token_str(int(t)) for t in df.token_id])
-    df.insert(2, "weight", w / w.sum() if w.sum() > 0 else np.full(n_vocab, 1 / n_vocab))
-    return df
+        rows.append(_top_rows(toks, top.values, top.indices, var, positional, flat_cv))
+    return rows
+
+
+def _top_rows(toks: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, var: torch.Tensor, positional: torch.Tensor,
+              flat_cv: float) -> pd.DataFrame:
+    """Rows of :func:`token_flatness` from each token's top features (their means, indices and variances over the positions;
+    entries with a mean of 0 or less are not activated and do not count)."""
+    top_cv = var.clamp(min=0).sqrt() / values.clamp(min=1e-300)
+    active = values > 0
+    top_pos = positional[indices] & active
+    top_non = ~positional[indices] & active
+    flat = top_cv <= flat_cv
+    n_non = top_non.sum(1)
+    n_flat = (flat & top_non).sum(1)
+    bent_cv = top_cv.masked_fill(~top_non, -1.0)
+    worst = bent_cv.argmax(1)
+    n_pos = top_pos.sum(1)
+    return _token_rows(toks, n_non, n_flat, torch.where(n_non > 0, bent_cv.max(1).values, torch.nan),
+                       torch.where(n_non > 0, torch.gather(indices, 1, worst[:, None])[:, 0], -1), n_pos, (flat & top_pos).sum(1))
 
 
 def _token_rows(toks: torch.Tensor, n_non: torch.Tensor, n_flat: torch.Tensor, max_cv: torch.Tensor, bent: torch.Tensor, n_pos: torch.Tensor,

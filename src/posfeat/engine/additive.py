@@ -22,13 +22,14 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from jaxtyping import Float
 
 from ..core.errors import PosfeatError
-from .kernel import HAVE_NUMBA, bucket_sums, position_sums
+from .kernel import HAVE_NUMBA, bucket_sums, position_sums, token_top_merge
 
 ACC = torch.float64  # accumulation dtype for every sum
 BACKENDS = ("auto", "numba", "torch", "triton")
@@ -57,6 +58,25 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
+@dataclass(eq=False)
+class TokenTop:
+    """Each token's top ``k`` features by exact mean activation over one position set (CPU numpy, float64), among the
+    features it activates there; filled block by block by the numba path of :func:`additive_blocks`.
+
+    ``feature``: ``Int[ndarray, "n_tok k"]`` largest mean first, the lower feature first among ties, -1 where the token
+    activates fewer than ``k`` features; ``mean``: those means (``-inf`` at the -1s); ``var``: the population variance of
+    the activation over the positions (every position of the set, firing or not).
+    """
+
+    feature: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+
+    @classmethod
+    def empty(cls, n_tok: int, k: int) -> TokenTop:
+        return cls(feature=np.full((n_tok, k), -1, np.int64), mean=np.full((n_tok, k), -np.inf), var=np.zeros((n_tok, k)))
+
+
 def token_summary(tok_mean: Float[torch.Tensor, "F n_tok"], top_k: int) -> dict[str, torch.Tensor]:
     """Variance over tokens, and the top ``max(top_k, 1)`` tokens, of each token's mean activation over positions."""
     top = torch.topk(tok_mean, min(max(top_k, 1), tok_mean.shape[1]), dim=1)
@@ -75,11 +95,13 @@ SUB_ELEMS = 128 * 50257
 
 
 def _numba_blocks(a: torch.Tensor | Callable[[int, int], torch.Tensor], shift: np.ndarray, n_tok: int, preps: list[dict[str, torch.Tensor]],
-                  top_k: int, want_tok_sum: bool, lims: list[torch.Tensor | None]) -> list[dict[str, torch.Tensor]]:
+                  top_k: int, want_tok_sum: bool, lims: list[torch.Tensor | None],
+                  token_top: tuple[TokenTop, int] | None) -> list[dict[str, torch.Tensor]]:
     F = shift.shape[0]
     outs: list[dict[str, np.ndarray] | None] = [None] * len(preps)
     sub = max(1, SUB_ELEMS // max(n_tok, 1))
     buf: torch.Tensor | None = None  # one feature-major buffer for every sub-block: no fresh pages (and faults) per sub-block
+    lo = None if token_top is None else np.empty((min(sub, F), n_tok), np.int32)  # each token's bucket in the first set
     for f0 in range(0, F, sub):
         f1 = min(F, f0 + sub)
         at = a[f0:f1].T if isinstance(a, torch.Tensor) else a(f0, f1)  # [n_tok, f1 - f0]: this sub-block's GEMM
@@ -90,8 +112,12 @@ def _numba_blocks(a: torch.Tensor | Callable[[int, int], torch.Tensor], shift: n
                 buf = torch.empty(sub * n_tok, dtype=at.dtype)
             at_np = buf[: (f1 - f0) * n_tok].view(f1 - f0, n_tok).copy_(at.T).numpy()
         for i, (prep, lim) in enumerate(zip(preps, lims)):
+            lo_i = None if (lo is None or i > 0) else lo[: f1 - f0]
             outs[i] = bucket_sums(at_np, prep["s"].numpy(), prep["pb"].numpy(), shift, max(top_k, 1), want_tok_sum,
-                                  None if lim is None else lim.numpy(), out=outs[i], f0=f0)
+                                  None if lim is None else lim.numpy(), out=outs[i], f0=f0, lo_out=lo_i)
+            if lo_i is not None and token_top is not None:
+                top, g0 = token_top
+                token_top_merge(at_np, lo_i, g0 + f0, prep["pb"].numpy()[f0:f1], prep["pb2"].numpy()[f0:f1], top.mean, top.feature, top.var)
     results = []
     for prep, k, lim in zip(preps, outs, lims):
         n_pos = prep["s"].shape[1]
@@ -161,21 +187,29 @@ def _triton_block(a: torch.Tensor, prep: dict[str, torch.Tensor], shift: torch.T
     return out
 
 
-def _prepare(b: torch.Tensor, cut: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each feature's thresholds ``cut - b`` sorted, the position parts in that order and their prefix sums."""
+def _prepare(b: torch.Tensor, cut: torch.Tensor, squares: bool = False) -> dict[str, torch.Tensor]:
+    """Each feature's thresholds ``cut - b`` sorted, the position parts in that order and their prefix sums (and of their
+    squares, ``pb2``, when asked)."""
     thr = cut[:, None] - b  # [F, n_pos]
     s, order = thr.sort(dim=1)
     b64 = b.to(ACC)
     bs = b64.gather(1, order)  # position parts in firing order (largest first)
-    pb = torch.cat([torch.zeros(b.shape[0], 1, dtype=ACC, device=b.device), bs.cumsum(1)], dim=1)
-    return {"s": s, "order": order, "bs": bs, "pb": pb, "b64": b64}
+    zero = torch.zeros(b.shape[0], 1, dtype=ACC, device=b.device)
+    out = {"s": s, "order": order, "bs": bs, "pb": torch.cat([zero, bs.cumsum(1)], dim=1), "b64": b64}
+    if squares:
+        out["pb2"] = torch.cat([zero, (bs * bs).cumsum(1)], dim=1)
+    return out
 
 
 def additive_blocks(a: Float[torch.Tensor, "F n_tok"] | Callable[[int, int], torch.Tensor], bs: Sequence[Float[torch.Tensor, "F _"]],
                     cut: Float[torch.Tensor, " F"], backend: str = "auto", *, n_tok: int | None = None,
                     a_center: Float[torch.Tensor, " F"] | None = None, top_k: int = 20, want_tok_sum: bool = False,
-                    lims: Sequence[torch.Tensor | None] | None = None) -> list[dict[str, torch.Tensor]]:
+                    lims: Sequence[torch.Tensor | None] | None = None,
+                    token_top: tuple[TokenTop, int] | None = None) -> list[dict[str, torch.Tensor]]:
     """:func:`additive_block` for several position parts ``bs`` of one block of features, reading ``a`` once.
+
+    ``token_top``: ``(top, g0)``: update ``top`` (:class:`TokenTop`) with this block's features over the first position
+    set, numbered from ``g0`` (numba path only; the other backends leave it as it is).
 
     ``a`` may be a function ``a(f0, f1)`` giving the token parts of features ``f0..f1-1`` of the block token-major,
     ``[n_tok, f1 - f0]`` (then ``n_tok`` and ``a_center``, a value near each feature's mean token part, are required):
@@ -193,10 +227,11 @@ def additive_blocks(a: Float[torch.Tensor, "F n_tok"] | Callable[[int, int], tor
         device = cut.device
     backend = resolve_backend(backend, device)
     lims = list(lims) if lims is not None else [None] * len(bs)
-    preps = [_prepare(b, cut) for b in bs]
+    want_top = token_top is not None and backend == "numba"
+    preps = [_prepare(b, cut, squares=want_top and i == 0) for i, b in enumerate(bs)]
     shift = a_center.to(ACC)  # near the mean is enough to keep sums of squares from cancelling; the exact mean follows
     if backend == "numba":
-        return _numba_blocks(a, shift.numpy(), n_tok, preps, top_k, want_tok_sum, lims)
+        return _numba_blocks(a, shift.numpy(), n_tok, preps, top_k, want_tok_sum, lims, token_top)
     full = a if isinstance(a, torch.Tensor) else a(0, int(cut.shape[0])).T.contiguous()
     results = []
     for b, prep, lim in zip(bs, preps, lims):

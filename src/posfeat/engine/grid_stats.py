@@ -35,7 +35,7 @@ from ..core.progress import progress_bar
 from ..core.sae import SAE
 from ..core.tensors import to_numpy
 from ..io.sources import as_pair
-from .additive import ACC, additive_block, additive_blocks, resolve_backend, token_summary
+from .additive import ACC, TokenTop, additive_block, additive_blocks, resolve_backend, token_summary
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class GridStats:
         top_tokens: ``Int[ndarray, "d_sae k"]`` token ids with the highest mean over positions.
         top_token_means: ``Float64[ndarray, "d_sae k"]`` those means.
         method: ``"additive"`` (the fast path) or ``"enumeration"`` (both exact).
+        token_top: each token's top features by exact mean over these positions (:class:`TokenTop`), when
+            :func:`grid_statistics` was asked for them (``token_top_k``) and ran on the numba path; else None.
     """
 
     positions: np.ndarray
@@ -84,6 +86,7 @@ class GridStats:
     top_tokens: np.ndarray
     top_token_means: np.ndarray
     method: str = "additive"
+    token_top: TokenTop | None = field(default=None, repr=False)
     _mean_by_token: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
     @property
@@ -256,6 +259,7 @@ def grid_statistics(
     progress: bool = False,
     backend: str = "auto",
     never_firing_context: int | None = None,
+    token_top_k: int = 0,
 ) -> tuple[list[GridStats], NeverFiring | None]:
     """Exact statistics over several position sets at once, computing each block's token parts once.
 
@@ -263,6 +267,8 @@ def grid_statistics(
         emb, sae: a separable pair on one device (ReLU, JumpReLU).
         position_sets: e.g. ``[range(context), range(n_ctx)]``; one :class:`GridStats` each.
         never_firing_context: also return :class:`NeverFiring` for the context ``0..never_firing_context-1``.
+        token_top_k: also give the first set's :class:`GridStats` each token's top ``token_top_k`` features by exact mean
+            over its positions (``token_top``), from the same pass, on the numba path (CPU); elsewhere it stays None.
         Other arguments: see :func:`feature_stats`.
     """
     dev = check_pair(emb, sae)
@@ -284,6 +290,7 @@ def grid_statistics(
     cols = [_Collector(sae.d_sae, len(p), k) for p in sets]
     never = _Collector(sae.d_sae, 1, 1) if x_ctx is not None else None
     gemm = _TokenParts(x_tok)
+    top = TokenTop.empty(len(tok), token_top_k) if token_top_k > 0 and backend == "numba" else None
     for f0 in progress_bar(range(0, sae.d_sae, chunk), desc="grid statistics", unit="block", enabled=progress):
         fs = slice(f0, min(f0 + chunk, sae.d_sae))
         W, bias = W_enc[:, fs].T, b_enc[fs]
@@ -293,13 +300,14 @@ def grid_statistics(
         bs = [W @ xp.T for xp in x_pos]  # [F, n_pos] each
         center = x_mean @ W_enc[:, fs].to(ACC) + b_enc[fs].to(ACC)  # each feature's mean token part (up to rounding)
         parts = additive_blocks(token_parts, bs, cut[fs], backend, n_tok=len(tok), a_center=center, top_k=top_k_tokens,
-                                lims=[None] * (len(bs) - 1) + [lim])
+                                lims=[None] * (len(bs) - 1) + [lim], token_top=None if top is None else (top, f0))
         for b, s, col in zip(bs, parts, cols):
             col.add(f0, finish(s["count"], s["sum"], s["var"], s, s["a_mean"][:, None] + b.to(ACC), len(tok), top_k_tokens))
             if never is not None and "below_val" in s:
                 never.add(f0, {"value": s["below_val"], "token": s["below_idx"]})
 
     stats = [col.stats(p, tok, "additive", _mean_by_token(W_enc, b_enc, x_tok, xp, cut, backend)) for p, xp, col in zip(sets, x_pos, cols)]
+    stats[0].token_top = top
     nf = None
     if never is not None:
         tok_np = tok.numpy()

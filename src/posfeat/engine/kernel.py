@@ -31,6 +31,9 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 #: Whether numba's kernels are cached on disk (``POSFEAT_NUMBA_CACHE=0`` turns it off).
 NUMBA_CACHE = os.environ.get("POSFEAT_NUMBA_CACHE", "1") != "0"
 
+#: Tokens per run of the token-top merge (a few KB of each feature's row; the run's top lists fit in L2).
+TOP_RUN = 2048
+
 #: Cells per threshold of the per-feature lookup table that finds each token's bucket (most cells hold no threshold).
 CELLS_PER_THRESHOLD = 16
 
@@ -74,8 +77,10 @@ if HAVE_NUMBA:
 
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
-    def _bucket_kernel(at, f0, s, pb, shift, lim, acc, topv, topi, tok_sum, want_tok_sum, want_lim, below_v, below_i):  # pragma: no cover
-        """Rows ``f0 ..`` of the outputs from the token parts ``at`` ``[F, T]`` of those features (a block small enough to be in cache)."""
+    def _bucket_kernel(at, f0, s, pb, shift, lim, acc, topv, topi, tok_sum, want_tok_sum, want_lim, below_v, below_i, lo_out,
+                       want_lo):  # pragma: no cover
+        """Rows ``f0 ..`` of the outputs from the token parts ``at`` ``[F, T]`` of those features (a block small enough to be in cache);
+        with ``want_lo``, each token's bucket into ``lo_out[i, t]`` (0: fires nowhere)."""
         F, T = at.shape
         P = s.shape[1]
         K = topv.shape[1]
@@ -101,6 +106,8 @@ if HAVE_NUMBA:
                 if not v > row[0]:  # fires at no position
                     n0 += 1.0
                     u0 += w - sh
+                    if want_lo:
+                        lo_out[i, t] = 0
                     if want_tok_sum:
                         tok_sum[f, t] = 0.0
                     if tmin >= 0.0:  # 0 does not beat the top K
@@ -117,6 +124,8 @@ if HAVE_NUMBA:
                         while lo < end and row[lo] < v:
                             lo += 1
                     u = w - sh
+                    if want_lo:
+                        lo_out[i, t] = lo
                     acc[f, lo, 0] += 1.0
                     acc[f, lo, 1] += u
                     acc[f, lo, 2] += u * u
@@ -168,14 +177,59 @@ if HAVE_NUMBA:
             tok_var[f] = tv if tv > 0.0 else 0.0
 
 
+if HAVE_NUMBA:
+
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _token_top_kernel(at, lo, g0, pb, pb2, topv, topi, topvar):  # pragma: no cover
+        """Each token's top features so far by exact mean over the set's ``P`` positions (largest first, the lower feature
+        first among ties; only features it activates), updated with features ``g0 ..`` (rows of ``at``, ``lo``, ``pb``, ``pb2``).
+        Tokens go in runs of :data:`TOP_RUN`, one run per thread at a time, each run read row by row (contiguous, so
+        prefetched) while its tokens' lists stay in cache."""
+        F, T = at.shape
+        P = pb.shape[1] - 1
+        K = topv.shape[1]
+        for run in prange((T + TOP_RUN - 1) // TOP_RUN):
+            for i in range(F):
+                for t in range(run * TOP_RUN, min(T, run * TOP_RUN + TOP_RUN)):
+                    n = lo[i, t]
+                    if n == 0:  # fires at none of the positions
+                        continue
+                    w = float64(at[i, t])
+                    mean = (n * w + pb[i, n]) / P
+                    if not (mean > topv[t, K - 1] and mean > 0.0):
+                        continue
+                    j = K - 1
+                    while j > 0 and topv[t, j - 1] < mean:
+                        topv[t, j] = topv[t, j - 1]
+                        topi[t, j] = topi[t, j - 1]
+                        topvar[t, j] = topvar[t, j - 1]
+                        j -= 1
+                    topv[t, j] = mean
+                    topi[t, j] = g0 + i
+                    topvar[t, j] = (n * w * w + 2.0 * w * pb[i, n] + pb2[i, n]) / P - mean * mean
+
+
+def token_top_merge(at: np.ndarray, lo: np.ndarray, g0: int, pb: np.ndarray, pb2: np.ndarray, mean: np.ndarray, feature: np.ndarray,
+                    var: np.ndarray) -> None:
+    """Update each token's top features (``mean``, ``feature``, ``var`` ``[n_tok, k]``, in place) with the features
+    ``g0 .. g0 + len(at)``: ``at`` their token parts ``[F, n_tok]``, ``lo`` each token's bucket from :func:`bucket_sums`
+    (``want_lo``), ``pb``/``pb2`` prefix sums of their position parts and of their squares in firing order ``[F, n_pos + 1]``."""
+    _token_top_kernel(at, lo, int(g0), np.ascontiguousarray(pb), np.ascontiguousarray(pb2), mean, feature, var)
+
+
 def set_threads(n: int | None) -> None:
     """Use ``n`` threads in the numba kernels (None: numba's default, all cores)."""
     if HAVE_NUMBA:
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS if n is None else max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
+_NO_LO = np.zeros((1, 1), np.int32)
+
+
 def bucket_sums(at: np.ndarray, s: np.ndarray, pb: np.ndarray, shift: np.ndarray, top_k: int, want_tok_sum: bool,
-                lim: np.ndarray | None = None, *, out: dict[str, np.ndarray] | None = None, f0: int = 0) -> dict[str, np.ndarray]:
+                lim: np.ndarray | None = None, *, out: dict[str, np.ndarray] | None = None, f0: int = 0,
+                lo_out: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Bucket token values among sorted thresholds, and keep each feature's top tokens on the way (see module docstring).
 
     Args:
@@ -190,6 +244,7 @@ def bucket_sums(at: np.ndarray, s: np.ndarray, pb: np.ndarray, shift: np.ndarray
             ``<= lim`` and its token (``-inf`` and -1 when none).
         out: the block's outputs from an earlier call (``f0 > 0``), filled further; None: new ones.
         f0: the first feature of ``at`` in the block.
+        lo_out: ``Int32[ndarray, "F n_tok"]``: also write each token's bucket there (0: it fires at no position).
 
     Returns ``acc`` ``[F_block, n_pos+1, 4]`` (count, sum, sum of squares of shifted token values per
     bucket, and a pad: one cache line's half per bucket); ``top_val, top_idx`` ``[F_block, min(top_k, n_tok)]`` (top values are sums over positions);
@@ -205,7 +260,7 @@ def bucket_sums(at: np.ndarray, s: np.ndarray, pb: np.ndarray, shift: np.ndarray
     lim_arr = np.full(FB, -np.inf, dtype=at.dtype) if lim is None else np.ascontiguousarray(lim, dtype=at.dtype)
     _bucket_kernel(at, f0, np.ascontiguousarray(s), np.ascontiguousarray(pb), np.ascontiguousarray(shift, dtype=np.float64),
                    lim_arr, out["acc"], out["top_val"], out["top_idx"], out["tok_sum"], want_tok_sum, lim is not None,
-                   out["below_val"], out["below_idx"])
+                   out["below_val"], out["below_idx"], _NO_LO if lo_out is None else lo_out, lo_out is not None)
     return out
 
 
