@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from posfeat import SAE, Embeddings, PosfeatError, brute_force_stats, feature_stats
 from posfeat.engine import additive
 from posfeat.engine.additive import have_triton
+from posfeat.engine.grid_stats import grid_statistics
 
 FIELDS = ["mean_by_position", "std_by_position", "fire_by_position", "pre_mean_by_position", "mean", "fire", "positional_score",
           "token_score", "top_token_means"]
@@ -80,18 +81,37 @@ def instances(draw):
     return emb, sae, positions, tokens
 
 
-@given(instances(), st.sampled_from(["numba", "torch"]), st.integers(1, 4), st.integers(1, 60))
-def test_fast_path_matches_brute_force(inst, backend, chunk, sub_elems):
-    """Small CPU sub-blocks (``sub_elems // n_tok`` features, at least one) make a block span several, as at GPT-2's size."""
+@given(instances(), st.sampled_from(["numba", "torch"]), st.integers(1, 4), st.integers(1, 60), st.booleans())
+def test_fast_path_matches_brute_force(inst, backend, chunk, sub_elems, screen):
+    """Small CPU sub-blocks (``sub_elems // n_tok`` features, at least one) make a block span several, as at GPT-2's size;
+    the numba path with and without its bfloat16 screen."""
     emb, sae, positions, tokens = inst
     with mock.patch.object(additive, "SUB_ELEMS", sub_elems):
-        fast = feature_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5, dtype=torch.float64, backend=backend, feature_chunk=chunk)
+        fast = feature_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5, dtype=torch.float64, backend=backend, feature_chunk=chunk,
+                             screen=screen)
     ref = brute_force_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5)
     assert fast.method == "additive" and ref.method == "enumeration"
     assert_stats_equal(fast, ref)
     assert_token_means_equal(fast, ref)
     n_tok = len(tokens) if tokens else emb.d_vocab
     assert fast.mean_by_token([0]).shape == (1, n_tok)
+
+
+@given(instances(), st.integers(1, 4), st.booleans(), st.sampled_from([torch.float64, torch.float32]))
+def test_never_firing_matches_enumeration(inst, chunk, screen, dtype):
+    """The largest token part that fires at no position of the context, per feature (screened or not)."""
+    emb, sae, positions, _ = inst
+    ctx = 1 + (len(positions) if positions else emb.n_ctx) // 2
+    (_,), never = grid_statistics(emb, sae, [range(emb.n_ctx)], never_firing_context=ctx, feature_chunk=chunk, screen=screen, dtype=dtype)
+    x = emb.W_E.double() - (sae.b_dec.double() if sae.apply_b_dec_to_input else 0)
+    a = (x @ sae.W_enc.double() + sae.b_enc.double()).to(dtype).double()  # [T, F]: the token parts, at the working precision
+    pre = sae.encode_pre((emb.W_E[:, None, :] + emb.W_pos[None, :ctx]).double())
+    silent = ~(sae.activate(pre) > 0).any(1)  # [T, F]: fires nowhere inside
+    want = torch.where(silent, a, torch.full_like(a, float("-inf"))).max(0).values
+    tol = 1e-12 if dtype == torch.float64 else 1e-5  # token parts round differently (one GEMM, one dot product): equal to resolution
+    np.testing.assert_allclose(never.value, want.numpy(), rtol=tol, atol=tol)
+    for f in np.nonzero(never.token >= 0)[0]:
+        assert never.value[f] == pytest.approx(float(a[never.token[f], f]), rel=1e-6, abs=1e-6)
 
 
 @pytest.mark.slow  # Triton's interpreter: about 20 s for the ci profile's 30 examples on 2 cores

@@ -30,6 +30,7 @@ from jaxtyping import Float
 
 from ..core.errors import PosfeatError
 from .kernel import HAVE_NUMBA, bucket_sums, position_sums, token_top_merge
+from .screen import Screen, screened_sums
 
 ACC = torch.float64  # accumulation dtype for every sum
 BACKENDS = ("auto", "numba", "torch", "triton")
@@ -92,17 +93,25 @@ def _variance(count: torch.Tensor, S1: torch.Tensor, S2: torch.Tensor, c: torch.
 #: sub-block is made by one GEMM in its fast orientation, transposed and bucketed while still in cache (measured on
 #: 2 cores: smaller sub-blocks slow the GEMM down, larger ones fall out of the last-level cache).
 SUB_ELEMS = 128 * 50257
+#: Sub-blocks of the screened path, in dense sub-blocks (its passes are cheaper per feature; fewer, larger ones).
+SCREEN_SUB = 2
 
 
 def _numba_blocks(a: torch.Tensor | Callable[[int, int], torch.Tensor], shift: np.ndarray, n_tok: int, preps: list[dict[str, torch.Tensor]],
                   top_k: int, want_tok_sum: bool, lims: list[torch.Tensor | None],
-                  token_top: tuple[TokenTop, int] | None) -> list[dict[str, torch.Tensor]]:
+                  token_top: tuple[TokenTop, int] | None, screen: Screen | None) -> list[dict[str, torch.Tensor]]:
     F = shift.shape[0]
     outs: list[dict[str, np.ndarray] | None] = [None] * len(preps)
     sub = max(1, SUB_ELEMS // max(n_tok, 1))
     buf: torch.Tensor | None = None  # one feature-major buffer for every sub-block: no fresh pages (and faults) per sub-block
     lo = None if token_top is None else np.empty((min(sub, F), n_tok), np.int32)  # each token's bucket in the first set
-    for f0 in range(0, F, sub):
+    f1 = 0
+    while f1 < F:
+        f0 = f1
+        if screen is not None and screen.active():  # a sparse SAE: exact token parts only where they can fire
+            f1 = min(F, f0 + SCREEN_SUB * sub)
+            screened_sums(screen, f0, f1, preps, lims, shift, outs, top_k, token_top)
+            continue
         f1 = min(F, f0 + sub)
         at = a[f0:f1].T if isinstance(a, torch.Tensor) else a(f0, f1)  # [n_tok, f1 - f0]: this sub-block's GEMM
         if at.stride(0) == 1:  # feature-major already
@@ -205,11 +214,13 @@ def additive_blocks(a: Float[torch.Tensor, "F n_tok"] | Callable[[int, int], tor
                     cut: Float[torch.Tensor, " F"], backend: str = "auto", *, n_tok: int | None = None,
                     a_center: Float[torch.Tensor, " F"] | None = None, top_k: int = 20, want_tok_sum: bool = False,
                     lims: Sequence[torch.Tensor | None] | None = None,
-                    token_top: tuple[TokenTop, int] | None = None) -> list[dict[str, torch.Tensor]]:
+                    token_top: tuple[TokenTop, int] | None = None, screen: Screen | None = None) -> list[dict[str, torch.Tensor]]:
     """:func:`additive_block` for several position parts ``bs`` of one block of features, reading ``a`` once.
 
     ``token_top``: ``(top, g0)``: update ``top`` (:class:`TokenTop`) with this block's features over the first position
-    set, numbered from ``g0`` (numba path only; the other backends leave it as it is).
+    set, numbered from ``g0`` (numba path only; the other backends leave it as it is). ``screen``: a
+    :class:`~posfeat.engine.screen.Screen` whose ``set_block`` was given this block (numba path, without ``want_tok_sum``):
+    token values that provably fire nowhere are only counted (:mod:`posfeat.engine.screen`).
 
     ``a`` may be a function ``a(f0, f1)`` giving the token parts of features ``f0..f1-1`` of the block token-major,
     ``[n_tok, f1 - f0]`` (then ``n_tok`` and ``a_center``, a value near each feature's mean token part, are required):
@@ -231,7 +242,7 @@ def additive_blocks(a: Float[torch.Tensor, "F n_tok"] | Callable[[int, int], tor
     preps = [_prepare(b, cut, squares=want_top and i == 0) for i, b in enumerate(bs)]
     shift = a_center.to(ACC)  # near the mean is enough to keep sums of squares from cancelling; the exact mean follows
     if backend == "numba":
-        return _numba_blocks(a, shift.numpy(), n_tok, preps, top_k, want_tok_sum, lims, token_top)
+        return _numba_blocks(a, shift.numpy(), n_tok, preps, top_k, want_tok_sum, lims, token_top, None if want_tok_sum else screen)
     full = a if isinstance(a, torch.Tensor) else a(0, int(cut.shape[0])).T.contiguous()
     results = []
     for b, prep, lim in zip(bs, preps, lims):

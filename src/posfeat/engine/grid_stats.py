@@ -36,6 +36,7 @@ from ..core.sae import SAE
 from ..core.tensors import to_numpy
 from ..io.sources import as_pair
 from .additive import ACC, TokenTop, additive_block, additive_blocks, resolve_backend, token_summary
+from .screen import Screen, bf16_fast
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,7 @@ def grid_statistics(
     backend: str = "auto",
     never_firing_context: int | None = None,
     token_top_k: int = 0,
+    screen: bool | None = None,
 ) -> tuple[list[GridStats], NeverFiring | None]:
     """Exact statistics over several position sets at once, computing each block's token parts once.
 
@@ -269,6 +271,9 @@ def grid_statistics(
         never_firing_context: also return :class:`NeverFiring` for the context ``0..never_firing_context-1``.
         token_top_k: also give the first set's :class:`GridStats` each token's top ``token_top_k`` features by exact mean
             over its positions (``token_top``), from the same pass, on the numba path (CPU); elsewhere it stays None.
+        screen: on the numba path, compute exact token parts only where a bfloat16 GEMM's bound says they may fire
+            (:mod:`posfeat.engine.screen`; the same results). None: where the CPU has native bfloat16 and for as long as
+            the SAE proves sparse enough.
         Other arguments: see :func:`feature_stats`.
     """
     dev = check_pair(emb, sae)
@@ -291,16 +296,19 @@ def grid_statistics(
     never = _Collector(sae.d_sae, 1, 1) if x_ctx is not None else None
     gemm = _TokenParts(x_tok)
     top = TokenTop.empty(len(tok), token_top_k) if token_top_k > 0 and backend == "numba" else None
+    scr = Screen(x_tok) if backend == "numba" and (bf16_fast() if screen is None else screen) else None
     for f0 in progress_bar(range(0, sae.d_sae, chunk), desc="grid statistics", unit="block", enabled=progress):
         fs = slice(f0, min(f0 + chunk, sae.d_sae))
         W, bias = W_enc[:, fs].T, b_enc[fs]
         token_parts = functools.partial(gemm, W_enc[:, fs].contiguous(), bias)
+        if scr is not None:
+            scr.set_block(W_enc[:, fs], bias)
 
         lim = None if x_ctx is None else (cut[fs][:, None] - W @ x_ctx.T).min(1).values  # never fires inside iff a <= lim
         bs = [W @ xp.T for xp in x_pos]  # [F, n_pos] each
         center = x_mean @ W_enc[:, fs].to(ACC) + b_enc[fs].to(ACC)  # each feature's mean token part (up to rounding)
         parts = additive_blocks(token_parts, bs, cut[fs], backend, n_tok=len(tok), a_center=center, top_k=top_k_tokens,
-                                lims=[None] * (len(bs) - 1) + [lim], token_top=None if top is None else (top, f0))
+                                lims=[None] * (len(bs) - 1) + [lim], token_top=None if top is None else (top, f0), screen=scr)
         for b, s, col in zip(bs, parts, cols):
             col.add(f0, finish(s["count"], s["sum"], s["var"], s, s["a_mean"][:, None] + b.to(ACC), len(tok), top_k_tokens))
             if never is not None and "below_val" in s:
@@ -328,6 +336,7 @@ def feature_stats(
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
     backend: str = "auto",
+    screen: bool | None = None,
 ) -> GridStats:
     """Exact statistics of every SAE feature over the grid ``tokens x positions``, computed where the pair lives.
 
@@ -345,6 +354,7 @@ def feature_stats(
         progress: show a progress bar.
         backend: ``"auto"`` (numba on the CPU, Triton on CUDA when installed), ``"numba"``, ``"triton"`` or ``"torch"``;
             see :mod:`posfeat.engine.additive`.
+        screen: the numba path's bfloat16 screen (see :func:`grid_statistics`).
     """
     emb, sae = on_device(*as_pair(emb, sae), device)
     check_pair(emb, sae)
@@ -355,7 +365,7 @@ def feature_stats(
                     "%d x %d inputs through the encoder (slow for large grids).", sae.name, sae.architecture, n_tok, n_pos)
         return brute_force_stats(emb, sae, positions, tokens=tokens, top_k_tokens=top_k_tokens, dtype=dtype, progress=progress)
     (stats,), _ = grid_statistics(emb, sae, [positions], tokens=tokens, top_k_tokens=top_k_tokens, feature_chunk=feature_chunk, dtype=dtype,
-                                  progress=progress, backend=backend)
+                                  progress=progress, backend=backend, screen=screen)
     return stats
 
 

@@ -227,6 +227,13 @@ def set_threads(n: int | None) -> None:
 _NO_LO = np.zeros((1, 1), np.int32)
 
 
+def new_sums(FB: int, P: int, T: int, top_k: int, want_tok_sum: bool) -> dict[str, np.ndarray]:
+    """The outputs :func:`bucket_sums` fills for a block of ``FB`` features, ``P`` positions and ``T`` tokens, empty."""
+    k = min(top_k, T)
+    return {"acc": np.zeros((FB, P + 1, 4)), "top_val": np.full((FB, k), -np.inf), "top_idx": np.full((FB, k), -1, dtype=np.int64),
+            "tok_sum": np.empty((FB, T) if want_tok_sum else (1, 1)), "below_val": np.full(FB, -np.inf), "below_idx": np.full(FB, -1, np.int64)}
+
+
 def bucket_sums(at: np.ndarray, s: np.ndarray, pb: np.ndarray, shift: np.ndarray, top_k: int, want_tok_sum: bool,
                 lim: np.ndarray | None = None, *, out: dict[str, np.ndarray] | None = None, f0: int = 0,
                 lo_out: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -253,10 +260,8 @@ def bucket_sums(at: np.ndarray, s: np.ndarray, pb: np.ndarray, shift: np.ndarray
     """
     T = at.shape[1]
     FB, P = s.shape
-    k = min(top_k, T)
     if out is None:
-        out = {"acc": np.zeros((FB, P + 1, 4)), "top_val": np.full((FB, k), -np.inf), "top_idx": np.full((FB, k), -1, dtype=np.int64),
-               "tok_sum": np.empty((FB, T) if want_tok_sum else (1, 1)), "below_val": np.full(FB, -np.inf), "below_idx": np.full(FB, -1, np.int64)}
+        out = new_sums(FB, P, T, top_k, want_tok_sum)
     lim_arr = np.full(FB, -np.inf, dtype=at.dtype) if lim is None else np.ascontiguousarray(lim, dtype=at.dtype)
     _bucket_kernel(at, f0, np.ascontiguousarray(s), np.ascontiguousarray(pb), np.ascontiguousarray(shift, dtype=np.float64),
                    lim_arr, out["acc"], out["top_val"], out["top_idx"], out["tok_sum"], want_tok_sum, lim is not None,

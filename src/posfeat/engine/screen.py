@@ -1,0 +1,438 @@
+"""Screening: most token values of a sparse SAE fire at no position, and a bfloat16 GEMM proves it for them.
+
+For a feature ``f`` and token ``t`` the numba path needs the exact token part ``a = x_t . w_f + b_f`` only when it can
+fire at some position (``a > row0_f``, the feature's lowest threshold ``cut - b`` over every position set), or when it
+may be the feature's largest token value that never fires inside the context (:class:`~posfeat.engine.grid_stats.NeverFiring`).
+A token part computed from bfloat16 inputs, ``approx`` (a GEMM at about 2.5 times the fp32 GEMM's speed where the CPU
+multiplies bfloat16 natively), is within a bound ``e`` of every float32 evaluation of ``a`` (:class:`ScreenInputs`: the
+inputs' rounding errors are known, so Cauchy-Schwarz on them gives a bound a few times the typical error, not hundreds), so
+a token with ``approx + e < row0 - b_f`` provably fires nowhere: it only counts. The others (candidates: about 5% on a
+GPT-2-shaped SAE with an L0 of about 50) get their exact token part, a dot product in the working precision, and go
+through the same buckets as in the dense path. What needs every token: the count of those that fire nowhere (the rest),
+the mean token part (from the sum of the token inputs, ``sum_t x_t . w + n b``), the top tokens' zero-sum tail (filled in
+token order, as the dense path does) and the largest value that never fires inside the context (from the candidates, and
+when that is not enough, from the screened tokens not surely below it).
+
+The result is the dense path's, to the rounding of the token parts (one dot product's rounding rather than one GEMM's);
+the same tests hold both to the enumeration. Screening stops for the rest of a call when more than
+:data:`MAX_CANDIDATE_SHARE` of the token values screened so far are candidates (a dense SAE is cheaper through the fp32 GEMM).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, no_type_check
+
+import numpy as np
+import torch
+
+from .kernel import CELLS_PER_THRESHOLD, HAVE_NUMBA, NUMBA_CACHE, TOP_RUN, new_sums
+
+if HAVE_NUMBA:
+    from llvmlite import ir
+    from numba import float64, int64, njit, prange, types
+    from numba.extending import intrinsic
+
+    from .kernel import _cell_starts, _push_top
+
+#: Screen a block's sub-blocks while the share of candidates seen so far stays at most this (above it the exact dot
+#: products cost more than the dense fp32 GEMM they replace).
+MAX_CANDIDATE_SHARE = 0.3
+
+#: Token rows per run of the exact dot products (their inputs stay in L2 while every feature of the sub-block reads them).
+EXACT_RUN = 64
+
+
+def _norms(m: torch.Tensor, rows: int = 4096) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Rows of ``m`` in bfloat16, and in float64 (rounded up by 1e-6) the norms of their rounding errors and of the rounded
+    rows (``rows`` at a time: no float64 copy of the whole)."""
+    h = m.to(torch.bfloat16)
+    err, norm = np.empty(m.shape[0]), np.empty(m.shape[0])
+    for r0 in range(0, m.shape[0], rows):
+        hd = h[r0:r0 + rows].double()
+        err[r0:r0 + rows] = (m[r0:r0 + rows].double() - hd).norm(dim=1).numpy()
+        norm[r0:r0 + rows] = hd.norm(dim=1).numpy()
+    return h, err * (1 + 1e-6), norm * (1 + 1e-6)
+
+
+@dataclass
+class ScreenInputs:
+    """A block's inputs to the screen: token inputs ``x`` ``[n_tok, d]`` (working dtype), in bfloat16 ``x_bf``, the norms of
+    their rounding errors ``dx`` and of the rounded rows ``hx``, their float64 sum ``x_sum``; the block's encoder rows
+    ``wt`` ``[F, d]``, in bfloat16 ``wt_bf``, and per feature the bound's coefficients ``A``, ``B``, ``C`` (below); float64
+    biases ``bias``.
+
+    The bound on ``|approx - a|`` for token ``t`` and feature ``i``, ``approx`` the bfloat16 GEMM's value (``xh . wh``
+    rounded to bfloat16) and ``a`` any float32 evaluation of ``x . w + b``::
+
+        |x.w - xh.wh| <= |dx . w| + |xh . dw| <= dx_t ||w|| + hx_t ||dw||          (Cauchy-Schwarz, rounding errors known)
+        float32 sums, in any order, of xh.wh and of x.w + b: gamma (||xh|| ||wh|| + ||x|| ||w||),  gamma = 1.01 d 2^-24
+        the bfloat16 output: 2^-8 / (1 - 2^-8) |approx|; adding the bias in float32: 2^-23 (|approx| + |b|)
+
+    so ``e = dx_t A_i + hx_t B_i + D |approx| + C_i`` with ``A = ||w||``, ``B = ||dw|| + 2.03 gamma ||wh||``,
+    ``D = 2^-8 / (1 - 2^-8) + 2^-23`` and ``C = 2^-23 |b| + 1e-30``.
+    """
+
+    x: torch.Tensor
+    x_bf: torch.Tensor
+    dx: np.ndarray
+    hx: np.ndarray
+    x_sum: torch.Tensor
+    wt: torch.Tensor
+    wt_bf: torch.Tensor
+    A: np.ndarray
+    B: np.ndarray
+    C: np.ndarray
+    bias: np.ndarray
+
+    @classmethod
+    def tokens(cls, x: torch.Tensor) -> dict[str, object]:
+        """The token half, computed once for every block."""
+        x_bf, dx, hx = _norms(x)
+        return {"x": x, "x_bf": x_bf, "dx": dx, "hx": hx, "x_sum": x.sum(0, dtype=torch.float64)}
+
+    @classmethod
+    def block(cls, tok: dict[str, object], W_blk: torch.Tensor, bias: torch.Tensor) -> ScreenInputs:
+        """``W_blk`` ``[d, F]``: the block's encoder columns; ``bias`` ``[F]``."""
+        wt = W_blk.T.contiguous()
+        wt_bf, dw, hw = _norms(wt)
+        gamma = 1.01 * W_blk.shape[0] * 2.0**-24
+        b = bias.double().numpy()
+        return cls(**tok, wt=wt, wt_bf=wt_bf, A=wt.double().norm(dim=1).numpy() * (1 + 1e-6), B=dw + 2.03 * gamma * hw,  # type: ignore[arg-type]
+                   C=2.0**-23 * np.abs(b) + 1e-30, bias=b)
+
+    def totals(self, f0: int, f1: int) -> np.ndarray:
+        """``sum_t a[t, f]`` for features ``f0..f1-1`` of the block, in float64 from the token inputs' sum."""
+        return (self.wt[f0:f1].double() @ self.x_sum).numpy() + self.x.shape[0] * self.bias[f0:f1]
+
+    def bound(self, f0: int, f1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The bound's arrays for features ``f0..f1-1``: ``dx, hx, A, B, C``."""
+        return self.dx, self.hx, self.A[f0:f1], self.B[f0:f1], self.C[f0:f1]
+
+
+#: The bound's coefficient of ``|approx|`` (see :class:`ScreenInputs`).
+D_REL = 2.0**-8 / (1 - 2.0**-8) + 2.0**-23
+
+
+if HAVE_NUMBA:
+
+    @intrinsic
+    def _bf16(typingctx, bits):  # pragma: no cover - compiled
+        """The float32 value of bfloat16 ``bits`` (a uint16): its bits shifted into a float32's upper half."""
+        def codegen(context, builder, signature, args):
+            wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
+            return builder.bitcast(wide, ir.FloatType())
+        return types.float32(types.uint16), codegen
+
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _err(v, dx, hx, a, b, c):  # pragma: no cover
+        """The bound on ``|approx - a|`` at bfloat16 value ``v`` (see :class:`ScreenInputs`)."""
+        return dx * a + hx * b + D_REL * abs(v) + c
+
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _screen_kernel(approx, dx, hx, A, B, C, floor, cand_t, cand_n, sure):  # pragma: no cover
+        """Candidates of each feature ``i``: tokens with ``approx + e >= floor[i]`` (``floor = row0 - bias``), in token order;
+        ``sure[i]``: the largest lower bound ``approx - e`` among the others."""
+        F, T = approx.shape
+        for i in prange(F):
+            fl = floor[i]
+            n = 0
+            lower = -np.inf
+            for t in range(T):
+                v = float64(_bf16(approx[i, t]))
+                e = _err(v, dx[t], hx[t], A[i], B[i], C[i])
+                if v + e >= fl:
+                    cand_t[i, n] = t
+                    n += 1
+                elif v - e > lower:
+                    lower = v - e
+            cand_n[i] = n
+            sure[i] = lower
+
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True, fastmath={"reassoc", "contract"})
+    @no_type_check
+    def _dots(x, wt, i, cand, j, n, bias, vals):  # pragma: no cover
+        """``vals[i, j..j+n-1]``: ``x[cand[j..]] . wt[i] + bias[i]`` (``n`` at most 4: one load of ``wt[i]`` serves them all),
+        summed in the working precision as a GEMM would (in any order: the screen's bound allows for it)."""
+        t0 = cand[j]
+        t1 = cand[j + min(1, n - 1)]
+        t2 = cand[j + min(2, n - 1)]
+        t3 = cand[j + min(3, n - 1)]
+        z = x[t0, 0] * 0
+        s0, s1, s2, s3 = z, z, z, z
+        for k in range(x.shape[1]):
+            w = wt[i, k]
+            s0 += x[t0, k] * w
+            s1 += x[t1, k] * w
+            s2 += x[t2, k] * w
+            s3 += x[t3, k] * w
+        b = bias[i]
+        vals[i, j] = s0 + b
+        if n > 1:
+            vals[i, j + 1] = s1 + b
+        if n > 2:
+            vals[i, j + 2] = s2 + b
+        if n > 3:
+            vals[i, j + 3] = s3 + b
+
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _exact_kernel(x, wt, bias, cand_t, cand_n, vals):  # pragma: no cover
+        """``vals[i, j]``: the exact token part of candidate ``j`` of feature ``i``. Tokens go in runs of TOP_RUN per thread,
+        each run in steps of EXACT_RUN rows read by every feature while they are in cache."""
+        F = cand_t.shape[0]
+        T = x.shape[0]
+        for run in prange((T + TOP_RUN - 1) // TOP_RUN):
+            r0 = run * TOP_RUN
+            cur = np.empty(F, np.int64)
+            for i in range(F):
+                cur[i] = np.searchsorted(cand_t[i, : cand_n[i]], r0)
+            for s0 in range(r0, min(T, r0 + TOP_RUN), EXACT_RUN):
+                s1 = min(T, s0 + EXACT_RUN)
+                for i in range(F):
+                    j = cur[i]
+                    e = j
+                    while e < cand_n[i] and cand_t[i, e] < s1:
+                        e += 1
+                    while j < e:
+                        _dots(x, wt, i, cand_t[i], j, min(4, e - j), bias, vals)
+                        j += 4
+                    cur[i] = e
+
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _fill_zeros(topv, topi, tmin, nxt, stop):  # pragma: no cover
+        """Push tokens ``nxt .. stop-1`` (none of them a candidate: each sums to 0) into a top list that is not full
+        (``tmin < 0``), in token order, as the dense path meets them; returns the new ``tmin``."""
+        while tmin < 0.0 and nxt < stop:
+            tmin = _push_top(topv, topi, 0.0, nxt)
+            nxt += 1
+        return tmin
+
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _sparse_bucket_kernel(f0, T, cand_t, cand_n, vals, s, pb, shift, acc, topv, topi, lo_c):  # pragma: no cover
+        """The dense kernel's buckets and top tokens over the candidates alone (every other token fires nowhere)."""
+        F = cand_t.shape[0]
+        P = s.shape[1]
+        C = CELLS_PER_THRESHOLD * P
+        for i in prange(F):
+            f = f0 + i
+            row = s[f]
+            start, first, scale = _cell_starts(row, C)
+            last = row[P - 1]
+            sh = shift[f]
+            tmin = topv[f, topv.shape[1] - 1]
+            nxt = 0  # the first token not yet met (for the zero-sum tail of the top list)
+            n = cand_n[i]
+            fired = 0.0
+            for j in range(n):
+                t = cand_t[i, j]
+                if tmin < 0.0:
+                    tmin = _fill_zeros(topv[f], topi[f], tmin, nxt, t)
+                nxt = t + 1
+                v = vals[i, j]
+                lo = 0
+                if v > row[0]:
+                    if v > last:
+                        lo = P
+                    else:
+                        c = int64((float64(v) - first) * scale)
+                        lo = start[c]
+                        end = start[c + 1]
+                        while lo < end and row[lo] < v:
+                            lo += 1
+                    u = float64(v) - sh
+                    acc[f, lo, 0] += 1.0
+                    acc[f, lo, 1] += u
+                    acc[f, lo, 2] += u * u
+                    fired += 1.0
+                lo_c[i, j] = lo
+                ts = lo * float64(v) + pb[f, lo] if lo > 0 else 0.0
+                if ts > tmin:
+                    tmin = _push_top(topv[f], topi[f], ts, t)
+            if tmin < 0.0:
+                tmin = _fill_zeros(topv[f], topi[f], tmin, nxt, T)
+            acc[f, 0, 0] += T - fired
+
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _below_candidates(approx, dx, hx, A, B, C, bias, lim, floor, sure, f0, cand_t, cand_n, vals, band_t, band_n, below_v,
+                          below_i):  # pragma: no cover
+        """Each feature's largest token part at or below ``lim`` among its candidates (exact values known; the first token
+        among ties) into ``below_v``/``below_i``. Every other token lies below ``floor`` (``row0 - bias``), so when that value
+        reaches it, it is the answer; else the answer may be a screened token, and those that may be it (not surely below
+        the larger of that value and ``sure``, the largest value surely among them) go into ``band_t``."""
+        F, T = approx.shape
+        for i in prange(F):
+            f = f0 + i
+            best = below_v[f]
+            besti = below_i[f]
+            for j in range(cand_n[i]):
+                w = vals[i, j]
+                if w <= lim[f] and w > best:
+                    best = w
+                    besti = cand_t[i, j]
+            below_v[f] = best
+            below_i[f] = besti
+            n = 0
+            if float64(best) - bias[i] < floor[i]:
+                low = max(sure[i], float64(best) - bias[i])
+                for t in range(T):
+                    v = float64(_bf16(approx[i, t]))
+                    e = _err(v, dx[t], hx[t], A[i], B[i], C[i])
+                    if low <= v + e < floor[i]:  # screened (the screen's own test), and may be the largest
+                        band_t[i, n] = t
+                        n += 1
+            band_n[i] = n
+
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _below_pick(band_t, band_n, vals, lim, f0, below_v, below_i):  # pragma: no cover
+        """Fold the band's exact values into each feature's largest value at or below ``lim`` (the first token among ties)."""
+        for i in prange(band_t.shape[0]):
+            best = below_v[f0 + i]
+            besti = below_i[f0 + i]
+            for j in range(band_n[i]):
+                w = vals[i, j]
+                t = band_t[i, j]
+                if w <= lim[f0 + i] and (w > best or (w == best and t < besti)):
+                    best = w
+                    besti = t
+            below_v[f0 + i] = best
+            below_i[f0 + i] = besti
+
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _sparse_top_kernel(cand_t, cand_n, vals, lo_c, T, g0, pb, pb2, topv, topi, topvar):  # pragma: no cover
+        """:func:`posfeat.engine.kernel.token_top_merge` over the candidates (the others fire nowhere)."""
+        F = cand_t.shape[0]
+        P = pb.shape[1] - 1
+        K = topv.shape[1]
+        for run in prange((T + TOP_RUN - 1) // TOP_RUN):
+            r0 = run * TOP_RUN
+            for i in range(F):
+                j = np.searchsorted(cand_t[i, : cand_n[i]], r0)
+                while j < cand_n[i] and cand_t[i, j] < r0 + TOP_RUN:
+                    n = lo_c[i, j]
+                    t = cand_t[i, j]
+                    w = float64(vals[i, j])
+                    j += 1
+                    mean = (n * w + pb[i, n]) / P
+                    if n == 0 or not (mean > topv[t, K - 1] and mean > 0.0):
+                        continue
+                    k = K - 1
+                    while k > 0 and topv[t, k - 1] < mean:
+                        topv[t, k], topi[t, k], topvar[t, k] = topv[t, k - 1], topi[t, k - 1], topvar[t, k - 1]
+                        k -= 1
+                    topv[t, k], topi[t, k] = mean, g0 + i
+                    topvar[t, k] = (n * w * w + 2.0 * w * pb[i, n] + pb2[i, n]) / P - mean * mean
+
+
+class Screen:
+    """The screen of one :func:`~posfeat.engine.grid_stats.grid_statistics` call: the token half of its inputs, buffers kept
+    for every sub-block, and the share of candidates so far (screening stops for good when it exceeds
+    :data:`MAX_CANDIDATE_SHARE`: a dense SAE is cheaper through the fp32 GEMM)."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.tok = ScreenInputs.tokens(x)
+        self.seen = 0
+        self.candidates = 0
+        self.block: ScreenInputs | None = None
+        self.sure = np.empty(0)  # the last sub-block's largest value surely below its floor, per feature
+        self._bufs: dict[str, np.ndarray] = {}
+
+    def active(self) -> bool:
+        return self.seen == 0 or self.candidates <= MAX_CANDIDATE_SHARE * self.seen
+
+    def share(self) -> float:
+        """Candidates per token value screened so far."""
+        return self.candidates / self.seen if self.seen else float("nan")
+
+    def set_block(self, W_blk: torch.Tensor, bias: torch.Tensor) -> None:
+        self.block = ScreenInputs.block(self.tok, W_blk, bias)
+
+    def _buf(self, name: str, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        b = self._bufs.get(name)
+        if b is None or b.dtype != dtype or b.size < shape[0] * shape[1]:
+            b = self._bufs[name] = np.empty(shape[0] * shape[1], dtype)
+        return b[: shape[0] * shape[1]].reshape(shape)
+
+    def candidates_of(self, f0: int, f1: int, row0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Screen features ``f0..f1-1`` of the block (``row0``: their lowest thresholds): the bfloat16 token parts
+        (``uint16`` bits), the candidates ``cand_t`` (tokens in order), their number ``cand_n`` and exact values ``vals``."""
+        blk = self.block
+        assert blk is not None
+        T, F = blk.x.shape[0], f1 - f0
+        approx = torch.from_numpy(self._buf("approx", (F, T), np.dtype(np.int16))).view(torch.bfloat16)
+        torch.matmul(blk.wt_bf[f0:f1], blk.x_bf.T, out=approx)
+        bits = approx.view(torch.int16).numpy().view(np.uint16)
+        cand_t, cand_n = self._buf("cand_t", (F, T), np.dtype(np.int32)), np.empty(F, np.int64)
+        self.sure = np.empty(F)
+        _screen_kernel(bits, *blk.bound(f0, f1), np.asarray(row0, np.float64) - blk.bias[f0:f1], cand_t, cand_n, self.sure)
+        self.seen += F * T
+        self.candidates += int(cand_n.sum())
+        vals = self._buf("vals", (F, T), np.dtype(blk.x.numpy().dtype))
+        _exact_kernel(blk.x.numpy(), blk.wt.numpy()[f0:f1], blk.bias[f0:f1], cand_t, cand_n, vals)
+        return bits, cand_t, cand_n, vals
+
+    def below(self, f0: int, f1: int, found: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], floor: np.ndarray, lim: np.ndarray,
+              out: dict[str, np.ndarray]) -> None:
+        """Each feature's largest token part at or below ``lim`` (``out["below_val"]``, ``out["below_idx"]``), from the
+        candidates' exact values (``found``: :meth:`candidates_of`'s result) and exact values of the screened tokens that
+        may be it."""
+        blk = self.block
+        assert blk is not None
+        F, T = f1 - f0, blk.x.shape[0]
+        bits, cand_t, cand_n, vals = found
+        band_t, band_n = self._buf("band_t", (F, T), np.dtype(np.int32)), np.empty(F, np.int64)
+        _below_candidates(bits, *blk.bound(f0, f1), blk.bias[f0:f1], lim, floor, self.sure, f0, cand_t, cand_n, vals, band_t, band_n,
+                          out["below_val"], out["below_idx"])
+        if band_n.any():
+            band_v = self._buf("band_v", (F, T), vals.dtype)
+            _exact_kernel(blk.x.numpy(), blk.wt.numpy()[f0:f1], blk.bias[f0:f1], band_t, band_n, band_v)
+            _below_pick(band_t, band_n, band_v, lim, f0, out["below_val"], out["below_idx"])
+
+    def lo_buffer(self, F: int, T: int) -> np.ndarray:
+        return self._buf("lo", (F, T), np.dtype(np.int32))
+
+
+def screened_sums(screen: Screen, f0: int, f1: int, preps: list[dict[str, torch.Tensor]], lims: list[torch.Tensor | None], shift: np.ndarray,
+                  outs: list[dict[str, np.ndarray] | None], top_k: int, token_top: tuple[Any, int] | None) -> None:
+    """Features ``f0..f1-1`` of the block through the screen into ``outs`` (one per position set, made when None), as
+    :func:`posfeat.engine.kernel.bucket_sums` would fill them from the dense token parts; updates ``token_top``."""
+    blk = screen.block
+    assert blk is not None
+    T = blk.x.shape[0]
+    row0 = np.min([p["s"][f0:f1, 0].double().numpy() for p in preps], axis=0)
+    found = screen.candidates_of(f0, f1, row0)
+    _, cand_t, cand_n, vals = found
+    lo_c = screen.lo_buffer(f1 - f0, T)
+    totals = blk.totals(f0, f1)
+    for i, (prep, lim) in enumerate(zip(preps, lims)):
+        FB, P = prep["s"].shape
+        out = outs[i] = outs[i] if outs[i] is not None else new_sums(FB, P, T, max(top_k, 1), False)
+        pb = prep["pb"].numpy()
+        _sparse_bucket_kernel(f0, T, cand_t, cand_n, vals, prep["s"].numpy(), pb, shift, out["acc"], out["top_val"], out["top_idx"], lo_c)
+        acc = out["acc"][f0:f1]
+        acc[:, 0, 1] = totals - T * shift[f0:f1] - acc[:, 1:, 1].sum(1)  # every token's shifted value, through the sum of the inputs
+        if lim is not None:
+            screen.below(f0, f1, found, row0 - blk.bias[f0:f1], lim.numpy(), out)
+        if i == 0 and token_top is not None:
+            top, g0 = token_top
+            _sparse_top_kernel(cand_t, cand_n, vals, lo_c, T, g0 + f0, pb[f0:f1], prep["pb2"].numpy()[f0:f1], top.mean, top.feature, top.var)
+
+
+@functools.cache
+def bf16_fast() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (``avx512_bf16`` or ``amx_bf16`` in ``/proc/cpuinfo``): where it does
+    not, a bfloat16 GEMM is no faster than the fp32 one and the screen is not used unless asked for."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
