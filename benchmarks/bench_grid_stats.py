@@ -8,8 +8,8 @@ whole grid. ``--quick`` runs a small size. The engine and the GEMM are timed alt
 times in one process (best of each; on a busy CPU the process CPU time is printed too, and its
 ratio, which other processes disturb less than wall time).
 
-    python benchmarks/bench_grid_stats.py [--quick] [--device cpu|cuda] [--threads N] [--backend auto|numba|torch|triton]
-                                          [--repeats N] [--csv FILE]
+    python benchmarks/bench_grid_stats.py [--quick] [--sparse] [--device cpu|cuda] [--threads N] [--backend auto|numba|torch|triton]
+                                          [--screen auto|on|off] [--repeats N] [--csv FILE]
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ SIZES = {
 }
 
 
-def random_instance(d_vocab: int, n_ctx: int, d_model: int, d_sae: int, seed: int = 0) -> tuple[Embeddings, SAE]:
+def random_instance(d_vocab: int, n_ctx: int, d_model: int, d_sae: int, seed: int = 0, sparse: bool = False) -> tuple[Embeddings, SAE]:
     """A random model/SAE pair of GPT-2's shapes (built on the CPU); it fires on about 27% of inputs (the table prints the
-    mean firing fraction), far denser than a trained SAE such as res-jb (L0 about 50 of 24576)."""
+    mean firing fraction), far denser than a trained SAE such as res-jb (L0 about 50 of 24576); ``sparse``: encoder biases
+    about 2.9 standard deviations below zero, so it fires on about 0.2% of inputs, as res-jb does."""
     g = torch.Generator().manual_seed(seed)
     W_E = torch.randn(d_vocab, d_model, generator=g) * 0.14
     W_pos = torch.randn(n_ctx, d_model, generator=g) * 0.05
     W_enc = torch.randn(d_model, d_sae, generator=g) / d_model**0.5
-    b_enc = -0.2 * torch.rand(d_sae, generator=g)
+    b_enc = (-0.43 - 0.05 * torch.rand(d_sae, generator=g)) if sparse else -0.2 * torch.rand(d_sae, generator=g)
     return Embeddings(W_E, W_pos, name=f"random {d_vocab}x{n_ctx}"), SAE.from_arrays(W_enc, W_enc.T.contiguous(), b_enc, torch.zeros(d_model))
 
 
@@ -80,6 +81,8 @@ def main() -> None:
     ap.add_argument("--backend", default="auto", choices=["auto", "numba", "torch", "triton"])
     ap.add_argument("--repeats", type=int, default=1, help="time the engine and the GEMM alternately this many times (best of each)")
     ap.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    ap.add_argument("--sparse", action="store_true", help="a sparse SAE (fires on about 0.2%% of inputs, as res-jb) instead of a dense one")
+    ap.add_argument("--screen", default="auto", choices=["auto", "on", "off"], help="the numba path's bfloat16 screen (engine/screen.py)")
     ap.add_argument("--bf-tokens", type=int, default=8, help="tokens in the brute-force slice")
     ap.add_argument("--bf-positions", type=int, default=64, help="positions in the brute-force slice")
     args = ap.parse_args()
@@ -88,7 +91,8 @@ def main() -> None:
     set_threads(args.threads)
     device = torch.device(args.device)
     size = SIZES["tiny" if args.tiny else "quick" if args.quick else "gpt2"]
-    emb, sae = random_instance(**size)
+    emb, sae = random_instance(**size, sparse=args.sparse)
+    screen = {"auto": None, "on": True, "off": False}[args.screen]
     emb, sae = emb.to(device), sae.to(device)
     feature_stats(emb, sae, positions=range(4), tokens=range(64), backend=args.backend)  # compile / warm up
     if device.type == "cuda":
@@ -97,7 +101,7 @@ def main() -> None:
 
     def run() -> None:
         nonlocal stats
-        stats = feature_stats(emb, sae, backend=args.backend)
+        stats = feature_stats(emb, sae, backend=args.backend, screen=screen)
 
     t_fast = t_gemm = c_fast = c_gemm = float("inf")
     memory = ""
@@ -115,8 +119,9 @@ def main() -> None:
     rows = [
         ("device", device_name(device)),
         ("threads", f"torch {torch.get_num_threads()}" + ("" if device.type == "cuda" else f", numba {args.threads or os.cpu_count()}")),
-        ("backend", args.backend),
-        ("instance", f"d_vocab {size['d_vocab']}, n_ctx {size['n_ctx']}, d_model {size['d_model']}, d_sae {size['d_sae']} (ReLU)"),
+        ("backend", f"{args.backend}, screen {args.screen}"),
+        ("instance", f"d_vocab {size['d_vocab']}, n_ctx {size['n_ctx']}, d_model {size['d_model']}, d_sae {size['d_sae']} "
+                     f"(ReLU, {'sparse' if args.sparse else 'dense'})"),
         ("grid activations", f"{full:.3e}"),
         ("feature_stats, whole grid", f"{t_fast:.2f} s"),
         ("peak memory (first engine run, before any GEMM of the floor)", memory),

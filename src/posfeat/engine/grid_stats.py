@@ -303,7 +303,6 @@ def grid_statistics(
         token_parts = functools.partial(gemm, W_enc[:, fs].contiguous(), bias)
         if scr is not None:
             scr.set_block(W_enc[:, fs], bias)
-
         lim = None if x_ctx is None else (cut[fs][:, None] - W @ x_ctx.T).min(1).values  # never fires inside iff a <= lim
         bs = [W @ xp.T for xp in x_pos]  # [F, n_pos] each
         center = x_mean @ W_enc[:, fs].to(ACC) + b_enc[fs].to(ACC)  # each feature's mean token part (up to rounding)
