@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 from ..core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .additive import additive_block, token_summary
+    from .additive import TokenTop, additive_block, token_summary
     from .grid_stats import GridStats, NeverFiring, additive_parts, brute_force_stats, check_pair, feature_stats, grid_statistics, resolve_index
     from .kernel import set_threads
     from .sample import Chunk, DeviationSums, SampleGrid, TokenSample, sample_tokens
 
 __getattr__, __dir__ = lazy_exports(__name__, {
-    **dict.fromkeys(['additive_block', 'token_summary'], '.additive'),
+    **dict.fromkeys(['TokenTop', 'additive_block', 'token_summary'], '.additive'),
     **dict.fromkeys([
         'GridStats', 'NeverFiring', 'additive_parts', 'brute_force_stats', 'check_pair', 'feature_stats', 'grid_statistics', 'resolve_index',
     ], '.grid_stats'),
@@ -26,6 +26,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 })
 
 __all__ = [
-    'Chunk', 'DeviationSums', 'GridStats', 'NeverFiring', 'SampleGrid', 'TokenSample', 'additive_block', 'additive_parts',
+    'Chunk', 'DeviationSums', 'GridStats', 'NeverFiring', 'SampleGrid', 'TokenSample', 'TokenTop', 'additive_block', 'additive_parts',
     'brute_force_stats', 'check_pair', 'feature_stats', 'grid_statistics', 'resolve_index', 'sample_tokens', 'set_threads', 'token_summary',
 ]
