@@ -108,10 +108,9 @@ def _numba_blocks(a: torch.Tensor | Callable[[int, int], torch.Tensor], shift: n
     f1 = 0
     while f1 < F:
         f0 = f1
-        if screen is not None and screen.active():  # a sparse SAE: exact token parts only where they can fire
-            f1 = min(F, f0 + SCREEN_SUB * sub)
-            screened_sums(screen, f0, f1, preps, lims, shift, outs, top_k, token_top)
-            continue
+        f1 = min(F, f0 + SCREEN_SUB * sub)
+        if screen is not None and screen.active() and screened_sums(screen, f0, f1, preps, lims, shift, outs, top_k, token_top):
+            continue  # a sparse SAE: exact token parts only where they can fire
         f1 = min(F, f0 + sub)
         at = a[f0:f1].T if isinstance(a, torch.Tensor) else a(f0, f1)  # [n_tok, f1 - f0]: this sub-block's GEMM
         if at.stride(0) == 1:  # feature-major already

@@ -273,7 +273,7 @@ def grid_statistics(
             over its positions (``token_top``), from the same pass, on the numba path (CPU); elsewhere it stays None.
         screen: on the numba path, compute exact token parts only where a bfloat16 GEMM's bound says they may fire
             (:mod:`posfeat.engine.screen`; the same results). None: where the CPU has native bfloat16 and for as long as
-            the SAE proves sparse enough.
+            the SAE proves sparse enough; True: always (however dense); False: never.
         Other arguments: see :func:`feature_stats`.
     """
     dev = check_pair(emb, sae)
@@ -296,7 +296,7 @@ def grid_statistics(
     never = _Collector(sae.d_sae, 1, 1) if x_ctx is not None else None
     gemm = _TokenParts(x_tok)
     top = TokenTop.empty(len(tok), token_top_k) if token_top_k > 0 and backend == "numba" else None
-    scr = Screen(x_tok) if backend == "numba" and (bf16_fast() if screen is None else screen) else None
+    scr = Screen(x_tok, always=screen is True) if backend == "numba" and (bf16_fast() if screen is None else screen) else None
     for f0 in progress_bar(range(0, sae.d_sae, chunk), desc="grid statistics", unit="block", enabled=progress):
         fs = slice(f0, min(f0 + chunk, sae.d_sae))
         W, bias = W_enc[:, fs].T, b_enc[fs]

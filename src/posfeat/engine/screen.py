@@ -37,9 +37,11 @@ if HAVE_NUMBA:
 
     from .kernel import _cell_starts, _push_top
 
-#: Screen a block's sub-blocks while the share of candidates seen so far stays at most this (above it the exact dot
-#: products cost more than the dense fp32 GEMM they replace).
-MAX_CANDIDATE_SHARE = 0.3
+#: Screening stops for good at the first sub-block where more than this share of the token values are candidates: the
+#: exact dot products cost about 7 fp32 GEMMs per unit of share (measured on this project's CPU, as the GEMM they
+#: replace is 1), the bfloat16 GEMM and the screen about 0.5, so above about 0.1 the dense path is cheaper (the bundled
+#: SAE: 0.27; GPT-2-shaped stand-in and a res-jb-like random SAE: about 0.05).
+MAX_CANDIDATE_SHARE = 0.12
 
 #: Token rows per run of the exact dot products (their inputs stay in L2 while every feature of the sub-block reads them).
 EXACT_RUN = 64
@@ -338,16 +340,18 @@ class Screen:
     for every sub-block, and the share of candidates so far (screening stops for good when it exceeds
     :data:`MAX_CANDIDATE_SHARE`: a dense SAE is cheaper through the fp32 GEMM)."""
 
-    def __init__(self, x: torch.Tensor) -> None:
+    def __init__(self, x: torch.Tensor, always: bool = False) -> None:
         self.tok = ScreenInputs.tokens(x)
+        self.always = always  # screen however dense the SAE (the tests: both paths on every instance)
         self.seen = 0
         self.candidates = 0
+        self.off = False
         self.block: ScreenInputs | None = None
         self.sure = np.empty(0)  # the last sub-block's largest value surely below its floor, per feature
         self._bufs: dict[str, np.ndarray] = {}
 
     def active(self) -> bool:
-        return self.seen == 0 or self.candidates <= MAX_CANDIDATE_SHARE * self.seen
+        return not self.off
 
     def share(self) -> float:
         """Candidates per token value screened so far."""
@@ -362,9 +366,10 @@ class Screen:
             b = self._bufs[name] = np.empty(shape[0] * shape[1], dtype)
         return b[: shape[0] * shape[1]].reshape(shape)
 
-    def candidates_of(self, f0: int, f1: int, row0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def candidates_of(self, f0: int, f1: int, row0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """Screen features ``f0..f1-1`` of the block (``row0``: their lowest thresholds): the bfloat16 token parts
-        (``uint16`` bits), the candidates ``cand_t`` (tokens in order), their number ``cand_n`` and exact values ``vals``."""
+        (``uint16`` bits), the candidates ``cand_t`` (tokens in order), their number ``cand_n`` and exact values ``vals``;
+        None (and the screen off for good) when more than :data:`MAX_CANDIDATE_SHARE` of them are candidates."""
         blk = self.block
         assert blk is not None
         T, F = blk.x.shape[0], f1 - f0
@@ -376,6 +381,9 @@ class Screen:
         _screen_kernel(bits, *blk.bound(f0, f1), np.asarray(row0, np.float64) - blk.bias[f0:f1], cand_t, cand_n, self.sure)
         self.seen += F * T
         self.candidates += int(cand_n.sum())
+        if not self.always and cand_n.sum() > MAX_CANDIDATE_SHARE * F * T:
+            self.off = True
+            return None
         vals = self._buf("vals", (F, T), np.dtype(blk.x.numpy().dtype))
         _exact_kernel(blk.x.numpy(), blk.wt.numpy()[f0:f1], blk.bias[f0:f1], cand_t, cand_n, vals)
         return bits, cand_t, cand_n, vals
@@ -402,14 +410,17 @@ class Screen:
 
 
 def screened_sums(screen: Screen, f0: int, f1: int, preps: list[dict[str, torch.Tensor]], lims: list[torch.Tensor | None], shift: np.ndarray,
-                  outs: list[dict[str, np.ndarray] | None], top_k: int, token_top: tuple[Any, int] | None) -> None:
+                  outs: list[dict[str, np.ndarray] | None], top_k: int, token_top: tuple[Any, int] | None) -> bool:
     """Features ``f0..f1-1`` of the block through the screen into ``outs`` (one per position set, made when None), as
-    :func:`posfeat.engine.kernel.bucket_sums` would fill them from the dense token parts; updates ``token_top``."""
+    :func:`posfeat.engine.kernel.bucket_sums` would fill them from the dense token parts; updates ``token_top``. False
+    (nothing done, the screen off) when the SAE proves too dense for it."""
     blk = screen.block
     assert blk is not None
     T = blk.x.shape[0]
     row0 = np.min([p["s"][f0:f1, 0].double().numpy() for p in preps], axis=0)
     found = screen.candidates_of(f0, f1, row0)
+    if found is None:
+        return False
     _, cand_t, cand_n, vals = found
     lo_c = screen.lo_buffer(f1 - f0, T)
     totals = blk.totals(f0, f1)
@@ -425,6 +436,7 @@ def screened_sums(screen: Screen, f0: int, f1: int, preps: list[dict[str, torch.
         if i == 0 and token_top is not None:
             top, g0 = token_top
             _sparse_top_kernel(cand_t, cand_n, vals, lo_c, T, g0 + f0, pb[f0:f1], prep["pb2"].numpy()[f0:f1], top.mean, top.feature, top.var)
+    return True
 
 
 @functools.cache
