@@ -4,18 +4,25 @@ ever written to memory.
 
 For a separable SAE (ReLU, JumpReLU) ``pre[t, p, f] = a[t, f] + b[p, f]`` and feature ``f`` fires iff
 ``a[t, f] > thr[p, f] = cut[f] - b[p, f]`` (the comparison :meth:`posfeat.engine.sample.SampleGrid.first_firing`
-makes, so the counts, hence L0, are the same), with activation ``a + b``. The positions of a chunk go in blocks of
-:data:`BLOCK`, one block per thread. For each sample token a block first keeps the features that can fire at any of
-its positions (``a[t, f] > min_p thr[p, f]``: one branch-free pass over the features), then, position by position,
-adds ``(a + b) W_dec[f]`` for those that do fire into two accumulators of ``d_model`` floats (positional features
-apart from the others); the same few decoder rows serve every position of the block, so they stay in cache. Each
-input's reconstruction ``x_hat = b_dec + dec_non + dec_pos`` is then reduced on the spot to
-``||x - x_hat||^2``, ``||x||^2``, ``||x_hat||^2``, the squared error inside the span of ``P`` (the top principal
+makes, so the counts, hence L0, are the same), with activation ``a + b``. Each distinct token is computed once (a
+sample drawn with replacement repeats tokens: the bundled pair's 2048 draws hold about 1000 distinct tokens), its
+per-position sums weighted by how often it was drawn. The threads take interleaved groups of tokens (every group
+spans all positions, so the cheap in-context positions and the dense ones past the context are shared evenly). For
+one token, the positions go in blocks of :data:`BLOCK`: a block keeps the features that can fire at any of its
+positions (``a[t, f] > min_p thr[p, f]``: one pass over the features, positional ones apart), a sub-block of
+:data:`SUB_BLOCK` positions narrows that list the same way, and each position collects its firing features from it
+(branch-free). The decode ``sum_f (a + b) W_dec[f]`` goes four decoder rows per pass over the ``d_model`` floats of
+an accumulator (positional features into a second one), the rows of a block's features staying in cache from one
+position to the next. Each input's reconstruction ``x_hat = b_dec + dec_non + dec_pos`` is then reduced on the spot
+to ``||x - x_hat||^2``, ``||x||^2``, ``||x_hat||^2``, the squared error inside the span of ``P`` (the top principal
 components of W_pos), and ``r = x - x_hat + dec_pos - W_pos[p] = W_E[t] - b_dec - dec_non`` (the add-back test's
-residual: its sum over tokens and its squared norm), all accumulated in float64.
+residual: its squared norm, and its weighted sum over tokens in the token group's own accumulator), all in float64.
 
 The work is ``O(n_tok * d_sae * n_pos / BLOCK)`` comparisons plus ``O(nnz * d_model)`` multiply-adds, where the
-dense product the torch path falls back to costs ``O(n_tok * n_pos * d_sae * d_model)``.
+dense product the torch path falls back to costs ``O(n_tok * n_pos * d_sae * d_model)``. (Why not the quadratic
+form ``act^T (W_dec W_dec^T) act``, which skips the decode: it costs ``O(L0^2)`` per input against ``O(L0 d_model)``,
+a gain only while L0 is well below ``d_model``; past the context the bundled SAE fires about 270 of its features, so
+it would save little and cost a ``d_sae^2`` table.)
 """
 
 from __future__ import annotations
@@ -41,112 +48,154 @@ def fused_cpu(sae: SAE, device: torch.device) -> bool:
 #: float32 terms) and multiply-adds fused; no assumption about NaN or infinity is made.
 _FAST = {"reassoc", "contract"}
 
-#: Positions per block, at most (each thread takes one block at a time; a token's decoder rows serve the whole block).
+#: Positions per block: a token's candidate features are found once per block.
 BLOCK = 128
-#: Positions per block, at least (smaller blocks only to give every thread one).
-MIN_BLOCK = 16
+#: Positions per sub-block: the block's candidates narrowed to those that can fire in it.
+SUB_BLOCK = 16
+#: Token groups per thread (the parallel work items; more of them balance the threads better).
+GROUPS_PER_THREAD = 4
 
 if HAVE_NUMBA:
 
     @njit(cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
     @no_type_check
-    def _block_min(thr, p0, p1):  # pragma: no cover
-        """Each feature's smallest threshold over positions ``p0 .. p1-1``."""
-        thrmin = thr[p0].copy()
-        for p in range(p0 + 1, p1):
-            for f in range(thr.shape[1]):
-                thrmin[f] = min(thrmin[f], thr[p, f])
-        return thrmin
+    def _block_min(thr, step):  # pragma: no cover
+        """``[n_blocks, d_sae]``: each feature's smallest threshold over each block of ``step`` positions."""
+        n, d_sae = thr.shape
+        nb = (n + step - 1) // step
+        out = np.empty((nb, d_sae), np.float32)
+        for s in range(nb):
+            out[s] = thr[s * step]
+            for p in range(s * step + 1, min(n, s * step + step)):
+                for f in range(d_sae):
+                    out[s, f] = min(out[s, f], thr[p, f])
+        return out
 
     @njit(cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
     @no_type_check
-    def _candidates(a, t, thrmin, cand):  # pragma: no cover
-        """Branch-free: the features token ``t`` can fire somewhere in the block, into ``cand``; returns how many."""
-        nc = 0
+    def _candidates(a, t, thrmin, is_pos, cand):  # pragma: no cover
+        """The features token ``t`` can fire somewhere in the block: non-positional ones into ``cand[:nn]``, positional
+        ones into ``cand[npp:]``; returns ``(nn, npp)``."""
+        nn = 0
+        npp = cand.shape[0]
         for f in range(a.shape[1]):
-            cand[nc] = f
-            nc += a[t, f] > thrmin[f]
-        return nc
+            if a[t, f] > thrmin[f]:
+                if is_pos[f]:
+                    npp -= 1
+                    cand[npp] = f
+                else:
+                    cand[nn] = f
+                    nn += 1
+        return nn, npp
 
     @njit(cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
     @no_type_check
-    def _firing(a, b, thr, t, p, cand, nc, fire_f, fire_v):  # pragma: no cover
-        """Branch-free: the candidates firing at ``p``, and their activations, into ``fire_f``/``fire_v``; returns how many."""
-        m = 0
-        for k in range(nc):
+    def _narrow(a, t, thr, cand, lo, hi, out, m):  # pragma: no cover
+        """Branch-free: append to ``out`` (from ``m``) the features of ``cand[lo:hi]`` with ``a[t, f] > thr[f]``; returns the new length."""
+        for k in range(lo, hi):
             f = cand[k]
+            out[m] = f
+            m += a[t, f] > thr[f]
+        return m
+
+    @njit(cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
+    @no_type_check
+    def _firing(a, b, thr, t, p, sub, lo, hi, fire_f, fire_v, m):  # pragma: no cover
+        """Branch-free: append the features of ``sub[lo:hi]`` firing at ``p``, and their activations; returns the new length."""
+        for k in range(lo, hi):
+            f = sub[k]
             av = a[t, f]
             fire_f[m] = f
             fire_v[m] = av + b[p, f]
             m += av > thr[p, f]
         return m
 
+    @njit(cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
+    @no_type_check
+    def _decode(acc, W, fire_f, fire_v, k0, k1):  # pragma: no cover
+        """``acc = sum over k0 <= k < k1 of fire_v[k] W[fire_f[k]]``, four rows per pass over ``acc``."""
+        d = acc.shape[0]
+        acc[:] = 0.0
+        k = k0
+        while k + 4 <= k1:
+            f0, f1, f2, f3 = fire_f[k], fire_f[k + 1], fire_f[k + 2], fire_f[k + 3]
+            v0, v1, v2, v3 = fire_v[k], fire_v[k + 1], fire_v[k + 2], fire_v[k + 3]
+            for j in range(d):
+                acc[j] += v0 * W[f0, j] + v1 * W[f1, j] + v2 * W[f2, j] + v3 * W[f3, j]
+            k += 4
+        while k < k1:
+            f0 = fire_f[k]
+            v0 = fire_v[k]
+            for j in range(d):
+                acc[j] += v0 * W[f0, j]
+            k += 1
+
+    @njit(cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
+    @no_type_check
+    def _reduce(e_t, w_p, acc_n, acc_p, b_dec, P, wt, rsum, errv):  # pragma: no cover
+        """One input's sums from its decode: ``(||x - x_hat||^2, ||x||^2, ||x_hat||^2, ||r||^2, ||P err||^2)``; adds
+        ``wt * r`` to ``rsum``."""
+        s_ee = 0.0
+        s_xx = 0.0
+        s_hh = 0.0
+        s_rr = 0.0
+        for j in range(acc_n.shape[0]):
+            e = e_t[j]
+            x = np.float64(e + w_p[j])
+            non = acc_n[j] + b_dec[j]
+            xh = np.float64(non + acc_p[j])
+            err = x - xh
+            r = np.float64(e) - np.float64(non)
+            errv[j] = err
+            s_ee += err * err
+            s_xx += x * x
+            s_hh += xh * xh
+            s_rr += r * r
+            rsum[j] += wt * r
+        s_pc = 0.0
+        for k in range(P.shape[0]):
+            q = 0.0
+            for j in range(acc_n.shape[0]):
+                q += errv[j] * P[k, j]
+            s_pc += q * q
+        return s_ee, s_xx, s_hh, s_rr, s_pc
+
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
     @no_type_check
-    def _recon_kernel(a, W_E, W_pos, thr, b, W_dec, b_dec, is_pos, P, block, ee, xx, hh, count, pc, rsq, rsum):  # pragma: no cover
+    def _recon_kernel(a, wt, W_E, W_pos, thr, b, W_dec, b_dec, is_pos, P, out, count, rsum):  # pragma: no cover
         n_tok, d_sae = a.shape
-        n_chunk = thr.shape[0]
-        d = W_dec.shape[1]
-        n_pc = P.shape[0]
-        n_blocks = (n_chunk + block - 1) // block
-        for bi in prange(n_blocks):
-            p0 = bi * block
-            p1 = min(n_chunk, p0 + block)
-            thrmin = _block_min(thr, p0, p1)
+        n_chunk, d = W_pos.shape
+        n_groups = rsum.shape[0]
+        tb = _block_min(thr, BLOCK)
+        ts = _block_min(thr, SUB_BLOCK)
+        for g in prange(n_groups):
             cand = np.empty(d_sae, np.int64)
+            sub = np.empty(d_sae, np.int64)
             fire_f = np.empty(d_sae, np.int64)
             fire_v = np.empty(d_sae, np.float32)
             acc_n = np.empty(d, np.float32)
             acc_p = np.empty(d, np.float32)
             errv = np.empty(d, np.float64)
-            for t in range(n_tok):
-                nc = _candidates(a, t, thrmin, cand)
-                for p in range(p0, p1):
-                    m = _firing(a, b, thr, t, p, cand, nc, fire_f, fire_v)
-                    acc_n[:] = 0.0
-                    acc_p[:] = 0.0
-                    for k in range(m):
-                        f = fire_f[k]
-                        v = fire_v[k]
-                        if is_pos[f]:
-                            for j in range(d):
-                                acc_p[j] += v * W_dec[f, j]
-                        else:
-                            for j in range(d):
-                                acc_n[j] += v * W_dec[f, j]
-                    s_ee = 0.0
-                    s_xx = 0.0
-                    s_hh = 0.0
-                    s_rr = 0.0
-                    for j in range(d):
-                        e = W_E[t, j]
-                        x = np.float64(e + W_pos[p, j])
-                        non = acc_n[j] + b_dec[j]
-                        xh = np.float64(non + acc_p[j])
-                        err = x - xh
-                        r = np.float64(e) - np.float64(non)
-                        errv[j] = err
-                        s_ee += err * err
-                        s_xx += x * x
-                        s_hh += xh * xh
-                        s_rr += r * r
-                        rsum[p, j] += r
-                    s_pc = 0.0
-                    for k in range(n_pc):
-                        q = 0.0
-                        for j in range(d):
-                            q += errv[j] * P[k, j]
-                        s_pc += q * q
-                    ee[t, p] = s_ee
-                    xx[t, p] = s_xx
-                    hh[t, p] = s_hh
-                    count[p] += m
-                    rsq[p] += s_rr
-                    pc[p] += s_pc
+            for t in range(g, n_tok, n_groups):
+                for s0 in range(0, n_chunk, SUB_BLOCK):
+                    if s0 % BLOCK == 0:
+                        nn, npp = _candidates(a, t, tb[s0 // BLOCK], is_pos, cand)
+                    ts_s = ts[s0 // SUB_BLOCK]
+                    nsn = _narrow(a, t, ts_s, cand, 0, nn, sub, 0)
+                    ns = _narrow(a, t, ts_s, cand, npp, d_sae, sub, nsn)
+                    for p in range(s0, min(n_chunk, s0 + SUB_BLOCK)):
+                        mn = _firing(a, b, thr, t, p, sub, 0, nsn, fire_f, fire_v, 0)
+                        m = _firing(a, b, thr, t, p, sub, nsn, ns, fire_f, fire_v, mn)
+                        _decode(acc_n, W_dec, fire_f, fire_v, 0, mn)
+                        _decode(acc_p, W_dec, fire_f, fire_v, mn, m)
+                        sums = _reduce(W_E[t], W_pos[p], acc_n, acc_p, b_dec, P, wt[t], rsum[g, p], errv)
+                        for k in range(5):
+                            out[k, t, p] = sums[k]
+                        count[t, p] = m
 
 
 def recon_sums(a: np.ndarray, W_E: np.ndarray, W_pos: np.ndarray, thr: np.ndarray, b: np.ndarray, W_dec: np.ndarray, b_dec: np.ndarray,
-               is_pos: np.ndarray, P: np.ndarray, threads: int = 1) -> dict[str, np.ndarray]:
+               is_pos: np.ndarray, P: np.ndarray, threads: int = 1, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The sums of the module docstring for ``n_tok`` sample tokens at ``n_chunk`` positions (float32 inputs, CPU).
 
     Args:
@@ -154,24 +203,22 @@ def recon_sums(a: np.ndarray, W_E: np.ndarray, W_pos: np.ndarray, thr: np.ndarra
         W_pos: ``[n_chunk, d_model]`` the positions' rows; thr, b: ``[n_chunk, d_sae]`` ``cut - b`` and ``b``.
         W_dec: ``[d_sae, d_model]``; b_dec: ``[d_model]``; is_pos: ``[d_sae]`` positional features (bool);
         P: ``[k, d_model]`` orthonormal directions (the top principal components of W_pos).
-        threads: the kernel's threads: blocks of :data:`BLOCK` positions, smaller (down to :data:`MIN_BLOCK`) when that
-            gives every thread one.
+        threads: the kernel's threads (it makes :data:`GROUPS_PER_THREAD` token groups per thread).
+        weights: ``[n_tok]`` how many times each token counts in the per-position sums (whole numbers; default once).
 
     Returns float64 arrays: ``ee``, ``xx``, ``hh`` ``[n_tok, n_chunk]`` (squared norms of ``x - x_hat``, ``x``,
-    ``x_hat``); per position ``count`` (non-zero activations over the tokens, int64), ``pc`` (squared error in the span
-    of ``P``, summed over tokens), ``r_sq`` and ``r_sum`` ``[n_chunk, d_model]`` (the residual ``r``'s squared norm and
-    its sum over tokens).
+    ``x_hat``, each token once); per position, weighted over the tokens: ``count`` (non-zero activations, int64),
+    ``pc`` (squared error in the span of ``P``), ``r_sq`` and ``r_sum`` ``[n_chunk, d_model]`` (the residual ``r``'s
+    squared norm and its sum).
     """
     n_tok, n_chunk, d = a.shape[0], thr.shape[0], W_dec.shape[1]
-    f32 = np.float32
-    out = {"ee": np.empty((n_tok, n_chunk)), "xx": np.empty((n_tok, n_chunk)), "hh": np.empty((n_tok, n_chunk)),
-           "count": np.zeros(n_chunk, np.int64), "pc": np.zeros(n_chunk), "r_sq": np.zeros(n_chunk), "r_sum": np.zeros((n_chunk, d))}
-    c = np.ascontiguousarray
-    block = max(MIN_BLOCK, min(BLOCK, -(-n_chunk // max(1, threads))))
-    _recon_kernel(c(a, f32), c(W_E, f32), c(W_pos, f32), c(thr, f32), c(b, f32), c(W_dec, f32), c(b_dec, f32),
-                  c(is_pos, np.bool_), c(P, np.float64), block, out["ee"], out["xx"], out["hh"], out["count"], out["pc"], out["r_sq"],
-                  out["r_sum"])
-    return out
+    w = np.ones(n_tok, np.int64) if weights is None else np.asarray(weights, np.int64)
+    f32, c = np.float32, np.ascontiguousarray
+    groups = max(1, min(n_tok, GROUPS_PER_THREAD * max(1, threads)))
+    out, count, rsum = np.empty((5, n_tok, n_chunk)), np.empty((n_tok, n_chunk), np.int64), np.zeros((groups, n_chunk, d))
+    _recon_kernel(c(a, f32), w.astype(np.float64), c(W_E, f32), c(W_pos, f32), c(thr, f32), c(b, f32), c(W_dec, f32), c(b_dec, f32),
+                  c(is_pos, np.bool_), c(P, np.float64), out, count, rsum)
+    return {"ee": out[0], "xx": out[1], "hh": out[2], "count": w @ count, "pc": w @ out[4], "r_sq": w @ out[3], "r_sum": rsum.sum(0)}
 
 
 if HAVE_NUMBA:
