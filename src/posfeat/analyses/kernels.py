@@ -11,7 +11,7 @@ spans all positions, so the cheap in-context positions and the dense ones past t
 one token, the positions go in blocks of :data:`BLOCK`: a block keeps the features that can fire at any of its
 positions (``a[t, f] > min_p thr[p, f]``: one pass over the features, positional ones apart), a sub-block of
 :data:`SUB_BLOCK` positions narrows that list the same way, and each position collects its firing features from it
-(branch-free). The decode ``sum_f (a + b) W_dec[f]`` goes four decoder rows per pass over the ``d_model`` floats of
+(branch-free). The decode ``sum_f (a + b) W_dec[f]`` goes eight decoder rows per pass over the ``d_model`` floats of
 an accumulator (positional features into a second one), the rows of a block's features staying in cache from one
 position to the next. Each input's reconstruction ``x_hat = b_dec + dec_non + dec_pos`` is then reduced on the spot
 to ``||x - x_hat||^2``, ``||x||^2``, ``||x_hat||^2``, the squared error inside the span of ``P`` (the top principal
@@ -113,11 +113,20 @@ if HAVE_NUMBA:
     @njit(cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
     @no_type_check
     def _decode(acc, W, fire_f, fire_v, k0, k1):  # pragma: no cover
-        """``acc = sum over k0 <= k < k1 of fire_v[k] W[fire_f[k]]``, four rows per pass over ``acc``."""
+        """``acc = sum over k0 <= k < k1 of fire_v[k] W[fire_f[k]]``, eight rows per pass over ``acc`` (then four, then one by one)."""
         d = acc.shape[0]
         acc[:] = 0.0
         k = k0
-        while k + 4 <= k1:
+        while k + 8 <= k1:
+            f0, f1, f2, f3 = fire_f[k], fire_f[k + 1], fire_f[k + 2], fire_f[k + 3]
+            f4, f5, f6, f7 = fire_f[k + 4], fire_f[k + 5], fire_f[k + 6], fire_f[k + 7]
+            v0, v1, v2, v3 = fire_v[k], fire_v[k + 1], fire_v[k + 2], fire_v[k + 3]
+            v4, v5, v6, v7 = fire_v[k + 4], fire_v[k + 5], fire_v[k + 6], fire_v[k + 7]
+            for j in range(d):
+                acc[j] += (v0 * W[f0, j] + v1 * W[f1, j] + v2 * W[f2, j] + v3 * W[f3, j]) + (
+                    v4 * W[f4, j] + v5 * W[f5, j] + v6 * W[f6, j] + v7 * W[f7, j])
+            k += 8
+        if k + 4 <= k1:
             f0, f1, f2, f3 = fire_f[k], fire_f[k + 1], fire_f[k + 2], fire_f[k + 3]
             v0, v1, v2, v3 = fire_v[k], fire_v[k + 1], fire_v[k + 2], fire_v[k + 3]
             for j in range(d):
@@ -132,32 +141,40 @@ if HAVE_NUMBA:
 
     @njit(cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
     @no_type_check
-    def _reduce(e_t, w_p, acc_n, acc_p, b_dec, P, wt, rsum, errv):  # pragma: no cover
+    def _reduce(e_t, w_p, acc_n, acc_p, b_dec, P, wt, rsum):  # pragma: no cover
         """One input's sums from its decode: ``(||x - x_hat||^2, ||x||^2, ||x_hat||^2, ||r||^2, ||P err||^2)``; adds
-        ``wt * r`` to ``rsum``."""
+        ``wt * r`` to ``rsum``. ``P`` has at least 3 rows (zero rows add nothing). The first loop writes nothing, so it
+        vectorises without run-time checks of overlapping arrays."""
         s_ee = 0.0
         s_xx = 0.0
         s_hh = 0.0
         s_rr = 0.0
-        for j in range(acc_n.shape[0]):
+        q0 = 0.0
+        q1 = 0.0
+        q2 = 0.0
+        d = acc_n.shape[0]
+        for j in range(d):
             e = e_t[j]
             x = np.float64(e + w_p[j])
             non = acc_n[j] + b_dec[j]
             xh = np.float64(non + acc_p[j])
             err = x - xh
             r = np.float64(e) - np.float64(non)
-            errv[j] = err
             s_ee += err * err
             s_xx += x * x
             s_hh += xh * xh
             s_rr += r * r
-            rsum[j] += wt * r
-        s_pc = 0.0
-        for k in range(P.shape[0]):
+            q0 += err * P[0, j]
+            q1 += err * P[1, j]
+            q2 += err * P[2, j]
+        s_pc = q0 * q0 + q1 * q1 + q2 * q2
+        for k in range(3, P.shape[0]):
             q = 0.0
-            for j in range(acc_n.shape[0]):
-                q += errv[j] * P[k, j]
+            for j in range(d):
+                q += (np.float64(e_t[j] + w_p[j]) - np.float64(acc_n[j] + b_dec[j] + acc_p[j])) * P[k, j]
             s_pc += q * q
+        for j in range(d):
+            rsum[j] += wt * (np.float64(e_t[j]) - np.float64(acc_n[j] + b_dec[j]))
         return s_ee, s_xx, s_hh, s_rr, s_pc
 
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
@@ -175,7 +192,6 @@ if HAVE_NUMBA:
             fire_v = np.empty(d_sae, np.float32)
             acc_n = np.empty(d, np.float32)
             acc_p = np.empty(d, np.float32)
-            errv = np.empty(d, np.float64)
             for t in range(g, n_tok, n_groups):
                 for s0 in range(0, n_chunk, SUB_BLOCK):
                     if s0 % BLOCK == 0:
@@ -188,7 +204,7 @@ if HAVE_NUMBA:
                         m = _firing(a, b, thr, t, p, sub, nsn, ns, fire_f, fire_v, mn)
                         _decode(acc_n, W_dec, fire_f, fire_v, 0, mn)
                         _decode(acc_p, W_dec, fire_f, fire_v, mn, m)
-                        sums = _reduce(W_E[t], W_pos[p], acc_n, acc_p, b_dec, P, wt[t], rsum[g, p], errv)
+                        sums = _reduce(W_E[t], W_pos[p], acc_n, acc_p, b_dec, P, wt[t], rsum[g, p])
                         for k in range(5):
                             out[k, t, p] = sums[k]
                         count[t, p] = m
@@ -216,8 +232,10 @@ def recon_sums(a: np.ndarray, W_E: np.ndarray, W_pos: np.ndarray, thr: np.ndarra
     f32, c = np.float32, np.ascontiguousarray
     groups = max(1, min(n_tok, GROUPS_PER_THREAD * max(1, threads)))
     out, count, rsum = np.empty((5, n_tok, n_chunk)), np.empty((n_tok, n_chunk), np.int64), np.zeros((groups, n_chunk, d))
+    P3 = np.zeros((max(3, P.shape[0]), d))  # at least 3 rows for the kernel's unrolled projection
+    P3[: P.shape[0]] = P
     _recon_kernel(c(a, f32), w.astype(np.float64), c(W_E, f32), c(W_pos, f32), c(thr, f32), c(b, f32), c(W_dec, f32), c(b_dec, f32),
-                  c(is_pos, np.bool_), c(P, np.float64), out, count, rsum)
+                  c(is_pos, np.bool_), P3, out, count, rsum)
     return {"ee": out[0], "xx": out[1], "hh": out[2], "count": w @ count, "pc": w @ out[4], "r_sq": w @ out[3], "r_sum": rsum.sum(0)}
 
 
