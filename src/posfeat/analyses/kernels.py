@@ -10,13 +10,16 @@ per-position sums weighted by how often it was drawn. The threads take interleav
 spans all positions, so the cheap in-context positions and the dense ones past the context are shared evenly). For
 one token, the positions go in blocks of :data:`BLOCK`: a block keeps the features that can fire at any of its
 positions (``a[t, f] > min_p thr[p, f]``: one pass over the features, positional ones apart), a sub-block of
-:data:`SUB_BLOCK` positions narrows that list the same way, and each position collects its firing features from it
-(branch-free). The decode ``sum_f (a + b) W_dec[f]`` goes eight decoder rows per pass over the ``d_model`` floats of
-an accumulator (positional features into a second one), the rows of a block's features staying in cache from one
-position to the next. Each input's reconstruction ``x_hat = b_dec + dec_non + dec_pos`` is then reduced on the spot
-to ``||x - x_hat||^2``, ``||x||^2``, ``||x_hat||^2``, the squared error inside the span of ``P`` (the top principal
-components of W_pos), and ``r = x - x_hat + dec_pos - W_pos[p] = W_E[t] - b_dec - dec_non`` (the add-back test's
-residual: its squared norm, and its weighted sum over tokens in the token group's own accumulator), all in float64.
+:data:`SUB_BLOCK` positions narrows that list the same way, and four positions at a time collect the features firing
+at any of them (branch-free; an activation is zero where its feature does not fire). The decode
+``sum_f (a + b) W_dec[f]`` then serves the four positions from each decoder row read (the decode is bound by reading
+the rows: on the bundled pair four positions together take 30% more multiply-adds than their own firing features
+alone, and the kernel runs 1.4x faster), four rows per pass over four accumulators of ``d_model`` floats (positional
+features into a second four), the rows of a block's features staying in cache from one position to the next. Each
+input's reconstruction ``x_hat = b_dec + dec_non + dec_pos`` is then reduced on the spot to ``||x - x_hat||^2``,
+``||x||^2``, ``||x_hat||^2``, the squared error inside the span of ``P`` (the top principal components of W_pos),
+and ``r = x - x_hat + dec_pos - W_pos[p] = W_E[t] - b_dec - dec_non`` (the add-back test's residual: its squared
+norm, and its weighted sum over tokens in the token group's own accumulator), all in float64.
 
 The work is ``O(n_tok * d_sae * n_pos / BLOCK)`` comparisons plus ``O(nnz * d_model)`` multiply-adds, where the
 dense product the torch path falls back to costs ``O(n_tok * n_pos * d_sae * d_model)``. (Why not the quadratic
@@ -100,43 +103,59 @@ if HAVE_NUMBA:
 
     @njit(cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
     @no_type_check
-    def _firing(a, b, thr, t, p, sub, lo, hi, fire_f, fire_v, m):  # pragma: no cover
-        """Branch-free: append the features of ``sub[lo:hi]`` firing at ``p``, and their activations; returns the new length."""
+    def _firing4(a, b, thr, t, p0, p1, p2, p3, sub, lo, hi, fire_f, V, m, cnt):  # pragma: no cover
+        """Branch-free: append the features of ``sub[lo:hi]`` firing at any of the four positions, with their
+        activations there (``V[i]``; zero where one does not fire), counting each position's firing in ``cnt``;
+        returns the new length."""
         for k in range(lo, hi):
             f = sub[k]
             av = a[t, f]
+            x0 = av > thr[p0, f]
+            x1 = av > thr[p1, f]
+            x2 = av > thr[p2, f]
+            x3 = av > thr[p3, f]
             fire_f[m] = f
-            fire_v[m] = av + b[p, f]
-            m += av > thr[p, f]
+            V[0, m] = (av + b[p0, f]) * np.float32(x0)
+            V[1, m] = (av + b[p1, f]) * np.float32(x1)
+            V[2, m] = (av + b[p2, f]) * np.float32(x2)
+            V[3, m] = (av + b[p3, f]) * np.float32(x3)
+            cnt[0] += x0
+            cnt[1] += x1
+            cnt[2] += x2
+            cnt[3] += x3
+            m += x0 | x1 | x2 | x3
         return m
 
     @njit(cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
     @no_type_check
-    def _decode(acc, W, fire_f, fire_v, k0, k1):  # pragma: no cover
-        """``acc = sum over k0 <= k < k1 of fire_v[k] W[fire_f[k]]``, eight rows per pass over ``acc`` (then four, then one by one)."""
-        d = acc.shape[0]
+    def _decode4(acc, W, fire_f, V, k0, k1):  # pragma: no cover
+        """``acc[i] = sum over k0 <= k < k1 of V[i, k] W[fire_f[k]]`` for four positions at once: each decoder row read
+        serves the four (four rows per pass, then one by one)."""
+        d = acc.shape[1]
         acc[:] = 0.0
         k = k0
-        while k + 8 <= k1:
+        while k + 4 <= k1:
             f0, f1, f2, f3 = fire_f[k], fire_f[k + 1], fire_f[k + 2], fire_f[k + 3]
-            f4, f5, f6, f7 = fire_f[k + 4], fire_f[k + 5], fire_f[k + 6], fire_f[k + 7]
-            v0, v1, v2, v3 = fire_v[k], fire_v[k + 1], fire_v[k + 2], fire_v[k + 3]
-            v4, v5, v6, v7 = fire_v[k + 4], fire_v[k + 5], fire_v[k + 6], fire_v[k + 7]
+            a0, a1, a2, a3 = V[0, k], V[0, k + 1], V[0, k + 2], V[0, k + 3]
+            b0, b1, b2, b3 = V[1, k], V[1, k + 1], V[1, k + 2], V[1, k + 3]
+            c0, c1, c2, c3 = V[2, k], V[2, k + 1], V[2, k + 2], V[2, k + 3]
+            e0, e1, e2, e3 = V[3, k], V[3, k + 1], V[3, k + 2], V[3, k + 3]
             for j in range(d):
-                acc[j] += (v0 * W[f0, j] + v1 * W[f1, j] + v2 * W[f2, j] + v3 * W[f3, j]) + (
-                    v4 * W[f4, j] + v5 * W[f5, j] + v6 * W[f6, j] + v7 * W[f7, j])
-            k += 8
-        if k + 4 <= k1:
-            f0, f1, f2, f3 = fire_f[k], fire_f[k + 1], fire_f[k + 2], fire_f[k + 3]
-            v0, v1, v2, v3 = fire_v[k], fire_v[k + 1], fire_v[k + 2], fire_v[k + 3]
-            for j in range(d):
-                acc[j] += v0 * W[f0, j] + v1 * W[f1, j] + v2 * W[f2, j] + v3 * W[f3, j]
+                w0, w1, w2, w3 = W[f0, j], W[f1, j], W[f2, j], W[f3, j]
+                acc[0, j] += a0 * w0 + a1 * w1 + a2 * w2 + a3 * w3
+                acc[1, j] += b0 * w0 + b1 * w1 + b2 * w2 + b3 * w3
+                acc[2, j] += c0 * w0 + c1 * w1 + c2 * w2 + c3 * w3
+                acc[3, j] += e0 * w0 + e1 * w1 + e2 * w2 + e3 * w3
             k += 4
         while k < k1:
             f0 = fire_f[k]
-            v0 = fire_v[k]
+            a0, b0, c0, e0 = V[0, k], V[1, k], V[2, k], V[3, k]
             for j in range(d):
-                acc[j] += v0 * W[f0, j]
+                w0 = W[f0, j]
+                acc[0, j] += a0 * w0
+                acc[1, j] += b0 * w0
+                acc[2, j] += c0 * w0
+                acc[3, j] += e0 * w0
             k += 1
 
     @njit(cache=NUMBA_CACHE, boundscheck=False, fastmath=_FAST)
@@ -189,9 +208,10 @@ if HAVE_NUMBA:
             cand = np.empty(d_sae, np.int64)
             sub = np.empty(d_sae, np.int64)
             fire_f = np.empty(d_sae, np.int64)
-            fire_v = np.empty(d_sae, np.float32)
-            acc_n = np.empty(d, np.float32)
-            acc_p = np.empty(d, np.float32)
+            V = np.empty((4, d_sae), np.float32)
+            acc_n = np.empty((4, d), np.float32)
+            acc_p = np.empty((4, d), np.float32)
+            cnt = np.empty(4, np.int64)
             for t in range(g, n_tok, n_groups):
                 for s0 in range(0, n_chunk, SUB_BLOCK):
                     if s0 % BLOCK == 0:
@@ -199,15 +219,19 @@ if HAVE_NUMBA:
                     ts_s = ts[s0 // SUB_BLOCK]
                     nsn = _narrow(a, t, ts_s, cand, 0, nn, sub, 0)
                     ns = _narrow(a, t, ts_s, cand, npp, d_sae, sub, nsn)
-                    for p in range(s0, min(n_chunk, s0 + SUB_BLOCK)):
-                        mn = _firing(a, b, thr, t, p, sub, 0, nsn, fire_f, fire_v, 0)
-                        m = _firing(a, b, thr, t, p, sub, nsn, ns, fire_f, fire_v, mn)
-                        _decode(acc_n, W_dec, fire_f, fire_v, 0, mn)
-                        _decode(acc_p, W_dec, fire_f, fire_v, mn, m)
-                        sums = _reduce(W_E[t], W_pos[p], acc_n, acc_p, b_dec, P, wt[t], rsum[g, p])
-                        for k in range(5):
-                            out[k, t, p] = sums[k]
-                        count[t, p] = m
+                    for q in range(s0, min(n_chunk, s0 + SUB_BLOCK), 4):
+                        last = n_chunk - 1  # past it, a quad repeats its last position (and drops the copies)
+                        p0, p1, p2, p3 = q, min(q + 1, last), min(q + 2, last), min(q + 3, last)
+                        cnt[:] = 0
+                        mn = _firing4(a, b, thr, t, p0, p1, p2, p3, sub, 0, nsn, fire_f, V, 0, cnt)
+                        m = _firing4(a, b, thr, t, p0, p1, p2, p3, sub, nsn, ns, fire_f, V, mn, cnt)
+                        _decode4(acc_n, W_dec, fire_f, V, 0, mn)
+                        _decode4(acc_p, W_dec, fire_f, V, mn, m)
+                        for i in range(min(4, n_chunk - q)):
+                            sums = _reduce(W_E[t], W_pos[q + i], acc_n[i], acc_p[i], b_dec, P, wt[t], rsum[g, q + i])
+                            for k in range(5):
+                                out[k, t, q + i] = sums[k]
+                            count[t, q + i] = cnt[i]
 
 
 def recon_sums(a: np.ndarray, W_E: np.ndarray, W_pos: np.ndarray, thr: np.ndarray, b: np.ndarray, W_dec: np.ndarray, b_dec: np.ndarray,
