@@ -198,8 +198,8 @@ class SampleGrid:
         b = self.position_parts(positions)[:, features].T.contiguous().double()  # [F, n_pos]
         cut = self.cut[features, None].double()
         if HAVE_NUMBA and self.dev.type == "cpu":
-            a = self.a.T[features].contiguous()  # [F, n_tok] float32
-            return torch.from_numpy(_token_means_kernel(a.numpy(), cut[:, 0].numpy(), b.numpy())).T
+            out = _token_means_kernel(self.a_sorted.numpy(), self.order.numpy(), features.numpy(), cut[:, 0].numpy(), b.numpy())
+            return torch.from_numpy(out).T
         thr, order = (cut - b).sort(dim=1)
         pb = torch.cat([torch.zeros(len(features), 1, dtype=torch.float64, device=self.dev), b.gather(1, order).cumsum(1)], 1)
         a = self.a[:, features].T.contiguous().double()  # [F, n_tok]
@@ -223,22 +223,28 @@ if HAVE_NUMBA:
 
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False)
     @no_type_check
-    def _token_means_kernel(a, cut, b):  # pragma: no cover
-        """``[F, n_tok]``: :meth:`SampleGrid.token_means` of ``a [F, n_tok]`` (float32), ``cut [F]``, ``b [F, n_pos]`` (float64)."""
-        F, n_tok = a.shape
+    def _token_means_kernel(a_sorted, order, feats, cut, b):  # pragma: no cover
+        """``[F, n_tok]``: :meth:`SampleGrid.token_means` from each feature's sorted sample values (``a_sorted``,
+        ``order``: ``[d_sae, n_tok]``), ``feats [F]``, ``cut [F]`` and ``b [F, n_pos]`` (float64): the tokens in
+        ascending order meet the sorted thresholds in one merge (the count below is ``searchsorted``'s)."""
+        F = feats.shape[0]
+        n_tok = a_sorted.shape[1]
         n_pos = b.shape[1]
         out = np.empty((F, n_tok))
         for i in prange(F):
+            f = feats[i]
             thr = cut[i] - b[i]
-            order = np.argsort(thr, kind="mergesort")
-            ts = thr[order]
+            by = np.argsort(thr, kind="mergesort")
+            ts = thr[by]
             pb = np.zeros(n_pos + 1)
             for j in range(n_pos):
-                pb[j + 1] = pb[j] + b[i, order[j]]
-            for t in range(n_tok):
-                av = np.float64(a[i, t])
-                k = _search_left(ts, av, 0, n_pos)
-                out[i, t] = (k * av + pb[k]) / n_pos
+                pb[j + 1] = pb[j] + b[i, by[j]]
+            k = 0
+            for j in range(n_tok):
+                av = np.float64(a_sorted[f, j])
+                while k < n_pos and ts[k] < av:
+                    k += 1
+                out[i, order[f, j]] = (k * av + pb[k]) / n_pos
         return out
 
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False)
