@@ -32,7 +32,7 @@ from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, check_pair, feature_stats, on_device, resolve_index
 from ..engine.sample import Chunk, SampleGrid, TokenSample
 from ..io.sources import as_pair
-from .kernels import HAVE_NUMBA, MIN_BLOCK, fused_cpu, recon_sums
+from .kernels import HAVE_NUMBA, fused_cpu, recon_sums
 
 if HAVE_NUMBA:
     import numba
@@ -127,25 +127,29 @@ def chunk_sums(grid: SampleGrid, positions: Int[torch.Tensor, " n_pos"], pos_fea
 
 
 def _fused_sums(grid: SampleGrid, positions: torch.Tensor, pos_feats: torch.Tensor | None, P: torch.Tensor | None) -> Iterator[ChunkSums]:
+    """The fused kernel's sums chunk after chunk: each distinct sample token computed once, weighted by its draws."""
     sae, emb = grid.sae, grid.emb
     is_pos = np.zeros(sae.d_sae, dtype=np.bool_)
     if pos_feats is not None:
         is_pos[to_numpy(pos_feats)] = True
     Pn = np.zeros((0, emb.d_model)) if P is None else to_numpy(P, np.float64)
-    a, W_E, W_dec, b_dec = (to_numpy(t, np.float32) for t in (grid.a, grid.W_E, sae.W_dec, sae.b_dec))
+    _, first, inv, draws = np.unique(to_numpy(grid.tokens), return_index=True, return_inverse=True, return_counts=True)
+    distinct = len(first) == grid.n and bool((inv.reshape(-1) == np.arange(grid.n)).all())  # sorted, no repeats: no copies
+    inv_t = slice(None) if distinct else torch.from_numpy(inv.reshape(-1))
+    a, W_E = (to_numpy(t, np.float32)[slice(None) if distinct else first] for t in (grid.a, grid.W_E))
+    W_dec, b_dec = (to_numpy(t, np.float32) for t in (sae.W_dec, sae.b_dec))
     threads = numba.get_num_threads()
-    step = max(CHUNK_POSITIONS, MIN_BLOCK * threads)
     empty = torch.empty(0)
-    for i in range(0, len(positions), step):
-        pc = positions[i: i + step].to(grid.dev)
+    for i in range(0, len(positions), CHUNK_POSITIONS):
+        pc = positions[i: i + CHUNK_POSITIONS].to(grid.dev)
         b = grid.position_parts(pc)
         thr = grid.cut[None, :] - b  # the comparison first_firing makes
         out = recon_sums(a, W_E, to_numpy(emb.W_pos[pc], np.float32), to_numpy(thr, np.float32), to_numpy(b, np.float32), W_dec, b_dec,
-                         is_pos, Pn, threads)
+                         is_pos, Pn, threads, draws)
         t = {k: torch.from_numpy(v) for k, v in out.items()}
         l0 = t["count"].double() / grid.n
         chunk = Chunk(pc, empty, empty, b, grid.first_firing(b), l0, None)
-        sums = ChunkSums(pc, emb.d_model, t["ee"], t["xx"], t["hh"], l0, chunk)
+        sums = ChunkSums(pc, emb.d_model, t["ee"][inv_t], t["xx"][inv_t], t["hh"][inv_t], l0, chunk)
         if pos_feats is not None and P is not None:
             sums.pc, sums.r_sq, sums.r_sum = t["pc"], t["r_sq"], t["r_sum"]
         yield sums

@@ -17,6 +17,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import no_type_check
 
 import numpy as np
 import torch
@@ -26,6 +27,10 @@ from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError
 from ..core.sae import SAE
 from .grid_stats import additive_parts, check_pair
+from .kernel import HAVE_NUMBA, NUMBA_CACHE
+
+if HAVE_NUMBA:  # numba is a dependency, but the torch paths work without it
+    from numba import njit, prange
 
 #: Decode densely when more than this share of activations in a chunk is non-zero.
 DENSE_FROM = 0.03
@@ -185,15 +190,93 @@ class SampleGrid:
             yield Chunk(pc, x, x_hat, b, first, l0, dense)
 
     def token_means(self, positions: Int[torch.Tensor, " n_pos"], features: torch.Tensor) -> Float[torch.Tensor, "n_tok n_feat"]:
-        """Each sample token's exact mean activation over ``positions``, for ``features`` (separable SAEs)."""
+        """Each sample token's exact mean activation over ``positions``, for ``features`` (separable SAEs; float64, a
+        transposed view of a ``[n_feat, n_tok]`` tensor). On the CPU with numba one fused pass per feature (no
+        ``[n_feat, n_tok]`` temporaries), else torch, with the same arithmetic."""
         if not self.sae.separable:
             raise PosfeatError("Per-token means from the additive parts need a separable SAE (ReLU or JumpReLU).")
         b = self.position_parts(positions)[:, features].T.contiguous().double()  # [F, n_pos]
-        thr, order = (self.cut[features, None].double() - b).sort(dim=1)
+        cut = self.cut[features, None].double()
+        if HAVE_NUMBA and self.dev.type == "cpu":
+            out = _token_means_kernel(self.a_sorted.numpy(), self.order.numpy(), features.numpy(), cut[:, 0].numpy(), b.numpy())
+            return torch.from_numpy(out).T
+        thr, order = (cut - b).sort(dim=1)
         pb = torch.cat([torch.zeros(len(features), 1, dtype=torch.float64, device=self.dev), b.gather(1, order).cumsum(1)], 1)
         a = self.a[:, features].T.contiguous().double()  # [F, n_tok]
         k = torch.searchsorted(thr, a)  # positions where each token fires
         return ((k * a + pb.gather(1, k)) / len(positions)).T
+
+
+if HAVE_NUMBA:
+
+    @njit(cache=NUMBA_CACHE, boundscheck=False)
+    @no_type_check
+    def _search_left(v, x, lo, hi):  # pragma: no cover
+        """The first index in ``lo .. hi`` with ``v[i] >= x`` (``v`` sorted; ``hi`` when none), as ``searchsorted``."""
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if v[mid] < x:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False)
+    @no_type_check
+    def _token_means_kernel(a_sorted, order, feats, cut, b):  # pragma: no cover
+        """``[F, n_tok]``: :meth:`SampleGrid.token_means` from each feature's sorted sample values (``a_sorted``,
+        ``order``: ``[d_sae, n_tok]``), ``feats [F]``, ``cut [F]`` and ``b [F, n_pos]`` (float64): the tokens in
+        ascending order meet the sorted thresholds in one merge (the count below is ``searchsorted``'s)."""
+        F = feats.shape[0]
+        n_tok = a_sorted.shape[1]
+        n_pos = b.shape[1]
+        out = np.empty((F, n_tok))
+        for i in prange(F):
+            f = feats[i]
+            thr = cut[i] - b[i]
+            by = np.argsort(thr, kind="mergesort")
+            ts = thr[by]
+            pb = np.zeros(n_pos + 1)
+            for j in range(n_pos):
+                pb[j + 1] = pb[j] + b[i, by[j]]
+            k = 0
+            for j in range(n_tok):
+                av = np.float64(a_sorted[f, j])
+                while k < n_pos and ts[k] < av:
+                    k += 1
+                out[i, order[f, j]] = (k * av + pb[k]) / n_pos
+        return out
+
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False)
+    @no_type_check
+    def _deviation_kernel(a_sorted, order, m, feats, bT, first, n_groups):  # pragma: no cover
+        """:class:`DeviationSums`'s closed form (ReLU) at a chunk, one feature at a time: its ``d = a - m`` in sorted
+        order and the prefix sums of ``d`` and ``m`` made on the spot. ``a_sorted``, ``order``: ``[d_sae, n]``; ``m``:
+        ``[F, n]`` by token; ``feats [F]``; ``bT [d_sae, n_chunk]`` float32; ``first [d_sae, n_chunk]``. Returns
+        ``[n_chunk]`` float64."""
+        n = a_sorted.shape[1]
+        n_chunk = bT.shape[1]
+        F = feats.shape[0]
+        parts = np.zeros((n_groups, n_chunk))
+        for g in prange(n_groups):
+            d_s = np.empty(n)
+            PM = np.zeros(n + 1)
+            PD = np.zeros(n + 1)
+            for i in range(g, F, n_groups):
+                f = feats[i]
+                for j in range(n):
+                    mv = m[i, order[f, j]]
+                    d_s[j] = np.float64(a_sorted[f, j]) - mv
+                    PM[j + 1] = PM[j] + mv
+                    PD[j + 1] = PD[j] + d_s[j]
+                for p in range(n_chunk):
+                    bb = np.float64(bT[f, p])
+                    fi = first[f, p]
+                    lo = max(fi, _search_left(d_s, -bb, 0, n))
+                    above = PD[n] - PD[lo] + bb * (n - lo)
+                    below = PD[lo] - PD[fi] + bb * (lo - fi)
+                    parts[g, p] += PM[fi] + above - below
+        return parts.sum(0)
 
 
 class DeviationSums:
@@ -203,8 +286,10 @@ class DeviationSums:
     ReLU: exact in ``O(log n_tok)`` per feature and position. ``m`` depends on ``t`` only through ``a[t]``,
     with slope ``k/context <= 1`` (``k`` in-context positions firing), so ``d = a - m`` is non-decreasing
     in ``a``: over the firing suffix ``f - m = d + b[p]`` changes sign once, found by a search, and prefix
-    sums of ``m`` (tokens not firing: ``|0 - m| = m``) and of ``d`` give the sum. JumpReLU (whose ``m``
-    jumps) and TopK go through the non-zero activations: ``sum m + sum over f > 0 of (|f - m| - m)``.
+    sums of ``m`` (tokens not firing: ``|0 - m| = m``) and of ``d`` give the sum. On the CPU with numba
+    those prefix sums are made per feature on the spot (:func:`_deviation_kernel`; nothing of size
+    ``[n_feat, n_tok]`` but ``m`` is kept), else once, in torch. JumpReLU (whose ``m`` jumps) and TopK go
+    through the non-zero activations: ``sum m + sum over f > 0 of (|f - m| - m)``.
     """
 
     def __init__(self, grid: SampleGrid, context: int, features: torch.Tensor) -> None:
@@ -220,7 +305,8 @@ class DeviationSums:
         self.total = float(self.m.sum())
         self.col = torch.full((grid.sae.d_sae,), -1, dtype=torch.long, device=grid.dev)  # feature -> column of m
         self.col[self.features] = torch.arange(len(self.features), device=grid.dev)
-        if self.closed:
+        self.fused = self.closed and HAVE_NUMBA and grid.dev.type == "cpu"
+        if self.closed and not self.fused:
             ords = grid.order[self.features]
             m_s = self.m.T.gather(1, ords)
             d_s = grid.a_sorted[self.features].double() - m_s
@@ -232,6 +318,11 @@ class DeviationSums:
         g, n = self.grid, self.grid.n
         if not len(self.features):
             return torch.zeros(len(chunk.positions), dtype=torch.float64, device=g.dev)
+        if self.fused:
+            mT = self.m.T.contiguous().numpy()  # a view: token_means makes m feature-major
+            out = _deviation_kernel(g.a_sorted.numpy(), g.order.numpy(), mT, self.features.numpy(), chunk.b.T.contiguous().numpy(),
+                                    chunk.first.numpy(), max(1, min(len(self.features), 4 * torch.get_num_threads())))
+            return torch.from_numpy(out)
         if self.closed:
             b = chunk.b[:, self.features].T.double()  # [F, n_chunk]
             first = chunk.first[self.features]

@@ -1,0 +1,58 @@
+"""SampleGrid's per-token means and DeviationSums (the semantic spread) against enumerating every input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import posfeat.engine.sample as sample_mod
+from posfeat.engine.sample import DeviationSums, SampleGrid
+
+from helpers import random_pair
+
+
+def _enumerated(emb, sae, tokens, positions):
+    """``[n_tok, n_pos, d_sae]`` float64: the SAE applied to every input."""
+    x = emb.W_E[tokens][:, None, :] + emb.W_pos[positions][None]
+    return sae.encode(x).double()
+
+
+@pytest.mark.parametrize("numba_path", [True, False])
+@pytest.mark.parametrize("threshold", [False, True])
+def test_token_means_and_deviation_sums_equal_enumeration(monkeypatch, numba_path, threshold):
+    if not numba_path:
+        monkeypatch.setattr(sample_mod, "HAVE_NUMBA", False)
+    elif not sample_mod.HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    emb, sae = random_pair(d_vocab=30, n_ctx=40, d_model=10, d_sae=50, threshold=threshold, seed=7)
+    tokens = torch.tensor([2, 2, 9, 0, 29, 17, 5, 5, 5, 11])  # repeated tokens too
+    context, feats = 16, torch.tensor([0, 3, 4, 10, 22, 31, 49])
+    grid = SampleGrid(emb, sae, tokens)
+    f_all = _enumerated(emb, sae, tokens, torch.arange(40))[..., feats]  # [T, P, F]
+    m = f_all[:, :context].mean(1)  # [T, F]: each token's mean over the context
+    torch.testing.assert_close(grid.token_means(torch.arange(context), feats), m, rtol=1e-5, atol=1e-6)  # float32 encoding
+    dev = DeviationSums(grid, context, feats)
+    assert dev.fused == (numba_path and not threshold)
+    positions = torch.arange(40)
+    want = (f_all - m[:, None, :]).abs().sum((0, 2))
+    got = torch.cat([dev(chunk) for chunk in grid.chunks(positions, step=15)])  # 3 chunks, the last one short
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_numba_and_torch_paths_agree(monkeypatch):
+    if not sample_mod.HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    emb, sae = random_pair(d_vocab=200, n_ctx=90, d_model=16, d_sae=120, seed=11)
+    tokens = torch.randint(0, 200, (150,), generator=torch.Generator().manual_seed(0))
+    feats, positions = torch.arange(3, 120, 2), torch.arange(90)
+
+    def spread() -> tuple[torch.Tensor, torch.Tensor]:
+        grid = SampleGrid(emb, sae, tokens)
+        dev = DeviationSums(grid, 30, feats)
+        return dev.m, torch.cat([dev(chunk) for chunk in grid.chunks(positions, step=40)])
+
+    m_fused, got = spread()
+    monkeypatch.setattr(sample_mod, "HAVE_NUMBA", False)
+    m_torch, want = spread()
+    torch.testing.assert_close(m_fused, m_torch, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
