@@ -217,20 +217,20 @@ def test_bad_input_raises_value_error_naming_the_array(build, needle):
 def test_auto_screen_runs_on_sparse_saes_only_and_changes_nothing(bias, screened):
     """``screen=None`` screens while few token values may fire (a sparse SAE), and turns itself off at the first sub-block
     where more than MAX_CANDIDATE_SHARE may (a dense one); either way the statistics are the dense path's."""
-    from posfeat.engine import screen as S
+    from posfeat.engine import screen as scr_mod
 
     rng = np.random.default_rng(3)
     emb = Embeddings(rng.normal(size=(400, 16)), rng.normal(size=(24, 16)) * 0.3)
     sae = SAE.from_arrays(rng.normal(size=(16, 40)) / 4, rng.normal(size=(40, 16)), np.full(40, bias), np.zeros(16))
     calls = []
-    real = S.Screen.candidates_of
+    real = scr_mod.Screen.candidates_of
 
     def spy(self, *a):
         found = real(self, *a)
         calls.append(found is not None)
         return found
 
-    with mock.patch.object(S, "bf16_fast", return_value=True), mock.patch.object(S.Screen, "candidates_of", spy), \
+    with mock.patch("posfeat.engine.grid_stats.bf16_fast", return_value=True), mock.patch.object(scr_mod.Screen, "candidates_of", spy), \
             mock.patch.object(additive, "SUB_ELEMS", 400 * 5):
         (auto, _), never = grid_statistics(emb, sae, [range(12), range(24)], never_firing_context=12, token_top_k=3, dtype=torch.float64)
     (dense, _), never_d = grid_statistics(emb, sae, [range(12), range(24)], never_firing_context=12, token_top_k=3, dtype=torch.float64,
