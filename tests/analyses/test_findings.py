@@ -166,7 +166,7 @@ def test_early_positions_outcomes():
     peaks13 = np.r_[0, np.arange(1, 13) * 10]
     f = F.early_positions(feats(kinds13, peak_position=peaks13, span_width=np.r_[1, flat], peak_mean=np.r_[50.0, flat / 10]), 128, R)
     assert f["value"]["position0_features"] == 1 and f["verdict"] == "not reproduced" and "set aside, 1 position-0 feature" in f["evidence"]
-    with_zero = F._spearman(peaks13.astype(float), np.r_[50.0, flat / 10])[0]
+    with_zero = F.spearman(peaks13.astype(float), np.r_[50.0, flat / 10])[0]
     assert f["value"]["strength_vs_peak_rho"] != pytest.approx(with_zero)
 
 
@@ -501,3 +501,20 @@ def test_a_random_pair_gets_a_verdict_for_every_finding():
     emb, sae = random_pair(d_vocab=50, n_ctx=20, d_sae=24)
     an = analyze(emb, sae, tokens_sample=20)
     assert set(an.findings) == set(F.FINDINGS) and all(f["verdict"] in F.VERDICTS for f in an.findings.values())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_spearman_and_ranks_are_scipys(seed):
+    """findings' own Spearman (so analyze need not import scipy.stats): scipy's rho and asymptotic p, ties included."""
+    from scipy import stats
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 60))
+    x = rng.integers(0, 6, n).astype(float) if seed % 2 else rng.normal(size=n)
+    y = x * rng.choice([-1.0, 0.3, 1.0]) + rng.normal(size=n) * rng.choice([0.0, 0.5, 3.0])
+    np.testing.assert_array_equal(F.rankdata(x), stats.rankdata(x))
+    if np.ptp(y) == 0:
+        y[0] += 1.0
+    rho, p = F.spearman(x, y)
+    ref = stats.spearmanr(x, y)
+    assert rho == pytest.approx(ref.statistic, abs=1e-12) and p == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-300)
