@@ -215,27 +215,28 @@ def test_bad_input_raises_value_error_naming_the_array(build, needle):
 
 @pytest.mark.parametrize("bias, screened", [(-3.0, True), (0.0, False)])
 def test_auto_screen_runs_on_sparse_saes_only_and_changes_nothing(bias, screened):
-    """``screen=None`` screens while few token values may fire (a sparse SAE), and turns itself off at the first sub-block
-    where more than MAX_CANDIDATE_SHARE may (a dense one); either way the statistics are the dense path's."""
+    """``screen=None`` screens when a sample of features and tokens says few token values may fire (a sparse SAE), not
+    for a dense one; either way the statistics are the dense path's."""
     from posfeat.engine import screen as scr_mod
 
     rng = np.random.default_rng(3)
     emb = Embeddings(rng.normal(size=(400, 16)), rng.normal(size=(24, 16)) * 0.3)
     sae = SAE.from_arrays(rng.normal(size=(16, 40)) / 4, rng.normal(size=(40, 16)), np.full(40, bias), np.zeros(16))
-    calls = []
-    real = scr_mod.Screen.candidates_of
+    shares = []
+    real = scr_mod.estimate_share
 
-    def spy(self, *a):
-        found = real(self, *a)
-        calls.append(found is not None)
-        return found
+    def spy(*a, **k):
+        shares.append(real(*a, **k))
+        return shares[-1]
 
-    with mock.patch("posfeat.engine.grid_stats.bf16_fast", return_value=True), mock.patch.object(scr_mod.Screen, "candidates_of", spy), \
+    with mock.patch("posfeat.engine.grid_stats.bf16_fast", return_value=True), mock.patch("posfeat.engine.grid_stats.estimate_share", spy), \
+            mock.patch.object(scr_mod.Screen, "candidates_of", autospec=True, side_effect=scr_mod.Screen.candidates_of) as used, \
             mock.patch.object(additive, "SUB_ELEMS", 400 * 5):
         (auto, _), never = grid_statistics(emb, sae, [range(12), range(24)], never_firing_context=12, token_top_k=3, dtype=torch.float64)
     (dense, _), never_d = grid_statistics(emb, sae, [range(12), range(24)], never_firing_context=12, token_top_k=3, dtype=torch.float64,
                                           screen=False)
-    assert calls and all(calls) if screened else calls == [False]
+    assert len(shares) == 1 and (shares[0] <= scr_mod.MAX_CANDIDATE_SHARE) == screened, shares
+    assert used.called == screened
     assert_stats_equal(auto, dense)
     np.testing.assert_allclose(never.value, never_d.value, rtol=1e-12)
     np.testing.assert_array_equal(auto.token_top.feature, dense.token_top.feature)

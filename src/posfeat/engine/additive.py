@@ -95,8 +95,6 @@ def _variance(count: torch.Tensor, S1: torch.Tensor, S2: torch.Tensor, c: torch.
 SUB_ELEMS = 128 * 50257
 #: Sub-blocks of the screened path, in dense sub-blocks (its passes are cheaper per feature; fewer, larger ones).
 SCREEN_SUB = 2
-#: Features in the screen's first sub-block (a probe: a dense SAE turns the screen off after it, having paid little).
-SCREEN_PROBE = 64
 
 
 def _numba_blocks(a: torch.Tensor | Callable[[int, int], torch.Tensor], shift: np.ndarray, n_tok: int, preps: list[dict[str, torch.Tensor]],
@@ -110,9 +108,10 @@ def _numba_blocks(a: torch.Tensor | Callable[[int, int], torch.Tensor], shift: n
     f1 = 0
     while f1 < F:
         f0 = f1
-        f1 = min(F, f0 + (SCREEN_SUB * sub if screen is not None and screen.seen else min(sub, SCREEN_PROBE)))  # a small first probe
-        if screen is not None and screen.active() and screened_sums(screen, f0, f1, preps, lims, shift, outs, top_k, token_top):
-            continue  # a sparse SAE: exact token parts only where they can fire
+        if screen is not None:  # a sparse SAE: exact token parts only where they can fire
+            f1 = min(F, f0 + SCREEN_SUB * sub)
+            screened_sums(screen, f0, f1, preps, lims, shift, outs, top_k, token_top)
+            continue
         f1 = min(F, f0 + sub)
         at = a[f0:f1].T if isinstance(a, torch.Tensor) else a(f0, f1)  # [n_tok, f1 - f0]: this sub-block's GEMM
         if at.stride(0) == 1:  # feature-major already

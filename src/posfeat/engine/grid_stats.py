@@ -36,7 +36,7 @@ from ..core.sae import SAE
 from ..core.tensors import to_numpy
 from ..io.sources import as_pair
 from .additive import ACC, TokenTop, additive_block, additive_blocks, resolve_backend, token_summary
-from .screen import Screen, bf16_fast
+from .screen import ESTIMATE_FEATURES, MAX_CANDIDATE_SHARE, Screen, bf16_fast, estimate_share
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,26 @@ def _default_chunk(n_tok: int, n_pos: int, device: torch.device) -> int:
     return max(1, budget // max(n_tok, n_pos, 1))
 
 
+def _never_firing(never: _Collector, tok: torch.Tensor) -> NeverFiring:
+    """:class:`NeverFiring` from its collected columns (token positions in ``tok`` made token ids)."""
+    idx = never.arrays["token"]
+    return NeverFiring(value=never.arrays["value"], token=np.where(idx >= 0, tok.numpy()[np.clip(idx, 0, None)], -1))
+
+
+def _screen_for(screen: bool | None, backend: str, x_tok: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, cut: torch.Tensor,
+                x_pos: list[torch.Tensor]) -> Screen | None:
+    """The bfloat16 screen of a :func:`grid_statistics` call (see its ``screen``), or None."""
+    if backend != "numba" or screen is False or (screen is None and not bf16_fast()):
+        return None
+    if screen is None:  # worth it only for a sparse SAE: estimate on features spread over the whole SAE (their order says nothing)
+        feats = torch.randperm(W_enc.shape[1], generator=torch.Generator().manual_seed(0))[:ESTIMATE_FEATURES]
+        W = W_enc[:, feats]
+        row0 = torch.stack([(cut[feats][:, None] - W.T @ xp.T).min(1).values for xp in x_pos]).min(0).values
+        if estimate_share(x_tok, W, b_enc[feats], row0) > MAX_CANDIDATE_SHARE:
+            return None
+    return Screen(x_tok)
+
+
 # ---------------------------------------------------------------------------- public API
 def _mean_by_token(W_enc: torch.Tensor, b_enc: torch.Tensor, x_tok: torch.Tensor, xp: torch.Tensor, cut: torch.Tensor,
                    backend: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -272,8 +292,8 @@ def grid_statistics(
         token_top_k: also give the first set's :class:`GridStats` each token's top ``token_top_k`` features by exact mean
             over its positions (``token_top``), from the same pass, on the numba path (CPU); elsewhere it stays None.
         screen: on the numba path, compute exact token parts only where a bfloat16 GEMM's bound says they may fire
-            (:mod:`posfeat.engine.screen`; the same results). None: where the CPU has native bfloat16 and for as long as
-            the SAE proves sparse enough; True: always (however dense); False: never.
+            (:mod:`posfeat.engine.screen`; the same results). None: where the CPU has native bfloat16 and a seeded sample of
+            features and tokens says the SAE is sparse enough to gain; True: always (however dense); False: never.
         Other arguments: see :func:`feature_stats`.
     """
     dev = check_pair(emb, sae)
@@ -296,7 +316,7 @@ def grid_statistics(
     never = _Collector(sae.d_sae, 1, 1) if x_ctx is not None else None
     gemm = _TokenParts(x_tok)
     top = TokenTop.empty(len(tok), token_top_k) if token_top_k > 0 and backend == "numba" else None
-    scr = Screen(x_tok, always=screen is True) if backend == "numba" and (bf16_fast() if screen is None else screen) else None
+    scr = _screen_for(screen, backend, x_tok, W_enc, b_enc, cut, x_pos)
     for f0 in progress_bar(range(0, sae.d_sae, chunk), desc="grid statistics", unit="block", enabled=progress):
         fs = slice(f0, min(f0 + chunk, sae.d_sae))
         W, bias = W_enc[:, fs].T, b_enc[fs]
@@ -315,12 +335,9 @@ def grid_statistics(
 
     stats = [col.stats(p, tok, "additive", _mean_by_token(W_enc, b_enc, x_tok, xp, cut, backend)) for p, xp, col in zip(sets, x_pos, cols)]
     stats[0].token_top = top
-    nf = None
-    if never is not None:
-        tok_np = tok.numpy()
-        idx = never.arrays["token"]
-        nf = NeverFiring(value=never.arrays["value"], token=np.where(idx >= 0, tok_np[np.clip(idx, 0, None)], -1))
-    return stats, nf
+    if scr is not None:
+        log.debug("bfloat16 screen: %.4f of the token values were candidates", scr.share())
+    return stats, None if never is None else _never_firing(never, tok)
 
 
 def feature_stats(

@@ -14,8 +14,8 @@ token order, as the dense path does) and the largest value that never fires insi
 when that is not enough, from the screened tokens not surely below it).
 
 The result is the dense path's, to the rounding of the token parts (one dot product's rounding rather than one GEMM's);
-the same tests hold both to the enumeration. Screening stops for the rest of a call when more than
-:data:`MAX_CANDIDATE_SHARE` of the token values screened so far are candidates (a dense SAE is cheaper through the fp32 GEMM).
+the same tests hold both to the enumeration. By default a call screens only when a seeded sample of features and tokens
+says at most :data:`MAX_CANDIDATE_SHARE` of the token values are candidates (a dense SAE is cheaper through the fp32 GEMM).
 """
 
 from __future__ import annotations
@@ -37,11 +37,13 @@ if HAVE_NUMBA:
 
     from .kernel import _cell_starts, _push_top
 
-#: Screening stops for good at the first sub-block where more than this share of the token values are candidates: the
-#: exact dot products cost about 7 fp32 GEMMs per unit of share (measured on this project's CPU, as the GEMM they
-#: replace is 1), the bfloat16 GEMM and the screen about 0.5, so above about 0.1 the dense path is cheaper (the bundled
-#: SAE: 0.27; GPT-2-shaped stand-in and a res-jb-like random SAE: about 0.05).
+#: ``screen=None`` screens when at most this share of the token values are candidates, estimated on a seeded sample of
+#: features and tokens: the exact dot products cost about 7 fp32 GEMMs per unit of share (measured on this project's
+#: CPU, as the GEMM they replace is 1), the bfloat16 GEMM and the screen about 0.5, so above about 0.1 the dense path is
+#: cheaper (the bundled SAE: 0.27; GPT-2-shaped stand-in and a res-jb-like random SAE: about 0.05).
 MAX_CANDIDATE_SHARE = 0.12
+#: Features and tokens of that estimate (seeded, spread over the whole SAE and vocabulary: feature order says nothing).
+ESTIMATE_FEATURES, ESTIMATE_TOKENS = 256, 4096
 
 #: Token rows per run of the exact dot products (their inputs stay in L2 while every feature of the sub-block reads them).
 EXACT_RUN = 64
@@ -337,21 +339,15 @@ if HAVE_NUMBA:
 
 class Screen:
     """The screen of one :func:`~posfeat.engine.grid_stats.grid_statistics` call: the token half of its inputs, buffers kept
-    for every sub-block, and the share of candidates so far (screening stops for good when it exceeds
-    :data:`MAX_CANDIDATE_SHARE`: a dense SAE is cheaper through the fp32 GEMM)."""
+    for every sub-block, and the share of candidates so far."""
 
-    def __init__(self, x: torch.Tensor, always: bool = False) -> None:
+    def __init__(self, x: torch.Tensor) -> None:
         self.tok = ScreenInputs.tokens(x)
-        self.always = always  # screen however dense the SAE (the tests: both paths on every instance)
         self.seen = 0
         self.candidates = 0
-        self.off = False
         self.block: ScreenInputs | None = None
         self.sure = np.empty(0)  # the last sub-block's largest value surely below its floor, per feature
         self._bufs: dict[str, np.ndarray] = {}
-
-    def active(self) -> bool:
-        return not self.off
 
     def share(self) -> float:
         """Candidates per token value screened so far."""
@@ -366,10 +362,9 @@ class Screen:
             b = self._bufs[name] = np.empty(shape[0] * shape[1], dtype)
         return b[: shape[0] * shape[1]].reshape(shape)
 
-    def candidates_of(self, f0: int, f1: int, row0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    def candidates_of(self, f0: int, f1: int, row0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Screen features ``f0..f1-1`` of the block (``row0``: their lowest thresholds): the bfloat16 token parts
-        (``uint16`` bits), the candidates ``cand_t`` (tokens in order), their number ``cand_n`` and exact values ``vals``;
-        None (and the screen off for good) when more than :data:`MAX_CANDIDATE_SHARE` of them are candidates."""
+        (``uint16`` bits), the candidates ``cand_t`` (tokens in order), their number ``cand_n`` and exact values ``vals``."""
         blk = self.block
         assert blk is not None
         T, F = blk.x.shape[0], f1 - f0
@@ -381,9 +376,6 @@ class Screen:
         _screen_kernel(bits, *blk.bound(f0, f1), np.asarray(row0, np.float64) - blk.bias[f0:f1], cand_t, cand_n, self.sure)
         self.seen += F * T
         self.candidates += int(cand_n.sum())
-        if not self.always and cand_n.sum() > MAX_CANDIDATE_SHARE * F * T:
-            self.off = True
-            return None
         vals = self._buf("vals", (F, T), np.dtype(blk.x.numpy().dtype))
         _exact_kernel(blk.x.numpy(), blk.wt.numpy()[f0:f1], blk.bias[f0:f1], cand_t, cand_n, vals)
         return bits, cand_t, cand_n, vals
@@ -410,17 +402,14 @@ class Screen:
 
 
 def screened_sums(screen: Screen, f0: int, f1: int, preps: list[dict[str, torch.Tensor]], lims: list[torch.Tensor | None], shift: np.ndarray,
-                  outs: list[dict[str, np.ndarray] | None], top_k: int, token_top: tuple[Any, int] | None) -> bool:
+                  outs: list[dict[str, np.ndarray] | None], top_k: int, token_top: tuple[Any, int] | None) -> None:
     """Features ``f0..f1-1`` of the block through the screen into ``outs`` (one per position set, made when None), as
-    :func:`posfeat.engine.kernel.bucket_sums` would fill them from the dense token parts; updates ``token_top``. False
-    (nothing done, the screen off) when the SAE proves too dense for it."""
+    :func:`posfeat.engine.kernel.bucket_sums` would fill them from the dense token parts; updates ``token_top``."""
     blk = screen.block
     assert blk is not None
     T = blk.x.shape[0]
     row0 = np.min([p["s"][f0:f1, 0].double().numpy() for p in preps], axis=0)
     found = screen.candidates_of(f0, f1, row0)
-    if found is None:
-        return False
     _, cand_t, cand_n, vals = found
     lo_c = screen.lo_buffer(f1 - f0, T)
     totals = blk.totals(f0, f1)
@@ -436,7 +425,6 @@ def screened_sums(screen: Screen, f0: int, f1: int, preps: list[dict[str, torch.
         if i == 0 and token_top is not None:
             top, g0 = token_top
             _sparse_top_kernel(cand_t, cand_n, vals, lo_c, T, g0 + f0, pb[f0:f1], prep["pb2"].numpy()[f0:f1], top.mean, top.feature, top.var)
-    return True
 
 
 @functools.cache
@@ -448,3 +436,16 @@ def bf16_fast() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def estimate_share(x: torch.Tensor, W: torch.Tensor, bias: torch.Tensor, row0: torch.Tensor, seed: int = 0) -> float:
+    """The share of candidates among a seeded sample of :data:`ESTIMATE_TOKENS` of the token inputs ``x`` ``[n_tok, d]``,
+    for the features whose encoder columns are ``W`` ``[d, F]`` (biases ``bias``, lowest thresholds ``row0``)."""
+    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:ESTIMATE_TOKENS].sort().values
+    tok = ScreenInputs.tokens(x[idx])
+    blk = ScreenInputs.block(tok, W, bias)
+    bits = (blk.wt_bf @ blk.x_bf.T).view(torch.int16).numpy().view(np.uint16)
+    F, n = bits.shape
+    cand_t, cand_n, sure = np.empty((F, n), np.int32), np.empty(F, np.int64), np.empty(F)
+    _screen_kernel(bits, *blk.bound(0, F), row0.double().numpy() - blk.bias, cand_t, cand_n, sure)
+    return float(cand_n.sum()) / (F * n)
