@@ -24,6 +24,7 @@ import torch
 
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
+from ..core.memory import release_freed
 from ..core.registry import lookup
 from ..core.sae import SAE, sae_context
 from ..core.tensors import to_numpy
@@ -379,6 +380,7 @@ def analyze(
     timings: dict[str, float] = {}
     with timed(timings, "grid_statistics"):
         stats_ctx, stats_all, never = _grid(emb, sae, context, n_pos, progress, n_token_features)
+        release_freed()  # the engine's block buffers: a few hundred MB at GPT-2 width, before reconstruction's
     kinds = classify(stats_ctx, positional_share, semantic_share)
     pca = positional_pca(emb.W_pos, range(1, context)) if context > 2 else positional_pca(emb.W_pos, range(0, min(emb.n_ctx, 3)))
     features = pd.concat([feature_table(stats_ctx, emb, kinds), decoder_geometry(emb, sae, pca, context)], axis=1)

@@ -38,7 +38,7 @@ if HAVE_NUMBA:
     import numba
 
 #: Positions per call of the fused kernel (its per-chunk arrays: ``[n_chunk, d_sae]`` position parts and thresholds).
-CHUNK_POSITIONS = 256
+CHUNK_POSITIONS = 128
 
 EVAL_COLUMNS = ["position", "in_context", "mse", "fvu", "explained_variance", "cosine", "l0", "random_fvu", "random_cosine", "zero_fvu",
                 "zero_explained_variance"]
