@@ -238,13 +238,15 @@ def helix_points(emb: Embeddings, sae: SAE, pca: PCA, features: pd.DataFrame) ->
     return HelixPoints(pts, pca.positions, feats, fpts, sel.peak_position.to_numpy())
 
 
-def token_profile(emb: Embeddings, sae: SAE, tid: int, n_pos: int, context: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+def token_profile(emb: Embeddings, sae: SAE, tid: int, n_pos: int, context: int, k: int,
+                  b: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The top ``k`` features of token ``tid`` by mean over the context (those it activates at all), and their
-    activations at every position ``[n_pos, k]``."""
+    activations at every position ``[n_pos, k]``. ``b``: the position parts of positions ``0..n_pos-1`` when the caller
+    has them (a separable SAE; one ``[n_pos, d_in] x [d_in, d_sae]`` product spared per token)."""
     pos = torch.arange(n_pos)
     if sae.separable:
-        a, b = additive_parts(emb, sae, torch.tensor([tid]), pos)
-        prof = to_numpy(sae.activate(a + b), np.float64)
+        a, b_own = additive_parts(emb, sae, torch.tensor([tid]), pos if b is None else pos[:1])
+        prof = to_numpy(sae.activate(a + (b_own if b is None else b)), np.float64)
     else:
         prof = to_numpy(sae.encode(emb.inputs(torch.tensor([tid], device=emb.device), pos.to(emb.device))), np.float64)
     mean = prof[:context].mean(0)
@@ -328,9 +330,10 @@ def token_panels(emb: Embeddings, sae: SAE, tokens: pd.DataFrame, tid: int, n_po
         if int(t) not in {p for p, _ in picks}:
             picks.append((int(t), "most bent"))
             break
+    b = additive_parts(emb, sae, torch.arange(1), torch.arange(n_pos))[1] if sae.separable else None  # shared by every panel
     out = []
     for t, why in picks:
-        feats, prof = token_profile(emb, sae, t, n_pos, context, k)
+        feats, prof = token_profile(emb, sae, t, n_pos, context, k, b)
         out.append((t, why, feats, prof))
     return out
 
