@@ -158,6 +158,7 @@ def preactivations(an: Analysis) -> Figure:
         context_line(ax, an, legend=False)
         ax.set_title(f"#{int(f)}, peak {int(an.features.peak_position.iat[int(f)])}", fontsize=8)
         ax.tick_params(labelsize=7)
+        ax.locator_params(nbins=4)  # a few ticks per panel: readable at this size, and far less text to lay out
     for ax in list(axs.flat)[len(pick):]:
         ax.axis("off")
     for col in range(cols):  # the lowest panel in use of each column carries the axis label

@@ -75,7 +75,7 @@ def make_figure(an: Analysis, name: str) -> Any:
 #: Figures whose drawing touches torch (the model's tensors): drawn by the parent process only, never in a forked child.
 PARENT_ONLY = frozenset({"wpos_similarity"})
 #: Relative drawing cost of the heavier figures (small multiples), to share the figures evenly among processes; others 1.
-FIGURE_COST = {"preactivations": 4.0, "token_features": 2.5}
+FIGURE_COST = {"preactivations": 3.0, "token_features": 2.3, "sinusoid": 2.0}
 #: At most this many processes draw the figures (the parent and forked children).
 MAX_FIGURE_PROCESSES = 4
 
