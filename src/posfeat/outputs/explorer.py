@@ -46,7 +46,10 @@ def quantised_profiles(profiles: np.ndarray, levels: np.ndarray) -> tuple[np.nda
     """``(codes uint8 [F, P] delta-coded along positions, scales [F])``: ``value = (cumsum(codes) mod 256) / levels * scale``."""
     scale = np.maximum(profiles.max(1), 0.0)
     safe = np.where(scale > 0, scale, 1.0)[:, None]
-    q = np.rint(np.clip(profiles, 0, None) / safe * levels[:, None]).astype(np.uint8)
+    x = np.maximum(profiles, 0.0)  # the same operations in the same order as rint(clip(p, 0) / safe * levels), in place
+    x /= safe
+    x *= levels[:, None]
+    q = np.rint(x, out=x).astype(np.uint8)
     delta = q.copy()
     delta[:, 1:] = q[:, 1:] - q[:, :-1]  # wraps mod 256
     return delta, scale
