@@ -169,7 +169,6 @@ def swept(pair, tmp_path_factory) -> Path:
     return root / "sw"
 
 
-@pytest.mark.xdist_group("signals-widths")  # their own worker when one is free: they share only the finished sweep
 @pytest.mark.parametrize("sig", SIGNALS, ids=["TERM", "INT"])
 def test_sweep_widths_interrupted_keeps_the_finished_sweep(sig, pair, swept, tmp_path):
     common = widths_args(pair, tmp_path / "sw")
@@ -183,7 +182,6 @@ def test_sweep_widths_interrupted_keeps_the_finished_sweep(sig, pair, swept, tmp
     assert json.loads((tmp_path / "sw" / "summary.json").read_text())["widths"] == [4, 8, 64]
 
 
-@pytest.mark.xdist_group("signals-context")  # no reference run: free to run beside the others
 @pytest.mark.parametrize("sig", SIGNALS, ids=["TERM", "INT"])
 def test_sweep_context_interrupted_leaves_nothing_half_written(sig, pair, tmp_path):
     model, sae = pair
