@@ -165,10 +165,12 @@ def additive_parts(emb: Embeddings, sae: SAE, tokens: Int[torch.Tensor, " n_tok"
 
 # ---------------------------------------------------------------------------- finishing
 def finish(count: torch.Tensor, pos_sum: torch.Tensor, var_p: torch.Tensor, tok: dict[str, torch.Tensor], pre_mean: torch.Tensor,
-           n_tok: int, top_k: int) -> dict[str, torch.Tensor]:
-    """Means, spreads, scores and the two-way variance decomposition from exact sums (float64, ``[F, n_pos]`` inputs)."""
+           n_tok: int, top_k: int, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Means, spreads, scores and the two-way variance decomposition from exact sums (float64, ``[F, n_pos]`` inputs);
+    ``out``: where to write the ``[F, n_pos]`` ones (:meth:`_Collector.views`), else new tensors."""
     n_pos = pos_sum.shape[1]
-    mean_p = pos_sum / n_tok
+    out = out or {}
+    mean_p = torch.div(pos_sum, n_tok, out=out.get("mean_by_position"))
     e2_p = var_p + mean_p * mean_p
     var_p = torch.where(var_p <= 1e-13 * e2_p, torch.zeros_like(var_p), var_p)  # below float64 resolution: zero
     m = mean_p.mean(1, keepdim=True)
@@ -184,12 +186,17 @@ def finish(count: torch.Tensor, pos_sum: torch.Tensor, var_p: torch.Tensor, tok:
     # away from the CPU's quotient, and counts must give the same shares on every device.
     n = torch.tensor(float(n_tok), dtype=ACC, device=count.device)
     return {
-        "mean_by_position": mean_p, "std_by_position": var_p.sqrt(), "fire_by_position": count.to(ACC) / n, "pre_mean_by_position": pre_mean,
+        "mean_by_position": mean_p, "std_by_position": torch.sqrt(var_p, out=out.get("std_by_position")),
+        "fire_by_position": torch.div(count.to(ACC), n, out=out.get("fire_by_position")), "pre_mean_by_position": pre_mean,
         "mean": m[:, 0], "fire": count.sum(1).to(ACC) / (n * n_pos), "variance": variance, "positional_score": mean_p.max(1).values,
         "token_score": tok["top_val"][:, 0].to(ACC), "position_share": pos_share, "token_share": tok_share,
         "interaction_share": torch.where(constant, nan, (1.0 - pos_share - tok_share).clamp(min=0.0)),
         "top_tokens": tok["top_idx"][:, :k].long(), "top_token_means": tok["top_val"][:, :k].to(ACC),
     }
+
+
+#: The ``[F, n_pos]`` fields of :class:`GridStats`.
+POSITION_FIELDS = ("mean_by_position", "std_by_position", "fire_by_position", "pre_mean_by_position")
 
 
 class _Collector:
@@ -201,12 +208,24 @@ class _Collector:
                        "pre_mean_by_position": (d_sae, n_pos), "top_tokens": (d_sae, k), "top_token_means": (d_sae, k)}
         self.d_sae = d_sae
 
+    def views(self, f0: int, n: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """Rows ``f0 .. f0+n`` of the ``[d_sae, n_pos]`` arrays as tensors to compute into (on the CPU; else none), so
+        :meth:`add` has nothing to copy for them."""
+        if device.type != "cpu":
+            return {}
+        for key in POSITION_FIELDS:
+            if key not in self.arrays:
+                self.arrays[key] = np.empty(self.shapes[key])
+        return {key: torch.from_numpy(self.arrays[key][f0: f0 + n]) for key in POSITION_FIELDS}
+
     def add(self, f0: int, part: dict[str, torch.Tensor]) -> None:
         for key, v in part.items():
             arr = self.arrays.get(key)
             if arr is None:
                 dtype = np.int64 if not v.is_floating_point() else np.float64
                 arr = self.arrays[key] = np.empty(self.shapes.get(key, (self.d_sae,)), dtype=dtype)
+            elif v.device.type == "cpu" and v.numel() and v.data_ptr() == arr[f0:].ctypes.data:
+                continue  # computed in place (views)
             arr[f0: f0 + v.shape[0]] = to_numpy(v)
 
     def stats(self, pos: torch.Tensor, tok: torch.Tensor, method: str, mbt: Callable[[np.ndarray], np.ndarray] | None) -> GridStats:
@@ -329,7 +348,9 @@ def grid_statistics(
         parts = additive_blocks(token_parts, bs, cut[fs], backend, n_tok=len(tok), a_center=center, top_k=top_k_tokens,
                                 lims=[None] * (len(bs) - 1) + [lim], token_top=None if top is None else (top, f0), screen=scr)
         for b, s, col in zip(bs, parts, cols):
-            col.add(f0, finish(s["count"], s["sum"], s["var"], s, s["a_mean"][:, None] + b.to(ACC), len(tok), top_k_tokens))
+            v = col.views(f0, b.shape[0], dev)
+            pre = torch.add(s["a_mean"][:, None], b.to(ACC), out=v.get("pre_mean_by_position"))
+            col.add(f0, finish(s["count"], s["sum"], s["var"], s, pre, len(tok), top_k_tokens, v))
             if never is not None and "below_val" in s:
                 never.add(f0, {"value": s["below_val"], "token": s["below_idx"]})
 

@@ -138,13 +138,16 @@ if HAVE_NUMBA:
 
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
-    def _screen_kernel(approx, dx, hx, A, B, C, floor, cand_t, cand_n, sure):  # pragma: no cover
+    def _screen_kernel(approx, dx, hx, A, B, C, floor, cand_t, cand_n, sure, band_t, band_n):  # pragma: no cover
         """Candidates of each feature ``i``: tokens with ``approx + e >= floor[i]`` (``floor = row0 - bias``), in token order;
-        ``sure[i]``: the largest lower bound ``approx - e`` among the others."""
+        ``sure[i]``: the largest lower bound ``approx - e`` among the others; ``band_t[i, :band_n[i]]``: the others whose upper
+        bound reached the largest lower bound met so far (a superset, in token order, of those that may be the largest
+        screened value: the running bound only grows)."""
         F, T = approx.shape
         for i in prange(F):
             fl = floor[i]
             n = 0
+            m = 0
             lower = -np.inf
             for t in range(T):
                 v = float64(_bf16(approx[i, t]))
@@ -152,10 +155,15 @@ if HAVE_NUMBA:
                 if v + e >= fl:
                     cand_t[i, n] = t
                     n += 1
-                elif v - e > lower:
+                    continue
+                if v - e > lower:
                     lower = v - e
+                if v + e >= lower:
+                    band_t[i, m] = t
+                    m += 1
             cand_n[i] = n
             sure[i] = lower
+            band_n[i] = m
 
     @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True, fastmath={"reassoc", "contract"})
     @no_type_check
@@ -269,10 +277,9 @@ if HAVE_NUMBA:
                           below_i):  # pragma: no cover
         """Each feature's largest token part at or below ``lim`` among its candidates (exact values known; the first token
         among ties) into ``below_v``/``below_i``. Every other token lies below ``floor`` (``row0 - bias``), so when that value
-        reaches it, it is the answer; else the answer may be a screened token, and those that may be it (not surely below
-        the larger of that value and ``sure``, the largest value surely among them) go into ``band_t``."""
-        F, T = approx.shape
-        for i in prange(F):
+        reaches it, it is the answer (``band_n`` set to 0); else the answer may be a screened token, and the screen's band
+        is cut to those that may be it (not surely below the larger of that value and ``sure``), in place."""
+        for i in prange(cand_t.shape[0]):
             f = f0 + i
             best = below_v[f]
             besti = below_i[f]
@@ -286,10 +293,10 @@ if HAVE_NUMBA:
             n = 0
             if float64(best) - bias[i] < floor[i]:
                 low = max(sure[i], float64(best) - bias[i])
-                for t in range(T):
+                for j in range(band_n[i]):
+                    t = band_t[i, j]
                     v = float64(_bf16(approx[i, t]))
-                    e = _err(v, dx[t], hx[t], A[i], B[i], C[i])
-                    if low <= v + e < floor[i]:  # screened (the screen's own test), and may be the largest
+                    if v + _err(v, dx[t], hx[t], A[i], B[i], C[i]) >= low:
                         band_t[i, n] = t
                         n += 1
             band_n[i] = n
@@ -347,6 +354,7 @@ class Screen:
         self.candidates = 0
         self.block: ScreenInputs | None = None
         self.sure = np.empty(0)  # the last sub-block's largest value surely below its floor, per feature
+        self.band_n = np.empty(0, np.int64)  # and the length of its band (screened tokens that may be the largest)
         self._bufs: dict[str, np.ndarray] = {}
 
     def share(self) -> float:
@@ -372,8 +380,9 @@ class Screen:
         torch.matmul(blk.wt_bf[f0:f1], blk.x_bf.T, out=approx)
         bits = approx.view(torch.int16).numpy().view(np.uint16)
         cand_t, cand_n = self._buf("cand_t", (F, T), np.dtype(np.int32)), np.empty(F, np.int64)
-        self.sure = np.empty(F)
-        _screen_kernel(bits, *blk.bound(f0, f1), np.asarray(row0, np.float64) - blk.bias[f0:f1], cand_t, cand_n, self.sure)
+        self.sure, self.band_n = np.empty(F), np.empty(F, np.int64)
+        _screen_kernel(bits, *blk.bound(f0, f1), np.asarray(row0, np.float64) - blk.bias[f0:f1], cand_t, cand_n, self.sure,
+                       self._buf("band_t", (F, T), np.dtype(np.int32)), self.band_n)
         self.seen += F * T
         self.candidates += int(cand_n.sum())
         vals = self._buf("vals", (F, T), np.dtype(blk.x.numpy().dtype))
@@ -389,7 +398,7 @@ class Screen:
         assert blk is not None
         F, T = f1 - f0, blk.x.shape[0]
         bits, cand_t, cand_n, vals = found
-        band_t, band_n = self._buf("band_t", (F, T), np.dtype(np.int32)), np.empty(F, np.int64)
+        band_t, band_n = self._buf("band_t", (F, T), np.dtype(np.int32)), self.band_n
         _below_candidates(bits, *blk.bound(f0, f1), blk.bias[f0:f1], lim, floor, self.sure, f0, cand_t, cand_n, vals, band_t, band_n,
                           out["below_val"], out["below_idx"])
         if band_n.any():
@@ -447,5 +456,6 @@ def estimate_share(x: torch.Tensor, W: torch.Tensor, bias: torch.Tensor, row0: t
     bits = (blk.wt_bf @ blk.x_bf.T).view(torch.int16).numpy().view(np.uint16)
     F, n = bits.shape
     cand_t, cand_n, sure = np.empty((F, n), np.int32), np.empty(F, np.int64), np.empty(F)
-    _screen_kernel(bits, *blk.bound(0, F), row0.double().numpy() - blk.bias, cand_t, cand_n, sure)
+    _screen_kernel(bits, *blk.bound(0, F), row0.double().numpy() - blk.bias, cand_t, cand_n, sure, np.empty((F, n), np.int32),
+                   np.empty(F, np.int64))
     return float(cand_n.sum()) / (F * n)
