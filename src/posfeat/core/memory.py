@@ -21,4 +21,7 @@ def release_freed() -> bool:
     """Return the C heap's free pages to the system (glibc's ``malloc_trim``), so a stage's freed temporaries do not stay
     in the process's resident size for the next; False where the C library has no such call (nothing is done)."""
     lib = _libc()
-    return bool(lib is not None and lib.malloc_trim(0) is not None)
+    if lib is None:
+        return False
+    lib.malloc_trim(0)
+    return True

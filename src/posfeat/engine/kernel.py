@@ -75,6 +75,49 @@ if HAVE_NUMBA:
         topi[j] = t
         return topv[K - 1]
 
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _bucket_of(row, start, first, scale, v):  # pragma: no cover
+        """The bucket of a token value ``v`` that fires somewhere (``v > row[0]``): how many of the sorted thresholds ``row``
+        lie below it, found through the feature's cell table (:func:`_cell_starts`)."""
+        P = row.shape[0]
+        if v > row[P - 1]:
+            return P
+        c = int64((float64(v) - first) * scale)
+        lo = start[c]
+        end = start[c + 1]
+        while lo < end and row[lo] < v:
+            lo += 1
+        return lo
+
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _accumulate(acc, f, lo, u):  # pragma: no cover
+        """Count, sum and sum of squares of the shifted token value ``u`` into bucket ``lo`` of feature ``f``."""
+        acc[f, lo, 0] += 1.0
+        acc[f, lo, 1] += u
+        acc[f, lo, 2] += u * u
+
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _merge_token(topv, topi, topvar, t, feat, n, w, pbn, pb2n, P):  # pragma: no cover
+        """Token ``t``'s top list (means largest first, the lower feature first among ties) offered feature ``feat``, where
+        the token fires at ``n`` of the ``P`` positions with token part ``w`` (``pbn``, ``pb2n``: the sums of those
+        positions' parts and of their squares); features it does not activate are not offered."""
+        K = topv.shape[1]
+        mean = (n * w + pbn) / P
+        if n == 0 or not (mean > topv[t, K - 1] and mean > 0.0):
+            return
+        j = K - 1
+        while j > 0 and topv[t, j - 1] < mean:
+            topv[t, j] = topv[t, j - 1]
+            topi[t, j] = topi[t, j - 1]
+            topvar[t, j] = topvar[t, j - 1]
+            j -= 1
+        topv[t, j] = mean
+        topi[t, j] = feat
+        topvar[t, j] = (n * w * w + 2.0 * w * pbn + pb2n) / P - mean * mean
+
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _bucket_kernel(at, f0, s, pb, shift, lim, acc, topv, topi, tok_sum, want_tok_sum, want_lim, below_v, below_i, lo_out,
@@ -89,7 +132,6 @@ if HAVE_NUMBA:
             f = f0 + i
             row = s[f]
             start, first, scale = _cell_starts(row, C)
-            last = row[P - 1]
             sh = shift[f]
             limf = lim[f]
             best = below_v[f]
@@ -115,20 +157,10 @@ if HAVE_NUMBA:
                     lo = 0
                     ts = 0.0
                 else:
-                    if v > last:
-                        lo = P
-                    else:
-                        c = int64((w - first) * scale)
-                        lo = start[c]
-                        end = start[c + 1]
-                        while lo < end and row[lo] < v:
-                            lo += 1
-                    u = w - sh
+                    lo = _bucket_of(row, start, first, scale, v)
                     if want_lo:
                         lo_out[i, t] = lo
-                    acc[f, lo, 0] += 1.0
-                    acc[f, lo, 1] += u
-                    acc[f, lo, 2] += u * u
+                    _accumulate(acc, f, lo, w - sh)
                     ts = lo * w + pb[f, lo]
                     if want_tok_sum:
                         tok_sum[f, t] = ts
@@ -188,26 +220,12 @@ if HAVE_NUMBA:
         prefetched) while its tokens' lists stay in cache."""
         F, T = at.shape
         P = pb.shape[1] - 1
-        K = topv.shape[1]
         for run in prange((T + TOP_RUN - 1) // TOP_RUN):
             for i in range(F):
                 for t in range(run * TOP_RUN, min(T, run * TOP_RUN + TOP_RUN)):
                     n = lo[i, t]
-                    if n == 0:  # fires at none of the positions
-                        continue
-                    w = float64(at[i, t])
-                    mean = (n * w + pb[i, n]) / P
-                    if not (mean > topv[t, K - 1] and mean > 0.0):
-                        continue
-                    j = K - 1
-                    while j > 0 and topv[t, j - 1] < mean:
-                        topv[t, j] = topv[t, j - 1]
-                        topi[t, j] = topi[t, j - 1]
-                        topvar[t, j] = topvar[t, j - 1]
-                        j -= 1
-                    topv[t, j] = mean
-                    topi[t, j] = g0 + i
-                    topvar[t, j] = (n * w * w + 2.0 * w * pb[i, n] + pb2[i, n]) / P - mean * mean
+                    if n > 0:  # fires at some of the positions
+                        _merge_token(topv, topi, topvar, t, g0 + i, n, float64(at[i, t]), pb[i, n], pb2[i, n], P)
 
 
 def token_top_merge(at: np.ndarray, lo: np.ndarray, g0: int, pb: np.ndarray, pb2: np.ndarray, mean: np.ndarray, feature: np.ndarray,

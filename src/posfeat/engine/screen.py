@@ -32,10 +32,10 @@ from .kernel import CELLS_PER_THRESHOLD, HAVE_NUMBA, NUMBA_CACHE, TOP_RUN, new_s
 
 if HAVE_NUMBA:
     from llvmlite import ir
-    from numba import float64, int64, njit, prange, types
+    from numba import float64, njit, prange, types
     from numba.extending import intrinsic
 
-    from .kernel import _cell_starts, _push_top
+    from .kernel import _accumulate, _bucket_of, _cell_starts, _merge_token, _push_top
 
 #: ``screen=None`` screens when at most this share of the token values are candidates, estimated on a seeded sample of
 #: features and tokens: the exact dot products cost about 7 fp32 GEMMs per unit of share (measured on this project's
@@ -236,7 +236,6 @@ if HAVE_NUMBA:
             f = f0 + i
             row = s[f]
             start, first, scale = _cell_starts(row, C)
-            last = row[P - 1]
             sh = shift[f]
             tmin = topv[f, topv.shape[1] - 1]
             nxt = 0  # the first token not yet met (for the zero-sum tail of the top list)
@@ -250,18 +249,8 @@ if HAVE_NUMBA:
                 v = vals[i, j]
                 lo = 0
                 if v > row[0]:
-                    if v > last:
-                        lo = P
-                    else:
-                        c = int64((float64(v) - first) * scale)
-                        lo = start[c]
-                        end = start[c + 1]
-                        while lo < end and row[lo] < v:
-                            lo += 1
-                    u = float64(v) - sh
-                    acc[f, lo, 0] += 1.0
-                    acc[f, lo, 1] += u
-                    acc[f, lo, 2] += u * u
+                    lo = _bucket_of(row, start, first, scale, v)
+                    _accumulate(acc, f, lo, float64(v) - sh)
                     fired += 1.0
                 lo_c[i, j] = lo
                 ts = lo * float64(v) + pb[f, lo] if lo > 0 else 0.0
@@ -323,25 +312,29 @@ if HAVE_NUMBA:
         """:func:`posfeat.engine.kernel.token_top_merge` over the candidates (the others fire nowhere)."""
         F = cand_t.shape[0]
         P = pb.shape[1] - 1
-        K = topv.shape[1]
         for run in prange((T + TOP_RUN - 1) // TOP_RUN):
             r0 = run * TOP_RUN
             for i in range(F):
                 j = np.searchsorted(cand_t[i, : cand_n[i]], r0)
                 while j < cand_n[i] and cand_t[i, j] < r0 + TOP_RUN:
                     n = lo_c[i, j]
-                    t = cand_t[i, j]
-                    w = float64(vals[i, j])
+                    _merge_token(topv, topi, topvar, cand_t[i, j], g0 + i, n, float64(vals[i, j]), pb[i, n], pb2[i, n], P)
                     j += 1
-                    mean = (n * w + pb[i, n]) / P
-                    if n == 0 or not (mean > topv[t, K - 1] and mean > 0.0):
-                        continue
-                    k = K - 1
-                    while k > 0 and topv[t, k - 1] < mean:
-                        topv[t, k], topi[t, k], topvar[t, k] = topv[t, k - 1], topi[t, k - 1], topvar[t, k - 1]
-                        k -= 1
-                    topv[t, k], topi[t, k] = mean, g0 + i
-                    topvar[t, k] = (n * w * w + 2.0 * w * pb[i, n] + pb2[i, n]) / P - mean * mean
+
+
+@dataclass
+class Screened:
+    """One sub-block through the screen: the bfloat16 token parts (``uint16`` bits ``[F, T]``), the candidates ``cand_t``
+    (tokens in order, ``cand_n`` per feature) and their exact values ``vals``; per feature the largest lower bound among
+    the screened tokens ``sure``, and the band of screened tokens that may be the largest (``band_t``, ``band_n``)."""
+
+    bits: np.ndarray
+    cand_t: np.ndarray
+    cand_n: np.ndarray
+    vals: np.ndarray
+    sure: np.ndarray
+    band_t: np.ndarray
+    band_n: np.ndarray
 
 
 class Screen:
@@ -353,8 +346,6 @@ class Screen:
         self.seen = 0
         self.candidates = 0
         self.block: ScreenInputs | None = None
-        self.sure = np.empty(0)  # the last sub-block's largest value surely below its floor, per feature
-        self.band_n = np.empty(0, np.int64)  # and the length of its band (screened tokens that may be the largest)
         self._bufs: dict[str, np.ndarray] = {}
 
     def share(self) -> float:
@@ -370,9 +361,8 @@ class Screen:
             b = self._bufs[name] = np.empty(shape[0] * shape[1], dtype)
         return b[: shape[0] * shape[1]].reshape(shape)
 
-    def candidates_of(self, f0: int, f1: int, row0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Screen features ``f0..f1-1`` of the block (``row0``: their lowest thresholds): the bfloat16 token parts
-        (``uint16`` bits), the candidates ``cand_t`` (tokens in order), their number ``cand_n`` and exact values ``vals``."""
+    def candidates_of(self, f0: int, f1: int, row0: np.ndarray) -> Screened:
+        """Screen features ``f0..f1-1`` of the block (``row0``: their lowest thresholds) (:class:`Screened`)."""
         blk = self.block
         assert blk is not None
         T, F = blk.x.shape[0], f1 - f0
@@ -380,29 +370,26 @@ class Screen:
         torch.matmul(blk.wt_bf[f0:f1], blk.x_bf.T, out=approx)
         bits = approx.view(torch.int16).numpy().view(np.uint16)
         cand_t, cand_n = self._buf("cand_t", (F, T), np.dtype(np.int32)), np.empty(F, np.int64)
-        self.sure, self.band_n = np.empty(F), np.empty(F, np.int64)
-        _screen_kernel(bits, *blk.bound(f0, f1), np.asarray(row0, np.float64) - blk.bias[f0:f1], cand_t, cand_n, self.sure,
-                       self._buf("band_t", (F, T), np.dtype(np.int32)), self.band_n)
+        sure, band_t, band_n = np.empty(F), self._buf("band_t", (F, T), np.dtype(np.int32)), np.empty(F, np.int64)
+        _screen_kernel(bits, *blk.bound(f0, f1), np.asarray(row0, np.float64) - blk.bias[f0:f1], cand_t, cand_n, sure, band_t, band_n)
         self.seen += F * T
         self.candidates += int(cand_n.sum())
         vals = self._buf("vals", (F, T), np.dtype(blk.x.numpy().dtype))
         _exact_kernel(blk.x.numpy(), blk.wt.numpy()[f0:f1], blk.bias[f0:f1], cand_t, cand_n, vals)
-        return bits, cand_t, cand_n, vals
+        return Screened(bits, cand_t, cand_n, vals, sure, band_t, band_n)
 
-    def below(self, f0: int, f1: int, found: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], floor: np.ndarray, lim: np.ndarray,
-              out: dict[str, np.ndarray]) -> None:
+    def below(self, f0: int, f1: int, found: Screened, floor: np.ndarray, lim: np.ndarray, out: dict[str, np.ndarray]) -> None:
         """Each feature's largest token part at or below ``lim`` (``out["below_val"]``, ``out["below_idx"]``), from the
         candidates' exact values (``found``: :meth:`candidates_of`'s result) and exact values of the screened tokens that
         may be it."""
         blk = self.block
         assert blk is not None
         F, T = f1 - f0, blk.x.shape[0]
-        bits, cand_t, cand_n, vals = found
-        band_t, band_n = self._buf("band_t", (F, T), np.dtype(np.int32)), self.band_n
-        _below_candidates(bits, *blk.bound(f0, f1), blk.bias[f0:f1], lim, floor, self.sure, f0, cand_t, cand_n, vals, band_t, band_n,
-                          out["below_val"], out["below_idx"])
+        band_t, band_n = found.band_t, found.band_n
+        _below_candidates(found.bits, *blk.bound(f0, f1), blk.bias[f0:f1], lim, floor, found.sure, f0, found.cand_t, found.cand_n, found.vals,
+                          band_t, band_n, out["below_val"], out["below_idx"])
         if band_n.any():
-            band_v = self._buf("band_v", (F, T), vals.dtype)
+            band_v = self._buf("band_v", (F, T), found.vals.dtype)
             _exact_kernel(blk.x.numpy(), blk.wt.numpy()[f0:f1], blk.bias[f0:f1], band_t, band_n, band_v)
             _below_pick(band_t, band_n, band_v, lim, f0, out["below_val"], out["below_idx"])
 
@@ -419,7 +406,7 @@ def screened_sums(screen: Screen, f0: int, f1: int, preps: list[dict[str, torch.
     T = blk.x.shape[0]
     row0 = np.min([p["s"][f0:f1, 0].double().numpy() for p in preps], axis=0)
     found = screen.candidates_of(f0, f1, row0)
-    _, cand_t, cand_n, vals = found
+    cand_t, cand_n, vals = found.cand_t, found.cand_n, found.vals
     lo_c = screen.lo_buffer(f1 - f0, T)
     totals = blk.totals(f0, f1)
     for i, (prep, lim) in enumerate(zip(preps, lims)):
