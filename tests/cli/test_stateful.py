@@ -148,8 +148,10 @@ def stub_figures(monkeypatch):
     import posfeat.outputs.figures as figures
     import posfeat.outputs.write as write
 
-    def tiny(an, folder, progress=False):
+    def tiny(an, folder, progress=False, meanwhile=None):
         folder.mkdir(exist_ok=True)
+        if meanwhile is not None:
+            meanwhile()
         for name in figures.FIGURES:
             (folder / f"{name}.png").write_bytes(PNG)
         return {name: folder / f"{name}.png" for name in figures.FIGURES}

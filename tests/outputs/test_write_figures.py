@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -30,22 +31,20 @@ def some_figures(monkeypatch):
     monkeypatch.setattr(write, "FIGURES", {name: FIGURES[name] for name in SOME})
 
 
-def test_share_figures_covers_every_figure_once_and_keeps_torch_in_the_parent():
+def test_the_queue_holds_every_figure_but_the_parents_costliest_first():
     names = list(FIGURES)
-    for n in (1, 2, 3, 4):
-        groups = write.share_figures(names, n)
-        assert len(groups) == n and sorted(x for g in groups for x in g) == sorted(names)
-        assert set(groups[0]) >= write.PARENT_ONLY
-    costs = [sum(write.FIGURE_COST.get(x, 1.0) for x in g) for g in write.share_figures(names, 2)]
-    assert max(costs) - min(costs) <= max(write.FIGURE_COST.values())  # about even
+    queue = write.figure_queue(names)
+    assert sorted(queue) == sorted(set(names) - write.PARENT_ONLY)
+    costs = [write.FIGURE_COST.get(x, 1.0) for x in queue]
+    assert costs == sorted(costs, reverse=True) and costs[0] > 1.0
 
 
-def _draw_all(an, folder, processes):
+def _draw_all(an, folder, processes, meanwhile=None):
     old = os.environ.get("POSFEAT_FIGURE_PROCESSES")
     os.environ["POSFEAT_FIGURE_PROCESSES"] = str(processes)
     try:
         assert write.figure_processes() == processes
-        paths = write.write_figures(an, folder)
+        paths = write.write_figures(an, folder, meanwhile=meanwhile)
     finally:
         if old is None:
             os.environ.pop("POSFEAT_FIGURE_PROCESSES")
@@ -91,3 +90,25 @@ def test_a_hanging_child_is_killed_and_its_figures_drawn_by_the_parent(an, seria
     monkeypatch.setattr(write, "CHILD_PATIENCE_S", 1.0)
     monkeypatch.setattr(write, "CHILD_PATIENCE_FACTOR", 0.0)
     assert _draw_all(an, tmp_path / "two", 2) == serial
+
+
+def test_children_really_draw_a_share(an, serial, tmp_path, monkeypatch):
+    """Not the parent drawing everything after its children failed: with two processes both write figures."""
+    who = tmp_path / "who"
+    who.mkdir()
+    save = write.save_figure
+
+    def noted(fig, path, dpi=100):
+        out = save(fig, path, dpi)
+        (who / f"{os.getpid()}-{path.name}").touch()  # once written
+        return out
+
+    def until_a_child_drew():  # the parent's own work while the children draw: here, waiting for one to finish a figure
+        deadline = time.monotonic() + 60
+        while not any(not p.name.startswith(f"{os.getpid()}-") for p in who.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    monkeypatch.setattr(write, "save_figure", noted)
+    assert _draw_all(an, tmp_path / "two", 2, until_a_child_drew) == serial
+    drawers = {p.name.split("-")[0] for p in who.iterdir()}
+    assert str(os.getpid()) in drawers and len(drawers) == 2, sorted(p.name for p in who.iterdir())

@@ -196,25 +196,34 @@ SECTIONS = [
     ("6. Where the error past the context comes from", [], ["attribution"], _attribution_tables),
 ]
 
-def render_html(an: Analysis, pngs: dict[str, Path], sweep_sections: tuple[str, ...] = ()) -> str:
-    """The whole page (see module docstring)."""
-    s = an.summary
+def report_parts(an: Analysis) -> dict[str, Any]:
+    """What the page needs besides the figures' PNGs: each interactive figure's HTML (``interactive``), each section's
+    tables (``tables``) and the feature explorer's JSON (``explorer_data``). :func:`posfeat.outputs.write.save_analysis`
+    makes them while the figures are drawn."""
     interactive = {}
     for i, (name, (fn, div)) in enumerate(INTERACTIVE.items()):
         interactive[name] = fn(an).to_html(full_html=False, include_plotlyjs=i == 0, include_mathjax=False, div_id=div)
-    parts = []
-    for title, keys, figs, tables in SECTIONS:
-        parts.append(f"<h2>{esc(title)}</h2>" + "".join(verdict_box(k, an.findings[k]) for k in keys)
-                     + "".join(figure_html(n, pngs, interactive) for n in figs) + (tables(an) if tables else ""))
+    data = json.dumps(explorer_payload(an), separators=(",", ":")).replace("</", "<\\/")
+    tables = [make(an) if make else "" for _, _, _, make in SECTIONS]
+    return {"interactive": interactive, "tables": tables, "explorer_data": data}
+
+
+def render_html(an: Analysis, pngs: dict[str, Path], sweep_sections: tuple[str, ...] = (), parts: dict[str, Any] | None = None) -> str:
+    """The whole page (see module docstring); ``parts``: :func:`report_parts` of ``an``, made here when None."""
+    s = an.summary
+    made = report_parts(an) if parts is None else parts
+    interactive, data = made["interactive"], made["explorer_data"]
+    blocks = [f"<h2>{esc(title)}</h2>" + "".join(verdict_box(k, an.findings[k]) for k in keys)
+              + "".join(figure_html(n, pngs, interactive) for n in figs) + tables
+              for (title, keys, figs, _), tables in zip(SECTIONS, made["tables"])]
     header = (f"<b>Model</b> {esc(s['model'])} &nbsp; <b>SAE</b> {esc(s['sae'])} ({esc(s['sae_architecture'])}, d_sae {s['d_sae']}) &nbsp; "
               f"<b>context</b> {s['context_size']} of {s['n_ctx']} positions &nbsp; <b>centred</b> {s['centered']} &nbsp; "
               f"<b>device</b> {esc(s['device'])} &nbsp; posfeat {esc(s['posfeat_version'])}")
-    data = json.dumps(explorer_payload(an), separators=(",", ":")).replace("</", "<\\/")
     page = Template(resources.files(__package__).joinpath("templates/report.html").read_text())
     css = resources.files(__package__).joinpath("templates/report.css").read_text()
     explorer_js = resources.files(__package__).joinpath("templates/explorer.js").read_text()
     html_page = page.substitute(model=esc(s["model"]), sae=esc(s["sae"]), pairs=pairs_html(s, bool(an.emb.info.get("token_type_row_added"))),
-                                css=css, header=header, glance=glance(an.findings), sections="\n".join(parts), sweeps="\n".join(sweep_sections),
+                                css=css, header=header, glance=glance(an.findings), sections="\n".join(blocks), sweeps="\n".join(sweep_sections),
                                 command=esc(s.get("command", "")), explorer_data=data, explorer_js=explorer_js)
     return with_csp([*interactive.values(), f"<script>{explorer_js}</script>"], html_page)
 

@@ -9,12 +9,14 @@ nothing half-written.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import os
 import signal
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +28,7 @@ from ..core.progress import progress_bar
 from ..io.atomic import output_folder
 from .figures import FIGURES, new_figure, save_figure
 from .interactive import INTERACTIVE
-from .report import render_html, sweep_sections
+from .report import render_html, report_parts, sweep_sections
 
 if TYPE_CHECKING:
     from ..analyses.analysis import Analysis
@@ -74,10 +76,13 @@ def make_figure(an: Analysis, name: str) -> Any:
 
 #: Figures whose drawing touches torch (the model's tensors): drawn by the parent process only, never in a forked child.
 PARENT_ONLY = frozenset({"wpos_similarity"})
-#: Relative drawing cost of the heavier figures (small multiples), to share the figures evenly among processes; others 1.
-FIGURE_COST = {"preactivations": 3.0, "token_features": 2.3, "sinusoid": 2.0}
+#: Drawing time of the heavier figures relative to a typical one (about 0.25 s on the bundled pair, on this project's
+#: 2-core machine; others 1): the figures are queued costliest first, so the last ones taken are the quick ones.
+FIGURE_COST = {"preactivations": 2.8, "token_features": 2.2, "length_generalisation": 1.3, "semantic_breakage": 1.2}
 #: At most this many processes draw the figures (the parent and forked children).
 MAX_FIGURE_PROCESSES = 4
+#: The suffix of a figure a child is still writing (renamed to ``NAME.png`` once whole; removed if its child died).
+DRAWING_TAG = ".drawing"
 
 
 def figure_processes() -> int:
@@ -92,28 +97,25 @@ def figure_processes() -> int:
     return max(1, min(cores, MAX_FIGURE_PROCESSES))
 
 
-def share_figures(names: list[str], n: int) -> list[list[str]]:
-    """``names`` split into ``n`` groups of about equal cost (the costliest first into the lightest group); the first group,
-    the parent's, holds every figure of :data:`PARENT_ONLY`."""
-    groups: list[list[str]] = [[] for _ in range(n)]
-    load = [0.0] * n
-    for name in names:
-        if name in PARENT_ONLY:
-            groups[0].append(name)
-            load[0] += FIGURE_COST.get(name, 1.0)
-    for name in sorted((x for x in names if x not in PARENT_ONLY), key=lambda x: -FIGURE_COST.get(x, 1.0)):
-        i = min(range(n), key=lambda j: load[j])
-        groups[i].append(name)
-        load[i] += FIGURE_COST.get(name, 1.0)
-    return groups
+def figure_queue(names: list[str]) -> list[str]:
+    """The figures any process may draw (all but :data:`PARENT_ONLY`), costliest first (:data:`FIGURE_COST`)."""
+    return sorted((x for x in names if x not in PARENT_ONLY), key=lambda x: -FIGURE_COST.get(x, 1.0))
 
 
 def _draw(an: Analysis, folder: Path, name: str) -> Path:
     return save_figure(FIGURES[name][0](an), folder / f"{name}.png")
 
 
-def _fork_draw(an: Analysis, folder: Path, names: list[str]) -> int | None:
-    """A forked child that draws ``names`` into ``folder`` and exits 0 when every one was written (None: no fork).
+def _take(queue: int, names: list[str]) -> str | None:
+    """The next figure of the shared queue (a pipe of one byte per figure: a read of one byte takes exactly one), or None
+    when it is empty."""
+    b = os.read(queue, 1)
+    return names[b[0]] if b else None
+
+
+def _fork_draw(an: Analysis, folder: Path, queue: int, names: list[str]) -> int | None:
+    """A forked child that draws figures taken from ``queue`` until it is empty, each written as ``NAME.png.drawing`` and
+    renamed to ``NAME.png`` once whole (None: no fork).
 
     The child only draws (matplotlib on the analysis' numpy and pandas data: no torch, so no thread pool or device
     is touched after the fork), dies with its parent, and leaves by ``os._exit`` (no cleanup of the parent's runs twice)."""
@@ -128,8 +130,10 @@ def _fork_draw(an: Analysis, folder: Path, names: list[str]) -> int | None:
     code = 1
     try:
         _die_with_parent()
-        for name in names:
-            _draw(an, folder, name)
+        while (name := _take(queue, names)) is not None:
+            part = folder / f"{name}.png{DRAWING_TAG}"
+            save_figure(FIGURES[name][0](an), part)
+            os.replace(part, folder / f"{name}.png")
         code = 0
     finally:
         os._exit(code)
@@ -146,8 +150,8 @@ def _die_with_parent() -> None:
             pass
 
 
-#: How long the parent waits for a drawing child beyond its own share (at least; 10x the parent's drawing time when
-#: longer) before it kills the child and draws the child's figures itself: a child that hangs (a lock some other
+#: How long the parent waits for the drawing children once the queue is empty (at least; 10x the parent's own drawing
+#: time when longer) before it kills them and draws what they left itself: a child that hangs (a lock some other
 #: thread of the parent held at the fork) costs time, never the run.
 CHILD_PATIENCE_S = 120.0
 #: ... or this many times the parent's own drawing time, when that is longer.
@@ -167,33 +171,54 @@ def _wait_child(pid: int, deadline: float) -> int:
         time.sleep(0.01)
 
 
-def write_figures(an: Analysis, folder: Path, progress: bool = False) -> dict[str, Path]:
-    """Every figure of :data:`FIGURES` as ``folder/NAME.png``, drawn by :func:`figure_processes` processes at once: the
-    parent draws its share while forked children draw theirs; a child that fails has its figures drawn again by the
-    parent, so the files are the same either way."""
+def _start_children(an: Analysis, folder: Path, queue: list[str]) -> tuple[int, list[int]]:
+    """The read end of a pipe holding ``queue`` (one byte per figure) and the children forked to draw from it."""
+    r, w = os.pipe()
+    try:
+        os.write(w, bytes(range(len(queue))))  # at most a few dozen bytes: never blocks
+    finally:
+        os.close(w)
+    pids = [_fork_draw(an, folder, r, queue) for _ in range(figure_processes() - 1)] if queue else []
+    return r, [pid for pid in pids if pid is not None]
+
+
+def write_figures(an: Analysis, folder: Path, progress: bool = False, meanwhile: Callable[[], Any] | None = None) -> dict[str, Path]:
+    """Every figure of :data:`FIGURES` as ``folder/NAME.png``, drawn by :func:`figure_processes` processes at once.
+
+    Forked children take figures from one queue (costliest first); the parent first calls ``meanwhile`` (the rest of
+    the report, made while they draw), then draws the figures of :data:`PARENT_ONLY` and takes from the queue too until
+    it is empty, then waits for the children. Whatever a child failed to write, the parent draws, so the files are the
+    same either way."""
     folder.mkdir(exist_ok=True)
     names = list(FIGURES)
-    groups = share_figures(names, figure_processes())
-    children = [(_fork_draw(an, folder, g), g) for g in groups[1:] if g]
+    queue = figure_queue(names)
+    for name in queue:  # a figure of the queue is on disk only once a process has drawn it whole (below)
+        (folder / f"{name}.png").unlink(missing_ok=True)
+    r, children = _start_children(an, folder, queue)
+    drawn = 0
     bar = progress_bar(total=len(names), desc="figures", unit="figure", enabled=progress)
     try:
+        if meanwhile is not None:
+            meanwhile()
         start = time.perf_counter()
-        for name in groups[0]:
+        for name in itertools.chain([x for x in names if x in PARENT_ONLY], iter(lambda: _take(r, queue), None)):
             _draw(an, folder, name)
             bar.update(1)
+            drawn += 1
         deadline = time.monotonic() + max(CHILD_PATIENCE_S, CHILD_PATIENCE_FACTOR * (time.perf_counter() - start))
         while children:
-            pid, group = children.pop(0)
-            ok = pid is not None and _wait_child(pid, deadline) == 0
-            for name in group:
-                if not ok:
-                    _draw(an, folder, name)
-                bar.update(1)
+            _wait_child(children.pop(0), deadline)
+        for name in queue:  # what no child wrote whole (a child that failed or was killed): drawn here, the same
+            if not (folder / f"{name}.png").is_file():
+                _draw(an, folder, name)
+        bar.update(len(names) - drawn)  # the children's
     finally:
-        for pid, _ in children:  # only when the parent failed or was interrupted
-            if pid is not None:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
+        os.close(r)
+        for pid in children:  # only when the parent failed or was interrupted
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        for part in folder.glob(f"*{DRAWING_TAG}"):
+            part.unlink(missing_ok=True)
         bar.close()
     return {name: folder / f"{name}.png" for name in names}
 
@@ -204,16 +229,23 @@ def save_analysis(an: Analysis, out: str | Path, *, force: bool = False, command
     sections = sweep_sections(list(include_sweeps))
     an.summary["command"] = command or "analyze(...)"
     with output_folder(out, kind="analyze", force=force, command=command) as tmp:
-        an.features.to_csv(tmp / "features.csv", index=False, float_format=CSV_FLOAT)
-        an.by_position.to_csv(tmp / "by_position.csv", index=False, float_format=CSV_FLOAT)
-        an.tokens.to_csv(tmp / "tokens.csv", index=False, float_format=CSV_FLOAT)
-        an.spurious_examples.to_csv(tmp / "spurious_examples.csv", index=False, float_format=CSV_FLOAT)
-        an.spurious_by_feature.to_csv(tmp / "spurious_by_feature.csv", index=False, float_format=CSV_FLOAT)
+        parts: dict[str, Any] = {}
+
+        def meanwhile() -> None:  # the parent's work while the children draw
+            t = time.perf_counter()
+            for name in ("features", "by_position", "tokens", "spurious_examples", "spurious_by_feature"):
+                getattr(an, name).to_csv(tmp / f"{name}.csv", index=False, float_format=CSV_FLOAT)
+            parts.update(report_parts(an))
+            parts["seconds"] = time.perf_counter() - t
+
         t0 = time.perf_counter()
-        pngs = write_figures(an, tmp / "figures", progress)
+        pngs = write_figures(an, tmp / "figures", progress, meanwhile)
         t1 = time.perf_counter()
-        (tmp / "report.html").write_text(render_html(an, pngs, sections))
-        an.timings.update({"figures": t1 - t0, "report": time.perf_counter() - t1})
+        (tmp / "report.html").write_text(render_html(an, pngs, sections, parts))
+        # Stages that add up to the wall time: the report's own work (the CSVs and the parts made while the children
+        # drew, then the page), and the time the figures took beyond it.
+        own = parts.pop("seconds")
+        an.timings.update({"figures": t1 - t0 - own, "report": own + time.perf_counter() - t1})
         an.summary["timings"] = dict(an.timings)
         (tmp / "summary.json").write_text(summary_json(an, command))
         target = Path(out).expanduser().resolve()
