@@ -29,3 +29,28 @@ def test_stats_csv(planted_dirs, tmp_path, capsys):
 def test_sparkline_marks_context():
     s = sparkline([0, 1, 2, 3, 4, 5, 6, 7], width=8, mark=4)
     assert s.index("|") == 4 and len(s) == 9 and s[-1] == "█"
+
+
+def test_the_program_flushes_its_output_and_runs_exit_handlers_before_it_leaves(tmp_path):
+    """``run`` (the ``posfeat`` program) ends with ``os._exit``, skipping the interpreter's teardown: what it printed
+    and what the exit handlers do must still happen, and its exit status is main's."""
+    import os
+    import subprocess
+    import sys
+
+    from posfeat.cli import build_parser
+
+    marker = tmp_path / "atexit-ran"
+    code = ("import atexit, pathlib, sys\n"
+            "marker = pathlib.Path(sys.argv[1]); atexit.register(marker.write_text, 'ran')\n"
+            "sys.argv = ['posfeat', *sys.argv[2:]]\n"
+            "from posfeat.cli.main import run\n"
+            "print('x' * 100000, end='')  # more than any stream buffer\n"
+            "run()\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # block-buffered pipes, as usual
+    out = subprocess.run([sys.executable, "-c", code, str(marker), "--help"], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0 and marker.read_text() == "ran"
+    assert out.stdout == "x" * 100000 + build_parser().format_help()
+    bad = subprocess.run([sys.executable, "-c", code, str(marker), "feature", "--index", "0", "--sae", str(tmp_path / "missing")],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode == 2 and bad.stderr.startswith("posfeat: error:") and len(bad.stderr.strip().splitlines()) == 1
