@@ -32,6 +32,31 @@ settings.register_profile("dev", deadline=None, suppress_health_check=[HealthChe
 settings.load_profile(os.environ.get("POSFEAT_HYPOTHESIS", "ci"))
 
 
+#: A 1x1 PNG: what :func:`stub_figures` writes for every figure.
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8cfc0f01f0005000201"
+                    "a5d1e8e50000000049454e44ae426082")
+
+
+@pytest.fixture
+def stub_figures(monkeypatch):
+    """Figures replaced by a 1x1 PNG each (the rest of the report, its parts and every other file are made as usual), for
+    the tests of where files go, of locks, paths and errors: what they test is not how figures look, and drawing fifteen
+    figures per run cost them most of their time. The figures themselves are tested in tests/outputs and by the
+    analyze tests that write everything."""
+    import posfeat.outputs.figures as figures
+    import posfeat.outputs.write as write
+
+    def tiny_figures(an, folder, progress=False, meanwhile=None):
+        folder.mkdir(exist_ok=True)
+        if meanwhile is not None:
+            meanwhile()
+        for name in figures.FIGURES:
+            (folder / f"{name}.png").write_bytes(PNG)
+        return {name: folder / f"{name}.png" for name in figures.FIGURES}
+
+    monkeypatch.setattr(write, "write_figures", tiny_figures)
+
+
 @pytest.fixture
 def tiny():
     return random_pair()

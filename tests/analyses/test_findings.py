@@ -477,7 +477,7 @@ def _nan_equal(a, b) -> bool:
     return a == b
 
 
-def test_summary_findings_recomputed_from_the_csvs(planted_dirs, tmp_path):
+def test_summary_findings_recomputed_from_the_csvs(planted_dirs, tmp_path, stub_figures):  # the numbers, not the figures
     model, sae = planted_dirs
     assert main(["analyze", "--model", str(model), "--sae", str(sae), "--out", str(tmp_path / "o"), "--tokens-sample", "24"]) == 0
     s = json.loads((tmp_path / "o" / "summary.json").read_text())

@@ -21,6 +21,9 @@ from posfeat.io.sources import BUNDLED_SAE_DIR
 
 from helpers import random_pair, write_planted_folders
 
+# Where files go, locks, paths and errors are tested here, not how figures look: each figure is a 1x1 PNG (conftest).
+pytestmark = pytest.mark.usefixtures("stub_figures")
+
 PROGRESS = re.compile(r"\d+%\|.*\|")
 
 

@@ -22,6 +22,9 @@ from posfeat.io.atomic import LOCK_TAG, TEMP_TAG
 
 from helpers import add_file, random_pair, write_planted_folders
 
+# Where files go, locks, paths and errors are tested here, not how figures look: each figure is a 1x1 PNG (conftest).
+pytestmark = pytest.mark.usefixtures("stub_figures")
+
 SRC = str(Path(posfeat.__file__).resolve().parents[1])
 
 

@@ -15,6 +15,9 @@ from posfeat.cli import main
 
 from helpers import write_planted_folders
 
+# Where files go, locks, paths and errors are tested here, not how figures look: each figure is a 1x1 PNG (conftest).
+pytestmark = pytest.mark.usefixtures("stub_figures")
+
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):

@@ -32,8 +32,6 @@ from helpers import write_planted_folders
 
 pytestmark = pytest.mark.slow
 LONG = bool(os.environ.get("POSFEAT_LONG"))
-PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8cfc0f01f0005000201"
-                    "a5d1e8e50000000049454e44ae426082")
 PROGRESS = re.compile(r"\d+%\|.*\|")
 COMMANDS = ["analyze", "stats", "eval", "train", "train", "compare", "sweep"]
 WHERE = ["new", "new", "previous", "previous", "input", "input_parent", "inside_input", "user", "thesis", "package"]
@@ -141,22 +139,6 @@ class Workspace(RuleBasedStateMachine):
     def no_temporary_or_lock_is_left(self) -> None:
         left = [p for p in self.root.rglob("*") if p.name.endswith((TEMP_TAG, LOCK_TAG))]
         assert left == [], left
-
-
-@pytest.fixture
-def stub_figures(monkeypatch):
-    import posfeat.outputs.figures as figures
-    import posfeat.outputs.write as write
-
-    def tiny(an, folder, progress=False, meanwhile=None):
-        folder.mkdir(exist_ok=True)
-        if meanwhile is not None:
-            meanwhile()
-        for name in figures.FIGURES:
-            (folder / f"{name}.png").write_bytes(PNG)
-        return {name: folder / f"{name}.png" for name in figures.FIGURES}
-
-    monkeypatch.setattr(write, "write_figures", tiny)
 
 
 def test_random_sequences_of_commands_lose_nothing(stub_figures, capsys):

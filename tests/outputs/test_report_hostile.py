@@ -14,7 +14,8 @@ from posfeat import Embeddings, analyze
 
 from helpers import planted_pair
 
-pytestmark = pytest.mark.browser
+# What runs in the page is tested, not how figures look (embedded PNGs run nothing): each is a 1x1 PNG (conftest).
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("stub_figures")]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 RUN = "window.__pwned=(window.__pwned||0)+1"
