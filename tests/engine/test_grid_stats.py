@@ -240,3 +240,26 @@ def test_auto_screen_runs_on_sparse_saes_only_and_changes_nothing(bias, screened
     assert_stats_equal(auto, dense)
     np.testing.assert_allclose(never.value, never_d.value, rtol=1e-12)
     np.testing.assert_array_equal(auto.token_top.feature, dense.token_top.feature)
+
+
+def test_screen_over_many_token_runs_matches_enumeration():
+    """More tokens than one run of the screen's kernels (``TOP_RUN``) and many steps of its exact dot products
+    (``EXACT_RUN``): the run and step boundaries, which the small instances above never cross."""
+    from posfeat.engine.kernel import TOP_RUN
+    from posfeat.engine.screen import EXACT_RUN
+
+    rng = np.random.default_rng(5)
+    n_tok = 2 * TOP_RUN + 3 * EXACT_RUN + 7
+    emb = Embeddings(rng.normal(size=(n_tok, 8)), rng.normal(size=(10, 8)) * 0.3)
+    sae = SAE.from_arrays(rng.normal(size=(8, 12)) / 3, rng.normal(size=(12, 8)), np.full(12, -1.5), np.zeros(8))
+    (fast, _), never = grid_statistics(emb, sae, [range(6), range(10)], never_firing_context=6, token_top_k=3, dtype=torch.float64,
+                                       screen=True)
+    (dense, _), never_d = grid_statistics(emb, sae, [range(6), range(10)], never_firing_context=6, token_top_k=3, dtype=torch.float64,
+                                          screen=False)
+    ref = brute_force_stats(emb, sae, range(6), top_k_tokens=20)
+    assert fast.fire.min() > 0 and fast.fire.max() < 0.5  # sparse: most token values are screened out
+    assert_stats_equal(fast, ref)
+    assert_token_means_equal(fast, ref)
+    np.testing.assert_allclose(never.value, never_d.value, rtol=1e-12)
+    np.testing.assert_array_equal(never.token, never_d.token)
+    np.testing.assert_allclose(fast.token_top.mean, dense.token_top.mean, rtol=1e-9, atol=1e-12)
