@@ -85,28 +85,31 @@ def spurious_counts(stats_all: GridStats, context: int, kinds: np.ndarray) -> tu
     features with any spurious firing, most first).
     """
     n_tok = len(stats_all.tokens)
-    count = np.rint(stats_all.fire_by_position * n_tok)  # [d_sae, n_pos]
+    count = stats_all.fire_by_position * n_tok  # [d_sae, n_pos]; then worked on in place (two fewer copies of that size)
+    np.rint(count, out=count)
     inside = stats_all.positions < context
-    best_inside = count[:, inside].max(1, initial=0.0)
-    spur = np.clip(count - best_inside[:, None], 0.0, None)
-    spur[:, inside] = 0.0
+    ci = count[:, inside]
+    best_inside = ci.max(1, initial=0.0)
     loo = np.full(len(stats_all.positions), np.nan)
     if inside.sum() >= 2:
-        ci = count[:, inside]
         order = np.sort(ci, axis=1)
         first, second = order[:, -1:], order[:, -2:-1]
         others = np.where(ci >= first, second, first)  # the best other in-context position
         loo[inside] = np.clip(ci - others, 0.0, None).sum(0) / n_tok
+    spur = count  # count - best_inside, clipped at 0, and 0 inside the context
+    spur -= best_inside[:, None]
+    np.clip(spur, 0.0, None, out=spur)
+    spur[:, inside] = 0.0
     per_pos = pd.DataFrame({"position": stats_all.positions, "spurious_per_token": spur.sum(0) / n_tok, "spurious_pairs": spur.sum(0),
                             "spurious_null_per_token": loo})
     total = spur.sum(1)
     feats = np.nonzero(total > 0)[0]
     pos = stats_all.positions
+    fires = spur > 0
     by_feature = pd.DataFrame({
         "feature": feats, "kind": kinds[feats], "spurious_pairs": total[feats],
-        "spurious_per_position": total[feats] / max(1, int((~inside).sum())), "positions_with_spurious": (spur[feats] > 0).sum(1),
-        "first_spurious_position": [int(pos[np.argmax(spur[f] > 0)]) for f in feats],
-        "max_spurious_position": [int(pos[np.argmax(spur[f])]) for f in feats],
+        "spurious_per_position": total[feats] / max(1, int((~inside).sum())), "positions_with_spurious": fires.sum(1)[feats],
+        "first_spurious_position": pos[fires.argmax(1)[feats]].astype(int), "max_spurious_position": pos[spur.argmax(1)[feats]].astype(int),
     }, columns=SPURIOUS_FEATURE_COLUMNS).sort_values(["spurious_pairs", "feature"], ascending=[False, True], ignore_index=True)
     return per_pos, by_feature
 
