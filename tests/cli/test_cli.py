@@ -51,6 +51,7 @@ def test_the_program_flushes_its_output_and_runs_exit_handlers_before_it_leaves(
     out = subprocess.run([sys.executable, "-c", code, str(marker), "--help"], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0 and marker.read_text() == "ran"
     assert out.stdout == "x" * 100000 + build_parser().format_help()
-    bad = subprocess.run([sys.executable, "-c", code, str(marker), "feature", "--index", "0", "--sae", str(tmp_path / "missing")],
+    bad = subprocess.run([sys.executable, "-c", code, str(marker), "feature", "0", "--sae", str(tmp_path / "missing")],
                          capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode == 2 and bad.stderr.startswith("posfeat: error:") and len(bad.stderr.strip().splitlines()) == 1
+    assert "missing" in bad.stderr  # the SAE it could not find, not a usage error

@@ -112,3 +112,34 @@ def test_children_really_draw_a_share(an, serial, tmp_path, monkeypatch):
     assert _draw_all(an, tmp_path / "two", 2, until_a_child_drew) == serial
     drawers = {p.name.split("-")[0] for p in who.iterdir()}
     assert str(os.getpid()) in drawers and len(drawers) == 2, sorted(p.name for p in who.iterdir())
+
+
+@pytest.mark.parametrize("how", ["dies", "hangs"])
+def test_a_child_that_stops_inside_a_figure_leaves_it_to_the_parent(an, serial, tmp_path, monkeypatch, how):
+    """A child that took a figure and died (or hung) while writing it: the parent draws that figure, the half-written
+    file goes, and the figures are the serial ones."""
+    parent = os.getpid()
+    marker = tmp_path / "stopped"
+    save = write.save_figure
+
+    def stopping(fig, path, dpi=100):
+        if os.getpid() != parent and path.name.endswith(write.DRAWING_TAG):
+            path.write_bytes(b"half a PNG")
+            marker.touch()
+            if how == "dies":
+                os._exit(3)
+            time.sleep(3600)
+        return save(fig, path, dpi)
+
+    def until_a_child_stopped():
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    monkeypatch.setattr(write, "save_figure", stopping)
+    monkeypatch.setattr(write, "CHILD_PATIENCE_S", 1.0)
+    monkeypatch.setattr(write, "CHILD_PATIENCE_FACTOR", 0.0)
+    folder = tmp_path / "two"
+    assert _draw_all(an, folder, 2, until_a_child_stopped) == serial
+    assert marker.exists()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.png" for n in SOME)  # the half-written file is gone

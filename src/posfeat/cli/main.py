@@ -219,9 +219,15 @@ def run() -> NoReturn:
     module, which writes nothing and took about 0.6 s of every command."""
     rc = main()
     atexit._run_exitfuncs()  # the handlers any exit runs (logging's flush, weakref finalizers such as temporary folders)
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing more can be written to it anyway
-            stream.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # its reader left (``posfeat ... | head``): nothing more can reach it
+        pass
+    except OSError as err:  # e.g. a full disk under ``> file``: what was printed is not all there
+        print(f"posfeat: error: {err.strerror or err} while writing the standard output; check where it goes.", file=sys.stderr)
+        rc = rc or 2
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
     os._exit(rc)
 
 

@@ -8,6 +8,7 @@ nothing half-written.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import itertools
 import json
@@ -158,28 +159,40 @@ CHILD_PATIENCE_S = 120.0
 CHILD_PATIENCE_FACTOR = 10.0
 
 
-def _wait_child(pid: int, deadline: float) -> int:
-    """The child's exit code, or -9 after killing it when it is still running at ``deadline`` (``time.monotonic``)."""
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return -9
-        time.sleep(0.01)
-
-
-def _start_children(an: Analysis, folder: Path, queue: list[str]) -> tuple[int, list[int]]:
-    """The read end of a pipe holding ``queue`` (one byte per figure) and the children forked to draw from it."""
+def _queue_pipe(queue: list[str]) -> int:
+    """The read end of a pipe holding ``queue``, one byte per figure (its index)."""
+    assert len(queue) < 256, "one byte names a figure of the queue"
     r, w = os.pipe()
     try:
         os.write(w, bytes(range(len(queue))))  # at most a few dozen bytes: never blocks
     finally:
         os.close(w)
-    pids = [_fork_draw(an, folder, r, queue) for _ in range(figure_processes() - 1)] if queue else []
-    return r, [pid for pid in pids if pid is not None]
+    return r
+
+
+def _exited(pid: int) -> bool:
+    """Whether child ``pid`` has exited (reaped if so)."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return True
+
+
+def _end_child(pid: int) -> None:
+    """Kill child ``pid`` and reap it (nothing if it is gone already)."""
+    with contextlib.suppress(ProcessLookupError, ChildProcessError):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def _wait_children(children: list[int], folder: Path, queue: list[str], deadline: float) -> None:
+    """Until every child has exited, or every figure of ``queue`` is written (a child still running then can only be
+    hung, with nothing left to draw), or ``deadline`` (``time.monotonic``) has passed; then the rest are killed."""
+    while children and time.monotonic() <= deadline and not all((folder / f"{name}.png").is_file() for name in queue):
+        children[:] = [pid for pid in children if not _exited(pid)]
+        time.sleep(0.01)
+    while children:
+        _end_child(children.pop())
 
 
 def write_figures(an: Analysis, folder: Path, progress: bool = False, meanwhile: Callable[[], Any] | None = None) -> dict[str, Path]:
@@ -194,10 +207,15 @@ def write_figures(an: Analysis, folder: Path, progress: bool = False, meanwhile:
     queue = figure_queue(names)
     for name in queue:  # a figure of the queue is on disk only once a process has drawn it whole (below)
         (folder / f"{name}.png").unlink(missing_ok=True)
-    r, children = _start_children(an, folder, queue)
+    r = _queue_pipe(queue)
+    children: list[int] = []
     drawn = 0
     bar = progress_bar(total=len(names), desc="figures", unit="figure", enabled=progress)
     try:
+        for _ in range(figure_processes() - 1 if queue else 0):
+            pid = _fork_draw(an, folder, r, queue)
+            if pid is not None:
+                children.append(pid)
         if meanwhile is not None:
             meanwhile()
         start = time.perf_counter()
@@ -205,9 +223,8 @@ def write_figures(an: Analysis, folder: Path, progress: bool = False, meanwhile:
             _draw(an, folder, name)
             bar.update(1)
             drawn += 1
-        deadline = time.monotonic() + max(CHILD_PATIENCE_S, CHILD_PATIENCE_FACTOR * (time.perf_counter() - start))
-        while children:
-            _wait_child(children.pop(0), deadline)
+        patience = max(CHILD_PATIENCE_S, CHILD_PATIENCE_FACTOR * (time.perf_counter() - start))
+        _wait_children(children, folder, queue, time.monotonic() + patience)
         for name in queue:  # what no child wrote whole (a child that failed or was killed): drawn here, the same
             if not (folder / f"{name}.png").is_file():
                 _draw(an, folder, name)
@@ -215,8 +232,7 @@ def write_figures(an: Analysis, folder: Path, progress: bool = False, meanwhile:
     finally:
         os.close(r)
         for pid in children:  # only when the parent failed or was interrupted
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            _end_child(pid)
         for part in folder.glob(f"*{DRAWING_TAG}"):
             part.unlink(missing_ok=True)
         bar.close()
