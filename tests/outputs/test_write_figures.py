@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -143,3 +144,36 @@ def test_a_child_that_stops_inside_a_figure_leaves_it_to_the_parent(an, serial, 
     assert _draw_all(an, folder, 2, until_a_child_stopped) == serial
     assert marker.exists()
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.png" for n in SOME)  # the half-written file is gone
+
+
+def test_a_signal_inside_the_fork_still_interrupts_and_the_child_is_killed(an, tmp_path, monkeypatch):
+    """SIGINT while ``os.fork`` runs its callbacks, where Python prints an exception and drops it: the CLI's handler holds
+    the signal until the fork is done, then the run stops with Interrupted and the child just forked is killed."""
+    import signal
+
+    from posfeat.cli.main import _Signals
+    from posfeat.core.errors import Interrupted
+
+    real_fork = os.fork
+    forked = []
+
+    def fork_with_a_signal():
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+            with contextlib.suppress(BaseException):  # what the fork's callbacks do with an exception in them: print it, go on
+                signal.raise_signal(signal.SIGINT)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork_with_a_signal)
+    monkeypatch.setenv("POSFEAT_FIGURE_PROCESSES", "2")
+    handlers = _Signals().install()
+    try:
+        with pytest.raises(Interrupted):
+            write.write_figures(an, tmp_path / "figures")
+    finally:
+        handlers.restore()
+    assert len(forked) == 1
+    with pytest.raises(ChildProcessError):  # killed and reaped by the parent
+        os.waitpid(forked[0], os.WNOHANG)
+    assert not list((tmp_path / "figures").glob(f"*{write.DRAWING_TAG}"))

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 
 from ..core.errors import PosfeatError
 from ..core.progress import progress_bar
+from ..core.signals import signals_deferred
 from ..io.atomic import output_folder
 from .figures import FIGURES, new_figure, save_figure
 from .interactive import INTERACTIVE
@@ -213,9 +214,10 @@ def write_figures(an: Analysis, folder: Path, progress: bool = False, meanwhile:
     bar = progress_bar(total=len(names), desc="figures", unit="figure", enabled=progress)
     try:
         for _ in range(figure_processes() - 1 if queue else 0):
-            pid = _fork_draw(an, folder, r, queue)
-            if pid is not None:
-                children.append(pid)
+            with signals_deferred():  # a signal inside the fork is raised here, with the child already listed to be killed
+                pid = _fork_draw(an, folder, r, queue)
+                if pid is not None:
+                    children.append(pid)
         if meanwhile is not None:
             meanwhile()
         start = time.perf_counter()
