@@ -104,8 +104,13 @@ def figure_queue(names: list[str]) -> list[str]:
     return sorted((x for x in names if x not in PARENT_ONLY), key=lambda x: -FIGURE_COST.get(x, 1.0))
 
 
-def _draw(an: Analysis, folder: Path, name: str) -> Path:
-    return save_figure(FIGURES[name][0](an), folder / f"{name}.png")
+def _draw(an: Analysis, folder: Path, name: str, suffix: str = "") -> Path:
+    return save_figure(FIGURES[name][0](an), folder / f"{name}.png{suffix}")
+
+
+def _missing(folder: Path, names: list[str]) -> list[str]:
+    """The figures of ``names`` not (yet) written whole into ``folder``."""
+    return [name for name in names if not (folder / f"{name}.png").is_file()]
 
 
 def _take(queue: int, names: list[str]) -> str | None:
@@ -133,9 +138,7 @@ def _fork_draw(an: Analysis, folder: Path, queue: int, names: list[str]) -> int 
     try:
         _die_with_parent()
         while (name := _take(queue, names)) is not None:
-            part = folder / f"{name}.png{DRAWING_TAG}"
-            save_figure(FIGURES[name][0](an), part)
-            os.replace(part, folder / f"{name}.png")
+            os.replace(_draw(an, folder, name, DRAWING_TAG), folder / f"{name}.png")
         code = 0
     finally:
         os._exit(code)
@@ -189,7 +192,7 @@ def _end_child(pid: int) -> None:
 def _wait_children(children: list[int], folder: Path, queue: list[str], deadline: float) -> None:
     """Until every child has exited, or every figure of ``queue`` is written (a child still running then can only be
     hung, with nothing left to draw), or ``deadline`` (``time.monotonic``) has passed; then the rest are killed."""
-    while children and time.monotonic() <= deadline and not all((folder / f"{name}.png").is_file() for name in queue):
+    while children and time.monotonic() <= deadline and _missing(folder, queue):
         children[:] = [pid for pid in children if not _exited(pid)]
         time.sleep(0.01)
     while children:
@@ -227,9 +230,8 @@ def write_figures(an: Analysis, folder: Path, progress: bool = False, meanwhile:
             drawn += 1
         patience = max(CHILD_PATIENCE_S, CHILD_PATIENCE_FACTOR * (time.perf_counter() - start))
         _wait_children(children, folder, queue, time.monotonic() + patience)
-        for name in queue:  # what no child wrote whole (a child that failed or was killed): drawn here, the same
-            if not (folder / f"{name}.png").is_file():
-                _draw(an, folder, name)
+        for name in _missing(folder, queue):  # what no child wrote whole (a child that failed or was killed): drawn here, the same
+            _draw(an, folder, name)
         bar.update(len(names) - drawn)  # the children's
     finally:
         os.close(r)
@@ -248,13 +250,15 @@ def save_analysis(an: Analysis, out: str | Path, *, force: bool = False, command
     an.summary["command"] = command or "analyze(...)"
     with output_folder(out, kind="analyze", force=force, command=command) as tmp:
         parts: dict[str, Any] = {}
+        own = 0.0  # seconds of the report's own work while the children draw
 
-        def meanwhile() -> None:  # the parent's work while the children draw
+        def meanwhile() -> None:
+            nonlocal own
             t = time.perf_counter()
             for name in ("features", "by_position", "tokens", "spurious_examples", "spurious_by_feature"):
                 getattr(an, name).to_csv(tmp / f"{name}.csv", index=False, float_format=CSV_FLOAT)
             parts.update(report_parts(an))
-            parts["seconds"] = time.perf_counter() - t
+            own = time.perf_counter() - t
 
         t0 = time.perf_counter()
         pngs = write_figures(an, tmp / "figures", progress, meanwhile)
@@ -262,7 +266,6 @@ def save_analysis(an: Analysis, out: str | Path, *, force: bool = False, command
         (tmp / "report.html").write_text(render_html(an, pngs, sections, parts))
         # Stages that add up to the wall time: the report's own work (the CSVs and the parts made while the children
         # drew, then the page), and the time the figures took beyond it.
-        own = parts.pop("seconds")
         an.timings.update({"figures": t1 - t0 - own, "report": own + time.perf_counter() - t1})
         an.summary["timings"] = dict(an.timings)
         (tmp / "summary.json").write_text(summary_json(an, command))
