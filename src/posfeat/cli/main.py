@@ -24,7 +24,6 @@ from typing import NoReturn
 
 from ..analyses.config import AnalyzeConfig
 from ..core.errors import Interrupted, PosfeatError, Stopped
-from ..core.signals import defer, deferring
 from ..core.version import __version__
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
 from ..io.atomic import completed, release_all, set_run, shorten
@@ -133,9 +132,6 @@ class _Signals:
         self.signum = self.signum or signum
         if self.running:
             self.running = False
-            if deferring():  # inside a fork, where the exception would be dropped: raised when that stretch ends
-                defer(signum)
-                return
             raise Interrupted(signum)
 
     def install(self) -> _Signals:

@@ -26,8 +26,7 @@ from matplotlib.figure import Figure
 
 from ..core.errors import PosfeatError
 from ..core.progress import progress_bar
-from ..core.signals import signals_deferred
-from ..io.atomic import output_folder
+from ..io.atomic import deferred_signals, output_folder
 from .figures import FIGURES, new_figure, save_figure
 from .interactive import INTERACTIVE
 from .report import render_html, report_parts, sweep_sections
@@ -217,7 +216,9 @@ def write_figures(an: Analysis, folder: Path, progress: bool = False, meanwhile:
     bar = progress_bar(total=len(names), desc="figures", unit="figure", enabled=progress)
     try:
         for _ in range(figure_processes() - 1 if queue else 0):
-            with signals_deferred():  # a signal inside the fork is raised here, with the child already listed to be killed
+            # A signal inside os.fork would raise in the fork's callbacks, where Python prints and drops it: recorded there,
+            # it is delivered again here, once the child is listed to be killed.
+            with deferred_signals():
                 pid = _fork_draw(an, folder, r, queue)
                 if pid is not None:
                     children.append(pid)
