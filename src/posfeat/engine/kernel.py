@@ -1,12 +1,15 @@
 """The fused CPU kernels of the additive fast path (numba), compiled once and cached on disk.
 
 :func:`bucket_sums`: for each feature (in parallel) and each token, the token's bucket among the
-feature's sorted thresholds (a lookup table of about 16 cells per threshold: one load, and a compare
-or two in the token's own cell), three float64 accumulations into that bucket (one cache line per
-bucket) and a check against the feature's top-k; tokens below every threshold (most, for a sparse
-feature) only count. It takes the token parts of a few features at a time, right after the GEMM
-that made them, so they are read while still in cache. Nothing of size ``n_tok`` is written unless
-asked for.
+feature's sorted thresholds, three float64 accumulations into that bucket and a check against the
+feature's top-k. A lookup table of 16 cells per threshold gives the thresholds below a token's cell;
+those of its own cell (nearly always at most three) are counted by three compares. Tokens go in runs
+of :data:`RUN`: after a run where many fired, the buckets of the next are found in one pass and
+summed in a second, neither branching on the data (a mispredicted branch per token cost more than
+the rest of its work); after a quiet run, one pass that only counts the tokens firing nowhere. The
+sums are added in token order either way, so the result does not depend on the path. It takes the
+token parts of a few features at a time, right after the GEMM that made them, so they are read
+while still in cache. Nothing of size ``n_tok`` is written unless asked for.
 
 :func:`position_sums`: suffix sums over the buckets give, for every position, the exact count,
 sum and variance of the activations over tokens, and the variance over tokens of each token's mean
@@ -22,7 +25,7 @@ import numpy as np
 
 try:  # numba is a dependency, but the torch path works without it
     import numba
-    from numba import float64, int64, njit, prange
+    from numba import float64, int32, int64, njit, prange, uint64
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is missing
@@ -36,6 +39,20 @@ TOP_RUN = 2048
 
 #: Cells per threshold of the per-feature lookup table that finds each token's bucket (most cells hold no threshold).
 CELLS_PER_THRESHOLD = 16
+
+#: Thresholds compared with each token value after its cell's look-up, plus one (the dense kernel's padding): a cell of at
+#: most ``PAD - 1`` thresholds (nearly all, at 16 cells per threshold) needs no loop.
+PAD = 4
+
+#: Tokens per run of the dense kernel (their buckets in one pass, then their sums: a few KB, in L1).
+RUN = 1024
+
+#: Spare rows of the dense kernel's local table, taking bucket 0's stores in turn (a power of two).
+SPARE = 8
+
+#: Share of a run's tokens that must fire for the next run to take the branch-free path (below it, a branch on "fires
+#: nowhere" is nearly always predicted, and one pass is cheaper than two).
+DENSE_SHARE = 0.125
 
 if HAVE_NUMBA:
 
@@ -118,55 +135,169 @@ if HAVE_NUMBA:
         topi[t, j] = feat
         topvar[t, j] = (n * w * w + 2.0 * w * pbn + pb2n) / P - mean * mean
 
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _padded_table(row, C):  # pragma: no cover
+        """:func:`_cell_starts` of ``row``, the row followed by :data:`PAD` infinities (so every look-up past its end finds
+        none below), and the most thresholds one cell holds."""
+        P = row.shape[0]
+        start, first, scale = _cell_starts(row, C)
+        most = 0
+        for c in range(C + 1):
+            most = max(most, start[c + 1] - start[c])
+        rowp = np.empty(P + PAD, row.dtype)
+        rowp[:P] = row
+        rowp[P:] = np.inf
+        return start, first, scale, rowp, most
+
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _buckets_of(vals, n, start, first, scale, rowp, most, lob):  # pragma: no cover
+        """The bucket of each token value ``vals[:n]`` (thresholds of ``rowp`` strictly below it) into ``lob``, with no
+        branch on the data: a value's cell (clamped to the table; NaN to cell 0) gives the thresholds of lower cells, and the
+        ones of its own cell below it are counted by comparing it with the next ``PAD - 1`` thresholds from there (three
+        compares; those of higher cells, and the padding, lie above it). Cells of more thresholds are scanned instead."""
+        cmax = float64(start.shape[0] - 1)
+        one = uint64(1)
+        two = uint64(2)
+        if most < PAD:
+            for k in range(n):
+                v = vals[k]
+                x = min(max((float64(v) - first) * scale, 0.0), cmax)  # vmaxsd/vminsd: no branch
+                if x != x:  # NaN (never taken for finite weights: predicted)
+                    x = 0.0
+                st = uint64(start[uint64(x)])
+                lob[k] = st + int32(rowp[st] < v) + int32(rowp[st + one] < v) + int32(rowp[st + two] < v)
+        else:
+            for k in range(n):
+                v = vals[k]
+                x = min(max((float64(v) - first) * scale, 0.0), cmax)
+                if x != x:
+                    x = 0.0
+                lo = uint64(start[uint64(x)])
+                while rowp[lo] < v:
+                    lo += one
+                lob[k] = lo
+
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _run_extras(vals, t0, n, lob, tsb, limf, best, besti, lo_row, ts_row, want_lim, want_lo, want_tok_sum):  # pragma: no cover
+        """What the dense kernel gives only when asked, for one run of tokens (a pass of its own, so the sums' pass has no
+        branch on these flags): the largest token value at or below ``limf`` (the first among ties; returned with its
+        token), each token's bucket and its sum over positions."""
+        if want_lo:
+            lo_row[t0: t0 + n] = lob[:n]
+        if want_tok_sum:
+            ts_row[t0: t0 + n] = tsb[:n]
+        if want_lim:  # the run's largest value at or below the limit (four chains of maxima), then its first token
+            m = np.full(4, -np.inf)
+            for k in range(n):
+                v = vals[k]
+                m[k & 3] = max(m[k & 3], float64(v) if v <= limf else -np.inf)
+            top = max(max(m[0], m[1]), max(m[2], m[3]))
+            if top > best:
+                for k in range(n):
+                    if vals[k] <= limf and float64(vals[k]) == top:
+                        return top, t0 + k
+        return best, besti
+
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _run_dense(vals, t0, n, tab, loc, pbf, sh, n0, u0, tmin, topv, topi, lob, tsb):  # pragma: no cover
+        """One run of tokens of a feature that fires often: their buckets first (:func:`_buckets_of`), then their sums in
+        token order with no branch on the data but a new top token (rare). Bucket 0's sums stay in registers (``n0, u0``,
+        returned with the new ``tmin``) and the spare rows of ``loc`` take its stores in turn."""
+        start, first, scale, rowp, most = tab
+        _buckets_of(vals, n, start, first, scale, rowp, most, lob)
+        spare = uint64(rowp.shape[0] - PAD + 1)
+        for k in range(n):
+            t = t0 + k
+            lo = uint64(lob[k])
+            w = float64(vals[k])
+            u = w - sh
+            z = lo == 0
+            n0 += 1.0 if z else 0.0
+            u0 += u if z else 0.0
+            j = uint64(4) * ((spare + uint64(t & (SPARE - 1))) if z else lo)
+            loc[j] += 1.0
+            loc[j + uint64(1)] += u
+            loc[j + uint64(2)] += u * u
+            ts = pbf[lo] + (0.0 if z else float64(lo) * w)  # pb[0] = 0; this form compiles to a select
+            tsb[k] = ts
+            if ts > tmin:
+                tmin = _push_top(topv, topi, ts, t)
+        return n0, u0, tmin
+
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _run_sparse(vals, t0, n, tab, loc, pbf, sh, n0, u0, tmin, topv, topi, lob, tsb):  # pragma: no cover
+        """:func:`_run_dense` for a run where few tokens fire: one pass that only counts those firing nowhere (a branch
+        that is nearly always taken one way). The same sums, in the same order."""
+        start, first, scale, rowp, _ = tab
+        row = rowp[: rowp.shape[0] - PAD]
+        r0 = row[0]
+        for k in range(n):
+            t = t0 + k
+            v = vals[k]
+            w = float64(v)
+            lo = 0
+            ts = 0.0
+            if not v > r0:  # fires at no position
+                n0 += 1.0
+                u0 += w - sh
+            else:
+                lo = _bucket_of(row, start, first, scale, v)
+                j = 4 * lo
+                u = w - sh
+                loc[j] += 1.0
+                loc[j + 1] += u
+                loc[j + 2] += u * u
+                ts = float64(lo) * w + pbf[lo]
+            lob[k] = lo
+            tsb[k] = ts
+            if ts > tmin:
+                tmin = _push_top(topv, topi, ts, t)
+        return n0, u0, tmin
+
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _bucket_kernel(at, f0, s, pb, shift, lim, acc, topv, topi, tok_sum, want_tok_sum, want_lim, below_v, below_i, lo_out,
                        want_lo):  # pragma: no cover
         """Rows ``f0 ..`` of the outputs from the token parts ``at`` ``[F, T]`` of those features (a block small enough to be in cache);
-        with ``want_lo``, each token's bucket into ``lo_out[i, t]`` (0: fires nowhere)."""
+        with ``want_lo``, each token's bucket into ``lo_out[i, t]`` (0: it fires nowhere). Each feature's tokens go in runs of
+        :data:`RUN`, through :func:`_run_dense` after a run where more than :data:`DENSE_SHARE` of them fired, else
+        :func:`_run_sparse` (the same sums either way)."""
         F, T = at.shape
         P = s.shape[1]
         K = topv.shape[1]
-        C = CELLS_PER_THRESHOLD * P
         for i in prange(F):
             f = f0 + i
-            row = s[f]
-            start, first, scale = _cell_starts(row, C)
-            sh = shift[f]
-            limf = lim[f]
-            best = below_v[f]
-            besti = below_i[f]
-            tmin = topv[f, K - 1]  # a token enters the top K when its sum over positions beats this
+            tab = _padded_table(s[f], CELLS_PER_THRESHOLD * P)
+            loc = np.zeros((P + 1 + SPARE) * 4)  # count, sum, sum of squares (and a pad) per bucket, then the spare rows
+            lob = np.empty(RUN, np.int32)
+            tsb = np.empty(RUN)
+            vals = np.empty(RUN, at.dtype)
+            ai, pbf, sh = at[i], pb[f], shift[f]
+            best, besti, tmin = below_v[f], below_i[f], topv[f, K - 1]
             n0 = 0.0  # tokens in bucket 0 (below every threshold: they fire nowhere, their sum over positions is 0)
             u0 = 0.0
-            for t in range(T):
-                v = at[i, t]
-                w = float64(v)
-                if want_lim and v <= limf and w > best:  # largest token value at or below the limit
-                    best = w
-                    besti = t
-                if not v > row[0]:  # fires at no position
-                    n0 += 1.0
-                    u0 += w - sh
-                    if want_lo:
-                        lo_out[i, t] = 0
-                    if want_tok_sum:
-                        tok_sum[f, t] = 0.0
-                    if tmin >= 0.0:  # 0 does not beat the top K
-                        continue
-                    lo = 0
-                    ts = 0.0
+            dense = True
+            for t0 in range(0, T, RUN):
+                n = min(RUN, T - t0)
+                quiet = n0
+                vals[:n] = ai[t0: t0 + n]  # contiguous in L1 (the token parts may come token-major: a strided row)
+                if dense:
+                    n0, u0, tmin = _run_dense(vals, t0, n, tab, loc, pbf, sh, n0, u0, tmin, topv[f], topi[f], lob, tsb)
                 else:
-                    lo = _bucket_of(row, start, first, scale, v)
-                    if want_lo:
-                        lo_out[i, t] = lo
-                    _accumulate(acc, f, lo, w - sh)
-                    ts = lo * w + pb[f, lo]
-                    if want_tok_sum:
-                        tok_sum[f, t] = ts
-                    if not ts > tmin:
-                        continue
-                tmin = _push_top(topv[f], topi[f], ts, t)
+                    n0, u0, tmin = _run_sparse(vals, t0, n, tab, loc, pbf, sh, n0, u0, tmin, topv[f], topi[f], lob, tsb)
+                dense = n - (n0 - quiet) > DENSE_SHARE * n
+                if want_lim or want_lo or want_tok_sum:
+                    best, besti = _run_extras(vals, t0, n, lob, tsb, lim[f], best, besti, lo_out[i] if want_lo else lo_out[0],
+                                              tok_sum[f] if want_tok_sum else tok_sum[0], want_lim, want_lo, want_tok_sum)
+            for j in range(1, P + 1):
+                acc[f, j, 0] += loc[4 * j]
+                acc[f, j, 1] += loc[4 * j + 1]
+                acc[f, j, 2] += loc[4 * j + 2]
             acc[f, 0, 0] += n0
             acc[f, 0, 1] += u0
             below_v[f] = best

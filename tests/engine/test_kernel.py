@@ -1,0 +1,101 @@
+"""The dense CPU kernel equals a plain numpy statement of its sums, bit for bit, across many runs of tokens.
+
+The grid tests hold the whole engine to the enumeration on tiny grids, where every feature's tokens fit in one run of the
+kernel (:data:`~posfeat.engine.kernel.RUN`). Here a feature's tokens span several runs whose firing share changes from run
+to run, so both paths of the kernel (branch-free for a run after one that fired often, one pass for a quiet one) and the
+switch between them are taken; cells holding more thresholds than the unrolled compares (ties) take the scan.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from posfeat.engine import kernel
+
+pytestmark = pytest.mark.skipif(not kernel.HAVE_NUMBA, reason="the numba kernels need numba")
+
+
+def reference(at: np.ndarray, s: np.ndarray, pb: np.ndarray, shift: np.ndarray, k: int, lim: np.ndarray) -> dict[str, np.ndarray]:
+    """The kernel's outputs by definition: each token's bucket (thresholds strictly below it), float64 sums per bucket in
+    token order (bucket 0: count and sum only), the top ``k`` sums over positions (the earlier token first among ties),
+    the largest value at or below ``lim`` (the first token among ties)."""
+    F, T = at.shape
+    P = s.shape[1]
+    acc = np.zeros((F, P + 1, 4))
+    out = {"lo": np.zeros((F, T), np.int32), "tok_sum": np.zeros((F, T)), "top_val": np.zeros((F, min(k, T))),
+           "top_idx": np.zeros((F, min(k, T)), np.int64), "below_val": np.full(F, -np.inf), "below_idx": np.full(F, -1)}
+    for f in range(F):
+        lo = np.searchsorted(s[f], at[f], side="left")
+        w = at[f].astype(np.float64)
+        u = w - shift[f]
+        for j, x in ((0, np.ones(T)), (1, u), (2, u * u)):
+            np.add.at(acc[f, :, j], lo, x)  # in token order, bucket by bucket
+        acc[f, 0, 2] = 0.0
+        ts = np.where(lo > 0, lo * w + pb[f, lo], 0.0)
+        order = np.lexsort((np.arange(T), -ts))[: min(k, T)]
+        out["lo"][f], out["tok_sum"][f], out["top_val"][f], out["top_idx"][f] = lo, ts, ts[order], order
+        below = np.flatnonzero(at[f] <= lim[f])
+        if below.size:
+            first = below[np.argmax(w[below])]
+            out["below_val"][f], out["below_idx"][f] = w[first], first
+    out["acc"] = acc
+    return out
+
+
+@st.composite
+def rows(draw):
+    """Token rows whose firing share changes from run to run, with thresholds that tie (one cell, or many, holding
+    several) and token values equal to thresholds."""
+    F, P = draw(st.integers(1, 3)), draw(st.integers(1, 40))
+    shares = draw(st.lists(st.sampled_from([0.0, 0.01, 0.3, 0.9, 1.0]), min_size=1, max_size=4))  # firing share per run
+    T = kernel.RUN * (len(shares) - 1) + draw(st.integers(1, kernel.RUN))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    integer = draw(st.booleans())
+    s = np.sort(rng.integers(-3, 4, (F, P)) if integer else rng.normal(size=(F, P)), axis=1).astype(dtype)
+    if draw(st.booleans()):
+        s[0, :] = s[0, 0]  # every threshold equal: one cell holds all
+    cluster = np.empty(0, dtype)
+    if P > 1 and draw(st.booleans()):  # m distinct thresholds a few ulps apart, in one cell (the unrolled compares' limit)
+        m = draw(st.integers(2, min(P, kernel.PAD + 1)))
+        cluster = np.array([s[-1, 0]] * m, dtype)
+        for j in range(1, m):
+            cluster[j] = np.nextafter(cluster[j - 1], np.inf)
+        s[-1, :m] = cluster
+        s[-1] = np.sort(s[-1])
+    at = np.empty((F, T), dtype)
+    for r, share in enumerate(shares):
+        n = len(at[0, r * kernel.RUN: (r + 1) * kernel.RUN])
+        fires = rng.random((F, n)) < share
+        above = s[:, -1:] + rng.random((F, n)) * 2 - 1.5  # around and above the thresholds
+        below = s[:, :1] - rng.random((F, n)) * 3
+        at[:, r * kernel.RUN: r * kernel.RUN + n] = np.where(fires, above, below)
+    if integer:
+        at = np.round(at).astype(dtype)  # values equal to thresholds
+    at[:, rng.integers(0, T, size=min(T, 5))] = s[:, [0]]  # some exactly at the lowest threshold: they fire nowhere
+    near = np.concatenate([cluster, np.nextafter(cluster, np.inf)])  # at each clustered threshold, and one ulp above
+    at[-1, rng.integers(0, T, size=near.size)] = near
+    pb = np.concatenate([np.zeros((F, 1)), np.cumsum(rng.normal(size=(F, P)), axis=1)], axis=1)
+    lim = s[:, 0] + rng.normal(size=F)
+    return at, s, pb, at.astype(np.float64).mean(1) + 0.25, lim.astype(dtype), draw(st.integers(1, 30))
+
+
+@given(rows(), st.integers(1, 3))
+def test_dense_kernel_equals_its_definition_bit_for_bit(row, sub):
+    """Features given ``sub`` at a time (as the engine's sub-blocks do), with every optional output asked for, and without."""
+    at, s, pb, shift, lim, k = row
+    F, T = at.shape
+    ref = reference(at, s, pb, shift, k, lim)
+    for extras in (True, False):
+        out, lo = None, np.zeros((F, T), np.int32)
+        for f0 in range(0, F, sub):
+            out = kernel.bucket_sums(at[f0: f0 + sub], s, pb, shift, k, extras, lim if extras else None, out=out, f0=f0,
+                                     lo_out=lo[f0: f0 + sub] if extras else None)
+        assert np.array_equal(out["acc"], ref["acc"])
+        assert np.array_equal(out["top_val"], ref["top_val"]) and np.array_equal(out["top_idx"], ref["top_idx"])
+        if extras:
+            assert np.array_equal(lo, ref["lo"]) and np.array_equal(out["tok_sum"], ref["tok_sum"])
+            assert np.array_equal(out["below_val"], ref["below_val"]) and np.array_equal(out["below_idx"], ref["below_idx"])
