@@ -90,8 +90,8 @@ def _variance(count: torch.Tensor, S1: torch.Tensor, S2: torch.Tensor, c: torch.
 
 
 #: Token parts per sub-block of the fused CPU path (128 features of GPT-2's vocabulary, 26 MB in float32): each
-#: sub-block is made by one GEMM in its fast orientation, transposed and bucketed while still in cache (measured on
-#: 2 cores: smaller sub-blocks slow the GEMM down, larger ones fall out of the last-level cache).
+#: sub-block is made feature-major by the GEMMs of ``grid_stats._TokenParts`` and bucketed at once, while much of it is
+#: still in the last-level cache (measured on 2 cores: smaller sub-blocks slow the GEMM down, larger ones gain nothing).
 SUB_ELEMS = 128 * 50257
 #: Sub-blocks of the screened path, in dense sub-blocks (its passes are cheaper per feature; fewer, larger ones).
 SCREEN_SUB = 2
