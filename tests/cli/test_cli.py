@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from posfeat.analyses.card import sparkline
 from posfeat.analyses.evaluation import EVAL_COLUMNS
@@ -55,3 +56,42 @@ def test_the_program_flushes_its_output_and_runs_exit_handlers_before_it_leaves(
                          capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode == 2 and bad.stderr.startswith("posfeat: error:") and len(bad.stderr.strip().splitlines()) == 1
     assert "missing" in bad.stderr  # the SAE it could not find, not a usage error
+
+
+@pytest.mark.parametrize("unbuffered, size", [(True, 100_000), (False, 100_000), (False, 10)])
+def test_a_reader_that_left_ends_the_program_quietly_with_the_sigpipe_status(unbuffered, size):
+    """``posfeat ... | head``: when the reader of the standard output has left, the program prints nothing more (no
+    error, no traceback) and ends with ``128 + SIGPIPE``, as a program that SIGPIPE ends: whether the write failed
+    inside the command (an unbuffered stream, or more than a buffer) or at the program's final flush (a few bytes)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "sys.argv = ['posfeat', 'feature', '0']\n"
+            "from posfeat.cli import commands\n"
+            f"commands.COMMANDS['feature'] = lambda args, invocation: print('x' * {size}) or 0\n"
+            "from posfeat.cli.main import run\n"
+            "run()\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | ({"PYTHONUNBUFFERED": "1"} if unbuffered else {})
+    r, w = os.pipe()
+    os.close(r)  # the reader left before the program wrote
+    try:
+        out = subprocess.run([sys.executable, "-c", code], stdout=w, stderr=subprocess.PIPE, text=True, timeout=120, env=env)
+    finally:
+        os.close(w)
+    assert out.returncode == 128 + signal.SIGPIPE and out.stderr == ""
+
+
+def test_a_broken_pipe_elsewhere_is_still_an_error(monkeypatch, capsys):
+    """Only the standard output's reader leaving is quiet: a broken pipe of the command's own is reported in one line."""
+    from posfeat.cli import commands
+
+    def broken(args, invocation):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setitem(commands.COMMANDS, "feature", broken)
+    assert main(["feature", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("posfeat: error: Broken pipe") and len(err.strip().splitlines()) == 1

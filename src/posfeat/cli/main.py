@@ -5,8 +5,10 @@ imported once the command line is parsed, so ``posfeat --help`` and ``posfeat --
 
 Exit status: 0 done; 2 an error the user can fix (one sentence on stderr, nothing half-written);
 ``128 + signal`` when SIGINT or SIGTERM stopped the run (outputs left as they were; training keeps a
-checkpoint to resume), or 0 when the signal came after the output was complete. Signals are handled
-from the first line of :func:`main` until the process exits, never by their default action.
+checkpoint to resume), or 0 when the signal came after the output was complete; 141 (``128 + SIGPIPE``),
+with nothing printed, when the reader of the standard output left (``posfeat ... | head``), as for a
+program that SIGPIPE ends. Signals are handled from the first line of :func:`main` until the process
+exits, never by their default action.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import atexit
 import contextlib
 import logging
 import os
+import select
 import shlex
 import signal
 import sys
@@ -159,6 +162,16 @@ def _target(args: argparse.Namespace | None) -> Path | None:
         return None
 
 
+def _reader_left(stream: object) -> bool:
+    """Whether ``stream`` is a pipe whose reader has closed it (the kernel reports an error on polling its write end)."""
+    try:
+        poll = select.poll()
+        poll.register(stream.fileno(), select.POLLOUT)  # type: ignore[attr-defined]
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # not a file (a captured stream) or already closed
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (see module docstring). Signals are handled from here until the process exits."""
     sig = _Signals().install()
@@ -194,10 +207,13 @@ def main(argv: list[str] | None = None) -> int:
             rc = 128 + signum
     except OSError as err:
         sig.running = False
-        where = f" {err.filename}" if err.filename else " (the system named no path)"
-        print(f"posfeat: error: {err.strerror or _one_line(str(err))} while reading or writing{where}; check that path, its disk and "
-              "its permissions.", file=sys.stderr)
-        rc = 2
+        if isinstance(err, BrokenPipeError) and _reader_left(sys.stdout):  # ``posfeat ... | head``: quiet, as SIGPIPE ends a program
+            rc = 128 + signal.SIGPIPE
+        else:
+            where = f" {err.filename}" if err.filename else " (the system named no path)"
+            print(f"posfeat: error: {err.strerror or _one_line(str(err))} while reading or writing{where}; check that path, its disk "
+                  "and its permissions.", file=sys.stderr)
+            rc = 2
     except SystemExit as err:  # argparse: --help (0) or a usage error (2)
         sig.running = False
         rc = err.code if isinstance(err.code, int) else 2
@@ -221,8 +237,8 @@ def run() -> NoReturn:
     atexit._run_exitfuncs()  # the handlers any exit runs (logging's flush, weakref finalizers such as temporary folders)
     try:
         sys.stdout.flush()
-    except BrokenPipeError:  # its reader left (``posfeat ... | head``): nothing more can reach it
-        pass
+    except BrokenPipeError:  # its reader left (``posfeat ... | head``): nothing more can reach it; the status says so
+        rc = rc or 128 + signal.SIGPIPE
     except OSError as err:  # e.g. a full disk under ``> file``: what was printed is not all there
         print(f"posfeat: error: {err.strerror or err} while writing the standard output; check where it goes.", file=sys.stderr)
         rc = rc or 2
