@@ -109,14 +109,6 @@ if HAVE_NUMBA:
 
     @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
-    def _accumulate(acc, f, lo, u):  # pragma: no cover
-        """Count, sum and sum of squares of the shifted token value ``u`` into bucket ``lo`` of feature ``f``."""
-        acc[f, lo, 0] += 1.0
-        acc[f, lo, 1] += u
-        acc[f, lo, 2] += u * u
-
-    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
-    @no_type_check
     def _merge_token(topv, topi, topvar, t, feat, n, w, pbn, pb2n, P):  # pragma: no cover
         """Token ``t``'s top list (means largest first, the lower feature first among ties) offered feature ``feat``, where
         the token fires at ``n`` of the ``P`` positions with token part ``w`` (``pbn``, ``pb2n``: the sums of those
@@ -200,6 +192,15 @@ if HAVE_NUMBA:
                     if vals[k] <= limf and float64(vals[k]) == top:
                         return top, t0 + k
         return best, besti
+
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _add_buckets(acc, f, loc):  # pragma: no cover
+        """Add a local table's buckets ``1 ..`` (count, sum, sum of squares; four values a bucket) into ``acc[f]``."""
+        for j in range(1, acc.shape[1]):
+            acc[f, j, 0] += loc[4 * j]
+            acc[f, j, 1] += loc[4 * j + 1]
+            acc[f, j, 2] += loc[4 * j + 2]
 
     @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
@@ -294,10 +295,7 @@ if HAVE_NUMBA:
                 if want_lim or want_lo or want_tok_sum:
                     best, besti = _run_extras(vals, t0, n, lob, tsb, lim[f], best, besti, lo_out[i] if want_lo else lo_out[0],
                                               tok_sum[f] if want_tok_sum else tok_sum[0], want_lim, want_lo, want_tok_sum)
-            for j in range(1, P + 1):
-                acc[f, j, 0] += loc[4 * j]
-                acc[f, j, 1] += loc[4 * j + 1]
-                acc[f, j, 2] += loc[4 * j + 2]
+            _add_buckets(acc, f, loc)
             acc[f, 0, 0] += n0
             acc[f, 0, 1] += u0
             below_v[f] = best

@@ -28,14 +28,14 @@ from typing import Any, no_type_check
 import numpy as np
 import torch
 
-from .kernel import CELLS_PER_THRESHOLD, HAVE_NUMBA, NUMBA_CACHE, TOP_RUN, new_sums
+from .kernel import CELLS_PER_THRESHOLD, HAVE_NUMBA, NUMBA_CACHE, RUN, SPARE, TOP_RUN, new_sums
 
 if HAVE_NUMBA:
     from llvmlite import ir
-    from numba import float64, njit, prange, types
+    from numba import float64, njit, prange, types, uint64
     from numba.extending import intrinsic
 
-    from .kernel import _accumulate, _bucket_of, _cell_starts, _merge_token, _push_top
+    from .kernel import _add_buckets, _buckets_of, _merge_token, _padded_table, _push_top
 
 #: ``screen=None`` screens when at most this share of the token values are candidates, estimated on a seeded sample of
 #: features and tokens: the exact dot products cost about 7 fp32 GEMMs per unit of share (measured on this project's
@@ -230,36 +230,43 @@ if HAVE_NUMBA:
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _sparse_bucket_kernel(f0, T, cand_t, cand_n, vals, s, pb, shift, acc, topv, topi, lo_c):  # pragma: no cover
-        """The dense kernel's buckets and top tokens over the candidates alone (every other token fires nowhere)."""
+        """The dense kernel's buckets and top tokens over the candidates alone (every other token fires nowhere), in runs
+        with no branch on the data, as the dense kernel's busy runs (many candidates fire, at random)."""
         F = cand_t.shape[0]
         P = s.shape[1]
-        C = CELLS_PER_THRESHOLD * P
         for i in prange(F):
             f = f0 + i
-            row = s[f]
-            start, first, scale = _cell_starts(row, C)
-            sh = shift[f]
+            start, first, scale, rowp, most = _padded_table(s[f], CELLS_PER_THRESHOLD * P)
+            loc = np.zeros((P + 1 + SPARE) * 4)  # as in the dense kernel: the spare rows take the stores of candidates that do not fire
+            lob = np.empty(RUN, np.int32)
+            pbf, sh = pb[f], shift[f]
             tmin = topv[f, topv.shape[1] - 1]
             nxt = 0  # the first token not yet met (for the zero-sum tail of the top list)
-            n = cand_n[i]
             fired = 0.0
-            for j in range(n):
-                t = cand_t[i, j]
-                if tmin < 0.0:
-                    tmin = _fill_zeros(topv[f], topi[f], tmin, nxt, t)
-                nxt = t + 1
-                v = vals[i, j]
-                lo = 0
-                if v > row[0]:
-                    lo = _bucket_of(row, start, first, scale, v)
-                    _accumulate(acc, f, lo, float64(v) - sh)
-                    fired += 1.0
-                lo_c[i, j] = lo
-                ts = lo * float64(v) + pb[f, lo] if lo > 0 else 0.0
-                if ts > tmin:
-                    tmin = _push_top(topv[f], topi[f], ts, t)
+            for j0 in range(0, cand_n[i], RUN):
+                m = min(RUN, cand_n[i] - j0)
+                _buckets_of(vals[i, j0: j0 + m], m, start, first, scale, rowp, most, lob)
+                for k in range(m):
+                    t = cand_t[i, j0 + k]
+                    if tmin < 0.0:
+                        tmin = _fill_zeros(topv[f], topi[f], tmin, nxt, t)
+                    nxt = t + 1
+                    lo = uint64(lob[k])
+                    w = float64(vals[i, j0 + k])
+                    u = w - sh
+                    z = lo == 0
+                    fired += 0.0 if z else 1.0
+                    q = uint64(4) * (uint64(P + 1 + (k & (SPARE - 1))) if z else lo)
+                    loc[q] += 1.0
+                    loc[q + uint64(1)] += u
+                    loc[q + uint64(2)] += u * u
+                    lo_c[i, j0 + k] = lo
+                    ts = pbf[lo] + (0.0 if z else float64(lo) * w)
+                    if ts > tmin:
+                        tmin = _push_top(topv[f], topi[f], ts, t)
             if tmin < 0.0:
                 tmin = _fill_zeros(topv[f], topi[f], tmin, nxt, T)
+            _add_buckets(acc, f, loc)
             acc[f, 0, 0] += T - fired
 
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
