@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 
 from posfeat import PosfeatError
 from posfeat.io import read_header, read_tensors, tensor_names
+from posfeat.io.safetensors_io import read_metadata
 
 
 def _header_len(path) -> int:
@@ -45,7 +46,8 @@ def test_valid_file_starting_with_pk_is_read(tmp_path):
     assert tensor_names(path) == ["W"] and torch.equal(read_tensors(path)["W"], torch.arange(6.0).reshape(2, 3))
 
 
-@pytest.mark.parametrize("kind", ["pickle", "torch_save_zip", "zip", "truncated", "absurd_header", "not_json", "empty", "bad_offsets"])
+@pytest.mark.parametrize("kind", ["pickle", "torch_save_zip", "zip", "truncated", "absurd_header", "not_json", "empty", "bad_offsets",
+                                  "bad_metadata"])
 def test_bad_files_are_named_in_one_sentence(kind, tmp_path):
     path = tmp_path / "w.safetensors"
     good = tmp_path / "good.safetensors"
@@ -68,15 +70,28 @@ def test_bad_files_are_named_in_one_sentence(kind, tmp_path):
         path.write_bytes(struct.pack("<Q", 8) + b"\xff" * 8)
     elif kind == "empty":
         path.write_bytes(b"")
+    elif kind == "bad_metadata":  # safetensors allows only strings there
+        header = json.dumps({"__metadata__": {"step": 3}, "W": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}}).encode()
+        path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 64)
     else:
         header = json.dumps({"W": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 60]}}).encode()
         path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 64)
     with pytest.raises(PosfeatError) as err:
         tensor_names(path)
+    with pytest.raises(PosfeatError):
+        read_metadata(path)
     msg = str(err.value)
     assert str(path) in msg and "not a valid safetensors file" in msg and "\n" not in msg
     if kind in ("pickle", "torch_save_zip"):
         assert "never unpickles" in msg
+
+
+def test_metadata_is_read_from_the_validated_header(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file({"W": torch.ones(2)}, str(path), metadata={"step": "3", "note": "x"})
+    assert read_metadata(path) == {"step": "3", "note": "x"} and list(read_header(path)) == ["W"]
+    save_file({"W": torch.ones(2)}, str(path))
+    assert read_metadata(path) == {}
 
 
 def test_only_the_header_is_read(tmp_path, monkeypatch):

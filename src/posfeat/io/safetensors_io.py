@@ -44,7 +44,16 @@ def _bad(path: Path, why: str, head: bytes) -> PosfeatError:
 
 def read_header(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """The validated JSON header of a safetensors file (tensor name -> dtype, shape, offsets), ``__metadata__`` dropped."""
-    path = Path(path)
+    return _validated(Path(path))[0]
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file (string to string; empty when it has none), its header validated first."""
+    return _validated(Path(path))[1]
+
+
+def _validated(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The header of :func:`read_header` and the metadata of :func:`read_metadata`, from one read of the file's head."""
     if not path.exists():
         raise PosfeatError(f"Weight file {path} does not exist; check the path.")
     if path.is_dir():
@@ -67,11 +76,13 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
         raise _bad(path, "its header is not JSON", head) from None
     if not isinstance(header, dict):
         raise _bad(path, "its header is not a JSON object", head)
-    header.pop("__metadata__", None)
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise _bad(path, "its __metadata__ is not a map of strings to strings", head)
     data_size = size - 8 - n
     for name, info in header.items():
         _check_entry(path, name, info, data_size, head)
-    return header
+    return header, meta
 
 
 def _check_entry(path: Path, name: str, info: Any, data_size: int, head: bytes) -> None:

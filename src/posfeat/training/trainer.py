@@ -33,13 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from ..core.embeddings import Embeddings
 from ..core.errors import Interrupted, PosfeatError, Stopped, arg
 from ..core.progress import progress_bar
 from ..io.atomic import deferred_signals, remove, signals_held
-from ..io.safetensors_io import read_header, read_json, read_tensors, write_tensors
+from ..io.safetensors_io import read_json, read_metadata, read_tensors, write_tensors
 from .config import TrainConfig
 from .model import TrainingSAE
 
@@ -290,9 +289,7 @@ def checkpoint_state(folder: Path) -> dict[str, Any]:
     """The training state (step, schedule, log) of the checkpoint in ``folder``, read from its header alone (the tensors
     are read, and the whole checked, by :func:`read_checkpoint`); refused with the reason when it has none."""
     path = folder / CHECKPOINT
-    read_header(path)  # validated before anything else is read
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
+    header = read_metadata(path)  # after the header is validated
     torn, fix = _refusal(folder)
     if CHECKPOINT_KEY in header:
         try:
