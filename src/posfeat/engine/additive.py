@@ -114,9 +114,9 @@ def _numba_blocks(a: torch.Tensor | Callable[[int, int], torch.Tensor], shift: n
             continue
         f1 = min(F, f0 + sub)
         at = a[f0:f1].T if isinstance(a, torch.Tensor) else a(f0, f1)  # [n_tok, f1 - f0]: this sub-block's GEMM
-        if at.stride(0) == 1:  # feature-major already
+        if at.stride(0) == 1:  # feature-major already (the engine's token parts on the CPU, a transposed view)
             at_np = at.T.numpy()
-        else:  # transposed in cache
+        else:  # token-major (another caller's function): transposed here
             if buf is None or buf.dtype != at.dtype:
                 buf = torch.empty(sub * n_tok, dtype=at.dtype)
             at_np = buf[: (f1 - f0) * n_tok].view(f1 - f0, n_tok).copy_(at.T).numpy()
@@ -222,10 +222,11 @@ def additive_blocks(a: Float[torch.Tensor, "F n_tok"] | Callable[[int, int], tor
     :class:`~posfeat.engine.screen.Screen` whose ``set_block`` was given this block (numba path, without ``want_tok_sum``):
     token values that provably fire nowhere are only counted (:mod:`posfeat.engine.screen`).
 
-    ``a`` may be a function ``a(f0, f1)`` giving the token parts of features ``f0..f1-1`` of the block token-major,
-    ``[n_tok, f1 - f0]`` (then ``n_tok`` and ``a_center``, a value near each feature's mean token part, are required):
-    the CPU path asks for it in cache-sized sub-blocks and buckets each one at once, so the GEMM's output is consumed
-    while still in cache instead of written to memory and read back.
+    ``a`` may be a function ``a(f0, f1)`` giving the token parts of features ``f0..f1-1`` of the block as ``[n_tok, f1 - f0]``
+    (token-major, or the transposed view of a feature-major array, as the engine gives on the CPU; then ``n_tok`` and
+    ``a_center``, a value near each feature's mean token part, are required): the CPU path asks for it in cache-sized
+    sub-blocks and buckets each one at once, so the GEMM's output is consumed while still in cache instead of written
+    to memory and read back.
     """
     if isinstance(a, torch.Tensor):
         n_tok = int(a.shape[1])

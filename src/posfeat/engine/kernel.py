@@ -6,7 +6,8 @@ feature's top-k. A lookup table of 16 cells per threshold gives the thresholds b
 those of its own cell (nearly always at most three) are counted by three compares. Tokens go in runs
 of :data:`RUN`: after a run where many fired, the buckets of the next are found in one pass and
 summed in a second, neither branching on the data (a mispredicted branch per token cost more than
-the rest of its work); after a quiet run, one pass that only counts the tokens firing nowhere. The
+the rest of its work); after a quiet run, one pass with a branch on "fires nowhere" (then nearly always
+taken one way): such a token is only counted, the others are bucketed and summed as before. The
 sums are added in token order either way, so the result does not depend on the path. It takes the
 token parts of a few features at a time, right after the GEMM that made them, so they are read
 while still in cache. Nothing of size ``n_tok`` is written unless asked for.
@@ -25,7 +26,7 @@ import numpy as np
 
 try:  # numba is a dependency, but the torch path works without it
     import numba
-    from numba import float64, int32, int64, njit, prange, uint64
+    from numba import float64, int32, njit, prange, uint64
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is missing
@@ -58,21 +59,32 @@ if HAVE_NUMBA:
 
     @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
+    def _cell(x, first, scale, C):  # pragma: no cover
+        """The cell ``int((x - first) * scale)`` of a threshold or token value, clamped to ``0 .. C`` (NaN: 0). A monotone
+        function of ``x`` (clamping keeps it so), with no branch but the NaN test, which finite inputs never take."""
+        c = min(max((float64(x) - first) * scale, 0.0), float64(C))  # vmaxsd/vminsd
+        if c != c:
+            c = 0.0
+        return uint64(c)
+
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
     def _cell_starts(row, C):  # pragma: no cover
-        """``start[c]``: thresholds of sorted ``row`` whose cell ``int((x - first) * scale)`` is below ``c`` (``c = 0..C+1``).
+        """``start[c]``: thresholds of sorted ``row`` whose cell (:func:`_cell`) is below ``c`` (``c = 0..C+1``).
 
         The cell of a value is a monotone function of it, computed the same way for thresholds and token values, so a
-        value's bucket is ``start[c]`` plus the thresholds of its own cell below it: exact, with no rounding slack.
+        value's bucket is ``start[c]`` plus the thresholds of its own cell below it: exact, with no rounding slack. A
+        span that is zero, too small to divide, infinite or NaN gives one cell (a linear scan, still exact).
         """
         P = row.shape[0]
         first = float64(row[0])
         span = float64(row[P - 1]) - first
-        scale = C / span if span > 0 else 0.0
-        if not scale < 1e300:  # a span too small to divide: one cell (a linear scan, still exact)
+        scale = C / span if 0.0 < span < np.inf else 0.0
+        if not scale < 1e300:
             scale = 0.0
         start = np.zeros(C + 2, np.int32)
         for i in range(P):
-            start[int64((float64(row[i]) - first) * scale) + 1] += 1
+            start[_cell(row[i], first, scale, C) + uint64(1)] += 1
         for c in range(C + 1):
             start[c + 1] += start[c]
         return start, first, scale
@@ -100,9 +112,9 @@ if HAVE_NUMBA:
         P = row.shape[0]
         if v > row[P - 1]:
             return P
-        c = int64((float64(v) - first) * scale)
+        c = _cell(v, first, scale, start.shape[0] - 2)
         lo = start[c]
-        end = start[c + 1]
+        end = start[c + uint64(1)]
         while lo < end and row[lo] < v:
             lo += 1
         return lo
@@ -146,27 +158,21 @@ if HAVE_NUMBA:
     @no_type_check
     def _buckets_of(vals, n, start, first, scale, rowp, most, lob):  # pragma: no cover
         """The bucket of each token value ``vals[:n]`` (thresholds of ``rowp`` strictly below it) into ``lob``, with no
-        branch on the data: a value's cell (clamped to the table; NaN to cell 0) gives the thresholds of lower cells, and the
+        branch on the data: a value's cell (:func:`_cell`) gives the thresholds of lower cells, and the
         ones of its own cell below it are counted by comparing it with the next ``PAD - 1`` thresholds from there (three
         compares; those of higher cells, and the padding, lie above it). Cells of more thresholds are scanned instead."""
-        cmax = float64(start.shape[0] - 1)
+        C = start.shape[0] - 2
         one = uint64(1)
         two = uint64(2)
         if most < PAD:
             for k in range(n):
                 v = vals[k]
-                x = min(max((float64(v) - first) * scale, 0.0), cmax)  # vmaxsd/vminsd: no branch
-                if x != x:  # NaN (never taken for finite weights: predicted)
-                    x = 0.0
-                st = uint64(start[uint64(x)])
+                st = uint64(start[_cell(v, first, scale, C)])
                 lob[k] = st + int32(rowp[st] < v) + int32(rowp[st + one] < v) + int32(rowp[st + two] < v)
         else:
             for k in range(n):
                 v = vals[k]
-                x = min(max((float64(v) - first) * scale, 0.0), cmax)
-                if x != x:
-                    x = 0.0
-                lo = uint64(start[uint64(x)])
+                lo = uint64(start[_cell(v, first, scale, C)])
                 while rowp[lo] < v:
                     lo += one
                 lob[k] = lo
@@ -181,16 +187,19 @@ if HAVE_NUMBA:
             lo_row[t0: t0 + n] = lob[:n]
         if want_tok_sum:
             ts_row[t0: t0 + n] = tsb[:n]
-        if want_lim:  # the run's largest value at or below the limit (four chains of maxima), then its first token
-            m = np.full(4, -np.inf)
-            for k in range(n):
-                v = vals[k]
-                m[k & 3] = max(m[k & 3], float64(v) if v <= limf else -np.inf)
-            top = max(max(m[0], m[1]), max(m[2], m[3]))
+        if want_lim:  # the run's largest value at or below the limit (two chains of maxima), then its first token
+            m0 = -np.inf
+            m1 = -np.inf
+            for k in range(0, n - 1, 2):
+                m0 = max(m0, float64(vals[k]) if vals[k] <= limf else -np.inf)
+                m1 = max(m1, float64(vals[k + 1]) if vals[k + 1] <= limf else -np.inf)
+            if n % 2:
+                m0 = max(m0, float64(vals[n - 1]) if vals[n - 1] <= limf else -np.inf)
+            top = max(m0, m1)
             if top > best:
                 for k in range(n):
                     if vals[k] <= limf and float64(vals[k]) == top:
-                        return top, t0 + k
+                        return float64(vals[k]), t0 + k  # its own value (of two zeros, top may hold the other sign)
         return best, besti
 
     @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
@@ -232,8 +241,8 @@ if HAVE_NUMBA:
     @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _run_sparse(vals, t0, n, tab, loc, pbf, sh, n0, u0, tmin, topv, topi, lob, tsb):  # pragma: no cover
-        """:func:`_run_dense` for a run where few tokens fire: one pass that only counts those firing nowhere (a branch
-        that is nearly always taken one way). The same sums, in the same order."""
+        """:func:`_run_dense` for a run where few tokens fire: one pass, whose branch on "fires nowhere" is nearly always
+        taken one way; such a token is only counted, the others are bucketed and summed. The same sums, in the same order."""
         start, first, scale, rowp, _ = tab
         row = rowp[: rowp.shape[0] - PAD]
         r0 = row[0]
