@@ -70,7 +70,8 @@ if HAVE_NUMBA:
     @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _cell_starts(row, C):  # pragma: no cover
-        """``start[c]``: thresholds of sorted ``row`` whose cell (:func:`_cell`) is below ``c`` (``c = 0..C+1``).
+        """``start[c]``: thresholds of sorted ``row`` whose cell (:func:`_cell`) is below ``c`` (``c = 0..C+1``), ``first``
+        and ``scale`` of that cell function, and the most thresholds one cell holds.
 
         The cell of a value is a monotone function of it, computed the same way for thresholds and token values, so a
         value's bucket is ``start[c]`` plus the thresholds of its own cell below it: exact, with no rounding slack. A
@@ -85,9 +86,11 @@ if HAVE_NUMBA:
         start = np.zeros(C + 2, np.int32)
         for i in range(P):
             start[_cell(row[i], first, scale, C) + uint64(1)] += 1
+        most = 0
         for c in range(C + 1):
+            most = max(most, start[c + 1])  # cell c's own count, before the sum below makes it a start
             start[c + 1] += start[c]
-        return start, first, scale
+        return start, first, scale, most
 
     @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
@@ -142,13 +145,10 @@ if HAVE_NUMBA:
     @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _padded_table(row, C):  # pragma: no cover
-        """:func:`_cell_starts` of ``row``, the row followed by :data:`PAD` infinities (so every look-up past its end finds
-        none below), and the most thresholds one cell holds."""
+        """:func:`_cell_starts` of ``row`` with, in place of the row, the row followed by :data:`PAD` infinities (so every
+        look-up past its end finds none below)."""
         P = row.shape[0]
-        start, first, scale = _cell_starts(row, C)
-        most = 0
-        for c in range(C + 1):
-            most = max(most, start[c + 1] - start[c])
+        start, first, scale, most = _cell_starts(row, C)
         rowp = np.empty(P + PAD, row.dtype)
         rowp[:P] = row
         rowp[P:] = np.inf
@@ -156,11 +156,13 @@ if HAVE_NUMBA:
 
     @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
-    def _buckets_of(vals, n, start, first, scale, rowp, most, lob):  # pragma: no cover
-        """The bucket of each token value ``vals[:n]`` (thresholds of ``rowp`` strictly below it) into ``lob``, with no
+    def _buckets_of(vals, n, tab, lob):  # pragma: no cover
+        """The bucket of each token value ``vals[:n]`` (thresholds of the table's row strictly below it; ``tab``:
+        :func:`_padded_table`) into ``lob``, with no
         branch on the data: a value's cell (:func:`_cell`) gives the thresholds of lower cells, and the
         ones of its own cell below it are counted by comparing it with the next ``PAD - 1`` thresholds from there (three
         compares; those of higher cells, and the padding, lie above it). Cells of more thresholds are scanned instead."""
+        start, first, scale, rowp, most = tab
         C = start.shape[0] - 2
         one = uint64(1)
         two = uint64(2)
@@ -204,6 +206,16 @@ if HAVE_NUMBA:
 
     @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
+    def _tally(loc, j, u):  # pragma: no cover
+        """Count, sum and sum of squares of the shifted token value ``u`` into row ``j`` of a local bucket table (four
+        values a row)."""
+        q = uint64(4) * uint64(j)
+        loc[q] += 1.0
+        loc[q + uint64(1)] += u
+        loc[q + uint64(2)] += u * u
+
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
     def _add_buckets(acc, f, loc):  # pragma: no cover
         """Add a local table's buckets ``1 ..`` (count, sum, sum of squares; four values a bucket) into ``acc[f]``."""
         for j in range(1, acc.shape[1]):
@@ -217,9 +229,8 @@ if HAVE_NUMBA:
         """One run of tokens of a feature that fires often: their buckets first (:func:`_buckets_of`), then their sums in
         token order with no branch on the data but a new top token (rare). Bucket 0's sums stay in registers (``n0, u0``,
         returned with the new ``tmin``) and the spare rows of ``loc`` take its stores in turn."""
-        start, first, scale, rowp, most = tab
-        _buckets_of(vals, n, start, first, scale, rowp, most, lob)
-        spare = uint64(rowp.shape[0] - PAD + 1)
+        _buckets_of(vals, n, tab, lob)
+        spare = uint64(tab[3].shape[0] - PAD + 1)  # P + 1 (tab[3]: the padded row): the first spare row of loc
         for k in range(n):
             t = t0 + k
             lo = uint64(lob[k])
@@ -228,10 +239,7 @@ if HAVE_NUMBA:
             z = lo == 0
             n0 += 1.0 if z else 0.0
             u0 += u if z else 0.0
-            j = uint64(4) * ((spare + uint64(t & (SPARE - 1))) if z else lo)
-            loc[j] += 1.0
-            loc[j + uint64(1)] += u
-            loc[j + uint64(2)] += u * u
+            _tally(loc, (spare + uint64(t & (SPARE - 1))) if z else lo, u)
             ts = pbf[lo] + (0.0 if z else float64(lo) * w)  # pb[0] = 0; this form compiles to a select
             tsb[k] = ts
             if ts > tmin:
@@ -257,11 +265,7 @@ if HAVE_NUMBA:
                 u0 += w - sh
             else:
                 lo = _bucket_of(row, start, first, scale, v)
-                j = 4 * lo
-                u = w - sh
-                loc[j] += 1.0
-                loc[j + 1] += u
-                loc[j + 2] += u * u
+                _tally(loc, lo, w - sh)
                 ts = float64(lo) * w + pbf[lo]
             lob[k] = lo
             tsb[k] = ts
@@ -286,7 +290,6 @@ if HAVE_NUMBA:
             loc = np.zeros((P + 1 + SPARE) * 4)  # count, sum, sum of squares (and a pad) per bucket, then the spare rows
             lob = np.empty(RUN, np.int32)
             tsb = np.empty(RUN)
-            vals = np.empty(RUN, at.dtype)
             ai, pbf, sh = at[i], pb[f], shift[f]
             best, besti, tmin = below_v[f], below_i[f], topv[f, K - 1]
             n0 = 0.0  # tokens in bucket 0 (below every threshold: they fire nowhere, their sum over positions is 0)
@@ -295,7 +298,7 @@ if HAVE_NUMBA:
             for t0 in range(0, T, RUN):
                 n = min(RUN, T - t0)
                 quiet = n0
-                vals[:n] = ai[t0: t0 + n]  # contiguous in L1 (the token parts may come token-major: a strided row)
+                vals = ai[t0: t0 + n]
                 if dense:
                     n0, u0, tmin = _run_dense(vals, t0, n, tab, loc, pbf, sh, n0, u0, tmin, topv[f], topi[f], lob, tsb)
                 else:

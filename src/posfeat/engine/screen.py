@@ -35,7 +35,7 @@ if HAVE_NUMBA:
     from numba import float64, njit, prange, types, uint64
     from numba.extending import intrinsic
 
-    from .kernel import _add_buckets, _buckets_of, _merge_token, _padded_table, _push_top
+    from .kernel import _add_buckets, _buckets_of, _merge_token, _padded_table, _push_top, _tally
 
 #: ``screen=None`` screens when at most this share of the token values are candidates, estimated on a seeded sample of
 #: features and tokens: the exact dot products cost about 7 fp32 GEMMs per unit of share (measured on this project's
@@ -236,7 +236,7 @@ if HAVE_NUMBA:
         P = s.shape[1]
         for i in prange(F):
             f = f0 + i
-            start, first, scale, rowp, most = _padded_table(s[f], CELLS_PER_THRESHOLD * P)
+            tab = _padded_table(s[f], CELLS_PER_THRESHOLD * P)
             loc = np.zeros((P + 1 + SPARE) * 4)  # as in the dense kernel: the spare rows take the stores of candidates that do not fire
             lob = np.empty(RUN, np.int32)
             pbf, sh = pb[f], shift[f]
@@ -245,7 +245,7 @@ if HAVE_NUMBA:
             fired = 0.0
             for j0 in range(0, cand_n[i], RUN):
                 m = min(RUN, cand_n[i] - j0)
-                _buckets_of(vals[i, j0: j0 + m], m, start, first, scale, rowp, most, lob)
+                _buckets_of(vals[i, j0: j0 + m], m, tab, lob)
                 for k in range(m):
                     t = cand_t[i, j0 + k]
                     if tmin < 0.0:
@@ -256,10 +256,7 @@ if HAVE_NUMBA:
                     u = w - sh
                     z = lo == 0
                     fired += 0.0 if z else 1.0
-                    q = uint64(4) * (uint64(P + 1 + (k & (SPARE - 1))) if z else lo)
-                    loc[q] += 1.0
-                    loc[q + uint64(1)] += u
-                    loc[q + uint64(2)] += u * u
+                    _tally(loc, uint64(P + 1 + (k & (SPARE - 1))) if z else lo, u)
                     lo_c[i, j0 + k] = lo
                     ts = pbf[lo] + (0.0 if z else float64(lo) * w)
                     if ts > tmin:
