@@ -94,9 +94,9 @@ def run_once(cmd: list[str], env: dict[str, str], out: Path) -> dict[str, Any]:
     """One fresh process of the command: wall and CPU seconds, peak RSS (GiB), its summary.json and report size."""
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.time()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)  # this run's own rusage (RUSAGE_CHILDREN would keep the largest of every run)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
     wall = time.time() - t0
     if proc.returncode != 0:
         sys.exit(f"posfeat analyze failed with status {proc.returncode}")

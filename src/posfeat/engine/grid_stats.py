@@ -263,10 +263,11 @@ class _TokenParts:
         if self.x_tok.device.type != "cpu":
             return torch.addmm(bias[i0:i1], self.x_tok, W_blk[:, i0:i1], out=self._buffer("out", n_tok * n).view(n_tok, n))
         out = self._buffer("out", n * n_tok).view(n, n_tok)
-        tmp = self._buffer("rows", min(3 * GEMM_ROWS // 2, n_tok) * n)
+        most = 3 * GEMM_ROWS // 2  # the last GEMM takes the rest when it is short: none of a few rows (BLAS's matrix-vector path)
+        tmp = self._buffer("rows", min(most, n_tok) * n)
         t0 = 0
-        while t0 < n_tok:  # the last GEMM takes the rest when it is short: none of a few rows (BLAS's matrix-vector path)
-            t1 = n_tok if n_tok - t0 < 3 * GEMM_ROWS // 2 else t0 + GEMM_ROWS
+        while t0 < n_tok:
+            t1 = n_tok if n_tok - t0 < most else t0 + GEMM_ROWS
             part = torch.addmm(bias[i0:i1], self.x_tok[t0:t1], W_blk[:, i0:i1], out=tmp[: (t1 - t0) * n].view(t1 - t0, n))
             out[:, t0:t1].copy_(part.T)
             t0 = t1
