@@ -42,7 +42,7 @@ EXPECT: list[tuple[str, str, str | tuple[str, ...], str, str | None]] = [
      "each row's nearest neighbours are its neighbours in order, the tangents live in the same 3 PCs", None),
     ("standard_rotated", "helix", R, "the same helix in a randomly rotated basis: PCA is rotation invariant", None),
     ("random_walk0", "helix", NR, "an isotropic random walk in R^32: its top 3 PCs hold ~85-90% of the variance "
-     "(the known PCA-of-random-walk artefact, Lissajous 'helices'), but each step is isotropic: only ~10% of the "
+     "(the known PCA-of-random-walk artefact, Lissajous 'helices'), but each step is isotropic: only ~20% of the "
      "tangent variance lies in those PCs, so the rows are not a 1-D curve in a 3-D space", None),
     ("random_walk1", "helix", NR, "random walk, seed 1 (as above)", None),
     ("random_walk2", "helix", NR, "random walk, seed 2 (as above)", None),
