@@ -241,7 +241,7 @@ def two_runs() -> list[list[int]]:
 # ----------------------------------------------------------------------------- the helix world
 def helix_world(name: str, doc: str, *, sets: list[list[int]] | None = None, past: str = "harmless",
                 rotate: int | None = None, k: int | None = None, positions: int = N_CTX, dead: bool = False,
-                permute: list[int] | None = None, mixed: str | None = None, seed: int = 0) -> Planted:
+                permute: list[int] | None = None, mixed: str | None = None, seed: int = 0, copies: int = 1) -> Planted:
     """Helix W_pos in H, orthonormal tokens in T, 24 pure token features + positional features on
     ``sets`` (default: 3-wide windows every 2 positions, 16 features), past rows per ``past``.
 
@@ -249,6 +249,8 @@ def helix_world(name: str, doc: str, *, sets: list[list[int]] | None = None, pas
     ``mixed="swing"``: token features whose own-token activation swings with position;
     ``mixed="conjunction"``: token features that fire only on their token AND within an arc of positions.
     ``dead``: every bias -100 (nothing fires anywhere).
+    ``copies``: each token feature repeated ``copies`` times, copy ``c`` scaled by ``1 - 0.2 c`` (ReLU is positively
+    homogeneous: the same firing set and shape, a smaller activation), so each token has ``copies`` top token features.
     """
     W_E = token_embeddings()
     W_pos_ctx = _embed(helix_rows(CONTEXT), HELIX)
@@ -269,6 +271,8 @@ def helix_world(name: str, doc: str, *, sets: list[list[int]] | None = None, pas
                 f.bias = -5.0
             f.kind = (mixed, t)
         truth["phis"], truth["alphas"] = phis, alphas
+    tok = tok + [_Feat(f.enc * (1 - 0.2 * c), f.bias * (1 - 0.2 * c), f.dec.copy(), f.kind)
+                 for c in range(1, copies) for f in tok]
     if permute is not None:
         decs = [f.dec for f in pos]
         for i, f in enumerate(pos):
@@ -329,6 +333,12 @@ def control(name: str) -> Planted:
         return helix_world(name, doc, past="scrambled")
     if name == "swing":
         return helix_world(name, doc, mixed="swing")
+    if name == "standard_multi":
+        return helix_world(name, doc, copies=3)
+    if name == "swing_multi":
+        return helix_world(name, doc, mixed="swing", copies=3)
+    if name == "conjunction_multi":
+        return helix_world(name, doc, mixed="conjunction", copies=3)
     if name == "conjunction":
         return helix_world(name, doc, mixed="conjunction")
     if name == "singles":
@@ -378,6 +388,9 @@ CONTROLS: dict[str, str] = {
     "scrambled": "'alias' + large past J components read only by the positional encoders (norm 2)",
     "swing": "token features whose own-token activation is 1 +- (0.3..0.7) cos(theta_p - phi_t) inside the context",
     "conjunction": "token features firing only on their token AND within +-60 degrees of a phase on the helix",
+    "standard_multi": "'standard' with each token feature repeated 3 times (scaled 1, 0.8, 0.6): 3 token features a token",
+    "swing_multi": "'swing' with each token feature repeated 3 times (scaled 1, 0.8, 0.6)",
+    "conjunction_multi": "'conjunction' with each token feature repeated 3 times (scaled 1, 0.8, 0.6)",
     "singles": "one positional feature per in-context position 0..31, each firing on that position alone",
     "windows5": "positional features on 5-wide windows every 4 positions (0-4, 4-8, ..., 28-31)",
     "two_runs": "7 positional features each firing on two separated 3-wide runs; together they cover 0..31",

@@ -78,10 +78,17 @@ EXPECT: list[tuple[str, str, str | tuple[str, ...], str, str | None]] = [
     ("iid_positional", "decoder_traces_helix", U, "there is no helix (i.i.d. 8-D rows), so 'decoders sit on the "
      "helix' does not apply, even though each decoder is the W_pos row at its peak", None),
     # ------------------------------------------------------------------ 5. token_profiles
-    ("standard", "token_profiles", R, "a token's only non-positional feature is its own, exactly 1 at every position", None),
-    ("swing", "token_profiles", NR, "every token's top non-positional feature swings +-30..70% over positions", None),
-    ("conjunction", "token_profiles", NR, "every token's top non-positional feature is zero on 2/3 of positions "
-     "and positive on an arc: the opposite of flat", None),
+    # The lead's decision (issue 27: "counts a token only where it has enough non-positional features to test"):
+    # a token is tested only with at least flat_min_features = 2 top non-positional features, so the single-feature
+    # worlds are undetermined; the same worlds with 3 token features per token carry the positive and negatives.
+    ("standard", "token_profiles", U, "each token has one non-positional feature: too few to test a pattern", None),
+    ("swing", "token_profiles", U, "each token has one non-positional feature: too few to test a pattern", None),
+    ("standard_multi", "token_profiles", R, "a token's three non-positional features are its own, each exactly "
+     "constant at every position", None),
+    ("swing_multi", "token_profiles", NR, "every token's top non-positional features swing +-30..70% over positions",
+     None),
+    ("conjunction_multi", "token_profiles", NR, "every token's top non-positional features are zero on 2/3 of "
+     "positions and positive on an arc: the opposite of flat", None),
     # ------------------------------------------------------------------ 6. semantic_break
     ("standard", "semantic_break", NR, "past rows are orthogonal to every encoder: every token feature's activation "
      "past the context equals its in-context value exactly, and nothing new fires", None),

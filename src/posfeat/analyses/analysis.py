@@ -41,7 +41,6 @@ from .classify import (
     gap_window,
     knee_kneedle,
     knee_largest_gap,
-    largest_gap_ratio,
     overlap,
     token_flatness,
 )
@@ -56,6 +55,7 @@ from .length import (
     spurious_counts,
     spurious_examples,
 )
+from .nulls import dictionary_draws, embedding_geometry, helix_statistics
 
 KNEEDLE_WINDOW = 1000
 INTERACTION_FLAG = 0.3
@@ -95,7 +95,10 @@ class Analysis:
         tokens: per token, exact over the context: how many of its top features are flat (``tokens.csv``).
         token_panels: ``(token id, why, top features, profile [n_pos, k])`` for the tokens drawn as small multiples:
             the chosen one, the most frequent ones and the most bent one.
-        nulls: the nulls that need the weights (``summary["nulls"]``; the others come from the tables).
+        nulls: the null draws that need the weights (``summary["nulls"]``: random walks and permuted orders for the
+            helix, the random dictionary's statistics per draw; the others are drawn from the tables).
+        geometry: the weight-side statistics the findings read (``summary["geometry"]``: the helix's curve share,
+            W_E's variance in W_pos's principal subspace).
         findings: the verdicts (``summary["findings"]``); summary: the headline numbers (summary.json).
         timings: seconds per stage.
     """
@@ -118,7 +121,8 @@ class Analysis:
     rules: FindingRules = field(default_factory=FindingRules)
     tokens: pd.DataFrame = field(default_factory=pd.DataFrame)
     token_panels: list[tuple[int, str, np.ndarray, np.ndarray]] = field(default_factory=list)
-    nulls: dict[str, float] = field(default_factory=dict)
+    nulls: dict[str, Any] = field(default_factory=dict)
+    geometry: dict[str, Any] = field(default_factory=dict)
     findings: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -212,8 +216,9 @@ def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 
 
 def decoder_geometry(emb: Embeddings, sae: SAE, pca: PCA, context: int) -> pd.DataFrame:
-    """Per feature: cosine of the decoder direction with its nearest W_pos row (full space), that row, and
-    the nearest row on the top 3 PCs (the geometry of the note's Figure 1)."""
+    """Per feature: cosine of the decoder direction with its nearest W_pos row (full space), that row, the nearest
+    row on the top 3 PCs (the geometry of the note's Figure 1), the share of the decoder's squared norm on those 3 PCs
+    (``decoder_pc_share``) and the cosine of the feature's encoder and decoder directions (``enc_dec_cos``)."""
     W = sae.W_dec.double()
     Wp = emb.W_pos[:context].double()
     cos = (W / W.norm(dim=1, keepdim=True).clamp(min=1e-12)) @ (Wp / Wp.norm(dim=1, keepdim=True).clamp(min=1e-12)).T
@@ -223,8 +228,12 @@ def decoder_geometry(emb: Embeddings, sae: SAE, pca: PCA, context: int) -> pd.Da
     rn = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
     dn = dirs / np.maximum(np.linalg.norm(dirs, axis=1, keepdims=True), 1e-12)
     nearest_pc = pca.positions[(dn @ rn.T).argmax(1)]
+    norm2 = (W**2).sum(1)
+    on_pcs = np.where(to_numpy(norm2) > 0, (dirs**2).sum(1) / np.maximum(to_numpy(norm2), 1e-300), np.nan)
+    enc = sae.W_enc.double().T
+    tied = (enc * W).sum(1) / (enc.norm(dim=1) * W.norm(dim=1)).clamp(min=1e-300)
     return pd.DataFrame({"decoder_cos_wpos": to_numpy(best.values), "nearest_wpos_row": to_numpy(best.indices),
-                         "nearest_wpos_row_pc": nearest_pc})
+                         "nearest_wpos_row_pc": nearest_pc, "decoder_pc_share": on_pcs, "enc_dec_cos": to_numpy(tied)})
 
 
 def helix_points(emb: Embeddings, sae: SAE, pca: PCA, features: pd.DataFrame) -> HelixPoints:
@@ -248,7 +257,7 @@ def token_profile(emb: Embeddings, sae: SAE, tid: int, n_pos: int, context: int,
         a, b_own = additive_parts(emb, sae, torch.tensor([tid]), pos if b is None else pos[:1])
         prof = to_numpy(sae.activate(a + (b_own if b is None else b)), np.float64)
     else:
-        prof = to_numpy(sae.encode(emb.inputs(torch.tensor([tid], device=emb.device), pos.to(emb.device))), np.float64)
+        prof = to_numpy(sae.encode(emb.inputs(torch.full((n_pos,), tid, device=emb.device), pos.to(emb.device))), np.float64)
     mean = prof[:context].mean(0)
     top = np.argsort(-mean, kind="stable")[:k]
     top = top[mean[top] > 0]  # only features the token activates
@@ -273,45 +282,6 @@ def _spurious(emb: Embeddings, sae: SAE, stats_all: GridStats, never: Any, kinds
     per_pos = pd.DataFrame({"position": stats_all.positions, "spurious_per_token": np.nan, "spurious_pairs": np.nan,
                             "spurious_null_per_token": np.nan})
     return per_pos, pd.DataFrame(columns=SPURIOUS_FEATURE_COLUMNS), pd.DataFrame(columns=SPURIOUS_COLUMNS)
-
-
-def helix_null(W_pos: torch.Tensor, positions: list[int] | range, seed: int = 0) -> float:
-    """Top-3 explained variance of ``W_pos[positions]`` with each dimension shuffled independently across the rows
-    (seeded): the same per-dimension spread, no curve (the helix finding's null)."""
-    rows = to_numpy(W_pos[torch.as_tensor(list(positions), dtype=torch.long, device=W_pos.device)], np.float64).copy()
-    rng = np.random.default_rng(seed)
-    for j in range(rows.shape[1]):
-        rows[:, j] = rows[rng.permutation(len(rows)), j]
-    return positional_pca(rows, range(len(rows))).top(3)
-
-
-def random_dictionary_null(emb: Embeddings, sae: SAE, context: int, disjoint_share: float, n: int = 128, seed: int = 0,
-                           positional_share: float = 0.5) -> dict[str, float]:
-    """The nulls a random dictionary gives: ``n`` random encoder directions with the norms and biases of ``n`` of the
-    SAE's features (seeded), exact over the grid. Keys: ``disjoint_random_dictionary`` (share of its live features with
-    max(position share, token share) >= ``disjoint_share``), ``positional_random_dictionary_share`` (share of its live
-    features the classification rule calls positional, position share >= ``positional_share``) and
-    ``positional_random_dictionary_gap`` (the largest drop between its consecutive sorted positional scores, as
-    :func:`largest_gap_ratio`). NaN for TopK, whose activation couples features."""
-    keys = ("disjoint_random_dictionary", "positional_random_dictionary_share", "positional_random_dictionary_gap")
-    nan = dict.fromkeys(keys, float("nan"))
-    if not sae.separable:
-        return nan
-    g = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(sae.d_sae, generator=g)[: min(n, sae.d_sae)].to(sae.device)
-    sub = sae.subset(pick)
-    W = torch.randn(sub.W_enc.shape, generator=g, dtype=torch.float64).to(device=sae.device)
-    W = W / W.norm(dim=0, keepdim=True) * sub.W_enc.double().norm(dim=0, keepdim=True)
-    rand = sub._replace(W_enc=W.to(sub.W_enc.dtype))
-    st = feature_stats(emb, rand, range(context))
-    live = st.fire > 0
-    if not live.any():
-        return nan
-    ps = np.nan_to_num(st.position_share)
-    pure = np.maximum(ps, np.nan_to_num(st.token_share)) >= disjoint_share
-    return {"disjoint_random_dictionary": float(pure[live].mean()),
-            "positional_random_dictionary_share": float((ps[live] >= positional_share).mean()),
-            "positional_random_dictionary_gap": largest_gap_ratio(np.asarray(st.positional_score)[live])}
 
 
 def token_panels(emb: Embeddings, sae: SAE, tokens: pd.DataFrame, tid: int, n_pos: int, context: int,
@@ -404,14 +374,19 @@ def analyze(
                                 top=stats_ctx.token_top)
         panels = token_panels(emb, sae, tokens, tid, n_pos, context, n_token_features)
     with timed(timings, "nulls"):
-        nulls = {"helix_shuffled_top3": helix_null(emb.W_pos, pca.positions.tolist(), seed),
-                 **random_dictionary_null(emb, sae, context, rules.disjoint_share, seed=seed, positional_share=positional_share)}
+        helix_stats, helix_draws = helix_statistics(emb.W_pos, pca.positions.tolist(), seed)
+        dictionary = dictionary_draws(emb, sae, context, features.fire.to_numpy(float), disjoint_cv=rules.disjoint_cv,
+                                      positional_share=positional_share, flat_cv=rules.flat_cv,
+                                      flat_min_features=int(rules.flat_min_features), k=n_token_features,
+                                      weights=None if weights is None else to_numpy(weights), seed=seed)
+        nulls = {**helix_draws, "random_dictionary": dictionary.as_dict()}
+        geometry = {**helix_stats, **embedding_geometry(emb, context)}
     an = Analysis(emb=emb, sae=sae, context=context, features=features, stats_context=stats_ctx, stats_all=stats_all, pca=pca,
                   by_position=by_pos, spurious_examples=examples, spurious_by_feature=by_feature, token=tid, token_features=top_feats,
                   token_profile=prof, sample=sample, helix=helix_points(emb, sae, pca, features), rules=rules, tokens=tokens,
-                  token_panels=panels, nulls=nulls, timings=timings)
+                  token_panels=panels, nulls=nulls, geometry=geometry, timings=timings)
     an.findings = compute_findings(features, by_pos, context, pca.explained_variance_ratio, (int(pca.positions.min()), int(pca.positions.max())),
-                                   emb.token_str(tid), an.rules, tokens=tokens, nulls=nulls)
+                                   emb.token_str(tid), an.rules, tokens=tokens, nulls=nulls, geometry=geometry)
     an.summary = summarize(an, stats_ctx, positional_share=positional_share, semantic_share=semantic_share, seed=seed)
     return an
 
@@ -475,7 +450,7 @@ def summarize(an: Analysis, stats_ctx: GridStats, **settings: Any) -> dict[str, 
         "counts_share_of_live": {k: int((f.kind == k).sum()) / max(1, len(live)) for k in KINDS if k != "dead"},
         "sae_dataset": an.sae.meta.dataset,
         "counts_by_threshold": counts_by_threshold(stats_ctx),
-        "disjoint_fraction": float((np.maximum(live.position_share.fillna(0), live.token_share.fillna(0)) >= an.rules.disjoint_share).mean())
+        "disjoint_fraction": float((np.fmin(live.position_dependence, live.token_dependence) <= an.rules.disjoint_cv).mean())
         if len(live) else float("nan"),
         "positional_score_knee": knees["kneedle"]["count"], "positional_score_gap": knees["largest_gap"]["count"], "knee_vs_rule": knees,
         "pca_top3_variance": an.pca.top(3), "pca_spectrum": [float(v) for v in an.pca.explained_variance_ratio[:10]],
@@ -497,7 +472,9 @@ def summarize(an: Analysis, stats_ctx: GridStats, **settings: Any) -> dict[str, 
         "spurious_per_token_in_context": _mean(in_rows, "spurious_per_token"),
         "spurious_features": len(an.spurious_by_feature),
         "semantic_spread_in_context": _mean(in_rows, "semantic_spread"), "semantic_spread_past_context": _mean(past_rows, "semantic_spread"),
+        "semantic_deviation_in_context": _mean(in_rows, "semantic_deviation"),
+        "semantic_deviation_past_context": _mean(past_rows, "semantic_deviation"),
         "bert_edge": _bert_edge(an),
-        "nulls": dict(an.nulls), "findings": an.findings, "rules": an.rules.as_dict(), "timings": dict(an.timings),
+        "nulls": dict(an.nulls), "geometry": dict(an.geometry), "findings": an.findings, "rules": an.rules.as_dict(), "timings": dict(an.timings),
         "posfeat_version": __version__, "settings": settings,
     }

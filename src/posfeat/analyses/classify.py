@@ -31,7 +31,8 @@ from .kernels import fused_cpu, token_sums
 KINDS = ("positional", "semantic", "mixed", "dead")
 SHARE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 FEATURE_COLUMNS = [
-    "feature", "kind", "positional_score", "token_score", "position_share", "token_share", "interaction_share", "fire",
+    "feature", "kind", "positional_score", "token_score", "position_share", "token_share", "interaction_share",
+    "position_dependence", "token_dependence", "fire",
     "mean", "peak_position", "peak_mean", "span_start", "span_end", "span_width", "runs", "n_runs", "outside_span_share", "top_tokens",
     "pre_zero_crossings", "pre_sine_cycles", "pre_sine_r2",
 ]
@@ -160,6 +161,8 @@ def feature_table(stats: GridStats, emb: Embeddings, kind: np.ndarray, n_top_tok
     df = pd.DataFrame({
         "feature": np.arange(stats.d_sae), "kind": kind, "positional_score": stats.positional_score, "token_score": stats.token_score,
         "position_share": stats.position_share, "token_share": stats.token_share, "interaction_share": stats.interaction_share,
+        "position_dependence": dependence(stats.mean, stats.variance, stats.token_share),
+        "token_dependence": dependence(stats.mean, stats.variance, stats.position_share),
         "fire": stats.fire, "mean": stats.mean, "peak_position": peak, "peak_mean": stats.mean_by_position.max(1),
         "span_start": start, "span_end": end, "span_width": width, "top_tokens": top,
     })
@@ -167,28 +170,78 @@ def feature_table(stats: GridStats, emb: Embeddings, kind: np.ndarray, n_top_tok
     return df[FEATURE_COLUMNS]
 
 
+def dependence(mean: np.ndarray, variance: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """How much a feature varies along one axis of the grid with the other held fixed, as a share of its activation.
+
+    With ``share`` the token share of the two-way decomposition, this is the *position dependence*: the RMS of
+    ``f(t, p) - mean_p f(t, p)`` over the grid, over the RMS of ``f``; that is, on the tokens where the feature fires,
+    how far it strays across positions, relative to its activation (tokens where it never fires add nothing to
+    either). With ``share`` the position share, it is the *token dependence* (across tokens, at the positions where it
+    fires). From the exact grid moments: the within-token sum of squares is ``N variance (1 - token_share)`` and the
+    raw one ``N (variance + mean^2)``, so the value is ``sqrt(variance (1 - share) / (variance + mean^2))``, in [0, 1].
+    ``f = g(token) + h(position)`` with ``h`` constant on the firing tokens gives 0 position dependence; a token feature
+    whose activation on its token swings from 0.3 to 0.7 with position gives about 0.23. NaN for a feature that never
+    fires."""
+    mean, variance, share = (np.asarray(v, dtype=np.float64) for v in (mean, variance, share))
+    second = variance + mean**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.sqrt(np.clip(variance * (1 - np.nan_to_num(share)), 0, None) / second)
+    return np.where(second > 0, out, np.nan)
+
+
+#: Highest frequency the sinusoid fit tries, in cycles over the profile (positional features rise above zero once
+#: or a few times: they are slow), and the grid steps below and above 4 cycles (then refined around the best).
+SINE_MAX_CYCLES = 32.0
+
+
+def _sine_fit(x: np.ndarray, freqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``R^2`` over ``freqs`` (cycles over the profile) of ``c + A cos + B sin`` for each row of ``x`` (mean removed)
+    and the frequency that gives it."""
+    n = x.shape[1]
+    t = np.arange(n) / n
+    best = np.full(len(x), -np.inf)
+    arg = np.zeros(len(x))
+    ss = (x**2).sum(1)
+    for lo in range(0, len(freqs), 256):
+        f = freqs[lo: lo + 256]
+        ang = 2 * np.pi * f[:, None] * t[None, :]  # [G, n]
+        basis = np.stack([np.cos(ang), np.sin(ang)], 1)  # [G, 2, n]
+        basis = basis - basis.mean(2, keepdims=True)  # orthogonal to the constant
+        q, _ = np.linalg.qr(np.transpose(basis, (0, 2, 1)))  # [G, n, 2]: an orthonormal basis of each pair's span
+        coef = x @ np.transpose(q, (1, 0, 2)).reshape(n, -1)  # [rows, G * 2], one GEMM
+        r2 = (coef.reshape(len(x), len(f), 2) ** 2).sum(2)  # [rows, G]
+        j = r2.argmax(1)
+        val = r2[np.arange(len(x)), j]
+        better = val > best
+        best[better], arg[better] = val[better], f[j[better]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ss > 0, best / np.where(ss > 0, ss, 1), np.nan), arg
+
+
 def sinusoid_check(pre: np.ndarray) -> pd.DataFrame:
     """How sinusoid-like each feature's mean pre-activation over the positions is (the note: positional features'
     pre-activations look like sinusoids that rise above zero once within the context).
 
     ``pre_zero_crossings``: sign changes of the mean pre-activation over the positions; ``pre_sine_cycles``: the
-    frequency (cycles over the positions) of the best-fitting sinusoid, from the discrete Fourier transform of the
-    mean-removed profile; ``pre_sine_r2``: the share of the profile's variance that sinusoid explains (1 for a pure
-    sinusoid at a Fourier frequency, about 2/n for noise).
+    frequency, in cycles over positions 1..n-1 (any real number, not only whole cycles), of the best least-squares
+    sinusoid ``c + A cos(2 pi f t) + B sin(2 pi f t)`` (phase and frequency free); ``pre_sine_r2``: the share of the
+    profile's variance it explains (1 for any pure sinusoid, about 3/n for noise). Position 0 is left out of the fit
+    (it is special: a spike there would hide the curve of the others). Frequencies are searched on a grid up to
+    :data:`SINE_MAX_CYCLES` cycles, in steps of 1/64 cycle up to 4 cycles and 1/16 above: a pure sinusoid between two
+    grid frequencies still scores above 0.997.
     """
     pre = np.asarray(pre, dtype=np.float64)
     sign = np.sign(pre)
     crossings = ((sign[:, 1:] * sign[:, :-1]) < 0).sum(1)
-    x = pre - pre.mean(1, keepdims=True)
-    power = np.abs(np.fft.rfft(x, axis=1)) ** 2
-    n = pre.shape[1]
-    if n % 2 == 0 and power.shape[1] > 1:
-        power[:, -1] /= 2  # the Nyquist term is counted once in Parseval's sum
-    total = power[:, 1:].sum(1)
-    k = power[:, 1:].argmax(1) + 1 if power.shape[1] > 1 else np.zeros(len(pre), dtype=int)
-    best = power[np.arange(len(pre)), k] if power.shape[1] > 1 else np.zeros(len(pre))
-    r2 = np.where(total > 0, best / np.where(total > 0, total, 1.0), np.nan)
-    return pd.DataFrame({"pre_zero_crossings": crossings, "pre_sine_cycles": k, "pre_sine_r2": r2})
+    body = pre[:, 1:] if pre.shape[1] > 3 else pre
+    n = body.shape[1]
+    x = body - body.mean(1, keepdims=True)
+    if n < 3:
+        return pd.DataFrame({"pre_zero_crossings": crossings, "pre_sine_cycles": np.nan, "pre_sine_r2": np.nan})
+    top = min(SINE_MAX_CYCLES, n / 2)
+    grid = np.unique(np.r_[np.arange(1, 257) / 64, np.arange(64, top * 16 + 1) / 16])
+    r2, freq = _sine_fit(x, grid[(grid > 0) & (grid <= top)])
+    return pd.DataFrame({"pre_zero_crossings": crossings, "pre_sine_cycles": freq, "pre_sine_r2": np.clip(r2, 0, 1)})
 
 
 @torch.no_grad()

@@ -140,7 +140,7 @@ class SampleAnalysis:
     """Per-position results that need reconstruction (a stated token sample at every position).
 
     ``per_position`` has the columns of ``posfeat.analyses.evaluation.EVAL_COLUMNS`` plus
-    ``pc_error_share``, ``addback_fvu`` and ``semantic_spread``.
+    ``pc_error_share``, ``addback_fvu``, ``semantic_spread`` and ``semantic_deviation``.
     """
 
     per_position: pd.DataFrame
@@ -158,7 +158,11 @@ def sample_analysis(emb: Embeddings, sae: SAE, sample: TokenSample, positions: t
       the mean residual inside the context (fitted there). With ``r = x - decode(f * non_positional) - W_pos[p]``,
       ``sum ||r - m||^2 = sum ||r||^2 - 2 m . sum r + n ||m||^2`` per position, so one pass suffices;
     * ``semantic_spread``: mean over semantic features and tokens of ``|f - in-context mean of f for that
-      token|`` at each position; with ``m >= 0`` that is ``(sum m + sum over non-zero f of (|f - m| - m)) / (n_tok n_sem)``.
+      token|`` at each position; with ``m >= 0`` that is ``(sum m + sum over non-zero f of (|f - m| - m)) / (n_tok n_sem)``
+      (every pair, firing or not: it mixes noise with spurious firing and shrinks as pairs that never fire are added);
+    * ``semantic_deviation``: the same deviation over the (token, semantic feature) pairs that fire inside the context
+      only, divided by their summed in-context mean: how far features stray, on the tokens they fire on, as a share
+      of their own in-context activation (the semantic_break finding's statistic; ``DeviationSums.firing_pairs``).
     """
     grid = SampleGrid(emb, sae, sample.ids)
     dev, n = grid.dev, len(sample)
@@ -176,9 +180,11 @@ def sample_analysis(emb: Embeddings, sae: SAE, sample: TokenSample, positions: t
         r_sum.append(sums.r_sum)
         r_sq.append(sums.r_sq)
         spread = deviation(sums.chunk) / max(1, n * len(sem))
+        pair_dev, pair_total = deviation.firing_pairs(sums.chunk, seed=seed)
+        firing_dev = pair_dev / pair_total if pair_total > 0 else torch.full_like(pair_dev, float("nan"))
         parts.append(pd.DataFrame({"position": pc, "in_context": pc < context, **{k: to_numpy(v) for k, v in met.items()},
                                    "pc_error_share": to_numpy(torch.where(tot > 0, sums.pc / tot.clamp(min=1e-300), torch.nan)),
-                                   "semantic_spread": to_numpy(spread)}))
+                                   "semantic_spread": to_numpy(spread), "semantic_deviation": to_numpy(firing_dev)}))
         bar.update(len(pc))
     bar.close()
     df = pd.concat(parts, ignore_index=True)

@@ -292,6 +292,10 @@ if HAVE_NUMBA:
         return parts.sum(0)
 
 
+#: Firing (token, feature) pairs of the sample whose deviation is followed past the context (drawn when more).
+FIRING_PAIRS = 200_000
+
+
 class DeviationSums:
     """``sum_t |f(t, p) - m(t)|`` for each position ``p``, summed over ``features``, where ``m(t)`` is token
     ``t``'s mean activation over the context: how far the features stray from their in-context value.
@@ -352,3 +356,40 @@ class DeviationSums:
         tok, pos, feat, val = g.entries(chunk.b, self.features, chunk.first)
         mm = self.m[tok, self.col[feat]]
         return self.total + torch.bincount(pos, weights=(val.double() - mm).abs() - mm, minlength=len(chunk.positions))
+
+    def _pairs(self, max_pairs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The (token, feature) pairs of the sample that fire inside the context (``m > 0``): token rows, columns of
+        ``features`` and their in-context means; at most ``max_pairs`` of them, drawn at random (seeded) when more."""
+        if not hasattr(self, "_pair_cache"):
+            tok, col = torch.nonzero(self.m > 0, as_tuple=True)
+            if len(tok) > max_pairs:
+                keep = torch.randperm(len(tok), generator=torch.Generator().manual_seed(seed))[:max_pairs].to(tok.device)
+                tok, col = tok[keep], col[keep]
+            self._pair_cache = (tok, col, self.m[tok, col])
+        return self._pair_cache
+
+    def firing_pairs(self, chunk: Chunk, max_pairs: int = FIRING_PAIRS, seed: int = 0) -> tuple[torch.Tensor, float]:
+        """``sum |f(t, p) - m(t)|`` at the chunk's positions over the pairs that fire inside the context (``m > 0``),
+        and ``sum m`` over the same pairs (float64): the deviation of features on the tokens they fire on, as a share
+        of their own in-context activation when divided. Separable SAEs: ``f = act(a_t + b_p)`` for each pair (at
+        most ``max_pairs`` pairs, drawn at random when there are more, stated in the docs); TopK: the chunk's
+        activations, every pair."""
+        g = self.grid
+        if not len(self.features):
+            return torch.zeros(len(chunk.positions), dtype=torch.float64, device=g.dev), 0.0
+        if g.sae.separable:
+            tok, col, m = self._pairs(max_pairs, seed)
+            feat = self.features[col]
+            pre = g.a[tok, feat].double()[:, None] + chunk.b[:, feat].T.double()  # [pairs, n_chunk]
+            f = torch.where(pre > g.cut[feat].double()[:, None], pre, torch.zeros((), dtype=torch.float64, device=g.dev))
+            return (f - m[:, None]).abs().sum(0), float(m.sum())
+        fires = self.m > 0
+        m = self.m * fires
+        if chunk.dense is not None:
+            f = chunk.dense[..., self.features].double()
+            return ((f - m[:, None, :]).abs() * fires[:, None, :]).sum((0, 2)), float(m.sum())
+        tok, pos, feat, val = g.entries(chunk.b, self.features, chunk.first)
+        mm = m[tok, self.col[feat]]
+        on = fires[tok, self.col[feat]].double()
+        dev = torch.bincount(pos, weights=((val.double() - mm).abs() - mm) * on, minlength=len(chunk.positions))
+        return float(m.sum()) + dev, float(m.sum())

@@ -77,7 +77,7 @@ def disjointness(an: Analysis) -> Figure:
                    label=f"interaction share >= 0.3 ({len(high)})")
     ax.plot([0, 1], [1, 0], color="k", lw=0.5, alpha=0.4)
     d = an.findings.get("disjoint", {})
-    cut = an.rules.disjoint_share
+    cut = an.rules.disjoint_cv
     ax.axvline(cut, color="k", ls=":", lw=0.7)
     ax.axhline(cut, color="k", ls=":", lw=0.7)
     ax.text(0.03, 0.03, f"pure (a share >= {cut}, dotted): {_share(d.get('value'))} of live features;\nnull, a random dictionary of the "
