@@ -236,7 +236,7 @@ def helix(spectrum: np.ndarray, first: int, last: int, r: FindingRules, nulls: d
                 f"{_pct(curve)} of the rows have their nearest row within 2 positions; with the order permuted: "
                 f"{_null_txt(order)}, so {'they are' if in_order else 'they are not'} a curve traced in order. "
                 f"{_pct(tangent)} of the steps between consecutive rows lie in those 3 components; random walks: "
-                f"{_null_txt(steps)}, so the curve {'moves within' if in_3d else 'does not stay in'} them. Rule: >= "
+                f"{_null_txt(steps)}, so its steps lie in them {'more' if in_3d else 'no more'} than diffusion's do. Rule: >= "
                 f"{r.helix_reproduced} reproduced, >= {r.helix_partly} partly, all three tests passed (the note: 95%).")
     ok = low and in_order and in_3d
     return _finding(verdict_of(top3 >= r.helix_reproduced and ok, top3 >= r.helix_partly and ok), value, null, note,
@@ -827,3 +827,88 @@ def compute_findings(features: pd.DataFrame, by_position: pd.DataFrame, context:
     out["positional_break"] = positional_break(by_position, context, r, features)
     out["semantic_break"] = semantic_break(by_position, features, context, r)
     return out
+
+
+def _p_txt(summary: Any) -> str:
+    return f" (p {_p(summary.get('p_value'))})" if isinstance(summary, dict) and _ok(summary.get("p_value")) else ""
+
+
+def _median_of(summary: Any, fmt: str = "num") -> str:
+    if not isinstance(summary, dict) or not _ok(summary.get("median")):
+        return "n/a"
+    m = float(summary["median"])
+    if fmt == "rho":
+        return f"{m:.2f}"
+    return _pct(m) if fmt == "pct" else _num(m)
+
+
+def headline(key: str, f: dict[str, Any]) -> tuple[str, str]:
+    """The finding's value and null in a few words (README's table, the report's first table, the CLI): the
+    numbers the verdict reads first, each null as its median with the value's p value. One place for every reader."""
+    v, n = f.get("value"), f.get("null")
+    v = v if isinstance(v, dict) else {}
+    n = n if isinstance(n, dict) else {}
+    if f.get("verdict") == "undetermined" and not v:
+        return "n/a (undetermined)", "n/a"
+    if key == "helix":
+        return (f"top-3 share {_num(v.get('top3'))}; curve in order {_pct(v.get('curve_share'))}; steps in the 3 PCs "
+                f"{_pct(v.get('tangent_share'))}",
+                f"random walks {_median_of(n.get('top3_random_walk'))}{_p_txt(n.get('top3_random_walk'))}; permuted "
+                f"order {_median_of(n.get('curve_share_permuted'), 'pct')}; walks' steps "
+                f"{_median_of(n.get('tangent_share_random_walk'), 'pct')}{_p_txt(n.get('tangent_share_random_walk'))}")
+    if key == "positional_count":
+        return (f"{v.get('count')} features ({_pct(v.get('share_of_live'))} of live); drop {_num(v.get('gap_ratio'))}x",
+                f"random dictionary's drop {_median_of(n.get('gap_ratio'))}x{_p_txt(n.get('gap_ratio'))}")
+    if key == "disjoint":
+        kinds = v.get("by_kind", {})
+        per = ", ".join(f"{k} {_pct(x.get('share'))}" for k, x in kinds.items() if x.get("features"))
+        return (f"{_pct(v.get('share'))} on one axis ({per})",
+                f"random dictionary {_median_of(n.get('share'), 'pct')}{_p_txt(n.get('share'))}")
+    if key == "tiling":
+        return (f"{_pct(v.get('single_run_share'))} single-run, {_pct(v.get('coverage'))} covered",
+                "none (see the evidence)")
+    if key == "early_positions":
+        return (f"Spearman {_num(v.get('width_vs_peak_rho'), 2)} (p {_p(v.get('width_vs_peak_p'))}), "
+                f"{_num(v.get('strength_vs_peak_rho'), 2)} (p {_p(v.get('strength_vs_peak_p'))})", "0 (no association)")
+    if key == "decoder_traces_helix":
+        return (f"Spearman {_num(v.get('spearman'), 2)}",
+                f"permuted decoders {_median_of(n.get('spearman'), 'rho')}{_p_txt(n.get('spearman'))}")
+    if key == "token_profiles":
+        return (f"{_pct(v.get('share'))} of tested tokens ({_pct(v.get('tested_weight'))} of the weight)",
+                f"random dictionary {_median_of(n.get('share'), 'pct')}{_p_txt(n.get('share'))}")
+    if key == "worse_than_random":
+        return f"{_pct(v.get('share'))} of past positions", "none (the random vector is the reference)"
+    if key == "degrades_past_context":
+        return (f"FVU {_num(v.get('fvu_ratio'))}x in-context",
+                f"halves of the context {_median_of(n.get('fvu_ratio'))}x{_p_txt(n.get('fvu_ratio'))}")
+    if key == "positional_break":
+        return (f"fires at {_pct(v.get('past_firing_share'))}; tracks the nearest in-context row: Spearman "
+                f"{_num(v.get('spearman_nearest_row'), 2)}",
+                f"shuffled rows {_median_of(n.get('spearman_nearest_row'), 'rho')}{_p_txt(n.get('spearman_nearest_row'))}")
+    if key == "semantic_break":
+        spur = n.get("spurious_per_token", {})
+        return (f"{_num(v.get('spurious_per_token'))} spurious features per token; deviation {_pct(v.get('deviation_past'))}",
+                f"{_num(spur.get('leave_one_position_out') if isinstance(spur, dict) else None)}; inside "
+                f"{_median_of(n.get('deviation_past'), 'pct')}{_p_txt(n.get('deviation_past'))}")
+    return _num(None), _num(None)
+
+
+#: What the note says, in a few words (the last column of README's and docs/findings.md's tables).
+NOTE_SAYS = {"helix": "0.95: a helix", "positional_count": "about 50 of 24576 (0.20%)", "disjoint": "almost all features",
+             "tiling": "one run each, all covered", "early_positions": "width grows, strength falls with position",
+             "decoder_traces_helix": "the crosses follow the helix", "token_profiles": "flat lines plus bumps",
+             "worse_than_random": "worse than random", "degrades_past_context": "blows up",
+             "positional_break": "the SAE thinks it is at an earlier position",
+             "semantic_break": "noisy, and spurious firing"}
+
+
+def markdown_table(findings: dict[str, dict[str, Any]], titles: dict[str, str]) -> str:
+    """README's and docs/findings.md's table of verdicts, from ``summary.json["findings"]`` (``scripts/findings_table.py``
+    prints it; a test holds both pages to the bundled pair's run)."""
+    rows = ["| finding of the note | verdict | posfeat's number | null (same run) | GPT-2 small + res-jb (note) |",
+            "|---|---|---|---|---|"]
+    for key, f in findings.items():
+        value, null = headline(key, f)
+        cells = [titles.get(key, key), f"**{f['verdict']}**", value, null, NOTE_SAYS.get(key, "")]
+        rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(rows)

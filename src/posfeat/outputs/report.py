@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..analyses.findings import headline
 from ..core.errors import PosfeatError
 from .explorer import explorer_payload
 from .figures import FIGURES, png_data_uri
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 TITLES = {"helix": "W_pos lies near a helix", "positional_count": "A small set of positional features",
           "disjoint": "Positional and semantic features are disjoint", "tiling": "Each positional feature covers one contiguous range",
           "early_positions": "Early positions get dedicated, stronger features",
-          "decoder_traces_helix": "Decoder directions point at their peak's W_pos row",
+          "decoder_traces_helix": "Decoder directions trace the helix, in the order of their peaks",
           "token_profiles": "A token's features are flat lines plus bumps", "worse_than_random": "Past the context, worse than random",
           "degrades_past_context": "Past the context, the error grows",
           "positional_break": "Past the context, positional features track the nearest in-context W_pos row",
@@ -68,8 +69,9 @@ def table(df: pd.DataFrame, cols: list[str], link: Any = None) -> str:
 
 def verdict_box(key: str, f: dict[str, Any]) -> str:
     cls = "v-" + f["verdict"].replace(" ", "-")
+    value, null = headline(key, f)
     return (f'<div class="verdict {cls}" id="finding-{key}"><span class="badge">{esc(f["verdict"])}</span> '
-            f"<b>{esc(TITLES.get(key, key))}</b>: posfeat {fmt(f['value'])}; null {_null(f)}; "
+            f"<b>{esc(TITLES.get(key, key))}</b>: posfeat {esc(value)}; null {esc(null)}; "
             f"{NOTE_PAIR}: {fmt(f['note_value'])}."
             f"<br>{esc(f['evidence'])}<br><span class=test>Rule: {esc(f['test'])}</span></div>")
 
@@ -77,9 +79,10 @@ def verdict_box(key: str, f: dict[str, Any]) -> str:
 NOTE_PAIR = "GPT-2 small + res-jb (note)"
 
 
-def _null(f: dict[str, Any]) -> str:
-    """The null as printed; a finding with no informative null (``null`` None) says so."""
-    return "none (no informative null; see the evidence)" if f.get("null") is None else fmt(f.get("null"))
+def _cells(key: str, f: dict[str, Any]) -> tuple[str, str]:
+    """The value and the null as the first table prints them (:func:`posfeat.analyses.findings.headline`)."""
+    value, null = headline(key, f)
+    return esc(value), esc(null)
 #: The pair the note studied (DESIGN.md): GPT-2 small and SAELens's gpt2-small-res-jb at blocks.0.hook_resid_pre.
 NOTE_PAIR_TEXT = ("GPT-2 small (1024 positions, d_model 768, vocabulary 50257) with the SAE gpt2-small-res-jb at blocks.0.hook_resid_pre "
                   "(SAELens; ReLU, 24576 features, trained on 128-token contexts of OpenWebText)")
@@ -87,7 +90,7 @@ NOTE_PAIR_TEXT = ("GPT-2 small (1024 positions, d_model 768, vocabulary 50257) w
 
 def glance(findings: dict[str, Any]) -> str:
     rows = "".join(f"<tr><td class=l><a href='#finding-{k}'>{esc(TITLES.get(k, k))}</a></td><td class=l><b>{esc(f['verdict'])}</b></td>"
-                   f"<td class=l>{fmt(f['value'])}</td><td class=l>{_null(f)}</td><td class=l>{fmt(f['note_value'])}</td></tr>"
+                   f"<td class=l>{_cells(k, f)[0]}</td><td class=l>{_cells(k, f)[1]}</td><td class=l>{fmt(f['note_value'])}</td></tr>"
                    for k, f in findings.items())
     return (f"<table><tr><th>finding of the note</th><th>verdict</th><th>this run</th><th>null (same run)</th><th>{esc(NOTE_PAIR)}</th></tr>"
             f"{rows}</table>")
