@@ -838,7 +838,7 @@ def _median_of(summary: Any, fmt: str = "num") -> str:
         return "n/a"
     m = float(summary["median"])
     if fmt == "rho":
-        return f"{m:.2f}"
+        return f"{0.0 if abs(m) < 0.005 else m:.2f}"
     return _pct(m) if fmt == "pct" else _num(m)
 
 
