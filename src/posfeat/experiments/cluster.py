@@ -235,7 +235,8 @@ def plan_placement(df: Any, nodes: list[Node], gpu_memory: float | None = None) 
         loads[i] += sec
     out["wall_seconds"] = max(loads) if loads else 0.0
     out["gpu_seconds"] = loads
-    out["cpu_bound"] = sum(per_node) < sum(int(n.gpus) * max((r["per_gpu"] for r in rows), default=0) for n in nodes if n.gpus)
+    gpu_room = sum(int(n.gpus) * max((r["per_gpu"] for r in rows), default=0) for n in nodes if n.gpus)
+    out["cpu_bound"] = sum(per_node) < min(len(df), gpu_room)
     return out
 
 
