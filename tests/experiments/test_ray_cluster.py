@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,7 +27,7 @@ from posfeat.cli.main import main
 from posfeat.core.errors import PosfeatError
 
 from helpers import write_planted_folders
-from ray_cluster import LoopbackCluster, group_members
+from ray_cluster import LoopbackCluster
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray_cluster")]  # one worker: one cluster at a time on a small machine
@@ -168,13 +170,20 @@ def test_sigterm_ends_a_ray_sweep_cleanly_and_it_resumes(cluster, model, referen
 def test_a_dead_raylet_gives_one_sentence_and_releases_the_lock(model, tmp_path):
     out = tmp_path / "raylet"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env["HOME"] = str(tmp_path)  # a local cluster of posfeat's own; nothing of the user's is read or written
+    session = Path(tempfile.mkdtemp(prefix="pf-rl-", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
+    env.update(HOME=str(tmp_path), RAY_TMPDIR=str(session))  # a local cluster of posfeat's own; nothing of the user's is touched
     argv = [*SWEEP, "--steps", "400", "--model", str(model), "--executor", "ray", "--out", str(out)]
     proc = _start_and_wait_for_a_run(argv, env, out)
     killed = []
 
-    def kill() -> None:
-        for pid in group_members(os.getpgid(proc.pid)):
+    def kill() -> None:  # the raylet of posfeat's local cluster (its command line names the session folder)
+        deadline = time.time() + 60
+        while not killed and time.time() < deadline and proc.poll() is None:
+            kill_once()
+            time.sleep(0.1)
+
+    def kill_once() -> None:
+        for pid in ray_processes(session):
             try:
                 exe = os.readlink(f"/proc/{pid}/exe")
             except OSError:
@@ -190,7 +199,20 @@ def test_a_dead_raylet_gives_one_sentence_and_releases_the_lock(model, tmp_path)
     assert "the Ray driver ended without finishing (exit status 1)" in line and "raylet" in line and "run the same command again" in line
     assert left_behind(out) == ["raylet.partial"]  # no lock file left
     time.sleep(1)
-    assert group_members(proc.pid) == []  # the local cluster's processes are gone with it
+    assert ray_processes(session) == []  # the local cluster's processes are gone with it
+    shutil.rmtree(session)
+
+
+def ray_processes(temp_dir: Path) -> list[int]:
+    """Live processes whose command line names ``temp_dir`` (every process of a Ray cluster names its session folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(temp_dir).encode() in (entry / "cmdline").read_bytes() :
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 # ---------------------------------------------------------------------------- --plan on a simulated 8-GPU cluster

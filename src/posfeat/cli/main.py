@@ -190,7 +190,8 @@ def _supervise(argv: list[str], args: argparse.Namespace, sig: _Signals) -> int:
     removed, and the status is 2. SIGINT and SIGTERM are passed on to the child, which stops as any sweep does (130/143)."""
     import subprocess
 
-    child = subprocess.Popen([sys.executable, "-m", "posfeat.cli.main", *argv], env={**os.environ, DRIVER_ENV: "1"})
+    child = subprocess.Popen([sys.executable, "-m", "posfeat.cli.main", *argv], env={**os.environ, DRIVER_ENV: "1"},
+                             process_group=0)  # its group holds the local Ray cluster it may start: ended with it below
     signum = None
     while True:
         try:
@@ -201,6 +202,7 @@ def _supervise(argv: list[str], args: argparse.Namespace, sig: _Signals) -> int:
             sig.running = True  # the next signal is passed on too
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signum)
+    _end_group(child.pid)
     if rc in OWN_STATUSES or (signum is not None and rc < 0):
         return rc if rc >= 0 else 128 + signum  # type: ignore[operator]
     target = _target(args)
@@ -212,6 +214,12 @@ def _supervise(argv: list[str], args: argparse.Namespace, sig: _Signals) -> int:
           f"agents dies; the finished runs are kept in {where}: check the cluster (ray status) and run the same command again to "
           "continue.", file=sys.stderr)
     return 2
+
+
+def _end_group(pgid: int) -> None:
+    """SIGKILL what is left of the driver's process group (a local Ray cluster whose driver Ray ended at once)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _drop_stale_lock(target: Path) -> None:
