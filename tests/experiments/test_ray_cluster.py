@@ -167,10 +167,16 @@ def test_sigterm_ends_a_ray_sweep_cleanly_and_it_resumes(cluster, model, referen
     same_sae_files(reference, out)
 
 
-def test_a_dead_raylet_gives_one_sentence_and_releases_the_lock(model, tmp_path):
+@pytest.fixture
+def session():
+    path = Path(tempfile.mkdtemp(prefix="pf-rl-", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_dead_raylet_gives_one_sentence_and_releases_the_lock(model, tmp_path, session):
     out = tmp_path / "raylet"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    session = Path(tempfile.mkdtemp(prefix="pf-rl-", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
     env.update(HOME=str(tmp_path), RAY_TMPDIR=str(session))  # a local cluster of posfeat's own; nothing of the user's is touched
     argv = [*SWEEP, "--steps", "400", "--model", str(model), "--executor", "ray", "--out", str(out)]
     proc = _start_and_wait_for_a_run(argv, env, out)
@@ -200,7 +206,6 @@ def test_a_dead_raylet_gives_one_sentence_and_releases_the_lock(model, tmp_path)
     assert left_behind(out) == ["raylet.partial"]  # no lock file left
     time.sleep(1)
     assert ray_processes(session) == []  # the local cluster's processes are gone with it
-    shutil.rmtree(session)
 
 
 def ray_processes(temp_dir: Path) -> list[int]:
