@@ -33,9 +33,13 @@ KW = {"widths": [8, 16], "context": 10, "steps": 120, "batch": 64, "l1": 0.05, "
 @pytest.fixture(scope="module")
 def cluster():
     src = str(Path(posfeat.__file__).resolve().parents[1])  # workers import this posfeat, not another installed one
+    ours = "RAY_AUTH_TOKEN" not in os.environ
+    os.environ.setdefault("RAY_AUTH_TOKEN", os.urandom(32).hex())  # the local cluster's token, not one in ~/.ray/auth_token
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": src}})
     yield
     ray.shutdown()
+    if ours:
+        os.environ.pop("RAY_AUTH_TOKEN", None)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,8 @@ def _same_saes(a: Path, b: Path) -> None:
 
 def _same_tables(a: Path, b: Path) -> None:
     ra, rb = pd.read_csv(a / "runs.csv"), pd.read_csv(b / "runs.csv")
-    pd.testing.assert_frame_equal(ra.drop(columns="train_seconds"), rb.drop(columns="train_seconds"))
+    where = ["train_seconds", "node", "device", "wall_seconds"]  # how long and where each run ran
+    pd.testing.assert_frame_equal(ra.drop(columns=where), rb.drop(columns=where))
     pd.testing.assert_frame_equal(pd.read_csv(a / "widths.csv"), pd.read_csv(b / "widths.csv"))
     sa, sb = json.loads((a / "summary.json").read_text()), json.loads((b / "summary.json").read_text())
     for key in ("trend", "power_law", "lack_of_fit", "local_exponents", "positional_counts", "splitting_matches", "positional_by_step"):

@@ -91,10 +91,34 @@ def test_the_docs_have_commands():
     assert sum(c.startswith("posfeat ") for _, c in COMMANDS) >= 10
 
 
+def check_ray(words: list[str]) -> list[str]:
+    """Problems with one ``ray ...`` command: a subcommand or option the installed Ray's CLI does not have."""
+    from ray.scripts.scripts import cli
+
+    sub = cli.commands.get(words[1]) if len(words) > 1 else None
+    if sub is None:
+        return [f"unknown ray command {words[1:2]}"]
+    known = {o for p in sub.params for o in (*p.opts, *p.secondary_opts)}
+    return [f"unknown ray flag {w}" for w in words[2:] if w.startswith("--") and w.split("=")[0] not in known]
+
+
+def test_the_ray_checker_catches_unknown_flags():
+    pytest.importorskip("ray")
+    assert check_ray(["ray", "start", "--head", "--port", "6379", "--num-gpus", "4"]) == []
+    assert check_ray(["ray", "start", "--no-such-flag"]) and check_ray(["ray", "begin"])
+
+
 @pytest.mark.parametrize(("page", "command"), COMMANDS, ids=[f"{p}:{c[:60]}" for p, c in COMMANDS])
 def test_each_documented_command_names_what_exists(page, command):
     words = shlex.split(command)
-    if words[0] == "posfeat":
+    if re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):  # VAR=value posfeat ...: the command after the assignments
+        while len(words) > 1 and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+            words = words[1:]
+        command = shlex.join(words)
+    if words[0] == "ray":
+        pytest.importorskip("ray")
+        assert check_ray(words) == [], f"{page}: {command}"
+    elif words[0] == "posfeat":
         assert check_posfeat(command) == [], f"{page}: {command}"
     elif words[0] in ("python", "bash") and len(words) > 1 and not words[1].startswith("-"):  # python path/to/script.py, bash scripts/test
         script = words[1]

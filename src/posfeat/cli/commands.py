@@ -214,16 +214,34 @@ def _width_setup(args: argparse.Namespace) -> tuple[WidthSweepConfig, dict[str, 
     return cfg, _sweep_recipe(args, WidthSweepConfig)
 
 
-def _print_plan(emb: Any, runs: list[Any], shared: Any) -> int:
+def _print_plan(emb: Any, runs: list[Any], shared: Any, exe: ExecutorConfig) -> int:
+    """The plan; against a cluster (``--executor ray --address``) also how its runs map onto the cluster's GPUs."""
     from ..experiments.probe import plan_table, plan_text
 
-    print(plan_text(*plan_table(emb, runs, shared)))
+    nodes = None
+    if exe.executor == "ray" and exe.address:  # read before the probe: a cluster that cannot be used fails at once
+        from ..experiments.cluster import cluster_nodes, resolve_address
+
+        nodes = cluster_nodes(resolve_address(exe.address), label=exe.address)
+    df, info = plan_table(emb, runs, shared)
+    print(plan_text(df, info))
+    if nodes is not None:
+        from ..experiments.cluster import placement_text, plan_placement
+
+        print(placement_text(plan_placement(df, nodes, exe.gpu_memory), exe.address))
     return 0
 
 
 def _finished(out: str) -> None:
     path = Path(out).expanduser().resolve()
     print(f"wrote {path} (runs.csv, summary.json, figures/, section.html)")
+    try:
+        s = json.loads((path / "summary.json").read_text())
+    except (OSError, ValueError):
+        return
+    if s.get("nodes"):
+        print(f"runs took part on {s['nodes']} node(s) and {s['devices']} device(s): "
+              + ", ".join(f"{k}: {n} run(s)" for k, n in s.get("runs_per_node", {}).items()) + " (runs.csv: node, device, wall_seconds)")
 
 
 @command("sweep widths")
@@ -239,10 +257,10 @@ def run_sweep_widths(args: argparse.Namespace, invocation: str) -> int:
         check_target(args.out, force=True, inputs=_inputs(args))
     emb = load_embeddings(args.model).to(dev)
     if args.plan:
-        return _print_plan(emb, width_plan(cfg, recipe), Shared(emb=emb))
+        return _print_plan(emb, width_plan(cfg, recipe), Shared(emb=emb), exe)
     df = sweep_widths(emb, context=cfg.context, widths=cfg.d_sae, out=args.out, seeds=cfg.seeds, tokens=cfg.tokens, curve_points=cfg.curve_points,
                       token_weights=args.token_weights, command=invocation, model_name=args.model, force=args.force, executor=exe.executor,
-                      address=exe.address, max_retries=exe.max_retries, **recipe)
+                      address=exe.address, max_retries=exe.max_retries, gpu_memory=exe.gpu_memory, **recipe)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     s = json.loads((Path(args.out).expanduser() / "summary.json").read_text())
     from ..experiments.aggregate import width_sentence
@@ -279,10 +297,11 @@ def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
     tw = _token_weights(args, emb, sae)
     if args.plan:
         _check_contexts(cfg.contexts, sae.context_size, emb, sae)
-        return _print_plan(emb, context_plan(cfg, ContextSweepConfig.recipe(**recipe), sae), Shared(emb=emb, sae=sae))
+        return _print_plan(emb, context_plan(cfg, ContextSweepConfig.recipe(**recipe), sae), Shared(emb=emb, sae=sae), exe)
     df = sweep_context(emb, sae, contexts=cfg.contexts, out=args.out, seeds=cfg.seeds, control_steps=cfg.control_steps, tokens=cfg.tokens,
                        token_weights=None if tw is None else tw[1], command=invocation, model_name=args.model, force=args.force,
-                       executor=exe.executor, address=exe.address, max_retries=exe.max_retries, past_tolerance=cfg.past_tolerance,
+                       executor=exe.executor, address=exe.address, max_retries=exe.max_retries, gpu_memory=exe.gpu_memory,
+                       past_tolerance=cfg.past_tolerance,
                        in_context_tolerance=cfg.in_context_tolerance, **recipe)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     s = json.loads((Path(args.out).expanduser() / "summary.json").read_text())

@@ -60,7 +60,8 @@ def floats(text: str) -> tuple[float, ...]:
     return values
 
 
-_TYPES = {"int": whole, "int | None": whole, "float": number, "str": str, "str | None": str, "tuple[int, ...]": ints, "tuple[float, ...]": floats}
+_TYPES = {"int": whole, "int | None": whole, "float": number, "float | None": number, "str": str, "str | None": str, "tuple[int, ...]": ints,
+          "tuple[float, ...]": floats}
 
 
 def _default(f: dataclasses.Field) -> Any:

@@ -172,6 +172,76 @@ def _reader_left(stream: object) -> bool:
         return False
 
 
+DRIVER_ENV = "POSFEAT_RAY_DRIVER"
+#: the statuses posfeat itself ends with (done, an error it explained, a signal, a reader that left)
+OWN_STATUSES = (0, 2, 128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGPIPE)
+
+
+def _ray_sweep(args: argparse.Namespace) -> bool:
+    return args.command == "sweep" and getattr(args, "executor", None) == "ray" and not args.plan and not os.environ.get(DRIVER_ENV)
+
+
+def _supervise(argv: list[str], args: argparse.Namespace, sig: _Signals) -> int:
+    """A Ray sweep runs in a child process (the Ray driver) that this process watches.
+
+    Ray ends its driver with ``_exit(1)`` and no word of posfeat's when the node's raylet (or one of its agents) dies, and
+    can abort it from C++; the sweep's lock and work folder would be left as they were, with no message. Here the child's
+    end is seen: posfeat's own statuses pass through; any other is explained in one sentence, the lock the child held is
+    removed, and the status is 2. SIGINT and SIGTERM are passed on to the child, which stops as any sweep does (130/143)."""
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-m", "posfeat.cli.main", *argv], env={**os.environ, DRIVER_ENV: "1"},
+                             process_group=0)  # its group holds the local Ray cluster it may start: ended with it below
+    signum = None
+    while True:
+        try:
+            rc = child.wait()
+            break
+        except KeyboardInterrupt as err:  # Interrupted: pass it on, then wait for the child to stop
+            signum = getattr(err, "signum", None) or sig.signum or signal.SIGINT
+            sig.running = True  # the next signal is passed on too
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+    _end_group(child.pid)
+    if rc in OWN_STATUSES or (signum is not None and rc < 0):
+        return rc if rc >= 0 else 128 + signum  # type: ignore[operator]
+    target = _target(args)
+    if target is not None:
+        _drop_stale_lock(target)
+    how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
+    where = f"{target.with_name(target.name + '.partial')}" if target is not None else "the sweep folder"
+    print(f"posfeat: error: the Ray driver ended without finishing ({how}): Ray ends it so when its node's raylet or one of its "
+          f"agents dies; the finished runs are kept in {where}: check the cluster (ray status) and run the same command again to "
+          "continue.", file=sys.stderr)
+    return 2
+
+
+def _end_group(pgid: int) -> None:
+    """SIGKILL what is left of the driver's process group (a local Ray cluster whose driver Ray ended at once)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _drop_stale_lock(target: Path) -> None:
+    """Remove ``target``'s lock file when no process holds it (its holder died)."""
+    import fcntl
+
+    from ..io.atomic import LOCK_TAG
+
+    path = target.with_name(f".{target.name}{LOCK_TAG}")
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(path)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (see module docstring). Signals are handled from here until the process exits."""
     sig = _Signals().install()
@@ -183,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         name = args.command if args.command != "sweep" else f"sweep {args.sweep}"
+        if _ray_sweep(args) and not as_function:
+            rc = _supervise(argv, args, sig)
+            sig.running = False
+            return rc
         from .commands import COMMANDS  # here, not at the top: the commands import torch
 
         rc = COMMANDS[name](args, invocation)

@@ -122,6 +122,8 @@ class ExecutorConfig:
     executor: str = _f("local", "run the sweep in this process (local) or as Ray tasks (ray; pip install 'posfeat[ray]')", choices=EXECUTORS)
     address: str | None = _f(None, "Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT (default: start a local one); with --executor ray")
     max_retries: int = _f(3, "times Ray retries a run whose worker died (it resumes from its checkpoint)")
+    gpu_memory: float | None = _f(None, "GiB of memory of each cluster GPU, to size each run's GPU share and --plan's placement "
+                                        "(default: from Ray's accelerator type, else this machine's GPU)")
 
     def validate(self) -> None:
         if self.executor not in EXECUTORS:
@@ -130,3 +132,6 @@ class ExecutorConfig:
             raise PosfeatError(f"{arg('address', self.address)} is for the Ray executor; add --executor ray or drop --address.")
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise PosfeatError(f"{arg('max_retries', self.max_retries)} must be a whole number, 0 or more.")
+        g = self.gpu_memory
+        if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 < g < 1e5):
+            raise PosfeatError(f"{arg('gpu_memory', g)} must be a positive number of GiB, e.g. 80.")

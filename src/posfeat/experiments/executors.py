@@ -13,13 +13,19 @@ Results do not depend on the executor: every run is seeded and trained by the sa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import secrets
+import signal
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import PosfeatError, Stopped
+from ..core.errors import PosfeatError, Stopped, arg
 from .plan import Run, Shared
 from .runner import execute
 
@@ -62,13 +68,20 @@ def memory_estimate(d_model: int, d_sae: int, batch: int, d_vocab: int, context:
 
 
 def _ray_task(run: Run, sweep: str, shared: Shared, device: str | None) -> dict[str, Any]:
-    """The body of a Ray task (module level, so workers import it)."""
+    """The body of a Ray task (module level, so workers import it): the run, recorded with the node and GPU it ran on."""
+    import ray
     import torch
 
-    dev = device
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise PosfeatError("this Ray worker has no CUDA device; start the cluster's GPU nodes, or sweep with --device cpu.")
-    return execute(run, Path(sweep), shared, dev, progress=False)
+    ctx = ray.get_runtime_context()
+    node_id = ctx.get_node_id()
+    ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id), os.uname().nodename)
+    where = {"node": f"{ip}/{node_id[:8]}", "ray_node_id": node_id}
+    if str(device).startswith("cuda"):
+        ids = ray.get_gpu_ids()
+        where["device"] = f"cuda:{','.join(str(i) for i in ids)}" if ids else str(device)
+    return execute(run, Path(sweep), shared, device, progress=False, where=where)
 
 
 class RayExecutor:
@@ -76,23 +89,17 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, device: Any = None, address: str | None = None, max_retries: int = 3, num_cpus: int | None = None) -> None:
+    def __init__(self, device: Any = None, address: str | None = None, max_retries: int = 3, num_cpus: int | None = None,
+                 gpu_memory: float | None = None) -> None:
         try:
             import ray
         except ImportError:
             raise PosfeatError("--executor ray needs Ray; install it with pip install 'posfeat[ray]' (or pip install 'ray[default]').") from None
         self.ray, self.device, self.address, self.max_retries = ray, device, address, max_retries
+        self.gpu_memory = gpu_memory  # GiB per cluster GPU (None: the accelerator type's, else this machine's GPU's)
+        self.dashboard = None
         if not ray.is_initialized():
-            try:
-                ctx = ray.init(address=address, num_cpus=num_cpus if address is None else None, log_to_driver=False,
-                               include_dashboard=None)
-            except (ConnectionError, RuntimeError, ValueError) as err:
-                raise PosfeatError(f"Cannot reach the Ray cluster at {address or 'a new local cluster'} ({_one_line(err)}); start it with "
-                                   "ray start --head, or check --address.") from None
-            url = getattr(ctx, "dashboard_url", None)
-            self.dashboard = f"http://{url}" if url and not str(url).startswith("http") else url
-        else:
-            self.dashboard = None
+            self.dashboard = _connect(ray, address, num_cpus)
 
     def resources(self, run: Run, shared: Shared) -> dict[str, Any]:
         """One CPU; on CUDA, the share of a GPU the run's memory estimate needs (in steps of 1/8, at least 1/8)."""
@@ -102,9 +109,18 @@ class RayExecutor:
         cfg = run.config if run.trains else None
         d_sae = cfg.d_sae if cfg else (shared.sae.d_sae if shared.sae is not None else 1)
         need = memory_estimate(shared.emb.d_model, d_sae, cfg.batch if cfg else 1, shared.emb.d_vocab, shared.emb.n_ctx)
-        total = float(self.ray.cluster_resources().get("GPU", 0)) and _gpu_memory()
+        total = float(self.ray.cluster_resources().get("GPU", 0)) and self._gpu_bytes()
         share = 1.0 if not total else min(1.0, math.ceil(8 * need / total) / 8)
         return {"num_cpus": 1, "num_gpus": share}
+
+    def _gpu_bytes(self) -> float:
+        if self.gpu_memory:
+            return float(self.gpu_memory) * 2**30
+        from .cluster import accelerator_memory
+
+        types = {k.split(":", 1)[1] for k in self.ray.cluster_resources() if k.startswith("accelerator_type:")}
+        known = [accelerator_memory(t) for t in types]
+        return min(known) * 2**30 if known and all(known) else _gpu_memory()
 
     def run(self, runs: list[Run], sweep: Path, shared: Shared) -> Iterator[Outcome]:
         ray = self.ray
@@ -117,8 +133,8 @@ class RayExecutor:
                 run, str(sweep), shared_ref, dev)
             pending[ref] = run
         try:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+            while pending:  # a second at a time, so that SIGINT/SIGTERM reach posfeat's handlers while runs go on
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in done:
                     run = pending.pop(ref)
                     try:
@@ -142,10 +158,80 @@ def _gpu_memory() -> float:
         return 0.0
 
 
+def _connect(ray: Any, address: str | None, num_cpus: int | None) -> str | None:
+    """``ray.init`` for posfeat: the cluster checked first (:mod:`posfeat.experiments.cluster`: one sentence within a stated
+    timeout when it cannot be used), Ray's own output held back while it connects (shown only when it fails for a reason posfeat
+    cannot name), and posfeat's SIGINT/SIGTERM handlers kept (``ray.init`` replaces SIGTERM's with one that exits at once).
+    Returns the dashboard's URL, if any."""
+    from .cluster import check_cluster, resolve_address
+
+    given = address
+    if address is None:  # a new local cluster, private to this process: its token lives in this process's environment
+        if "RAY_AUTH_MODE" not in os.environ and "RAY_AUTH_TOKEN" not in os.environ:  # (not in ~/.ray/auth_token, which Ray
+            os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)  # would write, turning token authentication on for any later
+            # ray start on this machine)
+    elif not address.startswith("ray://"):
+        address = resolve_address(address)
+        check_cluster(address, label=given)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _held_stderr() as held:
+            ctx = ray.init(address=address, num_cpus=num_cpus if address is None else None, log_to_driver=False, include_dashboard=None,
+                           logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError, ray.exceptions.RayError) as err:
+        text = held.text()
+        if "InvalidAuthToken" in text or "Unauthenticated" in text or isinstance(err, getattr(ray.exceptions, "AuthenticationError", ())):
+            from .cluster import TOKEN_HELP
+
+            raise PosfeatError(f"The Ray cluster at {given} refused this client's token; {TOKEN_HELP}.") from None
+        where = given or "a new local cluster"
+        raise PosfeatError(f"Cannot use the Ray cluster at {where} ({_one_line(err)}); start it with ray start --head, or check "
+                           f"{arg('address')}.") from None
+    finally:
+        for s, h in handlers.items():
+            if h is not None:
+                with contextlib.suppress(ValueError):  # not the main thread
+                    signal.signal(s, h)
+    url = getattr(ctx, "dashboard_url", None)
+    return f"http://{url}" if url and not str(url).startswith("http") else url
+
+
+class _Held:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def text(self) -> str:
+        try:
+            return self.path.read_text(errors="replace")[-20000:]
+        except OSError:
+            return ""
+
+
+@contextlib.contextmanager
+def _held_stderr() -> Iterator[_Held]:
+    """File descriptor 2 into a temporary file while Ray connects (its C++ client writes there directly)."""
+    sys.stderr.flush()
+    fd, name = tempfile.mkstemp(prefix="posfeat-ray-", suffix=".log")
+    saved = os.dup(2)
+    held = _Held(Path(name))
+    try:
+        os.dup2(fd, 2)
+        yield held
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+        held.text = (lambda t: lambda: t)(held.text())  # type: ignore[method-assign]
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
 def make_executor(name: str, device: Any = None, address: str | None = None, max_retries: int = 3, progress: bool = True,
-                  num_cpus: int | None = None) -> LocalExecutor | RayExecutor:
+                  num_cpus: int | None = None, gpu_memory: float | None = None) -> LocalExecutor | RayExecutor:
     if name == "local":
         return LocalExecutor(device, progress)
     if name == "ray":
-        return RayExecutor(device, address, max_retries, num_cpus)
+        return RayExecutor(device, address, max_retries, num_cpus, gpu_memory)
     raise PosfeatError(f"--executor {name!r} is unknown; use local or ray.")

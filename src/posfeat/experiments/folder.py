@@ -23,6 +23,7 @@ class SweepFolder:
         self.in_place = target.is_dir() and written_by_posfeat(target) == kind
         self.target, self.kind, self.command = (lock_target(target).target if self.in_place else check_target(out, force=force)), kind, command
         self.path = self.target if self.in_place else partial_folder(self.target, kind)
+        self.placement: dict[str, Any] = {}  # the nodes and devices the runs took part on (set by the executor's pass)
         try:
             (self.path / "figures").mkdir(exist_ok=True)
         except OSError as err:

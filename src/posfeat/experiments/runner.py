@@ -40,6 +40,8 @@ WIDTH_COLUMNS = ["d_sae", "seed", *KINDS4, "positional_mean_span", *[f"features_
 CONTEXT_COLUMNS = ["sae", "context", "seed", "steps", "train_seconds", "fvu_in_original_context", "fvu_past_original_context",
                    "fvu_new_positions", "fvu_past_new_context", "l0_past_original_context", "positional_coverage_new_positions",
                    "spurious_per_token_past_original_context"]
+#: where and how long each run ran (``runs.csv`` has them after the measurements; the aggregation does not read them)
+PROVENANCE_COLUMNS = ["node", "device", "wall_seconds"]
 CURVE_FILE = "positional_by_step.csv"
 WORKER_SUFFIX = ".worker.json"
 
@@ -143,8 +145,13 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
-def execute(run: Run, sweep: Path, shared: Shared, device: Any = None, progress: bool = False) -> dict[str, Any]:
-    """Train (or reuse) and measure ``run`` under the sweep folder ``sweep``; write and return its row (``run.json``)."""
+def execute(run: Run, sweep: Path, shared: Shared, device: Any = None, progress: bool = False,
+            where: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (or reuse) and measure ``run`` under the sweep folder ``sweep``; write and return its row (``run.json``).
+
+    The record names the node (``where['node']``; default this machine's name), the device (``where['device']``; default
+    the one the run used) and the run's wall time here (``wall_seconds``: training and measurement)."""
+    t0 = time.time()
     emb = shared.emb if device is None else shared.emb.to(device)
     folder = sweep / run.key
     worker = folder.with_name(folder.name + WORKER_SUFFIX)  # who runs it, while it runs (pid and host)
@@ -152,12 +159,12 @@ def execute(run: Run, sweep: Path, shared: Shared, device: Any = None, progress:
     with atomic_file(worker) as tmp:
         tmp.write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "started": time.time()}) + "\n")
     try:
-        return _execute(run, folder, shared, emb, progress)
+        return _execute(run, folder, shared, emb, progress, where or {}, t0)
     finally:
         worker.unlink(missing_ok=True)
 
 
-def _execute(run: Run, folder: Path, shared: Shared, emb: Embeddings, progress: bool) -> dict[str, Any]:
+def _execute(run: Run, folder: Path, shared: Shared, emb: Embeddings, progress: bool, where: dict[str, Any], t0: float) -> dict[str, Any]:
     if run.trains:
         sae, secs, resumed = train_or_reuse(run, folder, shared, emb, progress)
         steps = run.config.steps
@@ -173,7 +180,8 @@ def _execute(run: Run, folder: Path, shared: Shared, emb: Embeddings, progress: 
     previous = read_json(folder / RUN_FILE) if (folder / RUN_FILE).is_file() else {}
     row["train_seconds"] = secs if not math.isnan(secs) else previous.get("row", {}).get("train_seconds", _logged_seconds(folder))
     record = {"key": run.key, "label": run.label, "seed": run.seed, "row": _clean(row), "resumed_from_step": resumed if resumed > 0 else None,
-              "host": os.uname().nodename, "pid": os.getpid(), "device": str(emb.device)}
+              "host": os.uname().nodename, "pid": os.getpid(), "node": os.uname().nodename, "device": str(emb.device), **where,
+              "wall_seconds": time.time() - t0}
     with atomic_file(folder / RUN_FILE) as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
     return record

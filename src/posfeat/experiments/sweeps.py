@@ -44,7 +44,7 @@ from .config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
 from .executors import make_executor
 from .folder import SweepFolder
 from .plan import Run, Shared, context_plan, width_plan
-from .runner import CONTEXT_COLUMNS, CURVE_FILE, KINDS4, WIDTH_COLUMNS, read_run
+from .runner import CONTEXT_COLUMNS, CURVE_FILE, KINDS4, PROVENANCE_COLUMNS, WIDTH_COLUMNS, read_run
 
 
 class SweepIncompleteError(PosfeatError):
@@ -74,8 +74,15 @@ def _line(run: Run, rec: dict[str, Any] | None, err: str | None) -> str:
             f"{r['fvu_past_original_context']:.4f}, {t}")
 
 
+def connect(exe: ExecutorConfig, device: Any, progress: bool, num_cpus: int | None = None) -> Any:
+    """The executor, connected (Ray: the cluster checked and joined) before the sweep folder is made, so that a sweep that
+    cannot reach its cluster leaves nothing behind."""
+    exe.validate()
+    return make_executor(exe.executor, device, exe.address, exe.max_retries, progress and exe.executor == "local", num_cpus, exe.gpu_memory)
+
+
 def execute_plan(runs: list[Run], work: SweepFolder, shared: Shared, exe: ExecutorConfig, device: Any, progress: bool,
-                 columns: list[str], num_cpus: int | None = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+                 columns: list[str], num_cpus: int | None = None, executor: Any = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Run every unfinished run of the plan; ``runs.csv`` rewritten after each finish. Returns ``(runs table, failures)``."""
     exe.validate()
     records: dict[str, dict[str, Any]] = {}
@@ -94,7 +101,7 @@ def execute_plan(runs: list[Run], work: SweepFolder, shared: Shared, exe: Execut
         return table
 
     if todo:
-        executor = make_executor(exe.executor, device, exe.address, exe.max_retries, progress and exe.executor == "local", num_cpus)
+        executor = executor or connect(exe, device, progress, num_cpus)
         if getattr(executor, "dashboard", None):
             tqdm.write(f"Ray dashboard: {executor.dashboard}")
         bar = tqdm(total=len(runs), initial=len(records), desc="sweep runs", unit="run", disable=not progress)
@@ -111,23 +118,37 @@ def execute_plan(runs: list[Run], work: SweepFolder, shared: Shared, exe: Execut
         finally:
             bar.close()
     table = write()
-    return table[table.status == "done"].drop(columns=["status", "error"]).reset_index(drop=True), [
+    work.placement = placement(table)
+    return table[table.status == "done"].drop(columns=["status", "error", *PROVENANCE_COLUMNS]).reset_index(drop=True), [
         {"run": r.key, "label": r.label, "seed": r.seed, "d_sae": r.d_sae, "error": failures[r.key]} for r in runs if r.key in failures]
 
 
 def _runs_table(runs: list[Run], records: dict[str, dict[str, Any]], failures: dict[str, str], columns: list[str]) -> pd.DataFrame:
+    """One row per finished or failed run: the measurements, ``status`` and ``error``, then where it ran and its wall time."""
     rows = []
     for run in runs:
         if run.key in records:
-            rows.append({**{c: records[run.key]["row"].get(c) for c in columns}, "status": "done", "error": ""})
+            rec = records[run.key]
+            rows.append({**{c: rec["row"].get(c) for c in columns}, "status": "done", "error": "",
+                         **{c: rec.get(c) for c in PROVENANCE_COLUMNS}})
         elif run.key in failures:
             base = {"d_sae": run.d_sae, "seed": run.seed} if run.kind == "width" else {"sae": run.label, "seed": run.seed}
             rows.append({**{c: base.get(c) for c in columns}, "status": "failed", "error": failures[run.key]})
-    df = pd.DataFrame(rows, columns=[*columns, "status", "error"])
-    for c in columns:
+    df = pd.DataFrame(rows, columns=[*columns, "status", "error", *PROVENANCE_COLUMNS])
+    for c in [*columns, "wall_seconds"]:
         if c not in ("sae", "error", "status"):
             df[c] = pd.to_numeric(df[c], errors="coerce")
     return df
+
+
+def placement(table: pd.DataFrame) -> dict[str, Any]:
+    """How many nodes and devices the finished runs took part on, and the runs on each (from ``runs.csv``'s provenance)."""
+    done = table[table.status == "done"] if "status" in table else table
+    known = done.dropna(subset=["node"]) if "node" in done else done.iloc[:0]
+    per_node = {str(k): int(v) for k, v in known.groupby("node").size().items()} if len(known) else {}
+    devices = {(str(n), str(d)) for n, d in zip(known.node, known.device)} if len(known) else set()
+    return {"nodes": len(per_node), "devices": len(devices), "runs_per_node": per_node,
+            "wall_seconds_of_runs": float(done.wall_seconds.sum()) if "wall_seconds" in done and len(done) else 0.0}
 
 
 def _finish(work: SweepFolder, failures: list[dict[str, Any]], n: int) -> Path:
@@ -178,13 +199,14 @@ def sweep_widths(emb: Any, *, context: int, widths: Sequence[int], out: Any, see
                  tokens: int | None = None, curve_points: int = WidthSweepConfig.curve_points, token_weights: Any = None,
                  command: str | None = None, model_name: str | None = None, progress: bool = True, force: bool = False,
                  executor: str = "local", address: str | None = None, max_retries: int = 3, num_cpus: int | None = None,
-                 **recipe: Any) -> pd.DataFrame:
+                 gpu_memory: float | None = None, **recipe: Any) -> pd.DataFrame:
     """Train one SAE per width and seed (resumable) and count features as ``posfeat analyze`` does; see module docstring.
 
     Returns the per-width table (mean and sd over seeds); ``runs.csv`` in ``out`` has every run, ``summary.json`` the
     trend test, the fit and its lack of fit. ``recipe``: :class:`posfeat.training.TrainConfig` fields (``l1``, ``lr``, ``steps``,
     ``batch``, ``seed`` = the first seed, ...) over :attr:`WidthSweepConfig.RECIPE`, exactly as ``posfeat sweep widths`` uses them.
-    ``executor``: ``"local"`` or ``"ray"`` (``address``: the cluster; ``max_retries``: per run; ``num_cpus``: of a new local cluster).
+    ``executor``: ``"local"`` or ``"ray"`` (``address``: the cluster; ``max_retries``: per run; ``num_cpus``: of a new local cluster;
+    ``gpu_memory``: GiB per cluster GPU, to size each run's GPU share).
     ``emb``: :class:`Embeddings` or anything :func:`posfeat.load_embeddings` accepts (a name, a folder, a model object).
     """
     emb = load_embeddings(emb)
@@ -194,11 +216,12 @@ def sweep_widths(emb: Any, *, context: int, widths: Sequence[int], out: Any, see
     rec = WidthSweepConfig.recipe(**recipe)
     runs = width_plan(cfg, rec)
     tw = token_weights_arg(token_weights, emb.d_vocab)
+    exe = ExecutorConfig(executor=executor, address=address, max_retries=max_retries, gpu_memory=gpu_memory)
+    runner = connect(exe, emb.device, progress, num_cpus)
     work = SweepFolder(out, "sweep widths", force, command)
     shared = Shared(emb=emb.to("cpu"), token_weights=tw, command=command, model_name=model_name)
-    exe = ExecutorConfig(executor=executor, address=address, max_retries=max_retries)
     t0 = time.time()
-    table_runs, failures = execute_plan(runs, work, shared, exe, emb.device, progress, WIDTH_COLUMNS, num_cpus)
+    table_runs, failures = execute_plan(runs, work, shared, exe, emb.device, progress, WIDTH_COLUMNS, num_cpus, runner)
     return _width_outputs(emb, cfg, rec, runs, table_runs, failures, work, command, time.time() - t0)
 
 
@@ -221,7 +244,7 @@ def _width_outputs(emb: Embeddings, cfg: WidthSweepConfig, rec: dict[str, Any], 
                               for r in table.itertuples()},
         "missing": failures, "splitting_reference": {k: v for k, v in split.items() if k != "widths"},
         "splitting_matches": {str(w): [m["feature"] for m in ms] for w, ms in split["widths"].items()},
-        "positional_by_step": curve_df.to_dict(orient="records"), "command": command, "seconds": seconds}
+        "positional_by_step": curve_df.to_dict(orient="records"), "command": command, "seconds": seconds, **work.placement}
     write_text_atomic(work.path / "widths.csv", table.to_csv(index=False, float_format="%.6g"))
     write_text_atomic(work.path / "summary.json", dump_json(summary))
     if stats:
@@ -256,7 +279,7 @@ def _check_contexts(contexts: Sequence[int], base: int | None, emb: Embeddings, 
 def sweep_context(emb: Any, sae: Any, *, contexts: Sequence[int], out: Any, seeds: int = ContextSweepConfig.seeds,
                   control_steps: int | None = None, tokens: int | None = None, token_weights: Any = None, command: str | None = None,
                   model_name: str | None = None, progress: bool = True, force: bool = False, executor: str = "local",
-                  address: str | None = None, max_retries: int = 3, num_cpus: int | None = None,
+                  address: str | None = None, max_retries: int = 3, num_cpus: int | None = None, gpu_memory: float | None = None,
                   past_tolerance: float = ContextSweepConfig.past_tolerance, in_context_tolerance: float = ContextSweepConfig.in_context_tolerance,
                   **recipe: Any) -> pd.DataFrame:
     """Fine-tune ``sae`` on each longer context, seed by seed, against a from-scratch control; see module docstring.
@@ -276,11 +299,12 @@ def sweep_context(emb: Any, sae: Any, *, contexts: Sequence[int], out: Any, seed
     rec = ContextSweepConfig.recipe(**recipe)
     runs = context_plan(cfg, rec, sae)
     tw = token_weights_arg(token_weights, emb.d_vocab)
+    exe = ExecutorConfig(executor=executor, address=address, max_retries=max_retries, gpu_memory=gpu_memory)
+    runner = connect(exe, emb.device, progress, num_cpus)
     work = SweepFolder(out, "sweep context", force, command)
     shared = Shared(emb=emb.to("cpu"), token_weights=tw, sae=sae.to("cpu"), base_context=base, command=command, model_name=model_name)
-    exe = ExecutorConfig(executor=executor, address=address, max_retries=max_retries)
     t0 = time.time()
-    table_runs, failures = execute_plan(runs, work, shared, exe, emb.device, progress, CONTEXT_COLUMNS, num_cpus)
+    table_runs, failures = execute_plan(runs, work, shared, exe, emb.device, progress, CONTEXT_COLUMNS, num_cpus, runner)
     return _context_outputs(emb, sae, cfg, rec, runs, table_runs, failures, work, cs, base, command, time.time() - t0)
 
 
@@ -304,7 +328,7 @@ def _context_outputs(emb: Embeddings, sae: SAE, cfg: ContextSweepConfig, rec: di
                "fvu_past_original_context_before": float(table.fvu_past_original_context.iloc[0]) if have_original else None,
                "fvu_in_original_context_before": float(table.fvu_in_original_context.iloc[0]) if have_original else None,
                "rows": table.to_dict(orient="records"), "verdicts": {k: v["verdict"] for k, v in verdicts.items()}, "repair": verdicts,
-               "missing": failures, "command": command, "seconds": seconds}
+               "missing": failures, "command": command, "seconds": seconds, **work.placement}
     write_text_atomic(work.path / "contexts.csv", table.to_csv(index=False, float_format="%.6g"))
     write_text_atomic(work.path / "summary.json", dump_json(summary))
     if have_original:
