@@ -162,6 +162,7 @@ def test_titles_do_not_claim_what_the_verdicts_deny_and_disjointness_shows_its_n
     assert "tile" not in fig._suptitle.get_text().lower()
     plt.close(fig)
     fig = an.figure("disjointness")
-    text = " ".join(t.get_text() for t in fig.axes[0].texts)
-    assert "random dictionary" in text and f"{100 * an.findings['disjoint']['null']:.1f}%" in text
+    text = fig.axes[0].get_legend().get_title().get_text()
+    null = an.findings["disjoint"]["null"]["share"]
+    assert "random dictionary" in text and f"{100 * null['median']:.1f}%" in text and an.findings["disjoint"]["verdict"] in text
     plt.close(fig)

@@ -374,13 +374,7 @@ def analyze(
                                 top=stats_ctx.token_top)
         panels = token_panels(emb, sae, tokens, tid, n_pos, context, n_token_features)
     with timed(timings, "nulls"):
-        helix_stats, helix_draws = helix_statistics(emb.W_pos, pca.positions.tolist(), seed)
-        dictionary = dictionary_draws(emb, sae, context, features.fire.to_numpy(float), disjoint_cv=rules.disjoint_cv,
-                                      positional_share=positional_share, flat_cv=rules.flat_cv,
-                                      flat_min_features=int(rules.flat_min_features), k=n_token_features,
-                                      weights=None if weights is None else to_numpy(weights), seed=seed)
-        nulls = {**helix_draws, "random_dictionary": dictionary.as_dict()}
-        geometry = {**helix_stats, **embedding_geometry(emb, context)}
+        nulls, geometry = _nulls(emb, sae, pca, features, context, rules, positional_share, n_token_features, weights, seed)
     an = Analysis(emb=emb, sae=sae, context=context, features=features, stats_context=stats_ctx, stats_all=stats_all, pca=pca,
                   by_position=by_pos, spurious_examples=examples, spurious_by_feature=by_feature, token=tid, token_features=top_feats,
                   token_profile=prof, sample=sample, helix=helix_points(emb, sae, pca, features), rules=rules, tokens=tokens,
@@ -389,6 +383,18 @@ def analyze(
                                    emb.token_str(tid), an.rules, tokens=tokens, nulls=nulls, geometry=geometry)
     an.summary = summarize(an, stats_ctx, positional_share=positional_share, semantic_share=semantic_share, seed=seed)
     return an
+
+
+def _nulls(emb: Embeddings, sae: SAE, pca: PCA, features: pd.DataFrame, context: int, rules: FindingRules,
+           positional_share: float, k: int, weights: torch.Tensor | None, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The null draws that need the weights (``summary["nulls"]``) and the weight-side statistics the findings read
+    (``summary["geometry"]``): the helix's random walks and permuted orders, the random dictionary's draws."""
+    helix_stats, helix_draws = helix_statistics(emb.W_pos, pca.positions.tolist(), seed)
+    dictionary = dictionary_draws(emb, sae, context, features.fire.to_numpy(float), disjoint_cv=rules.disjoint_cv,
+                                  positional_share=positional_share, flat_cv=rules.flat_cv,
+                                  flat_min_features=int(rules.flat_min_features), k=k,
+                                  weights=None if weights is None else to_numpy(weights), seed=seed)
+    return {**helix_draws, "random_dictionary": dictionary.as_dict()}, {**helix_stats, **embedding_geometry(emb, context)}
 
 
 def _token_sample(emb: Embeddings, sae: SAE, token_weights: Any, n: int, seed: int) -> tuple[torch.Tensor | None, TokenSample]:

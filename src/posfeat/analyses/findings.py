@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import stdtr  # scipy.stats would add about 0.45 s to every analyze's start-up
 
 from ..core.errors import PosfeatError
 from .classify import gap_window, knee_largest_gap, overlap
+from .summaries import null_summary, permuted_spearman, rankdata, spearman
 
 FINDINGS = ("helix", "positional_count", "disjoint", "tiling", "early_positions", "decoder_traces_helix",
             "token_profiles", "worse_than_random", "degrades_past_context", "positional_break", "semantic_break")
@@ -160,36 +160,6 @@ def _nulls(nulls: dict[str, Any] | None, key: str) -> Any:
     return (nulls or {}).get(key)
 
 
-def rankdata(a: np.ndarray) -> np.ndarray:
-    """Ranks from 1, ties given their average rank (``scipy.stats.rankdata``'s default, the same algorithm)."""
-    a = np.asarray(a)
-    order = np.argsort(a, kind="mergesort")
-    inv = np.empty(len(a), np.intp)
-    inv[order] = np.arange(len(a))
-    s = a[order]
-    first = np.r_[True, s[1:] != s[:-1]]
-    dense = first.cumsum()[inv]
-    bounds = np.r_[np.nonzero(first)[0], len(a)]
-    return 0.5 * (bounds[dense] + bounds[dense - 1] + 1)
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Spearman's rho and its two-sided p value from the t approximation with ``n - 2`` degrees of freedom
-    (what ``scipy.stats.spearmanr`` returns for finite data); NaNs for fewer than 3 points or a constant side."""
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan"), float("nan")
-    rx, ry = rankdata(x) - (len(x) + 1) / 2, rankdata(y) - (len(y) + 1) / 2
-    rho = np.clip(np.float64(rx @ ry) / np.sqrt((rx @ rx) * (ry @ ry)), -1.0, 1.0)
-    dof = len(x) - 2
-    with np.errstate(divide="ignore"):  # rho = +-1: t is infinite, p is 0
-        t = rho * np.sqrt(dof / ((1.0 + rho) * (1.0 - rho)))
-    return float(rho), float(2 * stdtr(dof, -abs(t)))
-
-
-
-
 # ---------------------------------------------------------------------------- the findings
 def helix(spectrum: np.ndarray, first: int, last: int, r: FindingRules, nulls: dict[str, Any] | None = None,
           geometry: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -202,8 +172,6 @@ def helix(spectrum: np.ndarray, first: int, last: int, r: FindingRules, nulls: d
     (``nulls["helix_curve_permuted"]``; a cloud in no order scores about 4/n); (c) a curve that lives in those 3
     dimensions: the share of the steps between consecutive rows lying in the top 3 PCs (``geometry["tangent_share"]``)
     against the same random walks (``nulls["helix_random_walk_tangent"]``; diffusion steps in every direction)."""
-    from .nulls import null_summary
-
     test = (f"top-3 explained variance of W_pos rows {first}..{last} >= {r.helix_reproduced} -> reproduced, >= "
             f"{r.helix_partly} -> partly; either only when (a) it beats random walks of the rows' own step sizes, (b) "
             f"a share >= {r.helix_curve} of rows have their nearest row on the top 3 PCs within 2 positions, beating "
@@ -250,8 +218,6 @@ def positional_count(features: pd.DataFrame, r: FindingRules, nulls: dict[str, A
     grid's own covariance, firing shares matched to the SAE's), 50 draws of 128 features: the largest drop between
     its consecutive sorted positional scores, and the share of its live features the rule calls positional
     (reported)."""
-    from .nulls import null_summary
-
     test = (f"1 <= positional features <= {r.positional_max_fraction} of live features and the largest-gap cut of "
             f"the sorted positional score agrees with the rule's set (Jaccard >= {r.gap_jaccard_reproduced}) -> "
             f"reproduced; some positional features and Jaccard >= {r.gap_jaccard_partly} -> partly; either only when "
@@ -304,8 +270,6 @@ def disjoint(features: pd.DataFrame, r: FindingRules, nulls: dict[str, Any] | No
     is at most ``disjoint_cv``. Null: the same share in the random dictionary (directions from the grid's covariance,
     so it keeps the embeddings' geometry), 50 draws. ``geometry`` states how much of W_E's variance lies in
     W_pos's principal subspace."""
-    from .nulls import null_summary
-
     test = (f"share of live features whose position dependence or token dependence (RMS variation along that axis "
             f"with the other fixed, over RMS activation) is at most {r.disjoint_cv}: >= {r.disjoint_reproduced} -> "
             f"reproduced, >= {r.disjoint_partly} -> partly; either only when beyond the random dictionary drawn from "
@@ -470,8 +434,6 @@ def decoder_traces_helix(features: pd.DataFrame, r: FindingRules, helix_verdict:
     Statistic: Spearman of peak position with the W_pos row nearest (cosine, top 3 PCs) to the decoder direction.
     Null: the same Spearman with the decoders permuted among the features (:data:`TABLE_DRAWS` permutations, seeded):
     directions that lie on the helix but not at their own feature's peak."""
-    from .nulls import null_summary, permuted_spearman
-
     test = (f"only where the helix finding is reproduced or partly: Spearman correlation, over positional features "
             f"peaking after position 0, of peak position with the W_pos row nearest (cosine, top 3 PCs) to the "
             f"decoder direction >= {r.trace_reproduced} -> reproduced, >= {r.trace_partly} -> partly; either only "
@@ -522,8 +484,6 @@ def token_profiles(tokens: pd.DataFrame, context: int, token: str, r: FindingRul
     it is flat when at least ``flat_token`` of them have std/mean <= ``flat_cv``. Null: the same statistic for the
     random dictionary drawn from the grid's covariance (50 draws on 192 tokens drawn by weight): how flat
     features that mix token and position directions as the embeddings do would look. Reported by frequency band."""
-    from .nulls import null_summary
-
     test = (f"share of tested tokens (weighted by the token weights; a token is tested when at least "
             f"{r.flat_min_features} of its top features are non-positional) for which at least {r.flat_token} of those "
             f"have std/mean <= {r.flat_cv} over positions 0..{context - 1}: >= {r.flat_reproduced} -> reproduced; >= "
@@ -639,8 +599,6 @@ def degrades_past_context(by_position: pd.DataFrame, context: int, r: FindingRul
     Value: past-context mean FVU over in-context mean FVU. Null: the same ratio between two random halves of the
     in-context positions (:func:`context_split_null`, :data:`TABLE_DRAWS` draws, seeded). Also reported: the share
     of positions where the SAE is worse than reconstructing with zero, past and inside."""
-    from .nulls import null_summary
-
     test = (f"past-context mean FVU / in-context mean FVU >= {r.degrade_reproduced} -> reproduced; >= "
             f"{r.degrade_partly} -> partly; either only when beyond the same ratio between random halves of the "
             f"context (p < {r.null_alpha}); else not reproduced")
@@ -704,8 +662,6 @@ def positional_break(by_position: pd.DataFrame, context: int, r: FindingRules,
     (:func:`shuffled_tracking`, :data:`BREAK_SHUFFLES` shuffles, seeded): the Spearman must beat the shuffles at
     ``null_alpha`` and the distance must lie below their ``null_alpha`` quantile. The true position is reported beside
     it; it is no null for the distance, since every peak lies inside the context and every past position outside."""
-    from .nulls import null_summary
-
     test = (f"past the context, some positional feature fires (on half of the tokens) at >= {r.break_firing} of "
             f"positions and the apparent position tracks the nearest in-context W_pos row (Spearman >= "
             f"{r.break_track} and beyond the same Spearman with the rows shuffled across past positions, p < "
@@ -759,8 +715,6 @@ def semantic_break(by_position: pd.DataFrame, features: pd.DataFrame, context: i
     the in-context positions (one draw per position); the past mean must exceed the in-context mean by
     ``spread_increase`` and beat the in-context positions at ``null_alpha``. Spurious firing (exact, all tokens): its
     null is its leave-one-position-out value inside the context (``spurious_null_per_token``)."""
-    from .nulls import null_summary
-
     test = (f"noise: the firing pairs' deviation from their in-context activation, past minus inside, >= "
             f"{r.spread_increase} of that activation and beyond every in-context position's deviation (p < "
             f"{r.null_alpha}); spurious: features per token past the context >= {r.spurious_min} and >= "

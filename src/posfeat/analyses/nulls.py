@@ -2,17 +2,16 @@
 
 A verdict reads its value against a null drawn many times in the same run (seeded): the null's median, the
 value's percentile among the draws and a one-sided p value ``(1 + #draws at least as extreme) / (1 + draws)``
-(:func:`null_summary`). Every null here is invariant to what its statistic is invariant to: the helix
+(:func:`posfeat.analyses.summaries.null_summary`). Every null here is invariant to what its statistic is invariant to: the helix
 statistics are basis-free (a rotation of ``d_model`` changes neither them nor their nulls), and the random
 dictionary draws its directions from the grid's own covariance, so it keeps the embeddings' geometry.
 
 What is stored in ``summary.json["nulls"]`` is the draws themselves, so a verdict can be recomputed from the
-files; :func:`null_summary` turns draws and a value into what a finding reports.
+files; :func:`posfeat.analyses.summaries.null_summary` turns draws and a value into what a finding reports.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,31 +51,6 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(float(x))
-
-
-def null_summary(draws: Any, value: Any, higher: bool = True) -> dict[str, Any]:
-    """What a finding reports of a null drawn ``len(draws)`` times, against ``value``.
-
-    Keys: ``median``; ``percentile`` (share of draws below the value, ties counted half, in percent);
-    ``p_value``: one-sided, the chance of a draw at least as extreme as the value in the claim's direction
-    (``higher``: at least as large), ``(1 + k) / (1 + n)``; ``draws``: how many finite draws there were. NaN
-    where there are no draws or the value is not a number (the finding is then undetermined)."""
-    d = np.asarray([] if draws is None else draws, dtype=np.float64).ravel()
-    d = d[np.isfinite(d)]
-    out: dict[str, Any] = {"median": float(np.median(d)) if len(d) else float("nan"), "percentile": float("nan"),
-                           "p_value": float("nan"), "draws": len(d)}
-    if not len(d) or not _finite(value):
-        return out
-    v = float(value)
-    below, ties = float((d < v).sum()), float((d == v).sum())
-    out["percentile"] = 100.0 * (below + 0.5 * ties) / len(d)
-    extreme = int((d >= v).sum()) if higher else int((d <= v).sum())
-    out["p_value"] = (1 + extreme) / (1 + len(d))
-    return out
 
 
 # ---------------------------------------------------------------------------- the helix
@@ -190,20 +164,6 @@ def helix_statistics(W_pos: torch.Tensor, positions: Any, seed: int = 0) -> tupl
     return ({"curve_share": share, "tangent_share": tangent_share(rows)},
             {"helix_random_walk_top3": [float(v) for v in top3], "helix_random_walk_tangent": [float(v) for v in tangent],
              "helix_curve_permuted": [float(v) for v in curve_order_null(nearest, seed=seed)]})
-
-
-def permuted_spearman(x: np.ndarray, y: np.ndarray, draws: int = PERMUTATIONS, seed: int = 0) -> np.ndarray:
-    """Spearman's rho of ``x`` with ``y`` permuted, ``draws`` times (seeded)."""
-    from .findings import rankdata
-
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return np.full(0, np.nan)
-    rng = np.random.default_rng(seed)
-    rx, ry = rankdata(x) - (len(x) + 1) / 2, rankdata(y) - (len(y) + 1) / 2
-    perm = np.stack([ry[rng.permutation(len(ry))] for _ in range(draws)])
-    return perm @ rx / np.sqrt((rx @ rx) * (ry @ ry))
 
 
 # ---------------------------------------------------------------------------- the embeddings' geometry

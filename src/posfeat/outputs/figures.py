@@ -67,24 +67,28 @@ def context_line(ax: Any, an: Analysis, legend: bool = True) -> None:
 
 # ---------------------------------------------------------------------------- the figures
 def disjointness(an: Analysis) -> Figure:
+    """Each live feature's token dependence against its position dependence (features.csv): a feature that depends on
+    one axis only sits near an axis, inside the dotted band of the rule; the numbers (value, per kind, the random
+    dictionary's null) are in the legend, outside the axes, where they hide no point."""
+    from ..analyses.findings import headline
+
     f = an.features[an.features.kind != "dead"]
-    fig, ax = new_figure(6.2, 5.4, "Position share against token share of variance, every live feature", label(an))
-    for kind, g in f.groupby("kind"):
-        ax.scatter(g.token_share, g.position_share, s=7, alpha=0.6, c=KIND_COLORS[kind], label=f"{kind} ({len(g)})")
-    high = f[f.interaction_share.fillna(0) >= 0.3]
-    if len(high):
-        ax.scatter(high.token_share, high.position_share, s=40, facecolors="none", edgecolors="k", lw=0.8,
-                   label=f"interaction share >= 0.3 ({len(high)})")
-    ax.plot([0, 1], [1, 0], color="k", lw=0.5, alpha=0.4)
-    d = an.findings.get("disjoint", {})
+    fig, ax = new_figure(6.4, 6.2, "How far each feature strays along each axis of the grid", label(an))
     cut = an.rules.disjoint_cv
+    ax.axvspan(0, cut, color="#999999", alpha=0.12, lw=0)
+    ax.axhspan(0, cut, color="#999999", alpha=0.12, lw=0)
     ax.axvline(cut, color="k", ls=":", lw=0.7)
     ax.axhline(cut, color="k", ls=":", lw=0.7)
-    ax.text(0.03, 0.03, f"pure (a share >= {cut}, dotted): {_share(d.get('value'))} of live features;\nnull, a random dictionary of the "
-            f"same encoder norms and biases: {_share(d.get('null'))}", transform=ax.transAxes, fontsize=7, va="bottom",
-            bbox={"facecolor": "white", "alpha": 0.85, "lw": 0.3})
-    ax.set(xlabel="token share of variance", ylabel="position share of variance", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
-    ax.legend(fontsize=7, loc="upper right")
+    for kind, g in f.groupby("kind"):
+        ax.scatter(g.token_dependence, g.position_dependence, s=7, alpha=0.6, c=KIND_COLORS[kind],
+                   label=f"{kind} ({len(g)})")
+    d = an.findings.get("disjoint", {})
+    value, null = headline("disjoint", d) if d else ("n/a", "n/a")
+    ax.set(xlabel="token dependence (RMS variation across tokens at fixed position / RMS activation)",
+           ylabel="position dependence (across positions at fixed token / RMS)", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.13), ncol=3, frameon=False,
+              title=f"one axis only (grey bands, <= {cut}): {value}\nnull: {null} ({d.get('verdict', 'no verdict')})",
+              title_fontsize=8)
     return fig
 
 
