@@ -295,7 +295,7 @@ class TargetLock:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             self.discard_parents()
-            raise PosfeatError(f"{shorten(self.path)} is not a plain file, and posfeat keeps the lock of {shorten(self.target)} "
+            raise PosfeatError(f"{visible(str(self.path))} is not a plain file, and posfeat keeps the lock of {visible(str(self.target))} "
                                f"there; move it away or choose another {arg(self.what)}.")
         return fd
 
@@ -341,7 +341,7 @@ def refuse_link(path: Path, what: str) -> PosfeatError:
         to = f" (to {shorten(os.readlink(path))})"
     except OSError:
         to = ""
-    return PosfeatError(f"{shorten(path)} is a symbolic link{to} where posfeat creates {what}; posfeat never writes through a link "
+    return PosfeatError(f"{visible(str(path))} is a symbolic link{to} where posfeat creates {what}; posfeat never writes through a link "
                         "it did not ask for: remove the link and run again.")
 
 
