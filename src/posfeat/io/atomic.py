@@ -397,7 +397,11 @@ def resolve_target(out: str | os.PathLike[str] | None, what: str = "out") -> Pat
         path = Path(raw).expanduser().resolve()
     except (OSError, RuntimeError) as err:
         raise PosfeatError(f"{arg(what, _shown(raw))} cannot be resolved ({err}); give another path.") from None
-    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    cwd = Path.cwd().resolve()
+    try:
+        home: Path | None = Path.home().resolve()
+    except (OSError, RuntimeError, KeyError):  # no HOME and no passwd entry for this uid: there is no home folder to protect
+        home = None
     if path == cwd or path in cwd.parents:
         which = "the current folder" if path == cwd else "a parent of the current folder"
         raise PosfeatError(f"{arg(what, _shown(raw))} is {which}; posfeat writes into a folder of its own and never replaces yours: "
