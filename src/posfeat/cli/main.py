@@ -31,7 +31,7 @@ from ..core.version import __version__
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
 from ..io.atomic import completed, release_all, set_run, shorten
 from ..training.config import TrainConfig
-from .flags import Parser, add_dataclass_flags, add_device, add_output, add_pair
+from .flags import Parser, add_dataclass_flags, add_device, add_output, add_pair, seed_value
 
 
 def _analyze_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +62,7 @@ def _other_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--positions", default=None, help="N or A:B (default all)")
     p.add_argument("--tokens", type=int, default=AnalyzeConfig.tokens_sample, help=f"tokens sampled (default {AnalyzeConfig.tokens_sample})")
     p.add_argument("--token-weights", default=None, help="draw tokens from these weights (default: the SAE's own, else uniform)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0, help="seed of the token sample, 0..2**32-1 (default 0)")
     add_output(p, "eval.csv", "CSV file")
     p = sub.add_parser("compare", help="match the features of two SAEs: shared, split, unique")
     p.add_argument("--sae", action="append", default=[], required=True, help="an SAE (give exactly two: --sae A --sae B)")
