@@ -63,7 +63,9 @@ LOCK_TAG = ".posfeat-lock"
 PARTIAL = ".partial"
 #: posfeat's own installed package (the bundled SAE and the report templates live in it): never an output.
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+#: The signals that stop a run cleanly: SIGINT, SIGTERM, and SIGHUP (the terminal closed) and SIGQUIT (Ctrl-\\) likewise.
+_SIGNALS = {signal.SIGINT, signal.SIGTERM, *(getattr(signal, n) for n in ("SIGHUP", "SIGQUIT") if hasattr(signal, n))}
+STOP_SIGNALS = frozenset(_SIGNALS)
 
 _SAE_FILES = ["cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "training_log.csv", "token_weights.safetensors",
               "positional_by_step.csv"]
