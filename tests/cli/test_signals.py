@@ -122,6 +122,12 @@ def trained(pair, tmp_path_factory) -> Path:
     return root / "ref"
 
 
+@pytest.mark.parametrize(("sig", "step"), [(signal.SIGHUP, 10), (signal.SIGQUIT, 10)], ids=["HUP", "QUIT"])
+def test_sighup_and_sigquit_stop_training_as_sigterm_does(sig, step, pair, trained, tmp_path):
+    """Issue 30: the terminal closing (SIGHUP) or Ctrl-\\ (SIGQUIT) stops training cleanly with a checkpoint, as SIGTERM does."""
+    test_train_interrupted_then_resumed_is_exact(sig, step, pair, trained, tmp_path)
+
+
 @pytest.mark.parametrize("sig", SIGNALS, ids=["TERM", "INT"])
 @pytest.mark.parametrize("step", [10, 300])
 def test_train_interrupted_then_resumed_is_exact(sig, step, pair, trained, tmp_path):

@@ -84,7 +84,7 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     from ..outputs.report import sweep_sections
     from ..outputs.write import save_analysis
 
-    t0 = time.time()
+    t0 = time.monotonic()
     _positive(args, "tokens_sample")
     rules = _rules(args.rule)
     resolve_device(args.device)
@@ -106,7 +106,7 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
           f"L0 {s['l0_in_context']:.1f} -> {s['l0_past_context']:.1f}")
     for key, f in an.findings.items():
         print(f"  {key}: {f['verdict']}. {f['evidence']}")
-    print(f"wrote {out}/report.html, features.csv, by_position.csv, summary.json and figures/ in {time.time() - t0:.0f} s")
+    print(f"wrote {out}/report.html, features.csv, by_position.csv, summary.json and figures/ in {time.monotonic() - t0:.0f} s")
     return 0
 
 
@@ -142,9 +142,9 @@ def run_stats(args: argparse.Namespace, invocation: str) -> int:
         check_file_target(args.out, force=args.force, header=header, inputs=_inputs(args))
     emb, sae = _pair(args)
     positions = positions_arg(args.positions, emb.n_ctx) or range(sae_context(sae, emb.n_ctx))
-    t0 = time.time()
+    t0 = time.monotonic()
     st = feature_stats(emb, sae, positions, progress=True)
-    dt = time.time() - t0
+    dt = time.monotonic() - t0
     df = feature_table(st, emb, classify(st))
     print(f"exact statistics of {sae.d_sae} features over {emb.d_vocab} tokens x {len(positions)} positions "
           f"({emb.d_vocab * len(positions) * sae.d_sae:.3e} activations) in {dt:.1f} s on {sae.device}")

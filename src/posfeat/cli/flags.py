@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 from ..core.devices import DEVICES
 from ..core.errors import PosfeatError
+from ..io.paths import shorten
 
 
 class UsageError(PosfeatError):
@@ -31,6 +32,17 @@ def whole(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+#: Seeds numpy and torch both take: 0 to 2**32 - 1.
+SEED_MAX = 2**32 - 1
+
+
+def seed_value(text: str) -> int:
+    value = whole(text)
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{text if len(text) < 40 else text[:30] + '...'} is outside 0..{SEED_MAX}; give a seed in that range")
+    return value
 
 
 def number(text: str) -> float:
@@ -80,7 +92,7 @@ def add_dataclass_flags(p: argparse.ArgumentParser, cls: type, *, exclude: tuple
         meta = dict(f.metadata)
         default = (defaults or {}).get(f.name, _default(f))
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        kwargs: dict[str, Any] = {"type": _TYPES[str(f.type)], "dest": f.name,
+        kwargs: dict[str, Any] = {"type": seed_value if f.name == "seed" else _TYPES[str(f.type)], "dest": f.name,
                                   "help": meta.get("help", "") + ("" if meta.get("required") else f" (default {shown})")}
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
@@ -125,15 +137,15 @@ def positions_arg(spec: str | None, n_ctx: int, single: bool = False) -> range |
     try:
         if ":" in spec:
             a, b = spec.split(":", 1)
-            r = range(int(a or 0), int(b or n_ctx))
+            start, stop = int(a or 0), int(b or n_ctx)
         else:
-            r = range(int(spec))
+            start, stop = 0, int(spec)
     except ValueError:
-        raise PosfeatError(f"--positions {spec!r} is not N or A:B; give e.g. 128 or 0:512.") from None
-    if ":" in spec and not 0 <= r.start < r.stop:
-        raise PosfeatError(f"--positions {spec}: the start must be at least 0 and below the end; give e.g. 0:{n_ctx}.")
-    if len(r) == 0:
-        raise PosfeatError(f"--positions {spec} selects no position; give N of at least 1.")
-    if r.stop > n_ctx:
-        raise PosfeatError(f"--positions {spec} goes past the model's {n_ctx} positions; give a range within 0:{n_ctx}.")
-    return r
+        raise PosfeatError(f"--positions {shorten(spec)!r} is not N or A:B; give e.g. 128 or 0:512.") from None
+    if ":" in spec and not 0 <= start < stop:
+        raise PosfeatError(f"--positions {shorten(spec)}: the start must be at least 0 and below the end; give e.g. 0:{n_ctx}.")
+    if stop <= start:
+        raise PosfeatError(f"--positions {shorten(spec)} selects no position; give N of at least 1.")
+    if stop > n_ctx:
+        raise PosfeatError(f"--positions {shorten(spec)} goes past the model's {n_ctx} positions; give a range within 0:{n_ctx}.")
+    return range(start, stop)

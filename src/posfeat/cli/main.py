@@ -4,7 +4,7 @@ Only the parser is imported here: each command's module (and torch, scipy, matpl
 imported once the command line is parsed, so ``posfeat --help`` and ``posfeat --version`` are fast.
 
 Exit status: 0 done; 2 an error the user can fix (one sentence on stderr, nothing half-written);
-``128 + signal`` when SIGINT or SIGTERM stopped the run (outputs left as they were; training keeps a
+``128 + signal`` when SIGINT, SIGTERM, SIGHUP or SIGQUIT stopped the run (outputs left as they were; training keeps a
 checkpoint to resume), or 0 when the signal came after the output was complete; 141 (``128 + SIGPIPE``),
 with nothing printed, when the reader of the standard output left (``posfeat ... | head``), as for a
 program that SIGPIPE ends. Signals are handled from the first line of :func:`main` until the process
@@ -29,9 +29,9 @@ from ..analyses.config import AnalyzeConfig
 from ..core.errors import Interrupted, PosfeatError, Stopped
 from ..core.version import __version__
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
-from ..io.atomic import completed, release_all, set_run, shorten
+from ..io.atomic import STOP_SIGNALS, completed, release_all, set_run, shorten
 from ..training.config import TrainConfig
-from .flags import Parser, add_dataclass_flags, add_device, add_output, add_pair
+from .flags import Parser, add_dataclass_flags, add_device, add_output, add_pair, seed_value
 
 
 def _analyze_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +62,7 @@ def _other_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--positions", default=None, help="N or A:B (default all)")
     p.add_argument("--tokens", type=int, default=AnalyzeConfig.tokens_sample, help=f"tokens sampled (default {AnalyzeConfig.tokens_sample})")
     p.add_argument("--token-weights", default=None, help="draw tokens from these weights (default: the SAE's own, else uniform)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0, help="seed of the token sample, 0..2**32-1 (default 0)")
     add_output(p, "eval.csv", "CSV file")
     p = sub.add_parser("compare", help="match the features of two SAEs: shared, split, unique")
     p.add_argument("--sae", action="append", default=[], required=True, help="an SAE (give exactly two: --sae A --sae B)")
@@ -139,7 +139,7 @@ class _Signals:
 
     def install(self) -> _Signals:
         try:
-            self.old = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+            self.old = {s: signal.signal(s, self.handler) for s in STOP_SIGNALS}
         except ValueError:  # not the main thread: leave signals alone
             self.old = {}
         return self
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         release_all(failed=rc != 0)
         if as_function:  # give the caller its handlers back (as a program, they stay until the process exits)
             sig.restore()
-    if rc != 0 and sig.signum is not None and rc not in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+    if rc != 0 and sig.signum is not None and rc not in {128 + s for s in STOP_SIGNALS}:
         rc = 128 + sig.signum  # a signal came while the run was failing: it ends the run as a signal does
     return rc
 

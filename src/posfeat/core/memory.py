@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -25,3 +26,44 @@ def release_freed() -> bool:
         return False
     lib.malloc_trim(0)
     return True
+
+
+def memory_limit(device: object = "cpu") -> tuple[int | None, str]:
+    """``(bytes, what)``: the most memory this process can have on ``device``: the GPU's memory, or the smaller of the
+    machine's physical memory and the address-space and data limits (``ulimit -v``, ``ulimit -d``); None when unknown."""
+    import os
+    import resource
+
+    if str(device).startswith("cuda"):
+        try:
+            import torch
+
+            return int(torch.cuda.get_device_properties(torch.device(str(device))).total_memory), f"the memory of {device}"
+        except Exception:
+            return None, "unknown"
+    found: list[tuple[int, str]] = []
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        found.append((os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "the machine's memory"))
+    for limit, name in ((getattr(resource, "RLIMIT_AS", None), "ulimit -v"), (getattr(resource, "RLIMIT_DATA", None), "ulimit -d")):
+        if limit is None:
+            continue
+        try:
+            soft, _ = resource.getrlimit(limit)
+        except (OSError, ValueError):
+            continue
+        if soft != resource.RLIM_INFINITY and soft > 0:
+            found.append((int(soft), f"the limit set by {name}"))
+    return min(found) if found else (None, "unknown")
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+def check_fits(estimate: float, what: str, fix: str, device: object = "cpu") -> None:
+    """Refuse, before allocating, work whose memory ``estimate`` (bytes) exceeds what the process can have (:func:`memory_limit`)."""
+    from .errors import PosfeatError
+
+    limit, name = memory_limit(device)
+    if limit is not None and estimate > limit:
+        raise PosfeatError(f"{what} needs about {gib(estimate)} of memory, more than {name} ({gib(limit)}); {fix}.")

@@ -19,7 +19,11 @@ over positions (a token in bucket ``j`` sums to ``j a + pb[j]`` over positions),
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
+import tempfile
+from pathlib import Path
 from typing import no_type_check
 
 import numpy as np
@@ -32,8 +36,66 @@ try:  # numba is a dependency, but the torch path works without it
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     HAVE_NUMBA = False
 
-#: Whether numba's kernels are cached on disk (``POSFEAT_NUMBA_CACHE=0`` turns it off).
-NUMBA_CACHE = os.environ.get("POSFEAT_NUMBA_CACHE", "1") != "0"
+log = logging.getLogger(__name__)
+
+
+def _writable_folder(folder: Path) -> bool:
+    """``folder`` exists (or could be made) and this process can create files in it."""
+    probe = folder if folder.is_dir() else folder.parent
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+
+
+def _own_private_folder(folder: Path) -> bool:
+    """``folder`` is made (0700) or found as a real folder of this user's that no one else can write: numba loads what it
+    finds in its cache, so a folder another user could fill is never used."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(folder)
+    except OSError:
+        return False
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+            and os.access(folder, os.W_OK | os.X_OK))
+
+
+def numba_cache_dir() -> tuple[bool, str | None]:
+    """``(cache on, folder)``: where numba's compiled kernels are kept, for any user and any install.
+
+    ``NUMBA_CACHE_DIR`` when set (the user's choice); else numba's own place beside the sources when this process can write
+    there (folder None); else, for a read-only install, ``$XDG_CACHE_HOME/posfeat/numba``, ``$HOME/.cache/posfeat/numba``
+    or ``<temp>/posfeat-numba-<uid>``, the first that is this user's own and writable; with none of them, no cache (the
+    kernels are compiled in each process, a few seconds). ``POSFEAT_NUMBA_CACHE=0`` turns the cache off. Numba would
+    otherwise stop every engine command with "cannot cache function" (or, with no HOME, write a folder named ``~`` into
+    the current folder).
+    """
+    if os.environ.get("POSFEAT_NUMBA_CACHE", "1") == "0":
+        return False, None
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return True, os.environ["NUMBA_CACHE_DIR"]
+    package = Path(__file__).resolve().parents[1]
+    if all(_writable_folder(package / sub / "__pycache__") for sub in ("engine", "analyses")):
+        return True, None
+    candidates = []
+    for var, tail in (("XDG_CACHE_HOME", ("posfeat", "numba")), ("HOME", (".cache", "posfeat", "numba"))):
+        base = os.environ.get(var, "")
+        if base and os.path.isabs(base):
+            candidates.append(Path(base, *tail))
+    candidates.append(Path(tempfile.gettempdir()) / f"posfeat-numba-{os.geteuid()}")
+    for folder in candidates:
+        if _own_private_folder(folder):
+            return True, str(folder)
+    return False, None
+
+
+#: Whether numba's kernels are cached on disk, and where when not beside the sources (see :func:`numba_cache_dir`).
+NUMBA_CACHE, NUMBA_CACHE_DIR = numba_cache_dir() if HAVE_NUMBA else (False, None)
+if HAVE_NUMBA:
+    if NUMBA_CACHE_DIR is not None:
+        numba.config.CACHE_DIR = NUMBA_CACHE_DIR
+        if not os.environ.get("NUMBA_CACHE_DIR"):
+            log.info("posfeat's install is read-only: numba's compiled kernels are cached in %s", NUMBA_CACHE_DIR)
+    elif not NUMBA_CACHE and os.environ.get("POSFEAT_NUMBA_CACHE", "1") != "0":
+        log.info("posfeat's install is read-only and no cache folder of this user's is writable: numba's kernels are "
+                 "compiled in each run (set NUMBA_CACHE_DIR to keep them)")
 
 #: Tokens per run of the token-top merge (a few KB of each feature's row; the run's top lists fit in L2).
 TOP_RUN = 2048

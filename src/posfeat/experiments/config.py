@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..core.errors import PosfeatError, arg
+from ..core.memory import check_fits
 from ..engine.constants import SAMPLE_TOKENS
 from ..training.config import TrainConfig
 
@@ -55,6 +56,15 @@ class _Sweep:
         return values
 
 
+#: Memory a plan takes per run (its record, its row of the table, its entry in the executor's queue), measured generously.
+PLAN_BYTES_PER_RUN = 4096
+
+
+def _plan_fits(runs: int) -> None:
+    """Refuse, before the plan is made, a sweep whose list of runs alone could not fit in memory."""
+    check_fits(runs * PLAN_BYTES_PER_RUN, f"A plan of {runs} runs", f"give fewer {arg('seeds')}")
+
+
 @dataclass(frozen=True)
 class WidthSweepConfig(_Sweep):
     """``posfeat sweep widths``: one SAE per width (and seed) on the same grid; positional features against width."""
@@ -78,6 +88,7 @@ class WidthSweepConfig(_Sweep):
         if len(set(ws)) < 2:
             raise PosfeatError(f"{arg('d_sae', ','.join(map(str, ws)))} lists one width; a sweep needs at least two widths to fit how "
                                "the count grows with width.")
+        _plan_fits(len(ws) * self.seeds)
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,7 @@ class ContextSweepConfig(_Sweep):
 
     def validate(self) -> None:
         _positive(self, "seeds", "tokens", "control_steps")
+        _plan_fits((2 + len(self.contexts)) * self.seeds)
         for name in ("past_tolerance", "in_context_tolerance"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:

@@ -96,10 +96,10 @@ def train_or_reuse(run: Run, folder: Path, shared: Shared, emb: Embeddings, prog
     cfg = run.config
     curve = PositionalCurve(emb, cfg.context, run.curve_points, cfg.steps, partial) if run.curve_points else None
     init = shared.sae.to(emb.device) if run.init else None
-    t0 = time.time()
+    t0 = time.monotonic()
     res = train_sae(emb, cfg, out=folder, resume_or_start=True, token_weights=shared.token_weights, init=init, command=shared.command,
                     model_name=shared.model_name, progress=progress, callback=curve)
-    return res.sae.to(emb.device), time.time() - t0, resumed
+    return res.sae.to(emb.device), time.monotonic() - t0, resumed
 
 
 def width_row(emb: Embeddings, sae: SAE, context: int, tokens: int, token_weights: Any, seed: int) -> dict[str, Any]:

@@ -220,9 +220,9 @@ def sweep_widths(emb: Any, *, context: int, widths: Sequence[int], out: Any, see
     runner = connect(exe, emb.device, progress, num_cpus)
     work = SweepFolder(out, "sweep widths", force, command)
     shared = Shared(emb=emb.to("cpu"), token_weights=tw, command=command, model_name=model_name)
-    t0 = time.time()
+    t0 = time.monotonic()
     table_runs, failures = execute_plan(runs, work, shared, exe, emb.device, progress, WIDTH_COLUMNS, num_cpus, runner)
-    return _width_outputs(emb, cfg, rec, runs, table_runs, failures, work, command, time.time() - t0)
+    return _width_outputs(emb, cfg, rec, runs, table_runs, failures, work, command, time.monotonic() - t0)
 
 
 def _width_outputs(emb: Embeddings, cfg: WidthSweepConfig, rec: dict[str, Any], runs: list[Run], table_runs: pd.DataFrame,
@@ -303,9 +303,9 @@ def sweep_context(emb: Any, sae: Any, *, contexts: Sequence[int], out: Any, seed
     runner = connect(exe, emb.device, progress, num_cpus)
     work = SweepFolder(out, "sweep context", force, command)
     shared = Shared(emb=emb.to("cpu"), token_weights=tw, sae=sae.to("cpu"), base_context=base, command=command, model_name=model_name)
-    t0 = time.time()
+    t0 = time.monotonic()
     table_runs, failures = execute_plan(runs, work, shared, exe, emb.device, progress, CONTEXT_COLUMNS, num_cpus, runner)
-    return _context_outputs(emb, sae, cfg, rec, runs, table_runs, failures, work, cs, base, command, time.time() - t0)
+    return _context_outputs(emb, sae, cfg, rec, runs, table_runs, failures, work, cs, base, command, time.monotonic() - t0)
 
 
 def _context_outputs(emb: Embeddings, sae: SAE, cfg: ContextSweepConfig, rec: dict[str, Any], runs: list[Run], table_runs: pd.DataFrame,

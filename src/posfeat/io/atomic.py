@@ -37,6 +37,7 @@ import datetime as _dt
 import errno
 import fcntl
 import fnmatch
+import hashlib
 import json
 import logging
 import os
@@ -44,6 +45,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -51,7 +53,7 @@ from pathlib import Path
 
 from ..core.errors import PosfeatError, arg
 from ..core.version import __version__
-from .paths import shorten
+from .paths import shorten, visible
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,9 @@ LOCK_TAG = ".posfeat-lock"
 PARTIAL = ".partial"
 #: posfeat's own installed package (the bundled SAE and the report templates live in it): never an output.
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+#: The signals that stop a run cleanly: SIGINT, SIGTERM, and SIGHUP (the terminal closed) and SIGQUIT (Ctrl-\\) likewise.
+_SIGNALS = {signal.SIGINT, signal.SIGTERM, *(getattr(signal, n) for n in ("SIGHUP", "SIGQUIT") if hasattr(signal, n))}
+STOP_SIGNALS = frozenset(_SIGNALS)
 
 _SAE_FILES = ["cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "training_log.csv", "token_weights.safetensors",
               "positional_by_step.csv"]
@@ -244,33 +248,58 @@ class TargetLock:
     def acquire(self) -> None:
         self._make_parents()
         while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, umask_mode(directory=False))
-            except OSError as err:
-                self.discard_parents()
-                raise os_error(err, "creating the lock file", self.path) from None
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 info = _read_lock(fd)
                 os.close(fd)
                 raise PosfeatError(
-                    f"Another posfeat run is writing {self.target} (pid {info.get('pid', '?')}, {shorten(info.get('command', '?'))!r}, "
-                    f"started {info.get('started', '?')}); wait for it to end or choose another {arg(self.what)}.") from None
+                    f"Another posfeat run is writing {self.target} (pid {visible(str(info.get('pid', '?')))}, "
+                    f"{shorten(info.get('command', '?'))!r}, started {shorten(info.get('started', '?'))}); wait for it to end or "
+                    f"choose another {arg(self.what)}.") from None
             try:  # the file we locked may have been unlinked by its previous holder in between: retry then
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
+                same = _same_file(fd, self.path)
+            except OSError:
                 same = False
             if same:
                 break
             os.close(fd)
         old = _read_lock(fd)
         if old.get("pid") and old.get("pid") != os.getpid():
-            log.warning("took over the lock on %s left by pid %s (%s, started %s), which is no longer running", self.target,
-                        old.get("pid"), shorten(old.get("command", "?")), old.get("started", "?"))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), **_RUN}).encode(), 0)
+            pid = old.get("pid")
+            state = ("which is no longer running" if not isinstance(pid, int) or not pid_alive(pid)
+                     else "which no longer holds it")
+            log.warning("took over the lock on %s left by pid %s (%s, started %s), %s", self.target, visible(str(pid)),
+                        shorten(old.get("command", "?")), shorten(old.get("started", "?")), state)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), **_RUN}).encode(), 0)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                if _same_file(fd, self.path):
+                    os.unlink(self.path)
+            os.close(fd)
+            self.discard_parents()
+            raise os_error(err, "writing the lock file", self.path) from None
         self.fd = fd
+
+    def _open(self) -> int:
+        """The lock file, created or opened without following a symlink; anything but a plain file there is refused."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags, umask_mode(directory=False))
+        except OSError as err:
+            self.discard_parents()
+            if err.errno == errno.ELOOP or self.path.is_symlink():
+                raise refuse_link(self.path, "the lock file") from None
+            raise os_error(err, "creating the lock file", self.path) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            self.discard_parents()
+            raise PosfeatError(f"{visible(str(self.path))} is not a plain file, and posfeat keeps the lock of {visible(str(self.target))} "
+                               f"there; move it away or choose another {arg(self.what)}.")
+        return fd
 
     def _make_parents(self) -> None:
         missing = [p for p in [self.target.parent, *self.target.parent.parents] if not p.exists()]
@@ -294,11 +323,28 @@ class TargetLock:
     def release(self, failed: bool = False) -> None:
         if self.fd is not None:
             with contextlib.suppress(OSError):
-                os.unlink(self.path)
+                if _same_file(self.fd, self.path):  # never what was put in its place (a link, another file)
+                    os.unlink(self.path)
             os.close(self.fd)
             self.fd = None
         if failed:
             self.discard_parents()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """True when ``path`` (not followed if a link) is the file open as ``fd``."""
+    st, here = os.fstat(fd), os.lstat(path)
+    return (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino)
+
+
+def refuse_link(path: Path, what: str) -> PosfeatError:
+    """The refusal for a symlink found where posfeat creates ``what`` (it never follows a link it did not ask for)."""
+    try:
+        to = f" (to {shorten(os.readlink(path))})"
+    except OSError:
+        to = ""
+    return PosfeatError(f"{visible(str(path))} is a symbolic link{to} where posfeat creates {what}; posfeat never writes through a link "
+                        "it did not ask for: remove the link and run again.")
 
 
 def _read_lock(fd: int) -> dict[str, object]:
@@ -353,7 +399,11 @@ def resolve_target(out: str | os.PathLike[str] | None, what: str = "out") -> Pat
         path = Path(raw).expanduser().resolve()
     except (OSError, RuntimeError) as err:
         raise PosfeatError(f"{arg(what, _shown(raw))} cannot be resolved ({err}); give another path.") from None
-    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    cwd = Path.cwd().resolve()
+    try:
+        home: Path | None = Path.home().resolve()
+    except (OSError, RuntimeError, KeyError):  # no HOME and no passwd entry for this uid: there is no home folder to protect
+        home = None
     if path == cwd or path in cwd.parents:
         which = "the current folder" if path == cwd else "a parent of the current folder"
         raise PosfeatError(f"{arg(what, _shown(raw))} is {which}; posfeat writes into a folder of its own and never replaces yours: "
@@ -361,6 +411,12 @@ def resolve_target(out: str | os.PathLike[str] | None, what: str = "out") -> Pat
     if path == home or path == Path(path.anchor):
         raise PosfeatError(f"{arg(what, _shown(raw))} is the {'home folder' if path == home else 'filesystem root'}; "
                            "give the name of a new folder for the output.")
+    for name in {Path(raw).name, path.name}:
+        if name.endswith((PARTIAL, LOCK_TAG, TEMP_TAG)):
+            which = {PARTIAL: "work folder", LOCK_TAG: "lock file", TEMP_TAG: "temporary"}[next(
+                t for t in (PARTIAL, LOCK_TAG, TEMP_TAG) if name.endswith(t))]
+            raise PosfeatError(f"{arg(what, _shown(raw))} is named as posfeat names a run's {which} ({shorten(name)}); posfeat never "
+                               f"writes an output over its own work, with or without {arg('force', True)}: choose another {arg(what)}.")
     return path
 
 
@@ -385,24 +441,55 @@ def check_inputs(target: Path, raw: str, inputs: Inputs = (), what: str = "out")
                                f"choose another {arg(what)} outside it.")
 
 
-def _patterns_for(folder: Path) -> tuple[str | None, list[str]]:
-    """``(kind, allowed patterns)`` from the marker (or posfeat 0.1's file sets); kind None when posfeat did not write it."""
+#: Kinds whose folders grow while posfeat works in them (runs added to a sweep, checkpoints rewritten): entries matching
+#: their kind's patterns are posfeat's even when the marker does not list them. Any other marked folder holds exactly the
+#: files its marker lists, each with the digest it had when posfeat wrote it.
+_GROWING = {"train-checkpoint": KIND_FILES["train-checkpoint"],
+            "sweep widths": ["d_sae_*", "d_sae_*/seed_*", "d_sae_*/seed_*.partial", *_TRAIN_RUNS],
+            "sweep context": ["finetune_ctx_*", "scratch_ctx_*", "original", "*_ctx_*/seed_*", "*_ctx_*/seed_*.partial",
+                              "original/seed_*", "original/seed_*.partial", *_TRAIN_RUNS]}
+
+
+def _marker(folder: Path) -> dict[str, object] | None:
+    """The parsed marker of ``folder`` when posfeat wrote one (never read through a link), else None."""
     marker = folder / MARKER
-    if marker.is_file():
-        try:
-            data = json.loads(marker.read_text())
-        except (OSError, ValueError):
-            return None, []
-        if not isinstance(data, dict) or data.get("tool") != "posfeat":
-            return None, []
+    if marker.is_symlink() or not marker.is_file():
+        return None
+    try:
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) and data.get("tool") == "posfeat" else None
+
+
+def _patterns_for(folder: Path) -> tuple[str | None, list[str], dict[str, str]]:
+    """``(kind, allowed patterns, digests of listed files)`` from the marker (or posfeat 0.1's file sets); kind None when
+    posfeat did not write it. A work folder (``<out>.partial``) allows its kind's patterns; a finished output only what its
+    marker lists (and, for kinds that grow, their runs)."""
+    data = _marker(folder)
+    if data is not None:
         kind = str(data.get("kind", "unknown"))
         files = data.get("files")
         listed = [str(f) for f in files] if isinstance(files, list) else []
-        return kind, [*KIND_FILES.get(kind, []), *(glob_escape(f) for f in listed)]
+        digests = data.get("sha256")
+        digests = {str(k): str(v) for k, v in digests.items()} if isinstance(digests, dict) else {}
+        extra = KIND_FILES.get(kind, []) if folder.name.endswith(PARTIAL) else _GROWING.get(kind, [])
+        return kind, [*extra, *(glob_escape(f) for f in listed)], digests
+    if (folder / MARKER).exists() or (folder / MARKER).is_symlink():
+        return None, [], {}
     for kind, (required, optional) in V01_FILES.items():
         if all((folder / f).exists() for f in required) and _v01_signature(folder, kind):
-            return kind, [*required, *optional]
-    return None, []
+            return kind, [*required, *optional], {}
+    return None, [], {}
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def glob_escape(name: str) -> str:
@@ -432,9 +519,10 @@ def foreign_entries(folder: Path, limit: int = 3) -> tuple[str | None, list[str]
     """``(kind, first entries posfeat does not write for that kind)`` of an existing folder (see module docstring).
 
     ``kind`` is None when the folder has no posfeat marker and is not a complete posfeat 0.1 output;
-    then every entry is foreign.
+    then every entry is foreign. A symbolic link is always foreign (posfeat never writes one), and so is a file its marker
+    lists with a digest the file no longer has (shown as ``name (changed since posfeat wrote it)``).
     """
-    kind, patterns = _patterns_for(folder)
+    kind, patterns, digests = _patterns_for(folder)
     unknown: list[str] = []
     known = lambda rel: any(_matches(rel, p) for p in patterns)  # noqa: E731
     for root, dirs, files in os.walk(folder):
@@ -444,15 +532,27 @@ def foreign_entries(folder: Path, limit: int = 3) -> tuple[str | None, list[str]
         dirs[:] = [d for d in dirs if d not in links]  # a link is an entry of its own, never followed
         for name in sorted([*files, *links]):
             rel = (rel_root / name).as_posix()
-            if not _ignored(name) and not known(rel):
+            full = os.path.join(root, name)
+            if os.path.islink(full) and not _ignored(name):
+                unknown.append(rel + " (a symbolic link)")
+            elif not _ignored(name) and not known(rel):
                 unknown.append(rel)
-        for d in dirs:
+            elif rel in digests and not _digest_matches(Path(full), digests[rel]):
+                unknown.append(rel + " (changed since posfeat wrote it)")
+        for d in dirs:  # an empty folder holds nothing to lose: its kind's folders are posfeat's even when not listed
             rel = (rel_root / d).as_posix()
-            if not os.listdir(os.path.join(root, d)) and not known(rel):
+            if not os.listdir(os.path.join(root, d)) and not known(rel) and not any(_matches(rel, q) for q in KIND_FILES.get(kind or "", [])):
                 unknown.append(rel + "/")
         if len(unknown) >= limit:
             break
     return kind, unknown[:limit]
+
+
+def _digest_matches(path: Path, digest: str) -> bool:
+    try:
+        return file_digest(path) == digest
+    except OSError:
+        return False
 
 
 def written_by_posfeat(folder: Path) -> str | None:
@@ -532,9 +632,12 @@ def _listing(folder: Path) -> list[str]:
 
 
 def write_marker(folder: Path, kind: str, command: str | None = None) -> None:
-    """Mark ``folder`` as written by posfeat, listing every entry it holds now (the policy replaces only what the marker covers)."""
+    """Mark ``folder`` as written by posfeat, listing every entry it holds now and each file's sha256 (the policy replaces
+    only what the marker covers, and only while each file is as posfeat wrote it)."""
+    listing = _listing(folder)
+    digests = {rel: file_digest(folder / rel) for rel in listing if (folder / rel).is_file() and not (folder / rel).is_symlink()}
     data = {"tool": "posfeat", "kind": kind, "version": __version__, "command": command,
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "files": _listing(folder)}
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "files": listing, "sha256": digests}
     with atomic_file(folder / MARKER) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
 

@@ -14,10 +14,27 @@ from pathlib import Path, PurePosixPath
 from ..core.errors import PosfeatError
 
 
+def _shown_char(ch: str) -> str:
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, as Python decodes file names (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def visible(text: str) -> str:
+    """``text`` with control, format (bidirectional overrides, zero-width) and separator characters and undecodable bytes
+    written as escapes (``\\u202e``, ``\\x1b``, ``\\xff``), so that a string from a file cannot move the cursor, recolour
+    the terminal, reverse what follows it or fail to print."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch == " " else _shown_char(ch) for ch in text)
+
+
 def shorten(value: object, keep: int = 60) -> str:
-    """``value`` as text for a message: whole when short, else its first ``keep`` characters and its length."""
+    """``value`` as text for a message: whole when short, else its first ``keep`` characters and its length; control and
+    bidirectional characters made visible (:func:`visible`)."""
     text = str(value)
-    return text if len(text) <= keep + 20 else f"{text[:keep]}... ({len(text)} characters)"
+    return visible(text if len(text) <= keep + 20 else f"{text[:keep]}... ({len(text)} characters)")
 
 
 def allowed_roots(folder: Path) -> list[Path]:

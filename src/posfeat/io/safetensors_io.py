@@ -74,6 +74,8 @@ def _validated(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         header = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         raise _bad(path, "its header is not JSON", head) from None
+    except RecursionError:
+        raise _bad(path, "its header nests JSON deeper than Python can read", head) from None
     if not isinstance(header, dict):
         raise _bad(path, "its header is not a JSON object", head)
     meta = header.pop("__metadata__", None) or {}
@@ -145,6 +147,8 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise PosfeatError(f"Cannot read {path} ({err.strerror or err}); check its permissions.") from None
     except (UnicodeDecodeError, ValueError) as err:
         raise PosfeatError(f"{path} is not valid JSON ({str(err)[:100]}); fix or replace it.") from None
+    except RecursionError:
+        raise PosfeatError(f"{path} nests JSON deeper than Python can read; fix or replace it.") from None
     if not isinstance(data, dict):
         raise PosfeatError(f"{path} does not hold a JSON object; fix or replace it.")
     return data

@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..analyses.findings import headline
 from ..core.errors import PosfeatError
+from ..io.paths import visible
 from .explorer import explorer_payload
 from .figures import FIGURES, png_data_uri
 from .interactive import INTERACTIVE
@@ -40,7 +41,17 @@ TITLES = {"helix": "W_pos lies near a helix", "positional_count": "A small set o
 
 
 def esc(x: object) -> str:
-    return html.escape(str(x))
+    """``x`` for HTML: escaped, with control and bidirectional characters shown as escapes (``\\u202e``)."""
+    return html.escape(visible(str(x)))
+
+
+def script_json(obj: object) -> str:
+    """``obj`` as JSON to embed in a ``<script>``: ``<``, ``>``, ``&`` and the line separators written as ``\\u`` escapes, so
+    that no string in it can open a comment (``<!--``), a script (``<script``) or close one (``</``) there."""
+    text = json.dumps(obj, separators=(",", ":"))
+    for ch in "<>&\u2028\u2029":
+        text = text.replace(ch, f"\\u{ord(ch):04x}")
+    return text
 
 
 def fmt(x: object, nd: int = 3) -> str:
@@ -206,7 +217,7 @@ def report_parts(an: Analysis) -> dict[str, Any]:
     interactive = {}
     for i, (name, (fn, div)) in enumerate(INTERACTIVE.items()):
         interactive[name] = fn(an).to_html(full_html=False, include_plotlyjs=i == 0, include_mathjax=False, div_id=div)
-    data = json.dumps(explorer_payload(an), separators=(",", ":")).replace("</", "<\\/")
+    data = script_json(explorer_payload(an))
     tables = [make(an) if make else "" for _, _, _, make in SECTIONS]
     return {"interactive": interactive, "tables": tables, "explorer_data": data}
 

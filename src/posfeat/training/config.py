@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import PosfeatError, arg
+from ..io.paths import shorten
 
 ARCHS = ("relu", "topk")
 PRECISIONS = ("fp32", "bf16")
@@ -60,8 +61,11 @@ class TrainConfig:
         for name in ("d_sae", "steps", "batch", "dead_window", "log_every"):
             if getattr(self, name) <= 0:
                 raise PosfeatError(f"{arg(name)} is {getattr(self, name)}; it must be positive.")
-        if self.warmup < 0 or self.seed < 0:
-            raise PosfeatError(f"{arg('warmup', self.warmup)} and {arg('seed', self.seed)} must not be negative.")
+        if self.warmup < 0:
+            raise PosfeatError(f"{arg('warmup', self.warmup)} must not be negative.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise PosfeatError(f"{arg('seed', shorten(self.seed))} is outside 0..{2**32 - 1}, the seeds numpy and torch take; "
+                               "give a seed in that range.")
         if self.context < 1 or (n_ctx is not None and self.context > n_ctx):
             raise PosfeatError(f"{arg('context', self.context)} is outside 1..{n_ctx or 'n_ctx'}, the positions of {model}; "
                                "pick a context within it.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
+from ..core.memory import check_fits
 from ..core.sae import SAE, SAEMeta
 from ..io.atomic import (
     PARTIAL,
@@ -80,6 +82,17 @@ def embeddings_record(emb: Embeddings, model_name: str | None) -> dict[str, Any]
     load_as = model_name or emb.info.get("load_as")
     return {"source": str(emb.info.get("source") or f"Embeddings built in memory (name {emb.name!r})"), "name": emb.name,
             "load_as": load_as or None, "loadable": bool(load_as), "centered": bool(emb.centered)}
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def training_bytes(d_model: int, d_sae: int, batch: int) -> int:
+    """Memory training takes, estimated before anything is allocated: the weights with their gradients and Adam's two
+    moments (float32), and one batch's inputs, pre-activations, activations, reconstruction and their gradients."""
+    params = 2 * d_model * d_sae + d_sae + d_model
+    return 4 * (4 * params + batch * (4 * d_model + 4 * d_sae))
 
 
 def _partial_dir(target: Path, resume: bool, resume_or_start: bool, force: bool) -> Path:
@@ -172,6 +185,8 @@ def train_sae(emb: Any, config: TrainConfig | None = None, *, token_weights: Any
         init_sae = _init_sae(init, emb, values)
         cfg = train_config(**values)
         cfg.validate(emb.n_ctx, emb.name)
+        check_fits(training_bytes(emb.d_model, cfg.d_sae, cfg.batch), f"Training an SAE of width {cfg.d_sae} on batches of {cfg.batch}",
+                   f"choose a smaller {arg('d_sae')} or {arg('batch')}", emb.device)
         weights = token_weights_arg(token_weights, emb.d_vocab)
         inputs = [(arg("init"), init if isinstance(init, (str, os.PathLike)) else None),
                   (arg("token_weights"), token_weights if isinstance(token_weights, (str, os.PathLike)) else None)]
@@ -200,6 +215,8 @@ def train_sae(emb: Any, config: TrainConfig | None = None, *, token_weights: Any
     except BaseException:
         if target is not None and completed(target) and partial is not None:
             remove(partial)  # a signal right after the SAE went into place: the checkpoints are not needed any more
+        elif partial is not None and not (partial / CHECKPOINT).exists() and foreign_entries(partial) == ("train-checkpoint", []):
+            remove(partial)  # nothing to resume in it (a failure before the first checkpoint): no empty work folder is left
         if target is not None and not held:
             unlock_target(target, failed=True)  # folders made for the output go again, unless they hold the checkpoint
         raise
@@ -212,6 +229,12 @@ def _finish(emb: Embeddings, cfg: TrainConfig, trainer: Trainer, init_sae: SAE |
             token_weights: Any, target: Path | None, partial: Path | None, force: bool, command: str | None,
             model_name: str | None) -> TrainResult:
     folded = trainer.model.fold(trainer.scaling.scale)
+    bad = [name for name, value in folded.items() if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all())]
+    if bad:
+        first = next((r["step"] for r in trainer.rows if not all(map(_finite, r.values()))), None)
+        when = f" (its log first shows a NaN or infinite value at step {first})" if first is not None else ""
+        raise PosfeatError(f"Training diverged: after {trainer.step_no} steps the weights ({', '.join(bad)}) hold NaN or infinite values"
+                           f"{when}; lower {arg('lr', cfg.lr)} or {arg('l1', cfg.l1)}, or raise {arg('warmup', cfg.warmup)}.")
     hook = init_sae.hook_name if init_sae is not None and init_sae.hook_name else layer0_hook(emb)
     record = {"command": command or "train_sae(...)", "seed": cfg.seed, "config": cfg.as_dict(), "input_scale": trainer.scaling.scale,
               "token_weights": Path(token_weights).name if isinstance(token_weights, (str, os.PathLike))

@@ -120,7 +120,7 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: (lambda w, d: w * d)(*lr_factor(s, self.cfg)))
         self.last_fired = torch.zeros(self.cfg.d_sae, dtype=torch.long, device=self.device)
         self.resample_steps = {int(f * self.cfg.steps) for f in self.cfg.resample_at}
-        self.t0 = time.time()
+        self.t0 = time.monotonic()
 
     def l1_coefficient(self) -> float:
         return self.cfg.l1 * min(1.0, (self.step_no + 1) / max(1.0, self.cfg.l1_warmup * self.cfg.steps))
@@ -153,7 +153,7 @@ class Trainer:
         mse = out["mse"].item()
         self.rows.append({"step": self.step_no, "loss": out["loss"].item(), "mse": mse, "l1": out["l1"].item(),
                           "fvu": mse / self.scaling.tok_var, "l0": l0, "dead_fraction": dead, "lr": lr_at(self.step_no - 1, self.cfg),
-                          "elapsed_s": round(time.time() - self.t0, 2)})
+                          "elapsed_s": round(time.monotonic() - self.t0, 2)})
 
     @torch.no_grad()
     def _resample(self, dead: torch.Tensor, x: torch.Tensor) -> int:
@@ -190,7 +190,7 @@ class Trainer:
         reaching ``stop_after`` (for tests).
         """
         bar = progress_bar(total=self.cfg.steps, initial=self.step_no, desc=f"train d_sae={self.cfg.d_sae}", enabled=self.progress, unit="step")
-        last = time.time()
+        last = time.monotonic()  # never the wall clock: a clock stepped back must not stop the checkpoints
         try:
             with deferred_signals() as signals:
                 while self.step_no < self.cfg.steps:
@@ -198,9 +198,9 @@ class Trainer:
                         raise Interrupted(signals.signum or 0)
                     self.step()
                     self._after_step(bar)
-                    if self.checkpoint_dir is not None and time.time() - last >= self.cfg.checkpoint_seconds:
+                    if self.checkpoint_dir is not None and time.monotonic() - last >= self.cfg.checkpoint_seconds:
                         self.save_checkpoint()
-                        last = time.time()
+                        last = time.monotonic()  # never the wall clock: a clock stepped back must not stop the checkpoints
         except KeyboardInterrupt as err:
             with signals_held():  # a second signal waits until the checkpoint is whole
                 self.save_checkpoint()
@@ -294,7 +294,7 @@ def checkpoint_state(folder: Path) -> dict[str, Any]:
     if CHECKPOINT_KEY in header:
         try:
             meta = json.loads(header[CHECKPOINT_KEY])
-        except ValueError:
+        except (ValueError, RecursionError):
             raise PosfeatError(f"{torn}: its training state is not valid JSON; {fix}.") from None
     elif (folder / CHECKPOINT_META).is_file():
         meta = read_json(folder / CHECKPOINT_META)

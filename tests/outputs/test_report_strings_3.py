@@ -1,0 +1,35 @@
+"""Issue 30: strings from a vocabulary are data in report.html: the explorer's embedded JSON cannot open a comment or a
+script (``<!--`` before ``<script>`` once stopped the explorer from loading), and control and bidirectional characters in
+table cells are shown as escapes, not obeyed."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from posfeat import Embeddings, analyze
+from posfeat.outputs.report import esc, report_parts
+
+from helpers import planted_pair
+
+pytestmark = pytest.mark.usefixtures("stub_figures")
+
+
+def test_comment_and_script_openers_in_tokens_stay_inside_the_explorer_s_json(tmp_path):
+    emb, sae, _ = planted_pair()
+    tokens = [f"t{i}" for i in range(emb.d_vocab)]
+    tokens[1], tokens[2], tokens[3] = "<!--", "<script>", "\u202eevil\x1b[2J\x00"
+    emb = Embeddings(emb.W_E, emb.W_pos, tokens=tokens, name="planted")
+    an = analyze(emb, sae, tokens_sample=16)
+    data = report_parts(an)["explorer_data"]
+    assert "<!--" not in data and "<script" not in data.lower() and "</" not in data
+    assert json.loads(data)  # still JSON, which the page's JSON.parse reads back to the same strings
+    page = (an.save(tmp_path / "report") / "report.html").read_text()
+    script = re.search(r'<script[^>]*id="explorer-data"[^>]*>(.*?)</script>', page, re.S)
+    assert script is not None and "<!--" not in script.group(1)
+
+
+def test_control_and_bidirectional_characters_are_shown_as_escapes():
+    assert esc("a\u202eb\x1b[31m\x00<") == "a\\u202eb\\u001b[31m\\u0000&lt;"
