@@ -151,7 +151,7 @@ def execute(run: Run, sweep: Path, shared: Shared, device: Any = None, progress:
 
     The record names the node (``where['node']``; default this machine's name), the device (``where['device']``; default
     the one the run used) and the run's wall time here (``wall_seconds``: training and measurement)."""
-    t0 = time.time()
+    t0 = time.monotonic()
     emb = shared.emb if device is None else shared.emb.to(device)
     folder = sweep / run.key
     worker = folder.with_name(folder.name + WORKER_SUFFIX)  # who runs it, while it runs (pid and host)
@@ -181,7 +181,7 @@ def _execute(run: Run, folder: Path, shared: Shared, emb: Embeddings, progress: 
     row["train_seconds"] = secs if not math.isnan(secs) else previous.get("row", {}).get("train_seconds", _logged_seconds(folder))
     record = {"key": run.key, "label": run.label, "seed": run.seed, "row": _clean(row), "resumed_from_step": resumed if resumed > 0 else None,
               "host": os.uname().nodename, "pid": os.getpid(), "node": os.uname().nodename, "device": str(emb.device), **where,
-              "wall_seconds": time.time() - t0}
+              "wall_seconds": time.monotonic() - t0}
     with atomic_file(folder / RUN_FILE) as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
     return record
