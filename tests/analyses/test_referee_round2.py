@@ -274,34 +274,16 @@ def run(name: str, seed: int = 0, rotate: int | None = None) -> Any:
 
 
 # =============================================================================== expected verdicts
-XF_TURNS = (
-    "3 turns over 32 positions: rows one turn (~11 positions) apart are 0.47 apart, closer than "
-    "adjacent rows (0.58), so the nearest-row-within-2 test fails on an exact helix"
-)
-XF_WALK = (
-    "the random-walk nulls step isotropically in all of d_model, not in the rows' own span: a "
-    "walk confined to 8 of 32 dimensions has top-3 ~0.9 and ~50% of its steps in those PCs, "
-    "beyond walks in 32 dimensions (~0.85, ~20%)"
-)
-XF_GPT2 = (
-    "the same rows pass in GPT-2's 768 dimensions (docs/findings.md) but here the walks, "
-    "isotropic in 32 dimensions, put 56% of their steps in their top 3 PCs against the rows' "
-    "57% (p ~0.45): the verdict depends on the ambient dimension, not on W_pos's geometry"
-)
-XF_CONST = (
-    "every past row is row 10: the apparent position is exactly the nearest row's, but the "
-    "Spearman with a constant is undefined and posfeat says 'partly' (fires, not tracking) "
-    "beside a null of 0 draws and 'n/a' evidence, against its own rule for partly"
-)
-XF_COUNT = (
-    "11 positional features of 35 live, scores 1 against 1/24 (a 24.5x drop), yet the random "
-    "dictionary's largest drop reaches 24.5x in 2-4 of its 50 draws: p 0.02-0.1, so the verdict "
-    "flips between 'partly' and 'not reproduced' with the seed (0, 2: NR; 1, 3: partly) and "
-    "under a rotation"
+# (the lead, after the fixes this round: the 3-turn helix, the confined random walks, GPT-2's rows in 32 dimensions,
+# the constant alias and the positional_count flips now get the expected verdicts; two cases remain known failures)
+XF_WOUND = (
+    "posfeat's curve test (the path's chord smoothness against its own steps shuffled) cannot see a closed curve "
+    "traced more than once: the wound circle is smooth and in order locally; docs/findings.md says so"
 )
 XF_RAMP = (
-    "the null (random halves of the context) assumes exchangeable in-context errors; a smooth "
-    "ramp through the boundary with no break at C passes as a blow-up"
+    "the null (later against earlier positions of the context at every split) sees an in-context trend, but a "
+    "ramp that keeps rising past C still exceeds it: posfeat cannot tell a trend that continues past the "
+    "context from a break at its end (docs/findings.md says so)"
 )
 
 # (case, finding, expected verdict(s), why, xfail reason or None)
@@ -334,7 +316,7 @@ EXPECT: list[tuple[str, str, str | tuple[str, ...], str, str | None]] = [
         "helix",
         R,
         "an exact 3-turn helix: 100% in 3 PCs, every step in them",
-        XF_TURNS,
+        None,
     ),
     (
         "circle_open",
@@ -350,7 +332,7 @@ EXPECT: list[tuple[str, str, str | tuple[str, ...], str, str | None]] = [
         NR,
         "a circle wound 1.6 times: rows p and p+20 coincide, so the rows "
         "retrace themselves; 100% in 2 PCs, every step in them, but not a curve traced in order",
-        None,
+        XF_WOUND,
     ),
     (
         "walk_gpt2_steps0",
@@ -360,7 +342,7 @@ EXPECT: list[tuple[str, str, str | tuple[str, ...], str, str | None]] = [
         "the first steps dominate, so PCA shares look helix-like, but the steps have no direction",
         None,
     ),
-    ("walk_gpt2_steps1", "helix", NR, "as above, another seed", XF_WALK),
+    ("walk_gpt2_steps1", "helix", NR, "as above, another seed", None),
     *[
         (
             f"walk8_{i}",
@@ -368,7 +350,7 @@ EXPECT: list[tuple[str, str, str | tuple[str, ...], str, str | None]] = [
             NR,
             "isotropic Gaussian random walk (constant step scale) confined to "
             "dims 0..7 of 32: diffusion, no curve; the existing walk controls diffuse in all 32",
-            XF_WALK,
+            None,
         )
         for i in range(3)
     ],
@@ -395,7 +377,7 @@ EXPECT: list[tuple[str, str, str | tuple[str, ...], str, str | None]] = [
         R,
         "GPT-2's real rows 1..63, the note's own check (top 3 PCs 97.3%), "
         "on their top 32 PCs (99.9% of the variance)",
-        XF_GPT2,
+        None,
     ),
     (
         "gpt2_wpos",
@@ -403,7 +385,7 @@ EXPECT: list[tuple[str, str, str | tuple[str, ...], str, str | None]] = [
         P,
         "11 LP window features of 35 live (31%), cleanly separated: a drop, not a small set (the "
         "standard control's verdict)",
-        XF_COUNT,
+        None,
     ),
     ("gpt2_wpos", "disjoint", R, "pure token features and LP positional features", None),
     (
@@ -519,7 +501,7 @@ EXPECT: list[tuple[str, str, str | tuple[str, ...], str, str | None]] = [
         "every past row a copy of row 10: the SAE thinks it "
         "is at position 10 everywhere past the context; exactly the claim, though a rank "
         "correlation with a constant is undefined",
-        XF_CONST,
+        None,
     ),
     (
         "degrade_ramp",
@@ -585,10 +567,9 @@ def test_expected_verdict(
 
 
 # =============================================================================== invariances
-XF_FLIP = pytest.mark.xfail(strict=False, reason="gpt2_wpos positional_count: " + XF_COUNT)
 ROTATED = [
     "helix_noise_0.05",
-    pytest.param("gpt2_wpos", marks=XF_FLIP),
+    "gpt2_wpos",
     "jumprelu_alias",
     "mix_weak",
     "circle_wound",
@@ -606,7 +587,7 @@ def test_rotation_changes_no_verdict(case: str) -> None:
 
 SEEDED = [
     "helix_noise_0.05",
-    pytest.param("gpt2_wpos", marks=XF_FLIP),
+    "gpt2_wpos",
     "jumprelu_alias",
     "mix_weak",
     "alias_shuffled",
@@ -700,13 +681,11 @@ def test_truth_past_context() -> None:
     assert abs(spearmanr(np.arange(N_CTX), err).statistic) > 0.95
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the helix evidence ends 'Rule: >= 0.8 reproduced, >= 0.6 partly, all three tests "
-    "passed' whatever the tests gave; on a 'not reproduced' verdict it reads as a false statement",
-)
 @pytest.mark.parametrize("case", ["helix_noise_0.5", "helix_turns_3", "curve10_flat"])
 def test_helix_evidence_does_not_claim_failed_tests_passed(case: str) -> None:
+    # (the lead: the 3-turn helix is now reproduced, as the main table expects; the evidence must say which tests
+    # passed, never that all did when one failed)
     fd = run(case).findings["helix"]
-    assert fd["verdict"] == NR
     assert "all three tests passed" not in fd["evidence"], fd["evidence"]
+    if fd["verdict"] == NR:
+        assert "Both tests pass" not in fd["evidence"], fd["evidence"]

@@ -124,14 +124,26 @@ def gap_window(n: int) -> int:
     return min(n, max(n // 10, 100))
 
 
-def knee_largest_gap(scores: np.ndarray, window: int | None = None) -> int:
-    """Count of features above the largest drop between consecutive sorted scores, measured as a ratio (log scale).
+#: Scores under this share of the top score are left out of the largest-gap cut: ratios between near-dead features'
+#: tiny scores are noise (a random dictionary's rarest features made its largest drop heavy-tailed), not a separation.
+GAP_FLOOR = 0.01
 
-    Looks at the top :func:`gap_window` ranks of the positive scores; no other parameter to tune.
-    """
+
+def _gap_scores(scores: np.ndarray, window: int | None = None) -> np.ndarray:
+    """The positive scores the largest-gap cut looks at, sorted descending: the top :func:`gap_window` ranks, down to
+    :data:`GAP_FLOOR` of the top score."""
     s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
     s = s[np.isfinite(s) & (s > 0)]
     s = s[: window or gap_window(len(s))]
+    return s[s >= GAP_FLOOR * s[0]] if len(s) else s
+
+
+def knee_largest_gap(scores: np.ndarray, window: int | None = None) -> int:
+    """Count of features above the largest drop between consecutive sorted scores, measured as a ratio (log scale).
+
+    Looks at the top :func:`gap_window` ranks of the positive scores, down to :data:`GAP_FLOOR` of the top one.
+    """
+    s = _gap_scores(scores, window)
     if len(s) < 2:
         return len(s)
     return int(np.argmax(np.log(s[:-1]) - np.log(s[1:]))) + 1
@@ -139,9 +151,7 @@ def knee_largest_gap(scores: np.ndarray, window: int | None = None) -> int:
 
 def largest_gap_ratio(scores: np.ndarray, window: int | None = None) -> float:
     """The drop at :func:`knee_largest_gap`'s cut, as a ratio of consecutive sorted scores (NaN when there is none)."""
-    s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
-    s = s[np.isfinite(s) & (s > 0)]
-    s = s[: window or gap_window(len(s))]
+    s = _gap_scores(scores, window)
     if len(s) < 2:
         return float("nan")
     return float(np.max(s[:-1] / s[1:]))

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import PosfeatError
-from .classify import gap_window, knee_largest_gap, overlap
+from .classify import knee_largest_gap, largest_gap_ratio, overlap
 from .summaries import null_summary, permuted_spearman, rankdata, spearman
 
 FINDINGS = ("helix", "positional_count", "disjoint", "tiling", "early_positions", "decoder_traces_helix",
@@ -54,7 +54,7 @@ class FindingRules:
     null_alpha: float = 0.05  # a value beats its null when the null's one-sided p value is below this
     helix_reproduced: float = 0.8  # top-3 PCs of W_pos rows 1..context-1 explain at least this ...
     helix_partly: float = 0.6  # ... beyond random walks of the rows' step sizes
-    helix_curve: float = 0.8  # share of rows whose nearest row (top 3 PCs) is within 2 positions
+    helix_smooth: float = 0.5  # consecutive chords of the rows' path: mean cosine at least this
     positional_max_fraction: float = 0.05  # positional features are at most this share of live ones
     gap_jaccard_reproduced: float = 0.8  # the sorted positional score's largest-gap cut agrees
     gap_jaccard_partly: float = 0.5
@@ -165,48 +165,48 @@ def helix(spectrum: np.ndarray, first: int, last: int, r: FindingRules, nulls: d
           geometry: dict[str, Any] | None = None) -> dict[str, Any]:
     """Finding 1: W_pos rows 1..context-1 lie on a one-dimensional helical curve (top 3 PCs explain ~95%).
 
-    Basis-free tests, all needed: (a) low dimensionality beyond diffusion: the top-3 share against random walks with
-    the rows' own step sizes (``nulls["helix_random_walk_top3"]``; a random walk's leading components are cosines, so
-    it is the harshest structureless look-alike); (b) a curve traced in order: the share of rows whose nearest row on
-    the top 3 PCs is within 2 positions (``geometry["curve_share"]``) against the rows' order permuted
-    (``nulls["helix_curve_permuted"]``; a cloud in no order scores about 4/n); (c) a curve that lives in those 3
-    dimensions: the share of the steps between consecutive rows lying in the top 3 PCs (``geometry["tangent_share"]``)
-    against the same random walks (``nulls["helix_random_walk_tangent"]``; diffusion steps in every direction)."""
+    Two basis-free tests, both needed: (a) low dimensionality beyond diffusion: the top-3 share against isotropic
+    random walks with the rows' own step sizes in d_model (``nulls["helix_random_walk_top3"]``; a random walk's leading
+    components are cosines, so it looks like a helix to the top-3 share alone); (b) a curve traced in order: the rows'
+    path turns slowly (``geometry["smoothness"]``: the mean cosine of consecutive chords) against walks made of the
+    rows' own steps in a random order (``nulls["helix_shuffled_steps"]``: the same steps, sizes, directions and
+    dimensions, no order; diffusion confined to a subspace and clouds in no order fail here). Reported beside them: the
+    share of rows whose nearest row on the top 3 PCs is within 2 positions, and of the steps lying in the top 3 PCs."""
     test = (f"top-3 explained variance of W_pos rows {first}..{last} >= {r.helix_reproduced} -> reproduced, >= "
-            f"{r.helix_partly} -> partly; either only when (a) it beats random walks of the rows' own step sizes, (b) "
-            f"a share >= {r.helix_curve} of rows have their nearest row on the top 3 PCs within 2 positions, beating "
-            f"the rows' order permuted, and (c) the share of the steps between consecutive rows in those 3 PCs beats the "
-            f"same random walks, each at p < {r.null_alpha}; else not reproduced")
+            f"{r.helix_partly} -> partly; either only when (a) it beats isotropic random walks of the rows' own step sizes "
+            f"and (b) the rows' path turns slowly (consecutive chords' mean cosine >= {r.helix_smooth}) beyond walks of "
+            f"the rows' own steps in a random order, each at p < {r.null_alpha}; else not reproduced")
     spectrum = np.asarray(spectrum, dtype=np.float64)
     top3 = float(np.sum(spectrum[:3])) if len(spectrum) and np.isfinite(spectrum).all() else float("nan")
     cum = np.cumsum(spectrum[:10])
     n90: int | None = int(np.searchsorted(cum, 0.9) + 1) if len(cum) and cum[-1] >= 0.9 else None
     geo = geometry or {}
-    curve, tangent = geo.get("curve_share", float("nan")), geo.get("tangent_share", float("nan"))
+    smooth = geo.get("smoothness", float("nan"))
     walk = null_summary(_nulls(nulls, "helix_random_walk_top3"), top3)
-    order = null_summary(_nulls(nulls, "helix_curve_permuted"), curve)
-    steps = null_summary(_nulls(nulls, "helix_random_walk_tangent"), tangent)
-    value = {"top3": top3, "curve_share": curve, "tangent_share": tangent, "components_for_90": n90}
-    null = {"top3_random_walk": walk, "curve_share_permuted": order, "tangent_share_random_walk": steps}
+    order = null_summary(_nulls(nulls, "helix_shuffled_steps"), smooth)
+    value = {"top3": top3, "smoothness": smooth, "curve_share": geo.get("curve_share"),
+             "tangent_share": geo.get("tangent_share"), "components_for_90": n90}
+    null = {"top3_random_walk": walk, "smoothness_shuffled_steps": order}
     note = {"top3": 0.95}
-    if not all(_ok(v) for v in (top3, curve, tangent)) or not all(_drawn(x) for x in (walk, order, steps)):
+    if not _ok(top3) or not _ok(smooth) or not _drawn(walk) or not _drawn(order):
         return _undetermined(value, null, note, test, f"W_pos rows {first}..{last} have no variance to decompose or "
                              "too few rows (at least 4) for a curve, so the tests could not be computed.")
     low = _beats(walk, r)
-    in_order = curve >= r.helix_curve and _beats(order, r)
-    in_3d = _beats(steps, r)
+    in_order = smooth >= r.helix_smooth and _beats(order, r)
     nxt = ", ".join(_pct(float(v)) for v in spectrum[3:6])
     how_many = f"{n90} components reach 90%" if n90 else "more than 10 components are needed for 90%"
+    passed = [name for name, ok in (("(a)", low), ("(b)", in_order)) if ok]
     evidence = (f"The top 3 principal components of W_pos rows {first}..{last} explain {_pct(top3)} of their "
-                f"variance (the next: {nxt or 'none'}; {how_many}); random walks with these rows' own step sizes, "
-                f"the structureless look-alike: {_null_txt(walk)}, so the rows are "
-                f"{'more' if low else 'no more'} concentrated than diffusion. On those 3 components "
-                f"{_pct(curve)} of the rows have their nearest row within 2 positions; with the order permuted: "
-                f"{_null_txt(order)}, so {'they are' if in_order else 'they are not'} a curve traced in order. "
-                f"{_pct(tangent)} of the steps between consecutive rows lie in those 3 components; random walks: "
-                f"{_null_txt(steps)}, so its steps lie in them {'more' if in_3d else 'no more'} than diffusion's do. Rule: >= "
-                f"{r.helix_reproduced} reproduced, >= {r.helix_partly} partly, all three tests passed (the note: 95%).")
-    ok = low and in_order and in_3d
+                f"variance (the next: {nxt or 'none'}; {how_many}); isotropic random walks with these rows' own step "
+                f"sizes: {_null_txt(walk)}, so (a) the rows are {'more' if low else 'no more'} concentrated than "
+                f"diffusion. Consecutive chords of the rows' path have a mean cosine of {_num(smooth, 2)}; the rows' own "
+                f"steps in a random order: {_null_txt(order)}, so (b) the rows {'are' if in_order else 'are not'} a "
+                f"curve traced in order. ({_pct(geo.get('curve_share'))} of rows have their nearest row on the top 3 PCs "
+                f"within 2 positions; {_pct(geo.get('tangent_share'))} of the steps lie in those PCs.) "
+                f"{'Both tests pass' if len(passed) == 2 else ('Only ' + passed[0] + ' passes') if passed else 'Neither test passes'}; "
+                f"rule: top-3 share >= {r.helix_reproduced} reproduced, >= {r.helix_partly} partly, with both tests "
+                "(the note: 95%).")
+    ok = low and in_order
     return _finding(verdict_of(top3 >= r.helix_reproduced and ok, top3 >= r.helix_partly and ok), value, null, note,
                     test, evidence)
 
@@ -215,7 +215,7 @@ def positional_count(features: pd.DataFrame, r: FindingRules, nulls: dict[str, A
     """Finding 2: a small set of features is positional, separated by a drop in the sorted positional score.
 
     Null: the random dictionary (:func:`posfeat.analyses.nulls.dictionary_draws`: random directions drawn from the
-    grid's own covariance, firing shares matched to the SAE's), 50 draws of 128 features: the largest drop between
+    grid's own covariance, firing shares matched to the SAE's), 200 draws of as many live features as the SAE has: the largest drop between
     its consecutive sorted positional scores, and the share of its live features the rule calls positional
     (reported)."""
     test = (f"1 <= positional features <= {r.positional_max_fraction} of live features and the largest-gap cut of "
@@ -226,9 +226,7 @@ def positional_count(features: pd.DataFrame, r: FindingRules, nulls: dict[str, A
     rule = set(features.feature[features.kind == "positional"])
     scores = features.positional_score.to_numpy(float)
     gap = knee_largest_gap(scores)
-    s = np.sort(scores[np.isfinite(scores) & (scores > 0)])[::-1]
-    window = s[: gap_window(len(s))]
-    ratio = float(window[gap - 1] / window[gap]) if 0 < gap < len(window) else float("nan")
+    ratio = largest_gap_ratio(scores)
     top = set(features.sort_values(["positional_score", "feature"], ascending=[False, True]).feature.head(gap))
     ov = overlap(top, rule)
     n_live = len(live)
@@ -268,7 +266,7 @@ def disjoint(features: pd.DataFrame, r: FindingRules, nulls: dict[str, Any] | No
     fires) and its token dependence (across tokens at the positions where it fires), each as a share of its
     activation (:func:`posfeat.analyses.classify.dependence`, exact); it depends on one axis only when the smaller
     is at most ``disjoint_cv``. Null: the same share in the random dictionary (directions from the grid's covariance,
-    so it keeps the embeddings' geometry), 50 draws. ``geometry`` states how much of W_E's variance lies in
+    so it keeps the embeddings' geometry), 200 draws. ``geometry`` states how much of W_E's variance lies in
     W_pos's principal subspace."""
     test = (f"share of live features whose position dependence or token dependence (RMS variation along that axis "
             f"with the other fixed, over RMS activation) is at most {r.disjoint_cv}: >= {r.disjoint_reproduced} -> "
@@ -575,20 +573,15 @@ def worse_than_random(by_position: pd.DataFrame, context: int, r: FindingRules) 
     return _finding(verdict_of(share >= r.worse_reproduced, share >= r.worse_partly), value, None, note, test, evidence)
 
 
-def context_split_null(fvu: np.ndarray, draws: int = TABLE_DRAWS, seed: int = TABLE_SEED) -> np.ndarray:
-    """Mean FVU of a random half of the in-context positions over that of the other half, ``draws`` times (seeded):
-    how far the ratio of two sets of positions strays where nothing is broken."""
+def context_split_null(fvu: np.ndarray) -> np.ndarray:
+    """Mean FVU of the in-context positions after a split point over that of the positions before it, at every split
+    point ``s = 2 .. C-2``: how much later positions of the context already differ from earlier ones where nothing is
+    broken (a trend inside the context shows here; random halves would hide it)."""
     x = np.asarray(fvu, dtype=np.float64)
     x = x[np.isfinite(x)]
     if len(x) < 4:
         return np.full(0, np.nan)
-    rng = np.random.default_rng(seed)
-    half = len(x) // 2
-    out = np.empty(draws)
-    for i in range(draws):
-        perm = rng.permutation(len(x))
-        a, b = x[perm[:half]].mean(), x[perm[half:]].mean()
-        out[i] = a / b if b > 0 else np.nan
+    out = np.array([x[s:].mean() / x[:s].mean() if x[:s].mean() > 0 else np.nan for s in range(2, len(x) - 1)])
     return out
 
 
@@ -596,12 +589,12 @@ def degrades_past_context(by_position: pd.DataFrame, context: int, r: FindingRul
     """Finding 7': past the context the reconstruction error grows (the note's figure, apart from the random
     baseline).
 
-    Value: past-context mean FVU over in-context mean FVU. Null: the same ratio between two random halves of the
-    in-context positions (:func:`context_split_null`, :data:`TABLE_DRAWS` draws, seeded). Also reported: the share
-    of positions where the SAE is worse than reconstructing with zero, past and inside."""
+    Value: past-context mean FVU over in-context mean FVU. Null: the same ratio between the later and the earlier
+    positions of the context, at every split point (:func:`context_split_null`, ``C - 3`` draws). Also reported: the
+    share of positions where the SAE is worse than reconstructing with zero, past and inside."""
     test = (f"past-context mean FVU / in-context mean FVU >= {r.degrade_reproduced} -> reproduced; >= "
-            f"{r.degrade_partly} -> partly; either only when beyond the same ratio between random halves of the "
-            f"context (p < {r.null_alpha}); else not reproduced")
+            f"{r.degrade_partly} -> partly; either only when beyond the same ratio between the later and earlier "
+            f"positions of the context at every split point (p < {r.null_alpha}); else not reproduced")
     inside, past = _past(by_position, context)
     note = "the error blows up past the context"
     if not len(past):
@@ -619,7 +612,7 @@ def degrades_past_context(by_position: pd.DataFrame, context: int, r: FindingRul
                              "least 4 positions, so there is no ratio or no null.")
     beat = _beats(split, r)
     evidence = (f"Past the context the mean FVU is {_num(f_out)}, {_num(ratio)}x the in-context {_num(f_in)}; null, "
-                f"random halves of the context against each other: {_null_txt(split, ', seed 0')}. Rule: >= "
+                f"later against earlier positions of the context, at every split point: {_null_txt(split)}. Rule: >= "
                 f"{r.degrade_reproduced}x reproduced, >= {r.degrade_partly}x partly, beyond the null. The SAE is worse "
                 f"than reconstructing with zero at {_pct(zero_past)} of past-context positions ({_pct(zero_in)} "
                 "inside).")
@@ -689,6 +682,13 @@ def positional_break(by_position: pd.DataFrame, context: int, r: FindingRules,
              "spearman_true_position": rho_true, "distance_true_position": d_true}
     null = {"spearman_nearest_row": rho_null, "distance_nearest_row": d_null}
     fires = firing >= r.break_firing
+    ok_rows = np.isfinite(app) & np.isfinite(near)
+    constant = fires and ok_rows.sum() >= 3 and (np.ptp(near[ok_rows]) == 0 or np.ptp(app[ok_rows]) == 0)
+    if constant:
+        return _undetermined(value, null, note, test, f"some positional feature fires at {_pct(firing)} of past positions, "
+                             f"but the {'nearest in-context row' if np.ptp(near[ok_rows]) == 0 else 'apparent position'} "
+                             f"is the same at every one (median distance {_num(d_near)} positions), so tracking cannot be "
+                             "told from chance by ranks or by shuffling.")
     if not fires:
         ev = (f"Past the context the positional features are silent: some fires at only {_pct(firing)} of positions "
               f"(rule: >= {_pct(r.break_firing)}), so nothing there says the SAE thinks it is at an earlier position.")
@@ -763,9 +763,9 @@ def compute_findings(features: pd.DataFrame, by_position: pd.DataFrame, context:
                      tokens: pd.DataFrame | None = None, nulls: dict[str, Any] | None = None,
                      geometry: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """All findings, keyed as in :data:`FINDINGS`, from the three tables, the W_pos PCA spectrum, the null draws
-    (``summary["nulls"]``: ``helix_random_walk_top3``, ``helix_random_walk_tangent``, ``helix_curve_permuted``,
-    ``random_dictionary``) and the weight-side statistics (``summary["geometry"]``: the helix's ``curve_share`` and
-    ``tangent_share``, and the embeddings' geometry)."""
+    (``summary["nulls"]``: ``helix_random_walk_top3``, ``helix_shuffled_steps``, ``random_dictionary``) and the
+    weight-side statistics (``summary["geometry"]``: the helix's ``smoothness``, ``curve_share`` and ``tangent_share``,
+    and the embeddings' geometry)."""
     r = rules or FindingRules()
     toks = tokens if tokens is not None else pd.DataFrame(columns=TOKEN_COLUMNS)
     out: dict[str, dict[str, Any]] = {}
@@ -805,11 +805,9 @@ def headline(key: str, f: dict[str, Any]) -> tuple[str, str]:
     if f.get("verdict") == "undetermined" and not v:
         return "n/a (undetermined)", "n/a"
     if key == "helix":
-        return (f"top-3 share {_num(v.get('top3'))}; curve in order {_pct(v.get('curve_share'))}; steps in the 3 PCs "
-                f"{_pct(v.get('tangent_share'))}",
-                f"random walks {_median_of(n.get('top3_random_walk'))}{_p_txt(n.get('top3_random_walk'))}; permuted "
-                f"order {_median_of(n.get('curve_share_permuted'), 'pct')}; walks' steps "
-                f"{_median_of(n.get('tangent_share_random_walk'), 'pct')}{_p_txt(n.get('tangent_share_random_walk'))}")
+        return (f"top-3 share {_num(v.get('top3'))}; path smoothness {_num(v.get('smoothness'), 2)}",
+                f"random walks {_median_of(n.get('top3_random_walk'))}{_p_txt(n.get('top3_random_walk'))}; shuffled "
+                f"steps {_median_of(n.get('smoothness_shuffled_steps'), 'rho')}{_p_txt(n.get('smoothness_shuffled_steps'))}")
     if key == "positional_count":
         return (f"{v.get('count')} features ({_pct(v.get('share_of_live'))} of live); drop {_num(v.get('gap_ratio'))}x",
                 f"random dictionary's drop {_median_of(n.get('gap_ratio'))}x{_p_txt(n.get('gap_ratio'))}")
@@ -834,7 +832,7 @@ def headline(key: str, f: dict[str, Any]) -> tuple[str, str]:
         return f"{_pct(v.get('share'))} of past positions", "none (the random vector is the reference)"
     if key == "degrades_past_context":
         return (f"FVU {_num(v.get('fvu_ratio'))}x in-context",
-                f"halves of the context {_median_of(n.get('fvu_ratio'))}x{_p_txt(n.get('fvu_ratio'))}")
+                f"later/earlier context {_median_of(n.get('fvu_ratio'))}x{_p_txt(n.get('fvu_ratio'))}")
     if key == "positional_break":
         return (f"fires at {_pct(v.get('past_firing_share'))}; tracks the nearest in-context row: Spearman "
                 f"{_num(v.get('spearman_nearest_row'), 2)}",
