@@ -288,7 +288,7 @@ def test_degrades_past_context_outcomes():
     same = np.r_[inside, inside, inside[:20]]
     assert F.degrades_past_context(by_pos(80, 30, fvu=same), 30, R)["verdict"] == "not reproduced"
     # the error already steps up inside the context (later positions 3x the earlier ones) and stays there
-    step = np.r_[np.full(3, 0.1), np.full(77, 0.3)]
+    step = np.r_[np.full(10, 0.1), np.full(70, 0.3)]
     f = F.degrades_past_context(by_pos(80, 30, fvu=step), 30, R)
     assert f["value"]["fvu_ratio"] >= R.degrade_partly and f["verdict"] == "not reproduced", f["evidence"]
     small = F.degrades_past_context(by_pos(40, 10, fvu=np.r_[inside[:10], np.full(30, 1.0)]), 10, R)
