@@ -198,12 +198,13 @@ def helix_statistics(W_pos: torch.Tensor, positions: Any, seed: int = 0) -> tupl
     nan = {"smoothness": float("nan"), "curve_share": float("nan"), "tangent_share": float("nan")}
     if len(rows) < 4 or not np.isfinite(x).all() or not (x**2).sum() > 0:
         return nan, empty
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    share, _ = curve_order(x @ vt[:3].T)
-    top3, _ = random_walk_top3(rows, range(len(rows)), seed=seed)
-    return ({"smoothness": smoothness(rows), "curve_share": share, "tangent_share": tangent_share(rows)},
-            {"helix_random_walk_top3": [float(v) for v in top3],
-             "helix_shuffled_steps": [float(v) for v in shuffled_step_smoothness(rows, seed=seed)]})
+    with one_thread():
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        share, _ = curve_order(x @ vt[:3].T)
+        top3, _ = random_walk_top3(rows, range(len(rows)), seed=seed)
+        shuffled = shuffled_step_smoothness(rows, seed=seed)
+        stats = {"smoothness": smoothness(rows), "curve_share": share, "tangent_share": tangent_share(rows)}
+    return stats, {"helix_random_walk_top3": [float(v) for v in top3], "helix_shuffled_steps": [float(v) for v in shuffled]}
 
 
 # ---------------------------------------------------------------------------- the embeddings' geometry
@@ -267,7 +268,8 @@ def geometric_dictionary(emb: Embeddings, sae: SAE, context: int, fire: np.ndarr
     (on the pair's device) and the target firing shares."""
     g = torch.Generator().manual_seed(seed)
     mu, cov = _grid_covariance(emb, context)
-    evals, evecs = torch.linalg.eigh(cov.cpu())
+    with one_thread():  # a small eigendecomposition: a second thread costs more than it brings (measured)
+        evals, evecs = torch.linalg.eigh(cov.cpu())
     root = evecs * evals.clamp(min=0).sqrt()  # root @ root.T = cov
     z = torch.randn(emb.d_model, n_pool, generator=g, dtype=torch.float64)
     W = root @ z  # [d_model, n_pool]
