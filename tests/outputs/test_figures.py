@@ -263,3 +263,15 @@ def test_semantic_profiles_draw_own_tokens_apart_from_spurious_firing():
     assert "own tokens" in title and "spurious" in title
     assert ax0.get_legend() is None and ax1.get_legend() is None and len(fig.legends) == 1
     plt.close(fig)
+
+
+@pytest.mark.parametrize("name", ["positional_profiles", "extended_profiles"])
+def test_profile_legend_sits_beside_the_curves(name, an):
+    """Over the axes the legend hid the peak of the last feature (at the context's last position)."""
+    fig = an.figure(name)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    ax = fig.axes[-1] if fig.axes[-1].get_legend() is not None else next(a for a in fig.axes if a.get_legend() is not None)
+    legend = ax.get_legend().get_window_extent(canvas.get_renderer())
+    assert legend.x0 >= ax.get_window_extent(canvas.get_renderer()).x1
+    plt.close(fig)

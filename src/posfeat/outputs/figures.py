@@ -163,7 +163,8 @@ def positional_profiles(an: Analysis, extended: bool = False) -> Figure:
     if extended:
         context_line(ax0, an, legend=False, on_dark=True)
         context_line(ax1, an)
-    ax1.legend(fontsize=8, title=f"{len(pick)} of {len(feats)}, evenly by peak", title_fontsize=8, loc="upper right")
+    ax1.legend(fontsize=8, title=f"{len(pick)} of {len(feats)},\nevenly by peak", title_fontsize=8, loc="upper left", alignment="left",
+               bbox_to_anchor=(1.01, 1.0))  # beside the axes: over them it hid the last feature's peak
     return fig
 
 
