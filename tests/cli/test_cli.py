@@ -102,3 +102,15 @@ def test_a_broken_pipe_elsewhere_is_still_an_error():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stdout == "partial\n"
     assert out.stderr.startswith("posfeat: error: Broken pipe") and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_analyze_names_every_csv_it_wrote_in_its_wrote_line_and_the_reports_files(planted_dirs, tmp_path, capsys, stub_figures):
+    model, sae = planted_dirs
+    out = tmp_path / "o"
+    assert main(["analyze", "--model", str(model), "--sae", str(sae), "--out", str(out), "--tokens-sample", "16"]) == 0
+    csvs = sorted(p.name for p in out.glob("*.csv"))
+    assert "tokens.csv" in csvs
+    wrote = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote "))
+    files = (out / "report.html").read_text().split("<h2>Files</h2>", 1)[1].split("</p>", 1)[0]
+    for name in csvs:
+        assert name in wrote and name in files, name

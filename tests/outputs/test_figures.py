@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -12,11 +14,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
 from posfeat import analyze, compare_saes
-from posfeat.outputs.figures import FIGURES
+from posfeat.outputs.figures import FIGURES, balanced_wrap
 from posfeat.outputs.interactive import INTERACTIVE
 from posfeat.outputs.write import comparison_figure
 
-from helpers import planted_pair
+from helpers import planted_pair, random_pair
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +78,85 @@ def test_colour_scales_have_colourbars(name, an):
     plt.close(fig)
 
 
-def test_token_figure_legend_tells_every_line_apart(an):
+def test_token_figure_gives_each_non_positional_feature_its_own_entry_and_the_positional_ones_one(an):
     fig = an.figure("token_features")
+    main, zoom = fig.axes[0], fig.axes[1]
+    kinds = an.features.kind.to_numpy()[an.token_features]
+    own = [ln for ln in main.get_lines() if not ln.get_label().startswith(("_", "end of", "child"))]
+    styles = {(ln.get_color(), ln.get_linestyle()) for ln in own if "positional" not in ln.get_label()}
+    assert len(styles) == int((kinds != "positional").sum())  # told apart by colour and style
+    legend = zoom.get_legend()
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert all(t.get_fontsize() >= 8 for t in legend.get_texts())
+    for f, k in zip(an.token_features, kinds):
+        if k != "positional":
+            assert any(t.startswith(f"#{int(f)} ") for t in texts), (f, texts)
+    n_pos = int((kinds == "positional").sum())
+    assert sum("positional feature" in t for t in texts) == (1 if n_pos else 0)
+    assert len(main.get_lines()) >= len(an.token_features)  # every feature drawn, positional ones included
+    assert zoom.get_xlim()[1] < main.get_xlim()[1]  # the zoom shows the first positions only
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_legends_are_readable(name, an):
+    fig = an.figure(name)
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(fig.legends)
+    for legend in legends:
+        assert all(t.get_fontsize() >= 7 for t in legend.get_texts()), name
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_titles_wrap_without_leaving_a_word_alone(name, an):
+    lines = an.figure(name)._suptitle.get_text().split("\n")
+    assert all(len(line.split()) >= 2 for line in lines), lines
+
+
+def test_balanced_wrap_keeps_the_line_count_and_evens_the_lines():
+    text = "Sorted positional scores (max over positions of the mean activation), with the Kneedle window"
+    assert [len(line) for line in textwrap.wrap(text, 88)][-1] == len("window")
+    lines = balanced_wrap(text, 88)
+    assert len(lines) == 2 and " ".join(lines) == text and abs(len(lines[0]) - len(lines[1])) <= 12
+    assert balanced_wrap("short", 88) == ["short"]
+
+
+def test_disjointness_keeps_its_legend_off_every_point(an):
+    """Every point has position share + token share <= 1; the legend (which carries the numbers and the null) lies wholly in
+    the triangle above that diagonal, and no other text sits inside the axes."""
+    fig = an.figure("disjointness")
     ax = fig.axes[0]
-    lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith(("_", "end of"))]
-    styles = {(ln.get_color(), ln.get_linestyle()) for ln in lines}
-    assert len(lines) == len(an.token_features) and len(styles) == len(lines)
-    assert {t.get_text() for t in ax.get_legend().get_texts()} >= {ln.get_label() for ln in lines}
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    inv = ax.transData.inverted()
+    (x0, y0), _ = inv.transform(ax.get_legend().get_window_extent(canvas.get_renderer()).get_points())
+    assert x0 + y0 > 1.0, (x0, y0)
+    assert len(ax.texts) == 0
+    assert "random dictionary" in ax.get_legend().get_title().get_text()
+    plt.close(fig)
+
+
+def _luminance(rgb):
+    c = np.asarray(matplotlib.colors.to_rgb(rgb))
+    c = np.where(c <= 0.03928, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return float(c @ [0.2126, 0.7152, 0.0722])
+
+
+def _contrast(a, b):
+    la, lb = sorted([_luminance(a), _luminance(b)])
+    return (lb + 0.05) / (la + 0.05)
+
+
+def test_extended_profiles_context_line_stands_out_on_the_heatmap(an):
+    """On viridis the context line must be seen against its darkest colour and its brightest: white (contrast with the purple)
+    drawn over a black outline (contrast with the yellow)."""
+    fig = an.figure("extended_profiles")
+    heat = fig.axes[0]
+    cmap = heat.images[0].get_cmap()
+    line = next(ln for ln in heat.get_lines() if ln.get_linestyle() == "--")
+    assert _contrast(line.get_color(), cmap(0.0)) >= 4.5
+    strokes = [e for e in line.get_path_effects() if hasattr(e, "_gc")]
+    assert any(_contrast(e._gc.get("foreground", "k"), cmap(1.0)) >= 4.5 for e in strokes)
     plt.close(fig)
 
 
@@ -165,4 +239,40 @@ def test_titles_do_not_claim_what_the_verdicts_deny_and_disjointness_shows_its_n
     text = fig.axes[0].get_legend().get_title().get_text()
     null = an.findings["disjoint"]["null"]["share"]
     assert "random dictionary" in text and f"{100 * null['median']:.1f}%" in text and an.findings["disjoint"]["verdict"] in text
+    plt.close(fig)
+
+
+def test_semantic_profiles_draw_own_tokens_apart_from_spurious_firing():
+    """Left: each feature on its own tokens (those firing it inside the context), relative to inside; right: its spurious
+    firing (tokens firing it nowhere inside), in % of the vocabulary; the legend outside the axes, off the context line."""
+    from posfeat.analyses.length import own_and_spurious
+
+    emb, sae = random_pair(d_vocab=40, n_ctx=16, d_sae=24, seed=3)
+    an = analyze(emb, sae, tokens_sample=24, progress=False)
+    fig = an.figure("semantic_profiles")
+    ax0, ax1 = fig.axes[:2]
+    own = [ln for ln in ax0.get_lines() if ln.get_label().startswith("#")]
+    feats = np.array([int(ln.get_label().split()[0][1:]) for ln in own])
+    assert len(feats) and set(an.features.kind.to_numpy()[feats]) == {"semantic"}
+    split = own_and_spurious(an.emb, an.sae, an.stats_all, feats, an.context)
+    spur = [ln for ln in ax1.get_lines() if ln.get_linestyle() == "-"]
+    assert len(spur) == len(feats) and split.spurious_share.any()
+    for i, (lo, ls) in enumerate(zip(own, spur)):
+        np.testing.assert_allclose(lo.get_ydata(), split.own_mean[i] / split.own_inside[i])
+        np.testing.assert_allclose(ls.get_ydata(), 100 * split.spurious_share[i])
+    title = fig._suptitle.get_text().replace("\n", " ")
+    assert "own tokens" in title and "spurious" in title
+    assert ax0.get_legend() is None and ax1.get_legend() is None and len(fig.legends) == 1
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("name", ["positional_profiles", "extended_profiles"])
+def test_profile_legend_sits_beside_the_curves(name, an):
+    """Over the axes the legend hid the peak of the last feature (at the context's last position)."""
+    fig = an.figure(name)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    ax = fig.axes[-1] if fig.axes[-1].get_legend() is not None else next(a for a in fig.axes if a.get_legend() is not None)
+    legend = ax.get_legend().get_window_extent(canvas.get_renderer())
+    assert legend.x0 >= ax.get_window_extent(canvas.get_renderer()).x1
     plt.close(fig)

@@ -237,3 +237,21 @@ def test_token_index_is_exact_and_compact(wide):
         assert [s for s, _ in got] == [s for s, _ in want]
         assert np.allclose([v for _, v in got], [v for _, v in want], rtol=1e-3, atol=0)
     assert idx["ref_bytes"] == 2 and len(idx["strings"]) == len(set(np.concatenate([r[r < len(idx["strings"])] for r in refs])))  # 4 bytes an entry
+
+
+@pytest.mark.parametrize("width", [1280, 1400])
+def test_explorer_table_fits_beside_the_card(wide, browser, width):
+    """Every column of the explorer's table is in view (nothing clipped behind a scrollbar at the bottom of a long box), with
+    the card beside it."""
+    _, report = wide
+    errors: list[str] = []
+    page = _open(browser, report.as_uri(), errors)
+    page.set_viewport_size({"width": width, "height": 900})
+    page.locator("#explorer-title").scroll_into_view_if_needed()
+    wrap = page.evaluate("(() => { const w = document.querySelector('#table-wrap'); return [w.scrollWidth, w.clientWidth]; })()")
+    assert wrap[0] <= wrap[1] + 1, wrap
+    last = page.locator("#feature-head th").last.bounding_box()
+    tb, cb = page.locator("#table-wrap").bounding_box(), page.locator("#feature-card").bounding_box()
+    assert last["x"] + last["width"] <= tb["x"] + tb["width"] + 1 and cb["x"] >= tb["x"] + tb["width"]
+    assert errors == []
+    page.close()

@@ -114,6 +114,67 @@ def spurious_counts(stats_all: GridStats, context: int, kinds: np.ndarray) -> tu
     return per_pos, by_feature
 
 
+@dataclass
+class OwnAndSpurious:
+    """Semantic features across and past the context, split by token (:func:`own_and_spurious`); ``[n_feat, n_pos]`` arrays
+    over ``positions``.
+
+    * ``own_tokens``: ``[n_feat]`` how many tokens fire the feature at some in-context position (its own tokens);
+    * ``own_mean``: mean activation over its own tokens at each position (zeros included);
+    * ``own_inside``: ``[n_feat]`` the mean of ``own_mean`` over the in-context positions;
+    * ``spurious_share``: share of all tokens firing it at the position that fire it nowhere inside the context (0 inside);
+    * ``spurious_mean``: their mean activation when firing (NaN where none fires).
+    """
+
+    features: np.ndarray
+    positions: np.ndarray
+    own_tokens: np.ndarray
+    own_mean: np.ndarray
+    own_inside: np.ndarray
+    spurious_share: np.ndarray
+    spurious_mean: np.ndarray
+
+
+@torch.no_grad()
+def own_and_spurious(emb: Embeddings, sae: SAE, stats_all: GridStats, features: np.ndarray, context: int) -> OwnAndSpurious:
+    """Exact, over the grid's tokens and positions, for a separable SAE: each feature's activation on the tokens that fire it
+    inside the context, apart from its firing on the tokens that do not (spurious).
+
+    With ``pre[t, p] = a[t] + b[p]``, firing iff ``pre > cut`` (and then equal to ``pre``), a token fires the feature somewhere
+    inside the context iff ``a[t] > own = cut - max_{q < context} b[q]``, and at ``p`` iff ``a[t] > cut - b[p]``: over the token
+    parts sorted once, both are prefixes, so each position's counts and sums come from prefix sums (no ``n_tok x n_pos`` block).
+    """
+    feats = np.asarray(features, dtype=np.int64)
+    positions = np.asarray(stats_all.positions)
+    inside = positions < context
+    n_f, n_p = len(feats), len(positions)
+    own_n, own_inside = np.zeros(n_f, dtype=np.int64), np.zeros(n_f)
+    own_mean, spur_share, spur_mean = np.zeros((n_f, n_p)), np.zeros((n_f, n_p)), np.full((n_f, n_p), np.nan)
+    if n_f:
+        tok = torch.tensor(np.asarray(stats_all.tokens), dtype=torch.long)  # copies: the grid's arrays may be read-only
+        a_all, b_all = additive_parts(emb, sae.subset(torch.tensor(feats)), tok, torch.tensor(positions, dtype=torch.long), torch.float64)
+        a_all, b_all = to_numpy(a_all, np.float64), to_numpy(b_all, np.float64)
+        cut = to_numpy(sae.cut(torch.float64), np.float64)[feats]
+    for j in range(n_f):
+        a = np.sort(a_all[:, j])  # ascending
+        b = b_all[:, j]
+        n = len(a)
+        above = np.concatenate([[0.0], np.cumsum(a[::-1])])  # above[k]: sum of the k largest token parts
+        # tokens with a > x: n - searchsorted(a, x, "right")
+        k_own = int(n - np.searchsorted(a, cut[j] - b[inside].max(), side="right")) if inside.any() else 0
+        k_fire = n - np.searchsorted(a, cut[j] - b, side="right")
+        k_own_fire = np.minimum(k_fire, k_own)  # own tokens firing at p: the largest min(k_fire, k_own)
+        own_n[j] = k_own
+        if k_own:
+            own_mean[j] = (above[k_own_fire] + k_own_fire * b) / k_own
+            own_inside[j] = float(own_mean[j][inside].mean()) if inside.any() else float("nan")
+        k_spur = k_fire - k_own_fire
+        spur_share[j] = k_spur / n
+        spur_sum = above[k_fire] - above[k_own_fire] + k_spur * b
+        spur_mean[j] = np.where(k_spur > 0, spur_sum / np.maximum(k_spur, 1), np.nan)
+    return OwnAndSpurious(feats, positions, own_n, own_mean, own_inside, spur_share, spur_mean)
+
+
 def spurious_examples(emb: Embeddings, sae: SAE, never: NeverFiring, kinds: np.ndarray, context: int, n_pos: int,
                       top: int = 20) -> pd.DataFrame:
     """The ``top`` strongest (feature, token, position) firings past the context by a token that never fires it inside."""

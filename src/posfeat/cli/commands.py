@@ -81,7 +81,7 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
 @command("analyze")
 def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     from ..analyses.analysis import analyze, timed
-    from ..outputs.report import sweep_sections
+    from ..outputs.report import CSV_FILES, sweep_sections
     from ..outputs.write import save_analysis
 
     t0 = time.monotonic()
@@ -106,7 +106,8 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
           f"L0 {s['l0_in_context']:.1f} -> {s['l0_past_context']:.1f}")
     for key, f in an.findings.items():
         print(f"  {key}: {f['verdict']}. {f['evidence']}")
-    print(f"wrote {out}/report.html, features.csv, by_position.csv, summary.json and figures/ in {time.monotonic() - t0:.0f} s")
+    print(f"wrote {out}/report.html, {', '.join(f'{name}.csv' for name in CSV_FILES)}, summary.json and figures/ in "
+          f"{time.monotonic() - t0:.0f} s")
     return 0
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
@@ -38,8 +39,21 @@ def new_figure(width: float, height: float, title: str, subtitle: str, **kw: Any
     fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(**kw)
     chars = max(40, int(width * 13))
-    fig.suptitle("\n".join([*textwrap.wrap(title, chars), *textwrap.wrap(subtitle, int(chars * 1.15))]), fontsize=9)
+    fig.suptitle("\n".join([*balanced_wrap(title, chars), *balanced_wrap(subtitle, int(chars * 1.15))]), fontsize=9)
     return fig, axes
+
+
+def balanced_wrap(text: str, chars: int) -> list[str]:
+    """``text`` in as few lines of at most ``chars`` characters as :func:`textwrap.wrap` needs, each as short as that number
+    of lines allows: the lines come out of even length, so no word is left alone on the last one."""
+    lines = textwrap.wrap(text, chars)
+    if len(lines) < 2:
+        return lines
+    for width in range(len(text) // len(lines), chars):
+        even = textwrap.wrap(text, width)
+        if len(even) == len(lines):
+            return even
+    return lines
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:
@@ -61,8 +75,15 @@ def spread_subset(values: np.ndarray, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, len(values) - 1, k).round().astype(int))
 
 
-def context_line(ax: Any, an: Analysis, legend: bool = True) -> None:
-    ax.axvline(an.context - 0.5, color="k", ls="--", lw=0.8, label=f"end of training context ({an.context})" if legend else None)
+def context_line(ax: Any, an: Analysis, legend: bool = True, on_dark: bool = False) -> None:
+    """The end of the training context, dashed: black on a light background; ``on_dark`` (a heatmap), white with a black
+    outline, which stands out from every colour of viridis, its darkest purple and its brightest yellow alike."""
+    label = f"end of training context ({an.context})" if legend else None
+    if on_dark:
+        ax.axvline(an.context - 0.5, color="white", ls="--", lw=1.2, label=label,
+                   path_effects=[patheffects.Stroke(linewidth=2.6, foreground="black"), patheffects.Normal()])
+    else:
+        ax.axvline(an.context - 0.5, color="k", ls="--", lw=0.8, label=label)
 
 
 # ---------------------------------------------------------------------------- the figures
@@ -142,9 +163,10 @@ def positional_profiles(an: Analysis, extended: bool = False) -> Figure:
         ax1.fill_between(st.positions, np.maximum(m - sd, 0), m + sd, color=colors(i % 10), alpha=0.22, lw=0)
     ax1.set(xlabel="position", ylabel="mean activation over tokens (band: +/- 1 std)")
     if extended:
-        context_line(ax0, an, legend=False)
+        context_line(ax0, an, legend=False, on_dark=True)
         context_line(ax1, an)
-    ax1.legend(fontsize=6.5, title=f"{len(pick)} of {len(feats)}, evenly by peak", title_fontsize=6.5, loc="upper right")
+    ax1.legend(fontsize=8, title=f"{len(pick)} of {len(feats)},\nevenly by peak", title_fontsize=8, loc="upper left", alignment="left",
+               bbox_to_anchor=(1.01, 1.0))  # beside the axes: over them it hid the last feature's peak
     return fig
 
 
@@ -204,28 +226,51 @@ def helix_static(an: Analysis) -> Figure:
 
 
 def token_features(an: Analysis) -> Figure:
-    """Top features of a few tokens by position (note's Fig. 5), small multiples: the chosen token, frequent ones, the most bent."""
+    """Top features of a few tokens by position (note's Fig. 5): the chosen token on top, over every position and again over
+    the first few (its features' fine structure, e.g. two interaction features alternating every few positions, is a solid band
+    at full range), the frequent and the most bent ones below. Each non-positional feature is a line of its own colour with its
+    own legend entry; the token's positional features are thin lines of one colour under one entry (their bumps, not their
+    identities, are the point)."""
     panels = an.token_panels or [(an.token, "chosen", an.token_features, an.token_profile)]
-    cols = 2 if len(panels) > 1 else 1
-    rows = int(np.ceil(len(panels) / cols))
-    fig, axs = new_figure(12.5 if cols == 2 else 10.5, 3.6 * rows + 0.8, "Top features of tokens by position (note's Fig. 5); line "
-                          "style: kind; rings: interaction share of at least 0.3",
-                          label(an), nrows=rows, ncols=cols, squeeze=False)
+    rest = panels[1:]
+    fig = Figure(figsize=(12.5, 4.0 + (4.1 if rest else 0)), layout="constrained")
+    title = ("Top features of tokens by position (note's Fig. 5): non-positional features in colour, positional ones thin red; "
+             "rings: interaction share of at least 0.3")
+    fig.suptitle("\n".join([*balanced_wrap(title, 160), *balanced_wrap(label(an), 180)]), fontsize=9)
+    grid = fig.add_gridspec(2 if rest else 1, 1, height_ratios=[1, 1.05] if rest else None)
+    top = grid[0].subgridspec(1, 2, width_ratios=[2.3, 1])
+    main, zoom = fig.add_subplot(top[0]), fig.add_subplot(top[1])
+    below = [fig.add_subplot(cell) for cell in grid[1].subgridspec(1, len(rest))] if rest else []
     pos = an.stats_all.positions
-    colors = matplotlib.colormaps["tab10"]
-    for ax, (tid, why, feats, prof) in zip(axs.flat, panels):
-        for j, f in enumerate(feats):
-            row = an.features.iloc[int(f)]
-            flag = np.nan_to_num(row.interaction_share) >= 0.3
-            ax.plot(pos, prof[:, j], lw=1.1, color=colors(j % 10), ls=KIND_STYLES[row.kind], marker="o" if flag else None,
-                    markevery=max(1, len(pos) // 12), mfc="none", label=f"#{int(f)} {row.kind}" + (" (interaction)" if flag else ""))
-        context_line(ax, an)
-        ax.set_title(f"{an.emb.token_str(int(tid))!r} ({why})", fontsize=8)
-        ax.set(xlabel="position", ylabel="activation")
-        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    for ax in list(axs.flat)[len(panels):]:
-        ax.axis("off")
+    first = pos < min(48, an.context)
+    tid, why, feats, prof = panels[0]
+    _token_panel(an, main, pos, feats, prof, f"{an.emb.token_str(int(tid))!r} ({why}): its top {len(feats)} features", legend=True)
+    _token_panel(an, zoom, pos[first], feats, prof[first], f"the same, positions 0..{int(pos[first].max())}", legend=False)
+    handles, labels = main.get_legend_handles_labels()
+    zoom.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    for ax, (tid, why, feats, prof) in zip(below, rest):
+        _token_panel(an, ax, pos, feats, prof, f"{an.emb.token_str(int(tid))!r} ({why}): its top {len(feats)} features", legend=False)
+        ax.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1 if len(rest) > 2 else 2)
     return fig
+
+
+def _token_panel(an: Analysis, ax: Any, pos: np.ndarray, feats: np.ndarray, prof: np.ndarray, title: str, legend: bool) -> None:
+    """One token's top features on ``ax``: non-positional ones first in the legend, then one entry for the positional ones."""
+    colors = [c for i, c in enumerate(matplotlib.colormaps["tab10"].colors) if i != 3]  # tab10 without its red, the positional colour
+    rows = [(j, an.features.iloc[int(f)]) for j, f in enumerate(feats)]
+    positional = [j for j, row in rows if row.kind == "positional"]
+    for c, (j, row) in enumerate([(j, row) for j, row in rows if row.kind != "positional"]):
+        flag = np.nan_to_num(row.interaction_share) >= 0.3
+        ax.plot(pos, prof[:, j], lw=1.2, color=colors[c % len(colors)], ls=KIND_STYLES[row.kind], marker="o" if flag else None,
+                markevery=max(1, len(an.stats_all.positions) // 12), mfc="none",  # rings as far apart in the zoom as at full range
+                label=f"#{int(feats[j])} {row.kind}" + (" (interaction)" if flag else ""))
+    for i, j in enumerate(positional):
+        ax.plot(pos, prof[:, j], lw=0.7, color=KIND_COLORS["positional"], alpha=0.55,
+                label=None if i else f"{len(positional)} positional feature{'s' if len(positional) > 1 else ''} (thin)")
+    if pos.max() >= an.context:
+        context_line(ax, an, legend=legend)
+    ax.set_title(title, fontsize=9)
+    ax.set(xlabel="position", ylabel="activation")
 
 
 def wpos_similarity(an: Analysis) -> Figure:
@@ -265,24 +310,81 @@ def sinusoid(an: Analysis) -> Figure:
 
 
 def semantic_profiles(an: Analysis) -> Figure:
-    """A handful of semantic features across and past the context (the note's Fig. 8), chosen by their break: those firing
-    spuriously most often; mean activation over all tokens and the share of tokens firing, exact."""
+    """A handful of semantic features across and past the context (the note's Fig. 8), chosen by their break (those firing
+    spuriously most often), with their two behaviours apart, exact over the whole grid: on their own tokens (those firing them
+    at some in-context position), relative to inside the context; and their spurious firing (tokens that fire them nowhere
+    inside the context), as a share of the vocabulary. The title says where each starts to depart from inside the context."""
+    from ..analyses.length import own_and_spurious
+
     byf = an.spurious_by_feature
     sem = byf[byf.kind == "semantic"].feature.to_numpy()[:6] if len(byf) else np.array([], dtype=int)
+    if not an.sae.separable:
+        return _semantic_profiles_all_tokens(an)
     if not len(sem):
         sem = an.features[an.features.kind == "semantic"].sort_values("token_score", ascending=False).feature.to_numpy()[:6]
-    fig, (ax0, ax1) = new_figure(12.5, 4.4, f"Semantic features across and past the context (note's Fig. 8): the {len(sem)} firing "
-                                 "spuriously most often (exact, all tokens)", label(an), ncols=2)
+    split = own_and_spurious(an.emb, an.sae, an.stats_all, sem, an.context)
+    pos = split.positions
+    rel = split.own_mean / np.where(split.own_inside > 0, split.own_inside, np.nan)[:, None]
+    own_from, spur_from = departures(rel, split.spurious_share, pos, an.context)
+    when = (f"on their own tokens they stay within their in-context range until position {own_from}" if own_from is not None
+            else "on their own tokens they stay within their in-context range throughout")
+    when += (f"; spurious firing reaches 1% of the vocabulary at position {spur_from}" if spur_from is not None
+             else "; spurious firing stays below 1% of the vocabulary")
+    fig, (ax0, ax1) = new_figure(12.5, 4.9, f"Semantic features across and past the context (note's Fig. 8), the {len(sem)} firing spuriously "
+                                 f"most often, exact over all tokens: {when} (training context {an.context})", label(an), ncols=2)
+    colors = matplotlib.colormaps["tab10"]
+    for i, f in enumerate(split.features):
+        lab = f"#{int(f)} ({int(split.own_tokens[i])} own tokens)"
+        ax0.plot(pos, rel[i], color=colors(i % 10), lw=1, label=lab)
+        ax1.plot(pos, 100 * split.spurious_share[i], color=colors(i % 10), lw=1)
+    ax0.axhline(1, color="grey", lw=0.6)
+    ax0.set(xlabel="position", ylabel="mean activation on its own tokens / inside the context",
+            title="on its own tokens (those firing it at some in-context position)")
+    ax1.set(xlabel="position", ylabel="% of all tokens firing it spuriously", title="spurious: tokens firing it nowhere inside the context")
+    for ax, start in ((ax0, own_from), (ax1, spur_from)):
+        ax.title.set_fontsize(8)
+        context_line(ax, an, legend=ax is ax0)
+        if start is not None:
+            ax.axvline(start, color="#555555", ls=":", lw=1, label="departs from inside the context" if ax is ax0 else None)
+    fig.legend(*ax0.get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8)
+    return fig
+
+
+def departures(relative: np.ndarray, spurious_share: np.ndarray, positions: np.ndarray, context: int,
+               share: float = 0.01) -> tuple[int | None, int | None]:
+    """Where the features of :func:`semantic_profiles` start to behave differently from inside the context: the first position
+    past it from which their mean relative activation on their own tokens stays outside its in-context range for 8 positions
+    in a row, and the first where their mean spurious share reaches ``share`` of the vocabulary; None where neither happens."""
+    mean_rel = np.nanmean(relative, axis=0) if len(relative) else np.zeros(len(positions))
+    inside = positions < context
+    own = None
+    if inside.any() and (~inside).any():
+        lo, hi = np.nanmin(mean_rel[inside]), np.nanmax(mean_rel[inside])
+        out = ((mean_rel < lo) | (mean_rel > hi)) & ~inside
+        run = np.convolve(out.astype(int), np.ones(8, dtype=int), mode="valid") == 8
+        hits = np.nonzero(run)[0]
+        own = int(positions[hits[0]]) if len(hits) else None
+    mean_spur = spurious_share.mean(0) if len(spurious_share) else np.zeros(len(positions))
+    hits = np.nonzero((mean_spur >= share) & ~inside)[0]
+    return own, (int(positions[hits[0]]) if len(hits) else None)
+
+
+def _semantic_profiles_all_tokens(an: Analysis) -> Figure:
+    """Semantic profiles of a non-separable (TopK) SAE: its own tokens cannot be told from the rest without enumerating the grid,
+    so this draws the mean over all tokens and the share firing, which mixes the two (the title says so)."""
+    sem = an.features[an.features.kind == "semantic"].sort_values("token_score", ascending=False).feature.to_numpy()[:6]
+    fig, (ax0, ax1) = new_figure(12.5, 4.6, f"Semantic features across and past the context (note's Fig. 8): the {len(sem)} strongest, over all "
+                                 "tokens (own tokens and spurious firing mixed: this SAE is not separable)", label(an), ncols=2)
     st = an.stats_all
     colors = matplotlib.colormaps["tab10"]
     for i, f in enumerate(sem):
         ax0.plot(st.positions, st.mean_by_position[int(f)], color=colors(i % 10), lw=1, label=f"#{int(f)}")
-        ax1.plot(st.positions, st.fire_by_position[int(f)], color=colors(i % 10), lw=1, label=f"#{int(f)}")
+        ax1.plot(st.positions, st.fire_by_position[int(f)], color=colors(i % 10), lw=1)
     ax0.set(xlabel="position", ylabel="mean activation over all tokens")
-    ax1.set(xlabel="position", ylabel="share of tokens on which it fires", yscale="log")
+    ax1.set(xlabel="position", ylabel="share of tokens on which it fires")
     for ax in (ax0, ax1):
-        context_line(ax, an)
-        ax.legend(fontsize=7, loc="upper left")
+        context_line(ax, an, legend=ax is ax0)
+    fig.legend(*ax0.get_legend_handles_labels(), loc="outside lower center", ncol=7, fontsize=8)
     return fig
 
 
@@ -386,13 +488,15 @@ FIGURES: dict[str, tuple[Callable[[Analysis], Figure], str]] = {
     "helix": (helix_static, "W_pos rows (dots) and positional features' decoder directions (crosses) on the top 3 PCs."),
     "wpos_similarity": (wpos_similarity, "Cosine similarity of every pair of W_pos rows, with the end of the training context marked."),
     "sinusoid": (sinusoid, "How much of each feature's mean pre-activation one sinusoid explains, and its frequency (features.csv)."),
-    "token_features": (token_features, "Top features of a few tokens by position (small multiples): the chosen one, frequent ones, the "
-                       "most bent one."),
+    "token_features": (token_features, "Top features of a few tokens by position: the chosen one (over all positions and over the "
+                       "first few), frequent ones, the most bent one; positional features as thin red lines."),
     "length_generalisation": (length_generalisation, "FVU, explained variance and L0 by position, with baselines."),
     "extended_profiles": (lambda an: positional_profiles(an, extended=True), "Positional features past the context."),
     "apparent_position": (apparent, "Apparent position (activation-weighted peak of the firing positional features) and the nearest "
                           "in-context W_pos row, against the true position."),
     "semantic_breakage": (semantic_breakage, "Spurious firing by position and by feature, and the noise of semantic features."),
-    "semantic_profiles": (semantic_profiles, "Semantic features firing spuriously most often, across and past the context."),
+    "semantic_profiles": (semantic_profiles, "Semantic features firing spuriously most often, across and past the context: on their own "
+                          "tokens (those firing them inside the context), relative to inside, apart from their spurious firing (tokens "
+                          "firing them nowhere inside), and the positions where each departs from inside the context."),
     "attribution": (attribution, "Error share in the W_pos principal subspace; the add-back test."),
 }

@@ -210,6 +210,17 @@ SECTIONS = [
     ("6. Where the error past the context comes from", [], ["attribution"], _attribution_tables),
 ]
 
+#: The CSVs of an analysis folder (``NAME.csv``) with what each holds: what save_analysis writes, the report's Files list and the
+#: CLI's "wrote" line name.
+CSV_FILES = {"features": "one row per feature", "by_position": "one row per position", "tokens": "one row per token: its top features "
+             "and how flat they are", "spurious_examples": "the strongest spurious firings", "spurious_by_feature": "spurious firing per feature"}
+
+
+def files_html() -> str:
+    """The report's Files list: every file the analysis folder holds."""
+    return ", ".join(f"{name}.csv ({esc(what)})" for name, what in CSV_FILES.items()) + ", summary.json, figures/*.png."
+
+
 def report_parts(an: Analysis) -> dict[str, Any]:
     """What the page needs besides the figures' PNGs: each interactive figure's HTML (``interactive``), each section's
     tables (``tables``) and the feature explorer's JSON (``explorer_data``). :func:`posfeat.outputs.write.save_analysis`
@@ -238,7 +249,7 @@ def render_html(an: Analysis, pngs: dict[str, Path], sweep_sections: tuple[str, 
     explorer_js = resources.files(__package__).joinpath("templates/explorer.js").read_text()
     html_page = page.substitute(model=esc(s["model"]), sae=esc(s["sae"]), pairs=pairs_html(s, bool(an.emb.info.get("token_type_row_added"))),
                                 css=css, header=header, glance=glance(an.findings), sections="\n".join(blocks), sweeps="\n".join(sweep_sections),
-                                command=esc(s.get("command", "")), explorer_data=data, explorer_js=explorer_js)
+                                command=esc(s.get("command", "")), files=files_html(), explorer_data=data, explorer_js=explorer_js)
     return with_csp([*interactive.values(), f"<script>{explorer_js}</script>"], html_page)
 
 

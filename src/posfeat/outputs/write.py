@@ -29,7 +29,7 @@ from ..core.progress import progress_bar
 from ..io.atomic import deferred_signals, output_folder
 from .figures import FIGURES, new_figure, save_figure
 from .interactive import INTERACTIVE
-from .report import render_html, report_parts, sweep_sections
+from .report import CSV_FILES, render_html, report_parts, sweep_sections
 
 if TYPE_CHECKING:
     from ..analyses.analysis import Analysis
@@ -76,7 +76,7 @@ def make_figure(an: Analysis, name: str) -> Any:
 
 
 #: Figures whose drawing touches torch (the model's tensors): drawn by the parent process only, never in a forked child.
-PARENT_ONLY = frozenset({"wpos_similarity"})
+PARENT_ONLY = frozenset({"wpos_similarity", "semantic_profiles"})
 #: Drawing time of the heavier figures relative to a typical one (about 0.25 s on the bundled pair, on this project's
 #: 2-core machine; others 1): the figures are queued costliest first, so the last ones taken are the quick ones.
 FIGURE_COST = {"preactivations": 2.8, "token_features": 2.2, "length_generalisation": 1.3, "semantic_breakage": 1.2}
@@ -256,7 +256,7 @@ def save_analysis(an: Analysis, out: str | Path, *, force: bool = False, command
         def meanwhile() -> None:
             nonlocal own
             t = time.perf_counter()
-            for name in ("features", "by_position", "tokens", "spurious_examples", "spurious_by_feature"):
+            for name in CSV_FILES:
                 getattr(an, name).to_csv(tmp / f"{name}.csv", index=False, float_format=CSV_FLOAT)
             parts.update(report_parts(an))
             own = time.perf_counter() - t
