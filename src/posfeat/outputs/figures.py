@@ -113,10 +113,6 @@ def disjointness(an: Analysis) -> Figure:
     return fig
 
 
-def _share(x: Any) -> str:
-    return f"{100 * float(x):.1f}%" if isinstance(x, (int, float)) and np.isfinite(x) else "n/a"
-
-
 def positional_scores(an: Analysis) -> Figure:
     s = np.sort(an.features.positional_score.to_numpy())[::-1]
     kv = an.summary.get("knee_vs_rule", {})
