@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import posfeat
+from posfeat.io.atomic import pid_alive
 
 RAY = str(Path(sys.executable).with_name("ray"))
 SRC = str(Path(posfeat.__file__).resolve().parents[1])
@@ -35,13 +36,7 @@ def free_port() -> int:
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def group_members(pgid: int) -> list[int]:
