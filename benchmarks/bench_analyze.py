@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from machine import cpu_identity  # benchmarks/machine.py
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpt2_standin import build
 
@@ -69,7 +71,8 @@ def main() -> None:
     floor = gemm_floor(torch.device(args.device), *shape)
     device = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
     wall, cpu = best["wall"], best["cpu"]
-    rows = [("device", device), *([("stand-in built in", f"{built:.0f} s")] if built is not None else []),
+    identity = cpu_identity() if args.device == "cpu" else []
+    rows = [("device", device), *identity, *([("stand-in built in", f"{built:.0f} s")] if built is not None else []),
             ("command", "posfeat " + " ".join(cmd[3:]).replace(str(out), "OUT")),
             (f"floor: fp32 GEMM W_E @ W_enc ({shape[0]} x {shape[1]} x {shape[2]})", f"{floor:.3f} s"),
             *[(f"stage: {k}", f"{v:.1f} s ({v / floor:.2f}x floor)") for k, v in s["timings"].items()],

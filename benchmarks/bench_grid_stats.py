@@ -26,6 +26,8 @@ import torch
 from posfeat import SAE, Embeddings, brute_force_stats, feature_stats
 from posfeat.engine.kernel import set_threads
 
+from machine import cpu_identity  # benchmarks/machine.py
+
 SIZES = {
     "gpt2": {"d_vocab": 50257, "n_ctx": 1024, "d_model": 768, "d_sae": 24576},
     "quick": {"d_vocab": 4096, "n_ctx": 256, "d_model": 128, "d_sae": 2048},
@@ -118,6 +120,7 @@ def main() -> None:
     t_bf_full = t_bf / (n_t * n_p * size["d_sae"]) * full
     rows = [
         ("device", device_name(device)),
+        *([row for row in cpu_identity() if row[0] != "threads"] if device.type == "cpu" else []),
         ("threads", f"torch {torch.get_num_threads()}" + ("" if device.type == "cuda" else f", numba {args.threads or os.cpu_count()}")),
         ("backend", f"{args.backend}, screen {args.screen}"),
         ("instance", f"d_vocab {size['d_vocab']}, n_ctx {size['n_ctx']}, d_model {size['d_model']}, d_sae {size['d_sae']} "
