@@ -51,7 +51,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from ..core.errors import PosfeatError, arg
+from ..core.errors import PosfeatError, PosfeatTypeError, arg
 from ..core.version import __version__
 from .paths import shorten, visible
 
@@ -372,7 +372,7 @@ def holds_lock(out: str | os.PathLike[str] | None) -> bool:
     """True when this process holds the lock on ``out`` already (then the caller does not release it)."""
     try:
         return out is not None and Path(out).expanduser().resolve() in _LOCKS
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, TypeError, ValueError):
         return False
 
 
@@ -392,7 +392,13 @@ def release_all(failed: bool = False) -> None:
 # ---------------------------------------------------------------------------- the policy
 def resolve_target(out: str | os.PathLike[str] | None, what: str = "out") -> Path:
     """``out`` as an absolute path (``~`` expanded, symlinks followed), refused when empty or a folder of the user's own."""
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise PosfeatTypeError(f"{arg(what, shorten(repr(out)))} is not a path (its type is {type(out).__name__}); give a str or a pathlib.Path.")
     raw = "" if out is None else os.fspath(out)
+    if not isinstance(raw, str):
+        raise PosfeatTypeError(f"{arg(what, shorten(repr(out)))} is a path in bytes; give a str or a pathlib.Path.")
+    if "\x00" in raw:
+        raise PosfeatError(f"{arg(what, _shown(raw))} holds a NUL character, which no file name can; give another path.")
     if not raw.strip():
         raise PosfeatError(f"{arg(what)} is empty, which would mean the current folder; give the name of a new folder for the output.")
     try:
