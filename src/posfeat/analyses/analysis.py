@@ -247,7 +247,14 @@ def helix_points(emb: Embeddings, sae: SAE, pca: PCA, features: pd.DataFrame) ->
     proj = pca.project(to_numpy(sae.W_dec[torch.tensor(np.asarray(feats, dtype=np.int64), device=sae.device)]), center=False)
     norm = np.linalg.norm(proj, axis=1, keepdims=True)
     fpts = proj / np.where(norm > 0, norm, 1) * np.linalg.norm(pts, axis=1).mean()
-    return HelixPoints(pts, pca.positions, feats, fpts, sel.peak_position.to_numpy())
+    return HelixPoints(_three_columns(pts), pca.positions, feats, _three_columns(fpts), sel.peak_position.to_numpy())
+
+
+def _three_columns(points: np.ndarray) -> np.ndarray:
+    """``[n, 3]``: a model with fewer than three PCs (d_model 2, or two positions) gets its missing axes as zeros, so the
+    3-D figures draw it flat instead of failing."""
+    points = np.asarray(points, dtype=float).reshape(len(points), -1) if np.size(points) else np.zeros((len(points), 0))
+    return np.pad(points, ((0, 0), (0, max(0, 3 - points.shape[1]))))[:, :3]
 
 
 def token_profile(emb: Embeddings, sae: SAE, tid: int, n_pos: int, context: int, k: int,

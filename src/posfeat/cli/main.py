@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, BrokenPipeError) and _reader_left(sys.stdout):  # ``posfeat ... | head``: quiet, as SIGPIPE ends a program
             rc = 128 + signal.SIGPIPE
         else:
-            where = f" {err.filename}" if err.filename else " (the system named no path)"
+            where = f" {shorten(os.fsdecode(err.filename))}" if err.filename else " (the system named no path)"
             print(f"posfeat: error: {err.strerror or _one_line(str(err))} while reading or writing{where}; check that path, its disk "
                   "and its permissions.", file=sys.stderr)
             rc = 2
@@ -301,16 +301,32 @@ def main(argv: list[str] | None = None) -> int:
     return rc
 
 
+def _closed_streams() -> int | None:
+    """2 when the standard output was closed (``posfeat stats >&-``): what posfeat prints would have nowhere to go, so it says
+    so in one sentence before any work (a closed standard error is replaced by /dev/null first, so that sentence can be
+    written or silently dropped)."""
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+    if sys.stdout is not None:
+        return None
+    print("posfeat: error: the standard output is closed (>&-), so posfeat could not print what it finds; run it with the "
+          "output open (> /dev/null to discard it).", file=sys.stderr)
+    return 2
+
+
 def run() -> NoReturn:
     """The ``posfeat`` program: :func:`main`, then the process ends without the interpreter's teardown.
 
     Once :func:`main` has returned, every output is in place and every lock released. The exit handlers still run here
     (as at any exit), and the streams are flushed; what is skipped is unloading torch, numba and the rest module by
     module, which writes nothing and took about 0.6 s of every command."""
-    rc = main()
+    rc = _closed_streams()
+    if rc is None:
+        rc = main()
     atexit._run_exitfuncs()  # the handlers any exit runs (logging's flush, weakref finalizers such as temporary folders)
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
     except BrokenPipeError:  # its reader left (``posfeat ... | head``): nothing more can reach it; the status says so
         rc = rc or 128 + signal.SIGPIPE
     except OSError as err:  # e.g. a full disk under ``> file``: what was printed is not all there

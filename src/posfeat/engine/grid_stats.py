@@ -30,7 +30,8 @@ import torch
 from jaxtyping import Float, Int
 
 from ..core.embeddings import Embeddings
-from ..core.errors import PosfeatError
+from ..core.errors import PosfeatError, arg
+from ..core.memory import check_fits
 from ..core.progress import progress_bar
 from ..core.sae import SAE
 from ..core.tensors import require_data, to_numpy
@@ -453,6 +454,10 @@ def brute_force_stats(
     tok = resolve_index(tokens, emb.d_vocab, "tokens")
     n_pos, n_tok, d_sae = len(pos), len(tok), sae.d_sae
     step = token_chunk or max(1, 8_000_000 // max(1, n_pos * d_sae))
+    width = torch.finfo(dtype).bits // 8
+    check_fits(8 * d_sae * (4 * n_pos + n_tok) + 3 * min(step, n_tok) * n_pos * (d_sae * max(width, 8) + emb.d_model * width),
+               f"Enumerating {n_tok} tokens x {n_pos} positions through {d_sae} features", "give fewer tokens, positions or a smaller "
+               f"{arg('token_chunk')}, or use feature_stats (exact, in far less memory, for ReLU and JumpReLU SAEs)", dev)
     x_pos = emb.W_pos[pos.to(dev)].to(dtype)
     count = torch.zeros(d_sae, n_pos, dtype=ACC, device=dev)
     pos_sum, sq_dev, pre_sum = count.clone(), count.clone(), count.clone()

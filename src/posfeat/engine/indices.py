@@ -42,6 +42,12 @@ def resolve_index(values: Any, n: int, what: str) -> torch.Tensor:
         return torch.arange(count)
     if isinstance(values, slice):
         values = range(*values.indices(n))
+    if isinstance(values, range):  # checked by its ends, never listed first: range(10**9) costs nothing to refuse
+        if len(values) == 0:
+            raise PosfeatError(f"{shown} is empty; give at least one {one}.")
+        lo, hi = min(values[0], values[-1]), max(values[0], values[-1])
+        if lo < 0 or hi >= n:
+            raise PosfeatError(f"{shown}: {what} {lo}..{hi} fall outside 0..{n - 1}, the model's {n} {what}; give {what} within it.")
     try:
         if isinstance(values, torch.Tensor):
             values = values.detach().cpu().numpy()

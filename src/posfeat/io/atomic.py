@@ -171,8 +171,11 @@ def _shown(raw: object) -> str:
 
 def os_error(err: OSError, operation: str, path: object | None = None) -> PosfeatError:
     """One sentence for an OS error: what failed, doing what, on which path, and what to do."""
-    where = path if path is not None else (err.filename or "?")
+    if isinstance(err, PosfeatError):  # already one sentence (a full disk seen by the safetensors writer)
+        return err
+    where = shorten(os.fsdecode(path if path is not None else (err.filename or "?")))
     hint = ("free some space or choose another place" if err.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "free some space or raise the file-size limit (ulimit -f)" if err.errno == errno.EFBIG
             else "check that path and its permissions")
     return PosfeatError(f"{err.strerror or type(err).__name__} while {operation} {where}; {hint}.")
 
@@ -399,6 +402,11 @@ def resolve_target(out: str | os.PathLike[str] | None, what: str = "out") -> Pat
         raise PosfeatTypeError(f"{arg(what, shorten(repr(out)))} is a path in bytes; give a str or a pathlib.Path.")
     if "\x00" in raw:
         raise PosfeatError(f"{arg(what, _shown(raw))} holds a NUL character, which no file name can; give another path.")
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PosfeatError(f"{arg(what, _shown(raw))} is not valid UTF-8 (posfeat writes the path into its outputs' "
+                           "records and reports, which are UTF-8); give a name in UTF-8.") from None
     if not raw.strip():
         raise PosfeatError(f"{arg(what)} is empty, which would mean the current folder; give the name of a new folder for the output.")
     try:
