@@ -796,11 +796,15 @@ def partial_folder(target: Path, kind: str, *, fresh: bool = False, what: str = 
             raise PosfeatError(f"{partial} holds the work of a posfeat {found} run, not {kind}; move it away or choose another {arg(what)}.")
         if fresh:
             remove(partial)
+    made = not partial.exists()
     try:
         partial.mkdir(exist_ok=True)
         if not (partial / MARKER).is_file() or fresh:
             write_marker(partial, kind)
     except OSError as err:
+        if made:  # a full disk while making it: the folder goes again, as anything a failed run made
+            with contextlib.suppress(OSError):
+                remove(partial)
         raise os_error(err, "creating the work folder", partial) from None
     return partial
 
