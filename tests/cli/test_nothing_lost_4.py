@@ -159,3 +159,17 @@ def test_csv_cells_keep_token_text_exactly_even_when_it_looks_like_a_formula(tmp
     back = pd.read_csv(tmp_path / "f.csv", keep_default_na=False)
     assert back.top_tokens.tolist() == an.features.top_tokens.tolist()
     assert any(str(t).startswith(("=", "+", "-", "@")) for t in np.concatenate([str(x).split() for x in back.top_tokens]))
+
+
+def test_a_keyboard_interrupt_no_signal_sent_is_not_called_sigint(monkeypatch, capsys):
+    """Under ``ulimit -v 1G`` OpenBLAS failing to start its threads ended a run with a KeyboardInterrupt that no signal sent,
+    reported as "interrupted by SIGINT" (status 130); it is an error of its own, saying what happened."""
+    import posfeat.cli.commands as commands
+
+    def gives_up(args, invocation):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(commands.COMMANDS, "stats", gives_up)
+    code = main(["stats"])
+    err = capsys.readouterr().err
+    assert code == 2 and "SIGINT" not in err and "a KeyboardInterrupt that no signal sent" in _one_sentence(err), err

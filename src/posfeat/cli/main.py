@@ -242,6 +242,32 @@ def _drop_stale_lock(target: Path) -> None:
         os.close(fd)
 
 
+def _interrupted(err: KeyboardInterrupt, sig: _Signals, args: argparse.Namespace | None) -> int:
+    """The status and the line for a KeyboardInterrupt: a signal's (128+signal, or 0 when the output was complete), or, when
+    no signal arrived (a library raised it, as OpenBLAS can when it cannot start its threads under ``ulimit -v``), an error
+    that says so instead of naming a SIGINT that never came."""
+    signum = getattr(err, "signum", None) or sig.signum
+    if signum is None:
+        limit = _address_limit()
+        print("posfeat: error: the run was stopped by a KeyboardInterrupt that no signal sent (a library gave up, typically when it "
+              f"could not start its threads or allocate memory{limit}); outputs were left as they were: raise the limit or free "
+              "memory and run the command again.", file=sys.stderr)
+        return 2
+    target = _target(args)
+    if target is not None and completed(target):
+        print(f"posfeat: {signal.Signals(signum).name} arrived after {target} was complete; it is in place.", file=sys.stderr)
+        return 0
+    print(f"posfeat: interrupted by {signal.Signals(signum).name}; outputs were left as they were.", file=sys.stderr)
+    return 128 + signum
+
+
+def _address_limit() -> str:
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return "" if soft == resource.RLIM_INFINITY else f" under ulimit -v {soft // 1024} (KiB)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (see module docstring). Signals are handled from here until the process exits."""
     sig = _Signals().install()
@@ -271,14 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = 2
     except KeyboardInterrupt as err:
         sig.running = False
-        signum = getattr(err, "signum", None) or sig.signum or signal.SIGINT
-        target = _target(args)
-        if target is not None and completed(target):
-            print(f"posfeat: {signal.Signals(signum).name} arrived after {target} was complete; it is in place.", file=sys.stderr)
-            rc = 0
-        else:
-            print(f"posfeat: interrupted by {signal.Signals(signum).name}; outputs were left as they were.", file=sys.stderr)
-            rc = 128 + signum
+        rc = _interrupted(err, sig, args)
     except OSError as err:
         sig.running = False
         if isinstance(err, BrokenPipeError) and _reader_left(sys.stdout):  # ``posfeat ... | head``: quiet, as SIGPIPE ends a program

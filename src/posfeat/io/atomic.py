@@ -597,7 +597,8 @@ def _check_writable(path: Path, what: str) -> None:
     while not anc.exists():
         anc = anc.parent
     if not anc.is_dir() or not os.access(anc, os.W_OK | os.X_OK):
-        raise PosfeatError(f"Cannot write output folder {path} ({anc} is {'not a folder' if not anc.is_dir() else 'not writable'}); "
+        why = "not a folder" if not anc.is_dir() else "not writable"
+        raise PosfeatError(f"Cannot write output folder {shorten(path)} ({shorten(anc)} is {why}); "
                            f"choose a writable {arg(what)}.")
     with contextlib.suppress(OSError, ValueError):
         limit = os.pathconf(anc, "PC_NAME_MAX")

@@ -92,7 +92,7 @@ def _validated(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
 
 
 def _check_entry(path: Path, name: str, info: Any, data_size: int, head: bytes) -> None:
-    ok = isinstance(info, dict) and info.get("dtype") in _DTYPE_BYTES and isinstance(info.get("shape"), list)
+    ok = isinstance(info, dict) and isinstance(info.get("dtype"), str) and info["dtype"] in _DTYPE_BYTES and isinstance(info.get("shape"), list)
     offsets = info.get("data_offsets") if isinstance(info, dict) else None
     if not ok or not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
         raise _bad(path, f"its header entry for {name!r} is malformed", head)
