@@ -30,6 +30,7 @@ from ..core.errors import Interrupted, PosfeatError, Stopped
 from ..core.version import __version__
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
 from ..io.atomic import STOP_SIGNALS, completed, release_all, set_run, shorten
+from ..io.paths import PATH_KEEP
 from ..training.config import TrainConfig
 from .flags import Parser, add_dataclass_flags, add_device, add_output, add_pair, seed_value
 
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, BrokenPipeError) and _reader_left(sys.stdout):  # ``posfeat ... | head``: quiet, as SIGPIPE ends a program
             rc = 128 + signal.SIGPIPE
         else:
-            where = f" {shorten(os.fsdecode(err.filename))}" if err.filename else " (the system named no path)"
+            where = f" {shorten(os.fsdecode(err.filename), PATH_KEEP)}" if err.filename else " (the system named no path)"
             print(f"posfeat: error: {err.strerror or _one_line(str(err))} while reading or writing{where}; check that path, its disk "
                   "and its permissions.", file=sys.stderr)
             rc = 2

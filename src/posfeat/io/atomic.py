@@ -53,7 +53,7 @@ from pathlib import Path
 
 from ..core.errors import PosfeatError, PosfeatTypeError, arg
 from ..core.version import __version__
-from .paths import shorten, visible
+from .paths import PATH_KEEP, shorten, visible
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def os_error(err: OSError, operation: str, path: object | None = None) -> Posfea
     """One sentence for an OS error: what failed, doing what, on which path, and what to do."""
     if isinstance(err, PosfeatError):  # already one sentence (a full disk seen by the safetensors writer)
         return err
-    where = shorten(os.fsdecode(path if path is not None else (err.filename or "?")))
+    where = shorten(os.fsdecode(path if path is not None else (err.filename or "?")), PATH_KEEP)
     hint = ("free some space or choose another place" if err.errno in (errno.ENOSPC, errno.EDQUOT)
             else "free some space or raise the file-size limit (ulimit -f)" if err.errno == errno.EFBIG
             else "check that path and its permissions")
