@@ -11,6 +11,7 @@ by ``posfeat.outputs``), and an Analysis shows its headline numbers in a noteboo
 from __future__ import annotations
 
 import html
+import numbers
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,13 +24,15 @@ import pandas as pd
 import torch
 
 from ..core.embeddings import Embeddings
-from ..core.errors import PosfeatError, arg
+from ..core.errors import PosfeatError, PosfeatTypeError, arg
 from ..core.memory import release_freed
 from ..core.registry import lookup
 from ..core.sae import SAE, sae_context
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, additive_parts, check_pair, feature_stats, grid_statistics, on_device
+from ..engine.indices import IndexSet, resolve_index
 from ..engine.sample import SAMPLE_TOKENS, TokenSample, sample_tokens
+from ..io.paths import shorten
 from ..io.sae_folders import neuronpedia_url
 from ..io.sources import as_pair, sae_token_weights
 from ..io.tokens import token_weights_arg
@@ -244,7 +247,14 @@ def helix_points(emb: Embeddings, sae: SAE, pca: PCA, features: pd.DataFrame) ->
     proj = pca.project(to_numpy(sae.W_dec[torch.tensor(np.asarray(feats, dtype=np.int64), device=sae.device)]), center=False)
     norm = np.linalg.norm(proj, axis=1, keepdims=True)
     fpts = proj / np.where(norm > 0, norm, 1) * np.linalg.norm(pts, axis=1).mean()
-    return HelixPoints(pts, pca.positions, feats, fpts, sel.peak_position.to_numpy())
+    return HelixPoints(_three_columns(pts), pca.positions, feats, _three_columns(fpts), sel.peak_position.to_numpy())
+
+
+def _three_columns(points: np.ndarray) -> np.ndarray:
+    """``[n, 3]``: a model with fewer than three PCs (d_model 2, or two positions) gets its missing axes as zeros, so the
+    3-D figures draw it flat instead of failing."""
+    points = np.asarray(points, dtype=float).reshape(len(points), -1) if np.size(points) else np.zeros((len(points), 0))
+    return np.pad(points, ((0, 0), (0, max(0, 3 - points.shape[1]))))[:, :3]
 
 
 def token_profile(emb: Embeddings, sae: SAE, tid: int, n_pos: int, context: int, k: int,
@@ -308,11 +318,20 @@ def token_panels(emb: Embeddings, sae: SAE, tokens: pd.DataFrame, tid: int, n_po
     return out
 
 
+def study_count(positions: Any, n_ctx: int) -> int:
+    """``analyze``'s positions as a count: an int N, or any set :func:`resolve_index` accepts that is ``0..N-1``."""
+    idx = resolve_index(positions, n_ctx, "positions")
+    if int(idx[0]) != 0 or int(idx[-1]) != len(idx) - 1:
+        raise PosfeatError(f"{arg('positions', shorten(repr(positions)))} is not 0..N-1: analyze studies positions from 0 on; "
+                           "give a count N.")
+    return len(idx)
+
+
 def analyze(
     emb: Any,
     sae: Any,
     *,
-    positions: int | None = None,
+    positions: IndexSet = None,
     tokens_sample: int = SAMPLE_TOKENS,
     token: str | int | None = None,
     token_weights: Any = "auto",
@@ -330,7 +349,8 @@ def analyze(
         emb: the model: :class:`Embeddings`, or anything :func:`posfeat.load_embeddings` accepts (a name, a folder, a
             TransformerLens ``HookedTransformer``, a transformers ``PreTrainedModel``), centred as the SAE was trained.
         sae: an :class:`SAE`, or anything :func:`posfeat.load_sae` accepts (a folder, a release, a sae_lens SAE object).
-        positions: study positions ``0..positions-1`` (default all of W_pos).
+        positions: study positions ``0..positions-1``: a count N, as everywhere in posfeat, or ``range(N)`` (default
+            all of W_pos).
         tokens_sample: tokens sampled (seeded) for the reconstruction analyses.
         token: token (string or id) for the per-token figure (default ' the').
         token_weights: draw the sample from these weights (tensor or safetensors file); ``"auto"``
@@ -342,10 +362,10 @@ def analyze(
     """
     emb, sae = on_device(*as_pair(emb, sae), device)
     check_pair(emb, sae)
-    n_pos = emb.n_ctx if positions is None else positions
-    if isinstance(n_pos, bool) or not isinstance(n_pos, (int, np.integer)) or not 1 <= n_pos <= emb.n_ctx:
-        raise PosfeatError(f"{arg('positions', positions)} is outside 1..{emb.n_ctx}, the positions of {emb.name}; give a number within it.")
-    n_pos = int(n_pos)
+    n_pos = study_count(positions, emb.n_ctx)
+    for name, share in (("positional_share", positional_share), ("semantic_share", semantic_share)):
+        if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 <= share <= 1:
+            raise PosfeatTypeError(f"{arg(name, shorten(repr(share)))} is not a share; give a number from 0 to 1.")
     context = min(sae_context(sae, emb.n_ctx), n_pos)
     tid = resolve_token(emb, token)
     weights, sample = _token_sample(emb, sae, token_weights, tokens_sample, seed)

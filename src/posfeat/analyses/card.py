@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 from ..core.embeddings import Embeddings
-from ..core.errors import PosfeatError
+from ..core.errors import PosfeatError, PosfeatTypeError
 from ..core.sae import SAE, sae_context
 from ..engine.grid_stats import GridStats, feature_stats, on_device
+from ..io.paths import shorten
 from ..io.sae_folders import neuronpedia_url
 from .classify import classify, feature_table
 
@@ -107,7 +108,9 @@ def feature_card(emb: Embeddings, sae: SAE, index: int, *, device: str | torch.d
                  positional_share: float = 0.5, semantic_share: float = 0.5) -> FeatureCard:
     """The card of feature ``index``: exact statistics of that feature alone (it is independent of the others unless TopK)."""
     emb, sae = on_device(emb, sae, device)
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < sae.d_sae:
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        raise PosfeatTypeError(f"Feature {shorten(repr(index))} is not a feature index; give an int from 0 to {sae.d_sae - 1}.")
+    if not 0 <= index < sae.d_sae:
         raise PosfeatError(f"Feature {index} is out of range; {sae.name} has features 0..{sae.d_sae - 1}.")
     ctx = sae_context(sae, emb.n_ctx)
     one = sae.subset([int(index)]) if sae.separable else sae
@@ -123,7 +126,9 @@ def feature_card(emb: Embeddings, sae: SAE, index: int, *, device: str | torch.d
 def card_from_analysis(an: object, index: int) -> FeatureCard:
     """The card of feature ``index`` from an :class:`posfeat.Analysis` (no recomputation)."""
     d_sae = an.sae.d_sae
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < d_sae:
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        raise PosfeatTypeError(f"Feature {shorten(repr(index))} is not a feature index; give an int from 0 to {d_sae - 1}.")
+    if not 0 <= index < d_sae:
         raise PosfeatError(f"Feature {index} is out of range; {an.sae.name} has features 0..{d_sae - 1}.")
     row = an.features.iloc[int(index)]
     return _card(an.stats_context, an.stats_all.mean_by_position[int(index)], row, an.emb, int(index), int(index), an.context,

@@ -17,7 +17,7 @@ Definitions, for a stated token sample ``T`` at position ``p`` with input ``x = 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from ..core.embeddings import Embeddings
 from ..core.sae import SAE, sae_context
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, check_pair, feature_stats, on_device, resolve_index
+from ..engine.indices import IndexSet
 from ..engine.sample import Chunk, SampleGrid, TokenSample
 from ..io.sources import as_pair
 from .kernels import HAVE_NUMBA, fused_cpu, recon_sums
@@ -183,7 +184,7 @@ def pooled_explained_variance(df: pd.DataFrame, emb: Embeddings, sample: TokenSa
 
 
 @torch.no_grad()
-def reconstruction_by_position(emb: Any, sae: Any, sample: TokenSample, positions: Sequence[int] | range | None = None, *,
+def reconstruction_by_position(emb: Any, sae: Any, sample: TokenSample, positions: IndexSet = None, *,
                                device: str | torch.device | None = None, seed: int = 0) -> pd.DataFrame:
     """One row per position with the columns of ``EVAL_COLUMNS`` (see module docstring), computed where the pair lives.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +9,7 @@ import torch
 from jaxtyping import Float
 
 from ..core.errors import PosfeatError
+from ..engine.indices import IndexSet, resolve_index
 
 
 @dataclass
@@ -40,13 +40,13 @@ class PCA:
 
 
 def positional_pca(W_pos: Float[np.ndarray, "n_ctx d_model"] | Float[torch.Tensor, "n_ctx d_model"],
-                   positions: Sequence[int] | range | None = None) -> PCA:
+                   positions: IndexSet = None) -> PCA:
     """PCA of the rows ``W_pos[positions]`` (default rows 1..n_ctx-1: position 0 is special), mean-centred over rows."""
     W = np.asarray(W_pos.detach().cpu().double().numpy() if isinstance(W_pos, torch.Tensor) else W_pos, dtype=np.float64)
     if W.ndim != 2:
         raise PosfeatError(f"W_pos has shape {W.shape}; expected [n_ctx, d_model].")
-    pos = np.arange(1, W.shape[0]) if positions is None else np.asarray(list(positions), dtype=np.int64)
-    if pos.size < 2 or pos.min() < 0 or pos.max() >= W.shape[0]:
+    pos = np.arange(1, W.shape[0]) if positions is None else resolve_index(positions, W.shape[0], "positions").numpy()
+    if pos.size < 2:
         raise PosfeatError(f"positions for the PCA must be at least two rows within 0..{W.shape[0] - 1}.")
     rows = W[pos]
     mean = rows.mean(0)

@@ -30,6 +30,7 @@ from ..core.errors import Interrupted, PosfeatError, Stopped
 from ..core.version import __version__
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
 from ..io.atomic import STOP_SIGNALS, completed, release_all, set_run, shorten
+from ..io.paths import PATH_KEEP
 from ..training.config import TrainConfig
 from .flags import Parser, add_dataclass_flags, add_device, add_output, add_pair, seed_value
 
@@ -242,6 +243,32 @@ def _drop_stale_lock(target: Path) -> None:
         os.close(fd)
 
 
+def _interrupted(err: KeyboardInterrupt, sig: _Signals, args: argparse.Namespace | None) -> int:
+    """The status and the line for a KeyboardInterrupt: a signal's (128+signal, or 0 when the output was complete), or, when
+    no signal arrived (a library raised it, as OpenBLAS can when it cannot start its threads under ``ulimit -v``), an error
+    that says so instead of naming a SIGINT that never came."""
+    signum = getattr(err, "signum", None) or sig.signum
+    if signum is None:
+        limit = _address_limit()
+        print("posfeat: error: the run was stopped by a KeyboardInterrupt that no signal sent (a library gave up, typically when it "
+              f"could not start its threads or allocate memory{limit}); outputs were left as they were: raise the limit or free "
+              "memory and run the command again.", file=sys.stderr)
+        return 2
+    target = _target(args)
+    if target is not None and completed(target):
+        print(f"posfeat: {signal.Signals(signum).name} arrived after {target} was complete; it is in place.", file=sys.stderr)
+        return 0
+    print(f"posfeat: interrupted by {signal.Signals(signum).name}; outputs were left as they were.", file=sys.stderr)
+    return 128 + signum
+
+
+def _address_limit() -> str:
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return "" if soft == resource.RLIM_INFINITY else f" under ulimit -v {soft // 1024} (KiB)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (see module docstring). Signals are handled from here until the process exits."""
     sig = _Signals().install()
@@ -271,20 +298,13 @@ def main(argv: list[str] | None = None) -> int:
         rc = 2
     except KeyboardInterrupt as err:
         sig.running = False
-        signum = getattr(err, "signum", None) or sig.signum or signal.SIGINT
-        target = _target(args)
-        if target is not None and completed(target):
-            print(f"posfeat: {signal.Signals(signum).name} arrived after {target} was complete; it is in place.", file=sys.stderr)
-            rc = 0
-        else:
-            print(f"posfeat: interrupted by {signal.Signals(signum).name}; outputs were left as they were.", file=sys.stderr)
-            rc = 128 + signum
+        rc = _interrupted(err, sig, args)
     except OSError as err:
         sig.running = False
         if isinstance(err, BrokenPipeError) and _reader_left(sys.stdout):  # ``posfeat ... | head``: quiet, as SIGPIPE ends a program
             rc = 128 + signal.SIGPIPE
         else:
-            where = f" {err.filename}" if err.filename else " (the system named no path)"
+            where = f" {shorten(os.fsdecode(err.filename), PATH_KEEP)}" if err.filename else " (the system named no path)"
             print(f"posfeat: error: {err.strerror or _one_line(str(err))} while reading or writing{where}; check that path, its disk "
                   "and its permissions.", file=sys.stderr)
             rc = 2
@@ -301,16 +321,32 @@ def main(argv: list[str] | None = None) -> int:
     return rc
 
 
+def _closed_streams() -> int | None:
+    """2 when the standard output was closed (``posfeat stats >&-``): what posfeat prints would have nowhere to go, so it says
+    so in one sentence before any work (a closed standard error is replaced by /dev/null first, so that sentence can be
+    written or silently dropped)."""
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+    if sys.stdout is not None:
+        return None
+    print("posfeat: error: the standard output is closed (>&-), so posfeat could not print what it finds; run it with the "
+          "output open (> /dev/null to discard it).", file=sys.stderr)
+    return 2
+
+
 def run() -> NoReturn:
     """The ``posfeat`` program: :func:`main`, then the process ends without the interpreter's teardown.
 
     Once :func:`main` has returned, every output is in place and every lock released. The exit handlers still run here
     (as at any exit), and the streams are flushed; what is skipped is unloading torch, numba and the rest module by
     module, which writes nothing and took about 0.6 s of every command."""
-    rc = main()
+    rc = _closed_streams()
+    if rc is None:
+        rc = main()
     atexit._run_exitfuncs()  # the handlers any exit runs (logging's flush, weakref finalizers such as temporary folders)
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
     except BrokenPipeError:  # its reader left (``posfeat ... | head``): nothing more can reach it; the status says so
         rc = rc or 128 + signal.SIGPIPE
     except OSError as err:  # e.g. a full disk under ``> file``: what was printed is not all there

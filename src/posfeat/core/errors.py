@@ -4,6 +4,10 @@ Every mistake a user can make (a wrong file, mismatched shapes, an unreachable h
 :class:`PosfeatError` whose message is one sentence naming the bad thing and what to do. The CLI
 prints that sentence and exits with status 2, with no traceback.
 
+A :class:`PosfeatError` is a ``ValueError``; an argument of the wrong type raises :class:`PosfeatTypeError` (also a
+``TypeError``), work refused because it would not fit in memory :class:`PosfeatMemoryError` (also a ``MemoryError``),
+a file-system failure :class:`PosfeatOSError` (also an ``OSError``): catch either name.
+
 A message names the parameters a user can change through :func:`arg`, so that it reads right in
 the interface the user is in: ``force=True`` for an API user, ``--force`` for a CLI user.
 """
@@ -44,6 +48,19 @@ class PosfeatError(ValueError):
     def for_cli(self) -> str:
         """The message as a command-line user should read it (parameters as flags)."""
         return _render(str(self.args[0]) if self.args else "", cli=True)
+
+
+class PosfeatTypeError(PosfeatError, TypeError):
+    """An argument of the wrong type: catch it as :class:`PosfeatError` or as ``TypeError``."""
+
+
+class PosfeatMemoryError(PosfeatError, MemoryError):
+    """Work that would not fit in memory, refused before allocating: catch it as :class:`PosfeatError` or ``MemoryError``."""
+
+
+class PosfeatOSError(PosfeatError, OSError):
+    """A file-system failure (a full disk, a read-only folder, a name the file system cannot hold), named with the path and
+    what to do: catch it as :class:`PosfeatError` or ``OSError``."""
 
 
 class Interrupted(KeyboardInterrupt):

@@ -62,8 +62,8 @@ def gib(n: float) -> str:
 
 def check_fits(estimate: float, what: str, fix: str, device: object = "cpu") -> None:
     """Refuse, before allocating, work whose memory ``estimate`` (bytes) exceeds what the process can have (:func:`memory_limit`)."""
-    from .errors import PosfeatError
+    from .errors import PosfeatMemoryError
 
     limit, name = memory_limit(device)
     if limit is not None and estimate > limit:
-        raise PosfeatError(f"{what} needs about {gib(estimate)} of memory, more than {name} ({gib(limit)}); {fix}.")
+        raise PosfeatMemoryError(f"{what} needs about {gib(estimate)} of memory, more than {name} ({gib(limit)}); {fix}.")

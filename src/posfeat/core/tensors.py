@@ -62,6 +62,13 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     raise PosfeatError(f"{arg('device', spec)} is not a device; use auto, cpu or cuda.")
 
 
+def require_data(device: torch.device, what: str) -> None:
+    """Refuse tensors on PyTorch's ``meta`` device (shapes without values), which nothing can compute with."""
+    if device.type == "meta":
+        raise PosfeatError(f"{what} are on the meta device (shapes without values), so there is nothing to compute with; "
+                           f"load the real weights, or move them with .to('cpu') after loading them.")
+
+
 def same_device(*tensors: torch.Tensor | None) -> torch.device:
     """The one device all ``tensors`` live on; a clear error when they are spread over several."""
     devices = {t.device for t in tensors if t is not None}

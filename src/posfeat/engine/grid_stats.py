@@ -30,12 +30,14 @@ import torch
 from jaxtyping import Float, Int
 
 from ..core.embeddings import Embeddings
-from ..core.errors import PosfeatError
+from ..core.errors import PosfeatError, arg
+from ..core.memory import check_fits
 from ..core.progress import progress_bar
 from ..core.sae import SAE
-from ..core.tensors import to_numpy
+from ..core.tensors import require_data, to_numpy
 from ..io.sources import as_pair
 from .additive import ACC, TokenTop, additive_block, additive_blocks, resolve_backend, token_summary
+from .indices import IndexSet, check_dtype, check_whole, resolve_index
 from .screen import ESTIMATE_FEATURES, MAX_CANDIDATE_SHARE, Screen, bf16_fast, estimate_share
 
 log = logging.getLogger(__name__)
@@ -119,23 +121,6 @@ class NeverFiring:
 
 
 # ---------------------------------------------------------------------------- inputs
-def resolve_index(values: Any, n: int, what: str) -> torch.Tensor:
-    """Validate an index set (``None`` = all of ``range(n)``, a range, a slice or a sequence)."""
-    if values is None:
-        return torch.arange(n)
-    if isinstance(values, slice):
-        values = range(*values.indices(n))
-    try:
-        idx = torch.as_tensor(np.asarray(list(values) if isinstance(values, range) else values, dtype=np.int64)).reshape(-1)
-    except (TypeError, ValueError):
-        raise PosfeatError(f"The {what} must be whole numbers; give a range or a list of integers.") from None
-    if idx.numel() == 0:
-        raise PosfeatError(f"The {what} range is empty; give at least one {what[:-1] if what.endswith('s') else what}.")
-    if int(idx.min()) < 0 or int(idx.max()) >= n:
-        raise PosfeatError(f"{what} {int(idx.min())}..{int(idx.max())} fall outside [0, {n}); the model has {n} {what}.")
-    return idx
-
-
 def check_pair(emb: Embeddings, sae: SAE) -> torch.device:
     """The pair's one device; a clear error when the widths or the devices differ."""
     if emb.d_model != sae.d_in:
@@ -144,6 +129,7 @@ def check_pair(emb: Embeddings, sae: SAE) -> torch.device:
     if emb.device != sae.device:
         raise PosfeatError(f"The embeddings are on {emb.device} but the SAE is on {sae.device}; put both on one device "
                            "(emb.to(device), sae.to(device)) or load them with load_pair(..., device=...).")
+    require_data(sae.device, "The embeddings and the SAE")
     return sae.device
 
 
@@ -311,12 +297,19 @@ def _mean_by_token(W_enc: torch.Tensor, b_enc: torch.Tensor, x_tok: torch.Tensor
     return mean_by_token
 
 
+def _check_args(top_k_tokens: Any, feature_chunk: Any, dtype: Any) -> None:
+    check_whole(top_k_tokens, "top_k_tokens", 0)
+    if feature_chunk is not None:
+        check_whole(feature_chunk, "feature_chunk", 1)
+    check_dtype(dtype)
+
+
 def grid_statistics(
     emb: Embeddings,
     sae: SAE,
-    position_sets: Sequence[Sequence[int] | range | slice | None],
+    position_sets: Sequence[IndexSet],
     *,
-    tokens: Sequence[int] | None = None,
+    tokens: IndexSet = None,
     top_k_tokens: int = 20,
     feature_chunk: int | None = None,
     dtype: torch.dtype = torch.float32,
@@ -340,6 +333,7 @@ def grid_statistics(
         Other arguments: see :func:`feature_stats`.
     """
     dev = check_pair(emb, sae)
+    _check_args(top_k_tokens, feature_chunk, dtype)
     if not sae.separable:
         raise PosfeatError("grid_statistics needs a separable SAE (ReLU or JumpReLU); use feature_stats, which enumerates TopK SAEs.")
     backend = resolve_backend(backend, dev)
@@ -388,9 +382,9 @@ def grid_statistics(
 def feature_stats(
     emb: Any,
     sae: Any,
-    positions: Sequence[int] | range | slice | None = None,
+    positions: IndexSet = None,
     *,
-    tokens: Sequence[int] | None = None,
+    tokens: IndexSet = None,
     top_k_tokens: int = 20,
     device: str | torch.device | None = None,
     feature_chunk: int | None = None,
@@ -419,6 +413,7 @@ def feature_stats(
     """
     emb, sae = on_device(*as_pair(emb, sae), device)
     check_pair(emb, sae)
+    _check_args(top_k_tokens, feature_chunk, dtype)
     if not sae.separable:
         n_tok = emb.d_vocab if tokens is None else len(tokens)
         n_pos = len(resolve_index(positions, emb.n_ctx, "positions"))
@@ -433,9 +428,9 @@ def feature_stats(
 def brute_force_stats(
     emb: Embeddings,
     sae: SAE,
-    positions: Sequence[int] | range | slice | None = None,
+    positions: IndexSet = None,
     *,
-    tokens: Sequence[int] | None = None,
+    tokens: IndexSet = None,
     top_k_tokens: int = 20,
     device: str | torch.device | None = None,
     feature_chunk: int | None = None,
@@ -449,13 +444,20 @@ def brute_force_stats(
     reference is as exact as the inputs. ``feature_chunk`` is accepted for symmetry and unused
     (TopK needs every feature of an input at once).
     """
-    del feature_chunk
-    emb, sae = on_device(emb, sae, device)
+    emb, sae = on_device(*as_pair(emb, sae), device)
     dev = check_pair(emb, sae)
+    _check_args(top_k_tokens, feature_chunk, dtype)
+    if token_chunk is not None:
+        check_whole(token_chunk, "token_chunk", 1)
+    del feature_chunk
     pos = resolve_index(positions, emb.n_ctx, "positions")
     tok = resolve_index(tokens, emb.d_vocab, "tokens")
     n_pos, n_tok, d_sae = len(pos), len(tok), sae.d_sae
     step = token_chunk or max(1, 8_000_000 // max(1, n_pos * d_sae))
+    width = torch.finfo(dtype).bits // 8
+    check_fits(8 * d_sae * (4 * n_pos + n_tok) + 3 * min(step, n_tok) * n_pos * (d_sae * max(width, 8) + emb.d_model * width),
+               f"Enumerating {n_tok} tokens x {n_pos} positions through {d_sae} features", "give fewer tokens, positions or a smaller "
+               f"{arg('token_chunk')}, or use feature_stats (exact, in far less memory, for ReLU and JumpReLU SAEs)", dev)
     x_pos = emb.W_pos[pos.to(dev)].to(dtype)
     count = torch.zeros(d_sae, n_pos, dtype=ACC, device=dev)
     pos_sum, sq_dev, pre_sum = count.clone(), count.clone(), count.clone()

@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Float, Int
 
 from ..core.embeddings import Embeddings
-from ..core.errors import PosfeatError
+from ..core.errors import PosfeatError, PosfeatTypeError
 from ..core.sae import SAE
 from .grid_stats import additive_parts, check_pair
 from .kernel import HAVE_NUMBA, NUMBA_CACHE
@@ -53,7 +53,9 @@ class TokenSample:
 def sample_tokens(emb: Embeddings, n: int, *, weights: Float[torch.Tensor, " d_vocab"] | Float[np.ndarray, " d_vocab"] | None = None,
                   seed: int = 0) -> TokenSample:
     """``n`` token ids: drawn with replacement from ``weights`` when given, else uniformly without replacement."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise PosfeatTypeError(f"The token sample size is {n!r}; give a positive whole number of tokens.")
+    if n <= 0:
         raise PosfeatError(f"The token sample size is {n!r}; give a positive whole number of tokens.")
     gen = torch.Generator().manual_seed(seed)
     if weights is not None:

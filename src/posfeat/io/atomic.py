@@ -51,9 +51,9 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from ..core.errors import PosfeatError, arg
+from ..core.errors import PosfeatError, PosfeatTypeError, arg
 from ..core.version import __version__
-from .paths import shorten, visible
+from .paths import PATH_KEEP, shorten, visible
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +171,11 @@ def _shown(raw: object) -> str:
 
 def os_error(err: OSError, operation: str, path: object | None = None) -> PosfeatError:
     """One sentence for an OS error: what failed, doing what, on which path, and what to do."""
-    where = path if path is not None else (err.filename or "?")
+    if isinstance(err, PosfeatError):  # already one sentence (a full disk seen by the safetensors writer)
+        return err
+    where = shorten(os.fsdecode(path if path is not None else (err.filename or "?")), PATH_KEEP)
     hint = ("free some space or choose another place" if err.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "free some space or raise the file-size limit (ulimit -f)" if err.errno == errno.EFBIG
             else "check that path and its permissions")
     return PosfeatError(f"{err.strerror or type(err).__name__} while {operation} {where}; {hint}.")
 
@@ -372,7 +375,7 @@ def holds_lock(out: str | os.PathLike[str] | None) -> bool:
     """True when this process holds the lock on ``out`` already (then the caller does not release it)."""
     try:
         return out is not None and Path(out).expanduser().resolve() in _LOCKS
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, TypeError, ValueError):
         return False
 
 
@@ -392,7 +395,18 @@ def release_all(failed: bool = False) -> None:
 # ---------------------------------------------------------------------------- the policy
 def resolve_target(out: str | os.PathLike[str] | None, what: str = "out") -> Path:
     """``out`` as an absolute path (``~`` expanded, symlinks followed), refused when empty or a folder of the user's own."""
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise PosfeatTypeError(f"{arg(what, shorten(repr(out)))} is not a path (its type is {type(out).__name__}); give a str or a pathlib.Path.")
     raw = "" if out is None else os.fspath(out)
+    if not isinstance(raw, str):
+        raise PosfeatTypeError(f"{arg(what, shorten(repr(out)))} is a path in bytes; give a str or a pathlib.Path.")
+    if "\x00" in raw:
+        raise PosfeatError(f"{arg(what, _shown(raw))} holds a NUL character, which no file name can; give another path.")
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PosfeatError(f"{arg(what, _shown(raw))} is not valid UTF-8 (posfeat writes the path into its outputs' "
+                           "records and reports, which are UTF-8); give a name in UTF-8.") from None
     if not raw.strip():
         raise PosfeatError(f"{arg(what)} is empty, which would mean the current folder; give the name of a new folder for the output.")
     try:
@@ -583,7 +597,8 @@ def _check_writable(path: Path, what: str) -> None:
     while not anc.exists():
         anc = anc.parent
     if not anc.is_dir() or not os.access(anc, os.W_OK | os.X_OK):
-        raise PosfeatError(f"Cannot write output folder {path} ({anc} is {'not a folder' if not anc.is_dir() else 'not writable'}); "
+        why = "not a folder" if not anc.is_dir() else "not writable"
+        raise PosfeatError(f"Cannot write output folder {shorten(path)} ({shorten(anc)} is {why}); "
                            f"choose a writable {arg(what)}.")
     with contextlib.suppress(OSError, ValueError):
         limit = os.pathconf(anc, "PC_NAME_MAX")
@@ -782,11 +797,15 @@ def partial_folder(target: Path, kind: str, *, fresh: bool = False, what: str = 
             raise PosfeatError(f"{partial} holds the work of a posfeat {found} run, not {kind}; move it away or choose another {arg(what)}.")
         if fresh:
             remove(partial)
+    made = not partial.exists()
     try:
         partial.mkdir(exist_ok=True)
         if not (partial / MARKER).is_file() or fresh:
             write_marker(partial, kind)
     except OSError as err:
+        if made:  # a full disk while making it: the folder goes again, as anything a failed run made
+            with contextlib.suppress(OSError):
+                remove(partial)
         raise os_error(err, "creating the work folder", partial) from None
     return partial
 

@@ -30,6 +30,9 @@ def visible(text: str) -> str:
     return "".join(ch if ch.isprintable() or ch == " " else _shown_char(ch) for ch in text)
 
 
+PATH_KEEP = 200  # a path in an operating system's error keeps this much (a file name is at the end): whole in practice
+
+
 def shorten(value: object, keep: int = 60) -> str:
     """``value`` as text for a message: whole when short, else its first ``keep`` characters and its length; control and
     bidirectional characters made visible (:func:`visible`)."""

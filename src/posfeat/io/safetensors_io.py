@@ -10,18 +10,22 @@ before anything else touches it; tensors are then read one at a time through ``s
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import struct
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..core.errors import PosfeatError
+from ..core.errors import PosfeatError, PosfeatOSError
+from ..core.memory import check_fits
 from .atomic import atomic_file
+from .paths import shorten
 
 MAX_HEADER = 100 * 2**20  # the safetensors library's own limit on the JSON header
 _DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4,
@@ -88,7 +92,7 @@ def _validated(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
 
 
 def _check_entry(path: Path, name: str, info: Any, data_size: int, head: bytes) -> None:
-    ok = isinstance(info, dict) and info.get("dtype") in _DTYPE_BYTES and isinstance(info.get("shape"), list)
+    ok = isinstance(info, dict) and isinstance(info.get("dtype"), str) and info["dtype"] in _DTYPE_BYTES and isinstance(info.get("shape"), list)
     offsets = info.get("data_offsets") if isinstance(info, dict) else None
     if not ok or not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
         raise _bad(path, f"its header entry for {name!r} is malformed", head)
@@ -107,6 +111,9 @@ def tensor_names(path: str | os.PathLike[str]) -> list[str]:
     return list(read_header(path))
 
 
+_ITEM_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2}
+
+
 def read_tensors(path: str | os.PathLike[str], names: Iterable[str] | None = None, *, floating: bool = False) -> dict[str, torch.Tensor]:
     """Read tensors ``names`` (default all) from a safetensors file, one at a time, after validating its header.
 
@@ -122,6 +129,9 @@ def read_tensors(path: str | os.PathLike[str], names: Iterable[str] | None = Non
         bad = [f"{n} ({header[n]['dtype']})" for n in wanted if header[n]["dtype"] not in FLOAT_DTYPES]
         if bad:
             raise PosfeatError(f"{path} stores {', '.join(bad)} as non-floating-point data; weights must be float16, bfloat16, float32 or float64.")
+    sizes = [math.prod(header[n]["shape"]) * max(4, _ITEM_BYTES.get(header[n]["dtype"], 4)) for n in wanted]
+    check_fits(sum(sizes) + max(sizes, default=0), f"Reading {shorten(path)} ({len(sizes)} tensors)",
+               "run on a machine with more memory (or a higher ulimit), or use a smaller SAE")
     out = {}
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -157,7 +167,22 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write a safetensors file atomically (CPU copies of the tensors)."""
     with atomic_file(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        except SafetensorError as err:  # the Rust writer's io::Error (a full disk, ulimit -f), not an OSError
+            raise PosfeatOSError(f"Writing {shorten(path)} failed "
+                                 f"({_os_reason(str(err))}); free space on that disk or raise its size limit (ulimit -f), "
+                                 "then run the command again.") from None
+
+
+def _os_code(text: str) -> int:
+    found = re.search(r"(?:code: |os error )(\d+)", text)
+    return int(found.group(1)) if found else 0
+
+
+def _os_reason(text: str) -> str:
+    code = _os_code(text)
+    return os.strerror(code) if code else shorten(text.splitlines()[0] if text else "an unknown error", 120)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -48,16 +48,23 @@ def figure_class() -> type:
     return Figure
 
 
+def _three(points: np.ndarray) -> np.ndarray:
+    """``[n, 3]`` points: a model with fewer than three PCs (d_model 2, or two positions) drawn with the missing axes at 0."""
+    points = np.asarray(points, dtype=float).reshape(len(points), -1) if np.size(points) else np.zeros((len(points), 0))
+    return np.pad(points, ((0, 0), (0, max(0, 3 - points.shape[1]))))[:, :3]
+
+
 def helix_interactive(an: Analysis) -> Any:
     import plotly.graph_objects as go
 
     h = an.helix
+    rows, feature_points = _three(h.rows), _three(h.feature_points)
     fig = figure_class()()
-    fig.add_trace(go.Scatter3d(x=_r(h.rows[:, 0]), y=_r(h.rows[:, 1]), z=_r(h.rows[:, 2]), mode="markers", name="W_pos rows",
+    fig.add_trace(go.Scatter3d(x=_r(rows[:, 0]), y=_r(rows[:, 1]), z=_r(rows[:, 2]), mode="markers", name="W_pos rows",
                                text=[f"position {p}" for p in h.positions],
                                marker={"size": 3, "color": h.positions.tolist(), "colorscale": "Plasma", "colorbar": {"title": "position"}}))
     if len(h.features):
-        fig.add_trace(go.Scatter3d(x=_r(h.feature_points[:, 0]), y=_r(h.feature_points[:, 1]), z=_r(h.feature_points[:, 2]),
+        fig.add_trace(go.Scatter3d(x=_r(feature_points[:, 0]), y=_r(feature_points[:, 1]), z=_r(feature_points[:, 2]),
                                    mode="markers", name="positional features", text=[f"feature {f}, peak {p}" for f, p in zip(h.features, h.peaks)],
                                    marker={"size": 5, "symbol": "diamond", "line": {"width": 1, "color": "black"},
                                            "color": h.peaks.tolist(), "colorscale": "Plasma",

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.errors import PosfeatError, arg
+from ..core.errors import PosfeatError, PosfeatTypeError, arg
 from ..io.paths import shorten
 
 ARCHS = ("relu", "topk")
@@ -57,7 +57,7 @@ class TrainConfig:
         for name in ("d_sae", "context", "steps", "batch", "warmup", "seed", "dead_window", "log_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
-                raise PosfeatError(f"{arg(name)} is {v!r}, not a whole number; give an integer.")
+                raise PosfeatTypeError(f"{arg(name)} is {shorten(repr(v))}, not a whole number; give an integer.")
         for name in ("d_sae", "steps", "batch", "dead_window", "log_every"):
             if getattr(self, name) <= 0:
                 raise PosfeatError(f"{arg(name)} is {getattr(self, name)}; it must be positive.")

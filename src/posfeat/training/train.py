@@ -23,6 +23,7 @@ from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
 from ..core.memory import check_fits
 from ..core.sae import SAE, SAEMeta
+from ..core.tensors import require_data
 from ..io.atomic import (
     PARTIAL,
     check_inputs,
@@ -175,6 +176,9 @@ def train_sae(emb: Any, config: TrainConfig | None = None, *, token_weights: Any
             into ``out`` beside the SAE.
     """
     emb = load_embeddings(emb)
+    require_data(emb.device, "The embeddings")
+    if out is not None:
+        resolve_target(out)  # a wrong type or an impossible name, named before any work
     values = config.as_dict() if config is not None else dict(settings)
     if config is not None and settings:
         values.update(settings)
