@@ -58,7 +58,7 @@ from .length import (
     spurious_counts,
     spurious_examples,
 )
-from .nulls import dictionary_draws, embedding_geometry, helix_statistics
+from .nulls import dictionary_draws, embedding_geometry, helix_statistics, token_moments
 
 KNEEDLE_WINDOW = 1000
 INTERACTION_FLAG = 0.3
@@ -410,11 +410,13 @@ def _nulls(emb: Embeddings, sae: SAE, pca: PCA, features: pd.DataFrame, context:
     """The null draws that need the weights (``summary["nulls"]``) and the weight-side statistics the findings read
     (``summary["geometry"]``): the helix's random walks and permuted orders, the random dictionary's draws."""
     helix_stats, helix_draws = helix_statistics(emb.W_pos, pca.positions.tolist(), seed)
+    moments = token_moments(emb.W_E)  # W_E's mean and covariance, once for both
     dictionary = dictionary_draws(emb, sae, context, features.fire.to_numpy(float), disjoint_cv=rules.disjoint_cv,
                                   positional_share=positional_share, flat_cv=rules.flat_cv,
                                   flat_min_features=int(rules.flat_min_features), k=k,
-                                  weights=None if weights is None else to_numpy(weights), seed=seed)
-    return {**helix_draws, "random_dictionary": dictionary.as_dict()}, {**helix_stats, **embedding_geometry(emb, context)}
+                                  weights=None if weights is None else to_numpy(weights), seed=seed, moments=moments)
+    geometry = {**helix_stats, **embedding_geometry(emb, context, moments=moments)}
+    return {**helix_draws, "random_dictionary": dictionary.as_dict()}, geometry
 
 
 def _token_sample(emb: Embeddings, sae: SAE, token_weights: Any, n: int, seed: int) -> tuple[torch.Tensor | None, TokenSample]:

@@ -208,7 +208,8 @@ def helix_statistics(W_pos: torch.Tensor, positions: Any, seed: int = 0) -> tupl
 
 
 # ---------------------------------------------------------------------------- the embeddings' geometry
-def embedding_geometry(emb: Embeddings, context: int, level: float = 0.9) -> dict[str, float]:
+def embedding_geometry(emb: Embeddings, context: int, level: float = 0.9,
+                       moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
     """How W_E sits against W_pos: ``wpos_dims``, the principal components of ``W_pos[0..context-1]`` that reach
     ``level`` of its variance; ``we_share_in_wpos``, the share of W_E's variance (centred over tokens) in their span;
     ``random_share``, what a random subspace of that dimension would hold (``wpos_dims / d_model``); and the two
@@ -216,19 +217,18 @@ def embedding_geometry(emb: Embeddings, context: int, level: float = 0.9) -> dic
     directions, so some disjointness follows from the geometry alone."""
     Wp = to_numpy(emb.W_pos[:context], np.float64)
     Wp = Wp - Wp.mean(0)
-    WE = emb.W_E.double()
-    WE = WE - WE.mean(0)
+    _, cov_t = moments or token_moments(emb.W_E)
     d = emb.d_model
     _, s, vt = np.linalg.svd(Wp, full_matrices=False)
     var = s**2
     total_pos = float(var.sum() / max(1, len(Wp)))
-    total_tok = float((WE**2).sum() / max(1, WE.shape[0]))
+    total_tok = float(torch.trace(cov_t))
     if not var.sum() > 0:
         return {"wpos_dims": 0, "we_share_in_wpos": float("nan"), "random_share": float("nan"),
                 "wpos_variance": total_pos, "we_variance": total_tok}
     k = int(np.searchsorted(np.cumsum(var) / var.sum(), level) + 1)
-    basis = torch.as_tensor(vt[:k], dtype=torch.float64, device=WE.device)
-    inside = float(((WE @ basis.T) ** 2).sum() / max(1, WE.shape[0]))
+    basis = torch.as_tensor(vt[:k], dtype=torch.float64, device=cov_t.device)
+    inside = float(torch.trace(basis @ cov_t @ basis.T))
     return {"wpos_dims": k, "we_share_in_wpos": inside / total_tok if total_tok > 0 else float("nan"),
             "random_share": k / d, "wpos_variance": total_pos, "we_variance": total_tok}
 
@@ -250,24 +250,40 @@ class DictionaryDraws:
                 "live_share": self.live_share}
 
 
-def _grid_covariance(emb: Embeddings, context: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and covariance ``[d_model, d_model]`` of the inputs ``W_E[t] + W_pos[p]`` over the uniform grid (float64)."""
-    WE = emb.W_E.double()
+def token_moments(W_E: torch.Tensor, rows: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``[d_model]`` and covariance ``[d_model, d_model]`` of W_E's rows (float64), summed over blocks of ``rows``
+    token rows so that no float64 copy of W_E is made (a GPT-2-sized one is 300 MB)."""
+    n, d = W_E.shape
+    total = torch.zeros(d, dtype=torch.float64, device=W_E.device)
+    second = torch.zeros(d, d, dtype=torch.float64, device=W_E.device)
+    for lo in range(0, n, rows):
+        block = W_E[lo: lo + rows].double()
+        total += block.sum(0)
+        second += block.T @ block
+    mean = total / max(1, n)
+    return mean, second / max(1, n) - torch.outer(mean, mean)
+
+
+def _grid_covariance(emb: Embeddings, context: int,
+                     moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance ``[d_model, d_model]`` of the inputs ``W_E[t] + W_pos[p]`` over the uniform grid (float64);
+    ``moments``: W_E's (:func:`token_moments`) when the caller has them."""
+    mu_t, cov_t = moments or token_moments(emb.W_E)
     Wp = emb.W_pos[:context].double()
-    mu_t, mu_p = WE.mean(0), Wp.mean(0)
-    cov = (WE - mu_t).T @ (WE - mu_t) / WE.shape[0] + (Wp - mu_p).T @ (Wp - mu_p) / Wp.shape[0]
-    return mu_t + mu_p, cov
+    mu_p = Wp.mean(0)
+    return mu_t + mu_p, cov_t + (Wp - mu_p).T @ (Wp - mu_p) / Wp.shape[0]
 
 
 def geometric_dictionary(emb: Embeddings, sae: SAE, context: int, fire: np.ndarray, seed: int = 0,
-                         n_pool: int = POOL_FEATURES) -> tuple[SAE, np.ndarray]:
+                         n_pool: int = POOL_FEATURES,
+                         moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[SAE, np.ndarray]:
     """A ReLU dictionary of ``n_pool`` random features that keeps the grid's geometry: each encoder direction is
     drawn from ``N(0, Sigma)``, ``Sigma`` the inputs' covariance over the grid (so directions weigh token and position
     as the embeddings do), and each bias puts its firing share, under a Gaussian approximation of its pre-activation
     over the grid, at that of a live feature of the SAE drawn at random (``fire``, exact). Returns the dictionary
     (on the pair's device) and the target firing shares."""
     g = torch.Generator().manual_seed(seed)
-    mu, cov = _grid_covariance(emb, context)
+    mu, cov = _grid_covariance(emb, context, moments)
     with one_thread():  # a small eigendecomposition: a second thread costs more than it brings (measured)
         evals, evecs = torch.linalg.eigh(cov.cpu())
     root = evecs * evals.clamp(min=0).sqrt()  # root @ root.T = cov
@@ -313,7 +329,8 @@ def _token_flat_share(a: torch.Tensor, b: torch.Tensor, positional: np.ndarray, 
 def dictionary_draws(emb: Embeddings, sae: SAE, context: int, fire: np.ndarray, *, disjoint_cv: float,
                      positional_share: float, flat_cv: float, flat_min_features: int, k: int,
                      weights: np.ndarray | None = None, seed: int = 0, draws: int = DICTIONARY_DRAWS,
-                     size: int | None = None) -> DictionaryDraws:
+                     size: int | None = None,
+                     moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> DictionaryDraws:
     """The random dictionary's statistics, ``draws`` times: each draw is ``size`` features (default: as many as the SAE
     has live ones, so statistics that depend on the count, like the largest drop, compare like with like) of one pool
     of :func:`geometric_dictionary` (without replacement within a draw while the pool is large enough, else with),
@@ -323,7 +340,7 @@ def dictionary_draws(emb: Embeddings, sae: SAE, context: int, fire: np.ndarray, 
     Per draw: the share of its live features that depend on one axis only (:func:`dependence` at most ``disjoint_cv``
     on the other), the share the classification rule calls positional, the largest drop of its sorted positional scores
     (:func:`largest_gap_ratio`), and the token-profiles statistic."""
-    rand, _ = geometric_dictionary(emb, sae, context, fire, seed=seed)
+    rand, _ = geometric_dictionary(emb, sae, context, fire, seed=seed, moments=moments)
     st = feature_stats(emb, rand, range(context))
     live = np.asarray(st.fire) > 0
     pos_dep = dependence(st.mean, st.variance, st.token_share)

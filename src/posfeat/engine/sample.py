@@ -296,6 +296,8 @@ if HAVE_NUMBA:
 
 #: Firing (token, feature) pairs of the sample whose deviation is followed past the context (drawn when more).
 FIRING_PAIRS = 200_000
+#: Pairs handled at once by :meth:`DeviationSums.firing_pairs`.
+PAIR_BLOCK = 16_384
 
 
 class DeviationSums:
@@ -381,10 +383,14 @@ class DeviationSums:
             return torch.zeros(len(chunk.positions), dtype=torch.float64, device=g.dev), 0.0
         if g.sae.separable:
             tok, col, m = self._pairs(max_pairs, seed)
-            feat = self.features[col]
-            pre = g.a[tok, feat].double()[:, None] + chunk.b[:, feat].T.double()  # [pairs, n_chunk]
-            f = torch.where(pre > g.cut[feat].double()[:, None], pre, torch.zeros((), dtype=torch.float64, device=g.dev))
-            return (f - m[:, None]).abs().sum(0), float(m.sum())
+            out = torch.zeros(len(chunk.positions), dtype=torch.float64, device=g.dev)
+            zero = torch.zeros((), dtype=torch.float64, device=g.dev)
+            for lo in range(0, len(tok), PAIR_BLOCK):  # blocks of pairs: a few [block, n_chunk] temporaries at a time
+                feat = self.features[col[lo: lo + PAIR_BLOCK]]
+                pre = g.a[tok[lo: lo + PAIR_BLOCK], feat].double()[:, None] + chunk.b[:, feat].T.double()
+                f = torch.where(pre > g.cut[feat].double()[:, None], pre, zero)
+                out += (f - m[lo: lo + PAIR_BLOCK, None]).abs().sum(0)
+            return out, float(m.sum())
         fires = self.m > 0
         m = self.m * fires
         if chunk.dense is not None:
