@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..io.paths import visible
 from ..io.sae_folders import neuronpedia_url
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def token_index(an: Analysis) -> dict[str, Any]:
     refs = np.full(ids.shape, len(uniq), dtype=dtype)
     refs[keep] = inverse
     values = np.where(keep, np.minimum(means, np.finfo(np.float16).max), 0).astype("<f2")
-    return {"k": int(ids.shape[1]) if ids.ndim == 2 else 0, "strings": [an.emb.token_str(int(t)) for t in uniq],
+    return {"k": int(ids.shape[1]) if ids.ndim == 2 else 0, "strings": [visible(an.emb.token_str(int(t))) for t in uniq],
             "ref_bytes": dtype().itemsize, "refs": _pack(refs.astype(refs.dtype.newbyteorder("<")).tobytes()), "values": _pack(values.tobytes())}
 
 
