@@ -173,3 +173,35 @@ def test_a_keyboard_interrupt_no_signal_sent_is_not_called_sigint(monkeypatch, c
     code = main(["stats"])
     err = capsys.readouterr().err
     assert code == 2 and "SIGINT" not in err and "a KeyboardInterrupt that no signal sent" in _one_sentence(err), err
+
+
+def _mount_namespace_allowed() -> bool:
+    try:
+        return subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _mount_namespace_allowed(), reason="needs a mount namespace (root and unshare) for a real mount")
+@pytest.mark.parametrize("case", ["read-only target", "mount point as --out"])
+def test_a_read_only_target_or_a_mount_point_is_one_sentence_and_leaves_nothing(case, pair, tmp_path):
+    """Real mounts in a private mount namespace (root cannot be kept out of a folder by its permissions): a read-only
+    bind mount as the target's folder, and a bind mount as --out itself (a rename over it fails: EBUSY)."""
+    import shlex
+
+    model, sae = pair
+    place = tmp_path / "place"
+    place.mkdir()
+    before = snapshot(tmp_path)
+    if case == "read-only target":
+        out, mount = place / "o", f"mount --bind {place} {place} && mount -o remount,ro,bind {place}"
+    else:
+        out, mount = place, f"mount --bind {place} {place}"
+    argv = ["analyze", "--model", str(model), "--sae", str(sae), "--tokens-sample", "8", "--out", str(out), "--force"]
+    cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "posfeat.cli.main", *argv])
+    env = {**os.environ, "PYTHONPATH": SRC, "POSFEAT_NUMBA_CACHE": "0", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(["unshare", "-m", "sh", "-c", f"{mount} && {cmd}"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert str(place) in _one_sentence(done.stderr)
+    assert snapshot(tmp_path) == before and not leftovers(tmp_path)
