@@ -124,10 +124,10 @@ EXPECT: list[tuple[str, str, str | tuple[str, ...], str, str | None]] = [
     *[("dead", f, U, "every bias -100: no feature fires anywhere, so there is nothing to classify, decompose, tile, "
        "place on the helix or profile", None)
       for f in ("positional_count", "disjoint", "tiling", "early_positions", "decoder_traces_helix", "token_profiles")],
-    ("dead", "positional_break", U, "no positional features exist to keep firing (not required by the issue)",
-     "not required by the issue: 'not reproduced' (nothing fires past the context) is a defensible reading"),
-    ("dead", "semantic_break", U, "no token features exist to get noisy (not required by the issue)",
-     "not required by the issue: 0 spurious firings is measurable, so 'not reproduced' is defensible"),
+    ("dead", "positional_break", U, "no positional features exist to keep firing (posfeat: undetermined, 'no positional "
+     "feature, so none can break')", None),
+    ("dead", "semantic_break", U, "no token features exist to get noisy (posfeat: undetermined, 'no semantic feature')",
+     None),
 ]
 
 
