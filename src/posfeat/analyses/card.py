@@ -86,6 +86,14 @@ class FeatureCard:
     def __str__(self) -> str:
         return "\n".join(self.lines())
 
+    def __repr__(self) -> str:
+        """A line or two (under 1 KB): the profile and the token list are attributes, ``str(card)`` prints the card."""
+        toks = ", ".join(f"{t!r}" for t, _ in self.top_tokens[:5])
+        text = (f"<FeatureCard {self.feature} of {self.sae} on {self.model}: {self.kind}, peak position {self.peak_position} "
+                f"(mean {self.peak_mean:.4g}), runs {self.runs or 'none'}; top tokens {toks}; .profile: {len(self.profile)} "
+                "positions>")
+        return text if len(text) <= 1000 else text[:996] + "...>"
+
     def _repr_html_(self) -> str:
         link = f" <a href='{html.escape(self.neuronpedia_url)}'>Neuronpedia</a>" if self.neuronpedia_url else ""
         toks = ", ".join(html.escape(f"{t!r} {m:.3f}") for t, m in self.top_tokens[:10])

@@ -96,6 +96,12 @@ class GridStats:
     def d_sae(self) -> int:
         return int(self.mean.shape[0])
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its arrays: the per-token means need the model (:meth:`mean_by_token` then says so)."""
+        state = dict(self.__dict__)
+        state["_mean_by_token"] = None
+        return state
+
     def mean_by_token(self, features: Sequence[int] | np.ndarray) -> Float[np.ndarray, "n_features n_tok"]:
         """``Float64[ndarray, "n_features n_tok"]``: each token's exact mean activation over the
         positions, for the features asked (``n_tok = d_vocab`` unless a token subset was used)."""
