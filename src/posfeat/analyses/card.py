@@ -6,6 +6,7 @@ import html
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,6 +86,16 @@ class FeatureCard:
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
+
+    def as_dict(self) -> dict[str, Any]:
+        """The card as plain JSON-ready values (``posfeat feature N --json``): every field, the profile as a list."""
+        return {"feature": int(self.feature), "kind": self.kind, "model": self.model, "sae": self.sae, "context": int(self.context),
+                "position_share": float(self.position_share), "token_share": float(self.token_share),
+                "interaction_share": float(self.interaction_share), "fire": float(self.fire),
+                "peak_position": int(self.peak_position), "peak_mean": float(self.peak_mean),
+                "span": [int(self.span[0]), int(self.span[1])], "runs": self.runs,
+                "top_tokens": [{"token": t, "mean": float(m)} for t, m in self.top_tokens],
+                "profile": [float(v) for v in self.profile], "neuronpedia_url": self.neuronpedia_url}
 
     def __repr__(self) -> str:
         """A line or two (under 1 KB): the profile and the token list are attributes, ``str(card)`` prints the card."""

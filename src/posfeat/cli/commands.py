@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -117,8 +118,28 @@ def run_feature(args: argparse.Namespace, invocation: str) -> int:
 
     resolve_device(args.device)
     emb, sae = _pair(args)
-    print("\n".join(feature_card(emb, sae, args.index).lines()))
+    card = feature_card(emb, sae, args.index)
+    if args.json:
+        print(_json_document({"command": "feature", **card.as_dict()}))
+    else:
+        print("\n".join(card.lines()))
     return 0
+
+
+def _json_document(doc: dict) -> str:
+    """One JSON document for standard output: NaN and infinities as null (strict JSON)."""
+    import math
+
+    def clean(x: object) -> object:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(doc), allow_nan=False)
 
 
 @command("prompt")
@@ -128,7 +149,8 @@ def run_prompt(args: argparse.Namespace, invocation: str) -> int:
     _positive(args, "top")
     resolve_device(args.device)
     emb, sae = _pair(args)
-    print("\n".join(prompt((emb, sae), args.text, top=args.top).lines()))
+    text = sys.stdin.read() if args.text == "-" else args.text
+    print("\n".join(prompt((emb, sae), text, top=args.top).lines()))
     return 0
 
 
@@ -147,6 +169,14 @@ def run_stats(args: argparse.Namespace, invocation: str) -> int:
     st = feature_stats(emb, sae, positions, progress=True)
     dt = time.monotonic() - t0
     df = feature_table(st, emb, classify(st))
+    if args.json:
+        doc = {"command": "stats", "model": emb.name, "sae": sae.name, "d_sae": sae.d_sae, "d_vocab": emb.d_vocab,
+               "positions": [int(positions[0]), int(positions[-1])], "seconds": dt,
+               "features": df.to_dict(orient="records")}
+        print(_json_document(doc))
+        if args.out is not None:
+            output_file(args.out, lambda p: df.to_csv(p, index=False, float_format="%.8g"), force=args.force, header=header)
+        return 0
     print(f"exact statistics of {sae.d_sae} features over {emb.d_vocab} tokens x {len(positions)} positions "
           f"({emb.d_vocab * len(positions) * sae.d_sae:.3e} activations) in {dt:.1f} s on {sae.device}")
     if args.out is not None:

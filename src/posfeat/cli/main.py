@@ -47,10 +47,11 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
 
 def _other_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("feature", help="one feature's card in the terminal")
-    p.add_argument("index", type=int)
+    p.add_argument("index", type=int, help="the feature's index")
+    p.add_argument("--json", action="store_true", help="print the card as one JSON document (docs/usage.md)")
     add_pair(p)
     p = sub.add_parser("prompt", help="the features that fire on each token of a text (exact at layer 0: W_E[t] + W_pos[p])")
-    p.add_argument("text", help="the text, tokenised with the model's own tokenizer")
+    p.add_argument("text", help="the text, tokenised with the model's own tokenizer; - reads it from standard input")
     p.add_argument("--top", type=int, default=10, help="features listed per token (default 10)")
     add_pair(p)
     p = sub.add_parser("stats", help="exact grid statistics of every feature, as CSV")
@@ -58,6 +59,7 @@ def _other_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--positions", default=None, help="N or A:B (default the SAE's context)")
     p.add_argument("--out", default=None, help="CSV file (default: print the top features)")
     p.add_argument("--force", action="store_true", help="replace an existing CSV that posfeat wrote")
+    p.add_argument("--json", action="store_true", help="print every feature's statistics as one JSON document (docs/usage.md)")
     p = sub.add_parser("eval", help="reconstruction quality per position on a token sample")
     add_pair(p)
     p.add_argument("--positions", default=None, help="N or A:B (default all)")
