@@ -36,3 +36,12 @@ def test_prompt_dash_reads_standard_input(capsys, monkeypatch):
     assert main(["prompt", "-"]) == 0  # the bundled pair, whose WordPiece tokenizer ships with it
     out = capsys.readouterr().out
     assert "'cat'" in out and "'sat'" in out and "'-'" not in out
+
+
+def test_verbose_is_taken_before_or_after_the_command():
+    from posfeat.cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["stats", "-v"]).verbose and parser.parse_args(["-v", "stats"]).verbose
+    assert not parser.parse_args(["stats"]).verbose
+    assert parser.parse_args(["sweep", "widths", "--d-sae", "8", "--context", "4", "--out", "x", "--verbose"]).verbose

@@ -118,7 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     _analyze_parser(sub)
     _other_parsers(sub)
     _training_parsers(sub)
+    _verbose_everywhere(ap)
     return ap
+
+
+def _verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    """``-v`` after the command too (``posfeat analyze -v``), not only before it: each subcommand takes the flag, and
+    leaves the top level's value alone when it is not given there."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                if not any("-v" in a.option_strings for a in child._actions):
+                    child.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log more")
+                _verbose_everywhere(child)
 
 
 class _Signals:
