@@ -73,3 +73,16 @@ def test_compare_agrees_with_the_width_sweep(tmp_path):
 def test_compare_cli_one_sae_is_refused(tmp_path, capsys):
     assert main(["compare", "--sae", "minilm", "--out", str(tmp_path / "c")]) == 2
     assert "exactly two" in capsys.readouterr().err
+
+
+def test_saes_of_different_contexts_or_widths_are_flagged():
+    """Issue 29: compare warns (summary["warnings"], and on standard error in the CLI) when the two SAEs were trained on
+    different contexts or have different widths; two alike SAEs get no warning."""
+    emb, a = random_pair(d_sae=16)
+    _, b = random_pair(d_sae=16, seed=1)
+    assert compare_saes(a, b, emb).summary["warnings"] == []
+    b.context_size = a.context_size * 2
+    _, wide = random_pair(d_sae=24, seed=2)
+    warnings = compare_saes(a, b, emb).summary["warnings"]
+    assert len(warnings) == 1 and f"{a.context_size}-position" in warnings[0] and str(b.context_size) in warnings[0]
+    assert any("16 features" in w and "24" in w for w in compare_saes(a, wide, emb).summary["warnings"])

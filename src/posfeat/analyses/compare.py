@@ -148,4 +148,19 @@ def compare_saes(sae_a: Any, sae_b: Any, emb: Any = None, *, threshold: float = 
                      if (sa.kind == k).any()},
                "b": {k: {s: int(((sb.kind == k) & (sb.status == s)).sum()) for s in ("matched", "unique")} for k in (*KINDS, "unknown")
                      if (sb.kind == k).any()}}
+    summary["warnings"] = differences(sae_a, sae_b)
     return Comparison(pairs, sa, sb, summary)
+
+
+def differences(sae_a: SAE, sae_b: SAE) -> list[str]:
+    """What makes two SAEs' features hard to compare, in sentences: different training contexts (positional features
+    tile different ranges) or widths (features split)."""
+    out = []
+    ca, cb = sae_a.context_size, sae_b.context_size
+    if ca and cb and ca != cb:
+        out.append(f"SAE A was trained on {ca}-position contexts and SAE B on {cb}: their positional features tile "
+                   "different ranges, so positional matches and splits compare unlike things.")
+    if sae_a.d_sae != sae_b.d_sae:
+        out.append(f"SAE A has {sae_a.d_sae} features and SAE B {sae_b.d_sae}: features of the narrower one may be split "
+                   "in the wider one, which the 'split' status counts.")
+    return out

@@ -358,6 +358,8 @@ def run_compare(args: argparse.Namespace, invocation: str) -> int:
     emb, a = load_pair(args.model, args.sae[0], device=dev, allow_any_hook=args.allow_any_hook)
     b = load_sae(args.sae[1], device=dev, allow_any_hook=args.allow_any_hook)
     cmp = compare_saes(a, b, emb, threshold=args.threshold)
+    for warning in cmp.summary["warnings"]:
+        print(f"posfeat: warning: {warning}", file=sys.stderr)
     out = save_comparison(cmp, args.out, force=args.force, command=invocation)
     for side in ("a", "b"):
         for kind, c in cmp.summary[side].items():
