@@ -164,3 +164,27 @@ def test_bf16_loss_curve_tracks_fp32():
     assert not np.array_equal(a, b)  # bf16 did run: the curves are close, not identical
     with pytest.raises(PosfeatError, match="precision"):
         train_sae(emb, precision="fp8", **kw)
+
+
+@pytest.mark.parametrize("final_fvu", [1.08, None])
+def test_train_warns_when_its_final_fvu_is_above_one(final_fvu, planted_dirs, tmp_path, capsys, monkeypatch):
+    """Issue 29: a run that ends reconstructing worse than the mean input (FVU 1.08, as one did) says so, and what to
+    change; a run that learned (the real training here) does not."""
+    import types
+
+    import posfeat.training.train as train_mod
+    from posfeat.cli import main
+
+    real = train_mod.train_sae
+    if final_fvu is not None:  # the same run, its last log line as the reported one's
+        def fake(*args, **kwargs):
+            res = real(*args, **kwargs)
+            return types.SimpleNamespace(out=res.out, sae=res.sae, log=[*res.log, {**res.log[-1], "fvu": final_fvu}])
+        monkeypatch.setattr(train_mod, "train_sae", fake)
+    model, _ = planted_dirs
+    code = main(["train", "--model", str(model), "--d-sae", "8", "--context", "8", "--steps", "40", "--batch", "64",
+                 "--out", str(tmp_path / "t")])
+    out, err = capsys.readouterr()
+    fvu = float(out.split("final FVU ")[1].split(",")[0])
+    assert code == 0 and (fvu > 1.0) == (final_fvu is not None), out
+    assert ("final FVU" in err and "above 1" in err and "--steps" in err) == (final_fvu is not None), err

@@ -230,6 +230,9 @@ def run_train(args: argparse.Namespace, invocation: str) -> int:
     last = res.log[-1] if res.log else {}
     print(f"wrote {res.out}: d_sae {res.sae.d_sae}, context {res.sae.context_size}, hook {res.sae.hook_name}, final FVU "
           f"{last.get('fvu', float('nan')):.4f}, L0 {last.get('l0', float('nan')):.1f}, dead {last.get('dead_fraction', float('nan')):.3f}")
+    if last.get("fvu", 0.0) > 1.0:
+        print(f"posfeat: warning: the final FVU {last['fvu']:.3f} is above 1: this SAE reconstructs worse than the mean input; "
+              "train longer (--steps), lower --l1 or change --lr.", file=sys.stderr)
     return 0
 
 
