@@ -41,7 +41,9 @@ def posfeat(argv: list[str], env: dict[str, str], timeout: float = 600) -> subpr
 
 
 def errors(stderr: str) -> list[str]:
-    return [ln for ln in stderr.splitlines() if ln.startswith("posfeat:")]
+    """posfeat's error and interruption lines (not its progress lines, "posfeat: train d_sae=8 (400 steps)", which a run
+    that started before the fault also prints)."""
+    return [ln for ln in stderr.splitlines() if ln.startswith(("posfeat: error", "posfeat: interrupted"))]
 
 
 def left_behind(out: Path) -> list[str]:
