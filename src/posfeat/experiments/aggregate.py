@@ -139,7 +139,7 @@ def width_sentence(stats: dict[str, Any], widths: list[int], seeds: int) -> str:
     if math.isfinite(lof["p"]):
         desc += (f"; lack of fit F({lof['df_lack_of_fit']}, {lof['df_pure_error']}) = {lof['F']:.2f}, p = {lof['p']:.2g}"
                  + (" (the curve bends: the power law does not fit)" if lof["p"] < TREND_ALPHA else " (no evidence against the line)"))
-    return head + desc + f"; ceiling: {stats['ceiling']['positions']} positions."
+    return head + desc + f"; reference: the {stats['ceiling']['positions']}-position training context (not a bound)."
 
 
 # ---------------------------------------------------------------------------- context sweep
