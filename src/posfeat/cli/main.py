@@ -204,8 +204,11 @@ def _supervise(argv: list[str], args: argparse.Namespace, sig: _Signals) -> int:
     end is seen: posfeat's own statuses pass through; any other is explained in one sentence, the lock the child held is
     removed, and the status is 2. SIGINT and SIGTERM are passed on to the child, which stops as any sweep does (130/143)."""
     import subprocess
+    import tempfile
 
-    child = subprocess.Popen([sys.executable, "-m", "posfeat.cli.main", *argv], env={**os.environ, DRIVER_ENV: "1"},
+    fd, marker = tempfile.mkstemp(prefix="posfeat-driver-", suffix=".status")
+    os.close(fd)
+    child = subprocess.Popen([sys.executable, "-m", "posfeat.cli.main", *argv], env={**os.environ, DRIVER_ENV: marker},
                              process_group=0)  # its group holds the local Ray cluster it may start: ended with it below
     signum = None
     while True:
@@ -218,17 +221,42 @@ def _supervise(argv: list[str], args: argparse.Namespace, sig: _Signals) -> int:
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signum)
     _end_group(child.pid)
+    explained = _explained(marker)
     if rc in OWN_STATUSES or (signum is not None and rc < 0):
         return rc if rc >= 0 else 128 + signum  # type: ignore[operator]
     target = _target(args)
     if target is not None:
         _drop_stale_lock(target)
+    if explained is not None:  # the driver said what went wrong (e.g. every run failed) before Ray ended it: once is enough
+        return explained
     how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
     where = f"{target.with_name(target.name + '.partial')}" if target is not None else "the sweep folder"
     print(f"posfeat: error: the Ray driver ended without finishing ({how}): Ray ends it so when its node's raylet or one of its "
           f"agents dies; the finished runs are kept in {where}: check the cluster (ray status) and run the same command again to "
           "continue.", file=sys.stderr)
     return 2
+
+
+def _explained(marker: str) -> int | None:
+    """The status the driver had decided on (and explained on standard error) before it ended, if it got that far; the
+    marker file is removed."""
+    try:
+        text = Path(marker).read_text().strip()
+    except OSError:
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(marker)
+    return int(text) if text.isdigit() else None
+
+
+def _mark_explained(rc: int) -> None:
+    """In a Ray sweep's driver: record the status posfeat decided on, once it has said why, for the watching process
+    (Ray may end the driver with its own status right after)."""
+    marker = os.environ.get(DRIVER_ENV)
+    if marker and marker != "1" and rc in OWN_STATUSES and rc != 0:
+        with contextlib.suppress(OSError), open(marker, "w") as fh:
+            fh.write(str(rc))
 
 
 def _end_group(pgid: int) -> None:
@@ -327,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = err.code if isinstance(err.code, int) else 2
     finally:
         sig.running = False
+        _mark_explained(rc)
         release_all(failed=rc != 0)
         if as_function:  # give the caller its handlers back (as a program, they stay until the process exits)
             sig.restore()
