@@ -29,8 +29,6 @@ from .classify import dependence, largest_gap_ratio
 
 #: Random walks drawn for the helix's low-dimensionality null (fewer for very long contexts, see :func:`random_walk_top3`).
 HELIX_DRAWS = 100
-#: Permutations of the row order for the helix's curve null, and of the peaks for the decoder's.
-PERMUTATIONS = 1000
 #: Features in the random dictionary's pool, and how many the dictionary of one draw holds.
 POOL_FEATURES = 1024
 DICTIONARY_FEATURES = 128
@@ -81,9 +79,8 @@ def tangent_share(rows: np.ndarray, k: int = 3) -> float:
 
 
 def random_walk_top3(W_pos: torch.Tensor | np.ndarray, positions: Any, draws: int = HELIX_DRAWS,
-                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Top-3 variance shares and :func:`tangent_share` of ``draws`` isotropic random walks with the rows' own step
-    sizes (seeded).
+                     seed: int = 0) -> np.ndarray:
+    """Top-3 variance shares of ``draws`` isotropic random walks with the rows' own step sizes (seeded).
 
     Step ``i`` of a walk has the length of ``W_pos[positions[i+1]] - W_pos[positions[i]]`` and a uniformly random
     direction in ``d_model`` dimensions: diffusion with the pair's own step sizes and no preferred curve. Its leading
@@ -95,30 +92,23 @@ def random_walk_top3(W_pos: torch.Tensor | np.ndarray, positions: Any, draws: in
     n, d = rows.shape
     steps = np.linalg.norm(np.diff(rows, axis=0), axis=1)
     if n < 3 or not np.isfinite(steps).all() or steps.sum() <= 0:
-        return np.full(0, np.nan), np.full(0, np.nan)
+        return np.full(0, np.nan)
     draws = draws if min(n, d) <= 300 else min(draws, 50)
     g = torch.Generator().manual_seed(seed)
     size = torch.as_tensor(steps, dtype=torch.float64)[None, :, None]
     with one_thread():
         out = [_walk_shares(g, size, min(25, draws - lo), n, d) for lo in range(0, draws, 25)]
-    return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
+    return np.concatenate(out)
 
 
-def _walk_shares(g: torch.Generator, size: torch.Tensor, m: int, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-3 and tangent shares of ``m`` walks of ``n - 1`` steps of lengths ``size`` in ``d`` dimensions, batched."""
+def _walk_shares(g: torch.Generator, size: torch.Tensor, m: int, n: int, d: int) -> np.ndarray:
+    """Top-3 shares of ``m`` walks of ``n - 1`` steps of lengths ``size`` in ``d`` dimensions, batched."""
     u = torch.randn(m, n - 1, d, generator=g, dtype=torch.float64)
-    steps = u / u.norm(dim=2, keepdim=True) * size
-    walk = torch.cat([torch.zeros(m, 1, d, dtype=torch.float64), steps.cumsum(1)], 1)
+    walk = torch.cat([torch.zeros(m, 1, d, dtype=torch.float64), (u / u.norm(dim=2, keepdim=True) * size).cumsum(1)], 1)
     x = walk - walk.mean(1, keepdim=True)
-    if n <= d:  # the n x n Gram matrix has the same non-zero eigenvalues; its vectors map to the components
-        ev, vec = torch.linalg.eigh(x @ x.transpose(1, 2))
-        comps = x.transpose(1, 2) @ vec[:, :, -3:] / ev[:, None, -3:].clamp(min=1e-300).sqrt()  # [m, d, 3]
-    else:
-        ev, comps = torch.linalg.eigh(x.transpose(1, 2) @ x)
-        comps = comps[:, :, -3:]
-    top3 = ev[:, -3:].sum(1) / ev.sum(1)
-    tangent = ((steps @ comps) ** 2).sum((1, 2)) / (steps**2).sum((1, 2))
-    return top3.numpy(), tangent.numpy()
+    small = x @ x.transpose(1, 2) if n <= d else x.transpose(1, 2) @ x  # the same non-zero eigenvalues
+    ev = torch.linalg.eigvalsh(small)
+    return (ev[:, -3:].sum(1) / ev.sum(1)).numpy()
 
 
 def curve_order(points: np.ndarray, reach: int = CURVE_REACH) -> tuple[float, np.ndarray]:
@@ -134,20 +124,6 @@ def curve_order(points: np.ndarray, reach: int = CURVE_REACH) -> tuple[float, np
     np.fill_diagonal(d2, np.inf)
     nearest = d2.argmin(1)
     return float((np.abs(nearest - np.arange(n)) <= reach).mean()), nearest
-
-
-def curve_order_null(nearest: np.ndarray, reach: int = CURVE_REACH, draws: int = PERMUTATIONS, seed: int = 0) -> np.ndarray:
-    """:func:`curve_order`'s share with the rows' order permuted (seeded): the same nearest-neighbour graph, labels
-    in no order. ``draws`` permutations."""
-    n = len(nearest)
-    if n < 3:
-        return np.full(0, np.nan)
-    rng = np.random.default_rng(seed)
-    out = np.empty(draws)
-    for i in range(draws):
-        label = rng.permutation(n)
-        out[i] = float((np.abs(label[nearest] - label) <= reach).mean())
-    return out
 
 
 #: Chord lengths (in positions) at which :func:`smoothness` looks for a curve that turns slowly.
@@ -201,7 +177,7 @@ def helix_statistics(W_pos: torch.Tensor, positions: Any, seed: int = 0) -> tupl
     with one_thread():
         _, _, vt = np.linalg.svd(x, full_matrices=False)
         share, _ = curve_order(x @ vt[:3].T)
-        top3, _ = random_walk_top3(rows, range(len(rows)), seed=seed)
+        top3 = random_walk_top3(rows, range(len(rows)), seed=seed)
         shuffled = shuffled_step_smoothness(rows, seed=seed)
         stats = {"smoothness": smoothness(rows), "curve_share": share, "tangent_share": tangent_share(rows)}
     return stats, {"helix_random_walk_top3": [float(v) for v in top3], "helix_shuffled_steps": [float(v) for v in shuffled]}
