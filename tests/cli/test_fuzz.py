@@ -196,7 +196,9 @@ def test_fuzzed_arguments(pristine, spec, positional):
             argv = ["train", "--model", str(root / "model"), "--steps", "2", "--batch", "8", "--d-sae", "8", "--context", "4",
                     "--out", str(root / "t")]
         argv += [names.get(p, p) if isinstance(p, str) else p for p in parts]
-        check(root, argv, inputs(root))
+        # a fuzzed value such as "A" is a relative --out: run where such a file lands in the scratch folder, not the repository
+        with contextlib.chdir(root):
+            check(root, argv, inputs(root))
 
 
 STATES = ["out_symlink_to_sae", "out_dangling_symlink", "out_is_a_file", "out_user_folder", "lock_symlink", "lock_fifo",

@@ -198,3 +198,32 @@ def test_sweep_context_interrupted_leaves_nothing_half_written(sig, pair, tmp_pa
     assert temporaries(tmp_path) == [] and not (tmp_path / "ctx").exists()  # the sweep works in ctx.partial until it is done
     assert run(args, tmp_path)[0] == 0
     assert json.loads((tmp_path / "ctx" / "summary.json").read_text())["contexts"] == [40, 48] and not (tmp_path / "ctx.partial").exists()
+
+
+def test_a_signal_inside_a_finalizer_is_delivered_after_it():
+    """llvmlite frees its strings in ``__del__`` while numba compiles; a SIGTERM landing there must not be printed as
+    "Exception ignored" and lost, but stop the command once the finalizer has returned."""
+    code = r"""
+import os, signal, sys, time
+from posfeat.cli.main import _Signals
+from posfeat.core.errors import Interrupted
+sig = _Signals().install()
+
+class Freed:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(200_000):  # bytecodes run here after the signal arrived
+            pass
+
+try:
+    Freed()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("not interrupted")
+except Interrupted:
+    print("interrupted after the finalizer", sig.signum)
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip() == f"interrupted after the finalizer {int(signal.SIGTERM)}", run.stdout + run.stderr
+    assert "Exception ignored" not in run.stderr and "Traceback" not in run.stderr, run.stderr

@@ -22,7 +22,9 @@ import select
 import shlex
 import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn
 
 from ..analyses.config import AnalyzeConfig
@@ -146,7 +148,14 @@ class _Signals:
         self.signum: int | None = None
         self.old: dict[int, object] = {}
 
-    def handler(self, signum: int, frame: object) -> None:
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.running and _in_finalizer(frame):
+            # An exception raised in a finalizer (llvmlite frees its strings in ``__del__`` while numba compiles) is
+            # printed as "Exception ignored" and lost: deliver the signal again once the finalizer has returned.
+            again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+            again.daemon = True
+            again.start()
+            return
         self.signum = self.signum or signum
         if self.running:
             self.running = False
@@ -162,6 +171,15 @@ class _Signals:
     def restore(self) -> None:
         for s, h in self.old.items():
             signal.signal(s, h)
+
+
+def _in_finalizer(frame: FrameType | None) -> bool:
+    """Whether the code a signal interrupted runs inside a ``__del__`` (where an exception cannot leave)."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _one_line(text: str) -> str:
