@@ -13,7 +13,8 @@ import torch
 from posfeat import PosfeatError, analyze, read_sae_folder
 from posfeat.cli import main
 from posfeat.experiments import parse_ints, power_law, repair_verdict, sweep_context, sweep_widths
-from posfeat.io.atomic import write_marker
+from posfeat.experiments.folder import SWEEP_WIDTHS
+from posfeat.io.ownership import write_marker
 from posfeat.training import train_sae
 
 from helpers import random_pair
@@ -223,7 +224,7 @@ def test_local_run_that_fails_is_reported_and_the_rerun_finishes(tmp_path):
     kw = {**KW, "steps": 40, "curve_points": 0}
     blocker = tmp_path / "s.partial" / "d_sae_16" / "seed_0.partial"
     blocker.parent.mkdir(parents=True)
-    write_marker(tmp_path / "s.partial", "sweep widths")  # the sweep's own work folder (a user's folder is refused whole)
+    write_marker(tmp_path / "s.partial", SWEEP_WIDTHS)  # the sweep's own work folder (a user's folder is refused whole)
     blocker.write_text("not a folder")
     with pytest.raises(SweepIncompleteError, match=r"1 of 4 runs failed \(d_sae_16/seed_0"):
         sweep_widths(emb, widths=[8, 16], out=tmp_path / "s", **kw)

@@ -14,8 +14,9 @@ from ..core.errors import PosfeatError
 from ..core.sae import sae_context
 from ..core.tensors import resolve_device
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
-from ..io.atomic import check_file_target, check_target, output_file
 from ..io.checkpoints import load_embeddings
+from ..io.output import Output, output_file
+from ..io.policy import check_file_target, check_target
 from ..io.sources import input_locations, load_pair, load_sae, sae_token_weights
 from ..io.tokens import load_token_weights
 from ..training.config import TrainConfig
@@ -83,13 +84,14 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
 def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     from ..analyses.analysis import analyze, timed
     from ..outputs.report import CSV_FILES, sweep_sections
-    from ..outputs.write import save_analysis
+    from ..outputs.write import ANALYZE, save_analysis
 
     t0 = time.monotonic()
     _positive(args, "tokens_sample")
     rules = _rules(args.rule)
     resolve_device(args.device)
-    check_target(args.out, force=args.force, inputs=_inputs(args))  # fail early on a bad --out, before any work
+    output = Output(args.out, ANALYZE, force=args.force, command=invocation, inputs=_inputs(args))
+    output.claim()  # fail early on a bad --out, before any work
     sweep_sections(args.include_sweep)  # and on a bad --include-sweep
     load_time: dict[str, float] = {}
     with timed(load_time, "load"):
@@ -98,7 +100,7 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     an = analyze(emb, sae, positions=None if positions is None else positions.stop, tokens_sample=args.tokens_sample, token=args.token,
                  seed=args.seed, rules=rules, progress=True)
     an.timings = {**load_time, **an.timings}
-    out = save_analysis(an, args.out, force=args.force, command=invocation, include_sweeps=args.include_sweep, progress=True)
+    out = save_analysis(an, output, force=args.force, command=invocation, include_sweeps=args.include_sweep, progress=True)
     s = an.summary
     c = s["counts"]
     print(f"{s['model']} x {s['sae']} (context {s['context_size']}, centred {s['centered']}, device {s['device']})")
@@ -218,14 +220,15 @@ def run_eval(args: argparse.Namespace, invocation: str) -> int:
 
 @command("train")
 def run_train(args: argparse.Namespace, invocation: str) -> int:
-    from ..training.train import train_sae
+    from ..training.train import TRAIN, train_sae
 
     values = values_of(args, TrainConfig)
     TrainConfig(**values).validate(None)
     dev = resolve_device(args.device)
-    check_target(args.out, force=args.force, inputs=_inputs(args))
+    output = Output(args.out, TRAIN, force=args.force, command=invocation, inputs=_inputs(args))
+    output.claim()
     emb = load_embeddings(args.model, center=args.center).to(dev)
-    res = train_sae(emb, token_weights=args.token_weights, init=args.init, out=args.out, resume=args.resume, resume_or_start=args.resume_or_start,
+    res = train_sae(emb, token_weights=args.token_weights, init=args.init, out=output, resume=args.resume, resume_or_start=args.resume_or_start,
                     force=args.force, command=invocation, model_name=args.model, **values)
     last = res.log[-1] if res.log else {}
     print(f"wrote {res.out}: d_sae {res.sae.d_sae}, context {res.sae.context_size}, hook {res.sae.hook_name}, final FVU "
@@ -280,6 +283,7 @@ def _finished(out: str) -> None:
 
 @command("sweep widths")
 def run_sweep_widths(args: argparse.Namespace, invocation: str) -> int:
+    from ..experiments.folder import SWEEP_KINDS
     from ..experiments.plan import Shared, width_plan
     from ..experiments.sweeps import sweep_widths
 
@@ -288,7 +292,7 @@ def run_sweep_widths(args: argparse.Namespace, invocation: str) -> int:
     exe.validate()
     dev = resolve_device(args.device)
     if not args.plan:
-        check_target(args.out, force=True, inputs=_inputs(args))
+        check_target(args.out, force=True, inputs=_inputs(args), kinds=SWEEP_KINDS)
     emb = load_embeddings(args.model).to(dev)
     if args.plan:
         return _print_plan(emb, width_plan(cfg, recipe), Shared(emb=emb), exe)
@@ -316,6 +320,7 @@ def _nan(x: Any) -> Any:
 
 @command("sweep context")
 def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
+    from ..experiments.folder import SWEEP_KINDS
     from ..experiments.plan import Shared, context_plan
     from ..experiments.sweeps import _check_contexts, sweep_context
 
@@ -326,7 +331,7 @@ def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
     exe.validate()
     dev = resolve_device(args.device)
     if not args.plan:
-        check_target(args.out, force=True, inputs=_inputs(args))
+        check_target(args.out, force=True, inputs=_inputs(args), kinds=SWEEP_KINDS)
     emb, sae = load_pair(args.model, args.sae, device=dev, allow_any_hook=args.allow_any_hook, strict=args.strict)
     tw = _token_weights(args, emb, sae)
     if args.plan:
@@ -350,20 +355,21 @@ def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
 @command("compare")
 def run_compare(args: argparse.Namespace, invocation: str) -> int:
     from ..analyses.compare import compare_saes
-    from ..outputs.write import save_comparison
+    from ..outputs.write import COMPARE, save_comparison
 
     if len(args.sae) != 2:
         raise PosfeatError(f"--sae was given {len(args.sae)} time(s); compare takes exactly two: --sae A --sae B.")
     if not -1.0 <= args.threshold <= 1.0:
         raise PosfeatError(f"--threshold {args.threshold} is not a cosine; give a value between -1 and 1.")
     dev = resolve_device(args.device)
-    check_target(args.out, force=args.force, inputs=_inputs(args))
+    output = Output(args.out, COMPARE, force=args.force, command=invocation, inputs=_inputs(args))
+    output.claim()
     emb, a = load_pair(args.model, args.sae[0], device=dev, allow_any_hook=args.allow_any_hook)
     b = load_sae(args.sae[1], device=dev, allow_any_hook=args.allow_any_hook)
     cmp = compare_saes(a, b, emb, threshold=args.threshold)
     for warning in cmp.summary["warnings"]:
         print(f"posfeat: warning: {warning}", file=sys.stderr)
-    out = save_comparison(cmp, args.out, force=args.force, command=invocation)
+    out = save_comparison(cmp, output, force=args.force, command=invocation)
     for side in ("a", "b"):
         for kind, c in cmp.summary[side].items():
             print(f"SAE {side.upper()} {kind}: " + ", ".join(f"{v} {k}" for k, v in c.items()))

@@ -29,10 +29,12 @@ from typing import NoReturn
 
 from ..analyses.config import AnalyzeConfig
 from ..core.errors import Interrupted, PosfeatError, Stopped
+from ..core.signals import STOP_SIGNALS
 from ..core.version import __version__
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
-from ..io.atomic import STOP_SIGNALS, completed, release_all, set_run, shorten
-from ..io.paths import PATH_KEEP
+from ..io.lock import release_all, set_run
+from ..io.paths import PATH_KEEP, shorten
+from ..io.writes import completed
 from ..training.config import TrainConfig
 from .flags import Parser, add_dataclass_flags, add_device, add_output, add_pair, seed_value
 
@@ -287,7 +289,7 @@ def _drop_stale_lock(target: Path) -> None:
     """Remove ``target``'s lock file when no process holds it (its holder died)."""
     import fcntl
 
-    from ..io.atomic import LOCK_TAG
+    from ..io.lock import LOCK_TAG
 
     path = target.with_name(f".{target.name}{LOCK_TAG}")
     try:

@@ -26,9 +26,10 @@ from ..core.embeddings import Embeddings
 from ..core.sae import SAE
 from ..engine.grid_stats import feature_stats, grid_statistics
 from ..engine.sample import sample_tokens
-from ..io.atomic import PARTIAL, atomic_file
+from ..io.ownership import PARTIAL
 from ..io.sae_folders import CFG_FILE, read_sae_folder
 from ..io.safetensors_io import read_json
+from ..io.writes import atomic_file
 from ..training.train import train_sae
 from ..training.trainer import CHECKPOINT, checkpoint_state
 from .plan import Run, Shared
@@ -59,6 +60,8 @@ class PositionalCurve:
     The rows are kept in the run's ``.partial`` folder as they come, so a run resumed from a checkpoint keeps the points
     measured before it was interrupted (a point is measured again, identically, only if it came after the checkpoint).
     """
+
+    file_names = (CURVE_FILE,)  # what it writes beside the SAE and the checkpoint (declared to the output's kinds)
 
     def __init__(self, emb: Embeddings, context: int, points: int, steps: int, partial: Path | None = None) -> None:
         self.emb, self.context, self.partial = emb, context, partial

@@ -32,17 +32,17 @@ from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
 from ..core.sae import SAE
 from ..engine.grid_stats import feature_stats
-from ..io.atomic import write_text_atomic
 from ..io.checkpoints import load_embeddings
 from ..io.sae_folders import read_sae_folder
 from ..io.sources import as_pair
 from ..io.tokens import token_weights_arg
+from ..io.writes import write_text_atomic
 from ..outputs.sweeps import context_figure, section, width_figures
 from ..outputs.write import dump_json
 from . import aggregate as agg
 from .config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
 from .executors import make_executor
-from .folder import SweepFolder
+from .folder import SWEEP_CONTEXT, SWEEP_WIDTHS, SweepFolder
 from .plan import Run, Shared, context_plan, width_plan
 from .runner import CONTEXT_COLUMNS, CURVE_FILE, KINDS4, PROVENANCE_COLUMNS, WIDTH_COLUMNS, read_run
 
@@ -218,7 +218,7 @@ def sweep_widths(emb: Any, *, context: int, widths: Sequence[int], out: Any, see
     tw = token_weights_arg(token_weights, emb.d_vocab)
     exe = ExecutorConfig(executor=executor, address=address, max_retries=max_retries, gpu_memory=gpu_memory)
     runner = connect(exe, emb.device, progress, num_cpus)
-    work = SweepFolder(out, "sweep widths", force, command)
+    work = SweepFolder(out, SWEEP_WIDTHS, force, command)
     shared = Shared(emb=emb.to("cpu"), token_weights=tw, command=command, model_name=model_name)
     t0 = time.monotonic()
     table_runs, failures = execute_plan(runs, work, shared, exe, emb.device, progress, WIDTH_COLUMNS, num_cpus, runner)
@@ -301,7 +301,7 @@ def sweep_context(emb: Any, sae: Any, *, contexts: Sequence[int], out: Any, seed
     tw = token_weights_arg(token_weights, emb.d_vocab)
     exe = ExecutorConfig(executor=executor, address=address, max_retries=max_retries, gpu_memory=gpu_memory)
     runner = connect(exe, emb.device, progress, num_cpus)
-    work = SweepFolder(out, "sweep context", force, command)
+    work = SweepFolder(out, SWEEP_CONTEXT, force, command)
     shared = Shared(emb=emb.to("cpu"), token_weights=tw, sae=sae.to("cpu"), base_context=base, command=command, model_name=model_name)
     t0 = time.monotonic()
     table_runs, failures = execute_plan(runs, work, shared, exe, emb.device, progress, CONTEXT_COLUMNS, num_cpus, runner)

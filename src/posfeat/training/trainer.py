@@ -37,8 +37,9 @@ import torch
 from ..core.embeddings import Embeddings
 from ..core.errors import Interrupted, PosfeatError, Stopped, arg
 from ..core.progress import progress_bar
-from ..io.atomic import deferred_signals, remove, signals_held
+from ..core.signals import deferred_signals, signals_held
 from ..io.safetensors_io import read_json, read_metadata, read_tensors, write_tensors
+from ..io.writes import remove
 from .config import TrainConfig
 from .model import TrainingSAE
 
