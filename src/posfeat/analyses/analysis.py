@@ -4,8 +4,9 @@ Exact grid statistics (all tokens) give the feature classes, firing runs, profil
 spurious firing; what mixes features (reconstruction) uses a stated, seeded token sample at every
 position. Each claim becomes a verdict (:mod:`posfeat.analyses.findings`). Everything is computed
 where the pair lives; every table and array of an :class:`Analysis` is CPU pandas/numpy.
-``Analysis.save(dir)`` writes the files, ``Analysis.figure(name)`` draws one figure (both provided
-by ``posfeat.outputs``), and an Analysis shows its headline numbers in a notebook.
+An Analysis shows its headline numbers in a notebook; the public :class:`posfeat.Analysis`
+(``posfeat.outputs.results``, a later stage) adds ``save(dir)``, which writes the files, and
+``figure(name)``, which draws one figure.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,6 @@ import torch
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, PosfeatTypeError, arg
 from ..core.memory import release_freed
-from ..core.registry import lookup
 from ..core.sae import SAE, sae_context
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, additive_parts, check_pair, feature_stats, grid_statistics, on_device
@@ -136,19 +135,10 @@ class Analysis:
         df = self.features[self.features.kind == "positional"].sort_values(["peak_position", "feature"])
         return df.feature.to_numpy()
 
-    @property
-    def figure_names(self) -> list[str]:
-        """Names accepted by :meth:`figure` (static figures, then the interactive ones)."""
-        return list(lookup("figure_names")())
-
     def neuronpedia_url(self, feature: int) -> str | None:
         """The feature's Neuronpedia page, when the SAE has a Neuronpedia id."""
         npid = self.sae.meta.neuronpedia_id
         return neuronpedia_url(npid, int(feature)) if npid else None  # validated id, URL-encoded
-
-    def figure(self, name: str) -> Any:
-        """The matplotlib ``Figure`` (or plotly figure, for the interactive ones) called ``name``."""
-        return lookup("make_figure")(self, name)
 
     def feature(self, index: int) -> Any:
         """A :class:`posfeat.FeatureCard` for one feature, from this analysis."""
@@ -161,11 +151,6 @@ class Analysis:
         from .prompt import prompt
 
         return prompt(self, text, top=top, feature=feature, tokenizer=tokenizer)
-
-    def save(self, out: str | Path, *, force: bool = False, command: str | None = None, include_sweeps: list[str | Path] = ()) -> Path:
-        """Write features.csv, by_position.csv, spurious_*.csv, summary.json, figures/*.png and report.html
-        (with the sections of the given ``posfeat sweep`` folders) under posfeat's output policy."""
-        return lookup("save_analysis")(self, out, force=force, command=command, include_sweeps=list(include_sweeps))
 
     def __repr__(self) -> str:
         """A few lines (under 2 KB): the pair, the feature counts and each finding's verdict; the tables are attributes."""

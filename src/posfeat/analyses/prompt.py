@@ -25,7 +25,6 @@ import torch
 
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
-from ..core.registry import lookup
 from ..core.sae import SAE, sae_context
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import feature_stats
@@ -136,7 +135,9 @@ class Prompt:
 
     def html(self, feature: int | None = None) -> str:
         """The coloured view (tokens shaded by ``feature``, default :attr:`feature`) as an HTML fragment."""
-        return lookup("prompt_html")(self, self.feature if feature is None else int(feature))
+        from .prompt_view import prompt_html
+
+        return prompt_html(self, self.feature if feature is None else int(feature))
 
     def _repr_html_(self) -> str:
         return self.html()
