@@ -234,3 +234,18 @@ def test_local_run_that_fails_is_reported_and_the_rerun_finishes(tmp_path):
     blocker.unlink()
     sweep_widths(emb, widths=[8, 16], out=tmp_path / "s", **kw)
     assert list(pd.read_csv(tmp_path / "s" / "runs.csv").status) == ["done"] * 4 and not (tmp_path / "s.partial").exists()
+
+
+def test_one_executor_interface_and_one_source_of_its_defaults():
+    import inspect
+
+    from posfeat.experiments.config import EXECUTORS, ExecutorConfig
+    from posfeat.experiments.executors import EXECUTOR_CLASSES, Executor, LocalExecutor, make_executor
+    from posfeat.experiments.sweeps import sweep_context, sweep_widths
+
+    assert tuple(EXECUTOR_CLASSES) == EXECUTORS and all(issubclass(c, Executor) for c in EXECUTOR_CLASSES.values())
+    assert isinstance(make_executor(ExecutorConfig()), LocalExecutor)
+    for fn in (sweep_widths, sweep_context):  # the sweeps' keyword defaults are ExecutorConfig's own
+        params = inspect.signature(fn).parameters
+        for name in ("executor", "address", "max_retries", "gpu_memory"):
+            assert params[name].default == getattr(ExecutorConfig, name), (fn.__name__, name)

@@ -16,6 +16,7 @@ from ..core.tensors import resolve_device
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
 from ..io.checkpoints import load_embeddings
 from ..io.output import Output, output_file
+from ..io.paths import expand
 from ..io.policy import check_file_target, check_target
 from ..io.sources import input_locations, load_pair, load_sae, sae_token_weights
 from ..io.tokens import load_token_weights
@@ -44,7 +45,7 @@ def _pair(args: argparse.Namespace) -> tuple[Any, Any]:
 def _token_weights(args: argparse.Namespace, emb: Any, sae: Any) -> tuple[Path, Any] | None:
     """--token-weights if given, else the SAE folder's own token_weights.safetensors, else None (uniform)."""
     if getattr(args, "token_weights", None):
-        return Path(args.token_weights).expanduser(), load_token_weights(args.token_weights, emb.d_vocab)
+        return expand(args.token_weights), load_token_weights(args.token_weights, emb.d_vocab)
     return None if sae is None else sae_token_weights(sae, emb.d_vocab)
 
 
@@ -270,7 +271,7 @@ def _print_plan(emb: Any, runs: list[Any], shared: Any, exe: ExecutorConfig) -> 
 
 
 def _finished(out: str) -> None:
-    path = Path(out).expanduser().resolve()
+    path = expand(out).resolve()
     print(f"wrote {path} (runs.csv, summary.json, figures/, section.html)")
     try:
         s = json.loads((path / "summary.json").read_text())
@@ -297,10 +298,9 @@ def run_sweep_widths(args: argparse.Namespace, invocation: str) -> int:
     if args.plan:
         return _print_plan(emb, width_plan(cfg, recipe), Shared(emb=emb), exe)
     df = sweep_widths(emb, context=cfg.context, widths=cfg.d_sae, out=args.out, seeds=cfg.seeds, tokens=cfg.tokens, curve_points=cfg.curve_points,
-                      token_weights=args.token_weights, command=invocation, model_name=args.model, force=args.force, executor=exe.executor,
-                      address=exe.address, max_retries=exe.max_retries, gpu_memory=exe.gpu_memory, **recipe)
+                      token_weights=args.token_weights, command=invocation, model_name=args.model, force=args.force, executor=exe, **recipe)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    s = json.loads((Path(args.out).expanduser() / "summary.json").read_text())
+    s = json.loads((expand(args.out) / "summary.json").read_text())
     from ..experiments.aggregate import width_sentence
 
     stats = {k: s[k] for k in ("trend", "power_law", "lack_of_fit", "local_exponents", "ceiling")}
@@ -339,11 +339,11 @@ def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
         return _print_plan(emb, context_plan(cfg, ContextSweepConfig.recipe(**recipe), sae), Shared(emb=emb, sae=sae), exe)
     df = sweep_context(emb, sae, contexts=cfg.contexts, out=args.out, seeds=cfg.seeds, control_steps=cfg.control_steps, tokens=cfg.tokens,
                        token_weights=None if tw is None else tw[1], command=invocation, model_name=args.model, force=args.force,
-                       executor=exe.executor, address=exe.address, max_retries=exe.max_retries, gpu_memory=exe.gpu_memory,
+                       executor=exe,
                        past_tolerance=cfg.past_tolerance,
                        in_context_tolerance=cfg.in_context_tolerance, **recipe)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    s = json.loads((Path(args.out).expanduser() / "summary.json").read_text())
+    s = json.loads((expand(args.out) / "summary.json").read_text())
     for name, v in s["repair"].items():
         print(f"{name}: {v['verdict']} (past-context FVU {v['past_margin']:+.1%} vs the original in-context FVU, tolerance "
               f"{v['past_tolerance']:.0%}; in-context FVU {v['in_context_margin']:+.1%} vs before, tolerance {v['in_context_tolerance']:.0%}: "

@@ -33,7 +33,7 @@ from ..core.signals import STOP_SIGNALS
 from ..core.version import __version__
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
 from ..io.lock import release_all, set_run
-from ..io.paths import PATH_KEEP, shorten
+from ..io.paths import PATH_KEEP, expand, shorten
 from ..io.writes import completed
 from ..training.config import TrainConfig
 from .flags import Parser, add_dataclass_flags, add_device, add_output, add_pair, seed_value
@@ -192,7 +192,7 @@ def _one_line(text: str) -> str:
 def _target(args: argparse.Namespace | None) -> Path | None:
     out = getattr(args, "out", None)
     try:
-        return None if out is None else Path(out).expanduser().resolve()
+        return None if out is None else expand(out).resolve()
     except (OSError, RuntimeError):
         return None
 

@@ -41,7 +41,7 @@ from ..outputs.sweeps import context_figure, section, width_figures
 from ..outputs.write import dump_json
 from . import aggregate as agg
 from .config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
-from .executors import make_executor
+from .executors import Executor, make_executor
 from .folder import SWEEP_CONTEXT, SWEEP_WIDTHS, SweepFolder
 from .plan import Run, Shared, context_plan, width_plan
 from .runner import CONTEXT_COLUMNS, CURVE_FILE, KINDS4, PROVENANCE_COLUMNS, WIDTH_COLUMNS, read_run
@@ -74,17 +74,15 @@ def _line(run: Run, rec: dict[str, Any] | None, err: str | None) -> str:
             f"{r['fvu_past_original_context']:.4f}, {t}")
 
 
-def connect(exe: ExecutorConfig, device: Any, progress: bool, num_cpus: int | None = None) -> Any:
+def connect(exe: ExecutorConfig, device: Any, progress: bool, num_cpus: int | None = None) -> Executor:
     """The executor, connected (Ray: the cluster checked and joined) before the sweep folder is made, so that a sweep that
     cannot reach its cluster leaves nothing behind."""
-    exe.validate()
-    return make_executor(exe.executor, device, exe.address, exe.max_retries, progress and exe.executor == "local", num_cpus, exe.gpu_memory)
+    return make_executor(exe, device, progress, num_cpus)
 
 
-def execute_plan(runs: list[Run], work: SweepFolder, shared: Shared, exe: ExecutorConfig, device: Any, progress: bool,
-                 columns: list[str], num_cpus: int | None = None, executor: Any = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def execute_plan(runs: list[Run], work: SweepFolder, shared: Shared, executor: Executor, progress: bool,
+                 columns: list[str]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Run every unfinished run of the plan; ``runs.csv`` rewritten after each finish. Returns ``(runs table, failures)``."""
-    exe.validate()
     records: dict[str, dict[str, Any]] = {}
     todo = []
     for run in runs:
@@ -101,8 +99,7 @@ def execute_plan(runs: list[Run], work: SweepFolder, shared: Shared, exe: Execut
         return table
 
     if todo:
-        executor = executor or connect(exe, device, progress, num_cpus)
-        if getattr(executor, "dashboard", None):
+        if executor.dashboard:
             tqdm.write(f"Ray dashboard: {executor.dashboard}")
         bar = tqdm(total=len(runs), initial=len(records), desc="sweep runs", unit="run", disable=not progress)
         try:
@@ -185,6 +182,14 @@ def splitting(emb: Embeddings, saes: dict[int, SAE], context: int, threshold: fl
     return out
 
 
+def _executor_config(executor: str | ExecutorConfig, address: str | None, max_retries: int,
+                     gpu_memory: float | None) -> ExecutorConfig:
+    """``executor`` itself when it is an :class:`ExecutorConfig`, else one made of the keyword arguments."""
+    if isinstance(executor, ExecutorConfig):
+        return executor
+    return ExecutorConfig(executor=executor, address=address, max_retries=max_retries, gpu_memory=gpu_memory)
+
+
 def _width_config(context: int, widths: Sequence[int], seeds: int, tokens: int | None, curve_points: int) -> WidthSweepConfig:
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
         raise PosfeatError(f"{arg('d_sae', widths)} must list positive integer widths.")
@@ -198,14 +203,16 @@ def _width_config(context: int, widths: Sequence[int], seeds: int, tokens: int |
 def sweep_widths(emb: Any, *, context: int, widths: Sequence[int], out: Any, seeds: int = WidthSweepConfig.seeds,
                  tokens: int | None = None, curve_points: int = WidthSweepConfig.curve_points, token_weights: Any = None,
                  command: str | None = None, model_name: str | None = None, progress: bool = True, force: bool = False,
-                 executor: str = "local", address: str | None = None, max_retries: int = 3, num_cpus: int | None = None,
-                 gpu_memory: float | None = None, **recipe: Any) -> pd.DataFrame:
+                 executor: str | ExecutorConfig = ExecutorConfig.executor, address: str | None = ExecutorConfig.address,
+                 max_retries: int = ExecutorConfig.max_retries, num_cpus: int | None = None,
+                 gpu_memory: float | None = ExecutorConfig.gpu_memory, **recipe: Any) -> pd.DataFrame:
     """Train one SAE per width and seed (resumable) and count features as ``posfeat analyze`` does; see module docstring.
 
     Returns the per-width table (mean and sd over seeds); ``runs.csv`` in ``out`` has every run, ``summary.json`` the
     trend test, the fit and its lack of fit. ``recipe``: :class:`posfeat.training.TrainConfig` fields (``l1``, ``lr``, ``steps``,
     ``batch``, ``seed`` = the first seed, ...) over :attr:`WidthSweepConfig.RECIPE`, exactly as ``posfeat sweep widths`` uses them.
-    ``executor``: ``"local"`` or ``"ray"`` (``address``: the cluster; ``max_retries``: per run; ``num_cpus``: of a new local cluster;
+    ``executor``: ``"local"`` or ``"ray"``, or an :class:`ExecutorConfig` (whose settings then win over the keywords;
+    ``address``: the cluster; ``max_retries``: per run; ``num_cpus``: of a new local cluster;
     ``gpu_memory``: GiB per cluster GPU, to size each run's GPU share).
     ``emb``: :class:`Embeddings` or anything :func:`posfeat.load_embeddings` accepts (a name, a folder, a model object).
     """
@@ -216,12 +223,11 @@ def sweep_widths(emb: Any, *, context: int, widths: Sequence[int], out: Any, see
     rec = WidthSweepConfig.recipe(**recipe)
     runs = width_plan(cfg, rec)
     tw = token_weights_arg(token_weights, emb.d_vocab)
-    exe = ExecutorConfig(executor=executor, address=address, max_retries=max_retries, gpu_memory=gpu_memory)
-    runner = connect(exe, emb.device, progress, num_cpus)
+    runner = connect(_executor_config(executor, address, max_retries, gpu_memory), emb.device, progress, num_cpus)
     work = SweepFolder(out, SWEEP_WIDTHS, force, command)
     shared = Shared(emb=emb.to("cpu"), token_weights=tw, command=command, model_name=model_name)
     t0 = time.monotonic()
-    table_runs, failures = execute_plan(runs, work, shared, exe, emb.device, progress, WIDTH_COLUMNS, num_cpus, runner)
+    table_runs, failures = execute_plan(runs, work, shared, runner, progress, WIDTH_COLUMNS)
     return _width_outputs(emb, cfg, rec, runs, table_runs, failures, work, command, time.monotonic() - t0)
 
 
@@ -278,8 +284,10 @@ def _check_contexts(contexts: Sequence[int], base: int | None, emb: Embeddings, 
 
 def sweep_context(emb: Any, sae: Any, *, contexts: Sequence[int], out: Any, seeds: int = ContextSweepConfig.seeds,
                   control_steps: int | None = None, tokens: int | None = None, token_weights: Any = None, command: str | None = None,
-                  model_name: str | None = None, progress: bool = True, force: bool = False, executor: str = "local",
-                  address: str | None = None, max_retries: int = 3, num_cpus: int | None = None, gpu_memory: float | None = None,
+                  model_name: str | None = None, progress: bool = True, force: bool = False,
+                  executor: str | ExecutorConfig = ExecutorConfig.executor, address: str | None = ExecutorConfig.address,
+                  max_retries: int = ExecutorConfig.max_retries, num_cpus: int | None = None,
+                  gpu_memory: float | None = ExecutorConfig.gpu_memory,
                   past_tolerance: float = ContextSweepConfig.past_tolerance, in_context_tolerance: float = ContextSweepConfig.in_context_tolerance,
                   **recipe: Any) -> pd.DataFrame:
     """Fine-tune ``sae`` on each longer context, seed by seed, against a from-scratch control; see module docstring.
@@ -299,12 +307,11 @@ def sweep_context(emb: Any, sae: Any, *, contexts: Sequence[int], out: Any, seed
     rec = ContextSweepConfig.recipe(**recipe)
     runs = context_plan(cfg, rec, sae)
     tw = token_weights_arg(token_weights, emb.d_vocab)
-    exe = ExecutorConfig(executor=executor, address=address, max_retries=max_retries, gpu_memory=gpu_memory)
-    runner = connect(exe, emb.device, progress, num_cpus)
+    runner = connect(_executor_config(executor, address, max_retries, gpu_memory), emb.device, progress, num_cpus)
     work = SweepFolder(out, SWEEP_CONTEXT, force, command)
     shared = Shared(emb=emb.to("cpu"), token_weights=tw, sae=sae.to("cpu"), base_context=base, command=command, model_name=model_name)
     t0 = time.monotonic()
-    table_runs, failures = execute_plan(runs, work, shared, exe, emb.device, progress, CONTEXT_COLUMNS, num_cpus, runner)
+    table_runs, failures = execute_plan(runs, work, shared, runner, progress, CONTEXT_COLUMNS)
     return _context_outputs(emb, sae, cfg, rec, runs, table_runs, failures, work, cs, base, command, time.monotonic() - t0)
 
 

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from ..core.errors import PosfeatError, arg
-from .paths import shorten, visible
+from .paths import expand, shorten, visible
 from .writes import clean_leftovers, os_error, pid_alive, umask_mode
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def lock_target(target: Path, what: str = "out") -> TargetLock:
 def holds_lock(out: str | os.PathLike[str] | None) -> bool:
     """True when this process holds the lock on ``out`` already (then the caller does not release it)."""
     try:
-        return out is not None and Path(out).expanduser().resolve() in _LOCKS
+        return out is not None and expand(out).resolve() in _LOCKS
     except (OSError, RuntimeError, TypeError, ValueError):
         return False
 

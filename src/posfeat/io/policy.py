@@ -24,7 +24,7 @@ from pathlib import Path
 from ..core.errors import PosfeatError, PosfeatTypeError, arg
 from .lock import LOCK_TAG, lock_target, unlock_target
 from .ownership import PARTIAL, Kinds, foreign_entries
-from .paths import shorten
+from .paths import expand, shorten
 from .writes import TEMP_TAG, os_error, shown
 
 #: posfeat's own installed package (the bundled SAE and the report templates live in it): never an output.
@@ -48,7 +48,7 @@ def resolve_target(out: str | os.PathLike[str] | None, what: str = "out") -> Pat
     if not raw.strip():
         raise PosfeatError(f"{arg(what)} is empty, which would mean the current folder; give the name of a new folder for the output.")
     try:
-        path = Path(raw).expanduser().resolve()
+        path = expand(raw).resolve()
     except (OSError, RuntimeError) as err:
         raise PosfeatError(f"{arg(what, shown(raw))} cannot be resolved ({err}); give another path.") from None
     cwd = Path.cwd().resolve()
@@ -81,7 +81,7 @@ def check_inputs(target: Path, raw: str, inputs: Inputs = (), what: str = "out")
         if value is None or (isinstance(value, str) and not value):
             continue
         try:
-            inp = Path(value).expanduser().resolve()
+            inp = expand(value).resolve()
         except (OSError, RuntimeError, TypeError):
             continue
         if not inp.exists():

@@ -24,7 +24,7 @@ import torch
 from ..core.errors import PosfeatError, arg
 from ..core.sae import LAYER0_HOOKS, POSFEAT_HOOK, SAE, SAEMeta
 from .config import ConfigFile
-from .paths import inside, shorten
+from .paths import expand, inside, shorten
 from .safetensors_io import read_json, read_tensors, tensor_names, write_json, write_tensors
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ def _weights_path(folder: Path, where: str) -> Path:
 def read_sae_folder(folder: str | os.PathLike[str], *, name: str | None = None, extra_cfg: dict[str, Any] | None = None,
                     allow_any_hook: bool = False) -> SAE:
     """Load an SAE from a SAELens-format folder (see module docstring)."""
-    folder = Path(folder).expanduser()
+    folder = expand(folder)
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "does not exist"
         raise PosfeatError(f"SAE folder {folder} {what}; pass a folder holding cfg.json and sae_weights.safetensors.")
@@ -318,7 +318,7 @@ def write_sae_folder(sae: SAE, folder: str | os.PathLike[str], extra_cfg: dict[s
 
     Commands write it into a temporary folder that the output policy moves into place.
     """
-    folder = Path(folder).expanduser()
+    folder = expand(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {"W_enc": sae.W_enc, "W_dec": sae.W_dec, "b_enc": sae.b_enc, "b_dec": sae.b_dec}
     if sae.threshold is not None:

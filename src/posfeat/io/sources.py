@@ -20,7 +20,7 @@ from ..core.errors import PosfeatError, arg
 from ..core.sae import SAE
 from .checkpoints import BUNDLED_MODEL, bundled_model_dir, load_embeddings
 from .hub import cached_file
-from .paths import inside
+from .paths import expand, inside
 from .sae_folders import CFG_FILE, SPARSITY_FILE, WEIGHTS_FILE, from_saelens_object, read_sae_folder
 from .tokens import TOKEN_WEIGHTS_FILE, load_token_weights
 
@@ -106,7 +106,7 @@ def _load_sae(source: Any, sae_id: str | None, allow_any_hook: bool) -> SAE:
         return read_sae_folder(BUNDLED_SAE_DIR, name="posfeat/minilm-l0-res-2048 (bundled)")
     if src in RELEASES:
         return _load_release(src, sae_id, allow_any_hook)
-    path = Path(src).expanduser()
+    path = expand(src)
     if path.exists() or src.startswith((".", "/", "~")) or sae_id is None:
         if not path.is_dir():
             what = "is a file, not a folder" if path.exists() else "does not exist"
@@ -135,7 +135,7 @@ def input_locations(model: Any = None, sae: Any = None, **files: Any) -> list[tu
     out: list[tuple[str, Path | None]] = []
 
     def local(value: Any) -> bool:
-        return isinstance(value, os.PathLike) or (isinstance(value, str) and (_looks_like_path(value) or Path(value).expanduser().exists()))
+        return isinstance(value, os.PathLike) or (isinstance(value, str) and (_looks_like_path(value) or expand(value).exists()))
 
     for flag, value, bundled in (("model", model, BUNDLED_MODEL), ("sae", sae, BUNDLED_SAE)):
         for v in value if isinstance(value, (list, tuple)) else [value]:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..analyses.findings import headline
 from ..core.errors import PosfeatError
-from ..io.paths import visible
+from ..io.paths import expand, visible
 from .explorer import explorer_payload
 from .figures import FIGURES, png_data_uri
 from .interactive import INTERACTIVE
@@ -273,7 +273,7 @@ def sweep_sections(folders: list[str | Path]) -> tuple[str, ...]:
     """The ``section.html`` fragments that ``posfeat sweep`` wrote into each folder."""
     out = []
     for folder in folders:
-        path = Path(folder).expanduser() / "section.html"
+        path = expand(folder) / "section.html"
         if not path.is_file():
             raise PosfeatError(f"{folder} has no section.html; pass a folder written by posfeat sweep widths or posfeat sweep context.")
         try:
