@@ -30,7 +30,7 @@ from ..core.sae import SAE, sae_context
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, additive_parts, check_pair, feature_stats, grid_statistics, on_device
 from ..engine.indices import IndexSet, resolve_index
-from ..engine.sample import SAMPLE_TOKENS, TokenSample, sample_tokens
+from ..engine.sample import TokenSample, sample_tokens
 from ..io.paths import shorten
 from ..io.sae_folders import neuronpedia_url
 from ..io.sources import as_pair, sae_token_weights
@@ -46,6 +46,7 @@ from .classify import (
     overlap,
     token_flatness,
 )
+from .config import AnalyzeConfig
 from .findings import FindingRules, compute_findings
 from .helix import PCA, positional_pca
 from .length import (
@@ -317,14 +318,14 @@ def analyze(
     sae: Any,
     *,
     positions: IndexSet = None,
-    tokens_sample: int = SAMPLE_TOKENS,
-    token: str | int | None = None,
+    tokens_sample: int = AnalyzeConfig.tokens_sample,
+    token: str | int | None = AnalyzeConfig.token,
     token_weights: Any = "auto",
-    seed: int = 0,
+    seed: int = AnalyzeConfig.seed,
     device: str | torch.device | None = None,
-    positional_share: float = 0.5,
-    semantic_share: float = 0.5,
-    n_token_features: int = 10,
+    positional_share: float = AnalyzeConfig.positional_share,
+    semantic_share: float = AnalyzeConfig.semantic_share,
+    n_token_features: int = AnalyzeConfig.n_token_features,
     rules: FindingRules | None = None,
     progress: bool = True,
 ) -> Analysis:
@@ -351,6 +352,9 @@ def analyze(
     for name, share in (("positional_share", positional_share), ("semantic_share", semantic_share)):
         if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 <= share <= 1:
             raise PosfeatTypeError(f"{arg(name, shorten(repr(share)))} is not a share; give a number from 0 to 1.")
+    if isinstance(n_token_features, bool) or not isinstance(n_token_features, numbers.Integral) or n_token_features < 1:
+        raise PosfeatTypeError(f"{arg('n_token_features', shorten(repr(n_token_features)))} is not a count; give a whole "
+                               "number, 1 or more.")
     context = min(sae_context(sae, emb.n_ctx), n_pos)
     tid = resolve_token(emb, token)
     weights, sample = _token_sample(emb, sae, token_weights, tokens_sample, seed)

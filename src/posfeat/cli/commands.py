@@ -84,6 +84,7 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
 @command("analyze")
 def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     from ..analyses.analysis import analyze, timed
+    from ..analyses.config import AnalyzeConfig
     from ..outputs.report import CSV_FILES, sweep_sections
     from ..outputs.write import ANALYZE, save_analysis
 
@@ -98,8 +99,8 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     with timed(load_time, "load"):
         emb, sae = _pair(args)
     positions = positions_arg(args.positions, emb.n_ctx, single=True)
-    an = analyze(emb, sae, positions=None if positions is None else positions.stop, tokens_sample=args.tokens_sample, token=args.token,
-                 seed=args.seed, rules=rules, progress=True)
+    an = analyze(emb, sae, positions=None if positions is None else positions.stop, rules=rules, progress=True,
+                 **values_of(args, AnalyzeConfig))
     an.timings = {**load_time, **an.timings}
     out = save_analysis(an, output, force=args.force, command=invocation, include_sweeps=args.include_sweep, progress=True)
     s = an.summary
