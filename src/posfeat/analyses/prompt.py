@@ -30,6 +30,7 @@ from ..core.tensors import to_numpy
 from ..engine.grid_stats import feature_stats
 from ..io.checkpoints import BUNDLED_MODEL, MODEL_ALIASES, bundled_model_dir
 from ..io.hub import cached_file
+from ..io.names import BUNDLED_SAE
 from ..io.sources import as_pair
 from ..io.tokens import read_tokenizer
 from .classify import classify
@@ -233,7 +234,7 @@ def prompt(pair: Any, text: str | list[int], *, top: int | None = 10, feature: i
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise PosfeatError(f"pair is a {type(pair).__name__}; pass (model, sae) or an Analysis.")
         model, s = pair
-        emb, sae = as_pair(model, "minilm" if s is None else s)
+        emb, sae = as_pair(model, BUNDLED_SAE if s is None else s)
     if top is not None and (isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1):
         raise PosfeatError(f"{arg('top', top)} must be a positive whole number.")
     if isinstance(text, str):

@@ -15,6 +15,7 @@ from ..core.sae import sae_context
 from ..core.tensors import resolve_device
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
 from ..io.checkpoints import load_embeddings
+from ..io.names import BUNDLED_MODEL
 from ..io.output import Output, output_file
 from ..io.paths import expand
 from ..io.policy import check_file_target, check_target
@@ -53,7 +54,7 @@ def _inputs(args: argparse.Namespace) -> list[tuple[str, Any]]:
     """The command's inputs on disk (model, SAE, token weights, --init, --include-sweep): never an output."""
     model = getattr(args, "model", None)
     if model is None and getattr(args, "command", "") == "train":
-        model = "minilm"
+        model = BUNDLED_MODEL
     return input_locations(model, getattr(args, "sae", None), token_weights=getattr(args, "token_weights", None),
                            init=getattr(args, "init", None), include_sweep=getattr(args, "include_sweep", None))
 

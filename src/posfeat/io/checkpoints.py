@@ -21,6 +21,7 @@ from .config import ConfigFile
 from .hub import cached_file, missing, offline
 from .layouts import embeddings_from_tensors, find_tensor, layout_of
 from .model_objects import embeddings_from_object
+from .names import BUNDLED_MODEL
 from .paths import expand, inside, safe_name, shorten
 from .safetensors_io import read_json, read_tensors, tensor_names
 from .tokens import read_tokenizer
@@ -41,7 +42,6 @@ MODEL_ALIASES = {
     "gpt-neo-125m": "EleutherAI/gpt-neo-125m",
     "opt-125m": "facebook/opt-125m",
 }
-BUNDLED_MODEL = "minilm"
 #: Model types whose layer-0 embedding sum is TransformerLens's ``blocks.0.hook_resid_pre`` (no LayerNorm before it).
 RESID_PRE_TYPES = frozenset({"gpt2", "gpt_neo", "opt"})
 

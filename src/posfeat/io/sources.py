@@ -20,13 +20,13 @@ from ..core.errors import PosfeatError, arg
 from ..core.sae import SAE
 from .checkpoints import BUNDLED_MODEL, bundled_model_dir, load_embeddings
 from .hub import cached_file
+from .names import BUNDLED_SAE
 from .paths import expand, inside
 from .sae_folders import CFG_FILE, SPARSITY_FILE, WEIGHTS_FILE, from_saelens_object, read_sae_folder
 from .tokens import TOKEN_WEIGHTS_FILE, load_token_weights
 
 log = logging.getLogger(__name__)
 
-BUNDLED_SAE = "minilm"
 BUNDLED_SAE_DIR = Path(__file__).resolve().parent.parent / "bundled" / "minilm-l0-res-2048"
 
 
