@@ -47,7 +47,7 @@ from .classify import (
     overlap,
     token_flatness,
 )
-from .findings import FindingRules, compute_findings
+from .findings import TOKEN_PROFILES, FindingRules, compute_findings
 from .helix import PCA, positional_pca
 from .length import (
     SPURIOUS_COLUMNS,
@@ -389,7 +389,7 @@ def analyze(
     by_pos = samp.per_position.merge(code, on=["position", "in_context"]).merge(spur, on="position")
     for j, f in enumerate(top_feats):
         by_pos[f"token_f{int(f)}"] = prof[:, j]
-    with timed(timings, "token_profiles"):
+    with timed(timings, TOKEN_PROFILES.key):
         tokens = token_flatness(emb, sae, kinds, context, n_token_features, rules.flat_cv, None if weights is None else to_numpy(weights),
                                 top=stats_ctx.token_top)
         panels = token_panels(emb, sae, tokens, tid, n_pos, context, n_token_features)
