@@ -230,8 +230,10 @@ def report_parts(an: Analysis) -> dict[str, Any]:
     return {"interactive": interactive, "tables": tables, "explorer_data": data}
 
 
-def render_html(an: Analysis, pngs: dict[str, Path], sweep_sections: tuple[str, ...] = (), parts: dict[str, Any] | None = None) -> str:
-    """The whole page (see module docstring); ``parts``: :func:`report_parts` of ``an``, made here when None."""
+def render_html(an: Analysis, pngs: dict[str, Path], sweep_sections: tuple[str, ...] = (), parts: dict[str, Any] | None = None,
+                command: str = "") -> str:
+    """The whole page (see module docstring); ``parts``: :func:`report_parts` of ``an``, made here when None; ``command``:
+    the command line that made it (shown at the foot)."""
     s = an.summary
     made = report_parts(an) if parts is None else parts
     interactive, data = made["interactive"], made["explorer_data"]
@@ -246,7 +248,7 @@ def render_html(an: Analysis, pngs: dict[str, Path], sweep_sections: tuple[str, 
     explorer_js = resources.files(__package__).joinpath("templates/explorer.js").read_text()
     html_page = page.substitute(model=esc(s["model"]), sae=esc(s["sae"]), pairs=pairs_html(s, bool(an.emb.info.get("token_type_row_added"))),
                                 css=css, header=header, glance=glance(an.findings), sections="\n".join(blocks), sweeps="\n".join(sweep_sections),
-                                command=esc(s.get("command", "")), files=files_html(), explorer_data=data, explorer_js=explorer_js)
+                                command=esc(command), files=files_html(), explorer_data=data, explorer_js=explorer_js)
     return with_csp([*interactive.values(), f"<script>{explorer_js}</script>"], html_page)
 
 
