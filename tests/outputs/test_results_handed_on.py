@@ -1,12 +1,15 @@
-"""Results are handed on as objects, not read back (issue 28): saving an analysis leaves it as it was, and a sweep
-returns what it wrote (its summary, sentence and placement), which the CLI prints without reading summary.json."""
+"""Results are handed on as objects, not read back (issue 28): an analysis' headline numbers are one typed object whose
+dict view summary.json holds, saving an analysis leaves it as it was, and a sweep returns what it wrote (its summary,
+sentence and placement), which the CLI prints without reading summary.json."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 from posfeat.analyses.analysis import analyze
+from posfeat.analyses.headline import AnalysisSummary
 from posfeat.experiments.aggregate import width_sentence
 from posfeat.experiments.config import ExecutorConfig, WidthSweepConfig
 from posfeat.experiments.sweeps import WidthSweep, run_widths
@@ -29,6 +32,11 @@ def test_saving_an_analysis_leaves_it_as_it_was(tmp_path, stub_figures):
     assert written["command"] == "posfeat analyze --planted"
     assert set(written["timings"]) == {*timings, "figures", "report"}
     assert list(written)[-2:] == ["command", "created"] and list(written)[: len(summary)] == list(summary)
+    # the typed headline numbers are what summary.json holds, in its order; Analysis.summary is their dict view
+    assert isinstance(an.numbers, AnalysisSummary) and list(summary) == [f.name for f in dataclasses.fields(AnalysisSummary)]
+    assert an.numbers.fvu_in_context == an.summary["fvu_in_context"] and an.numbers.findings is an.findings
+    assert {k: v for k, v in written.items() if k not in ("timings", "command", "created")} == json.loads(
+        dump_json({k: v for k, v in an.numbers.as_dict().items() if k != "timings"}))
     assert "posfeat analyze --planted" in (out / "report.html").read_text()
 
 
