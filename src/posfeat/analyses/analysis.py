@@ -47,7 +47,8 @@ from .classify import (
     token_flatness,
 )
 from .config import AnalyzeConfig
-from .findings import FindingRules, compute_findings
+from .findings import TOKEN_PROFILES, FindingRules, compute_findings
+from .headline import AnalysisSummary
 from .helix import PCA, positional_pca
 from .length import (
     SPURIOUS_COLUMNS,
@@ -102,7 +103,9 @@ class Analysis:
             helix, the random dictionary's statistics per draw; the others are drawn from the tables).
         geometry: the weight-side statistics the findings read (``summary["geometry"]``: the helix's curve share,
             W_E's variance in W_pos's principal subspace).
-        findings: the verdicts (``summary["findings"]``); summary: the headline numbers (summary.json).
+        findings: the verdicts (``summary["findings"]``).
+        numbers: the headline numbers, typed (:class:`~posfeat.analyses.headline.AnalysisSummary`); ``summary`` is
+            their dict view, what summary.json holds.
         timings: seconds per stage.
     """
 
@@ -127,8 +130,14 @@ class Analysis:
     nulls: dict[str, Any] = field(default_factory=dict)
     geometry: dict[str, Any] = field(default_factory=dict)
     findings: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
+    numbers: AnalysisSummary | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The headline numbers as ``summary.json`` holds them (but the command and the time it was written): a dict view
+        of :attr:`numbers`, the typed :class:`~posfeat.analyses.headline.AnalysisSummary` (empty before it is made)."""
+        return self.numbers.as_dict() if self.numbers is not None else {}
 
     @property
     def positional(self) -> np.ndarray:
@@ -378,7 +387,7 @@ def analyze(
     by_pos = samp.per_position.merge(code, on=["position", "in_context"]).merge(spur, on="position")
     for j, f in enumerate(top_feats):
         by_pos[f"token_f{int(f)}"] = prof[:, j]
-    with timed(timings, "token_profiles"):
+    with timed(timings, TOKEN_PROFILES.key):
         tokens = token_flatness(emb, sae, kinds, context, n_token_features, rules.flat_cv, None if weights is None else to_numpy(weights),
                                 top=stats_ctx.token_top)
         panels = token_panels(emb, sae, tokens, tid, n_pos, context, n_token_features)
@@ -390,7 +399,7 @@ def analyze(
                   token_panels=panels, nulls=nulls, geometry=geometry, timings=timings)
     an.findings = compute_findings(features, by_pos, context, pca.explained_variance_ratio, (int(pca.positions.min()), int(pca.positions.max())),
                                    emb.token_str(tid), an.rules, tokens=tokens, nulls=nulls, geometry=geometry)
-    an.summary = summarize(an, stats_ctx, positional_share=positional_share, semantic_share=semantic_share, seed=seed)
+    an.numbers = summarize(an, stats_ctx, positional_share=positional_share, semantic_share=semantic_share, seed=seed)
     return an
 
 
@@ -444,7 +453,7 @@ def _bert_edge(an: Analysis) -> dict[str, Any] | None:
             "median_past_context": float(past.spurious_per_token.median())}
 
 
-def summarize(an: Analysis, stats_ctx: GridStats, **settings: Any) -> dict[str, Any]:
+def summarize(an: Analysis, stats_ctx: GridStats, **settings: Any) -> AnalysisSummary:
     """The headline numbers of an analysis (what summary.json holds), all derived from its tables."""
     from ..core.version import __version__
     from .evaluation import pooled_explained_variance, range_means
@@ -456,7 +465,7 @@ def summarize(an: Analysis, stats_ctx: GridStats, **settings: Any) -> dict[str, 
     past_rows, in_rows = bp[bp.position >= an.context], bp[bp.position < an.context]
     ab_past = _mean(past_rows, "addback_fvu")
     knees = _knees(f)
-    return {
+    return AnalysisSummary(**{
         "model": an.emb.name, "sae": an.sae.name, "sae_architecture": an.sae.architecture, "d_sae": an.sae.d_sae, "d_model": an.emb.d_model,
         "d_vocab": an.emb.d_vocab, "n_ctx": an.emb.n_ctx, "positions_studied": int(bp.position.max()) + 1, "centered": bool(an.emb.centered),
         "context_size": an.context, "device": str(an.sae.device),
@@ -494,4 +503,4 @@ def summarize(an: Analysis, stats_ctx: GridStats, **settings: Any) -> dict[str, 
         "bert_edge": _bert_edge(an),
         "nulls": dict(an.nulls), "geometry": dict(an.geometry), "findings": an.findings, "rules": an.rules.as_dict(), "timings": dict(an.timings),
         "posfeat_version": __version__, "settings": settings,
-    }
+    })

@@ -272,23 +272,21 @@ def _print_plan(emb: Any, runs: list[Any], shared: Any, exe: ExecutorConfig) -> 
     return 0
 
 
-def _finished(out: str) -> None:
+def _finished(out: str, placement: dict[str, Any]) -> None:
+    """The sweep's last lines: where it wrote, and the nodes and devices its runs took part on."""
     path = expand(out).resolve()
     print(f"wrote {path} (runs.csv, summary.json, figures/, section.html)")
-    try:
-        s = json.loads((path / "summary.json").read_text())
-    except (OSError, ValueError):
-        return
-    if s.get("nodes"):
-        print(f"runs took part on {s['nodes']} node(s) and {s['devices']} device(s): "
-              + ", ".join(f"{k}: {n} run(s)" for k, n in s.get("runs_per_node", {}).items()) + " (runs.csv: node, device, wall_seconds)")
+    if placement.get("nodes"):
+        print(f"runs took part on {placement['nodes']} node(s) and {placement['devices']} device(s): "
+              + ", ".join(f"{k}: {n} run(s)" for k, n in placement.get("runs_per_node", {}).items())
+              + " (runs.csv: node, device, wall_seconds)")
 
 
 @command("sweep widths")
 def run_sweep_widths(args: argparse.Namespace, invocation: str) -> int:
     from ..experiments.folder import SWEEP_KINDS
     from ..experiments.plan import Shared, width_plan
-    from ..experiments.sweeps import sweep_widths
+    from ..experiments.sweeps import run_widths
 
     cfg, recipe = _width_setup(args)
     exe = ExecutorConfig(**values_of(args, ExecutorConfig))
@@ -299,32 +297,19 @@ def run_sweep_widths(args: argparse.Namespace, invocation: str) -> int:
     emb = load_embeddings(args.model).to(dev)
     if args.plan:
         return _print_plan(emb, width_plan(cfg, recipe), Shared(emb=emb), exe)
-    df = sweep_widths(emb, context=cfg.context, widths=cfg.d_sae, out=args.out, seeds=cfg.seeds, tokens=cfg.tokens, curve_points=cfg.curve_points,
-                      token_weights=args.token_weights, command=invocation, model_name=args.model, force=args.force, executor=exe, **recipe)
-    print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    s = json.loads((expand(args.out) / "summary.json").read_text())
-    from ..experiments.aggregate import width_sentence
-
-    stats = {k: s[k] for k in ("trend", "power_law", "lack_of_fit", "local_exponents", "ceiling")}
-    print(width_sentence(_nan(stats), s["widths"], len(s["seeds"])))
-    _finished(args.out)
+    result = run_widths(emb, cfg, recipe, exe, out=args.out, token_weights=args.token_weights, command=invocation,
+                        model_name=args.model, progress=True, force=args.force, num_cpus=None)
+    print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(result.sentence)
+    _finished(args.out, result.placement)
     return 0
-
-
-def _nan(x: Any) -> Any:
-    """JSON nulls back to NaN (summary.json writes NaN as null)."""
-    if isinstance(x, dict):
-        return {k: _nan(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_nan(v) for v in x]
-    return float("nan") if x is None else x
 
 
 @command("sweep context")
 def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
     from ..experiments.folder import SWEEP_KINDS
     from ..experiments.plan import Shared, context_plan
-    from ..experiments.sweeps import _check_contexts, sweep_context
+    from ..experiments.sweeps import _check_contexts, run_context
 
     cfg = ContextSweepConfig(**values_of(args, ContextSweepConfig))
     cfg.validate()
@@ -339,18 +324,15 @@ def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
     if args.plan:
         _check_contexts(cfg.contexts, sae.context_size, emb, sae)
         return _print_plan(emb, context_plan(cfg, ContextSweepConfig.recipe(**recipe), sae), Shared(emb=emb, sae=sae), exe)
-    df = sweep_context(emb, sae, contexts=cfg.contexts, out=args.out, seeds=cfg.seeds, control_steps=cfg.control_steps, tokens=cfg.tokens,
-                       token_weights=None if tw is None else tw[1], command=invocation, model_name=args.model, force=args.force,
-                       executor=exe,
-                       past_tolerance=cfg.past_tolerance,
-                       in_context_tolerance=cfg.in_context_tolerance, **recipe)
-    print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    s = json.loads((expand(args.out) / "summary.json").read_text())
-    for name, v in s["repair"].items():
+    result = run_context(emb, sae, cfg, ContextSweepConfig.recipe(**recipe), exe, out=args.out,
+                         token_weights=None if tw is None else tw[1], command=invocation, model_name=args.model, progress=True,
+                         force=args.force, num_cpus=None)
+    print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for name, v in result.repair.items():
         print(f"{name}: {v['verdict']} (past-context FVU {v['past_margin']:+.1%} vs the original in-context FVU, tolerance "
               f"{v['past_tolerance']:.0%}; in-context FVU {v['in_context_margin']:+.1%} vs before, tolerance {v['in_context_tolerance']:.0%}: "
               f"{v['why']})")
-    _finished(args.out)
+    _finished(args.out, result.placement)
     return 0
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,50 @@ from .runner import CONTEXT_COLUMNS, CURVE_FILE, KINDS4, PROVENANCE_COLUMNS, WID
 
 class SweepIncompleteError(PosfeatError):
     """Some runs failed for good; the others and the aggregation are written in ``<out>.partial``."""
+
+
+@dataclass(frozen=True)
+class WidthSweep:
+    """What a width sweep hands on (to the CLI, or to a caller of :func:`run_widths`), so that no one reads it back from
+    its folder: ``summary`` is what ``summary.json`` holds, written once from it.
+
+    Attributes:
+        folder: the finished sweep folder.
+        table: the per-width table (mean and sd over seeds; ``widths.csv``).
+        statistics: the trend test, the power law, its lack of fit, the local exponents and the ceiling
+            (:func:`posfeat.experiments.aggregate.width_statistics`; empty when no run finished).
+        sentence: what the sweep says, in one paragraph (``section.html``; empty when no run finished).
+        placement: the nodes and devices the runs took part on, and the runs on each.
+        summary: ``summary.json``'s content.
+    """
+
+    folder: Path
+    table: pd.DataFrame
+    statistics: dict[str, Any]
+    sentence: str
+    placement: dict[str, Any]
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ContextSweep:
+    """What a context sweep hands on (see :class:`WidthSweep`).
+
+    Attributes:
+        folder: the finished sweep folder.
+        table: mean and sd over seeds per SAE (``contexts.csv``).
+        repair: per fine-tuned SAE, its verdict with its margins (:func:`posfeat.experiments.aggregate.repair_verdict`).
+        sentence: what the sweep says, in one paragraph (``section.html``; empty without the original SAE's row).
+        placement: the nodes and devices the runs took part on, and the runs on each.
+        summary: ``summary.json``'s content.
+    """
+
+    folder: Path
+    table: pd.DataFrame
+    repair: dict[str, dict[str, Any]]
+    sentence: str
+    placement: dict[str, Any]
+    summary: dict[str, Any]
 
 
 def parse_ints(spec: str, what: str) -> list[int]:
@@ -218,21 +263,32 @@ def sweep_widths(emb: Any, *, context: int, widths: Sequence[int], out: Any, see
     """
     emb = load_embeddings(emb)
     cfg = _width_config(context, widths, seeds, tokens, curve_points)
-    if not isinstance(context, int) or not 1 <= context <= emb.n_ctx:
-        raise PosfeatError(f"{arg('context', context)} is outside 1..{emb.n_ctx}, the positions of {emb.name}; pick a context within it.")
     rec = WidthSweepConfig.recipe(**recipe)
-    runs = width_plan(cfg, rec)
+    exe = _executor_config(executor, address, max_retries, gpu_memory)
+    return run_widths(emb, cfg, rec, exe, out=out, token_weights=token_weights, command=command, model_name=model_name,
+                      progress=progress, force=force, num_cpus=num_cpus).table
+
+
+def run_widths(emb: Embeddings, cfg: WidthSweepConfig, recipe: dict[str, Any], exe: ExecutorConfig, *, out: Any,
+               token_weights: Any, command: str | None, model_name: str | None, progress: bool, force: bool,
+               num_cpus: int | None) -> WidthSweep:
+    """:func:`sweep_widths` from its validated configs and recipe (:meth:`WidthSweepConfig.recipe`), as ``posfeat sweep
+    widths`` runs it; returns everything the sweep wrote (:class:`WidthSweep`)."""
+    if not isinstance(cfg.context, int) or not 1 <= cfg.context <= emb.n_ctx:
+        raise PosfeatError(f"{arg('context', cfg.context)} is outside 1..{emb.n_ctx}, the positions of {emb.name}; pick a context "
+                           "within it.")
+    runs = width_plan(cfg, recipe)
     tw = token_weights_arg(token_weights, emb.d_vocab)
-    runner = connect(_executor_config(executor, address, max_retries, gpu_memory), emb.device, progress, num_cpus)
+    runner = connect(exe, emb.device, progress, num_cpus)
     work = SweepFolder(out, SWEEP_WIDTHS, force, command)
     shared = Shared(emb=emb.to("cpu"), token_weights=tw, command=command, model_name=model_name)
     t0 = time.monotonic()
     table_runs, failures = execute_plan(runs, work, shared, runner, progress, WIDTH_COLUMNS)
-    return _width_outputs(emb, cfg, rec, runs, table_runs, failures, work, command, time.monotonic() - t0)
+    return _width_outputs(emb, cfg, recipe, runs, table_runs, failures, work, command, time.monotonic() - t0)
 
 
 def _width_outputs(emb: Embeddings, cfg: WidthSweepConfig, rec: dict[str, Any], runs: list[Run], table_runs: pd.DataFrame,
-                   failures: list[dict[str, Any]], work: SweepFolder, command: str | None, seconds: float) -> pd.DataFrame:
+                   failures: list[dict[str, Any]], work: SweepFolder, command: str | None, seconds: float) -> WidthSweep:
     widths = sorted({int(w) for w in cfg.d_sae})
     base_seed = int(rec["seed"])
     table_runs = table_runs.astype({c: int for c in ("d_sae", "seed", *KINDS4)}) if len(table_runs) else table_runs
@@ -253,14 +309,13 @@ def _width_outputs(emb: Embeddings, cfg: WidthSweepConfig, rec: dict[str, Any], 
         "positional_by_step": curve_df.to_dict(orient="records"), "command": command, "seconds": seconds, **work.placement}
     write_text_atomic(work.path / "widths.csv", table.to_csv(index=False, float_format="%.6g"))
     write_text_atomic(work.path / "summary.json", dump_json(summary))
+    sentence = agg.width_sentence(stats, widths, cfg.seeds) if stats else ""
     if stats:
         figs = width_figures(emb.name, table, table_runs, stats, split, curve_df, work.path / "figures", cfg.context)
-        sentence = agg.width_sentence(stats, widths, cfg.seeds)
-        if failures:
-            sentence += " Missing: " + ", ".join(f"d_sae {f['d_sae']} seed {f['seed']}" for f in failures) + "."
-        write_text_atomic(work.path / "section.html", section("Feature splitting with width", table, command, sentence, figs))
-    _finish(work, failures, len(runs))
-    return table
+        missing = (" Missing: " + ", ".join(f"d_sae {f['d_sae']} seed {f['seed']}" for f in failures) + ".") if failures else ""
+        write_text_atomic(work.path / "section.html", section("Feature splitting with width", table, command, sentence + missing, figs))
+    folder = _finish(work, failures, len(runs))
+    return WidthSweep(folder=folder, table=table, statistics=stats, sentence=sentence, placement=dict(work.placement), summary=summary)
 
 
 # ---------------------------------------------------------------------------- contexts
@@ -298,26 +353,37 @@ def sweep_context(emb: Any, sae: Any, *, contexts: Sequence[int], out: Any, seed
     ``emb`` and ``sae`` may be anything :func:`posfeat.load_embeddings` and :func:`posfeat.load_sae` accept.
     """
     emb, sae = as_pair(emb, sae)
-    base = sae.context_size
-    cs = _check_contexts(contexts, base, emb, sae)
+    cs = _check_contexts(contexts, sae.context_size, emb, sae)
     kw = {} if tokens is None else {"tokens": tokens}
     cfg = ContextSweepConfig(contexts=tuple(cs), control_steps=control_steps, seeds=seeds, past_tolerance=past_tolerance,
                              in_context_tolerance=in_context_tolerance, **kw)
     cfg.validate()
     rec = ContextSweepConfig.recipe(**recipe)
-    runs = context_plan(cfg, rec, sae)
+    exe = _executor_config(executor, address, max_retries, gpu_memory)
+    return run_context(emb, sae, cfg, rec, exe, out=out, token_weights=token_weights, command=command, model_name=model_name,
+                       progress=progress, force=force, num_cpus=num_cpus).table
+
+
+def run_context(emb: Embeddings, sae: SAE, cfg: ContextSweepConfig, recipe: dict[str, Any], exe: ExecutorConfig, *, out: Any,
+                token_weights: Any, command: str | None, model_name: str | None, progress: bool, force: bool,
+                num_cpus: int | None) -> ContextSweep:
+    """:func:`sweep_context` from its validated configs and recipe (:meth:`ContextSweepConfig.recipe`), as ``posfeat sweep
+    context`` runs it; returns everything the sweep wrote (:class:`ContextSweep`)."""
+    base = sae.context_size
+    cs = _check_contexts(cfg.contexts, base, emb, sae)
+    runs = context_plan(cfg, recipe, sae)
     tw = token_weights_arg(token_weights, emb.d_vocab)
-    runner = connect(_executor_config(executor, address, max_retries, gpu_memory), emb.device, progress, num_cpus)
+    runner = connect(exe, emb.device, progress, num_cpus)
     work = SweepFolder(out, SWEEP_CONTEXT, force, command)
     shared = Shared(emb=emb.to("cpu"), token_weights=tw, sae=sae.to("cpu"), base_context=base, command=command, model_name=model_name)
     t0 = time.monotonic()
     table_runs, failures = execute_plan(runs, work, shared, runner, progress, CONTEXT_COLUMNS)
-    return _context_outputs(emb, sae, cfg, rec, runs, table_runs, failures, work, cs, base, command, time.monotonic() - t0)
+    return _context_outputs(emb, sae, cfg, recipe, runs, table_runs, failures, work, cs, base, command, time.monotonic() - t0)
 
 
 def _context_outputs(emb: Embeddings, sae: SAE, cfg: ContextSweepConfig, rec: dict[str, Any], runs: list[Run], table_runs: pd.DataFrame,
                      failures: list[dict[str, Any]], work: SweepFolder, cs: list[int], base: int, command: str | None,
-                     seconds: float) -> pd.DataFrame:
+                     seconds: float) -> ContextSweep:
     table = agg.context_table(table_runs) if len(table_runs) else pd.DataFrame()
     have_original = len(table) and table.sae.iloc[0] == "original"
     verdicts = agg.context_verdicts(table, cfg.past_tolerance, cfg.in_context_tolerance) if have_original else {}
@@ -338,11 +404,11 @@ def _context_outputs(emb: Embeddings, sae: SAE, cfg: ContextSweepConfig, rec: di
                "missing": failures, "command": command, "seconds": seconds, **work.placement}
     write_text_atomic(work.path / "contexts.csv", table.to_csv(index=False, float_format="%.6g"))
     write_text_atomic(work.path / "summary.json", dump_json(summary))
+    sentence = agg.context_sentence(table, verdicts, base) if have_original else ""
     if have_original:
-        sentence = agg.context_sentence(table, verdicts, base)
-        if failures:
-            sentence += " Missing: " + ", ".join(f"{f['label']} seed {f['seed']}" for f in failures) + "."
-        write_text_atomic(work.path / "section.html", section("Repairing length generalisation", table, command, sentence, [fig_path]))
-    _finish(work, failures, len(runs))
-    return table
+        missing = (" Missing: " + ", ".join(f"{f['label']} seed {f['seed']}" for f in failures) + ".") if failures else ""
+        write_text_atomic(work.path / "section.html", section("Repairing length generalisation", table, command, sentence + missing,
+                                                              [fig_path]))
+    folder = _finish(work, failures, len(runs))
+    return ContextSweep(folder=folder, table=table, repair=verdicts, sentence=sentence, placement=dict(work.placement), summary=summary)
 

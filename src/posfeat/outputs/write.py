@@ -71,9 +71,11 @@ def dump_json(data: dict[str, Any]) -> str:
     return json.dumps(jsonable(data), indent=2) + "\n"
 
 
-def summary_json(an: Analysis, command: str | None) -> str:
-    """summary.json: the headline numbers, the findings, the device, the timings, the command."""
-    return dump_json({**an.summary, "command": command or "analyze(...)", "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+def summary_json(an: Analysis, command: str | None, timings: dict[str, float] | None = None) -> str:
+    """summary.json: the headline numbers, the findings, the device, the timings (``an.timings`` and the writer's own
+    ``timings``), the command. ``an`` is left as it is."""
+    return dump_json({**an.summary, "timings": {**an.timings, **(timings or {})}, "command": command or "analyze(...)",
+                      "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
 
 
 def figure_names() -> list[str]:
@@ -262,7 +264,6 @@ def save_analysis(an: Analysis, out: str | Path | Output, *, force: bool = False
                   include_sweeps: list[str | Path] = (), progress: bool = False) -> Path:
     """Write every file of ``an`` into ``out`` (see module docstring); returns the output folder."""
     sections = sweep_sections(list(include_sweeps))
-    an.summary["command"] = command or "analyze(...)"
     output = Output.of(out, ANALYZE, force=force, command=command)
     with output, output.staging() as tmp:
         parts: dict[str, Any] = {}
@@ -279,12 +280,11 @@ def save_analysis(an: Analysis, out: str | Path | Output, *, force: bool = False
         t0 = time.perf_counter()
         pngs = write_figures(an, tmp / "figures", progress, meanwhile)
         t1 = time.perf_counter()
-        (tmp / "report.html").write_text(render_html(an, pngs, sections, parts))
+        (tmp / "report.html").write_text(render_html(an, pngs, sections, parts, command=command or "analyze(...)"))
         # Stages that add up to the wall time: the report's own work (the CSVs and the parts made while the children
         # drew, then the page), and the time the figures took beyond it.
-        an.timings.update({"figures": t1 - t0 - own, "report": own + time.perf_counter() - t1})
-        an.summary["timings"] = dict(an.timings)
-        (tmp / "summary.json").write_text(summary_json(an, command))
+        own_timings = {"figures": t1 - t0 - own, "report": own + time.perf_counter() - t1}
+        (tmp / "summary.json").write_text(summary_json(an, command, own_timings))
     return output.claim()
 
 
