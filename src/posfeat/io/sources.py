@@ -126,7 +126,7 @@ def input_locations(model: Any = None, sae: Any = None, **files: Any) -> list[tu
     """Where a run's inputs live on disk, labelled for messages: the model folder (the bundled model's, or the hub cache for a
     hub id), the SAE folder (the hub cache for a release), and each file or folder in ``files`` (flag name -> path or list).
 
-    Used by the output policy to refuse an output that is, holds or lies inside an input (:func:`posfeat.io.atomic.check_inputs`).
+    Used by the output policy to refuse an output that is, holds or lies inside an input (:func:`posfeat.io.policy.check_inputs`).
     Objects and names that are not on disk give nothing; nothing is downloaded.
     """
     from .checkpoints import _looks_like_path
