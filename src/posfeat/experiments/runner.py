@@ -74,7 +74,7 @@ class PositionalCurve:
         if trainer.step_no not in self.at:
             return
         folded = trainer.model.fold(trainer.scaling.scale)
-        sae = SAE.from_arrays(folded["W_enc"], folded["W_dec"], folded["b_enc"], folded["b_dec"], k=trainer.model.k)
+        sae = SAE.from_arrays(folded["W_enc"], folded["W_dec"], folded["b_enc"], folded["b_dec"], **trainer.model.arch.params())
         kinds = counts(self.emb, sae, self.context)[0]
         self.rows[trainer.step_no] = {"step": trainer.step_no, **{k: int((kinds == k).sum()) for k in KINDS4}}
         if self.partial is not None and self.partial.is_dir():

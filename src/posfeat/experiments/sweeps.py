@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..analyses.classify import classify
 from ..analyses.compare import compare_saes
+from ..core.archs import ARCHITECTURES, either, trainable
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
 from ..core.sae import SAE
@@ -322,8 +323,9 @@ def _width_outputs(emb: Embeddings, cfg: WidthSweepConfig, rec: dict[str, Any], 
 def _check_contexts(contexts: Sequence[int], base: int | None, emb: Embeddings, sae: SAE) -> list[int]:
     if base is None:
         raise PosfeatError(f"SAE {sae.name} records no context_size; the context sweep needs the context it was trained on.")
-    if sae.threshold is not None:
-        raise PosfeatError("The context sweep fine-tunes ReLU or TopK SAEs; this SAE is JumpReLU.")
+    if not sae.arch.trainable:
+        raise PosfeatError(f"The context sweep fine-tunes {either([ARCHITECTURES[a].title for a in trainable()])} SAEs; "
+                           f"this SAE is {sae.arch.title}.")
     cs = sorted({int(c) for c in contexts})
     if not cs:
         raise PosfeatError(f"{arg('contexts', '')} is empty; give longer contexts, e.g. 192,256,512.")

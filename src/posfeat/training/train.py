@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..core.archs import ARCHITECTURES, either
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
 from ..core.memory import check_fits
@@ -32,7 +33,7 @@ from ..io.sae_folders import CFG_FILE, SPARSITY_FILE, WEIGHTS_FILE, read_sae_fol
 from ..io.safetensors_io import write_tensors
 from ..io.tokens import TOKEN_WEIGHTS_FILE, token_weights_arg
 from ..io.writes import remove
-from .config import TrainConfig, train_config
+from .config import ARCHS, TrainConfig, train_config
 from .model import TrainingSAE
 from .trainer import (
     CHECKPOINT,
@@ -79,12 +80,13 @@ def _init_sae(init: Any, emb: Embeddings, values: dict[str, Any]) -> SAE | None:
     if init is None:
         return None
     sae = init if isinstance(init, SAE) else read_sae_folder(init, allow_any_hook=True)
-    if sae.threshold is not None:
-        raise PosfeatError(f"{arg('init')} points at a JumpReLU SAE; posfeat trains ReLU and TopK SAEs only.")
+    if not sae.arch.trainable:
+        raise PosfeatError(f"{arg('init')} points at a {sae.arch.title} SAE; posfeat trains "
+                           f"{either([ARCHITECTURES[a].title for a in ARCHS], 'and')} SAEs only.")
     if sae.d_in != emb.d_model:
         raise PosfeatError(f"{arg('init')} SAE reads d_in {sae.d_in} but {emb.name} has d_model {emb.d_model}; fine-tune an SAE of this model.")
-    if not sae.separable and values.get("arch", "relu") == "relu":
-        values.update(arch="topk", k=sae.k)
+    if values.get("arch", ARCHS[0]) == ARCHS[0]:  # the default: the SAE's own architecture
+        values.update(arch=sae.architecture, **sae.arch.params())
     values["d_sae"] = sae.d_sae
     return sae.to("cpu")
 
@@ -222,7 +224,7 @@ def train_sae(emb: Any, config: TrainConfig | None = None, *, token_weights: Any
         gen = torch.Generator().manual_seed(cfg.seed)
         sampler = Sampler(emb, cfg.context, weights, gen)
         scaling = Scaling.measure(emb, sampler, weights)
-        model = TrainingSAE(emb.d_model, cfg.d_sae, cfg.k if cfg.arch == "topk" else None, gen)
+        model = TrainingSAE(emb.d_model, cfg.d_sae, ARCHITECTURES[cfg.arch].from_settings(cfg), gen)
         if init_sae is not None:
             model.load_sae(init_sae, scaling.scale)
         else:
@@ -272,7 +274,7 @@ def _finish(emb: Embeddings, cfg: TrainConfig, trainer: Trainer, init_sae: SAE |
               "init": None if init is None else str(init if not isinstance(init, SAE) else init.name), "device": str(emb.device),
               "final": trainer.rows[-1] if trainer.rows else {}, "embeddings": embeddings_record(emb, model_name)}
     name = model_name or emb.info.get("load_as") or None
-    sae = SAE.from_arrays(folded["W_enc"], folded["W_dec"], folded["b_enc"], folded["b_dec"], k=cfg.k if cfg.arch == "topk" else None,
+    sae = SAE.from_arrays(folded["W_enc"], folded["W_dec"], folded["b_enc"], folded["b_dec"], **trainer.model.arch.params(),
                           name=str(target) if target else f"trained d_sae={cfg.d_sae}",
                           cfg={"model_name": name or "", "posfeat_training": record, "center_writing_weights": bool(emb.centered)},
                           meta=SAEMeta(hook_name=hook, context_size=cfg.context, model_name=name, dataset="posfeat layer-0 grid",
