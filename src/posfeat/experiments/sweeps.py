@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..analyses.classify import classify
 from ..analyses.compare import compare_saes
-from ..core.archs import ARCHITECTURES, either, trainable
+from ..core.archs import architecture, either, trainable
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
 from ..core.sae import SAE
@@ -324,7 +324,7 @@ def _check_contexts(contexts: Sequence[int], base: int | None, emb: Embeddings, 
     if base is None:
         raise PosfeatError(f"SAE {sae.name} records no context_size; the context sweep needs the context it was trained on.")
     if not sae.arch.trainable:
-        raise PosfeatError(f"The context sweep fine-tunes {either([ARCHITECTURES[a].title for a in trainable()])} SAEs; "
+        raise PosfeatError(f"The context sweep fine-tunes {either([architecture(a).title for a in trainable()])} SAEs; "
                            f"this SAE is {sae.arch.title}.")
     cs = sorted({int(c) for c in contexts})
     if not cs:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..core.archs import ARCHITECTURES, either
+from ..core.archs import architecture, either
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
 from ..core.memory import check_fits
@@ -82,7 +82,7 @@ def _init_sae(init: Any, emb: Embeddings, values: dict[str, Any]) -> SAE | None:
     sae = init if isinstance(init, SAE) else read_sae_folder(init, allow_any_hook=True)
     if not sae.arch.trainable:
         raise PosfeatError(f"{arg('init')} points at a {sae.arch.title} SAE; posfeat trains "
-                           f"{either([ARCHITECTURES[a].title for a in ARCHS], 'and')} SAEs only.")
+                           f"{either([architecture(a).title for a in ARCHS], 'and')} SAEs only.")
     if sae.d_in != emb.d_model:
         raise PosfeatError(f"{arg('init')} SAE reads d_in {sae.d_in} but {emb.name} has d_model {emb.d_model}; fine-tune an SAE of this model.")
     if values.get("arch", ARCHS[0]) == ARCHS[0]:  # the default: the SAE's own architecture
@@ -224,7 +224,7 @@ def train_sae(emb: Any, config: TrainConfig | None = None, *, token_weights: Any
         gen = torch.Generator().manual_seed(cfg.seed)
         sampler = Sampler(emb, cfg.context, weights, gen)
         scaling = Scaling.measure(emb, sampler, weights)
-        model = TrainingSAE(emb.d_model, cfg.d_sae, ARCHITECTURES[cfg.arch].from_settings(cfg), gen)
+        model = TrainingSAE(emb.d_model, cfg.d_sae, architecture(cfg.arch).from_settings(cfg), gen)
         if init_sae is not None:
             model.load_sae(init_sae, scaling.scale)
         else:
