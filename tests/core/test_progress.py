@@ -39,6 +39,28 @@ def test_piped_stderr_gets_one_line_per_stage_without_carriage_returns(monkeypat
     assert not STAGE_LINE.match("posfeat: error: No space left on device: report.html; check that path.")
 
 
+def test_piped_stage_says_how_far_it_got_every_few_seconds(monkeypatch):
+    """A long stage in a pipe (a training run) is never silent for more than EVERY seconds while its count moves."""
+    err = _FakeStream(tty=False)
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.delenv("POSFEAT_PROGRESS", raising=False)
+    now = [100.0]
+    monkeypatch.setattr(progress_mod, "time", type(sys)("fake_time"))
+    progress_mod.time.monotonic = lambda: now[0]
+    bar = progress_bar(total=4000, desc="train d_sae=64", unit="step")
+    for step in range(1, 31):
+        now[0] += 1.0  # one second a step
+        bar.update(1)
+        if step == 3:
+            bar.set_postfix(fvu="0.125", l0="30.1")
+    bar.close()
+    lines = err.getvalue().splitlines()
+    assert lines[0] == "posfeat: train d_sae=64 (4000 steps)"
+    assert lines[1] == "posfeat: train d_sae=64 (5 of 4000 steps, 5 s; fvu 0.125, l0 30.1)"
+    assert len(lines) == 1 + 30 // int(progress_mod.EVERY) and progress_mod.EVERY <= 10
+    assert all(STAGE_LINE.match(line) for line in lines)
+
+
 def test_terminal_gets_a_tqdm_bar_and_disabled_gets_nothing(monkeypatch):
     from tqdm.auto import tqdm
 

@@ -22,7 +22,7 @@ from ..io.policy import check_file_target, check_target
 from ..io.sources import input_locations, load_pair, load_sae, sae_token_weights
 from ..io.tokens import load_token_weights
 from ..training.config import TrainConfig
-from .flags import positions_arg, values_of
+from .flags import STDOUT, positions_arg, values_of
 
 # Each command imports the stages it runs when it runs (analyses, engine, outputs, training): `posfeat train` does not
 # load the analysis (scipy.stats, matplotlib), which took about 1.8 s of every training process's start-up.
@@ -82,6 +82,22 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
             raise PosfeatError(f"--{name.replace('_', '-')} {v} must be positive.")
 
 
+def _folder_out(args: argparse.Namespace) -> None:
+    """``--out -`` is for a command that writes one file; this one writes a folder."""
+    if args.out == STDOUT:
+        raise PosfeatError(f"--out - prints a single file on standard output, but {args.command} writes a folder; give --out a folder "
+                           "(--json prints the results on standard output).")
+
+
+def _stdout_or_json(args: argparse.Namespace) -> bool:
+    """Whether ``--out -`` asks for the file on standard output (refused beside ``--json``: one document per output)."""
+    if args.out != STDOUT:
+        return False
+    if args.json:
+        raise PosfeatError("--out - and --json both print on standard output; give --out a file, or drop one of them.")
+    return True
+
+
 @command("analyze")
 def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     from ..analyses.analysis import analyze, timed
@@ -90,6 +106,7 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     from ..outputs.write import ANALYZE, save_analysis
 
     t0 = time.monotonic()
+    _folder_out(args)
     _positive(args, "tokens_sample")
     rules = _rules(args.rule)
     resolve_device(args.device)
@@ -106,6 +123,13 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     out = save_analysis(an, output, force=args.force, command=invocation, include_sweeps=args.include_sweep, progress=True)
     s = an.summary
     c = s["counts"]
+    files = ["report.html", *(f"{name}.csv" for name in CSV_FILES), "summary.json", "figures/"]
+    if args.json:
+        keys = ("model", "sae", "context_size", "centered", "device", "counts", "fvu_in_context", "fvu_past_context",
+                "random_fvu_past_context", "l0_in_context", "l0_past_context")
+        print(_json_document({"command": "analyze", "out": str(out), "files": files, **{k: s.get(k) for k in keys},
+                              "findings": an.findings, "seconds": time.monotonic() - t0}))
+        return 0
     print(f"{s['model']} x {s['sae']} (context {s['context_size']}, centred {s['centered']}, device {s['device']})")
     print(f"features: {c['positional']} positional, {c['semantic']} semantic, {c['mixed']} mixed, {c['dead']} dead")
     print(f"FVU in context {s['fvu_in_context']:.4f}, past it {s['fvu_past_context']:.4f} (random vector {s['random_fvu_past_context']:.3f}); "
@@ -132,19 +156,10 @@ def run_feature(args: argparse.Namespace, invocation: str) -> int:
 
 
 def _json_document(doc: dict) -> str:
-    """One JSON document for standard output: NaN and infinities as null (strict JSON)."""
-    import math
+    """One JSON document for standard output: NaN and infinities as null (strict JSON), numpy scalars as numbers."""
+    from ..outputs.write import jsonable
 
-    def clean(x: object) -> object:
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {str(k): clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        return x
-
-    return json.dumps(clean(doc), allow_nan=False)
+    return json.dumps(jsonable(doc), allow_nan=False)
 
 
 @command("prompt")
@@ -155,7 +170,16 @@ def run_prompt(args: argparse.Namespace, invocation: str) -> int:
     resolve_device(args.device)
     emb, sae = _pair(args)
     text = sys.stdin.read() if args.text == "-" else args.text
-    print("\n".join(prompt((emb, sae), text, top=args.top).lines()))
+    pr = prompt((emb, sae), text, top=args.top)
+    if args.json:
+        tokens = [{"position": p, "token_id": int(pr.token_ids[p]), "token": pr.token_strs[p], "in_context": bool(p < pr.context),
+                   "n_active": int((pr.activations[p] > 0).sum()),
+                   "features": [{"feature": int(f), "activation": float(pr.activations[p, f]), "kind": str(pr.kinds[f])}
+                                for f in pr.ranked(p)]} for p in range(pr.n_tokens)]
+        print(_json_document({"command": "prompt", "model": pr.model, "sae": pr.sae, "context": pr.context, "top": pr.top,
+                              "tokens": tokens, "notes": pr.notes}))
+        return 0
+    print("\n".join(pr.lines()))
     return 0
 
 
@@ -166,7 +190,8 @@ def run_stats(args: argparse.Namespace, invocation: str) -> int:
 
     resolve_device(args.device)
     header = ",".join(FEATURE_COLUMNS)
-    if args.out is not None:
+    to_stdout = args.out is not None and _stdout_or_json(args)
+    if args.out is not None and not to_stdout:
         check_file_target(args.out, force=args.force, header=header, inputs=_inputs(args))
     emb, sae = _pair(args)
     positions = positions_arg(args.positions, emb.n_ctx) or range(sae_context(sae, emb.n_ctx))
@@ -183,8 +208,11 @@ def run_stats(args: argparse.Namespace, invocation: str) -> int:
             output_file(args.out, lambda p: df.to_csv(p, index=False, float_format="%.8g"), force=args.force, header=header)
         return 0
     print(f"exact statistics of {sae.d_sae} features over {emb.d_vocab} tokens x {len(positions)} positions "
-          f"({emb.d_vocab * len(positions) * sae.d_sae:.3e} activations) in {dt:.1f} s on {sae.device}")
-    if args.out is not None:
+          f"({emb.d_vocab * len(positions) * sae.d_sae:.3e} activations) in {dt:.1f} s on {sae.device}",
+          file=sys.stderr if to_stdout else sys.stdout)
+    if to_stdout:
+        df.to_csv(sys.stdout, index=False, float_format="%.8g")
+    elif args.out is not None:
         path = output_file(args.out, lambda p: df.to_csv(p, index=False, float_format="%.8g"), force=args.force, header=header)
         print(f"wrote {path}")
     else:
@@ -200,7 +228,9 @@ def run_eval(args: argparse.Namespace, invocation: str) -> int:
     _positive(args, "tokens")
     resolve_device(args.device)
     header = ",".join(EVAL_COLUMNS)
-    check_file_target(args.out, force=args.force, header=header, inputs=_inputs(args))
+    to_stdout = _stdout_or_json(args)
+    if not to_stdout:
+        check_file_target(args.out, force=args.force, header=header, inputs=_inputs(args))
     emb, sae = _pair(args)
     tw = _token_weights(args, emb, sae)
     sample = sample_tokens(emb, args.tokens, weights=None if tw is None else tw[1], seed=args.seed)
@@ -208,16 +238,30 @@ def run_eval(args: argparse.Namespace, invocation: str) -> int:
     df = reconstruction_by_position(emb, sae, sample, positions, seed=args.seed)
     dead = dead_features(in_context_stats(emb, sae))
     ctx = sae_context(sae, emb.n_ctx)
-    path = output_file(args.out, lambda p: df.to_csv(p, index=False), force=args.force, header=header)
-    print(f"{emb.name} x {sae.name} (context {ctx}); {sample.how}" + (f" from {tw[0]}" if tw else ""))
-    shown = df.iloc[:: max(1, len(df) // 32)][["position", "mse", "fvu", "cosine", "l0", "random_fvu"]]
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     inside, past = range_means(df, 0, ctx), range_means(df, ctx, emb.n_ctx)
-    print(f"in context (0..{ctx - 1}): mean FVU {inside['fvu']:.4f}, mean L0 {inside['l0']:.1f}, cosine {inside['cosine']:.4f}")
+    if to_stdout:
+        df.to_csv(sys.stdout, index=False)
+        path = None
+    else:
+        path = output_file(args.out, lambda p: df.to_csv(p, index=False), force=args.force, header=header)
+    if args.json:
+        print(_json_document({"command": "eval", "model": emb.name, "sae": sae.name, "context": ctx, "sample": sample.how,
+                              "token_weights": None if tw is None else str(tw[0]), "out": str(path), "in_context": inside,
+                              "past_context": past if past["fvu"] == past["fvu"] else None, "dead_features": int(dead.sum()),
+                              "d_sae": sae.d_sae, "positions": df.to_dict(orient="records")}))
+        return 0
+    say = sys.stderr if to_stdout else sys.stdout  # with --out -, the CSV alone is on standard output
+    print(f"{emb.name} x {sae.name} (context {ctx}); {sample.how}" + (f" from {tw[0]}" if tw else ""), file=say)
+    if not to_stdout:
+        shown = df.iloc[:: max(1, len(df) // 32)][["position", "mse", "fvu", "cosine", "l0", "random_fvu"]]
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"in context (0..{ctx - 1}): mean FVU {inside['fvu']:.4f}, mean L0 {inside['l0']:.1f}, cosine {inside['cosine']:.4f}", file=say)
     if past["fvu"] == past["fvu"]:
-        print(f"past context ({ctx}..{emb.n_ctx - 1}): mean FVU {past['fvu']:.4f}, mean L0 {past['l0']:.1f}, cosine {past['cosine']:.4f}")
-    print(f"dead features (never fire on the exact grid within the context): {int(dead.sum())} of {sae.d_sae} ({dead.mean():.1%})")
-    print(f"wrote {path}")
+        print(f"past context ({ctx}..{emb.n_ctx - 1}): mean FVU {past['fvu']:.4f}, mean L0 {past['l0']:.1f}, cosine {past['cosine']:.4f}",
+              file=say)
+    print(f"dead features (never fire on the exact grid within the context): {int(dead.sum())} of {sae.d_sae} ({dead.mean():.1%})", file=say)
+    if path is not None:
+        print(f"wrote {path}")
     return 0
 
 
@@ -225,6 +269,7 @@ def run_eval(args: argparse.Namespace, invocation: str) -> int:
 def run_train(args: argparse.Namespace, invocation: str) -> int:
     from ..training.train import TRAIN, train_sae
 
+    _folder_out(args)
     values = values_of(args, TrainConfig)
     TrainConfig(**values).validate(None)
     dev = resolve_device(args.device)
@@ -234,11 +279,18 @@ def run_train(args: argparse.Namespace, invocation: str) -> int:
     res = train_sae(emb, token_weights=args.token_weights, init=args.init, out=output, resume=args.resume, resume_or_start=args.resume_or_start,
                     force=args.force, command=invocation, model_name=args.model, **values)
     last = res.log[-1] if res.log else {}
-    print(f"wrote {res.out}: d_sae {res.sae.d_sae}, context {res.sae.context_size}, hook {res.sae.hook_name}, final FVU "
-          f"{last.get('fvu', float('nan')):.4f}, L0 {last.get('l0', float('nan')):.1f}, dead {last.get('dead_fraction', float('nan')):.3f}")
+    warnings = []
     if last.get("fvu", 0.0) > 1.0:
-        print(f"posfeat: warning: the final FVU {last['fvu']:.3f} is above 1: this SAE reconstructs worse than the mean input; "
-              "train longer (--steps), lower --l1 or change --lr.", file=sys.stderr)
+        warnings.append(f"the final FVU {last['fvu']:.3f} is above 1: this SAE reconstructs worse than the mean input; "
+                        "train longer (--steps), lower --l1 or change --lr.")
+    if args.json:
+        print(_json_document({"command": "train", "out": str(res.out), "d_sae": res.sae.d_sae, "context_size": res.sae.context_size,
+                              "hook_name": res.sae.hook_name, "final": last, "warnings": warnings}))
+    else:
+        print(f"wrote {res.out}: d_sae {res.sae.d_sae}, context {res.sae.context_size}, hook {res.sae.hook_name}, final FVU "
+              f"{last.get('fvu', float('nan')):.4f}, L0 {last.get('l0', float('nan')):.1f}, dead {last.get('dead_fraction', float('nan')):.3f}")
+    for warning in warnings:
+        print(f"posfeat: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -254,7 +306,7 @@ def _width_setup(args: argparse.Namespace) -> tuple[WidthSweepConfig, dict[str, 
     return cfg, _sweep_recipe(args, WidthSweepConfig)
 
 
-def _print_plan(emb: Any, runs: list[Any], shared: Any, exe: ExecutorConfig) -> int:
+def _print_plan(emb: Any, runs: list[Any], shared: Any, exe: ExecutorConfig, as_json: bool = False, name: str = "") -> int:
     """The plan; against a cluster (``--executor ray --address``) also how its runs map onto the cluster's GPUs."""
     from ..experiments.probe import plan_table, plan_text
 
@@ -264,11 +316,21 @@ def _print_plan(emb: Any, runs: list[Any], shared: Any, exe: ExecutorConfig) -> 
 
         nodes = cluster_nodes(resolve_address(exe.address), label=exe.address)
     df, info = plan_table(emb, runs, shared)
+    if as_json:
+        print(_json_document({"command": name, "plan": df.to_dict(orient="records"), "info": info}))
+        return 0
     print(plan_text(df, info))
     if nodes is not None:
         from ..experiments.cluster import placement_text, plan_placement
 
         print(placement_text(plan_placement(df, nodes, exe.gpu_memory), exe.address))
+    return 0
+
+
+def _sweep_json(name: str, out: str, table: Any) -> int:
+    path = expand(out).resolve()
+    summary = json.loads((path / "summary.json").read_text())
+    print(_json_document({"command": name, "out": str(path), "runs": table.to_dict(orient="records"), "summary": summary}))
     return 0
 
 
@@ -288,6 +350,7 @@ def run_sweep_widths(args: argparse.Namespace, invocation: str) -> int:
     from ..experiments.plan import Shared, width_plan
     from ..experiments.sweeps import run_widths
 
+    _folder_out(args)
     cfg, recipe = _width_setup(args)
     exe = ExecutorConfig(**values_of(args, ExecutorConfig))
     exe.validate()
@@ -296,9 +359,11 @@ def run_sweep_widths(args: argparse.Namespace, invocation: str) -> int:
         check_target(args.out, force=True, inputs=_inputs(args), kinds=SWEEP_KINDS)
     emb = load_embeddings(args.model).to(dev)
     if args.plan:
-        return _print_plan(emb, width_plan(cfg, recipe), Shared(emb=emb), exe)
+        return _print_plan(emb, width_plan(cfg, recipe), Shared(emb=emb), exe, args.json, "sweep widths")
     result = run_widths(emb, cfg, recipe, exe, out=args.out, token_weights=args.token_weights, command=invocation,
                         model_name=args.model, progress=True, force=args.force, num_cpus=None)
+    if args.json:
+        return _sweep_json("sweep widths", args.out, result.table)
     print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(result.sentence)
     _finished(args.out, result.placement)
@@ -311,6 +376,7 @@ def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
     from ..experiments.plan import Shared, context_plan
     from ..experiments.sweeps import _check_contexts, run_context
 
+    _folder_out(args)
     cfg = ContextSweepConfig(**values_of(args, ContextSweepConfig))
     cfg.validate()
     recipe = values_of(args, TrainConfig, exclude=(*ContextSweepConfig.FIXED, "l1"))
@@ -323,10 +389,13 @@ def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
     tw = _token_weights(args, emb, sae)
     if args.plan:
         _check_contexts(cfg.contexts, sae.context_size, emb, sae)
-        return _print_plan(emb, context_plan(cfg, ContextSweepConfig.recipe(**recipe), sae), Shared(emb=emb, sae=sae), exe)
+        return _print_plan(emb, context_plan(cfg, ContextSweepConfig.recipe(**recipe), sae), Shared(emb=emb, sae=sae), exe, args.json,
+                           "sweep context")
     result = run_context(emb, sae, cfg, ContextSweepConfig.recipe(**recipe), exe, out=args.out,
                          token_weights=None if tw is None else tw[1], command=invocation, model_name=args.model, progress=True,
                          force=args.force, num_cpus=None)
+    if args.json:
+        return _sweep_json("sweep context", args.out, result.table)
     print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for name, v in result.repair.items():
         print(f"{name}: {v['verdict']} (past-context FVU {v['past_margin']:+.1%} vs the original in-context FVU, tolerance "
@@ -345,6 +414,7 @@ def run_compare(args: argparse.Namespace, invocation: str) -> int:
         raise PosfeatError(f"--sae was given {len(args.sae)} time(s); compare takes exactly two: --sae A --sae B.")
     if not -1.0 <= args.threshold <= 1.0:
         raise PosfeatError(f"--threshold {args.threshold} is not a cosine; give a value between -1 and 1.")
+    _folder_out(args)
     dev = resolve_device(args.device)
     output = Output(args.out, COMPARE, force=args.force, command=invocation, inputs=_inputs(args))
     output.claim()
@@ -354,6 +424,9 @@ def run_compare(args: argparse.Namespace, invocation: str) -> int:
     for warning in cmp.summary["warnings"]:
         print(f"posfeat: warning: {warning}", file=sys.stderr)
     out = save_comparison(cmp, output, force=args.force, command=invocation)
+    if args.json:
+        print(_json_document({"command": "compare", "out": str(out), "threshold": args.threshold, "summary": cmp.summary}))
+        return 0
     for side in ("a", "b"):
         for kind, c in cmp.summary[side].items():
             print(f"SAE {side.upper()} {kind}: " + ", ".join(f"{v} {k}" for k, v in c.items()))

@@ -95,10 +95,12 @@ def add_dataclass_flags(p: argparse.ArgumentParser, cls: type, *, exclude: tuple
         meta = dict(f.metadata)
         default = (defaults or {}).get(f.name, _default(f))
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        text = meta.get("help", "")
         if why and f.name in (defaults or {}) and default != _default(f):
             shown = f"{shown}: {why}; posfeat train's is {_default(f)}"
+        says_default = "(default" in text or meta.get("required") or default is None  # said once, and never "(default None)"
         kwargs: dict[str, Any] = {"type": seed_value if f.name == "seed" else _TYPES[str(f.type)], "dest": f.name,
-                                  "help": meta.get("help", "") + ("" if meta.get("required") else f" (default {shown})")}
+                                  "help": text + ("" if says_default else f" (default {shown})")}
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
         if meta.get("required") and f.name not in (defaults or {}):
@@ -128,9 +130,21 @@ def add_pair(p: argparse.ArgumentParser, sae: bool = True) -> None:
     add_device(p)
 
 
-def add_output(p: argparse.ArgumentParser, default: str | None, what: str) -> None:
-    p.add_argument("--out", default=default, required=default is None, help=f"{what}" + (f" (default {default})" if default else ""))
+def add_output(p: argparse.ArgumentParser, default: str | None, what: str, stdout: bool = False) -> None:
+    """``--out`` and ``--force``; ``stdout``: the output is one file, and ``--out -`` prints it on standard output."""
+    dash = "; - prints it on standard output (the summary then goes to standard error)" if stdout else ""
+    p.add_argument("--out", default=default, required=default is None, help=f"{what}{dash}" + (f" (default {default})" if default else ""))
     p.add_argument("--force", action="store_true", help="replace an existing output that posfeat wrote")
+
+
+#: ``--out -``: the command's one output file goes to standard output.
+STDOUT = "-"
+
+
+def add_json(p: argparse.ArgumentParser, what: str) -> None:
+    """``--json``: the command's results as one JSON document on standard output (schemas: docs/usage.md)."""
+    p.add_argument("--json", action="store_true", help=f"print {what} as one JSON document on standard output, nothing else there "
+                                                       "(schema: docs/usage.md)")
 
 
 def positions_arg(spec: str | None, n_ctx: int, single: bool = False) -> range | None:

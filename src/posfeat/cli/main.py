@@ -37,7 +37,7 @@ from ..io.names import BUNDLED_MODEL
 from ..io.paths import PATH_KEEP, expand, shorten
 from ..io.writes import completed
 from ..training.config import TrainConfig
-from .flags import Parser, add_dataclass_flags, add_device, add_output, add_pair, seed_value
+from .flags import STDOUT, Parser, add_dataclass_flags, add_device, add_json, add_output, add_pair, seed_value
 
 
 def _analyze_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +48,7 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rule", action="append", default=[], metavar="NAME=VALUE", help="change a verdict threshold (see README; repeatable)")
     p.add_argument("--include-sweep", action="append", default=[], metavar="DIR", help="add a posfeat sweep folder's section to report.html")
     add_output(p, "posfeat-out", "output folder")
+    add_json(p, "the pair, the counts, the reconstruction numbers, every verdict and the files written")
 
 
 def _other_parsers(sub: argparse._SubParsersAction) -> None:
@@ -58,11 +59,12 @@ def _other_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prompt", help="the features that fire on each token of a text (exact at layer 0: W_E[t] + W_pos[p])")
     p.add_argument("text", help="the text, tokenised with the model's own tokenizer; - reads it from standard input")
     p.add_argument("--top", type=int, default=10, help="features listed per token (default 10)")
+    add_json(p, "every token's firing features")
     add_pair(p)
     p = sub.add_parser("stats", help="exact grid statistics of every feature, as CSV")
     add_pair(p)
     p.add_argument("--positions", default=None, help="N or A:B (default the SAE's context)")
-    p.add_argument("--out", default=None, help="CSV file (default: print the top features)")
+    p.add_argument("--out", default=None, help="CSV file; - prints the CSV on standard output (default: print the top features)")
     p.add_argument("--force", action="store_true", help="replace an existing CSV that posfeat wrote")
     p.add_argument("--json", action="store_true", help="print every feature's statistics as one JSON document (docs/usage.md)")
     p = sub.add_parser("eval", help="reconstruction quality per position on a token sample")
@@ -71,14 +73,16 @@ def _other_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", type=int, default=AnalyzeConfig.tokens_sample, help=f"tokens sampled (default {AnalyzeConfig.tokens_sample})")
     p.add_argument("--token-weights", default=None, help="draw tokens from these weights (default: the SAE's own, else uniform)")
     p.add_argument("--seed", type=seed_value, default=0, help="seed of the token sample, 0..2**32-1 (default 0)")
-    add_output(p, "eval.csv", "CSV file")
+    add_output(p, "eval.csv", "CSV file", stdout=True)
+    add_json(p, "the per-position table and its in- and past-context means")
     p = sub.add_parser("compare", help="match the features of two SAEs: shared, split, unique")
     p.add_argument("--sae", action="append", default=[], required=True, help="an SAE (give exactly two: --sae A --sae B)")
     p.add_argument("--model", default=None, help="the model both read (default: SAE A's)")
-    p.add_argument("--allow-any-hook", action="store_true")
+    p.add_argument("--allow-any-hook", action="store_true", help="compare SAEs that do not read the layer-0 embedding sum anyway")
     p.add_argument("--threshold", type=float, default=0.5, help="decoder cosine for a match or a split (default 0.5)")
     add_device(p)
     add_output(p, None, "output folder")
+    add_json(p, "the counts of shared, split and unique features and the warnings")
 
 
 def _training_parsers(sub: argparse._SubParsersAction) -> None:
@@ -92,10 +96,11 @@ def _training_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume-or-start", action="store_true", help="continue from a checkpoint if there is one, else start")
     add_device(p)
     add_output(p, None, "output folder (a SAELens-format SAE)")
+    add_json(p, "the SAE written and its final training numbers")
     sweep = sub.add_parser("sweep", help="test the note's conjectures: widths or contexts")
     sweep = sweep.add_subparsers(dest="sweep", required=True, parser_class=Parser)
     w = sweep.add_parser("widths", help="train SAEs of several widths (and seeds) and count positional features")
-    w.add_argument("--model", default=BUNDLED_MODEL, help=f"model (default {BUNDLED_MODEL}, the bundled one)")
+    w.add_argument("--model", default=BUNDLED_MODEL, help=f"model: '{BUNDLED_MODEL}' (bundled, default), a hub id such as gpt2, or a folder")
     add_dataclass_flags(w, WidthSweepConfig)
     add_dataclass_flags(w, TrainConfig, exclude=WidthSweepConfig.FIXED, defaults=WidthSweepConfig.RECIPE,
                         why=WidthSweepConfig.WHY)
@@ -115,6 +120,7 @@ def _sweep_flags(p: argparse.ArgumentParser) -> None:
     add_dataclass_flags(p, ExecutorConfig)
     p.add_argument("--plan", action="store_true", help="print the runs with estimated memory and time from a short probe on --device; train nothing")
     add_output(p, None, "sweep folder (a finished sweep of the same kind is extended; an interrupted one continued)")
+    add_json(p, "the runs' table and the sweep's summary (with --plan: the plan)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,7 +201,7 @@ def _one_line(text: str) -> str:
 def _target(args: argparse.Namespace | None) -> Path | None:
     out = getattr(args, "out", None)
     try:
-        return None if out is None else expand(out).resolve()
+        return None if out is None or out == STDOUT else expand(out).resolve()
     except (OSError, RuntimeError):
         return None
 
