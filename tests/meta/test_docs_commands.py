@@ -143,7 +143,7 @@ def test_each_python_block_compiles_and_uses_posfeat_names_that_exist(page, code
 def test_readme_is_a_landing_page_whose_links_resolve():
     text = (REPO / "README.md").read_text()
     assert len(text.encode()) < 12 * 1024
-    assert "pip install -e . && posfeat analyze" in text and "bash scripts/test" in text
+    assert "pip install -c constraints.txt -e . && posfeat analyze" in text and "bash scripts/test" in text
     links = re.findall(r"\]\(([^)#\s]+)[^)]*\)", text)
     local = [link for link in links if not re.match(r"[a-z]+:", link)]
     assert "docs/figures/report_first_screen.png" in local and "docs/findings.md" in local

@@ -35,6 +35,7 @@ from ..io.paths import shorten
 from ..io.sae_folders import neuronpedia_url
 from ..io.sources import as_pair, sae_token_weights
 from ..io.tokens import token_weights_arg
+from . import warmup
 from .classify import (
     KINDS,
     classify,
@@ -387,6 +388,7 @@ def analyze(
     with timed(timings, "spurious_firing"):
         spur, by_feature, examples = _spurious(emb, sae, stats_all, never, kinds, context, n_pos)
     with timed(timings, "reconstruction"):
+        warmup.wait()  # the first run after an install: the reconstruction's kernels, compiled meanwhile in a second process
         samp = sample_analysis(emb, sae, sample, torch.arange(n_pos), kinds, pca, context, seed=seed, progress=progress)
     by_pos = samp.per_position.merge(code, on=["position", "in_context"]).merge(spur, on="position")
     for j, f in enumerate(top_feats):

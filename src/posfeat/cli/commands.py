@@ -100,6 +100,7 @@ def _stdout_or_json(args: argparse.Namespace) -> bool:
 
 @command("analyze")
 def run_analyze(args: argparse.Namespace, invocation: str) -> int:
+    from ..analyses import warmup
     from ..analyses.analysis import analyze, timed
     from ..analyses.config import AnalyzeConfig
     from ..outputs.report import CSV_FILES, sweep_sections
@@ -109,10 +110,12 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     _folder_out(args)
     _positive(args, "tokens_sample")
     rules = _rules(args.rule)
-    resolve_device(args.device)
+    dev = resolve_device(args.device)
     output = Output(args.out, ANALYZE, force=args.force, command=invocation, inputs=_inputs(args))
     output.claim()  # fail early on a bad --out, before any work
     sweep_sections(args.include_sweep)  # and on a bad --include-sweep
+    if dev.type == "cpu":  # a fresh install: the reconstruction's kernels compiled on a second core meanwhile
+        warmup.start()
     load_time: dict[str, float] = {}
     with timed(load_time, "load"):
         emb, sae = _pair(args)

@@ -1,0 +1,109 @@
+"""The first run after an install: the reconstruction's numba kernels compiled in a second process, ahead of use.
+
+numba compiles posfeat's kernels the first time they run and keeps them in its disk cache (see
+:mod:`posfeat.engine.kernel`); on a fresh install that is most of the first ``posfeat analyze``. The grid statistics'
+kernels are needed at once, the reconstruction's only after the grid statistics are done. So :func:`start` (called
+by ``posfeat analyze`` before it loads anything) finds whether the reconstruction's kernels are in the cache yet and,
+where they are not, says so on one line and starts ``python -m posfeat.analyses.warmup``: a process that runs
+:func:`~posfeat.analyses.length.sample_analysis` once on a tiny random pair of the same dtypes, compiling those
+kernels into the cache on a second core while this process compiles and runs the grid statistics'. :func:`wait`
+(called by :func:`~posfeat.analyses.analysis.analyze` before the reconstruction) waits for it, so nothing is compiled
+twice; the kernels then load from the cache. The helper's failure costs only time (this process compiles whatever
+the cache lacks, as before), and it is ended if this process ends first.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import time
+
+log = logging.getLogger(__name__)
+
+_helper: subprocess.Popen[bytes] | None = None
+
+
+def _kernels_cached() -> bool:
+    """Whether the reconstruction's kernel is in numba's disk cache (or no cache is kept: nothing to share)."""
+    from ..engine.kernel import HAVE_NUMBA, NUMBA_CACHE
+
+    if not (HAVE_NUMBA and NUMBA_CACHE):
+        return True
+    from . import kernels
+
+    try:
+        index = kernels._recon_kernel._cache._cache_file._index_path  # numba's own path for this function's cache index
+    except AttributeError:  # another numba: assume cached, compile here as before
+        return True
+    return os.path.exists(index)
+
+
+def start(progress: bool = True) -> bool:
+    """Start compiling the reconstruction's kernels in a second process when they are not cached and a second core
+    exists; returns whether it started. One line on standard error says so."""
+    global _helper
+    if _helper is not None or (os.cpu_count() or 1) < 2 or os.environ.get("POSFEAT_WARMUP", "1") == "0" or _kernels_cached():
+        return False
+    try:
+        _helper = subprocess.Popen([sys.executable, "-m", "posfeat.analyses.warmup"], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "POSFEAT_WARMUP": "0"})
+    except OSError as err:
+        log.info("could not start the kernel warm-up process (%s); the kernels are compiled in this one", err)
+        return False
+    atexit.register(_end)
+    if progress:
+        print("posfeat: compiling numba's kernels, once after an install (2 processes)", file=sys.stderr, flush=True)
+    return True
+
+
+def wait(timeout: float = 600.0) -> None:
+    """Wait for the warm-up process, if one was started (a no-op otherwise)."""
+    global _helper
+    if _helper is None:
+        return
+    t0 = time.monotonic()
+    try:
+        rc = _helper.wait(timeout)
+        log.info("kernel warm-up process ended (%s) after %.1f s of waiting", rc, time.monotonic() - t0)
+    except subprocess.TimeoutExpired:
+        _end()
+    _helper = None
+
+
+def _end() -> None:
+    if _helper is not None and _helper.poll() is None:
+        with contextlib.suppress(OSError):
+            _helper.kill()
+            _helper.wait(5)
+
+
+def warm() -> None:
+    """Run the reconstruction once on a tiny random pair shaped like a real one (float32, ReLU, b_dec subtracted,
+    positions past the SAE's context), so its kernels land in numba's cache."""
+    import numpy as np
+    import torch
+
+    from ..core.embeddings import Embeddings
+    from ..core.sae import SAE
+    from ..engine.sample import sample_tokens
+    from .helix import positional_pca
+    from .length import sample_analysis
+
+    g = torch.Generator().manual_seed(0)
+    d_vocab, n_ctx, d_model, d_sae, context = 64, 24, 16, 32, 12
+    emb = Embeddings(torch.randn(d_vocab, d_model, generator=g), torch.randn(n_ctx, d_model, generator=g), name="warm-up")
+    sae = SAE.from_arrays(torch.randn(d_model, d_sae, generator=g), torch.randn(d_sae, d_model, generator=g),
+                          torch.randn(d_sae, generator=g) - 0.5, torch.randn(d_model, generator=g) * 0.1, context_size=context,
+                          hook_name="blocks.0.hook_resid_pre", name="warm-up")
+    kinds = np.array(["positional", "semantic", "mixed", "dead"] * (d_sae // 4))
+    pca = positional_pca(emb.W_pos, range(1, context))
+    sample = sample_tokens(emb, 16, seed=0)
+    sample_analysis(emb, sae, sample, torch.arange(n_ctx), kinds, pca, context, seed=0)
+
+
+if __name__ == "__main__":
+    warm()
