@@ -175,3 +175,10 @@ def test_every_command_that_prints_results_takes_json():
                 "posfeat train", "posfeat sweep widths", "posfeat sweep context"}
     with_json = {name for name, parser in _parsers() if any("--json" in a.option_strings for a in parser._actions)}
     assert with_json == printing
+
+
+@pytest.mark.parametrize("flag", ["--model", "--sae"])
+def test_a_tilde_path_of_an_unknown_user_is_one_sentence(flag, capsys):
+    assert main(["stats", flag, "~no_such_user_posfeat"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "~no_such_user_posfeat" in err and "Traceback" not in err
