@@ -379,14 +379,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"posfeat: error: {err.strerror or _one_line(str(err))} while reading or writing{where}; check that path, its disk "
                   "and its permissions.", file=sys.stderr)
             rc = 2
-    except RuntimeError as err:
-        if "home directory" not in str(err):  # pathlib's expanduser on ~name of an unknown user (or ~ without HOME)
-            raise
-        sig.running = False
-        tilde = next((shorten(a, PATH_KEEP) for a in argv or [] if a.startswith("~")), "a path starting with ~")
-        print(f"posfeat: error: {tilde} names a home folder this system does not know (no such user, or HOME unset); give the "
-              "path in full.", file=sys.stderr)
-        rc = 2
     except SystemExit as err:  # argparse: --help (0) or a usage error (2)
         sig.running = False
         rc = err.code if isinstance(err.code, int) else 2
