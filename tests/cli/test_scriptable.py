@@ -182,3 +182,15 @@ def test_a_tilde_path_of_an_unknown_user_is_one_sentence(flag, capsys):
     assert main(["stats", flag, "~no_such_user_posfeat"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "~no_such_user_posfeat" in err and "Traceback" not in err
+
+
+def test_sweep_json_is_one_document(planted_dirs, tmp_path, capsys):
+    """A sweep's per-run lines go to standard error, so standard output holds the one document."""
+    model, _ = planted_dirs
+    argv = ["sweep", "widths", "--model", str(model), "--d-sae", "8,16", "--seeds", "1", "--context", "8", "--steps", "20", "--batch", "16",
+            "--tokens", "16", "--out", str(tmp_path / "w"), "--json"]
+    assert main(argv) == 0
+    got = capsys.readouterr()
+    doc = json.loads(got.out)
+    assert doc["command"] == "sweep widths" and [r["d_sae"] for r in doc["runs"]] == [8, 16] and doc["summary"]["widths"] == [8, 16]
+    assert "d_sae 16 seed 0" in got.err

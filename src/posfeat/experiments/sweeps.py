@@ -17,6 +17,7 @@ aggregation names the missing points, and the sweep stays in ``<out>.partial`` (
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -146,7 +147,7 @@ def execute_plan(runs: list[Run], work: SweepFolder, shared: Shared, executor: E
 
     if todo:
         if executor.dashboard:
-            tqdm.write(f"Ray dashboard: {executor.dashboard}")
+            tqdm.write(f"Ray dashboard: {executor.dashboard}", file=sys.stderr)  # stdout: results only (--json)
         bar = tqdm(total=len(runs), initial=len(records), desc="sweep runs", unit="run", disable=not progress)
         try:
             for run, rec, err in executor.run(todo, work.path, shared):
@@ -155,7 +156,7 @@ def execute_plan(runs: list[Run], work: SweepFolder, shared: Shared, executor: E
                 else:
                     records[run.key] = rec
                 if progress:
-                    tqdm.write(_line(run, rec, err))
+                    tqdm.write(_line(run, rec, err), file=sys.stderr)
                 bar.update(1)
                 write()
         finally:
