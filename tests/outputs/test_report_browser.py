@@ -19,7 +19,7 @@ import pytest
 
 from posfeat import Embeddings, analyze
 from posfeat.io.sae_folders import neuronpedia_url
-from posfeat.outputs.explorer import token_index
+from posfeat.outputs.explorer import TOKEN_INDEX_K, token_index
 from posfeat.outputs.figures import FIGURES
 
 from helpers import planted_pair, random_pair
@@ -132,8 +132,10 @@ def _open(browser, url: str, errors: list[str]):
 
 
 def _top(an, f: int) -> list[tuple[str, float]]:
+    """The feature's top tokens as the page's index holds them (the first ``TOKEN_INDEX_K`` with a positive mean)."""
     st = an.stats_context
-    return [(an.emb.token_str(int(t)), float(v)) for t, v in zip(st.top_tokens[f], st.top_token_means[f]) if v > 0]
+    pairs = zip(st.top_tokens[f][:TOKEN_INDEX_K], st.top_token_means[f][:TOKEN_INDEX_K])
+    return [(an.emb.token_str(int(t)), float(v)) for t, v in pairs if v > 0]
 
 
 @pytest.mark.parametrize("query", ["the", " the", HOSTILE])
@@ -149,7 +151,11 @@ def test_token_search_finds_every_feature_with_the_token_among_its_top_tokens(wi
     assert found == expected and len(found) <= 100  # one page
     order = [int(r) for r in page.eval_on_selector_all("#feature-rows tr", "rows => rows.map(r => r.dataset.row)")]
     best = [max(v for s, v in _top(an, f) if s.strip() == query.strip()) for f in order]
-    assert best == sorted(best, reverse=True)  # strongest on the token first
+    step = [an.stats_context.top_token_means[f, 0] / 255 for f in order]  # the page's 8-bit codes
+    assert all(a >= b - sa - sb for a, b, sa, sb in zip(best, best[1:], step, step[1:]))  # strongest on the token first
+    shown = page.eval_on_selector_all("#feature-rows td.token-activation", "cells => cells.map(c => Number(c.textContent))")
+    assert page.locator("#feature-head th.token-activation").count() == 1  # the search shows the token's activation
+    assert len(shown) == len(order) and all(abs(v - b) <= sb + 6e-3 * b for v, b, sb in zip(shown, best, step))
     page.click(f"#feature-rows tr[data-row='{order[0]}']")  # its card lists the token, as text
     assert json.dumps(query.strip())[1:-1] in page.locator("#feature-card table.top-tokens").inner_text()
     assert page.locator("#explorer img").count() == 0 and page.title().startswith("posfeat report") and errors == []
@@ -167,7 +173,7 @@ def test_card_profile_axes_context_edge_hover_and_top_tokens(wide, browser):
     xticks = page.eval_on_selector_all("#feature-card svg .xtick", "t => t.map(x => x.textContent)")
     yticks = page.eval_on_selector_all("#feature-card svg .ytick", "t => t.map(x => x.textContent)")
     assert "0" in xticks and len(xticks) >= 3 and len(yticks) >= 2
-    assert page.locator("#feature-card svg line.context-edge").count() == 1
+    assert page.locator("#feature-card svg.profile line.context-edge").count() == 1
     assert f"context {an.context}" in svg.text_content()
     svg.scroll_into_view_if_needed()
     box = svg.bounding_box()
@@ -181,7 +187,8 @@ def test_card_profile_axes_context_edge_hover_and_top_tokens(wide, browser):
     top = _top(an, f)
     assert len(cells) == len(top) > 5
     for (s, v), (cell_s, cell_v) in zip(top, cells):
-        assert cell_s == json.dumps(s) and abs(float(cell_v) - v) <= 6e-3 * abs(v)  # shown to 3 significant digits
+        scale = an.stats_context.top_token_means[f, 0]
+        assert cell_s == json.dumps(s) and abs(float(cell_v) - v) <= scale / 255 + 6e-3 * abs(v)  # 8-bit codes, 3 digits shown
     assert errors == []
     page.close()
 
@@ -226,17 +233,21 @@ def test_neuronpedia_id_is_validated_and_encoded():
         assert neuronpedia_url(bad) is None
 
 
+def _unpack(data: str, dtype: str) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(base64.b64decode(data)), dtype=dtype)
+
+
 def test_token_index_is_exact_and_compact(wide):
     an, _ = wide
     idx = token_index(an)
-    refs = np.frombuffer(zlib.decompress(base64.b64decode(idx["refs"])), dtype=f"<u{idx['ref_bytes']}").reshape(an.sae.d_sae, idx["k"])
-    vals = np.frombuffer(zlib.decompress(base64.b64decode(idx["values"])), dtype="<f2").reshape(refs.shape)
+    ids = _unpack(idx["ids"], f"<u{idx['id_bytes']}").reshape(an.sae.d_sae, idx["k"])
+    codes = _unpack(idx["values"], "u1").reshape(ids.shape)
     for f in range(an.sae.d_sae):
-        got = [(idx["strings"][r], float(v)) for r, v in zip(refs[f], vals[f]) if r < len(idx["strings"])]
+        got = [(an.emb.token_str(int(t)), c / 255 * an.stats_context.top_token_means[f, 0]) for t, c in zip(ids[f], codes[f]) if t < an.emb.d_vocab]
         want = _top(an, f)
         assert [s for s, _ in got] == [s for s, _ in want]
-        assert np.allclose([v for _, v in got], [v for _, v in want], rtol=1e-3, atol=0)
-    assert idx["ref_bytes"] == 2 and len(idx["strings"]) == len(set(np.concatenate([r[r < len(idx["strings"])] for r in refs])))  # 4 bytes an entry
+        assert np.allclose([v for _, v in got], [v for _, v in want], rtol=0, atol=an.stats_context.top_token_means[f, 0] / 255 / 2 + 1e-12)
+    assert idx["id_bytes"] == 2 and idx["k"] == TOKEN_INDEX_K  # 3 bytes an entry before deflation
 
 
 @pytest.mark.parametrize("width", [1280, 1400])

@@ -18,6 +18,7 @@ beaten by ``k`` of those), so they come from ``k x k`` sums. Results are CPU num
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import no_type_check
 
 import numpy as np
 import torch
@@ -80,6 +81,7 @@ class ActivationHistograms:
 if HAVE_NUMBA:
 
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
     def _gt_counts(a, q, out):  # pragma: no cover - compiled
         """``out[f, j] = #{t : a[f, t] > q[f, j]}`` for each feature's sorted queries ``q[f]``: one compare for a token
         below every query (nearly all, for a sparse feature), a binary search for the others."""

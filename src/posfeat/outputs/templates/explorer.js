@@ -5,9 +5,10 @@
   "use strict";
   const DATA = JSON.parse(document.getElementById("explorer-data").textContent);
   const KINDS = DATA.kinds, PAGE = 100, P = DATA.n_positions, P0 = DATA.first_position || 0;
-  const TOK = DATA.tokens, K = TOK.k, SVGNS = "http://www.w3.org/2000/svg";
+  const TOK = DATA.tokens, K = TOK.k, SVGNS = "http://www.w3.org/2000/svg", BLOCK = DATA.profile_block || 1;
   const el = (id) => document.getElementById(id);
-  let table = null, profiles = null, refs = null, vals = null, byToken = null, rows = [], tokenAct = null;
+  let table = null, profiles = null, refs = null, vals = null, byToken = null, rows = [], tokenAct = null, vocab = [];
+  let profileRow = null, nExact = 0, histCodes = null, inputs = null, logitData = null, preCoef = null, preExact = null, preRow = null;
   let sortKey = "feature", sortDir = 1, page = 0;
 
   async function inflate(b64) {
@@ -21,19 +22,51 @@
     if (e === 31) return m ? NaN : s * Infinity;
     return s * (1 + m / 1024) * 2 ** (e - 15);
   }
+  const NB = Math.ceil(P / BLOCK);
+  // positional features: every position at 255 levels; the others: means over blocks of BLOCK positions (repeated here)
   function profile(f) {
-    const out = new Float64Array(P), scale = table.scale[f] || 0;
+    const out = new Float64Array(P), scale = table.scale[f] || 0, L = table.levels[f] || 255, r = profileRow[f];
     let q = 0;
-    const L = table.levels[f] || 255;
-    for (let i = 0; i < P; i++) { q = (q + profiles[f * P + i]) & 255; out[i] = q / L * scale; }
+    if (r < nExact) {
+      for (let i = 0; i < P; i++) { q = (q + profiles[r * P + i]) & 255; out[i] = q / L * scale; }
+      return out;
+    }
+    const base = nExact * P + (r - nExact) * NB;
+    for (let j = 0; j < NB; j++) {
+      q = (q + profiles[base + j]) & 255;
+      for (let i = j * BLOCK; i < Math.min(P, (j + 1) * BLOCK); i++) out[i] = q / L * scale;
+    }
     return out;
+  }
+  function readIds(bytes, width) {
+    const dv = new DataView(bytes.buffer);
+    return width === 2 ? Uint16Array.from({length: bytes.length / 2}, (_, i) => dv.getUint16(2 * i, true))
+      : Uint32Array.from({length: bytes.length / 4}, (_, i) => dv.getUint32(4 * i, true));
+  }
+  function tokenString(t) { return t < vocab.length ? vocab[t] : `<${t}>`; }
+  function norm(s) { const t = s.trim(); return DATA.vocab.uncased ? t.toLowerCase() : t; }
+  // the mean pre-activation by position: exact for positional features, else on the top PCs of W_pos
+  function preactivation(f) {
+    const out = new Float64Array(P), pre = DATA.pre;
+    if (preRow.has(f)) {
+      const r = preRow.get(f), lo = pre.exact_lo[r], hi = pre.exact_hi[r];
+      for (let i = 0; i < P; i++) out[i] = lo + preExact[r * P + i] / 255 * (hi - lo);
+      return [out, true];
+    }
+    const R = pre.pcs, sc = pre.coef_scale[f] / 127, m = table.pre_mean[f];
+    for (let i = 0; i < P; i++) {
+      let v = m;
+      for (let k = 0; k < R; k++) v += pre.basis[i][k] * preCoef[f * R + k] * sc;
+      out[i] = v;
+    }
+    return [out, false];
   }
   // a feature's top tokens over the whole vocabulary: [[string, mean activation], ...], highest first
   function topTokens(f, n = K) {
     const out = [];
     for (let j = 0; j < Math.min(n, K); j++) {
       const r = refs[f * K + j];
-      if (r < TOK.strings.length) out.push([TOK.strings[r], vals[f * K + j]]);
+      if (r < vocab.length) out.push([vocab[r], vals[f * K + j] / 255 * (table.token_score[f] || 0)]);
     }
     return out;
   }
@@ -56,18 +89,18 @@
     for (let f = 0; f < DATA.n_features; f++) {
       for (let j = 0; j < K; j++) {
         const r = refs[f * K + j];
-        if (r >= TOK.strings.length) continue;
-        let list = byToken.get(r);
-        if (!list) { list = []; byToken.set(r, list); }
-        list.push([f, vals[f * K + j]]);
+        if (r >= vocab.length) continue;
+        const key = norm(vocab[r]);
+        let list = byToken.get(key);
+        if (!list) { list = []; byToken.set(key, list); }
+        list.push([f, vals[f * K + j] / 255 * (table.token_score[f] || 0)]);
       }
     }
   }
+  // features with the token among their top tokens (leading/trailing spaces ignored; case too where the vocabulary is uncased)
   function tokenMatches(q) {
-    const t = q.trim(), hits = new Map();
-    TOK.strings.forEach((s, r) => {
-      if (s === q || s.trim() === t) for (const [f, v] of byToken.get(r) || []) hits.set(f, Math.max(v, hits.get(f) ?? -Infinity));
-    });
+    const hits = new Map();
+    for (const [f, v] of byToken.get(norm(q)) || []) hits.set(f, Math.max(v, hits.get(f) ?? -Infinity));
     return hits;
   }
   function filtered() {
@@ -92,21 +125,46 @@
     page = Math.min(page, pages - 1);
     const body = el("feature-rows");
     body.textContent = "";
+    const head = el("feature-head"), actHead = head.querySelector("th.token-activation");
+    if (tokenAct && !actHead) {
+      const th = document.createElement("th");
+      th.className = "token-activation";
+      th.textContent = "on the token";
+      th.title = "the feature's exact mean activation on the searched token, over the context's positions";
+      head.insertBefore(th, head.children[1]);
+    } else if (!tokenAct && actHead) actHead.remove();
     for (const f of rows.slice(page * PAGE, (page + 1) * PAGE)) {
       const tr = document.createElement("tr");
       tr.dataset.row = f;
-      for (const [key] of COLS) {
+      const cols = tokenAct ? [COLS[0], ["token_activation", "on the token"], ...COLS.slice(1)] : COLS;
+      for (const [key] of cols) {
         const td = document.createElement("td");
-        td.textContent = fmt(value(f, key));
+        if (key === "feature") {
+          const a = document.createElement("a");
+          a.href = `#feature-${f}`;
+          a.className = "feature-link";
+          a.textContent = String(f);
+          td.appendChild(a);
+          tr.appendChild(td);
+          continue;
+        }
+        if (key === "token_activation") td.className = "token-activation";
+        td.textContent = fmt(key === "token_activation" ? num(value(f, key)) : value(f, key));
         if (key === "top_tokens" || key === "runs" || key === "kind") { td.className = "l"; td.title = td.textContent; }
         tr.appendChild(td);
       }
-      tr.addEventListener("click", () => openCard(f, true));
+      tr.addEventListener("click", (ev) => { ev.preventDefault(); openCard(f, true); });
       body.appendChild(tr);
     }
     const q = el("feature-search").value;
-    el("explorer-status").textContent = (tokenAct ? `${rows.length} feature(s) have ${JSON.stringify(q)} among their top ${K} tokens` :
-      `${rows.length} feature(s)`) + `; page ${page + 1} of ${pages}`;
+    el("explorer-status").textContent = (tokenAct ? `${rows.length} feature(s) have ${JSON.stringify(q)} among their top ${K} tokens` +
+      (DATA.vocab.uncased ? " (the vocabulary is uncased: case ignored)" : "") : `${rows.length} feature(s)`) + `; page ${page + 1} of ${pages}`;
+    if (q.trim() !== "" && rows.length === 0) {  // no match: no stale card
+      const card = el("feature-card");
+      card.textContent = "";
+      card.appendChild(para(`No feature matches ${JSON.stringify(q)}.`));
+      card.firstChild.className = "cap no-match";
+    }
   }
 
   function svg(tag, attrs, text) {
@@ -170,15 +228,90 @@
     for (const part of parts) p.append(part);
     return p;
   }
+  // a curve over the positions with a horizontal line at 0 (and at the firing threshold when above 0) and the context edge
+  function svgPre(values, threshold, approx) {
+    const W = 560, H = 170, L = 52, R = 10, T = 12, B = 34, n = values.length;
+    const lo = Math.min(0, threshold, ...values), hi = Math.max(0, threshold, ...values), span = hi - lo || 1;
+    const x = (i) => L + (n > 1 ? i * (W - L - R) / (n - 1) : 0), y = (v) => H - B - (H - B - T) * (v - lo) / span;
+    const root = svg("svg", {class: "preactivation", viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img"});
+    root.appendChild(svg("title", {}, "mean pre-activation over tokens at each position"));
+    const axes = svg("g", {class: "axes", "font-size": 10, fill: "#444"});
+    axes.appendChild(svg("line", {x1: L, x2: L, y1: T, y2: H - B, stroke: "#444"}));
+    for (const p of ticks(P0, P0 + n - 1, 8)) axes.appendChild(svg("text", {class: "xtick", x: x(p - P0), y: H - B + 14, "text-anchor": "middle"}, String(p)));
+    for (const v of ticks(lo, hi, 4)) axes.appendChild(svg("text", {class: "ytick", x: L - 6, y: y(v) + 3, "text-anchor": "end"}, String(v)));
+    axes.appendChild(svg("text", {x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle"}, "position"));
+    root.appendChild(axes);
+    root.appendChild(svg("line", {class: "zero-line", x1: L, x2: W - R, y1: y(0), y2: y(0), stroke: "#444"}));
+    if (threshold > 0) root.appendChild(svg("line", {class: "threshold-line", x1: L, x2: W - R, y1: y(threshold), y2: y(threshold), stroke: "#2ca02c", "stroke-dasharray": "2,2"}));
+    if (DATA.context < P0 + n) {
+      const cx = x(DATA.context - P0 - 0.5);
+      root.appendChild(svg("line", {class: "context-edge", x1: cx, x2: cx, y1: T, y2: H - B, stroke: "#888", "stroke-dasharray": "4,3"}));
+    }
+    const pts = Array.from(values, (v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+    root.appendChild(svg("polyline", {fill: "none", stroke: approx ? "#9467bd" : "#1f77b4", "stroke-width": 1.3, points: pts}));
+    return root;
+  }
+  // the exact activation histogram over the context's grid: bars of log count
+  function svgHistogram(codes, max) {
+    const W = 560, H = 140, L = 52, R = 10, T = 10, B = 30, n = codes.length, top = Math.max(...codes, 1);
+    const root = svg("svg", {class: "histogram", viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img"});
+    root.appendChild(svg("title", {}, "number of inputs per activation bin (log scale)"));
+    const bw = (W - L - R) / n;
+    codes.forEach((c, i) => {
+      const h = (H - B - T) * c / top, count = Math.round(2 ** (c / DATA.hist.scale) - 1);
+      const bar = svg("rect", {class: "bar", x: L + i * bw + 0.5, y: H - B - h, width: Math.max(bw - 1, 1), height: h, fill: "#1f77b4"});
+      bar.appendChild(svg("title", {}, `(${num(max * i / n)}, ${num(max * (i + 1) / n)}]: about ${count} inputs`));
+      root.appendChild(bar);
+    });
+    const axes = svg("g", {class: "axes", "font-size": 10, fill: "#444"});
+    axes.appendChild(svg("line", {x1: L, x2: W - R, y1: H - B, y2: H - B, stroke: "#444"}));
+    for (const v of ticks(0, max, 6)) axes.appendChild(svg("text", {class: "xtick", x: L + (W - L - R) * v / (max || 1), y: H - B + 13, "text-anchor": "middle"}, String(v)));
+    axes.appendChild(svg("text", {x: (L + W - R) / 2, y: H - 3, "text-anchor": "middle"}, "activation"));
+    axes.appendChild(svg("text", {x: 12, y: (T + H - B) / 2, "text-anchor": "middle", transform: `rotate(-90 12 ${(T + H - B) / 2})`}, "log count"));
+    root.appendChild(axes);
+    return root;
+  }
+  function pairsTable(cls, head, rowsOf) {
+    const t = document.createElement("table");
+    t.className = cls;
+    const hr = document.createElement("tr");
+    for (const h of head) { const th = document.createElement("th"); th.textContent = h; hr.appendChild(th); }
+    t.appendChild(hr);
+    for (const r of rowsOf) {
+      const tr = document.createElement("tr");
+      r.forEach((v, i) => { const td = document.createElement("td"); td.textContent = v; if (i === 0) td.className = "l tok"; tr.appendChild(td); });
+      t.appendChild(tr);
+    }
+    return t;
+  }
+  function section(title, ...nodes) {
+    const d = document.createElement("div"), h = document.createElement("h4");
+    h.textContent = title;
+    d.append(h, ...nodes);
+    return d;
+  }
+  function pastContext(f, values) {
+    if (DATA.context >= P0 + values.length) return `no positions past the context (${DATA.context}) were studied`;
+    const c = DATA.context - P0;
+    const mean = (a) => a.reduce((x, y) => x + y, 0) / Math.max(1, a.length);
+    const inside = Array.from(values.slice(0, c)), past = Array.from(values.slice(c));
+    const peak = past.indexOf(Math.max(...past));
+    let text = `past the context (positions ${DATA.context}..${P0 + values.length - 1}): mean activation ${num(mean(past))} (inside ${num(mean(inside))}), ` +
+      `highest at position ${DATA.context + peak} (${num(past[peak])})`;
+    if (table.past_fire) text += `; fires on ${num(100 * table.past_fire[f])}% of inputs there (inside ${num(100 * table.fire[f])}%)`;
+    if (table.spurious_pairs) text += `; ${table.spurious_pairs[f]} (token, position) pairs fire there for tokens that never fire inside`;
+    return text;
+  }
   function openCard(f, fromClick) {
     if (!(f >= 0 && f < DATA.n_features)) return;
-    const card = el("feature-card"), box = document.createElement("div");
+    const card = el("feature-card"), box = document.createElement("div"), kind = KINDS[table.kind[f]];
     box.dataset.feature = f;
+    box.dataset.kind = kind;
     const h = document.createElement("h3"), self = document.createElement("a");
     self.href = `#feature-${f}`;
     self.textContent = `Feature ${f}`;
     self.title = "link to this card";
-    h.append(self, `: ${KINDS[table.kind[f]]}`);
+    h.append(self, `: ${kind}`);
     if (DATA.neuronpedia && DATA.neuronpedia.startsWith("https://www.neuronpedia.org/")) {
       const np = document.createElement("a");
       np.href = DATA.neuronpedia + encodeURIComponent(String(f));
@@ -189,22 +322,57 @@
     box.appendChild(h);
     box.appendChild(para(`position share ${fmt(table.position_share[f])}, token share ${fmt(table.token_share[f])}, interaction ${fmt(table.interaction_share[f])}; ` +
       `fires on ${fmt(table.fire[f])} of the grid inside the context; peak ${table.peak[f]}; firing runs: ${table.runs[f] || "none"}`));
-    box.appendChild(para(`mean activation over tokens at positions ${P0}..${P0 + P - 1} (dashed: end of the training context, ${DATA.context}; ` +
-      `max ${fmt(table.scale[f])}; drawn at ${table.levels[f]} levels; hover for each position's value)`));
-    box.appendChild(svgProfile(profile(f)));
+    const prof = profile(f), [pre, exactPre] = preactivation(f);
+    const wpos = para(`decoder direction nearest W_pos row ${table.nearest_wpos_row[f]} (cosine ${fmt(table.decoder_cos_wpos[f])})`);
+    wpos.className = "nearest-wpos";
+    const position = section("Position",
+      para(`mean activation over tokens at positions ${P0}..${P0 + P - 1} (dashed: end of the training context, ${DATA.context}; ` +
+        `max ${fmt(table.scale[f])}; drawn at ${table.levels[f]} levels` + (profileRow[f] >= nExact && BLOCK > 1 ? `, as means over blocks of ${BLOCK} positions` : "") +
+        "; hover for each position's value)"),
+      svgProfile(prof),
+      para(`mean pre-activation over tokens by position (solid line: 0` + (table.threshold[f] > 0 ? `; dotted: the firing threshold ${fmt(table.threshold[f])}` : "") +
+        "; dashed: the context edge; " + (exactPre ? "exact, 255 levels)" :
+        `on the top ${DATA.pre.pcs} principal components of W_pos, ${num(100 * DATA.pre.share)}% of its variance; exact: posfeat feature ${f})`)),
+      svgPre(pre, table.threshold[f] || 0, !exactPre), wpos);
+    position.className = "card-position";
     const top = topTokens(f);
-    box.appendChild(para(`top ${top.length} tokens over the whole vocabulary (mean activation over the context's positions):`));
-    const list = document.createElement("table");
-    list.className = "top-tokens";
-    for (const [s, v] of top) {
-      const tr = document.createElement("tr"), a = document.createElement("td"), b = document.createElement("td");
-      a.className = "l tok";
-      a.textContent = JSON.stringify(s);
-      b.textContent = String(num(v));
-      tr.append(a, b);
-      list.appendChild(tr);
+    const tokens = section("Tokens", para(`top ${top.length} tokens over the whole vocabulary (mean activation over the context's positions):`),
+      pairsTable("top-tokens", [], top.map(([s, v]) => [JSON.stringify(s), String(num(v))])));
+    tokens.className = "card-tokens";
+    tokens.querySelector("table.top-tokens").firstChild.remove();  // no header row: token, mean
+    const parts = [];
+    if (DATA.hist) {
+      const B = DATA.hist.bins, codes = Array.from(histCodes.slice(f * B, (f + 1) * B)), max = table.hist_max[f], grid = DATA.hist.grid;
+      const hist = section("Activation histogram",
+        para(`exact over all ${grid} inputs of the context (every token x positions ${P0}..${DATA.context - 1}): ${table.firing[f]} fire ` +
+          `(${num(100 * table.firing[f] / grid)}%); ${B} bins over (0, ${num(max)}]; bar heights on a log scale, hover for counts`),
+        svgHistogram(codes, max));
+      hist.className = "card-histogram";
+      const I = DATA.hist.inputs, got = [];
+      for (let j = 0; j < I.k; j++) {
+        const t = inputs.ids[f * I.k + j];
+        if (t < DATA.vocab.n) got.push([JSON.stringify(tokenString(t)), String(inputs.pos[f * I.k + j]), String(num(inputs.vals[f * I.k + j] / 255 * max))]);
+      }
+      const inp = section("Top inputs", got.length ? pairsTable("top-inputs", ["token", "position", "activation"], got) : para("none: the feature never fires on the grid"));
+      inp.className = "card-inputs";
+      tokens.appendChild(inp);
+      parts.push(hist);
+    } else {
+      parts.push(section("Activation histogram", para(`activation histogram: ${DATA.hist_note}`)));
     }
-    box.appendChild(list);
+    const body = kind === "positional" ? [position, tokens] : [tokens, position];
+    const lg = DATA.logits;
+    let logitsBox;
+    if (lg.note) logitsBox = section("Logit effects", para(`none: ${lg.note}`));
+    else {
+      const sc = table.logit_scale[f] / 127, list = (ids, v) => Array.from({length: lg.k}, (_, j) => [JSON.stringify(tokenString(ids[f * lg.k + j])), String(num(v[f * lg.k + j] * sc))]);
+      logitsBox = section("Logit effects", para("decoder direction through the unembedding (W_dec[f] @ W_E^T, tied; the final LayerNorm's scale left out):"),
+        pairsTable("logits-up", ["promotes", "logit"], list(logitData.up, logitData.upV)), pairsTable("logits-down", ["suppresses", "logit"], list(logitData.down, logitData.downV)));
+    }
+    logitsBox.className = "card-logits";
+    const past = section("Past the context", para(pastContext(f, prof)));
+    past.className = "card-past";
+    box.append(...body, ...parts, logitsBox, past);
     card.textContent = "";
     card.appendChild(box);
     if (fromClick) history.replaceState(null, "", `#feature-${f}`);
@@ -218,11 +386,29 @@
   async function start() {
     table = JSON.parse(new TextDecoder().decode(await inflate(DATA.table)));
     profiles = await inflate(DATA.profiles);
-    const rb = await inflate(TOK.refs), vb = await inflate(TOK.values), dv = new DataView(vb.buffer);
-    const rv = new DataView(rb.buffer);
-    refs = TOK.ref_bytes === 2 ? Uint16Array.from({length: rb.length / 2}, (_, i) => rv.getUint16(2 * i, true))
-      : Uint32Array.from({length: rb.length / 4}, (_, i) => rv.getUint32(4 * i, true));
-    vals = Float64Array.from({length: vb.length / 2}, (_, i) => half(dv.getUint16(2 * i, true)));
+    profileRow = new Int32Array(DATA.n_features);
+    let ne = 0, nr = 0;
+    for (let f = 0; f < DATA.n_features; f++) if (KINDS[table.kind[f]] === "positional") ne++;
+    nExact = ne;
+    ne = 0;
+    for (let f = 0; f < DATA.n_features; f++) profileRow[f] = KINDS[table.kind[f]] === "positional" ? ne++ : nExact + nr++;
+    vocab = JSON.parse(new TextDecoder().decode(await inflate(DATA.vocab.strings)));
+    refs = readIds(await inflate(TOK.ids), TOK.id_bytes);
+    vals = await inflate(TOK.values);
+    if (DATA.hist) {
+      const I = DATA.hist.inputs, pb = await inflate(I.positions), pv = new DataView(pb.buffer);
+      histCodes = await inflate(DATA.hist.counts);
+      inputs = {ids: readIds(await inflate(I.ids), I.id_bytes), pos: Uint16Array.from({length: pb.length / 2}, (_, i) => pv.getUint16(2 * i, true)),
+        vals: await inflate(I.values)};
+    }
+    if (!DATA.logits.note) {
+      const L = DATA.logits;
+      logitData = {up: readIds(await inflate(L.up), L.id_bytes), down: readIds(await inflate(L.down), L.id_bytes),
+        upV: new Int8Array((await inflate(L.up_values)).buffer), downV: new Int8Array((await inflate(L.down_values)).buffer)};
+    }
+    preCoef = new Int8Array((await inflate(DATA.pre.coef)).buffer);
+    preExact = await inflate(DATA.pre.exact);
+    preRow = new Map(DATA.pre.exact_features.map((f, r) => [f, r]));
     buildIndex();
     const head = el("feature-head");
     for (const [key, name] of COLS) {
@@ -237,6 +423,7 @@
     el("feature-search").addEventListener("input", () => {
       page = 0; render();
       const t = el("feature-search").value.trim();
+      if (tokenAct && rows.length) openCard(rows[0], false);  // a token: the strongest feature on it
       if (/^\d+$/.test(t) && Number(t) < DATA.n_features) openCard(Number(t), true);
     });
     el("kind-filter").addEventListener("change", () => { page = 0; render(); });

@@ -1,0 +1,23 @@
+// posfeat's interactive figures: plotly.js travels deflated in the page (no network); it is inflated here with the
+// browser's DecompressionStream and run as an inline script, allowed by the CSP through the hash of its source.
+// Each figure's data and layout are JSON beside its div.
+(function () {
+  "use strict";
+  async function start() {
+    const packed = document.getElementById("plotly-js");
+    const divs = document.querySelectorAll("div.plotly-figure");
+    if (!packed || divs.length === 0) return;
+    const bytes = Uint8Array.from(atob(packed.textContent.trim()), (c) => c.charCodeAt(0));
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+    const source = new TextDecoder().decode(await new Response(stream).arrayBuffer());
+    const script = document.createElement("script");
+    script.textContent = source;
+    document.head.appendChild(script);
+    for (const div of divs) {
+      const fig = JSON.parse(document.getElementById("figure-" + div.id).textContent);
+      await window.Plotly.newPlot(div, fig.data, fig.layout, {responsive: true, displaylogo: false});
+    }
+  }
+  start().then(() => { document.body.dataset.figures = "ready"; },
+    (e) => { document.body.dataset.figures = "failed"; throw e; });
+})();
