@@ -42,7 +42,7 @@ def _pack(data: bytes) -> str:
     return base64.b64encode(zlib.compress(data, 6)).decode()
 
 
-PROFILE_BUDGET = 1_200_000
+PROFILE_BUDGET = 800_000
 LEVELS = (255, 63, 31, 15, 7, 3)
 SAMPLE_ROWS = 1024
 
@@ -61,7 +61,7 @@ def quantised_profiles(profiles: np.ndarray, levels: np.ndarray) -> tuple[np.nda
 
 
 #: profiles of the non-positional features are drawn as means over blocks of positions when there are more positions than this
-COARSE_POINTS = 256
+COARSE_POINTS = 128
 
 
 def coarse_block(n_pos: int) -> int:
@@ -199,9 +199,10 @@ def preactivations(an: Analysis, positional: np.ndarray) -> tuple[dict[str, Any]
     share = float((sv[:r] ** 2).sum() / (sv**2).sum().clamp(min=1e-300))
     lo, hi = pre[positional].min(1, initial=np.inf), pre[positional].max(1, initial=-np.inf)
     codes = _codes(pre[positional] - lo[:, None], hi - lo) if len(positional) else _pack(b"")
-    return {"pcs": r, "share": share, "basis": [[float(f"{v:.5g}") for v in row] for row in basis],
+    return {"pcs": r, "share": share, "basis": _pack(basis.astype("<f4").tobytes()),
             "coef": _codes(coef, coef_scale, signed=True), "exact_features": [int(f) for f in positional],
-            "coef_scale": _round(coef_scale, 4), "exact_lo": _round(lo, 5), "exact_hi": _round(hi, 5), "exact": codes}, pre.mean(1)
+            "coef_scale": _pack(coef_scale.astype("<f4").tobytes()), "exact_lo": _round(lo, 5), "exact_hi": _round(hi, 5),
+            "exact": codes}, pre.mean(1)
 
 
 def explorer_payload(an: Analysis) -> dict[str, Any]:

@@ -8,19 +8,13 @@
   const TOK = DATA.tokens, K = TOK.k, SVGNS = "http://www.w3.org/2000/svg", BLOCK = DATA.profile_block || 1;
   const el = (id) => document.getElementById(id);
   let table = null, profiles = null, refs = null, vals = null, byToken = null, rows = [], tokenAct = null, vocab = [];
-  let profileRow = null, nExact = 0, histCodes = null, inputs = null, logitData = null, preCoef = null, preExact = null, preRow = null;
+  let profileRow = null, nExact = 0, histCodes = null, inputs = null, logitData = null, preCoef = null, preBasis = null, preScale = null, preExact = null, preRow = null;
   let sortKey = "feature", sortDir = 1, page = 0;
 
   async function inflate(b64) {
     const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
     const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
     return new Uint8Array(await new Response(stream).arrayBuffer());
-  }
-  function half(h) {  // IEEE float16 -> number
-    const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 31, m = h & 1023;
-    if (e === 0) return s * m * 2 ** -24;
-    if (e === 31) return m ? NaN : s * Infinity;
-    return s * (1 + m / 1024) * 2 ** (e - 15);
   }
   const NB = Math.ceil(P / BLOCK);
   // positional features: every position at 255 levels; the others: means over blocks of BLOCK positions (repeated here)
@@ -53,10 +47,10 @@
       for (let i = 0; i < P; i++) out[i] = lo + preExact[r * P + i] / 255 * (hi - lo);
       return [out, true];
     }
-    const R = pre.pcs, sc = pre.coef_scale[f] / 127, m = table.pre_mean[f];
+    const R = pre.pcs, sc = preScale[f] / 127, m = table.pre_mean[f];
     for (let i = 0; i < P; i++) {
       let v = m;
-      for (let k = 0; k < R; k++) v += pre.basis[i][k] * preCoef[f * R + k] * sc;
+      for (let k = 0; k < R; k++) v += preBasis[i * R + k] * preCoef[f * R + k] * sc;
       out[i] = v;
     }
     return [out, false];
@@ -407,6 +401,9 @@
         upV: new Int8Array((await inflate(L.up_values)).buffer), downV: new Int8Array((await inflate(L.down_values)).buffer)};
     }
     preCoef = new Int8Array((await inflate(DATA.pre.coef)).buffer);
+    const f32 = async (b64) => { const b = await inflate(b64), dv = new DataView(b.buffer); return Float32Array.from({length: b.length / 4}, (_, i) => dv.getFloat32(4 * i, true)); };
+    preBasis = await f32(DATA.pre.basis);
+    preScale = await f32(DATA.pre.coef_scale);
     preExact = await inflate(DATA.pre.exact);
     preRow = new Map(DATA.pre.exact_features.map((f, r) => [f, r]));
     buildIndex();
