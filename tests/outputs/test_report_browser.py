@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from posfeat import Embeddings, analyze
+from posfeat.engine.histogram import activation_histograms
 from posfeat.io.sae_folders import neuronpedia_url
 from posfeat.outputs.explorer import TOKEN_INDEX_K, token_index
 from posfeat.outputs.figures import FIGURES
@@ -264,5 +265,115 @@ def test_explorer_table_fits_beside_the_card(wide, browser, width):
     last = page.locator("#feature-head th").last.bounding_box()
     tb, cb = page.locator("#table-wrap").bounding_box(), page.locator("#feature-card").bounding_box()
     assert last["x"] + last["width"] <= tb["x"] + tb["width"] + 1 and cb["x"] >= tb["x"] + tb["width"]
+    assert errors == []
+    page.close()
+
+
+def test_feature_link_opens_a_card_with_histogram_top_inputs_and_nearest_wpos_row(wide, browser):
+    """The acceptance of issue 29: report.html#feature-N shows the card with its exact histogram, top inputs and nearest W_pos row."""
+    an, report = wide
+    f = int(an.features.fire.idxmax())
+    hist = activation_histograms(an.emb, an.sae, an.context, features=np.array([f]))
+    errors: list[str] = []
+    page = _open(browser, report.as_uri() + f"#feature-{f}", errors)
+    card = page.locator(f'#feature-card [data-feature="{f}"]')
+    assert card.count() == 1
+    bars = page.eval_on_selector_all("#feature-card svg.histogram rect.bar", "b => b.map(r => Number(r.getAttribute('height')))")
+    assert len(bars) == hist.bins
+    assert [h > 0 for h in bars] == [c > 0 for c in hist.counts[0]]  # a bar wherever the exact count is not 0
+    text = card.locator(".card-histogram").inner_text()
+    assert f"exact over all {an.emb.d_vocab * an.context} inputs" in text and f"{hist.firing[0]} fire" in text
+    rows = page.eval_on_selector_all("#feature-card table.top-inputs tr", "rows => rows.slice(1).map(r => [...r.cells].map(c => c.textContent))")
+    want = [(json.dumps(an.emb.token_str(int(t))), str(int(p))) for t, p in zip(hist.top_tokens[0], hist.top_positions[0]) if t >= 0][: len(rows)]
+    assert len(rows) == min(5, int((hist.top_tokens[0] >= 0).sum())) and [(r[0], r[1]) for r in rows] == want
+    assert abs(float(rows[0][2]) - hist.top_values[0, 0]) <= 6e-3 * hist.top_values[0, 0]
+    row = an.features.iloc[f]
+    assert f"nearest W_pos row {int(row.nearest_wpos_row)} (cosine" in card.locator(".nearest-wpos").inner_text()
+    assert page.locator("#feature-card svg.preactivation line.zero-line").count() == 1
+    assert page.locator("#feature-card svg.preactivation line.context-edge").count() == 1
+    assert "none: " in card.locator(".card-logits").inner_text()  # a model with no unembedding says so
+    assert "past the context" in card.locator(".card-past").inner_text()
+    assert errors == []
+    page.close()
+
+
+def test_every_feature_id_in_the_reports_tables_links_to_its_card(planted_report, browser):
+    _an, report = planted_report
+    errors: list[str] = []
+    page = _open(browser, report.as_uri(), errors)
+    cells = page.evaluate("""() => {
+        const out = [];
+        for (const t of document.querySelectorAll('table')) {
+            if (t.closest('#explorer')) continue;
+            const head = [...t.rows[0].cells].map(c => c.textContent);
+            const i = head.indexOf('feature');
+            if (i < 0) continue;
+            for (const r of [...t.rows].slice(1)) {
+                const c = r.cells[i], a = c.querySelector('a');
+                out.push([c.textContent, a ? a.getAttribute('href') : null]);
+            }
+        }
+        return out;
+    }""")
+    assert len(cells) >= 5  # the positional table at least
+    assert all(href == f"#feature-{text}" for text, href in cells), cells
+    explorer_ids = page.eval_on_selector_all("#feature-rows tr td:first-child", "cs => cs.map(c => c.querySelector('a').getAttribute('href'))")
+    assert explorer_ids and all(h.startswith("#feature-") for h in explorer_ids)
+    text, _ = cells[-1]
+    page.click(f"table:not(#feature-table) a[href='#feature-{text}']")
+    page.wait_for_selector(f'#feature-card [data-feature="{text}"]', timeout=5000)
+    page.wait_for_selector("body[data-figures=ready]", timeout=30000)
+    for div in ("helix", "profiles"):  # plotly, inflated in the page, drew both figures
+        assert page.locator(f"#{div} .main-svg").count() >= 1
+    assert errors == []
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def planted_report(tmp_path_factory):
+    emb, sae, _ = planted_pair()
+    an = analyze(emb, sae, tokens_sample=16, progress=False)
+    return an, an.save(tmp_path_factory.mktemp("planted") / "report") / "report.html"
+
+
+def test_uncased_vocabulary_search_ignores_case_and_no_match_clears_the_card(wide, browser):
+    _an, report = wide
+    errors: list[str] = []
+    page = _open(browser, report.as_uri() + "#feature-5", errors)
+    assert page.locator('#feature-card [data-feature="5"]').count() == 1
+    rows = lambda: {int(r) for r in page.eval_on_selector_all("#feature-rows tr", "rows => rows.map(r => r.dataset.row)")}  # noqa: E731
+    page.fill("#feature-search", "the")
+    lower = rows()
+    page.fill("#feature-search", "THE")
+    assert rows() == lower and lower  # the wide vocabulary has no capitals: uncased
+    assert "case ignored" in page.locator("#explorer-status").inner_text()
+    page.fill("#feature-search", "no such token")
+    assert rows() == set()
+    assert page.locator("#feature-card [data-feature]").count() == 0  # the old card is gone
+    assert "No feature matches" in page.locator("#feature-card").inner_text()
+    assert errors == []
+    page.close()
+
+
+def test_cased_vocabulary_search_keeps_case_and_logit_effects_show_for_a_gpt2_layout(tmp_path, browser):
+    emb, sae = random_pair(d_vocab=60, n_ctx=16, d_model=10, d_sae=40, seed=4)
+    tokens = [f"Tok{i}" if i % 2 else f"tok{i}" for i in range(60)]
+    tokens[3], tokens[4] = " The", " the"
+    emb = Embeddings(emb.W_E, emb.W_pos, tokens=tokens, name="cased", info={"model_type": "gpt2"})
+    an = analyze(emb, sae, tokens_sample=16, progress=False)
+    report = an.save(tmp_path / "report") / "report.html"
+    has = lambda s: {f for f in range(sae.d_sae) if any(t.strip() == s for t, _ in _top(an, f))}  # noqa: E731
+    errors: list[str] = []
+    page = _open(browser, report.as_uri(), errors)
+    rows = lambda: {int(r) for r in page.eval_on_selector_all("#feature-rows tr", "rows => rows.map(r => r.dataset.row)")}  # noqa: E731
+    page.fill("#feature-search", "The")
+    assert rows() == has("The") and has("The") != has("the")
+    f = int(an.features.fire.idxmax())
+    page.fill("#feature-search", str(f))
+    logits = (sae.W_dec[f] @ emb.W_E.T).numpy()
+    up = page.eval_on_selector_all("#feature-card table.logits-up tr", "rows => rows.slice(1).map(r => r.cells[0].textContent)")
+    down = page.eval_on_selector_all("#feature-card table.logits-down tr", "rows => rows.slice(1).map(r => r.cells[0].textContent)")
+    assert up == [json.dumps(tokens[int(t)]) for t in np.argsort(-logits)[:5]]
+    assert down == [json.dumps(tokens[int(t)]) for t in np.argsort(logits)[:5]]
     assert errors == []
     page.close()

@@ -11,8 +11,13 @@
   let profileRow = null, nExact = 0, histCodes = null, inputs = null, logitData = null, preCoef = null, preBasis = null, preScale = null, preExact = null, preRow = null;
   let sortKey = "feature", sortDir = 1, page = 0;
 
+  function bytesOf(b64) {
+    const text = atob(b64), out = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
+    return out;
+  }
   async function inflate(b64) {
-    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const bytes = bytesOf(b64);
     const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
     return new Uint8Array(await new Response(stream).arrayBuffer());
   }
@@ -32,10 +37,14 @@
     }
     return out;
   }
+  const LITTLE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+  // little-endian unsigned integers of 2 or 4 bytes (a view where the machine is little-endian, as nearly all are)
   function readIds(bytes, width) {
-    const dv = new DataView(bytes.buffer);
-    return width === 2 ? Uint16Array.from({length: bytes.length / 2}, (_, i) => dv.getUint16(2 * i, true))
-      : Uint32Array.from({length: bytes.length / 4}, (_, i) => dv.getUint32(4 * i, true));
+    const n = bytes.length / width;
+    if (LITTLE && bytes.byteOffset % width === 0) return width === 2 ? new Uint16Array(bytes.buffer, bytes.byteOffset, n) : new Uint32Array(bytes.buffer, bytes.byteOffset, n);
+    const dv = new DataView(bytes.buffer, bytes.byteOffset), out = width === 2 ? new Uint16Array(n) : new Uint32Array(n);
+    for (let i = 0; i < n; i++) out[i] = width === 2 ? dv.getUint16(2 * i, true) : dv.getUint32(4 * i, true);
+    return out;
   }
   function tokenString(t) { return t < vocab.length ? vocab[t] : `<${t}>`; }
   function norm(s) { const t = s.trim(); return DATA.vocab.uncased ? t.toLowerCase() : t; }
@@ -378,6 +387,7 @@
     el("explorer-title").scrollIntoView({block: "start"});
   }
   async function start() {
+    const t0 = performance.now();
     table = JSON.parse(new TextDecoder().decode(await inflate(DATA.table)));
     profiles = await inflate(DATA.profiles);
     profileRow = new Int32Array(DATA.n_features);
@@ -390,10 +400,9 @@
     refs = readIds(await inflate(TOK.ids), TOK.id_bytes);
     vals = await inflate(TOK.values);
     if (DATA.hist) {
-      const I = DATA.hist.inputs, pb = await inflate(I.positions), pv = new DataView(pb.buffer);
+      const I = DATA.hist.inputs;
       histCodes = await inflate(DATA.hist.counts);
-      inputs = {ids: readIds(await inflate(I.ids), I.id_bytes), pos: Uint16Array.from({length: pb.length / 2}, (_, i) => pv.getUint16(2 * i, true)),
-        vals: await inflate(I.values)};
+      inputs = {ids: readIds(await inflate(I.ids), I.id_bytes), pos: readIds(await inflate(I.positions), 2), vals: await inflate(I.values)};
     }
     if (!DATA.logits.note) {
       const L = DATA.logits;
@@ -401,7 +410,11 @@
         upV: new Int8Array((await inflate(L.up_values)).buffer), downV: new Int8Array((await inflate(L.down_values)).buffer)};
     }
     preCoef = new Int8Array((await inflate(DATA.pre.coef)).buffer);
-    const f32 = async (b64) => { const b = await inflate(b64), dv = new DataView(b.buffer); return Float32Array.from({length: b.length / 4}, (_, i) => dv.getFloat32(4 * i, true)); };
+    const f32 = async (b64) => {
+      const b = await inflate(b64), dv = new DataView(b.buffer, b.byteOffset), out = new Float32Array(b.length / 4);
+      for (let i = 0; i < out.length; i++) out[i] = dv.getFloat32(4 * i, true);
+      return out;
+    };
     preBasis = await f32(DATA.pre.basis);
     preScale = await f32(DATA.pre.coef_scale);
     preExact = await inflate(DATA.pre.exact);
@@ -430,6 +443,7 @@
     render();
     openFromHash();
     document.body.dataset.explorer = "ready";
+    document.body.dataset.explorerMs = String(Math.round(performance.now() - t0));
   }
   start().catch((e) => { el("explorer-status").textContent = "the explorer could not start: " + e; throw e; });
 })();

@@ -7,7 +7,8 @@
     const packed = document.getElementById("plotly-js");
     const divs = document.querySelectorAll("div.plotly-figure");
     if (!packed || divs.length === 0) return;
-    const bytes = Uint8Array.from(atob(packed.textContent.trim()), (c) => c.charCodeAt(0));
+    const text = atob(packed.textContent.trim()), bytes = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
     const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
     const source = new TextDecoder().decode(await new Response(stream).arrayBuffer());
     const script = document.createElement("script");
