@@ -443,7 +443,12 @@
     render();
     openFromHash();
     document.body.dataset.explorer = "ready";
-    document.body.dataset.explorerMs = String(Math.round(performance.now() - t0));
+    document.body.dataset.explorerMs = String(Math.round(performance.now() - t0));  // decoding the data
+    document.body.dataset.explorerAt = String(Math.round(performance.now()));  // since the page began to load
   }
-  start().catch((e) => { el("explorer-status").textContent = "the explorer could not start: " + e; throw e; });
+  start().catch((e) => {
+    el("explorer-status").textContent = "the explorer could not start: " + e;
+    document.body.dataset.explorer = "failed";
+    throw e;
+  });
 })();
