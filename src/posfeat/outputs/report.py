@@ -146,11 +146,14 @@ def compact_png_uri(path: Path) -> str:
         from PIL import Image
     except ImportError:  # pragma: no cover - matplotlib depends on Pillow
         return png_data_uri(path)
-    with Image.open(path) as im:
-        small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    buf = io.BytesIO()
-    small.save(buf, format="PNG", optimize=True)
     raw = Path(path).read_bytes()
+    buf = io.BytesIO()
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        small.save(buf, format="PNG", optimize=True)
+    except (OSError, ValueError):  # a PNG Pillow cannot decode goes in as it is
+        buf = io.BytesIO(raw)
     data = buf.getvalue() if len(buf.getvalue()) < len(raw) else raw
     return "data:image/png;base64," + base64.b64encode(data).decode()
 
