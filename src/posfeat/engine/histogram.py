@@ -35,7 +35,7 @@ if HAVE_NUMBA:
     from numba import njit, prange
 
 #: bins of the activation histogram; strongest inputs kept per feature
-HIST_BINS = 24
+HIST_BINS = 20
 TOP_INPUTS = 10
 _CHUNK_ELEMENTS = 1 << 25  # token values sorted at a time (float32): about 128 MB
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..analyses.card import logit_effects, unembedding_note
+from ..analyses.prompt import tokenizer_for
 from ..core.tensors import to_numpy
 from ..engine.histogram import ActivationHistograms, activation_histograms
 from ..io.paths import visible
@@ -205,6 +206,57 @@ def preactivations(an: Analysis, positional: np.ndarray) -> tuple[dict[str, Any]
             "exact": codes}, pre.mean(1)
 
 
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character map of byte-level BPE."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = list(keep), 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(keep, chars)}
+
+
+def tokenizer_spec(an: Analysis) -> dict[str, Any]:
+    """What the page's prompt box needs to tokenise a text as the model's tokenizer does, for the two kinds it can run: a
+    BERT WordPiece (lower-casing, accents, punctuation; the vocabulary is the page's) and byte-level BPE (GPT-2, OPT, GPT-Neo:
+    the merges as id triples, each byte's id). Anything else: ``{"kind": None, "note": why}``."""
+    try:
+        tok = tokenizer_for(an.emb)
+    except Exception as err:  # the prompt box is optional; the page says why it is missing
+        return {"kind": None, "note": f"the model's tokenizer could not be read ({type(err).__name__})"}
+    if tok is None or not hasattr(tok, "to_str"):
+        return {"kind": None, "note": "no tokenizer.json was found for this model"}
+    spec = json.loads(tok.to_str())
+    model = spec.get("model") or {}
+    special = [int(i) for i in tok.encode("", add_special_tokens=True).ids]
+    if model.get("type") == "WordPiece":
+        norm = spec.get("normalizer") or {}
+        lower = bool(norm.get("lowercase", False))
+        if norm.get("type") != "BertNormalizer" or (spec.get("pre_tokenizer") or {}).get("type") != "BertPreTokenizer":
+            return {"kind": None, "note": "its WordPiece tokenizer is not BERT's (normaliser or pre-tokeniser), which is all the page runs"}
+        return {"kind": "wordpiece", "lowercase": lower, "strip_accents": bool(lower if norm.get("strip_accents") is None else norm["strip_accents"]),
+                "chinese": bool(norm.get("handle_chinese_chars", True)), "unk": model.get("unk_token", "[UNK]"),
+                "prefix": model.get("continuing_subword_prefix", "##"), "max_chars": int(model.get("max_input_chars_per_word", 100)),
+                "special": special}
+    pre = json.dumps(spec.get("pre_tokenizer") or {})
+    if model.get("type") == "BPE" and "ByteLevel" in pre and not spec.get("normalizer"):
+        vocab = model["vocab"]
+        merges = [m if isinstance(m, list) else m.split(" ") for m in model.get("merges", [])]
+        byte_ids = [vocab.get(ch, -1) for _, ch in sorted(_bytes_to_unicode().items())]
+        if min(byte_ids) < 0 or any(a not in vocab or b not in vocab or a + b not in vocab for a, b in merges):
+            return {"kind": None, "note": "its byte-level BPE vocabulary lacks a byte or a merge result"}
+        triples = np.array([[vocab[a], vocab[b], vocab[a + b]] for a, b in merges], dtype=np.int64).reshape(-1, 3)
+        first = int(triples[0, 2]) if len(triples) else 0
+        sequential = bool((triples[:, 2] == first + np.arange(len(triples))).all())  # GPT-2: merge r makes token first + r
+        width, data = _ids(triples[:, :2] if sequential else triples, max(an.emb.d_vocab, int(triples.max(initial=0)) + 1))
+        prefix_space = "\"add_prefix_space\": true" in pre
+        return {"kind": "bytebpe", "bytes": byte_ids, "id_bytes": width, "merges": data, "first_result": first if sequential else None,
+                "prefix_space": prefix_space, "special": special}
+    return {"kind": None, "note": f"its tokenizer ({model.get('type') or 'unknown'}) is neither BERT's WordPiece nor byte-level BPE"}
+
+
 def explorer_payload(an: Analysis) -> dict[str, Any]:
     """What the explorer script reads (see module docstring)."""
     f = an.features
@@ -236,4 +288,4 @@ def explorer_payload(an: Analysis) -> dict[str, Any]:
             "tokens": token_index(an), "hist": hist_data,
             "hist_note": None if hist is not None else (f"not computed: {an.sae.name} is a {an.sae.architecture} SAE, whose activations do not "
                                                         "split into token and position parts"),
-            "logits": logit_data, "pre": pre_data}
+            "logits": logit_data, "pre": pre_data, "tokenizer": tokenizer_spec(an)}

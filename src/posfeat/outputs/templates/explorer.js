@@ -380,6 +380,128 @@
     card.appendChild(box);
     if (fromClick) history.replaceState(null, "", `#feature-${f}`);
   }
+  // ---- the prompt box: the model's tokenizer run in the page (BERT WordPiece or byte-level BPE), nothing sent anywhere
+  let vocabIndex = null, bpeRanks = null;
+  function wordpiece(text, T) {
+    if (!vocabIndex) vocabIndex = new Map(vocab.map((s, i) => [s, i]));
+    let clean = "";
+    for (const ch of text) {
+      const c = ch.codePointAt(0);
+      if (c === 0 || c === 0xfffd || (/[\p{Cc}\p{Cf}]/u.test(ch) && !/[\t\n\r]/.test(ch))) continue;
+      if (/\s/u.test(ch)) clean += " ";
+      else if (T.chinese && ((c >= 0x4e00 && c <= 0x9fff) || (c >= 0x3400 && c <= 0x4dbf) || (c >= 0x20000 && c <= 0x2a6df) ||
+        (c >= 0xf900 && c <= 0xfaff) || (c >= 0x2f800 && c <= 0x2fa1f))) clean += ` ${ch} `;
+      else clean += ch;
+    }
+    if (T.strip_accents) clean = clean.normalize("NFD").replace(/\p{Mn}/gu, "");
+    if (T.lowercase) clean = clean.toLowerCase();
+    const words = clean.split(" ").filter(Boolean).flatMap((w) => w.split(/([\p{P}!-\/:-@\[-`{-~])/u).filter(Boolean));
+    const unk = vocabIndex.get(T.unk), ids = [];
+    for (const w of words) {
+      const chars = Array.from(w), pieces = [];
+      if (chars.length > T.max_chars) { ids.push(unk); continue; }
+      let start = 0, bad = false;
+      while (start < chars.length) {
+        let end = chars.length, found = -1;
+        while (start < end) {
+          const sub = (start > 0 ? T.prefix : "") + chars.slice(start, end).join("");
+          if (vocabIndex.has(sub)) { found = vocabIndex.get(sub); break; }
+          end--;
+        }
+        if (found < 0) { bad = true; break; }
+        pieces.push(found);
+        start = end;
+      }
+      if (bad) ids.push(unk); else ids.push(...pieces);
+    }
+    return ids;
+  }
+  const GPT2_PATTERN = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
+  async function bytebpe(text, T) {
+    if (!bpeRanks) {
+      const m = readIds(await inflate(T.merges), T.id_bytes), step = T.first_result === null ? 3 : 2;
+      bpeRanks = new Map();
+      for (let r = 0; r * step < m.length; r++) {
+        const result = step === 3 ? m[r * 3 + 2] : T.first_result + r;
+        bpeRanks.set(m[r * step] * 4294967296 + m[r * step + 1], [r, result]);
+      }
+    }
+    const ids = [], enc = new TextEncoder();
+    for (const word of (T.prefix_space && !/^\s/.test(text) ? " " + text : text).match(GPT2_PATTERN) || []) {
+      let parts = Array.from(enc.encode(word), (b) => T.bytes[b]);
+      for (;;) {
+        let best = null;
+        for (let i = 0; i + 1 < parts.length; i++) {
+          const hit = bpeRanks.get(parts[i] * 4294967296 + parts[i + 1]);
+          if (hit && (best === null || hit[0] < best[0])) best = hit;
+        }
+        if (best === null) break;
+        const [rank] = best, merged = [];
+        for (let i = 0; i < parts.length; i++) {
+          const hit = i + 1 < parts.length ? bpeRanks.get(parts[i] * 4294967296 + parts[i + 1]) : null;
+          if (hit && hit[0] === rank) { merged.push(hit[1]); i++; } else merged.push(parts[i]);
+        }
+        parts = merged;
+      }
+      ids.push(...parts);
+    }
+    return ids;
+  }
+  async function tokenizeText(text) {
+    const T = DATA.tokenizer, ids = T.kind === "wordpiece" ? wordpiece(text, T) : await bytebpe(text, T), sp = T.special || [];
+    return sp.length >= 2 ? [sp[0], ...ids, ...sp.slice(1)] : [...sp, ...ids];
+  }
+  function featureLinks(list) {
+    const span = document.createElement("span");
+    list.forEach(([f, v], i) => {
+      const a = document.createElement("a");
+      a.href = `#feature-${f}`;
+      a.className = "feature-link";
+      a.textContent = String(f);
+      span.append(i ? ", " : "", a, ` (${num(v)})`);
+    });
+    if (!list.length) span.textContent = "none";
+    return span;
+  }
+  let positionalFeatures = null;
+  async function runPrompt() {
+    const text = el("prompt-text").value, out = el("prompt-out");
+    out.textContent = "";
+    if (!text) return;
+    const ids = await tokenizeText(text);
+    if (el("prompt-text").value !== text) return;  // typed on meanwhile
+    if (!positionalFeatures) positionalFeatures = [...Array(DATA.n_features).keys()].filter((f) => KINDS[table.kind[f]] === "positional");
+    const t = document.createElement("table");
+    t.id = "prompt-tokens";
+    const head = document.createElement("tr");
+    for (const h of ["position", "token", "id", "features with it among their top tokens (mean over positions)", "positional features here (mean over tokens)"]) {
+      const th = document.createElement("th"); th.textContent = h; head.appendChild(th);
+    }
+    t.appendChild(head);
+    ids.forEach((id, p) => {
+      const tr = document.createElement("tr");
+      tr.dataset.tokenId = id;
+      if (P0 + p >= DATA.context) tr.className = "past-context";
+      const key = norm(tokenString(id)), byTok = (byToken.get(key) || []).slice().sort((x, y) => y[1] - x[1]).slice(0, 5);
+      const here = p - P0 >= 0 && p - P0 < P ? positionalFeatures.map((f) => [f, profile(f)[p - P0]]).filter(([, v]) => v > 0).sort((x, y) => y[1] - x[1]).slice(0, 5) : [];
+      const cells = [String(p), JSON.stringify(tokenString(id)), String(id)];
+      for (const c of cells) { const td = document.createElement("td"); td.textContent = c; tr.appendChild(td); }
+      for (const list of [byTok, here]) { const td = document.createElement("td"); td.className = "l"; td.appendChild(featureLinks(list)); tr.appendChild(td); }
+      t.appendChild(tr);
+    });
+    out.appendChild(t);
+    el("prompt-status").textContent = `${ids.length} token(s); rows past the context (${DATA.context}) are shaded`;
+  }
+  function startPrompt() {
+    const T = DATA.tokenizer;
+    if (!T || !T.kind) {
+      el("prompt-text").disabled = true;
+      el("prompt-status").textContent = `No prompt box for this model: ${T ? T.note : "no tokenizer"}. Run posfeat prompt "your text" instead.`;
+      return;
+    }
+    el("prompt-status").textContent = `tokenised in the page by the model's own ${T.kind === "wordpiece" ? "WordPiece" : "byte-level BPE"} vocabulary`;
+    el("prompt-text").addEventListener("input", () => { runPrompt().catch((e) => { el("prompt-status").textContent = "the tokenizer failed: " + e; }); });
+  }
   function openFromHash() {
     const m = /^#feature-(\d+)$/.exec(location.hash);
     if (!m) return;
@@ -440,6 +562,7 @@
     el("page-prev").addEventListener("click", () => { page = Math.max(0, page - 1); render(); });
     el("page-next").addEventListener("click", () => { page += 1; render(); });
     window.addEventListener("hashchange", openFromHash);
+    startPrompt();
     render();
     openFromHash();
     document.body.dataset.explorer = "ready";
