@@ -16,6 +16,7 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 
 from posfeat import Embeddings, analyze
 from posfeat.engine.histogram import activation_histograms
@@ -375,5 +376,70 @@ def test_cased_vocabulary_search_keeps_case_and_logit_effects_show_for_a_gpt2_la
     down = page.eval_on_selector_all("#feature-card table.logits-down tr", "rows => rows.slice(1).map(r => r.cells[0].textContent)")
     assert up == [json.dumps(tokens[int(t)]) for t in np.argsort(-logits)[:5]]
     assert down == [json.dumps(tokens[int(t)]) for t in np.argsort(logits)[:5]]
+    assert errors == []
+    page.close()
+
+
+PROMPTS = ["The cat sat on the mat.", "Héllo, WORLD!! naïve café 東京 x2=3  spaces\tand\ttabs", "antidisestablishmentarianism's 1234567"]
+
+
+def _prompt_ids(browser, report, texts: list[str]) -> list[list[int]]:
+    errors: list[str] = []
+    page = _open(browser, report.as_uri(), errors)
+    out = []
+    for text in texts:
+        page.fill("#prompt-text", text)
+        page.wait_for_function("t => document.querySelector('#prompt-tokens') && document.querySelector('#prompt-text').value === t", arg=text)
+        page.wait_for_timeout(200)
+        out.append([int(r) for r in page.eval_on_selector_all("#prompt-tokens tr[data-token-id]", "rows => rows.map(r => r.dataset.tokenId)")])
+    links = page.eval_on_selector_all("#prompt-tokens a.feature-link", "a => a.map(x => x.getAttribute('href'))")
+    assert all(h.startswith("#feature-") for h in links) and errors == []
+    page.close()
+    return out
+
+
+def test_prompt_box_runs_gpt2_byte_level_bpe_as_the_tokenizer_does(tmp_path, browser):
+    """GPT-2's real vocabulary and merges (tests/data): the page's BPE gives the ids the tokenizers library gives."""
+    from safetensors.torch import save_file
+
+    from posfeat import SAE, load_embeddings
+    from posfeat.analyses.prompt import tokenize, tokenizer_for
+
+    from helpers import gpt2_tokenizer_json
+
+    folder = tmp_path / "gpt2-small-vocab"
+    folder.mkdir()
+    g = torch.Generator().manual_seed(0)
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 8, "n_positions": 24, "vocab_size": 50257}))
+    save_file({"wte.weight": torch.randn(50257, 8, generator=g), "wpe.weight": torch.randn(24, 8, generator=g)}, str(folder / "model.safetensors"))
+    (folder / "tokenizer.json").write_bytes(gpt2_tokenizer_json())
+    emb = load_embeddings(str(folder))
+    sae = SAE.from_arrays(torch.randn(8, 6, generator=g), torch.randn(6, 8, generator=g), torch.randn(6, generator=g) - 1, torch.zeros(8),
+                          context_size=12, hook_name="blocks.0.hook_resid_pre", name="tiny")
+    an = analyze(emb, sae, tokens_sample=8, progress=False)
+    report = an.save(tmp_path / "report") / "report.html"
+    tok = tokenizer_for(an.emb)
+    assert _prompt_ids(browser, report, PROMPTS) == [tokenize(tok, t) for t in PROMPTS]
+
+
+@pytest.mark.realmodel
+def test_prompt_box_runs_the_bundled_wordpiece_as_the_tokenizer_does(tmp_path, browser):
+    """The bundled all-MiniLM-L6-v2: BERT's lower-casing, accent stripping, punctuation and CJK splitting, [CLS] and [SEP]."""
+    from posfeat import load_pair
+    from posfeat.analyses.prompt import tokenize, tokenizer_for
+
+    emb, sae = load_pair()
+    an = analyze(emb, sae, tokens_sample=8, progress=False)
+    report = an.save(tmp_path / "report") / "report.html"
+    tok = tokenizer_for(an.emb)
+    assert _prompt_ids(browser, report, PROMPTS) == [tokenize(tok, t) for t in PROMPTS]
+
+
+def test_prompt_box_says_why_when_the_page_cannot_tokenize(wide, browser):
+    _, report = wide
+    errors: list[str] = []
+    page = _open(browser, report.as_uri(), errors)
+    assert page.locator("#prompt-text").is_disabled()
+    assert "No prompt box for this model: no tokenizer.json was found" in page.locator("#prompt-status").inner_text()
     assert errors == []
     page.close()

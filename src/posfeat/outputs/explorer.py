@@ -1,19 +1,27 @@
-"""The data of the feature explorer in report.html: every feature's row and its profile over every position, compactly.
+"""The data of the feature explorer in report.html: every feature's row, profile and card, compactly, and the prompt box's tokenizer.
 
 Profiles (mean activation over tokens at each studied position) are quantised against each
-feature's own maximum, delta-coded along the positions and deflated: positional features to 255
-levels, the others to the most levels (255, 63, 31, 15, 7 or 3) that keep all profiles within
-about :data:`PROFILE_BUDGET` bytes (the card says how many levels it draws); the table is
+feature's own maximum, delta-coded along the positions and deflated: positional features at every
+position to 255 levels, the others as means over blocks of positions (:data:`COARSE_POINTS` points at
+most) to the most levels (255, 63, 31, 15, 7 or 3) that keep all profiles within about
+:data:`PROFILE_BUDGET` bytes (the card says how many levels and positions it draws); the table is
 column-wise JSON, deflated.
 
-The token index is exact from the grid: each feature's top tokens over the whole vocabulary (the
-``GridStats.top_tokens`` of the context, mean activation over positions, those with a positive mean)
-as references into one list of the distinct tokens involved, with their activations as float16; the
-page inverts it, so searching a token finds every feature that has it among its top tokens (4 bytes an
-entry before deflation: about 3 MB in the page at GPT-2 scale, 24576 features x 20 tokens, token strings included). All three
-travel as base64 inside the page and are inflated by the browser
-(``DecompressionStream``), so the page stays self-contained and offline, and within a few MB at
-GPT-2 scale (24576 features x 1024 positions). The CSVs keep the exact numbers.
+The card's data, for every feature: the exact activation histogram over the context's grid
+(:mod:`posfeat.engine.histogram`; counts as 8-bit codes of log2(1 + count), the Python card and
+``posfeat feature N --json`` keep them exact) and its :data:`PAGE_INPUTS` strongest (token, position)
+inputs; the mean pre-activation by position (exact for positional features, else on the top
+:data:`PRE_PCS` principal components of W_pos, as the card says); the nearest W_pos row; past-context
+numbers; and the logit effects through a tied unembedding (or why there are none).
+
+The token index is exact from the grid: each feature's top :data:`TOKEN_INDEX_K` tokens over the whole
+vocabulary (``GridStats.top_tokens`` of the context, mean activation over positions) as token ids into the
+page's vocabulary (every token's string, deflated), with 8-bit codes of their means; the page inverts it,
+so searching a token finds every feature that has it among its top tokens, with its activation.
+
+Everything travels as base64 inside the page and is inflated by the browser (``DecompressionStream``),
+so the page stays self-contained and offline: the GPT-2-shaped stand-in's whole report is under 8 MB
+(24576 features x 1024 positions). The CSVs keep the exact numbers.
 """
 
 from __future__ import annotations
@@ -274,7 +282,7 @@ def explorer_payload(an: Analysis) -> dict[str, Any]:
     table = {
         "kind": [KIND_CODES[k] for k in f.kind], "positional_score": _round(f.positional_score), "token_score": _round(f.token_score),
         "position_share": _round(f.position_share), "token_share": _round(f.token_share), "interaction_share": _round(f.interaction_share),
-        "fire": _round(f.fire), "peak": f.peak_position.astype(int).tolist(), "runs": f.runs.fillna("").tolist(),
+        "fire": None if hist is not None else _round(f.fire), "peak": f.peak_position.astype(int).tolist(), "runs": f.runs.fillna("").tolist(),
         "n_runs": f.n_runs.astype(int).tolist(), "scale": _round(scale, 4),
         "levels": levels.tolist(), "nearest_wpos_row": f.nearest_wpos_row.astype(int).tolist(), "decoder_cos_wpos": _round(f.decoder_cos_wpos),
         "pre_mean": _round(pre_mean), "threshold": _round(to_numpy(an.sae.cut(torch.float64)), 4),

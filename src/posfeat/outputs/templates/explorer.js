@@ -293,6 +293,8 @@
     d.append(h, ...nodes);
     return d;
   }
+  // the share of the context's grid where the feature fires (exact: its histogram's firing count over the grid's size)
+  function fireShare(f) { return table.fire ? table.fire[f] : table.firing[f] / DATA.hist.grid; }
   function pastContext(f, values) {
     if (DATA.context >= P0 + values.length) return `no positions past the context (${DATA.context}) were studied`;
     const c = DATA.context - P0;
@@ -301,7 +303,7 @@
     const peak = past.indexOf(Math.max(...past));
     let text = `past the context (positions ${DATA.context}..${P0 + values.length - 1}): mean activation ${num(mean(past))} (inside ${num(mean(inside))}), ` +
       `highest at position ${DATA.context + peak} (${num(past[peak])})`;
-    if (table.past_fire) text += `; fires on ${num(100 * table.past_fire[f])}% of inputs there (inside ${num(100 * table.fire[f])}%)`;
+    if (table.past_fire) text += `; fires on ${num(100 * table.past_fire[f])}% of inputs there (inside ${num(100 * fireShare(f))}%)`;
     if (table.spurious_pairs) text += `; ${table.spurious_pairs[f]} (token, position) pairs fire there for tokens that never fire inside`;
     return text;
   }
@@ -324,7 +326,7 @@
     }
     box.appendChild(h);
     box.appendChild(para(`position share ${fmt(table.position_share[f])}, token share ${fmt(table.token_share[f])}, interaction ${fmt(table.interaction_share[f])}; ` +
-      `fires on ${fmt(table.fire[f])} of the grid inside the context; peak ${table.peak[f]}; firing runs: ${table.runs[f] || "none"}`));
+      `fires on ${fmt(num(fireShare(f)))} of the grid inside the context; peak ${table.peak[f]}; firing runs: ${table.runs[f] || "none"}`));
     const prof = profile(f), [pre, exactPre] = preactivation(f);
     const wpos = para(`decoder direction nearest W_pos row ${table.nearest_wpos_row[f]} (cosine ${fmt(table.decoder_cos_wpos[f])})`);
     wpos.className = "nearest-wpos";
