@@ -13,13 +13,12 @@ import sys
 from pathlib import Path
 
 from posfeat.analyses.findings import markdown_table
-from posfeat.outputs.report import TITLES
 
 START, END = "<!-- findings-table -->", "<!-- /findings-table -->"
 
 
 def table(summary: dict) -> str:
-    return markdown_table(summary["findings"], TITLES)
+    return markdown_table(summary["findings"])
 
 
 def block(text: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from posfeat.analyses.analysis import analyze
+    from posfeat import analyze
 
     from helpers import planted_pair
 

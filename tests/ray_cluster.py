@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import posfeat
-from posfeat.io.atomic import pid_alive
+from posfeat.io.writes import pid_alive
 
 RAY = str(Path(sys.executable).with_name("ray"))
 SRC = str(Path(posfeat.__file__).resolve().parents[1])

@@ -9,9 +9,8 @@ Data flows one way through the stages (each subpackage imports only from those b
     >>> an = posfeat.analyze(emb, sae); an.save("out")         # every finding of the note, with verdicts
 
 ``import posfeat`` is light: each name below is imported on first use (PEP 562), so torch, scipy and
-matplotlib load only when something needs them. The first use of any name but ``__version__`` and
-``PosfeatError`` also imports ``posfeat.outputs``, which registers the writers and figures that
-:class:`Analysis` looks up.
+matplotlib load only when something needs them. :class:`Analysis` and :func:`analyze` come from
+``posfeat.outputs`` (the stage whose writers and figures ``Analysis.save`` and ``.figure`` reach).
 """
 
 from __future__ import annotations
@@ -24,12 +23,10 @@ from .core.version import __version__
 if TYPE_CHECKING:
     from .analyses import (
         PCA,
-        Analysis,
         Comparison,
         FeatureCard,
         FindingRules,
         Prompt,
-        analyze,
         compare_saes,
         feature_card,
         positional_pca,
@@ -40,10 +37,12 @@ if TYPE_CHECKING:
     from .engine import GridStats, brute_force_stats, feature_stats, sample_tokens
     from .experiments import ContextSweepConfig, WidthSweepConfig, sweep_context, sweep_widths
     from .io import load_embeddings, load_pair, load_sae, read_sae_folder, write_sae_folder
+    from .outputs.results import Analysis, analyze
     from .training import TrainConfig, train_sae
 
 _EXPORTS = {
-    **dict.fromkeys(["PCA", "Analysis", "Comparison", "FeatureCard", "FindingRules", "Prompt", "analyze", "compare_saes", "feature_card",
+    **dict.fromkeys(["Analysis", "analyze"], ".outputs.results"),
+    **dict.fromkeys(["PCA", "Comparison", "FeatureCard", "FindingRules", "Prompt", "compare_saes", "feature_card",
                      "positional_pca", "prompt", "reconstruction_by_position"], ".analyses"),
     **dict.fromkeys(["SAE", "Embeddings", "SAEMeta"], ".core"),
     "PosfeatError": ".core.errors",
@@ -52,15 +51,7 @@ _EXPORTS = {
     **dict.fromkeys(["load_embeddings", "load_pair", "load_sae", "read_sae_folder", "write_sae_folder"], ".io"),
     **dict.fromkeys(["TrainConfig", "train_sae"], ".training"),
 }
-_LIGHT = {"PosfeatError"}
-
-
-def _register_outputs(name: str) -> None:
-    if name not in _LIGHT:
-        from . import outputs  # noqa: F401  (registers the writers and figures that Analysis uses)
-
-
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _register_outputs)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "PCA",

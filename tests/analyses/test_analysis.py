@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from posfeat import positional_pca
-from posfeat.analyses.analysis import analyze
+from posfeat import analyze, positional_pca
 from posfeat.cli import main
 from posfeat.outputs.figures import FIGURES
 

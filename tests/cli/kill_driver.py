@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from posfeat import train_sae
-from posfeat.io.atomic import TEMP_TAG
+from posfeat.io.writes import TEMP_TAG
 from posfeat.training.trainer import CHECKPOINT
 
 from helpers import random_pair

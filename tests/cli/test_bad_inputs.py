@@ -16,8 +16,9 @@ from safetensors.torch import save_file
 
 from posfeat.cli import main
 from posfeat.core.progress import STAGE_LINE
-from posfeat.io.atomic import LOCK_TAG, TEMP_TAG
+from posfeat.io.lock import LOCK_TAG
 from posfeat.io.sources import BUNDLED_SAE_DIR
+from posfeat.io.writes import TEMP_TAG
 
 from helpers import random_pair, write_planted_folders
 
@@ -112,12 +113,13 @@ def _weights_link_outside(data: dict, dst: Path) -> None:
 
 def _nested_sae(ws: Path) -> str:
     """An SAE inside a finished posfeat sweep folder (bad/sw/d_sae_8/seed_0)."""
-    from posfeat.io.atomic import write_marker
+    from posfeat.experiments.folder import SWEEP_WIDTHS
+    from posfeat.io.ownership import write_marker
 
     dst = ws / "bad" / "sw" / "d_sae_8" / "seed_0"
     if not dst.exists():
         shutil.copytree(ws / "sae", dst)
-        write_marker(ws / "bad" / "sw", "sweep widths")
+        write_marker(ws / "bad" / "sw", SWEEP_WIDTHS)
     return str(dst)
 
 
@@ -271,7 +273,7 @@ INJECTED = {
     "no_space_writing_report": ("posfeat.outputs.write.render_html", OSError(errno.ENOSPC, "No space left on device", "report.html"),
                                 ["analyze", "--model", "{M}", "--sae", "{S}", "--out", "{W}/prev", "--force", "--tokens-sample", "8"],
                                 "No space left on device while writing output folder"),
-    "read_only_old_output": ("posfeat.io.atomic.os.access", None, ["analyze", "--model", "{M}", "--sae", "{S}", "--out", "{W}/prev", "--force"],
+    "read_only_old_output": ("posfeat.io.policy.os.access", None, ["analyze", "--model", "{M}", "--sae", "{S}", "--out", "{W}/prev", "--force"],
                              "writable"),
 }
 

@@ -28,7 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from posfeat.cli import main
-from posfeat.io.atomic import LOCK_TAG, TEMP_TAG
+from posfeat.io.lock import LOCK_TAG
+from posfeat.io.writes import TEMP_TAG
 
 from helpers import REPO, write_planted_folders
 

@@ -17,8 +17,11 @@ from safetensors.torch import save_file
 import posfeat
 from posfeat import PosfeatError, train_sae
 from posfeat.cli import main
-from posfeat.io import atomic
-from posfeat.io.atomic import LOCK_TAG, TEMP_TAG
+from posfeat.io import lock, output, writes
+from posfeat.io.lock import LOCK_TAG
+from posfeat.io.ownership import MARKER
+from posfeat.io.writes import TEMP_TAG
+from posfeat.training.train import TRAIN_CHECKPOINT, train_kinds
 
 from helpers import add_file, random_pair, write_planted_folders
 
@@ -47,7 +50,7 @@ def holder():
     procs = []
 
     def hold(target: Path) -> subprocess.Popen:
-        code = ("import sys; from pathlib import Path; from posfeat.io.atomic import lock_target, set_run; "
+        code = ("import sys; from pathlib import Path; from posfeat.io.lock import lock_target, set_run; "
                 "set_run('posfeat analyze --out the-first-run'); lock_target(Path(sys.argv[1])); print('locked', flush=True); sys.stdin.read()")
         proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                 env={**os.environ, "PYTHONPATH": SRC})
@@ -141,27 +144,27 @@ def test_a_run_killed_inside_a_safetensors_write_leaves_only_its_own_temporary(t
     left = [p.name for p in partial.iterdir()]
     assert len(left) == 1 and left[0].endswith(TEMP_TAG) and (partial / left[0] / ".tmpAbC123").exists(), left
     try:
-        assert atomic.partial_folder(tmp_path / "sae", "train-checkpoint") == partial
+        assert output.partial_folder(tmp_path / "sae", TRAIN_CHECKPOINT) == partial
     finally:
-        atomic.unlock_target(tmp_path / "sae")
-    assert [p.name for p in partial.iterdir()] == [atomic.MARKER]
+        lock.unlock_target(tmp_path / "sae")
+    assert [p.name for p in partial.iterdir()] == [MARKER]
 
 
 def test_a_sweep_run_killed_after_a_curve_point_resumes(tmp_path):
     """A sweep's run keeps its positional-features curve beside its checkpoint; a worker killed after writing a point leaves
     a work folder its retry must take up (the Ray kill test once found it refused)."""
-    from posfeat.experiments.runner import CURVE_FILE
+    from posfeat.experiments.runner import CURVE_FILE, PositionalCurve
 
     target = tmp_path / "seed_0"
     try:
-        partial = atomic.partial_folder(target, "train-checkpoint")
+        partial = output.partial_folder(target, train_kinds(PositionalCurve)[1])
         (partial / CURVE_FILE).write_text("step,positional\n10,3\n")
     finally:
-        atomic.unlock_target(target)
+        lock.unlock_target(target)
     try:
-        assert atomic.partial_folder(target, "train-checkpoint") == partial and (partial / CURVE_FILE).is_file()
+        assert output.partial_folder(target, train_kinds(PositionalCurve)[1]) == partial and (partial / CURVE_FILE).is_file()
     finally:
-        atomic.unlock_target(target)
+        lock.unlock_target(target)
 
 
 def test_a_failed_run_removes_the_folders_it_made_and_its_lock(pair, tmp_path):
@@ -242,13 +245,13 @@ def test_a_torn_two_file_checkpoint_is_refused_with_the_reason(tmp_path):
 # ---------------------------------------------------------------------------- signals at the edges of a run
 def test_a_signal_right_after_the_output_is_in_place_ends_with_0(pair, tmp_path, monkeypatch, capsys):
     model, sae = pair
-    real = atomic.swap_in
+    real = writes.swap_in
 
     def swap_then_signal(tmp: Path, target: Path) -> None:
         real(tmp, target)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(atomic, "swap_in", swap_then_signal)
+    monkeypatch.setattr(output, "swap_in", swap_then_signal)
     assert main(_analyze(model, sae, tmp_path / "out")) == 0
     assert "SIGTERM arrived after" in capsys.readouterr().err and (tmp_path / "out" / "report.html").is_file()
     code = main(["train", "--model", str(model), "--d-sae", "8", "--context", "8", "--steps", "4", "--batch", "8", "--out",
@@ -259,7 +262,7 @@ def test_a_signal_right_after_the_output_is_in_place_ends_with_0(pair, tmp_path,
 @pytest.mark.parametrize("ok", [True, False])
 def test_a_signal_while_exiting_never_takes_the_default_action(ok, pair, tmp_path, monkeypatch):
     model, sae = pair
-    real = atomic.release_all
+    real = lock.release_all
 
     def release_then_signal(failed: bool = False) -> None:
         os.kill(os.getpid(), signal.SIGTERM)

@@ -14,8 +14,10 @@ import pytest
 
 import posfeat
 from posfeat.cli import main
-from posfeat.io import atomic
-from posfeat.io.atomic import LOCK_TAG, MARKER, TEMP_TAG
+from posfeat.io import lock as atomic
+from posfeat.io.lock import LOCK_TAG
+from posfeat.io.ownership import MARKER
+from posfeat.io.writes import TEMP_TAG
 
 from helpers import write_planted_folders
 
@@ -114,7 +116,7 @@ def holder():
     procs = []
 
     def hold(target: Path) -> subprocess.Popen:
-        code = ("import sys; from pathlib import Path; from posfeat.io.atomic import lock_target, set_run; "
+        code = ("import sys; from pathlib import Path; from posfeat.io.lock import lock_target, set_run; "
                 "set_run('posfeat train --out X'); lock_target(Path(sys.argv[1])); print('locked', flush=True); sys.stdin.read()")
         proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                 env={**os.environ, "PYTHONPATH": SRC})

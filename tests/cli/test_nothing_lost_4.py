@@ -18,7 +18,8 @@ import pytest
 import posfeat
 from posfeat.cli import main
 from posfeat.core.errors import PosfeatMemoryError
-from posfeat.io.atomic import LOCK_TAG, TEMP_TAG
+from posfeat.io.lock import LOCK_TAG
+from posfeat.io.writes import TEMP_TAG
 
 from helpers import REPO, random_pair, write_planted_folders
 

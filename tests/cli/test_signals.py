@@ -23,7 +23,7 @@ import torch
 
 import posfeat
 from posfeat import read_sae_folder
-from posfeat.io.atomic import TEMP_TAG
+from posfeat.io.writes import TEMP_TAG
 
 from helpers import write_planted_folders
 

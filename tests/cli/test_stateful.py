@@ -26,7 +26,9 @@ from safetensors.torch import save_file
 from posfeat.analyses.classify import FEATURE_COLUMNS
 from posfeat.analyses.evaluation import EVAL_COLUMNS
 from posfeat.cli import main
-from posfeat.io.atomic import LOCK_TAG, MARKER, TEMP_TAG
+from posfeat.io.lock import LOCK_TAG
+from posfeat.io.ownership import MARKER
+from posfeat.io.writes import TEMP_TAG
 
 from helpers import write_planted_folders
 

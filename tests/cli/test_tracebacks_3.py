@@ -13,7 +13,8 @@ import pytest
 from posfeat import load_embeddings, train_sae
 from posfeat.cli import main
 from posfeat.core.progress import STAGE_LINE
-from posfeat.io.atomic import LOCK_TAG, TEMP_TAG
+from posfeat.io.lock import LOCK_TAG
+from posfeat.io.writes import TEMP_TAG
 
 from helpers import write_planted_folders
 

@@ -49,9 +49,9 @@ def test_cli_parser_and_import_posfeat_load_no_heavy_module():
 def test_lazy_names_resolve_like_eager_ones():
     import posfeat
     import posfeat.core
-    from posfeat.analyses import analysis
+    from posfeat.outputs import results
 
-    assert posfeat.analyze is analysis.analyze and "analyze" in dir(posfeat)
+    assert posfeat.analyze is results.analyze and "analyze" in dir(posfeat)
     assert posfeat.outputs.__name__ == "posfeat.outputs"  # subpackages too
     with pytest.raises(AttributeError):
         posfeat.no_such_name  # noqa: B018

@@ -18,7 +18,8 @@ import posfeat
 from posfeat import read_sae_folder
 from posfeat.core.errors import PosfeatError
 from posfeat.experiments import SweepIncompleteError, sweep_widths
-from posfeat.io.atomic import write_marker
+from posfeat.experiments.folder import SWEEP_WIDTHS
+from posfeat.io.ownership import write_marker
 from posfeat.training.trainer import read_checkpoint
 
 from helpers import random_pair
@@ -112,7 +113,7 @@ def test_a_run_that_fails_for_good_is_reported(cluster, reference, tmp_path):
     out = tmp_path / "fail"
     blocker = out.with_name("fail.partial") / "d_sae_16" / "seed_1.partial"
     blocker.parent.mkdir(parents=True)
-    write_marker(out.with_name("fail.partial"), "sweep widths")  # the sweep's own work folder (a user's folder is refused whole)
+    write_marker(out.with_name("fail.partial"), SWEEP_WIDTHS)  # the sweep's own work folder (a user's folder is refused whole)
     blocker.write_text("not a folder")  # where that run keeps its checkpoints: it fails with a one-sentence error
     with pytest.raises(SweepIncompleteError, match=r"1 of 4 runs failed \(d_sae_16/seed_1"):
         sweep_widths(emb, out=out, executor="ray", **KW)

@@ -13,7 +13,8 @@ import torch
 from posfeat import PosfeatError, analyze, read_sae_folder
 from posfeat.cli import main
 from posfeat.experiments import parse_ints, power_law, repair_verdict, sweep_context, sweep_widths
-from posfeat.io.atomic import write_marker
+from posfeat.experiments.folder import SWEEP_WIDTHS
+from posfeat.io.ownership import write_marker
 from posfeat.training import train_sae
 
 from helpers import random_pair
@@ -223,7 +224,7 @@ def test_local_run_that_fails_is_reported_and_the_rerun_finishes(tmp_path):
     kw = {**KW, "steps": 40, "curve_points": 0}
     blocker = tmp_path / "s.partial" / "d_sae_16" / "seed_0.partial"
     blocker.parent.mkdir(parents=True)
-    write_marker(tmp_path / "s.partial", "sweep widths")  # the sweep's own work folder (a user's folder is refused whole)
+    write_marker(tmp_path / "s.partial", SWEEP_WIDTHS)  # the sweep's own work folder (a user's folder is refused whole)
     blocker.write_text("not a folder")
     with pytest.raises(SweepIncompleteError, match=r"1 of 4 runs failed \(d_sae_16/seed_0"):
         sweep_widths(emb, widths=[8, 16], out=tmp_path / "s", **kw)
@@ -233,3 +234,18 @@ def test_local_run_that_fails_is_reported_and_the_rerun_finishes(tmp_path):
     blocker.unlink()
     sweep_widths(emb, widths=[8, 16], out=tmp_path / "s", **kw)
     assert list(pd.read_csv(tmp_path / "s" / "runs.csv").status) == ["done"] * 4 and not (tmp_path / "s.partial").exists()
+
+
+def test_one_executor_interface_and_one_source_of_its_defaults():
+    import inspect
+
+    from posfeat.experiments.config import EXECUTORS, ExecutorConfig
+    from posfeat.experiments.executors import EXECUTOR_CLASSES, Executor, LocalExecutor, make_executor
+    from posfeat.experiments.sweeps import sweep_context, sweep_widths
+
+    assert tuple(EXECUTOR_CLASSES) == EXECUTORS and all(issubclass(c, Executor) for c in EXECUTOR_CLASSES.values())
+    assert isinstance(make_executor(ExecutorConfig()), LocalExecutor)
+    for fn in (sweep_widths, sweep_context):  # the sweeps' keyword defaults are ExecutorConfig's own
+        params = inspect.signature(fn).parameters
+        for name in ("executor", "address", "max_retries", "gpu_memory"):
+            assert params[name].default == getattr(ExecutorConfig, name), (fn.__name__, name)

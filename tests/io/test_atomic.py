@@ -1,4 +1,5 @@
-"""The output policy and the one atomic writer: nothing of the user's is replaced, a failure at any point leaves the old output."""
+"""The output policy and the atomic writes (posfeat.io.policy, .ownership, .output, .writes): nothing of the user's is
+replaced, a failure at any point leaves the old output."""
 
 from __future__ import annotations
 
@@ -10,8 +11,25 @@ from pathlib import Path
 import pytest
 
 from posfeat import PosfeatError
-from posfeat.io import atomic
-from posfeat.io.atomic import MARKER, TEMP_TAG, check_target, output_file, output_folder, written_by_posfeat
+from posfeat.experiments.folder import SWEEP_KINDS
+from posfeat.io import policy
+from posfeat.io import writes as atomic
+from posfeat.io.output import output_file, output_folder
+from posfeat.io.ownership import MARKER
+from posfeat.io.ownership import written_by_posfeat as _written
+from posfeat.io.policy import check_target as _check
+from posfeat.io.writes import TEMP_TAG
+from posfeat.outputs.write import ANALYZE
+
+KINDS = (ANALYZE, *SWEEP_KINDS)  # the kinds a folder of these tests may be
+
+
+def check_target(out, **settings):
+    return _check(out, kinds=KINDS, **settings)
+
+
+def written_by_posfeat(folder):
+    return _written(folder, KINDS)
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -19,7 +37,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 def _posfeat_output(path: Path, text: str = "old") -> Path:
-    with output_folder(path, kind="analyze") as tmp:
+    with output_folder(path, kind=ANALYZE) as tmp:
         (tmp / "summary.json").write_text(text)
     return path
 
@@ -52,7 +70,7 @@ def test_existing_output_needs_force_and_must_be_posfeat_s(tmp_path):
 def test_replacement_is_atomic_and_marked(tmp_path):
     out = _posfeat_output(tmp_path / "out", "old")
     assert written_by_posfeat(out) == "analyze" and (out / MARKER).is_file()
-    with output_folder(out, kind="analyze", force=True) as tmp:
+    with output_folder(out, kind=ANALYZE, force=True) as tmp:
         assert not (tmp / "summary.json").exists() and (out / "summary.json").read_text() == "old"  # old untouched while writing
         (tmp / "summary.json").write_text("new")
     assert (out / "summary.json").read_text() == "new" and _leftovers(tmp_path) == []
@@ -60,7 +78,7 @@ def test_replacement_is_atomic_and_marked(tmp_path):
 
 def test_failure_while_writing_leaves_the_old_output(tmp_path):
     out = _posfeat_output(tmp_path / "out", "old")
-    with pytest.raises(RuntimeError), output_folder(out, kind="analyze", force=True) as tmp:
+    with pytest.raises(RuntimeError), output_folder(out, kind=ANALYZE, force=True) as tmp:
         (tmp / "summary.json").write_text("half")
         raise RuntimeError("boom")
     assert (out / "summary.json").read_text() == "old" and _leftovers(tmp_path) == []
@@ -80,7 +98,7 @@ def test_failure_during_the_swap_leaves_old_or_new(failing_call, tmp_path, monke
 
     monkeypatch.setattr(atomic.os, "rename", flaky)
     with pytest.raises(PosfeatError, match=f"No space left on device while writing output folder {out}"), \
-            output_folder(out, kind="analyze", force=True) as tmp:
+            output_folder(out, kind=ANALYZE, force=True) as tmp:
         (tmp / "summary.json").write_text("new")
     monkeypatch.setattr(atomic.os, "rename", real)
     assert (out / "summary.json").read_text() == "old" and _leftovers(tmp_path) == []
@@ -161,12 +179,12 @@ def test_an_input_is_never_an_output(where, tmp_path):
     with pytest.raises(PosfeatError, match="posfeat never writes over what it reads"):
         check_target(out, force=True, inputs=[("sae", str(sae))])
     with pytest.raises(PosfeatError, match="posfeat's installed package"):
-        check_target(atomic.PACKAGE_DIR / "bundled" / "minilm-l0-res-2048", force=True)
+        check_target(policy.PACKAGE_DIR / "bundled" / "minilm-l0-res-2048", force=True)
     assert (sae / "cfg.json").read_text() == "{}"
 
 
 def test_folders_made_for_an_output_go_when_it_fails(tmp_path):
-    with pytest.raises(RuntimeError), output_folder(tmp_path / "a" / "b" / "out", kind="analyze") as tmp:
+    with pytest.raises(RuntimeError), output_folder(tmp_path / "a" / "b" / "out", kind=ANALYZE) as tmp:
         (tmp / "summary.json").write_text("half")
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []

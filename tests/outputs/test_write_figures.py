@@ -9,7 +9,7 @@ import time
 import pytest
 
 import posfeat.outputs.write as write
-from posfeat.analyses.analysis import analyze
+from posfeat import analyze
 from posfeat.outputs.figures import FIGURES
 
 from helpers import planted_pair

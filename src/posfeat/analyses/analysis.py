@@ -4,8 +4,9 @@ Exact grid statistics (all tokens) give the feature classes, firing runs, profil
 spurious firing; what mixes features (reconstruction) uses a stated, seeded token sample at every
 position. Each claim becomes a verdict (:mod:`posfeat.analyses.findings`). Everything is computed
 where the pair lives; every table and array of an :class:`Analysis` is CPU pandas/numpy.
-``Analysis.save(dir)`` writes the files, ``Analysis.figure(name)`` draws one figure (both provided
-by ``posfeat.outputs``), and an Analysis shows its headline numbers in a notebook.
+An Analysis shows its headline numbers in a notebook; the public :class:`posfeat.Analysis`
+(``posfeat.outputs.results``, a later stage) adds ``save(dir)``, which writes the files, and
+``figure(name)``, which draws one figure.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,12 +26,11 @@ import torch
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, PosfeatTypeError, arg
 from ..core.memory import release_freed
-from ..core.registry import lookup
 from ..core.sae import SAE, sae_context
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import GridStats, additive_parts, check_pair, feature_stats, grid_statistics, on_device
 from ..engine.indices import IndexSet, resolve_index
-from ..engine.sample import SAMPLE_TOKENS, TokenSample, sample_tokens
+from ..engine.sample import TokenSample, sample_tokens
 from ..io.paths import shorten
 from ..io.sae_folders import neuronpedia_url
 from ..io.sources import as_pair, sae_token_weights
@@ -47,7 +46,9 @@ from .classify import (
     overlap,
     token_flatness,
 )
-from .findings import FindingRules, compute_findings
+from .config import AnalyzeConfig
+from .findings import TOKEN_PROFILES, FindingRules, compute_findings
+from .headline import AnalysisSummary
 from .helix import PCA, positional_pca
 from .length import (
     SPURIOUS_COLUMNS,
@@ -105,7 +106,8 @@ class Analysis:
         geometry: the weight-side statistics the findings read (``summary["geometry"]``: the helix's curve share,
             W_E's variance in W_pos's principal subspace).
         findings: the verdicts (``summary["findings"]``).
-        summary: the headline numbers (summary.json).
+        numbers: the headline numbers, typed (:class:`~posfeat.analyses.headline.AnalysisSummary`); ``summary`` is
+            their dict view, what summary.json holds.
         timings: seconds per stage.
     """
 
@@ -130,8 +132,14 @@ class Analysis:
     nulls: dict[str, Any] = field(default_factory=dict)
     geometry: dict[str, Any] = field(default_factory=dict)
     findings: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
+    numbers: AnalysisSummary | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The headline numbers as ``summary.json`` holds them (but the command and the time it was written): a dict view
+        of :attr:`numbers`, the typed :class:`~posfeat.analyses.headline.AnalysisSummary` (empty before it is made)."""
+        return self.numbers.as_dict() if self.numbers is not None else {}
 
     @property
     def positional(self) -> np.ndarray:
@@ -139,19 +147,10 @@ class Analysis:
         df = self.features[self.features.kind == "positional"].sort_values(["peak_position", "feature"])
         return df.feature.to_numpy()
 
-    @property
-    def figure_names(self) -> list[str]:
-        """Names accepted by :meth:`figure` (static figures, then the interactive ones)."""
-        return list(lookup("figure_names")())
-
     def neuronpedia_url(self, feature: int) -> str | None:
         """The feature's Neuronpedia page, when the SAE has a Neuronpedia id."""
         npid = self.sae.meta.neuronpedia_id
         return neuronpedia_url(npid, int(feature)) if npid else None  # validated id, URL-encoded
-
-    def figure(self, name: str) -> Any:
-        """The matplotlib ``Figure`` (or plotly figure, for the interactive ones) called ``name``."""
-        return lookup("make_figure")(self, name)
 
     def feature(self, index: int) -> Any:
         """A :class:`posfeat.FeatureCard` for one feature, from this analysis."""
@@ -164,11 +163,6 @@ class Analysis:
         from .prompt import prompt
 
         return prompt(self, text, top=top, feature=feature, tokenizer=tokenizer)
-
-    def save(self, out: str | Path, *, force: bool = False, command: str | None = None, include_sweeps: list[str | Path] = ()) -> Path:
-        """Write features.csv, by_position.csv, spurious_*.csv, summary.json, figures/*.png and report.html
-        (with the sections of the given ``posfeat sweep`` folders) under posfeat's output policy."""
-        return lookup("save_analysis")(self, out, force=force, command=command, include_sweeps=list(include_sweeps))
 
     def __repr__(self) -> str:
         """A few lines (under 2 KB): the pair, the feature counts and each finding's verdict; the tables are attributes."""
@@ -335,14 +329,14 @@ def analyze(
     sae: Any,
     *,
     positions: IndexSet = None,
-    tokens_sample: int = SAMPLE_TOKENS,
-    token: str | int | None = None,
+    tokens_sample: int = AnalyzeConfig.tokens_sample,
+    token: str | int | None = AnalyzeConfig.token,
     token_weights: Any = "auto",
-    seed: int = 0,
+    seed: int = AnalyzeConfig.seed,
     device: str | torch.device | None = None,
-    positional_share: float = 0.5,
-    semantic_share: float = 0.5,
-    n_token_features: int = 10,
+    positional_share: float = AnalyzeConfig.positional_share,
+    semantic_share: float = AnalyzeConfig.semantic_share,
+    n_token_features: int = AnalyzeConfig.n_token_features,
     rules: FindingRules | None = None,
     progress: bool = True,
 ) -> Analysis:
@@ -370,6 +364,9 @@ def analyze(
     for name, share in (("positional_share", positional_share), ("semantic_share", semantic_share)):
         if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 <= share <= 1:
             raise PosfeatTypeError(f"{arg(name, shorten(repr(share)))} is not a share; give a number from 0 to 1.")
+    if isinstance(n_token_features, bool) or not isinstance(n_token_features, numbers.Integral) or n_token_features < 1:
+        raise PosfeatTypeError(f"{arg('n_token_features', shorten(repr(n_token_features)))} is not a count; give a whole "
+                               "number, 1 or more.")
     context = min(sae_context(sae, emb.n_ctx), n_pos)
     tid = resolve_token(emb, token)
     weights, sample = _token_sample(emb, sae, token_weights, tokens_sample, seed)
@@ -393,7 +390,7 @@ def analyze(
     by_pos = samp.per_position.merge(code, on=["position", "in_context"]).merge(spur, on="position")
     for j, f in enumerate(top_feats):
         by_pos[f"token_f{int(f)}"] = prof[:, j]
-    with timed(timings, "token_profiles"):
+    with timed(timings, TOKEN_PROFILES.key):
         tokens = token_flatness(emb, sae, kinds, context, n_token_features, rules.flat_cv, None if weights is None else to_numpy(weights),
                                 top=stats_ctx.token_top)
         panels = token_panels(emb, sae, tokens, tid, n_pos, context, n_token_features)
@@ -405,7 +402,7 @@ def analyze(
                   token_panels=panels, nulls=nulls, geometry=geometry, timings=timings)
     an.findings = compute_findings(features, by_pos, context, pca.explained_variance_ratio, (int(pca.positions.min()), int(pca.positions.max())),
                                    emb.token_str(tid), an.rules, tokens=tokens, nulls=nulls, geometry=geometry)
-    an.summary = summarize(an, stats_ctx, positional_share=positional_share, semantic_share=semantic_share, seed=seed)
+    an.numbers = summarize(an, stats_ctx, positional_share=positional_share, semantic_share=semantic_share, seed=seed)
     return an
 
 
@@ -459,7 +456,7 @@ def _bert_edge(an: Analysis) -> dict[str, Any] | None:
             "median_past_context": float(past.spurious_per_token.median())}
 
 
-def summarize(an: Analysis, stats_ctx: GridStats, **settings: Any) -> dict[str, Any]:
+def summarize(an: Analysis, stats_ctx: GridStats, **settings: Any) -> AnalysisSummary:
     """The headline numbers of an analysis (what summary.json holds), all derived from its tables."""
     from ..core.version import __version__
     from .evaluation import pooled_explained_variance, range_means
@@ -471,7 +468,7 @@ def summarize(an: Analysis, stats_ctx: GridStats, **settings: Any) -> dict[str, 
     past_rows, in_rows = bp[bp.position >= an.context], bp[bp.position < an.context]
     ab_past = _mean(past_rows, "addback_fvu")
     knees = _knees(f)
-    return {
+    return AnalysisSummary(**{
         "model": an.emb.name, "sae": an.sae.name, "sae_architecture": an.sae.architecture, "d_sae": an.sae.d_sae, "d_model": an.emb.d_model,
         "d_vocab": an.emb.d_vocab, "n_ctx": an.emb.n_ctx, "positions_studied": int(bp.position.max()) + 1, "centered": bool(an.emb.centered),
         "context_size": an.context, "device": str(an.sae.device),
@@ -509,4 +506,4 @@ def summarize(an: Analysis, stats_ctx: GridStats, **settings: Any) -> dict[str, 
         "bert_edge": _bert_edge(an),
         "nulls": dict(an.nulls), "geometry": dict(an.geometry), "findings": an.findings, "rules": an.rules.as_dict(), "timings": dict(an.timings),
         "posfeat_version": __version__, "settings": settings,
-    }
+    })

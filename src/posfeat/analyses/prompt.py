@@ -25,12 +25,12 @@ import torch
 
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
-from ..core.registry import lookup
 from ..core.sae import SAE, sae_context
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import feature_stats
 from ..io.checkpoints import BUNDLED_MODEL, MODEL_ALIASES, bundled_model_dir
 from ..io.hub import cached_file
+from ..io.names import BUNDLED_SAE
 from ..io.sources import as_pair
 from ..io.tokens import read_tokenizer
 from .classify import classify
@@ -138,7 +138,9 @@ class Prompt:
 
     def html(self, feature: int | None = None) -> str:
         """The coloured view (tokens shaded by ``feature``, default :attr:`feature`) as an HTML fragment."""
-        return lookup("prompt_html")(self, self.feature if feature is None else int(feature))
+        from .prompt_view import prompt_html
+
+        return prompt_html(self, self.feature if feature is None else int(feature))
 
     def _repr_html_(self) -> str:
         return self.html()
@@ -234,7 +236,7 @@ def prompt(pair: Any, text: str | list[int], *, top: int | None = 10, feature: i
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise PosfeatError(f"pair is a {type(pair).__name__}; pass (model, sae) or an Analysis.")
         model, s = pair
-        emb, sae = as_pair(model, "minilm" if s is None else s)
+        emb, sae = as_pair(model, BUNDLED_SAE if s is None else s)
     if top is not None and (isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1):
         raise PosfeatError(f"{arg('top', top)} must be a positive whole number.")
     if isinstance(text, str):

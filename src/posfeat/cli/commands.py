@@ -14,8 +14,11 @@ from ..core.errors import PosfeatError
 from ..core.sae import sae_context
 from ..core.tensors import resolve_device
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
-from ..io.atomic import check_file_target, check_target, output_file
 from ..io.checkpoints import load_embeddings
+from ..io.names import BUNDLED_MODEL
+from ..io.output import Output, output_file
+from ..io.paths import expand
+from ..io.policy import check_file_target, check_target
 from ..io.sources import input_locations, load_pair, load_sae, sae_token_weights
 from ..io.tokens import load_token_weights
 from ..training.config import TrainConfig
@@ -43,7 +46,7 @@ def _pair(args: argparse.Namespace) -> tuple[Any, Any]:
 def _token_weights(args: argparse.Namespace, emb: Any, sae: Any) -> tuple[Path, Any] | None:
     """--token-weights if given, else the SAE folder's own token_weights.safetensors, else None (uniform)."""
     if getattr(args, "token_weights", None):
-        return Path(args.token_weights).expanduser(), load_token_weights(args.token_weights, emb.d_vocab)
+        return expand(args.token_weights), load_token_weights(args.token_weights, emb.d_vocab)
     return None if sae is None else sae_token_weights(sae, emb.d_vocab)
 
 
@@ -51,7 +54,7 @@ def _inputs(args: argparse.Namespace) -> list[tuple[str, Any]]:
     """The command's inputs on disk (model, SAE, token weights, --init, --include-sweep): never an output."""
     model = getattr(args, "model", None)
     if model is None and getattr(args, "command", "") == "train":
-        model = "minilm"
+        model = BUNDLED_MODEL
     return input_locations(model, getattr(args, "sae", None), token_weights=getattr(args, "token_weights", None),
                            init=getattr(args, "init", None), include_sweep=getattr(args, "include_sweep", None))
 
@@ -82,23 +85,25 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
 @command("analyze")
 def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     from ..analyses.analysis import analyze, timed
+    from ..analyses.config import AnalyzeConfig
     from ..outputs.report import CSV_FILES, sweep_sections
-    from ..outputs.write import save_analysis
+    from ..outputs.write import ANALYZE, save_analysis
 
     t0 = time.monotonic()
     _positive(args, "tokens_sample")
     rules = _rules(args.rule)
     resolve_device(args.device)
-    check_target(args.out, force=args.force, inputs=_inputs(args))  # fail early on a bad --out, before any work
+    output = Output(args.out, ANALYZE, force=args.force, command=invocation, inputs=_inputs(args))
+    output.claim()  # fail early on a bad --out, before any work
     sweep_sections(args.include_sweep)  # and on a bad --include-sweep
     load_time: dict[str, float] = {}
     with timed(load_time, "load"):
         emb, sae = _pair(args)
     positions = positions_arg(args.positions, emb.n_ctx, single=True)
-    an = analyze(emb, sae, positions=None if positions is None else positions.stop, tokens_sample=args.tokens_sample, token=args.token,
-                 seed=args.seed, rules=rules, progress=True)
+    an = analyze(emb, sae, positions=None if positions is None else positions.stop, rules=rules, progress=True,
+                 **values_of(args, AnalyzeConfig))
     an.timings = {**load_time, **an.timings}
-    out = save_analysis(an, args.out, force=args.force, command=invocation, include_sweeps=args.include_sweep, progress=True)
+    out = save_analysis(an, output, force=args.force, command=invocation, include_sweeps=args.include_sweep, progress=True)
     s = an.summary
     c = s["counts"]
     print(f"{s['model']} x {s['sae']} (context {s['context_size']}, centred {s['centered']}, device {s['device']})")
@@ -218,14 +223,15 @@ def run_eval(args: argparse.Namespace, invocation: str) -> int:
 
 @command("train")
 def run_train(args: argparse.Namespace, invocation: str) -> int:
-    from ..training.train import train_sae
+    from ..training.train import TRAIN, train_sae
 
     values = values_of(args, TrainConfig)
     TrainConfig(**values).validate(None)
     dev = resolve_device(args.device)
-    check_target(args.out, force=args.force, inputs=_inputs(args))
+    output = Output(args.out, TRAIN, force=args.force, command=invocation, inputs=_inputs(args))
+    output.claim()
     emb = load_embeddings(args.model, center=args.center).to(dev)
-    res = train_sae(emb, token_weights=args.token_weights, init=args.init, out=args.out, resume=args.resume, resume_or_start=args.resume_or_start,
+    res = train_sae(emb, token_weights=args.token_weights, init=args.init, out=output, resume=args.resume, resume_or_start=args.resume_or_start,
                     force=args.force, command=invocation, model_name=args.model, **values)
     last = res.log[-1] if res.log else {}
     print(f"wrote {res.out}: d_sae {res.sae.d_sae}, context {res.sae.context_size}, hook {res.sae.hook_name}, final FVU "
@@ -266,58 +272,44 @@ def _print_plan(emb: Any, runs: list[Any], shared: Any, exe: ExecutorConfig) -> 
     return 0
 
 
-def _finished(out: str) -> None:
-    path = Path(out).expanduser().resolve()
+def _finished(out: str, placement: dict[str, Any]) -> None:
+    """The sweep's last lines: where it wrote, and the nodes and devices its runs took part on."""
+    path = expand(out).resolve()
     print(f"wrote {path} (runs.csv, summary.json, figures/, section.html)")
-    try:
-        s = json.loads((path / "summary.json").read_text())
-    except (OSError, ValueError):
-        return
-    if s.get("nodes"):
-        print(f"runs took part on {s['nodes']} node(s) and {s['devices']} device(s): "
-              + ", ".join(f"{k}: {n} run(s)" for k, n in s.get("runs_per_node", {}).items()) + " (runs.csv: node, device, wall_seconds)")
+    if placement.get("nodes"):
+        print(f"runs took part on {placement['nodes']} node(s) and {placement['devices']} device(s): "
+              + ", ".join(f"{k}: {n} run(s)" for k, n in placement.get("runs_per_node", {}).items())
+              + " (runs.csv: node, device, wall_seconds)")
 
 
 @command("sweep widths")
 def run_sweep_widths(args: argparse.Namespace, invocation: str) -> int:
+    from ..experiments.folder import SWEEP_KINDS
     from ..experiments.plan import Shared, width_plan
-    from ..experiments.sweeps import sweep_widths
+    from ..experiments.sweeps import run_widths
 
     cfg, recipe = _width_setup(args)
     exe = ExecutorConfig(**values_of(args, ExecutorConfig))
     exe.validate()
     dev = resolve_device(args.device)
     if not args.plan:
-        check_target(args.out, force=True, inputs=_inputs(args))
+        check_target(args.out, force=True, inputs=_inputs(args), kinds=SWEEP_KINDS)
     emb = load_embeddings(args.model).to(dev)
     if args.plan:
         return _print_plan(emb, width_plan(cfg, recipe), Shared(emb=emb), exe)
-    df = sweep_widths(emb, context=cfg.context, widths=cfg.d_sae, out=args.out, seeds=cfg.seeds, tokens=cfg.tokens, curve_points=cfg.curve_points,
-                      token_weights=args.token_weights, command=invocation, model_name=args.model, force=args.force, executor=exe.executor,
-                      address=exe.address, max_retries=exe.max_retries, gpu_memory=exe.gpu_memory, **recipe)
-    print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    s = json.loads((Path(args.out).expanduser() / "summary.json").read_text())
-    from ..experiments.aggregate import width_sentence
-
-    stats = {k: s[k] for k in ("trend", "power_law", "lack_of_fit", "local_exponents", "ceiling")}
-    print(width_sentence(_nan(stats), s["widths"], len(s["seeds"])))
-    _finished(args.out)
+    result = run_widths(emb, cfg, recipe, exe, out=args.out, token_weights=args.token_weights, command=invocation,
+                        model_name=args.model, progress=True, force=args.force, num_cpus=None)
+    print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(result.sentence)
+    _finished(args.out, result.placement)
     return 0
-
-
-def _nan(x: Any) -> Any:
-    """JSON nulls back to NaN (summary.json writes NaN as null)."""
-    if isinstance(x, dict):
-        return {k: _nan(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_nan(v) for v in x]
-    return float("nan") if x is None else x
 
 
 @command("sweep context")
 def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
+    from ..experiments.folder import SWEEP_KINDS
     from ..experiments.plan import Shared, context_plan
-    from ..experiments.sweeps import _check_contexts, sweep_context
+    from ..experiments.sweeps import _check_contexts, run_context
 
     cfg = ContextSweepConfig(**values_of(args, ContextSweepConfig))
     cfg.validate()
@@ -326,44 +318,42 @@ def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
     exe.validate()
     dev = resolve_device(args.device)
     if not args.plan:
-        check_target(args.out, force=True, inputs=_inputs(args))
+        check_target(args.out, force=True, inputs=_inputs(args), kinds=SWEEP_KINDS)
     emb, sae = load_pair(args.model, args.sae, device=dev, allow_any_hook=args.allow_any_hook, strict=args.strict)
     tw = _token_weights(args, emb, sae)
     if args.plan:
         _check_contexts(cfg.contexts, sae.context_size, emb, sae)
         return _print_plan(emb, context_plan(cfg, ContextSweepConfig.recipe(**recipe), sae), Shared(emb=emb, sae=sae), exe)
-    df = sweep_context(emb, sae, contexts=cfg.contexts, out=args.out, seeds=cfg.seeds, control_steps=cfg.control_steps, tokens=cfg.tokens,
-                       token_weights=None if tw is None else tw[1], command=invocation, model_name=args.model, force=args.force,
-                       executor=exe.executor, address=exe.address, max_retries=exe.max_retries, gpu_memory=exe.gpu_memory,
-                       past_tolerance=cfg.past_tolerance,
-                       in_context_tolerance=cfg.in_context_tolerance, **recipe)
-    print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    s = json.loads((Path(args.out).expanduser() / "summary.json").read_text())
-    for name, v in s["repair"].items():
+    result = run_context(emb, sae, cfg, ContextSweepConfig.recipe(**recipe), exe, out=args.out,
+                         token_weights=None if tw is None else tw[1], command=invocation, model_name=args.model, progress=True,
+                         force=args.force, num_cpus=None)
+    print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for name, v in result.repair.items():
         print(f"{name}: {v['verdict']} (past-context FVU {v['past_margin']:+.1%} vs the original in-context FVU, tolerance "
               f"{v['past_tolerance']:.0%}; in-context FVU {v['in_context_margin']:+.1%} vs before, tolerance {v['in_context_tolerance']:.0%}: "
               f"{v['why']})")
-    _finished(args.out)
+    _finished(args.out, result.placement)
     return 0
 
 
 @command("compare")
 def run_compare(args: argparse.Namespace, invocation: str) -> int:
     from ..analyses.compare import compare_saes
-    from ..outputs.write import save_comparison
+    from ..outputs.write import COMPARE, save_comparison
 
     if len(args.sae) != 2:
         raise PosfeatError(f"--sae was given {len(args.sae)} time(s); compare takes exactly two: --sae A --sae B.")
     if not -1.0 <= args.threshold <= 1.0:
         raise PosfeatError(f"--threshold {args.threshold} is not a cosine; give a value between -1 and 1.")
     dev = resolve_device(args.device)
-    check_target(args.out, force=args.force, inputs=_inputs(args))
+    output = Output(args.out, COMPARE, force=args.force, command=invocation, inputs=_inputs(args))
+    output.claim()
     emb, a = load_pair(args.model, args.sae[0], device=dev, allow_any_hook=args.allow_any_hook)
     b = load_sae(args.sae[1], device=dev, allow_any_hook=args.allow_any_hook)
     cmp = compare_saes(a, b, emb, threshold=args.threshold)
     for warning in cmp.summary["warnings"]:
         print(f"posfeat: warning: {warning}", file=sys.stderr)
-    out = save_comparison(cmp, args.out, force=args.force, command=invocation)
+    out = save_comparison(cmp, output, force=args.force, command=invocation)
     for side in ("a", "b"):
         for kind, c in cmp.summary[side].items():
             print(f"SAE {side.upper()} {kind}: " + ", ".join(f"{v} {k}" for k, v in c.items()))

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 from ..core.devices import DEVICES
 from ..core.errors import PosfeatError
+from ..io.names import BUNDLED_MODEL, BUNDLED_SAE
 from ..io.paths import shorten
 
 
@@ -84,14 +85,18 @@ def _default(f: dataclasses.Field) -> Any:
     return None
 
 
-def add_dataclass_flags(p: argparse.ArgumentParser, cls: type, *, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> None:
-    """One flag per field of ``cls`` (``d_sae`` -> ``--d-sae``), with its type, default (``defaults`` override) and help."""
+def add_dataclass_flags(p: argparse.ArgumentParser, cls: type, *, exclude: tuple[str, ...] = (),
+                        defaults: dict[str, Any] | None = None, why: str = "") -> None:
+    """One flag per field of ``cls`` (``d_sae`` -> ``--d-sae``), with its type, default (``defaults`` override, for
+    the reason ``why``, which the help gives beside the field's own default) and help."""
     for f in dataclasses.fields(cls):
         if f.name in exclude:
             continue
         meta = dict(f.metadata)
         default = (defaults or {}).get(f.name, _default(f))
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        if why and f.name in (defaults or {}) and default != _default(f):
+            shown = f"{shown}: {why}; posfeat train's is {_default(f)}"
         kwargs: dict[str, Any] = {"type": seed_value if f.name == "seed" else _TYPES[str(f.type)], "dest": f.name,
                                   "help": meta.get("help", "") + ("" if meta.get("required") else f" (default {shown})")}
         if meta.get("choices"):
@@ -113,9 +118,9 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
 
 def add_pair(p: argparse.ArgumentParser, sae: bool = True) -> None:
-    p.add_argument("--model", default=None, help="model: 'minilm' (bundled, default), a hub id such as gpt2, or a folder")
+    p.add_argument("--model", default=None, help=f"model: {BUNDLED_MODEL!r} (bundled, default), a hub id such as gpt2, or a folder")
     if sae:
-        p.add_argument("--sae", default=None, help="SAE: 'minilm' (bundled, default), gpt2-small-res-jb/blocks.0.hook_resid_pre, or a "
+        p.add_argument("--sae", default=None, help=f"SAE: {BUNDLED_SAE!r} (bundled, default), gpt2-small-res-jb/blocks.0.hook_resid_pre, or a "
                                                    "SAELens-format folder")
         p.add_argument("--allow-any-hook", action="store_true", help="analyse an SAE that does not read the layer-0 embedding sum anyway")
         p.add_argument("--strict", action="store_true", help="refuse a model centred differently from the SAE's training model "

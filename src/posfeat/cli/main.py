@@ -29,10 +29,13 @@ from typing import NoReturn
 
 from ..analyses.config import AnalyzeConfig
 from ..core.errors import Interrupted, PosfeatError, Stopped
+from ..core.signals import STOP_SIGNALS
 from ..core.version import __version__
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
-from ..io.atomic import STOP_SIGNALS, completed, release_all, set_run, shorten
-from ..io.paths import PATH_KEEP
+from ..io.lock import release_all, set_run
+from ..io.names import BUNDLED_MODEL
+from ..io.paths import PATH_KEEP, expand, shorten
+from ..io.writes import completed
 from ..training.config import TrainConfig
 from .flags import Parser, add_dataclass_flags, add_device, add_output, add_pair, seed_value
 
@@ -80,7 +83,7 @@ def _other_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _training_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train an SAE on the layer-0 grid")
-    p.add_argument("--model", default="minilm", help="model (default minilm, the bundled one)")
+    p.add_argument("--model", default=BUNDLED_MODEL, help=f"model (default {BUNDLED_MODEL}, the bundled one)")
     add_dataclass_flags(p, TrainConfig)
     p.add_argument("--token-weights", default=None, help="safetensors file with one weight per token id (key 'weights')")
     p.add_argument("--init", default=None, help="SAE folder to fine-tune")
@@ -92,16 +95,18 @@ def _training_parsers(sub: argparse._SubParsersAction) -> None:
     sweep = sub.add_parser("sweep", help="test the note's conjectures: widths or contexts")
     sweep = sweep.add_subparsers(dest="sweep", required=True, parser_class=Parser)
     w = sweep.add_parser("widths", help="train SAEs of several widths (and seeds) and count positional features")
-    w.add_argument("--model", default="minilm")
+    w.add_argument("--model", default=BUNDLED_MODEL, help=f"model (default {BUNDLED_MODEL}, the bundled one)")
     add_dataclass_flags(w, WidthSweepConfig)
-    add_dataclass_flags(w, TrainConfig, exclude=WidthSweepConfig.FIXED, defaults=WidthSweepConfig.RECIPE)
+    add_dataclass_flags(w, TrainConfig, exclude=WidthSweepConfig.FIXED, defaults=WidthSweepConfig.RECIPE,
+                        why=WidthSweepConfig.WHY)
     w.add_argument("--token-weights", default=None, help="safetensors file with one weight per token id")
     add_device(w)
     _sweep_flags(w)
     c = sweep.add_parser("context", help="fine-tune an SAE on longer contexts, against a from-scratch control")
     add_pair(c)
     add_dataclass_flags(c, ContextSweepConfig)
-    add_dataclass_flags(c, TrainConfig, exclude=(*ContextSweepConfig.FIXED, "l1"), defaults=ContextSweepConfig.RECIPE)
+    add_dataclass_flags(c, TrainConfig, exclude=(*ContextSweepConfig.FIXED, "l1"), defaults=ContextSweepConfig.RECIPE,
+                        why=ContextSweepConfig.WHY)
     c.add_argument("--token-weights", default=None, help="default: the SAE's own, else uniform")
     _sweep_flags(c)
 
@@ -190,7 +195,7 @@ def _one_line(text: str) -> str:
 def _target(args: argparse.Namespace | None) -> Path | None:
     out = getattr(args, "out", None)
     try:
-        return None if out is None else Path(out).expanduser().resolve()
+        return None if out is None else expand(out).resolve()
     except (OSError, RuntimeError):
         return None
 
@@ -287,7 +292,7 @@ def _drop_stale_lock(target: Path) -> None:
     """Remove ``target``'s lock file when no process holds it (its holder died)."""
     import fcntl
 
-    from ..io.atomic import LOCK_TAG
+    from ..io.lock import LOCK_TAG
 
     path = target.with_name(f".{target.name}{LOCK_TAG}")
     try:

@@ -1,4 +1,5 @@
-"""Stage 1, the data model: Embeddings, SAE and its metadata, errors, tensor helpers. Imports nothing of posfeat.
+"""Stage 1, the data model: Embeddings, SAE and its metadata, the SAE architectures (``archs``), errors, tensor helpers.
+Imports nothing of posfeat.
 
 Names are imported on first use (PEP 562), so ``posfeat.core.errors`` and the CLI's parser need no torch.
 """
@@ -11,12 +12,14 @@ from .lazy import lazy_exports
 from .version import __version__
 
 if TYPE_CHECKING:
+    from .archs import ARCHITECTURES, Architecture
     from .embeddings import Embeddings
     from .errors import Interrupted, PosfeatError, Stopped, arg
     from .sae import LAYER0_HOOKS, POSFEAT_HOOK, SAE, SAEMeta, activation, sae_context
     from .tensors import as_tensor, resolve_device, same_device, to_numpy
 
 __getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys(["ARCHITECTURES", "Architecture"], ".archs"),
     "Embeddings": ".embeddings",
     **dict.fromkeys(["Interrupted", "PosfeatError", "Stopped", "arg"], ".errors"),
     **dict.fromkeys(["LAYER0_HOOKS", "POSFEAT_HOOK", "SAE", "SAEMeta", "activation", "sae_context"], ".sae"),
@@ -24,9 +27,11 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 })
 
 __all__ = [
+           "ARCHITECTURES",
            "LAYER0_HOOKS",
            "POSFEAT_HOOK",
            "SAE",
+           "Architecture",
            "Embeddings",
            "Interrupted",
            "PosfeatError",

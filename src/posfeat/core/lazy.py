@@ -10,20 +10,16 @@ from collections.abc import Callable
 from typing import Any
 
 
-def lazy_exports(package: str, exports: dict[str, str],
-                 before: Callable[[str], None] | None = None) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package``: ``exports`` maps each name to the relative module defining it.
 
     A name is imported on first access and cached in the package; an unknown name that is a subpackage
-    or module of ``package`` is imported as such. ``before(name)`` runs before each first import
-    (``posfeat`` uses it to register its writers). Other names raise ``AttributeError`` as usual.
+    or module of ``package`` is imported as such. Other names raise ``AttributeError`` as usual.
     """
 
     def module_getattr(name: str) -> Any:
         module = sys.modules[package]
         if name in exports:
-            if before is not None:
-                before(name)
             value = getattr(importlib.import_module(exports[name], package), name)
         elif not name.startswith("_"):
             try:

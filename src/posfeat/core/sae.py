@@ -8,8 +8,9 @@ Shapes follow SAELens: ``W_enc [d_in, d_sae]``, ``W_dec [d_sae, d_in]``, ``b_enc
     x̂    = f @ W_dec + b_dec
 
 with ``act`` = ReLU (SAELens "standard"), JumpReLU ``relu(pre) * (pre > threshold)``, or TopK
-(keep the k largest pre-activations, ReLU them, zero the rest). :func:`activation` is the one
-implementation of these, shared by the trainer.
+(keep the k largest pre-activations, ReLU them, zero the rest): the SAE's architecture object,
+``sae.arch``, one of :data:`posfeat.core.archs.ARCHITECTURES` (its module holds the activation, the
+one implementation, shared by the trainer).
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from typing import Any
 import torch
 from jaxtyping import Float
 
+from .archs import Architecture, from_params
 from .errors import PosfeatError
 from .tensors import as_tensor, resolve_device, same_device
-
-ARCHITECTURES = ("relu", "jumprelu", "topk")
 
 #: posfeat's own hook name for the plain embedding sum before any LayerNorm (BERT-style models).
 POSFEAT_HOOK = "hook_embed+hook_pos_embed"
@@ -62,12 +62,7 @@ class SAEMeta:
 def activation(pre: Float[torch.Tensor, "... d_sae"], k: int | None = None,
                threshold: Float[torch.Tensor, " d_sae"] | None = None) -> Float[torch.Tensor, "... d_sae"]:
     """ReLU; JumpReLU when ``threshold`` is given; TopK when ``k`` is given (see module docstring)."""
-    if k is not None:
-        top = torch.topk(pre, k=k, dim=-1)
-        return torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))
-    if threshold is not None:
-        return torch.relu(pre) * (pre > threshold.to(device=pre.device, dtype=pre.dtype))
-    return torch.relu(pre)
+    return from_params(threshold=threshold, k=k).activate(pre)
 
 
 class SAE:
@@ -78,8 +73,10 @@ class SAE:
         W_dec: ``Float[Tensor, "d_sae d_model"]``
         b_enc: ``Float[Tensor, "d_sae"]``
         b_dec: ``Float[Tensor, "d_model"]``
-        threshold: ``Float[Tensor, "d_sae"]`` for JumpReLU, else None.
-        k: number of active features for TopK, else None.
+        arch: the architecture (:class:`posfeat.core.archs.Architecture`) with its parameters: ``ReLU()``,
+            ``JumpReLU(threshold)`` or ``TopK(k)``; the engine, the folders and the trainer ask it what they need.
+        threshold: ``Float[Tensor, "d_sae"]`` for JumpReLU, else None (``arch``'s).
+        k: number of active features for TopK, else None (``arch``'s).
         apply_b_dec_to_input: subtract ``b_dec`` before encoding (SAELens default True).
         meta: :class:`SAEMeta` (hook, context, model, dataset, Neuronpedia id, ...).
         name: a label used in every result (release/id or folder).
@@ -91,8 +88,8 @@ class SAE:
                  threshold: Float[torch.Tensor, " d_sae"] | None = None, k: int | None = None, apply_b_dec_to_input: bool = True,
                  meta: SAEMeta | None = None, name: str = "", cfg: dict[str, Any] | None = None) -> None:
         """Unchecked construction from tensors already validated; use :meth:`from_arrays`."""
-        self.W_enc, self.W_dec, self.b_enc, self.b_dec, self.threshold = W_enc, W_dec, b_enc, b_dec, threshold
-        self.k = k
+        self.W_enc, self.W_dec, self.b_enc, self.b_dec = W_enc, W_dec, b_enc, b_dec
+        self.arch: Architecture = from_params(threshold=threshold, k=k)
         self.apply_b_dec_to_input = bool(apply_b_dec_to_input)
         self.meta = meta or SAEMeta()
         self.name = name
@@ -114,22 +111,15 @@ class SAE:
             raise PosfeatError(f"b_enc has shape {tuple(b_enc.shape)}; expected ({d_sae},) to match W_enc {tuple(W_enc.shape)}.")
         if b_dec.shape[0] != d_in:
             raise PosfeatError(f"b_dec has shape {tuple(b_dec.shape)}; expected ({d_in},) to match W_enc {tuple(W_enc.shape)}.")
-        if threshold is not None and k is not None:
-            raise PosfeatError("Pass either threshold (JumpReLU) or k (TopK), not both.")
-        if threshold is not None:
-            threshold = as_tensor(threshold, "threshold", 1)
-            if threshold.shape[0] != d_sae:
-                raise PosfeatError(f"threshold has shape {tuple(threshold.shape)}; expected ({d_sae},), one per feature of "
-                                   f"W_enc {tuple(W_enc.shape)}.")
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= d_sae):
-            raise PosfeatError(f"k is {k!r}; it must be an integer between 1 and d_sae = {d_sae}.")
+        arch = from_params(threshold=threshold, k=k).checked(tuple(W_enc.shape))
         if context_size is not None and (isinstance(context_size, bool) or not isinstance(context_size, int) or context_size <= 0):
             raise PosfeatError(f"context_size is {context_size!r}; it must be a positive integer.")
-        same_device(W_enc, W_dec, b_enc, b_dec, threshold)
+        same_device(W_enc, W_dec, b_enc, b_dec, *arch.tensors().values())
         base = meta or SAEMeta()
         meta = dataclasses.replace(base, context_size=base.context_size if context_size is None else context_size,
                                    hook_name=base.hook_name if hook_name is None else hook_name)
-        return cls(W_enc, W_dec, b_enc, b_dec, threshold, k, apply_b_dec_to_input, meta, name, cfg)
+        return cls(W_enc, W_dec, b_enc, b_dec, **arch.params(), apply_b_dec_to_input=apply_b_dec_to_input, meta=meta, name=name,
+                   cfg=cfg)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -164,23 +154,28 @@ class SAE:
         self.meta = dataclasses.replace(self.meta, hook_name=value)
 
     @property
+    def threshold(self) -> Float[torch.Tensor, " d_sae"] | None:
+        """The per-feature thresholds of a JumpReLU SAE, else None."""
+        return self.arch.params().get("threshold")
+
+    @property
+    def k(self) -> int | None:
+        """The number of active features of a TopK SAE, else None."""
+        return self.arch.params().get("k")
+
+    @property
     def architecture(self) -> str:
-        """``"relu"``, ``"jumprelu"`` or ``"topk"``."""
-        if self.k is not None:
-            return "topk"
-        return "jumprelu" if self.threshold is not None else "relu"
+        """``"relu"``, ``"jumprelu"`` or ``"topk"`` (``arch.name``)."""
+        return self.arch.name
 
     @property
     def separable(self) -> bool:
         """True when the activation acts on each feature separately (ReLU, JumpReLU)."""
-        return self.k is None
+        return self.arch.separable
 
     def cut(self, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None) -> Float[torch.Tensor, " d_sae"]:
         """A feature fires (activation > 0) iff ``pre > cut``: ReLU 0, JumpReLU ``max(threshold, 0)``; firing, it equals ``pre``."""
-        device = self.device if device is None else device
-        if self.threshold is None:
-            return torch.zeros(self.d_sae, dtype=dtype, device=device)
-        return self.threshold.to(device=device, dtype=dtype).clamp(min=0)
+        return self.arch.cut(self.d_sae, dtype, self.device if device is None else device)
 
     # ------------------------------------------------------------------ forward pass
     def _w(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -194,7 +189,7 @@ class SAE:
 
     def activate(self, pre: Float[torch.Tensor, "... d_sae"]) -> Float[torch.Tensor, "... d_sae"]:
         """Apply the architecture's activation to pre-activations."""
-        return activation(pre, self.k, self.threshold)
+        return self.arch.activate(pre)
 
     def encode(self, x: Float[torch.Tensor, "... d_in"]) -> Float[torch.Tensor, "... d_sae"]:
         """Feature activations (post-activation) of inputs ``x``."""
@@ -210,9 +205,10 @@ class SAE:
 
     __call__ = forward
 
-    def _replace(self, **changes: Any) -> SAE:
-        fields = {"W_enc": self.W_enc, "W_dec": self.W_dec, "b_enc": self.b_enc, "b_dec": self.b_dec, "threshold": self.threshold,
-                  "k": self.k, "apply_b_dec_to_input": self.apply_b_dec_to_input, "meta": self.meta, "name": self.name, "cfg": self.cfg}
+    def _replace(self, arch: Architecture | None = None, **changes: Any) -> SAE:
+        arch = self.arch if arch is None else arch
+        fields = {"W_enc": self.W_enc, "W_dec": self.W_dec, "b_enc": self.b_enc, "b_dec": self.b_dec, **arch.params(),
+                  "apply_b_dec_to_input": self.apply_b_dec_to_input, "meta": self.meta, "name": self.name, "cfg": self.cfg}
         return SAE(**{**fields, **changes})
 
     def subset(self, features: slice | torch.Tensor | list[int]) -> SAE:
@@ -221,18 +217,18 @@ class SAE:
         Refused for TopK, whose activation couples features.
         """
         if not self.separable:
-            raise PosfeatError("A TopK SAE cannot be restricted to a subset of features: its activation couples them.")
+            raise PosfeatError(f"A {self.arch.title} SAE cannot be restricted to a subset of features: its activation couples them.")
         idx = features if isinstance(features, slice) else torch.as_tensor(features, dtype=torch.long, device=self.device)
-        return self._replace(W_enc=self.W_enc[:, idx], W_dec=self.W_dec[idx], b_enc=self.b_enc[idx],
-                             threshold=None if self.threshold is None else self.threshold[idx], cfg=dict(self.cfg))
+        return self._replace(self.arch.subset(idx), W_enc=self.W_enc[:, idx], W_dec=self.W_dec[idx], b_enc=self.b_enc[idx],
+                             cfg=dict(self.cfg))
 
     def to(self, device: str | torch.device) -> SAE:
         """A copy on ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``); ``self`` when already there."""
         dev = resolve_device(device)
         if dev == self.device:
             return self
-        return self._replace(W_enc=self.W_enc.to(dev), W_dec=self.W_dec.to(dev), b_enc=self.b_enc.to(dev), b_dec=self.b_dec.to(dev),
-                             threshold=None if self.threshold is None else self.threshold.to(dev), cfg=dict(self.cfg))
+        return self._replace(self.arch.to(dev), W_enc=self.W_enc.to(dev), W_dec=self.W_dec.to(dev), b_enc=self.b_enc.to(dev),
+                             b_dec=self.b_dec.to(dev), cfg=dict(self.cfg))
 
     def __repr__(self) -> str:
         return (f"SAE(name={self.name!r}, architecture={self.architecture!r}, d_in={self.d_in}, d_sae={self.d_sae}, "

@@ -172,10 +172,7 @@ class SampleGrid:
     def _dense_activations(self, b: torch.Tensor) -> torch.Tensor:
         f = self.buffer("f", self.n, b.shape[0], self.sae.d_sae)
         torch.add(self.a[:, None, :], b[None], out=f)
-        if self.sae.k is None and self.sae.threshold is None:
-            return f.clamp_(min=0)
-        f.copy_(self.sae.activate(f))
-        return f
+        return self.sae.arch.activate_(f)
 
     def chunk_size(self, max_elems: int = 8_000_000) -> int:
         """Positions per chunk, keeping the dense inputs (and dense activations, when used) near ``max_elems``."""
@@ -315,7 +312,7 @@ class DeviationSums:
 
     def __init__(self, grid: SampleGrid, context: int, features: torch.Tensor) -> None:
         self.grid, self.features = grid, features.to(grid.dev)
-        self.closed = grid.sae.separable and grid.sae.threshold is None
+        self.closed = grid.sae.arch.continuous  # ReLU
         if grid.sae.separable:
             self.m = grid.token_means(torch.arange(context), self.features)  # [n_tok, F]
         else:

@@ -1,4 +1,4 @@
-"""Stage 7, experiments: the sweeps that test the note's conjectures, as a plan of runs, an executor (in-process or Ray)
+"""Stage 6, experiments (imports every earlier stage): the sweeps that test the note's conjectures, as a plan of runs, an executor (in-process or Ray)
 and an aggregation that reads only finished runs. Ray is imported only when the Ray executor is chosen.
 
 Names are imported on first use (PEP 562), so the CLI's parser can read this stage's configs without torch.

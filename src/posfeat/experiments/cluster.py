@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import PosfeatError, arg
+from ..io.paths import expand
 
 #: seconds posfeat waits for a cluster's first answer (``POSFEAT_RAY_TIMEOUT`` overrides it)
 CONNECT_TIMEOUT = 20.0
@@ -49,7 +50,7 @@ def find_token() -> tuple[str | None, str]:
     if value:
         return value, "RAY_AUTH_TOKEN"
     path_env = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    path = Path(path_env).expanduser() if path_env else Path.home() / ".ray" / "auth_token"
+    path = expand(path_env) if path_env else Path.home() / ".ray" / "auth_token"
     where = f"RAY_AUTH_TOKEN_PATH ({path})" if path_env else str(path)
     try:
         text = path.read_text().strip()

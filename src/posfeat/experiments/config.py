@@ -39,6 +39,8 @@ def _positive(cfg: Any, *names: str) -> None:
 
 class _Sweep:
     RECIPE: ClassVar[dict[str, Any]] = {}
+    #: why RECIPE differs from ``posfeat train``'s defaults (shown in ``--help`` beside each such default)
+    WHY: ClassVar[str] = ""
     #: recipe fields the sweep sets itself (not flags)
     FIXED: ClassVar[tuple[str, ...]] = ("d_sae", "context")
 
@@ -71,6 +73,7 @@ class WidthSweepConfig(_Sweep):
 
     # the bundled SAE's recipe (calibrated in docs/bundled-sae.md): a stronger learning rate with a weaker L1
     RECIPE: ClassVar[dict[str, Any]] = {"l1": 1.0, "lr": 5e-3}
+    WHY: ClassVar[str] = "the bundled SAE's recipe, calibrated in docs/bundled-sae.md"
 
     context: int = _req("train on positions 0..context-1")
     d_sae: tuple[int, ...] = _req("widths, comma-separated, e.g. 128,256,512", parse="ints")
@@ -97,6 +100,7 @@ class ContextSweepConfig(_Sweep):
 
     # fine-tuning: a short run at a gentle learning rate; width, architecture and L1 come from the SAE
     RECIPE: ClassVar[dict[str, Any]] = {"steps": 500, "lr": 1e-3}
+    WHY: ClassVar[str] = "fine-tuning: a short run at a gentle learning rate"
     FIXED: ClassVar[tuple[str, ...]] = ("d_sae", "context", "arch", "k")
 
     contexts: tuple[int, ...] = _req("contexts, comma-separated, each longer than the SAE's own, e.g. 192,256,512", parse="ints")

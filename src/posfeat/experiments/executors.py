@@ -7,8 +7,11 @@
   ``posfeat train`` does, and when its worker dies Ray retries it (``max_retries``) and it resumes from the checkpoint.
   A run that raises fails for good (not retried): it is reported with its error and the others go on.
 
-Both yield ``(run, record, error)`` as runs finish: ``record`` is the run's ``run.json`` (None when it failed), ``error`` one line.
-Results do not depend on the executor: every run is seeded and trained by the same code.
+Both are an :class:`Executor`: ``run`` yields ``(run, record, error)`` as runs finish (``record`` is the run's
+``run.json``, None when it failed; ``error`` one line). The sweep loop (:func:`posfeat.experiments.sweeps.execute_plan`)
+knows only this interface; a new executor is one class here, one line in :data:`EXECUTOR_CLASSES` and its name in
+:data:`posfeat.experiments.config.EXECUTORS` (which the CLI's parser reads without importing this module). Results do not depend
+on the executor: every run is seeded and trained by the same code.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import secrets
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import PosfeatError, Stopped, arg
+from .config import ExecutorConfig
 from .plan import Run, Shared
 from .runner import execute
 
@@ -39,12 +44,28 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if not isinstance(err, PosfeatError) else text
 
 
-class LocalExecutor:
-    """In-process, one run after another (exactly the results of posfeat 0.2's sweeps)."""
+class Executor(ABC):
+    """Runs a plan's runs; made by :func:`make_executor` from an :class:`ExecutorConfig` (the one source of its settings).
+
+    Attributes:
+        dashboard: a URL where the runs can be watched while they go (None: nothing to show).
+    """
+
+    name: str
+    dashboard: str | None = None
+
+    @abstractmethod
+    def run(self, runs: list[Run], sweep: Path, shared: Shared) -> Iterator[Outcome]:
+        """Run ``runs`` (each into its folder under ``sweep``) and yield each one's outcome as it finishes."""
+
+
+class LocalExecutor(Executor):
+    """In-process, one run after another (exactly the results of posfeat 0.2's sweeps); each run's progress bar shows."""
 
     name = "local"
 
-    def __init__(self, device: Any = None, progress: bool = True) -> None:
+    def __init__(self, config: ExecutorConfig, device: Any = None, progress: bool = True,
+                 num_cpus: int | None = None) -> None:
         self.device, self.progress = device, progress
 
     def run(self, runs: list[Run], sweep: Path, shared: Shared) -> Iterator[Outcome]:
@@ -84,13 +105,15 @@ def _ray_task(run: Run, sweep: str, shared: Shared, device: str | None) -> dict[
     return execute(run, Path(sweep), shared, device, progress=False, where=where)
 
 
-class RayExecutor:
-    """Each run a Ray task on a cluster (``address``: None starts a local one; ``"auto"`` or ``HOST:PORT`` joins one)."""
+class RayExecutor(Executor):
+    """Each run a Ray task on a cluster (``config.address``: None starts a local one; ``"auto"`` or ``HOST:PORT`` joins
+    one); the runs' own progress bars are not shown (they run elsewhere)."""
 
     name = "ray"
 
-    def __init__(self, device: Any = None, address: str | None = None, max_retries: int = 3, num_cpus: int | None = None,
-                 gpu_memory: float | None = None) -> None:
+    def __init__(self, config: ExecutorConfig, device: Any = None, progress: bool = True,
+                 num_cpus: int | None = None) -> None:
+        address, max_retries, gpu_memory = config.address, config.max_retries, config.gpu_memory
         try:
             import ray
         except ImportError:
@@ -228,10 +251,12 @@ def _held_stderr() -> Iterator[_Held]:
             os.unlink(name)
 
 
-def make_executor(name: str, device: Any = None, address: str | None = None, max_retries: int = 3, progress: bool = True,
-                  num_cpus: int | None = None, gpu_memory: float | None = None) -> LocalExecutor | RayExecutor:
-    if name == "local":
-        return LocalExecutor(device, progress)
-    if name == "ray":
-        return RayExecutor(device, address, max_retries, num_cpus, gpu_memory)
-    raise PosfeatError(f"--executor {name!r} is unknown; use local or ray.")
+#: The executors by the name ``--executor`` takes.
+EXECUTOR_CLASSES: dict[str, Callable[..., Executor]] = {"local": LocalExecutor, "ray": RayExecutor}
+
+
+def make_executor(config: ExecutorConfig, device: Any = None, progress: bool = True,
+                  num_cpus: int | None = None) -> Executor:
+    """The executor ``config`` names, connected (Ray: the cluster checked and joined)."""
+    config.validate()
+    return EXECUTOR_CLASSES[config.executor](config, device, progress, num_cpus)

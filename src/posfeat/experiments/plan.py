@@ -88,8 +88,7 @@ def context_plan(cfg: ContextSweepConfig, recipe: dict[str, Any], sae: SAE) -> l
     rec = sae.cfg.get("posfeat_training", {}).get("config", {})
     recipe = dict(recipe)
     base_seed = int(recipe.pop("seed", 0))
-    arch = "topk" if sae.k is not None else "relu"
-    shape = {"d_sae": sae.d_sae, "arch": arch, "k": sae.k, "l1": float(recipe.pop("l1", rec.get("l1", 1.0)))}
+    shape = {"d_sae": sae.d_sae, "arch": sae.architecture, "k": sae.k, "l1": float(recipe.pop("l1", rec.get("l1", 1.0)))}
     steps = int(recipe.pop("steps"))
     ctl_steps = cfg.control_steps or int(rec.get("steps", 4 * steps))
     cs = sorted({int(c) for c in cfg.contexts})

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ..core.archs import architecture
 from ..core.embeddings import Embeddings
 from ..training.model import TrainingSAE
 from ..training.trainer import Sampler, Scaling, Trainer
@@ -38,7 +39,7 @@ def _step_seconds(emb: Embeddings, run: Run, steps: int, batch: int) -> float:
     gen = torch.Generator().manual_seed(0)
     sampler = Sampler(emb, cfg.context, None, gen)
     scaling = Scaling.measure(emb, sampler, None)
-    model = TrainingSAE(emb.d_model, cfg.d_sae, cfg.k if cfg.arch == "topk" else None, gen).to(emb.device)
+    model = TrainingSAE(emb.d_model, cfg.d_sae, architecture(cfg.arch).from_settings(cfg), gen).to(emb.device)
     trainer = Trainer(model, sampler, cfg, scaling, None, progress=False)
     trainer.step()
     if emb.device.type == "cuda":

@@ -26,9 +26,10 @@ from ..core.embeddings import Embeddings
 from ..core.sae import SAE
 from ..engine.grid_stats import feature_stats, grid_statistics
 from ..engine.sample import sample_tokens
-from ..io.atomic import PARTIAL, atomic_file
+from ..io.ownership import PARTIAL
 from ..io.sae_folders import CFG_FILE, read_sae_folder
 from ..io.safetensors_io import read_json
+from ..io.writes import atomic_file
 from ..training.train import train_sae
 from ..training.trainer import CHECKPOINT, checkpoint_state
 from .plan import Run, Shared
@@ -60,6 +61,8 @@ class PositionalCurve:
     measured before it was interrupted (a point is measured again, identically, only if it came after the checkpoint).
     """
 
+    file_names = (CURVE_FILE,)  # what it writes beside the SAE and the checkpoint (declared to the output's kinds)
+
     def __init__(self, emb: Embeddings, context: int, points: int, steps: int, partial: Path | None = None) -> None:
         self.emb, self.context, self.partial = emb, context, partial
         self.at = set(np.unique(np.linspace(0, steps, points + 1).round().astype(int))[1:].tolist()) if points > 0 else set()
@@ -71,7 +74,7 @@ class PositionalCurve:
         if trainer.step_no not in self.at:
             return
         folded = trainer.model.fold(trainer.scaling.scale)
-        sae = SAE.from_arrays(folded["W_enc"], folded["W_dec"], folded["b_enc"], folded["b_dec"], k=trainer.model.k)
+        sae = SAE.from_arrays(folded["W_enc"], folded["W_dec"], folded["b_enc"], folded["b_dec"], **trainer.model.arch.params())
         kinds = counts(self.emb, sae, self.context)[0]
         self.rows[trainer.step_no] = {"step": trainer.step_no, **{k: int((kinds == k).sum()) for k in KINDS4}}
         if self.partial is not None and self.partial.is_dir():

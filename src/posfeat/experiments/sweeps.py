@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,27 +29,72 @@ from tqdm.auto import tqdm
 
 from ..analyses.classify import classify
 from ..analyses.compare import compare_saes
+from ..core.archs import architecture, either, trainable
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
 from ..core.sae import SAE
 from ..engine.grid_stats import feature_stats
-from ..io.atomic import write_text_atomic
 from ..io.checkpoints import load_embeddings
 from ..io.sae_folders import read_sae_folder
 from ..io.sources import as_pair
 from ..io.tokens import token_weights_arg
+from ..io.writes import write_text_atomic
 from ..outputs.sweeps import context_figure, section, width_figures
 from ..outputs.write import dump_json
 from . import aggregate as agg
 from .config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
-from .executors import make_executor
-from .folder import SweepFolder
+from .executors import Executor, make_executor
+from .folder import SWEEP_CONTEXT, SWEEP_WIDTHS, SweepFolder
 from .plan import Run, Shared, context_plan, width_plan
 from .runner import CONTEXT_COLUMNS, CURVE_FILE, KINDS4, PROVENANCE_COLUMNS, WIDTH_COLUMNS, read_run
 
 
 class SweepIncompleteError(PosfeatError):
     """Some runs failed for good; the others and the aggregation are written in ``<out>.partial``."""
+
+
+@dataclass(frozen=True)
+class WidthSweep:
+    """What a width sweep hands on (to the CLI, or to a caller of :func:`run_widths`), so that no one reads it back from
+    its folder: ``summary`` is what ``summary.json`` holds, written once from it.
+
+    Attributes:
+        folder: the finished sweep folder.
+        table: the per-width table (mean and sd over seeds; ``widths.csv``).
+        statistics: the trend test, the power law, its lack of fit, the local exponents and the ceiling
+            (:func:`posfeat.experiments.aggregate.width_statistics`; empty when no run finished).
+        sentence: what the sweep says, in one paragraph (``section.html``; empty when no run finished).
+        placement: the nodes and devices the runs took part on, and the runs on each.
+        summary: ``summary.json``'s content.
+    """
+
+    folder: Path
+    table: pd.DataFrame
+    statistics: dict[str, Any]
+    sentence: str
+    placement: dict[str, Any]
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ContextSweep:
+    """What a context sweep hands on (see :class:`WidthSweep`).
+
+    Attributes:
+        folder: the finished sweep folder.
+        table: mean and sd over seeds per SAE (``contexts.csv``).
+        repair: per fine-tuned SAE, its verdict with its margins (:func:`posfeat.experiments.aggregate.repair_verdict`).
+        sentence: what the sweep says, in one paragraph (``section.html``; empty without the original SAE's row).
+        placement: the nodes and devices the runs took part on, and the runs on each.
+        summary: ``summary.json``'s content.
+    """
+
+    folder: Path
+    table: pd.DataFrame
+    repair: dict[str, dict[str, Any]]
+    sentence: str
+    placement: dict[str, Any]
+    summary: dict[str, Any]
 
 
 def parse_ints(spec: str, what: str) -> list[int]:
@@ -74,17 +120,15 @@ def _line(run: Run, rec: dict[str, Any] | None, err: str | None) -> str:
             f"{r['fvu_past_original_context']:.4f}, {t}")
 
 
-def connect(exe: ExecutorConfig, device: Any, progress: bool, num_cpus: int | None = None) -> Any:
+def connect(exe: ExecutorConfig, device: Any, progress: bool, num_cpus: int | None = None) -> Executor:
     """The executor, connected (Ray: the cluster checked and joined) before the sweep folder is made, so that a sweep that
     cannot reach its cluster leaves nothing behind."""
-    exe.validate()
-    return make_executor(exe.executor, device, exe.address, exe.max_retries, progress and exe.executor == "local", num_cpus, exe.gpu_memory)
+    return make_executor(exe, device, progress, num_cpus)
 
 
-def execute_plan(runs: list[Run], work: SweepFolder, shared: Shared, exe: ExecutorConfig, device: Any, progress: bool,
-                 columns: list[str], num_cpus: int | None = None, executor: Any = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def execute_plan(runs: list[Run], work: SweepFolder, shared: Shared, executor: Executor, progress: bool,
+                 columns: list[str]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Run every unfinished run of the plan; ``runs.csv`` rewritten after each finish. Returns ``(runs table, failures)``."""
-    exe.validate()
     records: dict[str, dict[str, Any]] = {}
     todo = []
     for run in runs:
@@ -101,8 +145,7 @@ def execute_plan(runs: list[Run], work: SweepFolder, shared: Shared, exe: Execut
         return table
 
     if todo:
-        executor = executor or connect(exe, device, progress, num_cpus)
-        if getattr(executor, "dashboard", None):
+        if executor.dashboard:
             tqdm.write(f"Ray dashboard: {executor.dashboard}")
         bar = tqdm(total=len(runs), initial=len(records), desc="sweep runs", unit="run", disable=not progress)
         try:
@@ -185,6 +228,14 @@ def splitting(emb: Embeddings, saes: dict[int, SAE], context: int, threshold: fl
     return out
 
 
+def _executor_config(executor: str | ExecutorConfig, address: str | None, max_retries: int,
+                     gpu_memory: float | None) -> ExecutorConfig:
+    """``executor`` itself when it is an :class:`ExecutorConfig`, else one made of the keyword arguments."""
+    if isinstance(executor, ExecutorConfig):
+        return executor
+    return ExecutorConfig(executor=executor, address=address, max_retries=max_retries, gpu_memory=gpu_memory)
+
+
 def _width_config(context: int, widths: Sequence[int], seeds: int, tokens: int | None, curve_points: int) -> WidthSweepConfig:
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
         raise PosfeatError(f"{arg('d_sae', widths)} must list positive integer widths.")
@@ -198,35 +249,47 @@ def _width_config(context: int, widths: Sequence[int], seeds: int, tokens: int |
 def sweep_widths(emb: Any, *, context: int, widths: Sequence[int], out: Any, seeds: int = WidthSweepConfig.seeds,
                  tokens: int | None = None, curve_points: int = WidthSweepConfig.curve_points, token_weights: Any = None,
                  command: str | None = None, model_name: str | None = None, progress: bool = True, force: bool = False,
-                 executor: str = "local", address: str | None = None, max_retries: int = 3, num_cpus: int | None = None,
-                 gpu_memory: float | None = None, **recipe: Any) -> pd.DataFrame:
+                 executor: str | ExecutorConfig = ExecutorConfig.executor, address: str | None = ExecutorConfig.address,
+                 max_retries: int = ExecutorConfig.max_retries, num_cpus: int | None = None,
+                 gpu_memory: float | None = ExecutorConfig.gpu_memory, **recipe: Any) -> pd.DataFrame:
     """Train one SAE per width and seed (resumable) and count features as ``posfeat analyze`` does; see module docstring.
 
     Returns the per-width table (mean and sd over seeds); ``runs.csv`` in ``out`` has every run, ``summary.json`` the
     trend test, the fit and its lack of fit. ``recipe``: :class:`posfeat.training.TrainConfig` fields (``l1``, ``lr``, ``steps``,
     ``batch``, ``seed`` = the first seed, ...) over :attr:`WidthSweepConfig.RECIPE`, exactly as ``posfeat sweep widths`` uses them.
-    ``executor``: ``"local"`` or ``"ray"`` (``address``: the cluster; ``max_retries``: per run; ``num_cpus``: of a new local cluster;
+    ``executor``: ``"local"`` or ``"ray"``, or an :class:`ExecutorConfig` (whose settings then win over the keywords;
+    ``address``: the cluster; ``max_retries``: per run; ``num_cpus``: of a new local cluster;
     ``gpu_memory``: GiB per cluster GPU, to size each run's GPU share).
     ``emb``: :class:`Embeddings` or anything :func:`posfeat.load_embeddings` accepts (a name, a folder, a model object).
     """
     emb = load_embeddings(emb)
     cfg = _width_config(context, widths, seeds, tokens, curve_points)
-    if not isinstance(context, int) or not 1 <= context <= emb.n_ctx:
-        raise PosfeatError(f"{arg('context', context)} is outside 1..{emb.n_ctx}, the positions of {emb.name}; pick a context within it.")
     rec = WidthSweepConfig.recipe(**recipe)
-    runs = width_plan(cfg, rec)
+    exe = _executor_config(executor, address, max_retries, gpu_memory)
+    return run_widths(emb, cfg, rec, exe, out=out, token_weights=token_weights, command=command, model_name=model_name,
+                      progress=progress, force=force, num_cpus=num_cpus).table
+
+
+def run_widths(emb: Embeddings, cfg: WidthSweepConfig, recipe: dict[str, Any], exe: ExecutorConfig, *, out: Any,
+               token_weights: Any, command: str | None, model_name: str | None, progress: bool, force: bool,
+               num_cpus: int | None) -> WidthSweep:
+    """:func:`sweep_widths` from its validated configs and recipe (:meth:`WidthSweepConfig.recipe`), as ``posfeat sweep
+    widths`` runs it; returns everything the sweep wrote (:class:`WidthSweep`)."""
+    if not isinstance(cfg.context, int) or not 1 <= cfg.context <= emb.n_ctx:
+        raise PosfeatError(f"{arg('context', cfg.context)} is outside 1..{emb.n_ctx}, the positions of {emb.name}; pick a context "
+                           "within it.")
+    runs = width_plan(cfg, recipe)
     tw = token_weights_arg(token_weights, emb.d_vocab)
-    exe = ExecutorConfig(executor=executor, address=address, max_retries=max_retries, gpu_memory=gpu_memory)
     runner = connect(exe, emb.device, progress, num_cpus)
-    work = SweepFolder(out, "sweep widths", force, command)
+    work = SweepFolder(out, SWEEP_WIDTHS, force, command)
     shared = Shared(emb=emb.to("cpu"), token_weights=tw, command=command, model_name=model_name)
     t0 = time.monotonic()
-    table_runs, failures = execute_plan(runs, work, shared, exe, emb.device, progress, WIDTH_COLUMNS, num_cpus, runner)
-    return _width_outputs(emb, cfg, rec, runs, table_runs, failures, work, command, time.monotonic() - t0)
+    table_runs, failures = execute_plan(runs, work, shared, runner, progress, WIDTH_COLUMNS)
+    return _width_outputs(emb, cfg, recipe, runs, table_runs, failures, work, command, time.monotonic() - t0)
 
 
 def _width_outputs(emb: Embeddings, cfg: WidthSweepConfig, rec: dict[str, Any], runs: list[Run], table_runs: pd.DataFrame,
-                   failures: list[dict[str, Any]], work: SweepFolder, command: str | None, seconds: float) -> pd.DataFrame:
+                   failures: list[dict[str, Any]], work: SweepFolder, command: str | None, seconds: float) -> WidthSweep:
     widths = sorted({int(w) for w in cfg.d_sae})
     base_seed = int(rec["seed"])
     table_runs = table_runs.astype({c: int for c in ("d_sae", "seed", *KINDS4)}) if len(table_runs) else table_runs
@@ -247,22 +310,22 @@ def _width_outputs(emb: Embeddings, cfg: WidthSweepConfig, rec: dict[str, Any], 
         "positional_by_step": curve_df.to_dict(orient="records"), "command": command, "seconds": seconds, **work.placement}
     write_text_atomic(work.path / "widths.csv", table.to_csv(index=False, float_format="%.6g"))
     write_text_atomic(work.path / "summary.json", dump_json(summary))
+    sentence = agg.width_sentence(stats, widths, cfg.seeds) if stats else ""
     if stats:
         figs = width_figures(emb.name, table, table_runs, stats, split, curve_df, work.path / "figures", cfg.context)
-        sentence = agg.width_sentence(stats, widths, cfg.seeds)
-        if failures:
-            sentence += " Missing: " + ", ".join(f"d_sae {f['d_sae']} seed {f['seed']}" for f in failures) + "."
-        write_text_atomic(work.path / "section.html", section("Feature splitting with width", table, command, sentence, figs))
-    _finish(work, failures, len(runs))
-    return table
+        missing = (" Missing: " + ", ".join(f"d_sae {f['d_sae']} seed {f['seed']}" for f in failures) + ".") if failures else ""
+        write_text_atomic(work.path / "section.html", section("Feature splitting with width", table, command, sentence + missing, figs))
+    folder = _finish(work, failures, len(runs))
+    return WidthSweep(folder=folder, table=table, statistics=stats, sentence=sentence, placement=dict(work.placement), summary=summary)
 
 
 # ---------------------------------------------------------------------------- contexts
 def _check_contexts(contexts: Sequence[int], base: int | None, emb: Embeddings, sae: SAE) -> list[int]:
     if base is None:
         raise PosfeatError(f"SAE {sae.name} records no context_size; the context sweep needs the context it was trained on.")
-    if sae.threshold is not None:
-        raise PosfeatError("The context sweep fine-tunes ReLU or TopK SAEs; this SAE is JumpReLU.")
+    if not sae.arch.trainable:
+        raise PosfeatError(f"The context sweep fine-tunes {either([architecture(a).title for a in trainable()])} SAEs; "
+                           f"this SAE is {sae.arch.title}.")
     cs = sorted({int(c) for c in contexts})
     if not cs:
         raise PosfeatError(f"{arg('contexts', '')} is empty; give longer contexts, e.g. 192,256,512.")
@@ -278,8 +341,10 @@ def _check_contexts(contexts: Sequence[int], base: int | None, emb: Embeddings, 
 
 def sweep_context(emb: Any, sae: Any, *, contexts: Sequence[int], out: Any, seeds: int = ContextSweepConfig.seeds,
                   control_steps: int | None = None, tokens: int | None = None, token_weights: Any = None, command: str | None = None,
-                  model_name: str | None = None, progress: bool = True, force: bool = False, executor: str = "local",
-                  address: str | None = None, max_retries: int = 3, num_cpus: int | None = None, gpu_memory: float | None = None,
+                  model_name: str | None = None, progress: bool = True, force: bool = False,
+                  executor: str | ExecutorConfig = ExecutorConfig.executor, address: str | None = ExecutorConfig.address,
+                  max_retries: int = ExecutorConfig.max_retries, num_cpus: int | None = None,
+                  gpu_memory: float | None = ExecutorConfig.gpu_memory,
                   past_tolerance: float = ContextSweepConfig.past_tolerance, in_context_tolerance: float = ContextSweepConfig.in_context_tolerance,
                   **recipe: Any) -> pd.DataFrame:
     """Fine-tune ``sae`` on each longer context, seed by seed, against a from-scratch control; see module docstring.
@@ -290,27 +355,37 @@ def sweep_context(emb: Any, sae: Any, *, contexts: Sequence[int], out: Any, seed
     ``emb`` and ``sae`` may be anything :func:`posfeat.load_embeddings` and :func:`posfeat.load_sae` accept.
     """
     emb, sae = as_pair(emb, sae)
-    base = sae.context_size
-    cs = _check_contexts(contexts, base, emb, sae)
+    cs = _check_contexts(contexts, sae.context_size, emb, sae)
     kw = {} if tokens is None else {"tokens": tokens}
     cfg = ContextSweepConfig(contexts=tuple(cs), control_steps=control_steps, seeds=seeds, past_tolerance=past_tolerance,
                              in_context_tolerance=in_context_tolerance, **kw)
     cfg.validate()
     rec = ContextSweepConfig.recipe(**recipe)
-    runs = context_plan(cfg, rec, sae)
+    exe = _executor_config(executor, address, max_retries, gpu_memory)
+    return run_context(emb, sae, cfg, rec, exe, out=out, token_weights=token_weights, command=command, model_name=model_name,
+                       progress=progress, force=force, num_cpus=num_cpus).table
+
+
+def run_context(emb: Embeddings, sae: SAE, cfg: ContextSweepConfig, recipe: dict[str, Any], exe: ExecutorConfig, *, out: Any,
+                token_weights: Any, command: str | None, model_name: str | None, progress: bool, force: bool,
+                num_cpus: int | None) -> ContextSweep:
+    """:func:`sweep_context` from its validated configs and recipe (:meth:`ContextSweepConfig.recipe`), as ``posfeat sweep
+    context`` runs it; returns everything the sweep wrote (:class:`ContextSweep`)."""
+    base = sae.context_size
+    cs = _check_contexts(cfg.contexts, base, emb, sae)
+    runs = context_plan(cfg, recipe, sae)
     tw = token_weights_arg(token_weights, emb.d_vocab)
-    exe = ExecutorConfig(executor=executor, address=address, max_retries=max_retries, gpu_memory=gpu_memory)
     runner = connect(exe, emb.device, progress, num_cpus)
-    work = SweepFolder(out, "sweep context", force, command)
+    work = SweepFolder(out, SWEEP_CONTEXT, force, command)
     shared = Shared(emb=emb.to("cpu"), token_weights=tw, sae=sae.to("cpu"), base_context=base, command=command, model_name=model_name)
     t0 = time.monotonic()
-    table_runs, failures = execute_plan(runs, work, shared, exe, emb.device, progress, CONTEXT_COLUMNS, num_cpus, runner)
-    return _context_outputs(emb, sae, cfg, rec, runs, table_runs, failures, work, cs, base, command, time.monotonic() - t0)
+    table_runs, failures = execute_plan(runs, work, shared, runner, progress, CONTEXT_COLUMNS)
+    return _context_outputs(emb, sae, cfg, recipe, runs, table_runs, failures, work, cs, base, command, time.monotonic() - t0)
 
 
 def _context_outputs(emb: Embeddings, sae: SAE, cfg: ContextSweepConfig, rec: dict[str, Any], runs: list[Run], table_runs: pd.DataFrame,
                      failures: list[dict[str, Any]], work: SweepFolder, cs: list[int], base: int, command: str | None,
-                     seconds: float) -> pd.DataFrame:
+                     seconds: float) -> ContextSweep:
     table = agg.context_table(table_runs) if len(table_runs) else pd.DataFrame()
     have_original = len(table) and table.sae.iloc[0] == "original"
     verdicts = agg.context_verdicts(table, cfg.past_tolerance, cfg.in_context_tolerance) if have_original else {}
@@ -331,11 +406,11 @@ def _context_outputs(emb: Embeddings, sae: SAE, cfg: ContextSweepConfig, rec: di
                "missing": failures, "command": command, "seconds": seconds, **work.placement}
     write_text_atomic(work.path / "contexts.csv", table.to_csv(index=False, float_format="%.6g"))
     write_text_atomic(work.path / "summary.json", dump_json(summary))
+    sentence = agg.context_sentence(table, verdicts, base) if have_original else ""
     if have_original:
-        sentence = agg.context_sentence(table, verdicts, base)
-        if failures:
-            sentence += " Missing: " + ", ".join(f"{f['label']} seed {f['seed']}" for f in failures) + "."
-        write_text_atomic(work.path / "section.html", section("Repairing length generalisation", table, command, sentence, [fig_path]))
-    _finish(work, failures, len(runs))
-    return table
+        missing = (" Missing: " + ", ".join(f"{f['label']} seed {f['seed']}" for f in failures) + ".") if failures else ""
+        write_text_atomic(work.path / "section.html", section("Repairing length generalisation", table, command, sentence + missing,
+                                                              [fig_path]))
+    folder = _finish(work, failures, len(runs))
+    return ContextSweep(folder=folder, table=table, repair=verdicts, sentence=sentence, placement=dict(work.placement), summary=summary)
 

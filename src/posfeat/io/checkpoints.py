@@ -21,7 +21,8 @@ from .config import ConfigFile
 from .hub import cached_file, missing, offline
 from .layouts import embeddings_from_tensors, find_tensor, layout_of
 from .model_objects import embeddings_from_object
-from .paths import inside, safe_name, shorten
+from .names import BUNDLED_MODEL
+from .paths import expand, inside, safe_name, shorten
 from .safetensors_io import read_json, read_tensors, tensor_names
 from .tokens import read_tokenizer
 
@@ -41,7 +42,6 @@ MODEL_ALIASES = {
     "gpt-neo-125m": "EleutherAI/gpt-neo-125m",
     "opt-125m": "facebook/opt-125m",
 }
-BUNDLED_MODEL = "minilm"
 #: Model types whose layer-0 embedding sum is TransformerLens's ``blocks.0.hook_resid_pre`` (no LayerNorm before it).
 RESID_PRE_TYPES = frozenset({"gpt2", "gpt_neo", "opt"})
 
@@ -143,7 +143,7 @@ def load_embeddings(source: Any = BUNDLED_MODEL, *, center: bool | None = None, 
         folder = bundled_model_dir()
         name = "sentence-transformers/all-MiniLM-L6-v2 (bundled: minilm)"
         return _loadable(_load_checkpoint(_folder_getter(folder), f"bundled model {folder}", name, center), BUNDLED_MODEL)
-    path = Path(src).expanduser()
+    path = expand(src)
     if path.exists() or _looks_like_path(src):
         if not path.is_dir():
             what = "is a file, not a folder" if path.exists() else "does not exist"

@@ -14,6 +14,15 @@ from pathlib import Path, PurePosixPath
 from ..core.errors import PosfeatError
 
 
+def expand(path: str | os.PathLike[str]) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded, as a shell does: a ``~name`` of no known user (or ``~`` with
+    no home folder) stays as written, a relative name, instead of raising."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
+
+
 def _shown_char(ch: str) -> str:
     code = ord(ch)
     if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, as Python decodes file names (surrogateescape)

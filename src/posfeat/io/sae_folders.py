@@ -7,7 +7,8 @@ and gated SAEs, and BatchTopK SAEs as sae_lens saves them (JumpReLU); every conf
 vintage, is normalised once into :class:`posfeat.SAEMeta`. Each option sae_lens writes either gives
 exactly sae_lens's activations and reconstructions (``tests/io/test_saelens_conformance.py`` holds
 every one to sae_lens itself) or is refused in one sentence naming it. Writes folders that both
-posfeat and sae_lens load.
+posfeat and sae_lens load. What is particular to one architecture (its cfg.json fields, its tensors,
+how sae_lens's tensors become posfeat's) is in its module of :mod:`posfeat.core.archs`.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from urllib.parse import quote
 
 import torch
 
+from ..core.archs import architecture_from_cfg, saelens_read, saelens_tensor_names
 from ..core.errors import PosfeatError, arg
 from ..core.sae import LAYER0_HOOKS, POSFEAT_HOOK, SAE, SAEMeta
 from .config import ConfigFile
-from .paths import inside, shorten
+from .paths import expand, inside, shorten
 from .safetensors_io import read_json, read_tensors, tensor_names, write_json, write_tensors
 
 log = logging.getLogger(__name__)
@@ -48,36 +50,6 @@ _NORM_REFUSED = {
 }
 _DTYPES = {"float32": torch.float32, "float": torch.float32, "float64": torch.float64, "double": torch.float64,
            "float16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def architecture_of(cfg: ConfigFile, where: str) -> tuple[str, int | None]:
-    """``("relu" | "jumprelu" | "topk" | "gated", k)`` from a SAELens config of any vintage, or one sentence naming what is refused.
-
-    sae_lens's inference architectures standard, topk, jumprelu and gated are read (gated as the
-    JumpReLU SAE it equals, see :func:`gated_as_jumprelu`); ``batchtopk`` is a training
-    architecture that sae_lens saves as jumprelu; the rest (abstopk, transcoders, temporal,
-    matching_pursuit, ...) are refused by name.
-    """
-    arch = (cfg.get_str("architecture", default="standard") or "standard").lower()
-    act = (cfg.get_str("activation_fn_str", "activation_fn", default="relu") or "relu").lower()
-    if arch in {"standard", "relu"} and act == "relu":
-        return "relu", None
-    if arch in {"jumprelu", "gated"}:
-        return arch, None
-    if arch == "topk" or (arch == "standard" and act == "topk"):
-        kwargs = cfg.get_dict("activation_fn_kwargs")
-        k = cfg.get_int("k", default=kwargs.get("k"), minimum=1)
-        if k is None:
-            raise PosfeatError(f"{where} is a TopK SAE but its cfg.json gives no k; add \"k\" to it.")
-        return "topk", k
-    if arch == "batchtopk":
-        raise PosfeatError(f"{where} has architecture 'batchtopk', a sae_lens training checkpoint; save it with sae_lens's "
-                           "save_inference_model (which writes the JumpReLU SAE it becomes) and load that folder.")
-    if arch in {"standard", "relu"}:
-        raise PosfeatError(f"{where} has activation_fn {act!r}, which neither posfeat nor sae_lens 6 reads as a standard SAE; "
-                           "use a ReLU, TopK, JumpReLU or gated SAE.")
-    raise PosfeatError(f"{where} has architecture {arch!r}, which posfeat does not read (it reads sae_lens's standard, topk, jumprelu "
-                       "and gated SAEs, and batchtopk ones as saved); convert it to one of those.")
 
 
 def compute_dtype(cfg: ConfigFile, where: str) -> torch.dtype:
@@ -119,39 +91,13 @@ def check_options(cfg: ConfigFile, where: str) -> list[str]:
     return notes
 
 
-def _fold_decoder_norm(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A TopK SAE with ``rescale_acts_by_decoder_norm``, as the plain TopK SAE it equals.
-
-    sae_lens computes ``pre = ((x - b_dec) @ W_enc + b_enc) * n`` with ``n = ||W_dec[i]||``, keeps the k
-    largest and decodes ``(f / n) @ W_dec + b_dec``; with ``W_enc * n``, ``b_enc * n`` and ``W_dec / n``
-    (what sae_lens's own ``fold_W_dec_norm`` does) a plain TopK SAE gives the same activations and
-    reconstructions, which keeps the exact additive form ``pre = a[t] + b[p]``.
-    """
-    n = t["W_dec"].norm(dim=-1).double()
-    return {**t, "W_enc": (t["W_enc"].double() * n).float(), "b_enc": (t["b_enc"].double() * n).float(),
-            "W_dec": (t["W_dec"].double() / n.clamp(min=1e-30)[:, None]).float()}
-
-
-def gated_as_jumprelu(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A gated SAE as the JumpReLU SAE it equals.
-
-    sae_lens: ``s = (x - b_dec) @ W_enc``; ``f = [s + b_gate > 0] * relu(s * exp(r_mag) + b_mag)``. With
-    ``W_enc' = W_enc * exp(r_mag)`` (computed as sae_lens computes it), ``b_enc' = b_mag`` and
-    ``threshold = b_mag - exp(r_mag) * b_gate``, the gate ``s > -b_gate`` is ``pre' > threshold`` and
-    ``f = relu(pre') * [pre' > threshold]``: a JumpReLU SAE, with the same activations.
-    """
-    e = t["r_mag"].exp()
-    thr = (t["b_mag"].double() - e.double() * t["b_gate"].double()).float()
-    return {"W_enc": t["W_enc"] * e, "W_dec": t["W_dec"], "b_enc": t["b_mag"], "b_dec": t["b_dec"], "threshold": thr}
-
-
 def saelens_tensors(cfg: ConfigFile, t: dict[str, torch.Tensor], where: str) -> tuple[dict[str, Any], list[str]]:
     """From sae_lens's tensors and config to posfeat's SAE arguments (``W_enc``, ..., ``threshold``, ``k``), every option applied.
 
     Tensors are first brought to the config's dtype (as sae_lens does when it loads them), then
     held in float32 like every posfeat SAE (bfloat16 and float16 exactly, float64 rounded).
     """
-    arch, k = architecture_of(cfg, where)
+    arch, params = architecture_from_cfg(cfg, where)
     notes = check_options(cfg, where)
     dtype = compute_dtype(cfg, where)
     t = {n: v.detach().to(dtype).float() for n, v in t.items()}
@@ -162,30 +108,13 @@ def saelens_tensors(cfg: ConfigFile, t: dict[str, torch.Tensor], where: str) -> 
         notes.append("scaling_factor of ones dropped, as sae_lens does")
     if dtype != torch.float32:
         notes.append(f"{str(dtype).removeprefix('torch.')} weights computed in float32" + (" (rounded)" if dtype == torch.float64 else " (exactly)"))
-    if arch == "gated":
-        t, arch = gated_as_jumprelu(t), "jumprelu"
-        notes.append("gated SAE read as the JumpReLU SAE it equals (W_enc*exp(r_mag), b_enc=b_mag, threshold=b_mag-exp(r_mag)*b_gate)")
-    if arch == "topk" and cfg.get_bool("rescale_acts_by_decoder_norm", default=False):
-        t = _fold_decoder_norm(t)
-        notes.append("rescale_acts_by_decoder_norm folded into the weights (W_enc*n, b_enc*n, W_dec/n)")
-    threshold = None
-    if arch == "jumprelu":
-        threshold = t["threshold"] if "threshold" in t else t["log_threshold"].exp()
-    return {"W_enc": t["W_enc"], "W_dec": t["W_dec"], "b_enc": t["b_enc"], "b_dec": t["b_dec"], "threshold": threshold, "k": k}, notes
+    read_as, t = arch.from_saelens(cfg, t, params, notes)  # gated: the JumpReLU SAE it equals; TopK: decoder norms folded
+    return {"W_enc": t["W_enc"], "W_dec": t["W_dec"], "b_enc": t["b_enc"], "b_dec": t["b_dec"], **read_as.params()}, notes
 
 
 def _needed(cfg: ConfigFile, where: str, keys: list[str]) -> list[str]:
     """The tensor names a folder of this architecture must hold (JumpReLU: ``threshold`` or ``log_threshold``)."""
-    arch, _ = architecture_of(cfg, where)
-    if arch == "gated":
-        return ["W_enc", "W_dec", "b_dec", "b_gate", "r_mag", "b_mag"]
-    need = ["W_enc", "W_dec", "b_enc", "b_dec"]
-    if arch == "jumprelu":
-        thr = "threshold" if "threshold" in keys else ("log_threshold" if "log_threshold" in keys else None)
-        if thr is None:
-            raise PosfeatError(f"{where} is a JumpReLU SAE without a threshold tensor; it must hold 'threshold'.")
-        need.append(thr)
-    return need + (["scaling_factor"] if "scaling_factor" in keys else [])
+    return architecture_from_cfg(cfg, where)[0].needed_tensors(keys, where)
 
 
 _NEURONPEDIA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,3}")
@@ -254,7 +183,7 @@ def _weights_path(folder: Path, where: str) -> Path:
 def read_sae_folder(folder: str | os.PathLike[str], *, name: str | None = None, extra_cfg: dict[str, Any] | None = None,
                     allow_any_hook: bool = False) -> SAE:
     """Load an SAE from a SAELens-format folder (see module docstring)."""
-    folder = Path(folder).expanduser()
+    folder = expand(folder)
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "does not exist"
         raise PosfeatError(f"SAE folder {folder} {what}; pass a folder holding cfg.json and sae_weights.safetensors.")
@@ -265,12 +194,12 @@ def read_sae_folder(folder: str | os.PathLike[str], *, name: str | None = None, 
     cfg, where = ConfigFile(data, folder / CFG_FILE), f"SAE folder {folder}"
     d_sae = cfg.get_int("d_sae", minimum=1)
     d_in = cfg.get_int("d_in", default=None, minimum=1)
-    architecture_of(cfg, where)
+    architecture_from_cfg(cfg, where)
     weights = _weights_path(folder, where)
     names = tensor_names(weights)
     absent = [n for n in _needed(cfg, where, names) if n not in names]
     if absent:
-        raise PosfeatError(f"{weights} has no {', '.join(absent)}, which a {architecture_of(cfg, where)[0]} SAE (as cfg.json says) needs; "
+        raise PosfeatError(f"{weights} has no {', '.join(absent)}, which a {architecture_from_cfg(cfg, where)[0].name} SAE (as cfg.json says) needs; "
                            "pass the weights that belong with this cfg.json.")
     raw = read_tensors(weights, _needed(cfg, where, names), floating=True)
     W_enc = raw["W_enc"]
@@ -288,7 +217,6 @@ def read_sae_folder(folder: str | os.PathLike[str], *, name: str | None = None, 
 
 def saelens_cfg(sae: SAE, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """A cfg.json that posfeat and sae_lens (before and after 6.0) both read."""
-    arch = {"relu": "standard", "jumprelu": "jumprelu", "topk": "topk"}[sae.architecture]
     extra = dict(extra or {})
     model_name = extra.get("model_name", sae.meta.model_name or "")
     meta = {
@@ -302,12 +230,11 @@ def saelens_cfg(sae: SAE, extra: dict[str, Any] | None = None) -> dict[str, Any]
         "model_from_pretrained_kwargs": {"center_writing_weights": bool(extra.get("center_writing_weights", sae.meta.centered))},
     }
     cfg: dict[str, Any] = {
-        "architecture": arch, "d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32", "device": "cpu",
+        "architecture": sae.arch.saelens_name, "d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32", "device": "cpu",
         "apply_b_dec_to_input": sae.apply_b_dec_to_input, "normalize_activations": "none", "reshape_activations": "none",
         "hook_name": meta["hook_name"], "context_size": sae.context_size, "model_name": model_name, "metadata": meta,
     }
-    if sae.k is not None:
-        cfg["k"] = sae.k
+    cfg.update(sae.arch.cfg_fields())
     cfg.update({k: v for k, v in extra.items() if k not in cfg})
     return cfg
 
@@ -318,11 +245,10 @@ def write_sae_folder(sae: SAE, folder: str | os.PathLike[str], extra_cfg: dict[s
 
     Commands write it into a temporary folder that the output policy moves into place.
     """
-    folder = Path(folder).expanduser()
+    folder = expand(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {"W_enc": sae.W_enc, "W_dec": sae.W_dec, "b_enc": sae.b_enc, "b_dec": sae.b_dec}
-    if sae.threshold is not None:
-        tensors["threshold"] = sae.threshold
+    tensors.update(sae.arch.tensors())
     write_tensors(folder / WEIGHTS_FILE, tensors)
     if sparsity is not None:
         write_tensors(folder / SPARSITY_FILE, {"sparsity": sparsity})
@@ -345,7 +271,7 @@ def _cfg_dict(obj: Any) -> dict[str, Any]:
     return cfg
 
 
-_OBJECT_TENSORS = ("W_enc", "W_dec", "b_enc", "b_dec", "threshold", "log_threshold", "b_gate", "r_mag", "b_mag")
+_OBJECT_TENSORS = saelens_tensor_names()
 
 
 def from_saelens_object(obj: Any, *, allow_any_hook: bool = False) -> SAE:
@@ -359,7 +285,8 @@ def from_saelens_object(obj: Any, *, allow_any_hook: bool = False) -> SAE:
     tensors = {n: v for n in _OBJECT_TENSORS if isinstance(v := getattr(obj, n, None), torch.Tensor)}
     missing = [n for n in _needed(cfg, where, list(tensors)) if n not in tensors]
     if missing:
-        raise PosfeatError(f"{where} has no {', '.join(missing)}; pass a sae_lens SAE of a standard, TopK, JumpReLU or gated architecture.")
+        raise PosfeatError(f"{where} has no {', '.join(missing)}; pass a sae_lens SAE of a "
+                           f"{saelens_read()} architecture.")
     args, notes = saelens_tensors(cfg, tensors, where)
     if notes:
         data["posfeat_read"] = notes

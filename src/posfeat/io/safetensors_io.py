@@ -24,8 +24,8 @@ from safetensors.torch import save_file
 
 from ..core.errors import PosfeatError, PosfeatOSError
 from ..core.memory import check_fits
-from .atomic import atomic_file
 from .paths import shorten
+from .writes import atomic_file
 
 MAX_HEADER = 100 * 2**20  # the safetensors library's own limit on the JSON header
 _DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4,

@@ -20,13 +20,13 @@ from ..core.errors import PosfeatError, arg
 from ..core.sae import SAE
 from .checkpoints import BUNDLED_MODEL, bundled_model_dir, load_embeddings
 from .hub import cached_file
-from .paths import inside
+from .names import BUNDLED_SAE
+from .paths import expand, inside
 from .sae_folders import CFG_FILE, SPARSITY_FILE, WEIGHTS_FILE, from_saelens_object, read_sae_folder
 from .tokens import TOKEN_WEIGHTS_FILE, load_token_weights
 
 log = logging.getLogger(__name__)
 
-BUNDLED_SAE = "minilm"
 BUNDLED_SAE_DIR = Path(__file__).resolve().parent.parent / "bundled" / "minilm-l0-res-2048"
 
 
@@ -106,7 +106,7 @@ def _load_sae(source: Any, sae_id: str | None, allow_any_hook: bool) -> SAE:
         return read_sae_folder(BUNDLED_SAE_DIR, name="posfeat/minilm-l0-res-2048 (bundled)")
     if src in RELEASES:
         return _load_release(src, sae_id, allow_any_hook)
-    path = Path(src).expanduser()
+    path = expand(src)
     if path.exists() or src.startswith((".", "/", "~")) or sae_id is None:
         if not path.is_dir():
             what = "is a file, not a folder" if path.exists() else "does not exist"
@@ -126,7 +126,7 @@ def input_locations(model: Any = None, sae: Any = None, **files: Any) -> list[tu
     """Where a run's inputs live on disk, labelled for messages: the model folder (the bundled model's, or the hub cache for a
     hub id), the SAE folder (the hub cache for a release), and each file or folder in ``files`` (flag name -> path or list).
 
-    Used by the output policy to refuse an output that is, holds or lies inside an input (:func:`posfeat.io.atomic.check_inputs`).
+    Used by the output policy to refuse an output that is, holds or lies inside an input (:func:`posfeat.io.policy.check_inputs`).
     Objects and names that are not on disk give nothing; nothing is downloaded.
     """
     from .checkpoints import _looks_like_path
@@ -135,7 +135,7 @@ def input_locations(model: Any = None, sae: Any = None, **files: Any) -> list[tu
     out: list[tuple[str, Path | None]] = []
 
     def local(value: Any) -> bool:
-        return isinstance(value, os.PathLike) or (isinstance(value, str) and (_looks_like_path(value) or Path(value).expanduser().exists()))
+        return isinstance(value, os.PathLike) or (isinstance(value, str) and (_looks_like_path(value) or expand(value).exists()))
 
     for flag, value, bundled in (("model", model, BUNDLED_MODEL), ("sae", sae, BUNDLED_SAE)):
         for v in value if isinstance(value, (list, tuple)) else [value]:

@@ -12,6 +12,7 @@ import torch
 from jaxtyping import Float
 
 from ..core.errors import PosfeatError
+from .paths import expand
 from .safetensors_io import read_tensors
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def check_token_weights(w: torch.Tensor, d_vocab: int, where: str) -> Float[torc
 
 def load_token_weights(path: str | os.PathLike[str], d_vocab: int) -> Float[torch.Tensor, " d_vocab"]:
     """Token weights from a safetensors file (key ``weights``), checked by :func:`check_token_weights`."""
-    path = Path(path).expanduser()
+    path = expand(path)
     w = read_tensors(path, ["weights"])["weights"]
     if w.dtype == torch.bool or w.dtype.is_complex:
         raise PosfeatError(f"Token weights {path} are stored as {w.dtype}; store float weights under the key 'weights'.")

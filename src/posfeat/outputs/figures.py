@@ -91,7 +91,7 @@ def disjointness(an: Analysis) -> Figure:
     """Each live feature's token dependence against its position dependence (features.csv): a feature that depends on
     one axis only sits near an axis, inside the dotted band of the rule; the numbers (value, per kind, the random
     dictionary's null) are in the legend, outside the axes, where they hide no point."""
-    from ..analyses.findings import headline
+    from ..analyses.findings import DISJOINT, headline
 
     f = an.features[an.features.kind != "dead"]
     fig, ax = new_figure(6.4, 6.2, "How far each feature strays along each axis of the grid", label(an))
@@ -103,8 +103,8 @@ def disjointness(an: Analysis) -> Figure:
     for kind, g in f.groupby("kind"):
         ax.scatter(g.token_dependence, g.position_dependence, s=7, alpha=0.6, c=KIND_COLORS[kind],
                    label=f"{kind} ({len(g)})")
-    d = an.findings.get("disjoint", {})
-    value, null = headline("disjoint", d) if d else ("n/a", "n/a")
+    d = an.findings.get(DISJOINT.key, {})
+    value, null = headline(DISJOINT.key, d) if d else ("n/a", "n/a")
     ax.set(xlabel="token dependence (RMS variation across tokens at fixed position / RMS activation)",
            ylabel="position dependence (across positions at fixed token / RMS)", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.13), ncol=3, frameon=False,

@@ -22,24 +22,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..analyses.findings import headline
+from ..analyses.findings import REGISTRY, headline, title
 from ..core.errors import PosfeatError
-from ..io.paths import visible
+from ..io.paths import expand, visible
 from .explorer import explorer_payload
 from .figures import FIGURES, png_data_uri
 from .interactive import INTERACTIVE
 
 if TYPE_CHECKING:
     from ..analyses.analysis import Analysis
-
-TITLES = {"helix": "W_pos lies near a helix", "positional_count": "A small set of positional features",
-          "disjoint": "Positional and semantic features are disjoint", "tiling": "Each positional feature covers one contiguous range",
-          "early_positions": "Early positions get dedicated, stronger features",
-          "decoder_traces_helix": "Decoder directions trace the helix, in the order of their peaks",
-          "token_profiles": "A token's features are flat lines plus bumps", "worse_than_random": "Past the context, worse than random",
-          "degrades_past_context": "Past the context, the error grows",
-          "positional_break": "Past the context, positional features track the nearest in-context W_pos row",
-          "semantic_break": "Semantic features break past the context"}
 
 
 def esc(x: object) -> str:
@@ -89,7 +80,7 @@ def verdict_box(key: str, f: dict[str, Any]) -> str:
     cls = "v-" + f["verdict"].replace(" ", "-")
     value, null = headline(key, f)
     return (f'<div class="verdict {cls}" id="finding-{key}"><span class="badge">{esc(f["verdict"])}</span> '
-            f"<b>{esc(TITLES.get(key, key))}</b>: posfeat {esc(value)}; null {esc(null)}; "
+            f"<b>{esc(title(key))}</b>: posfeat {esc(value)}; null {esc(null)}; "
             f"{NOTE_PAIR}: {fmt(f['note_value'])}."
             f"<br>{esc(f['evidence'])}<br><span class=test>Rule: {esc(f['test'])}</span></div>")
 
@@ -107,7 +98,7 @@ NOTE_PAIR_TEXT = ("GPT-2 small (1024 positions, d_model 768, vocabulary 50257) w
 
 
 def glance(findings: dict[str, Any]) -> str:
-    rows = "".join(f"<tr><td class=l><a href='#finding-{k}'>{esc(TITLES.get(k, k))}</a></td><td class=l><b>{esc(f['verdict'])}</b></td>"
+    rows = "".join(f"<tr><td class=l><a href='#finding-{k}'>{esc(title(k))}</a></td><td class=l><b>{esc(f['verdict'])}</b></td>"
                    f"<td class=l>{_cells(k, f)[0]}</td><td class=l>{_cells(k, f)[1]}</td><td class=l>{fmt(f['note_value'])}</td></tr>"
                    for k, f in findings.items())
     return (f"<table><tr><th>finding of the note</th><th>verdict</th><th>this run</th><th>null (same run)</th><th>{esc(NOTE_PAIR)}</th></tr>"
@@ -223,18 +214,24 @@ def _attribution_tables(an: Analysis) -> str:
                      ("share of the past-context error that this removes", s["addback_error_removed"])])
 
 
-#: report sections: title, the findings they show, figures, and the function giving their tables
+#: report sections: title, figures, and the function giving their tables; the findings each shows are those whose
+#: ``section`` is its number (:func:`section_findings`)
 SECTIONS = [
-    ("1. The helix of W_pos", ["helix", "decoder_traces_helix"], ["helix_interactive", "helix", "wpos_similarity"], None),
-    ("2. Positional and semantic features", ["positional_count", "disjoint"], ["disjointness", "positional_score"], _features_tables),
-    ("3. Positional features over the positions", ["tiling", "early_positions"], ["positional_profiles", "preactivations", "sinusoid", "coverage"],
-     _positional_tables),
-    ("4. Token features", ["token_profiles"], ["token_features"], _token_tables),
-    ("5. Length generalisation", ["worse_than_random", "degrades_past_context", "positional_break", "semantic_break"],
+    ("1. The helix of W_pos", ["helix_interactive", "helix", "wpos_similarity"], None),
+    ("2. Positional and semantic features", ["disjointness", "positional_score"], _features_tables),
+    ("3. Positional features over the positions", ["positional_profiles", "preactivations", "sinusoid", "coverage"], _positional_tables),
+    ("4. Token features", ["token_features"], _token_tables),
+    ("5. Length generalisation",
      ["length_generalisation", "profiles_interactive", "extended_profiles", "apparent_position", "semantic_breakage", "semantic_profiles"],
      _length_tables),
-    ("6. Where the error past the context comes from", [], ["attribution"], _attribution_tables),
+    ("6. Where the error past the context comes from", ["attribution"], _attribution_tables),
 ]
+
+
+def section_findings(number: int) -> list[str]:
+    """The keys of the findings the report's section ``number`` (1-based) shows, in the findings' order."""
+    return [finding.key for finding in REGISTRY if finding.section == number]
+
 
 #: The CSVs of an analysis folder (``NAME.csv``) with what each holds: what save_analysis writes, the report's Files list and the
 #: CLI's "wrote" line name.
@@ -257,18 +254,20 @@ def report_parts(an: Analysis) -> dict[str, Any]:
         interactive[name] = (f'<div id="{div}" class="plotly-figure" style="height:{int(fig["layout"].get("height", 480))}px"></div>'
                              f'<script type="application/json" id="figure-{div}">{script_json(fig)}</script>')
     data = script_json(explorer_payload(an))
-    tables = [make(an) if make else "" for _, _, _, make in SECTIONS]
+    tables = [make(an) if make else "" for _, _, make in SECTIONS]
     return {"interactive": interactive, "tables": tables, "explorer_data": data}
 
 
-def render_html(an: Analysis, pngs: dict[str, Path], sweep_sections: tuple[str, ...] = (), parts: dict[str, Any] | None = None) -> str:
-    """The whole page (see module docstring); ``parts``: :func:`report_parts` of ``an``, made here when None."""
+def render_html(an: Analysis, pngs: dict[str, Path], sweep_sections: tuple[str, ...] = (), parts: dict[str, Any] | None = None,
+                command: str = "") -> str:
+    """The whole page (see module docstring); ``parts``: :func:`report_parts` of ``an``, made here when None; ``command``:
+    the command line that made it (shown at the foot)."""
     s = an.summary
     made = report_parts(an) if parts is None else parts
     interactive, data = made["interactive"], made["explorer_data"]
-    blocks = [f"<h2>{esc(title)}</h2>" + "".join(verdict_box(k, an.findings[k]) for k in keys)
+    blocks = [f"<h2>{esc(heading)}</h2>" + "".join(verdict_box(k, an.findings[k]) for k in section_findings(number))
               + "".join(figure_html(n, pngs, interactive) for n in figs) + tables
-              for (title, keys, figs, _), tables in zip(SECTIONS, made["tables"])]
+              for number, ((heading, figs, _), tables) in enumerate(zip(SECTIONS, made["tables"]), start=1)]
     header = (f"<b>Model</b> {esc(s['model'])} &nbsp; <b>SAE</b> {esc(s['sae'])} ({esc(s['sae_architecture'])}, d_sae {s['d_sae']}) &nbsp; "
               f"<b>context</b> {s['context_size']} of {s['n_ctx']} positions &nbsp; <b>centred</b> {s['centered']} &nbsp; "
               f"<b>device</b> {esc(s['device'])} &nbsp; posfeat {esc(s['posfeat_version'])}")
@@ -279,7 +278,7 @@ def render_html(an: Analysis, pngs: dict[str, Path], sweep_sections: tuple[str, 
     plotly_src = plotly_js()
     html_page = page.substitute(model=esc(s["model"]), sae=esc(s["sae"]), pairs=pairs_html(s, bool(an.emb.info.get("token_type_row_added"))),
                                 css=css, header=header, glance=glance(an.findings), sections="\n".join(blocks), sweeps="\n".join(sweep_sections),
-                                command=esc(s.get("command", "")), files=files_html(), explorer_data=data, explorer_js=explorer_js,
+                                command=esc(command), files=files_html(), explorer_data=data, explorer_js=explorer_js,
                                 plotly_data=packed_plotly(plotly_src), figures_js=figures_js)
     return with_csp([f"<script>{explorer_js}</script>", f"<script>{figures_js}</script>"], html_page, sources=[plotly_src])
 
@@ -318,7 +317,7 @@ def sweep_sections(folders: list[str | Path]) -> tuple[str, ...]:
     """The ``section.html`` fragments that ``posfeat sweep`` wrote into each folder."""
     out = []
     for folder in folders:
-        path = Path(folder).expanduser() / "section.html"
+        path = expand(folder) / "section.html"
         if not path.is_file():
             raise PosfeatError(f"{folder} has no section.html; pass a folder written by posfeat sweep widths or posfeat sweep context.")
         try:

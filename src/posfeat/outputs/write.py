@@ -26,7 +26,9 @@ from matplotlib.figure import Figure
 
 from ..core.errors import PosfeatError
 from ..core.progress import progress_bar
-from ..io.atomic import deferred_signals, output_folder
+from ..core.signals import deferred_signals
+from ..io.output import Output
+from ..io.ownership import OutputKind
 from .figures import FIGURES, new_figure, save_figure
 from .interactive import INTERACTIVE
 from .report import CSV_FILES, render_html, report_parts, sweep_sections
@@ -36,6 +38,18 @@ if TYPE_CHECKING:
     from ..analyses.compare import Comparison
 
 CSV_FLOAT = "%.8g"
+
+#: ``posfeat analyze``'s folder (the report, its CSVs, summary.json and figures).
+ANALYZE = OutputKind(
+    "analyze",
+    ("report.html", *(f"{name}.csv" for name in CSV_FILES), "summary.json", "figures", "figures/*.png"),
+    legacy=(("summary.json", "features.csv", "by_position.csv", "report.html"),
+            ("spurious_examples.csv", "figures", "figures/*.png"), ("summary.json", "posfeat_version")),
+)
+#: ``posfeat compare``'s folder.
+COMPARE = OutputKind(
+    "compare", ("compare.csv", "status_a.csv", "status_b.csv", "summary.json", "figures", "figures/compare.png")
+)
 
 
 def jsonable(x: Any) -> Any:
@@ -57,9 +71,11 @@ def dump_json(data: dict[str, Any]) -> str:
     return json.dumps(jsonable(data), indent=2) + "\n"
 
 
-def summary_json(an: Analysis, command: str | None) -> str:
-    """summary.json: the headline numbers, the findings, the device, the timings, the command."""
-    return dump_json({**an.summary, "command": command or "analyze(...)", "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+def summary_json(an: Analysis, command: str | None, timings: dict[str, float] | None = None) -> str:
+    """summary.json: the headline numbers, the findings, the device, the timings (``an.timings`` and the writer's own
+    ``timings``), the command. ``an`` is left as it is."""
+    return dump_json({**an.summary, "timings": {**an.timings, **(timings or {})}, "command": command or "analyze(...)",
+                      "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
 
 
 def figure_names() -> list[str]:
@@ -244,12 +260,12 @@ def write_figures(an: Analysis, folder: Path, progress: bool = False, meanwhile:
     return {name: folder / f"{name}.png" for name in names}
 
 
-def save_analysis(an: Analysis, out: str | Path, *, force: bool = False, command: str | None = None,
+def save_analysis(an: Analysis, out: str | Path | Output, *, force: bool = False, command: str | None = None,
                   include_sweeps: list[str | Path] = (), progress: bool = False) -> Path:
     """Write every file of ``an`` into ``out`` (see module docstring); returns the output folder."""
     sections = sweep_sections(list(include_sweeps))
-    an.summary["command"] = command or "analyze(...)"
-    with output_folder(out, kind="analyze", force=force, command=command) as tmp:
+    output = Output.of(out, ANALYZE, force=force, command=command)
+    with output, output.staging() as tmp:
         parts: dict[str, Any] = {}
         own = 0.0  # seconds of the report's own work while the children draw
 
@@ -264,26 +280,25 @@ def save_analysis(an: Analysis, out: str | Path, *, force: bool = False, command
         t0 = time.perf_counter()
         pngs = write_figures(an, tmp / "figures", progress, meanwhile)
         t1 = time.perf_counter()
-        (tmp / "report.html").write_text(render_html(an, pngs, sections, parts))
+        (tmp / "report.html").write_text(render_html(an, pngs, sections, parts, command=command or "analyze(...)"))
         # Stages that add up to the wall time: the report's own work (the CSVs and the parts made while the children
         # drew, then the page), and the time the figures took beyond it.
-        an.timings.update({"figures": t1 - t0 - own, "report": own + time.perf_counter() - t1})
-        an.summary["timings"] = dict(an.timings)
-        (tmp / "summary.json").write_text(summary_json(an, command))
-        target = Path(out).expanduser().resolve()
-    return target
+        own_timings = {"figures": t1 - t0 - own, "report": own + time.perf_counter() - t1}
+        (tmp / "summary.json").write_text(summary_json(an, command, own_timings))
+    return output.claim()
 
 
-def save_comparison(cmp: Comparison, out: str | Path, *, force: bool = False, command: str | None = None) -> Path:
+def save_comparison(cmp: Comparison, out: str | Path | Output, *, force: bool = False, command: str | None = None) -> Path:
     """compare.csv, status_a.csv, status_b.csv, summary.json and figures/compare.png into ``out``."""
-    with output_folder(out, kind="compare", force=force, command=command) as tmp:
+    output = Output.of(out, COMPARE, force=force, command=command)
+    with output, output.staging() as tmp:
         cmp.pairs.to_csv(tmp / "compare.csv", index=False, float_format=CSV_FLOAT)
         cmp.status_a.to_csv(tmp / "status_a.csv", index=False, float_format=CSV_FLOAT)
         cmp.status_b.to_csv(tmp / "status_b.csv", index=False, float_format=CSV_FLOAT)
         (tmp / "summary.json").write_text(dump_json({**cmp.summary, "command": command}))
         (tmp / "figures").mkdir()
         save_figure(comparison_figure(cmp), tmp / "figures" / "compare.png")
-    return Path(out).expanduser().resolve()
+    return output.claim()
 
 
 def comparison_figure(cmp: Comparison) -> Figure:

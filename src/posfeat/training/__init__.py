@@ -1,4 +1,5 @@
-"""Stage 6, the trainer: SAEs trained on the grid itself, on any device. Imports every earlier stage but ``outputs``.
+"""Stage 5 beside the outputs, the trainer: SAEs trained on the grid itself, on any device. Imports only
+``posfeat.core`` and ``posfeat.io``: training is independent of the engine, the analyses and the outputs.
 
 Names are imported on first use (PEP 562), so the CLI's parser reads ``training.config`` without torch.
 """

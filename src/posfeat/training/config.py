@@ -12,10 +12,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.archs import ARCHITECTURES, either, trainable
 from ..core.errors import PosfeatError, PosfeatTypeError, arg
 from ..io.paths import shorten
 
-ARCHS = ("relu", "topk")
+#: The architectures the trainer trains (those of :data:`posfeat.core.archs.ARCHITECTURES` marked trainable); the first is
+#: the default.
+ARCHS = trainable()
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -29,13 +32,19 @@ def _req(help: str, **meta: Any) -> Any:
     return field(metadata={"help": help, "required": True, **meta})
 
 
+def _arch_help() -> str:
+    """``relu (L1 penalty) or topk``: each trainable architecture, with what its loss adds."""
+    notes = {name: ARCHITECTURES[name].training_note for name in ARCHS}
+    return either([f"{name} ({note})" if note else name for name, note in notes.items()])
+
+
 @dataclass
 class TrainConfig:
     """Hyper-parameters of one training run (recorded in ``cfg.json``). See ``posfeat.training.trainer`` for the recipe."""
 
     d_sae: int = _req("SAE width (number of features)")
     context: int = _req("train on positions 0..context-1")
-    arch: str = _f("relu", "activation: relu (L1 penalty) or topk", choices=ARCHS)
+    arch: str = _f(ARCHS[0], f"activation: {_arch_help()}", choices=ARCHS)
     l1: float = _f(5.0, "L1 coefficient (ReLU), on inputs scaled to E||x||^2 = d_model")
     k: int | None = _f(None, "active features per input (TopK)")
     steps: int = _f(2000, "optimisation steps")
@@ -72,9 +81,8 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise PosfeatError(f"{arg('precision', self.precision)} is unknown; use fp32 or bf16.")
         if self.arch not in ARCHS:
-            raise PosfeatError(f"{arg('arch', self.arch)} is unknown; use relu or topk.")
-        if self.arch == "topk" and (isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= self.d_sae):
-            raise PosfeatError(f"{arg('k', self.k)} is invalid for a TopK SAE of width {self.d_sae}; give 1 <= k <= d_sae.")
+            raise PosfeatError(f"{arg('arch', self.arch)} is unknown; use {either(ARCHS)}.")
+        ARCHITECTURES[self.arch].check_settings(self)
         for name in ("l1", "lr", "l1_warmup", "checkpoint_seconds"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:

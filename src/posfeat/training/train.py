@@ -19,34 +19,51 @@ from typing import Any
 
 import torch
 
+from ..core.archs import architecture, either
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, arg
 from ..core.memory import check_fits
 from ..core.sae import SAE, SAEMeta
 from ..core.tensors import require_data
-from ..io.atomic import (
-    PARTIAL,
-    check_inputs,
-    check_target,
-    completed,
-    foreign_entries,
-    holds_lock,
-    lock_target,
-    output_folder,
-    partial_folder,
-    remove,
-    resolve_target,
-    unlock_target,
-)
 from ..io.checkpoints import layer0_hook, load_embeddings
-from ..io.sae_folders import read_sae_folder, write_sae_folder
+from ..io.output import Output
+from ..io.ownership import PARTIAL, OutputKind, foreign_entries
+from ..io.policy import check_inputs, resolve_target
+from ..io.sae_folders import CFG_FILE, SPARSITY_FILE, WEIGHTS_FILE, read_sae_folder, write_sae_folder
 from ..io.safetensors_io import write_tensors
 from ..io.tokens import TOKEN_WEIGHTS_FILE, token_weights_arg
-from .config import TrainConfig, train_config
+from ..io.writes import remove
+from .config import ARCHS, TrainConfig, train_config
 from .model import TrainingSAE
-from .trainer import CHECKPOINT, LOG_COLUMNS, LOG_FILE, Sampler, Scaling, Trainer, checkpoint_state, made_with
+from .trainer import (
+    CHECKPOINT,
+    CHECKPOINT_META,
+    LOG_COLUMNS,
+    LOG_FILE,
+    Sampler,
+    Scaling,
+    Trainer,
+    checkpoint_state,
+    made_with,
+)
 
 log = logging.getLogger("posfeat")
+
+_SAE_FILES = (CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE, LOG_FILE, TOKEN_WEIGHTS_FILE)
+#: A trained SAE's folder (``posfeat train``).
+TRAIN = OutputKind("train", _SAE_FILES, legacy=((CFG_FILE, WEIGHTS_FILE), (LOG_FILE, TOKEN_WEIGHTS_FILE, SPARSITY_FILE),
+                                                (CFG_FILE, "posfeat_training")))
+#: A training's work folder ``<out>.partial`` (its checkpoint; rewritten as the run goes).
+TRAIN_CHECKPOINT = OutputKind("train-checkpoint", (CHECKPOINT, CHECKPOINT_META), grows=(CHECKPOINT, CHECKPOINT_META),
+                              legacy=((CHECKPOINT, CHECKPOINT_META), (), None))
+
+
+def train_kinds(callback: Any = None) -> tuple[OutputKind, OutputKind]:
+    """The two kinds above, with the files a callback writes (its ``file_names``: beside the SAE and the checkpoint)."""
+    extra = tuple(getattr(callback, "file_names", ()))
+    return (dataclasses.replace(TRAIN, files=TRAIN.files + extra),
+            dataclasses.replace(TRAIN_CHECKPOINT, files=TRAIN_CHECKPOINT.files + extra,
+                                grows=TRAIN_CHECKPOINT.grows + extra))
 
 
 @dataclass
@@ -63,12 +80,13 @@ def _init_sae(init: Any, emb: Embeddings, values: dict[str, Any]) -> SAE | None:
     if init is None:
         return None
     sae = init if isinstance(init, SAE) else read_sae_folder(init, allow_any_hook=True)
-    if sae.threshold is not None:
-        raise PosfeatError(f"{arg('init')} points at a JumpReLU SAE; posfeat trains ReLU and TopK SAEs only.")
+    if not sae.arch.trainable:
+        raise PosfeatError(f"{arg('init')} points at a {sae.arch.title} SAE; posfeat trains "
+                           f"{either([architecture(a).title for a in ARCHS], 'and')} SAEs only.")
     if sae.d_in != emb.d_model:
         raise PosfeatError(f"{arg('init')} SAE reads d_in {sae.d_in} but {emb.name} has d_model {emb.d_model}; fine-tune an SAE of this model.")
-    if not sae.separable and values.get("arch", "relu") == "relu":
-        values.update(arch="topk", k=sae.k)
+    if values.get("arch", ARCHS[0]) == ARCHS[0]:  # the default: the SAE's own architecture
+        values.update(arch=sae.architecture, **sae.arch.params())
     values["d_sae"] = sae.d_sae
     return sae.to("cpu")
 
@@ -96,8 +114,9 @@ def training_bytes(d_model: int, d_sae: int, batch: int) -> int:
     return 4 * (4 * params + batch * (4 * d_model + 4 * d_sae))
 
 
-def _partial_dir(target: Path, resume: bool, resume_or_start: bool, force: bool) -> Path:
-    """``<out>.partial``, prepared for a new run or for resuming one (see module docstring); the run holds ``target``'s lock."""
+def _partial_dir(output: Output, work: OutputKind, resume: bool, resume_or_start: bool, force: bool) -> Path:
+    """``<out>.partial``, prepared for a new run or for resuming one (see module docstring); the run holds the lock."""
+    target = output.claim()
     partial = target.with_name(target.name + PARTIAL)
     has = (partial / CHECKPOINT).is_file()
     if resume and not has and not resume_or_start:
@@ -107,19 +126,21 @@ def _partial_dir(target: Path, resume: bool, resume_or_start: bool, force: bool)
     if discard and not force:
         raise PosfeatError(f"{partial} holds the checkpoint of an interrupted run; pass {arg('resume', True)} to continue it, or "
                            f"{arg('force', True)} to discard it and start again.")
-    return partial_folder(target, "train-checkpoint", fresh=discard)
+    return output.work_folder(work, fresh=discard)
 
 
-def _finished_run(out: str | os.PathLike[str], cfg: TrainConfig, held: bool, inputs: list[tuple[str, Any]]) -> TrainResult | None:
-    """The result of a run with these settings that finished but was killed before it removed ``<out>.partial`` (its SAE is in
-    ``out``, its checkpoint at the last step): resuming it has nothing left to do but that removal. None otherwise; an
-    ``out`` that is one of the ``inputs`` is refused as by :func:`posfeat.io.atomic.check_target`."""
-    target = resolve_target(out)
-    check_inputs(target, os.fspath(out), inputs)
+def _finished_run(output: Output, cfg: TrainConfig, kinds: tuple[OutputKind, OutputKind]) -> TrainResult | None:
+    """The result of a run with these settings that finished but was killed before it removed ``<out>.partial`` (its SAE
+    is in ``out``, its checkpoint at the last step): resuming it has nothing left to do but that removal. None
+    otherwise; an ``out`` that is one of the run's inputs is refused as by :func:`posfeat.io.policy.check_target`."""
+    target = resolve_target(output.out)
+    check_inputs(target, os.fspath(output.out or ""), output.inputs)
     partial = target.with_name(target.name + PARTIAL)
-    if not (partial / CHECKPOINT).is_file() or not target.is_dir() or foreign_entries(target) != ("train", []):
+    if not (partial / CHECKPOINT).is_file() or not target.is_dir():
         return None
-    if foreign_entries(partial) != ("train-checkpoint", []):  # anything else there is not posfeat's to remove
+    if foreign_entries(target, [kinds[0]]) != ("train", []):
+        return None
+    if foreign_entries(partial, [kinds[1]]) != ("train-checkpoint", []):  # anything else is not posfeat's to remove
         return None
     try:
         meta = checkpoint_state(partial)
@@ -127,34 +148,30 @@ def _finished_run(out: str | os.PathLike[str], cfg: TrainConfig, held: bool, inp
         return None
     if meta["step"] < cfg.steps or not made_with(meta, cfg):
         return None
-    lock_target(target)
-    try:
+    with Output(output.out, kinds[0], force=True, inputs=output.inputs):  # the lock, for the removal
         remove(partial)
-        log.warning("%s holds the SAE of this run, finished at step %d; removed the checkpoint folder it left, %s", target, meta["step"],
-                    partial.name)
+        log.warning("%s holds the SAE of this run, finished at step %d; removed the checkpoint folder it left, %s",
+                    target, meta["step"], partial.name)
         sae = read_sae_folder(target)
-    finally:
-        if not held:
-            unlock_target(target)
     return TrainResult(sae, list(meta.get("log", [])), target)
 
 
-def _write(sae: SAE, target: Path, rows: list[dict[str, float]], token_weights: torch.Tensor | None, extra: dict[str, Any],
-           force: bool, command: str | None, files: dict[str, str]) -> None:
-    with output_folder(target, kind="train", force=force, command=command) as tmp:
+def _write(sae: SAE, output: Output, rows: list[dict[str, float]], token_weights: torch.Tensor | None,
+           extra: dict[str, Any], files: dict[str, str]) -> None:
+    with output.staging() as tmp:
         for name, text in files.items():
             (tmp / name).write_text(text)
         write_sae_folder(sae, tmp, extra)
         with open(tmp / LOG_FILE, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
+            writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
         if token_weights is not None:
             write_tensors(tmp / TOKEN_WEIGHTS_FILE, {"weights": token_weights.float()})
 
 
 def train_sae(emb: Any, config: TrainConfig | None = None, *, token_weights: Any = None, init: Any = None,
-              out: str | os.PathLike[str] | None = None, resume: bool = False, resume_or_start: bool = False, force: bool = False,
+              out: str | os.PathLike[str] | Output | None = None, resume: bool = False, resume_or_start: bool = False, force: bool = False,
               progress: bool = True, command: str | None = None, model_name: str | None = None, stop_after: int | None = None,
               callback: Any = None, **settings: Any) -> TrainResult:
     """Train an SAE on the layer-0 grid of ``emb``, on the embeddings' device (see ``posfeat.training.trainer``).
@@ -177,35 +194,37 @@ def train_sae(emb: Any, config: TrainConfig | None = None, *, token_weights: Any
     """
     emb = load_embeddings(emb)
     require_data(emb.device, "The embeddings")
-    if out is not None:
+    if out is not None and not isinstance(out, Output):
         resolve_target(out)  # a wrong type or an impossible name, named before any work
     values = config.as_dict() if config is not None else dict(settings)
     if config is not None and settings:
         values.update(settings)
-    held = holds_lock(out)
-    target: Path | None = None
+    kinds = train_kinds(callback)
+    output: Output | None = None
     partial: Path | None = None
     try:
         init_sae = _init_sae(init, emb, values)
         cfg = train_config(**values)
         cfg.validate(emb.n_ctx, emb.name)
-        check_fits(training_bytes(emb.d_model, cfg.d_sae, cfg.batch), f"Training an SAE of width {cfg.d_sae} on batches of {cfg.batch}",
+        check_fits(training_bytes(emb.d_model, cfg.d_sae, cfg.batch),
+                   f"Training an SAE of width {cfg.d_sae} on batches of {cfg.batch}",
                    f"choose a smaller {arg('d_sae')} or {arg('batch')}", emb.device)
         weights = token_weights_arg(token_weights, emb.d_vocab)
         inputs = [(arg("init"), init if isinstance(init, (str, os.PathLike)) else None),
                   (arg("token_weights"), token_weights if isinstance(token_weights, (str, os.PathLike)) else None)]
-        if out is not None and (resume or resume_or_start) and not force:
-            done = _finished_run(out, cfg, held, inputs)
+        if out is not None:
+            output = Output.of(out, kinds[0], force=force, command=command, inputs=inputs)
+        if output is not None and (resume or resume_or_start) and not force:
+            done = _finished_run(output, cfg, kinds)
             if done is not None:
                 return done
-        if out is not None:
-            target = check_target(out, force=force, inputs=inputs)
-            partial = _partial_dir(target, resume, resume_or_start, force)
+        if output is not None:
+            partial = _partial_dir(output, kinds[1], resume, resume_or_start, force)
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         sampler = Sampler(emb, cfg.context, weights, gen)
         scaling = Scaling.measure(emb, sampler, weights)
-        model = TrainingSAE(emb.d_model, cfg.d_sae, cfg.k if cfg.arch == "topk" else None, gen)
+        model = TrainingSAE(emb.d_model, cfg.d_sae, architecture(cfg.arch).from_settings(cfg), gen)
         if init_sae is not None:
             model.load_sae(init_sae, scaling.scale)
         else:
@@ -215,23 +234,30 @@ def train_sae(emb: Any, config: TrainConfig | None = None, *, token_weights: Any
         if partial is not None and trainer.has_checkpoint():
             trainer.resume()
         trainer.fit(stop_after)
-        result = _finish(emb, cfg, trainer, init_sae, init, weights, token_weights, target, partial, force, command, model_name)
+        result = _finish(emb, cfg, trainer, init_sae, init, weights, token_weights, output, partial, command,
+                         model_name)
     except BaseException:
-        if target is not None and completed(target) and partial is not None:
-            remove(partial)  # a signal right after the SAE went into place: the checkpoints are not needed any more
-        elif partial is not None and not (partial / CHECKPOINT).exists() and foreign_entries(partial) == ("train-checkpoint", []):
-            remove(partial)  # nothing to resume in it (a failure before the first checkpoint): no empty work folder is left
-        if target is not None and not held:
-            unlock_target(target, failed=True)  # folders made for the output go again, unless they hold the checkpoint
+        if output is not None:
+            _after_failure(output, partial, kinds[1])
         raise
-    if target is not None and not held:
-        unlock_target(target)
+    if output is not None:
+        output.release()
     return result
 
 
-def _finish(emb: Embeddings, cfg: TrainConfig, trainer: Trainer, init_sae: SAE | None, init: Any, weights: torch.Tensor | None,
-            token_weights: Any, target: Path | None, partial: Path | None, force: bool, command: str | None,
-            model_name: str | None) -> TrainResult:
+def _after_failure(output: Output, partial: Path | None, work: OutputKind) -> None:
+    """Tidy up after a failed or interrupted run: the work folder goes when it holds nothing to resume, and the lock
+    is released (folders made for the output go again, unless they hold the checkpoint)."""
+    if partial is not None and output.committed:
+        remove(partial)  # a signal right after the SAE went into place: the checkpoints are not needed any more
+    elif partial is not None and not (partial / CHECKPOINT).exists() and foreign_entries(partial, [work]) == (work.name, []):
+        remove(partial)  # nothing to resume in it (a failure before the first checkpoint): no empty work folder is left
+    output.release(failed=True)
+
+
+def _finish(emb: Embeddings, cfg: TrainConfig, trainer: Trainer, init_sae: SAE | None, init: Any,
+            weights: torch.Tensor | None, token_weights: Any, output: Output | None, partial: Path | None,
+            command: str | None, model_name: str | None) -> TrainResult:
     folded = trainer.model.fold(trainer.scaling.scale)
     bad = [name for name, value in folded.items() if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all())]
     if bad:
@@ -239,6 +265,8 @@ def _finish(emb: Embeddings, cfg: TrainConfig, trainer: Trainer, init_sae: SAE |
         when = f" (its log first shows a NaN or infinite value at step {first})" if first is not None else ""
         raise PosfeatError(f"Training diverged: after {trainer.step_no} steps the weights ({', '.join(bad)}) hold NaN or infinite values"
                            f"{when}; lower {arg('lr', cfg.lr)} or {arg('l1', cfg.l1)}, or raise {arg('warmup', cfg.warmup)}.")
+    target = output.claim() if output is not None else None
+    command = output.command if output is not None and output.command is not None else command
     hook = init_sae.hook_name if init_sae is not None and init_sae.hook_name else layer0_hook(emb)
     record = {"command": command or "train_sae(...)", "seed": cfg.seed, "config": cfg.as_dict(), "input_scale": trainer.scaling.scale,
               "token_weights": Path(token_weights).name if isinstance(token_weights, (str, os.PathLike))
@@ -246,16 +274,16 @@ def _finish(emb: Embeddings, cfg: TrainConfig, trainer: Trainer, init_sae: SAE |
               "init": None if init is None else str(init if not isinstance(init, SAE) else init.name), "device": str(emb.device),
               "final": trainer.rows[-1] if trainer.rows else {}, "embeddings": embeddings_record(emb, model_name)}
     name = model_name or emb.info.get("load_as") or None
-    sae = SAE.from_arrays(folded["W_enc"], folded["W_dec"], folded["b_enc"], folded["b_dec"], k=cfg.k if cfg.arch == "topk" else None,
+    sae = SAE.from_arrays(folded["W_enc"], folded["W_dec"], folded["b_enc"], folded["b_dec"], **trainer.model.arch.params(),
                           name=str(target) if target else f"trained d_sae={cfg.d_sae}",
                           cfg={"model_name": name or "", "posfeat_training": record, "center_writing_weights": bool(emb.centered)},
                           meta=SAEMeta(hook_name=hook, context_size=cfg.context, model_name=name, dataset="posfeat layer-0 grid",
                                        centered=bool(emb.centered)))
-    if target is None:
+    if output is None or target is None:
         return TrainResult(sae, trainer.rows, None)
     extra = {"model_name": name or "", "center_writing_weights": bool(emb.centered), "posfeat_training": record}
     files = dict(getattr(trainer.callback, "files", None) or {})
-    _write(sae.to("cpu"), target, trainer.rows, weights, extra, force, command, files)
+    _write(sae.to("cpu"), output, trainer.rows, weights, extra, files)
     remove(partial)
     sae.meta = dataclasses.replace(sae.meta, folder=str(target))
     return TrainResult(sae, trainer.rows, target)

@@ -37,8 +37,9 @@ import torch
 from ..core.embeddings import Embeddings
 from ..core.errors import Interrupted, PosfeatError, Stopped, arg
 from ..core.progress import progress_bar
-from ..io.atomic import deferred_signals, remove, signals_held
+from ..core.signals import deferred_signals, signals_held
 from ..io.safetensors_io import read_json, read_metadata, read_tensors, write_tensors
+from ..io.writes import remove
 from .config import TrainConfig
 from .model import TrainingSAE
 
@@ -139,7 +140,7 @@ class Trainer:
             self.model.normalize_decoder()
             self.last_fired[(out["f"] > 0).any(0)] = self.step_no + 1
         self.step_no += 1
-        if self.step_no in self.resample_steps and self.cfg.arch == "relu":
+        if self.step_no in self.resample_steps and self.model.arch.resamples_dead:
             dead = (self.step_no - self.last_fired) >= self.cfg.dead_window
             if self._resample(dead, self.sampler.batch(self.cfg.batch) / self.scaling.scale):
                 self.last_fired[dead] = self.step_no

@@ -10,7 +10,7 @@ import html
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..analyses.prompt import Prompt
+    from .prompt import Prompt
 
 _STYLE = ("font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px;white-space:pre;padding:1px 0;margin:0 1px;"
           "border-radius:3px;outline:1px solid #ddd;")
