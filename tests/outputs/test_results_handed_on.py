@@ -8,7 +8,7 @@ import copy
 import dataclasses
 import json
 
-from posfeat.analyses.analysis import analyze
+from posfeat import analyze
 from posfeat.analyses.headline import AnalysisSummary
 from posfeat.experiments.aggregate import width_sentence
 from posfeat.experiments.config import ExecutorConfig, WidthSweepConfig

@@ -324,6 +324,15 @@ def study_count(positions: Any, n_ctx: int) -> int:
     return len(idx)
 
 
+def _check_settings(positional_share: Any, semantic_share: Any, n_token_features: Any) -> None:
+    for name, share in (("positional_share", positional_share), ("semantic_share", semantic_share)):
+        if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 <= share <= 1:
+            raise PosfeatTypeError(f"{arg(name, shorten(repr(share)))} is not a share; give a number from 0 to 1.")
+    if isinstance(n_token_features, bool) or not isinstance(n_token_features, numbers.Integral) or n_token_features < 1:
+        raise PosfeatTypeError(f"{arg('n_token_features', shorten(repr(n_token_features)))} is not a count; give a whole "
+                               "number, 1 or more.")
+
+
 def analyze(
     emb: Any,
     sae: Any,
@@ -361,12 +370,7 @@ def analyze(
     emb, sae = on_device(*as_pair(emb, sae), device)
     check_pair(emb, sae)
     n_pos = study_count(positions, emb.n_ctx)
-    for name, share in (("positional_share", positional_share), ("semantic_share", semantic_share)):
-        if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 <= share <= 1:
-            raise PosfeatTypeError(f"{arg(name, shorten(repr(share)))} is not a share; give a number from 0 to 1.")
-    if isinstance(n_token_features, bool) or not isinstance(n_token_features, numbers.Integral) or n_token_features < 1:
-        raise PosfeatTypeError(f"{arg('n_token_features', shorten(repr(n_token_features)))} is not a count; give a whole "
-                               "number, 1 or more.")
+    _check_settings(positional_share, semantic_share, n_token_features)
     context = min(sae_context(sae, emb.n_ctx), n_pos)
     tid = resolve_token(emb, token)
     weights, sample = _token_sample(emb, sae, token_weights, tokens_sample, seed)

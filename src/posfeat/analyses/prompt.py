@@ -34,6 +34,7 @@ from ..io.names import BUNDLED_SAE
 from ..io.sources import as_pair
 from ..io.tokens import read_tokenizer
 from .classify import classify
+from .prompt_view import prompt_html
 
 #: Columns of :attr:`Prompt.table`: one row per (position, active feature), strongest first within a position.
 PROMPT_COLUMNS = ["position", "token_id", "token", "in_context", "rank", "feature", "activation", "kind", "positional"]
@@ -138,8 +139,6 @@ class Prompt:
 
     def html(self, feature: int | None = None) -> str:
         """The coloured view (tokens shaded by ``feature``, default :attr:`feature`) as an HTML fragment."""
-        from .prompt_view import prompt_html
-
         return prompt_html(self, self.feature if feature is None else int(feature))
 
     def _repr_html_(self) -> str:

@@ -7,10 +7,9 @@ Every string from the tokenizer is escaped; the fragment carries no script.
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from .prompt import Prompt
+Prompt = Any  # a posfeat.analyses.prompt.Prompt (not imported: the Prompt imports this view)
 
 _STYLE = ("font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px;white-space:pre;padding:1px 0;margin:0 1px;"
           "border-radius:3px;outline:1px solid #ddd;")
