@@ -56,3 +56,12 @@ def test_lazy_names_resolve_like_eager_ones():
     with pytest.raises(AttributeError):
         posfeat.no_such_name  # noqa: B018
     assert posfeat.core.Embeddings.__name__ == "Embeddings"
+
+
+def test_the_quickstart_notebook_has_an_id_per_cell_in_the_file():
+    """nbformat 4.5 requires a unique id per cell; nbformat.read fills missing ones in silently, so the file itself is read."""
+    import json
+
+    nb = json.loads((REPO / "examples" / "quickstart.ipynb").read_text())
+    ids = [cell.get("id") for cell in nb["cells"]]
+    assert (nb["nbformat"], nb["nbformat_minor"]) >= (4, 5) and all(ids) and len(set(ids)) == len(ids)

@@ -4,8 +4,10 @@ table cells are shown as escapes, not obeyed."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import zlib
 
 import pytest
 
@@ -38,13 +40,14 @@ def test_control_and_bidirectional_characters_are_shown_as_escapes():
 def test_the_explorer_shows_control_and_bidirectional_characters_of_tokens_as_escapes():
     """The explorer's token strings (what its search and cards show) carry a right-to-left override or an escape
     sequence as visible escapes, as the report's tables do."""
-    from posfeat.outputs.explorer import token_index
+    from posfeat.outputs.explorer import vocabulary
 
     emb, sae, _ = planted_pair()
     tokens = [f"t{i}" for i in range(emb.d_vocab)]
     for t in range(emb.d_vocab):
         tokens[t] = f"\u202et{t}\x1b[2J"
     emb = Embeddings(emb.W_E, emb.W_pos, tokens=tokens, name="planted")
-    strings = token_index(analyze(emb, sae, tokens_sample=16))["strings"]
-    assert strings and all("\u202e" not in s and "\x1b" not in s for s in strings)
+    packed = vocabulary(analyze(emb, sae, tokens_sample=16))["strings"]
+    strings = json.loads(zlib.decompress(base64.b64decode(packed)))
+    assert len(strings) == emb.d_vocab and all("\u202e" not in s and "\x1b" not in s for s in strings)
     assert all(s.startswith("\\u202e") for s in strings)

@@ -94,9 +94,11 @@ class Analysis:
         by_position: per position: reconstruction metrics and baselines, the positional code (firing
             positional features and their peaks), spurious firing, error attribution, add-back, and
             the chosen token's top features (``token_f<N>``).
-        spurious_examples, spurious_by_feature: strongest (feature, token) pairs firing only past the
-            context, and per feature how often that happens (exact).
-        token_features, token_profile: the chosen token's top features and their activations ``[n_pos, k]``.
+        spurious_examples: strongest (feature, token) pairs firing only past the context (exact).
+        spurious_by_feature: per feature, how often it fires spuriously past the context (exact).
+        token: the chosen token's id (the per-token figure's).
+        token_features: the chosen token's top features.
+        token_profile: their activations at every position ``[n_pos, k]``.
         tokens: per token, exact over the context: how many of its top features are flat (``tokens.csv``).
         token_panels: ``(token id, why, top features, profile [n_pos, k])`` for the tokens drawn as small multiples:
             the chosen one, the most frequent ones and the most bent one.
@@ -361,7 +363,8 @@ def analyze(
         token_weights: draw the sample from these weights (tensor or safetensors file); ``"auto"``
             (default) uses the token distribution the SAE folder ships, else uniform; None: uniform.
         device: move the pair there first (default: where it is).
-        positional_share, semantic_share: thresholds of the classification rule.
+        positional_share: a feature is positional when its position share is at least this (the classification rule).
+        semantic_share: a feature is semantic when its token share is at least this.
         rules: thresholds of the verdicts (:class:`FindingRules`).
         progress: show each stage's progress (a bar in a terminal or notebook, one line per stage in a log; False: nothing).
     """

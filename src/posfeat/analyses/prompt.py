@@ -56,7 +56,9 @@ class Prompt:
         context: the SAE's training context; positions at or past it are marked.
         top: features listed per token (None: all active).
         feature: the feature the notebook view colours tokens by.
-        model, sae: names of the pair, for labels.
+        model: the model's name, for labels.
+        sae: the SAE's name, for labels.
+        notes: lines printed after the table (why the features are not classified, for a TopK SAE).
     """
 
     text: str | None

@@ -43,7 +43,8 @@ class SAEMeta:
         dataset: the training data, as its config names it.
         neuronpedia_id: Neuronpedia's id for it (``gpt2-small/0-res-jb``), or None.
         centered: True when it was trained on centred writing weights (SAELens ``center_writing_weights``).
-        release, sae_id: the SAELens release and id it was loaded as, or None.
+        release: the SAELens release it was loaded as, or None.
+        sae_id: the SAELens id it was loaded as, or None.
         folder: the folder it was loaded from, or None.
     """
 

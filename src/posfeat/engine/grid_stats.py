@@ -55,16 +55,19 @@ class GridStats:
     Attributes:
         positions: ``Int[ndarray, "n_pos"]`` positions used.
         tokens: ``Int[ndarray, "n_tok"]`` token ids used.
-        mean_by_position, std_by_position, fire_by_position, pre_mean_by_position:
-            ``Float64[ndarray, "d_sae n_pos"]``: mean, population std (ddof 0) and firing
-            fraction (activation > 0) of the post-activation over tokens at each position;
-            mean pre-activation.
-        mean, fire: ``Float64[ndarray, "d_sae"]`` over the whole grid.
+        mean_by_position: ``Float64[ndarray, "d_sae n_pos"]``: mean of the post-activation over tokens at each position.
+        std_by_position: ``Float64[ndarray, "d_sae n_pos"]``: its population std (ddof 0) over tokens.
+        fire_by_position: ``Float64[ndarray, "d_sae n_pos"]``: firing fraction (activation > 0) over tokens.
+        pre_mean_by_position: ``Float64[ndarray, "d_sae n_pos"]``: mean pre-activation over tokens.
+        mean: ``Float64[ndarray, "d_sae"]`` mean activation over the whole grid.
+        fire: ``Float64[ndarray, "d_sae"]`` firing fraction over the whole grid.
         variance: ``Float64[ndarray, "d_sae"]`` population variance over the whole grid.
         positional_score: ``[d_sae]`` max over positions of ``mean_by_position``.
         token_score: ``[d_sae]`` max over tokens of the token's mean over positions.
-        position_share, token_share, interaction_share: ``[d_sae]`` two-way decomposition of
-            ``variance``; they sum to 1, NaN for a constant feature.
+        position_share: ``[d_sae]`` share of ``variance`` explained by the position main effect (the three shares sum
+            to 1; NaN for a constant feature).
+        token_share: ``[d_sae]`` share explained by the token main effect.
+        interaction_share: ``[d_sae]`` the rest: token x position interaction.
         top_tokens: ``Int[ndarray, "d_sae k"]`` token ids with the highest mean over positions.
         top_token_means: ``Float64[ndarray, "d_sae k"]`` those means.
         method: ``"additive"`` (the fast path) or ``"enumeration"`` (both exact).

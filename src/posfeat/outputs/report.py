@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import io
 import json
 import re
+import zlib
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -55,15 +57,20 @@ def fmt(x: object, nd: int = 3) -> str:
     return esc(x)
 
 
+def feature_link(feature: int) -> str:
+    """A feature id as a link to its card in the page's explorer (``report.html#feature-N``)."""
+    return f'<a class="feature-link" href="#feature-{int(feature)}">{int(feature)}</a>'
+
+
 def table(df: pd.DataFrame, cols: list[str], link: Any = None) -> str:
-    """An HTML table of ``df[cols]``; ``link(feature) -> url or None`` turns feature ids into links."""
+    """An HTML table of ``df[cols]``; every feature id links to its card in the explorer (``#feature-N``; the card links
+    to Neuronpedia). ``link`` is accepted for older callers and not used."""
     head = "".join(f"<th>{esc(c)}</th>" for c in cols)
     body = []
     for r in df[cols].itertuples(index=False):
         cells = []
         for c, v in zip(cols, r):
-            url = link(int(v)) if (link and c == "feature") else None
-            cell = f'<a href="{esc(url)}">{int(v)}</a>' if url else fmt(v)
+            cell = feature_link(int(v)) if c == "feature" and isinstance(v, (int, np.integer)) else fmt(v)
             cells.append(f'<td class="{"l" if isinstance(v, str) else ""}">{cell}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
@@ -123,11 +130,30 @@ def pairs_html(s: dict[str, Any], pre_layernorm: bool = False) -> str:
     return f"<p class=pairs>{this}<br>{note}<br>{differ}{counts}</p>"
 
 
+def compact_png_uri(path: Path) -> str:
+    """The PNG at ``path`` as a ``data:`` URI, reduced to a 256-colour palette for the page (about a third of the bytes; the
+    figures/*.png files keep every colour)."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - matplotlib depends on Pillow
+        return png_data_uri(path)
+    raw = Path(path).read_bytes()
+    buf = io.BytesIO()
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        small.save(buf, format="PNG", optimize=True)
+    except (OSError, ValueError):  # a PNG Pillow cannot decode goes in as it is
+        buf = io.BytesIO(raw)
+    data = buf.getvalue() if len(buf.getvalue()) < len(raw) else raw
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
 def figure_html(name: str, pngs: dict[str, Path], interactive: dict[str, str]) -> str:
     if name in interactive:
         return interactive[name]
     caption = FIGURES[name][1]
-    return (f'<figure id="fig-{name}"><img alt="{esc(caption)}" src="{png_data_uri(pngs[name])}">'
+    return (f'<figure id="fig-{name}"><img alt="{esc(caption)}" src="{compact_png_uri(pngs[name])}">'
             f'<figcaption class="cap">{esc(caption)} (figures/{name}.png)</figcaption></figure>')
 
 
@@ -155,7 +181,7 @@ def _positional_tables(an: Analysis) -> str:
             "decoder_cos_wpos"]
     return (f"<h3>Positional features ({len(pos)})</h3>" + table(pos.head(200), cols, an.neuronpedia_url)
             + f"<h3>Positional features firing in two or more runs ({len(multi)})</h3>"
-            + (f"<p>{', '.join(str(int(x)) for x in multi.feature)}</p>" if len(multi) else "<p>none</p>"))
+            + (f"<p>{', '.join(feature_link(int(x)) for x in multi.feature)}</p>" if len(multi) else "<p>none</p>"))
 
 
 def _token_tables(an: Analysis) -> str:
@@ -223,8 +249,10 @@ def report_parts(an: Analysis) -> dict[str, Any]:
     tables (``tables``) and the feature explorer's JSON (``explorer_data``). :func:`posfeat.outputs.write.save_analysis`
     makes them while the figures are drawn."""
     interactive = {}
-    for i, (name, (fn, div)) in enumerate(INTERACTIVE.items()):
-        interactive[name] = fn(an).to_html(full_html=False, include_plotlyjs=i == 0, include_mathjax=False, div_id=div)
+    for name, (fn, div) in INTERACTIVE.items():
+        fig = json.loads(fn(an).to_json())
+        interactive[name] = (f'<div id="{div}" class="plotly-figure" style="height:{int(fig["layout"].get("height", 480))}px"></div>'
+                             f'<script type="application/json" id="figure-{div}">{script_json(fig)}</script>')
     data = script_json(explorer_payload(an))
     tables = [make(an) if make else "" for _, _, make in SECTIONS]
     return {"interactive": interactive, "tables": tables, "explorer_data": data}
@@ -246,22 +274,39 @@ def render_html(an: Analysis, pngs: dict[str, Path], sweep_sections: tuple[str, 
     page = Template(resources.files(__package__).joinpath("templates/report.html").read_text())
     css = resources.files(__package__).joinpath("templates/report.css").read_text()
     explorer_js = resources.files(__package__).joinpath("templates/explorer.js").read_text()
+    figures_js = resources.files(__package__).joinpath("templates/figures.js").read_text()
+    plotly_src = plotly_js()
     html_page = page.substitute(model=esc(s["model"]), sae=esc(s["sae"]), pairs=pairs_html(s, bool(an.emb.info.get("token_type_row_added"))),
                                 css=css, header=header, glance=glance(an.findings), sections="\n".join(blocks), sweeps="\n".join(sweep_sections),
-                                command=esc(command), files=files_html(), explorer_data=data, explorer_js=explorer_js)
-    return with_csp([*interactive.values(), f"<script>{explorer_js}</script>"], html_page)
+                                command=esc(command), files=files_html(), explorer_data=data, explorer_js=explorer_js,
+                                plotly_data=packed_plotly(plotly_src), figures_js=figures_js)
+    return with_csp([f"<script>{explorer_js}</script>", f"<script>{figures_js}</script>"], html_page, sources=[plotly_src])
+
+
+def plotly_js() -> str:
+    """plotly.js as the installed plotly package ships it."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def packed_plotly(source: str) -> str:
+    """plotly.js deflated and base64 (about 2 MB instead of 4.8): ``templates/figures.js`` inflates it with the browser's
+    DecompressionStream and runs it as an inline script, which the page's CSP allows by the hash of this very source."""
+    return base64.b64encode(zlib.compress(source.encode(), 9)).decode()
 
 
 _SCRIPT = re.compile(r"<script(?P<attrs>[^>]*)>(?P<body>.*?)</script>", re.S | re.I)
 
 
-def with_csp(trusted: list[str], page: str) -> str:
+def with_csp(trusted: list[str], page: str, sources: list[str] = ()) -> str:
     """``page`` with a Content-Security-Policy ``<meta>`` first in its head: only the inline scripts of ``trusted`` (posfeat's
     own explorer and plotly's figures) run, each allowed by its sha256 hash, so a script planted in any string or in an
     included sweep section cannot; nothing is fetched from the network, no plugin, frame, form or ``<base>``; styles and
-    ``data:`` images are inline."""
-    hashes = sorted({"'sha256-" + base64.b64encode(hashlib.sha256(m.group("body").encode()).digest()).decode() + "'"
-                     for part in trusted for m in _SCRIPT.finditer(part) if "application/json" not in m.group("attrs").lower()})
+    ``data:`` images are inline. ``sources``: script texts the page's own scripts insert as inline scripts (plotly.js, inflated
+    in the page), allowed by their hashes too."""
+    bodies = [m.group("body") for part in trusted for m in _SCRIPT.finditer(part) if "application/json" not in m.group("attrs").lower()]
+    hashes = sorted({"'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'" for body in [*bodies, *sources]})
     scripts = " ".join(hashes) or "'none'"
     policy = (f"default-src 'none'; script-src {scripts}; style-src 'unsafe-inline'; img-src data:; "
               "font-src data:; connect-src 'none'; object-src 'none'; frame-src 'none'; worker-src 'none'; base-uri 'none'; form-action 'none'")

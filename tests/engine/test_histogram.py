@@ -1,0 +1,73 @@
+"""Exact activation histograms and top inputs over the grid (issue 29, item 4), held to the brute-force enumeration
+through ``sae.encode``: counts per bin, firing, largest activation and the strongest (token, position) inputs, on both
+the numba and the torch paths, ReLU and JumpReLU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from posfeat.core.errors import PosfeatError
+from posfeat.engine import histogram as histogram_module
+from posfeat.engine.histogram import activation_histograms
+
+from helpers import random_pair
+
+
+def _brute(emb, sae, positions: int) -> np.ndarray:
+    """``[n_tok * positions, d_sae]`` activations of every input, token-major."""
+    x = emb.W_E[:, None, :] + emb.W_pos[None, :positions, :]
+    return sae.encode(x.reshape(-1, emb.d_model)).double().numpy()
+
+
+@pytest.mark.parametrize("numba_path", [True, False])
+@pytest.mark.parametrize("threshold", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_histogram_and_top_inputs_match_enumeration(monkeypatch, numba_path, threshold, seed):
+    if not numba_path:
+        monkeypatch.setattr(histogram_module, "HAVE_NUMBA", False)
+    emb, sae = random_pair(d_vocab=70, n_ctx=20, d_model=8, d_sae=24, seed=seed, threshold=threshold)
+    positions = 13
+    hist = activation_histograms(emb, sae, positions)
+    act = _brute(emb, sae, positions)
+    assert hist.grid_size == emb.d_vocab * positions and hist.counts.shape == (sae.d_sae, hist.bins)
+    some_fire = 0
+    for f in range(sae.d_sae):
+        fired = act[:, f][act[:, f] > 0]
+        assert hist.firing[f] == len(fired) == hist.counts[f].sum()
+        if not len(fired):
+            assert hist.max_activation[f] == 0 and (hist.top_tokens[f] == -1).all()
+            continue
+        some_fire += 1
+        assert hist.max_activation[f] == pytest.approx(fired.max(), abs=1e-5)
+        edges = hist.edges(f)
+        edges[-1] = np.inf  # the maximum itself, whatever its last rounding
+        np.testing.assert_array_equal(hist.counts[f], np.histogram(fired, bins=edges)[0])
+        order = np.argsort(-act[:, f], kind="stable")[:10]
+        want = act[order, f][act[order, f] > 0]
+        np.testing.assert_allclose(hist.top_values[f][: len(want)], want, atol=1e-5)
+        for t, p, v in zip(hist.top_tokens[f], hist.top_positions[f], hist.top_values[f]):
+            if t >= 0:
+                assert act[t * positions + p, f] == pytest.approx(v, abs=1e-5)
+    assert some_fire >= sae.d_sae // 2  # the comparison is not vacuous
+
+
+def test_a_subset_of_features_gives_their_rows():
+    emb, sae = random_pair(d_vocab=50, n_ctx=12, d_model=8, d_sae=20, seed=3)
+    whole, part = activation_histograms(emb, sae, 6), activation_histograms(emb, sae, 6, features=np.array([7, 2]))
+    np.testing.assert_array_equal(part.counts, whole.counts[[7, 2]])
+    np.testing.assert_array_equal(part.top_tokens, whole.top_tokens[[7, 2]])
+
+
+def test_topk_is_refused_in_one_sentence():
+    emb, sae = random_pair(k=3)
+    with pytest.raises(PosfeatError, match="do not split into token and position parts"):
+        activation_histograms(emb, sae, 4)
+
+
+def test_a_feature_that_never_fires_has_an_empty_histogram():
+    emb, sae = random_pair(d_vocab=30, n_ctx=8, d_sae=4, seed=5)
+    sae.b_enc.copy_(torch.full((4,), -1e4))
+    hist = activation_histograms(emb, sae, 8)
+    assert (hist.counts == 0).all() and (hist.firing == 0).all() and (hist.max_activation == 0).all()
