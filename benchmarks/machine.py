@@ -84,7 +84,8 @@ def numba_threads() -> str:
     except ValueError:
         layer = f"{numba.config.THREADING_LAYER}, none started yet"
     target = numba.config.CPU_NAME or "this CPU"
-    return f"numba {numba.get_num_threads()} (threading layer {layer}; kernels for {target}, AVX-512 gathers {'on' if kernel.GATHER else 'off'})"
+    gathers = {True: "on", False: "off"}.get(getattr(kernel, "GATHER", None), "not in this version")
+    return f"numba {numba.get_num_threads()} (threading layer {layer}; kernels for {target}, AVX-512 gathers {gathers})"
 
 
 if __name__ == "__main__":
