@@ -111,11 +111,11 @@ def sample_distinct(s: dict[str, Any], out: Path) -> tuple[int, str]:
     found = re.match(r"(\d+) tokens drawn with replacement from token weights \(seed (\d+)\)", how)
     if not found:
         n = re.match(r"(?:all )?(\d+)", how)
-        return (int(n.group(1)) if n else 0), "every draw distinct"
+        return (int(n.group(1)) if n else 0), "(no draw repeated)"
     n, seed = int(found.group(1)), int(found.group(2))
     w = torch.tensor(pd.read_csv(out / "tokens.csv", usecols=["weight"])["weight"].to_numpy(), dtype=torch.float32)
     ids = torch.multinomial(w / float(w.sum()), n, replacement=True, generator=torch.Generator().manual_seed(seed))
-    return int(ids.unique().numel()), f"of {n} draws (redrawn from tokens.csv's weights)"
+    XX
 
 
 def stage_rows(s: dict[str, Any], floor: float, wall: float, out: Path) -> list[tuple[str, str]]:
