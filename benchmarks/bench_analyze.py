@@ -115,7 +115,7 @@ def sample_distinct(s: dict[str, Any], out: Path) -> tuple[int, str]:
     n, seed = int(found.group(1)), int(found.group(2))
     w = torch.tensor(pd.read_csv(out / "tokens.csv", usecols=["weight"])["weight"].to_numpy(), dtype=torch.float32)
     ids = torch.multinomial(w / float(w.sum()), n, replacement=True, generator=torch.Generator().manual_seed(seed))
-    XX
+    return int(ids.unique().numel()), f"(of {n} draws, redrawn from tokens.csv's weights)"
 
 
 def stage_rows(s: dict[str, Any], floor: float, wall: float, out: Path) -> list[tuple[str, str]]:
