@@ -120,8 +120,7 @@ def main() -> None:
     t_bf_full = t_bf / (n_t * n_p * size["d_sae"]) * full
     rows = [
         ("device", device_name(device)),
-        *([row for row in cpu_identity() if row[0] != "threads"] if device.type == "cpu" else []),
-        ("threads", f"torch {torch.get_num_threads()}" + ("" if device.type == "cuda" else f", numba {args.threads or os.cpu_count()}")),
+        *(cpu_identity() if device.type == "cpu" else [("threads", f"torch {torch.get_num_threads()}")]),
         ("backend", f"{args.backend}, screen {args.screen}"),
         ("instance", f"d_vocab {size['d_vocab']}, n_ctx {size['n_ctx']}, d_model {size['d_model']}, d_sae {size['d_sae']} "
                      f"(ReLU, {'sparse' if args.sparse else 'dense'})"),

@@ -124,3 +124,22 @@ def test_thresholds_spanning_more_than_a_float_holds():
     lo = np.zeros(at.shape, np.int32)
     kernel.bucket_sums(at, s, np.zeros((1, 5)), np.zeros(1), 1, True, lo_out=lo)
     assert lo.tolist() == [[4, 0, 1, 1, 4]]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_buckets_sixteen_at_a_time_equal_the_count_below(dtype):
+    """The bucket pass, 16 values at a time (AVX-512 gathers where the CPU has them, :data:`~posfeat.engine.kernel.GATHER`;
+    else one by one) and the rest singly: each value's bucket is the number of thresholds strictly below it, for every
+    length around a multiple of 16, values at thresholds, one ulp off them, signed zeros, infinities and NaN (bucket 0)."""
+    rng = np.random.default_rng(7)
+    row = np.sort(rng.normal(size=37)).astype(dtype)
+    tab = kernel._padded_table(row, kernel.CELLS_PER_THRESHOLD * row.size)
+    assert tab[4] < kernel.PAD  # the unrolled compares, not the scan
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, row[0], row[-1], np.nextafter(row[5], np.inf), row[5]], dtype)
+    for n in (1, 15, 16, 17, 31, 32, 33, 47):
+        vals = rng.normal(size=n).astype(dtype) * 1.5
+        vals[: min(n, special.size)] = special[: min(n, special.size)]
+        lob = np.full(n, -1, np.int32)
+        kernel._buckets_of(vals, n, tab, lob)
+        want = np.where(np.isnan(vals), 0, np.searchsorted(row, vals, side="left"))
+        np.testing.assert_array_equal(lob, want)

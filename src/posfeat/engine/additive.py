@@ -89,12 +89,15 @@ def _variance(count: torch.Tensor, S1: torch.Tensor, S2: torch.Tensor, c: torch.
     return (m2 - m1 * m1 + 2 * c * m1 * (1 - q) + c * c * q * (1 - q)).clamp(min=0)
 
 
-#: Token parts per sub-block of the fused CPU path (128 features of GPT-2's vocabulary, 26 MB in float32): each
-#: sub-block is made feature-major by the GEMMs of ``grid_stats._TokenParts`` and bucketed at once, while much of it is
-#: still in the last-level cache (measured on 2 cores: smaller sub-blocks slow the GEMM down, larger ones gain nothing).
-SUB_ELEMS = 128 * 50257
-#: Sub-blocks of the screened path, in dense sub-blocks (its passes are cheaper per feature; fewer, larger ones).
-SCREEN_SUB = 2
+#: Token parts per sub-block of the fused CPU path (256 features of GPT-2's vocabulary, 51 MB in float32): each
+#: sub-block is made feature-major by the GEMM of ``grid_stats._TokenParts`` and bucketed at once, while much of it is
+#: still in the last-level cache. Measured on one core of the AVX-512 Xeon, the feature-major GEMM per feature against
+#: the whole fp32 GEMM: 64 features 1.45x, 128 1.16x, 256 1.01x, 512 0.99x; the dense engine 2.03x -> 1.96x the GEMM in CPU
+#: time from 128 to 256 (384: 2.03x; the same results bit for bit).
+SUB_ELEMS = 256 * 50257
+#: Sub-blocks of the screened path, in dense sub-blocks (256 features, as before: its buffers take 18 bytes per token
+#: value, so larger ones cost memory, which the GPT-2-sized analyze has little of to spare).
+SCREEN_SUB = 1
 
 
 def _numba_blocks(a: torch.Tensor | Callable[[int, int], torch.Tensor], shift: np.ndarray, n_tok: int, preps: list[dict[str, torch.Tensor]],
