@@ -1,16 +1,19 @@
-"""Benchmark: the first ``posfeat analyze`` after an install against the runs after it (issue 29: at most 2x).
+"""Benchmark: the first ``posfeat analyze`` after an install against the runs after it (issue 29: at
+most 2x).
 
-A fresh install has no compiled numba kernels and no bytecode. Each case runs ``posfeat analyze --out TMP --force``
-(the bundled pair) in a new process:
+A fresh install has no compiled numba kernels and no bytecode. Each case runs ``posfeat analyze
+--out TMP --force`` (the bundled pair) in a new process:
 
-* ``first``: numba's cache and Python's bytecode cache in empty temporary folders (``NUMBA_CACHE_DIR``,
-  ``PYTHONPYCACHEPREFIX``), as on a fresh clone or install: every kernel is compiled in this run;
+* ``first``: numba's cache and Python's bytecode cache in empty temporary folders
+  (``NUMBA_CACHE_DIR``, ``PYTHONPYCACHEPREFIX``), as on a fresh clone or install: every kernel is
+  compiled in this run;
 * ``second`` (``--repeats`` times): the same folders, now filled by the first run.
 
-It prints, per run, the wall time, the CPU time of the process and its children (user + system, which the other jobs
-of a shared machine change less than the wall time), the stage timings from summary.json, and the ratio of the first
-run to the median of the others, with the machine and its load average. The sources come from this checkout
-(PYTHONPATH=src), and the user's own numba cache is never touched. Exits 0 whatever it measures.
+It prints, per run, the wall time, the CPU time of the process and its children (user + system,
+which the other jobs of a shared machine change less than the wall time), the stage timings from
+summary.json, and the ratio of the first run to the median of the others, with the machine and its
+load average. The sources come from this checkout (PYTHONPATH=src), and the user's own numba cache
+is never touched. Exits 0 whatever it measures.
 
     python benchmarks/bench_first_run.py [--repeats 2] [--args "--tokens-sample 2048"]
 """
@@ -38,8 +41,12 @@ STAGES = ("load", "grid_statistics", "reconstruction", "nulls", "figures", "repo
 def run_once(env: dict[str, str], out: Path, extra: list[str]) -> dict[str, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "posfeat.cli.main", "analyze", "--out", str(out), "--force", *extra], env=env,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "posfeat.cli.main", "analyze", "--out", str(out), "--force", *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if res.returncode != 0:
@@ -52,17 +59,27 @@ def run_once(env: dict[str, str], out: Path, extra: list[str]) -> dict[str, floa
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2, help="runs after the first (default 2)")
-    ap.add_argument("--args", default="", help="more flags for posfeat analyze (default none: the bundled pair)")
+    ap.add_argument(
+        "--args", default="", help="more flags for posfeat analyze (default none: the bundled pair)"
+    )
     args = ap.parse_args()
     extra = shlex.split(args.args)
     with tempfile.TemporaryDirectory(prefix="posfeat-first-run-") as tmp:
         base = Path(tmp)
-        env = {**os.environ, "NUMBA_CACHE_DIR": str(base / "numba"), "PYTHONPYCACHEPREFIX": str(base / "pyc"),
-               "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        env = {
+            **os.environ,
+            "NUMBA_CACHE_DIR": str(base / "numba"),
+            "PYTHONPYCACHEPREFIX": str(base / "pyc"),
+            "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]).rstrip(
+                os.pathsep
+            ),
+        }
         env.pop("POSFEAT_NUMBA_CACHE", None)
         load = os.getloadavg()[0]
         rows = [("first", run_once(env, base / "out", extra))]
-        rows += [(f"again {i + 1}", run_once(env, base / "out", extra)) for i in range(args.repeats)]
+        rows += [
+            (f"again {i + 1}", run_once(env, base / "out", extra)) for i in range(args.repeats)
+        ]
         load = max(load, os.getloadavg()[0])
     for key, value in cpu_identity():
         print(f"{key:<18} {value}")
@@ -70,13 +87,19 @@ def main() -> int:
     print()
     print(f"{'run':<9} {'wall s':>8} {'CPU s':>8} " + " ".join(f"{k:>15}" for k in STAGES))
     for name, r in rows:
-        print(f"{name:<9} {r['wall']:>8.1f} {r['cpu']:>8.1f} " + " ".join(f"{r[k]:>15.1f}" for k in STAGES))
+        print(
+            f"{name:<9} {r['wall']:>8.1f} {r['cpu']:>8.1f} "
+            + " ".join(f"{r[k]:>15.1f}" for k in STAGES)
+        )
     later = [r for _, r in rows[1:]]
     if later:
         first = rows[0][1]
         wall = statistics.median(r["wall"] for r in later)
         cpu = statistics.median(r["cpu"] for r in later)
-        print(f"\nfirst / later (median): wall {first['wall'] / wall:.2f}x, CPU {first['cpu'] / cpu:.2f}x (issue 29's bound: 2x)")
+        print(
+            f"\nfirst / later (median): wall {first['wall'] / wall:.2f}x, CPU "
+            f"{first['cpu'] / cpu:.2f}x (issue 29's bound: 2x)"
+        )
     return 0
 
 

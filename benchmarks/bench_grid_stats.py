@@ -1,14 +1,16 @@
-"""Benchmark: exact whole-grid feature statistics against the GEMM floor and brute-force enumeration, on any device.
+"""Benchmark: exact whole-grid feature statistics against the GEMM floor and brute-force
+enumeration, on any device.
 
-Builds a random GPT-2-shaped instance (d_vocab 50257, n_ctx 1024, d_model 768, d_sae 24576, ReLU)
-on the device, times ``feature_stats`` over the whole grid, its peak memory (resident for the
-process; allocated on the GPU), the fp32 GEMM ``W_E @ W_enc`` alone (the floor), and brute-force
-enumeration on a slice of the grid in the same run, scaled per (token, position, feature) to the
-whole grid. ``--quick`` runs a small size. The engine and the GEMM are timed alternately ``--repeats``
-times in one process (best of each; on a busy CPU the process CPU time is printed too, and its
-ratio, which other processes disturb less than wall time).
+Builds a random GPT-2-shaped instance (d_vocab 50257, n_ctx 1024, d_model 768, d_sae 24576, ReLU) on
+the device, times ``feature_stats`` over the whole grid, its peak memory (resident for the process;
+allocated on the GPU), the fp32 GEMM ``W_E @ W_enc`` alone (the floor), and brute-force enumeration
+on a slice of the grid in the same run, scaled per (token, position, feature) to the whole grid.
+``--quick`` runs a small size. The engine and the GEMM are timed alternately ``--repeats`` times in
+one process (best of each; on a busy CPU the process CPU time is printed too, and its ratio, which
+other processes disturb less than wall time).
 
-    python benchmarks/bench_grid_stats.py [--quick] [--sparse] [--device cpu|cuda] [--threads N] [--backend auto|numba|torch|triton]
+    python benchmarks/bench_grid_stats.py [--quick] [--sparse] [--device cpu|cuda] [--threads N]
+    [--backend auto|numba|torch|triton]
                                           [--screen auto|on|off] [--repeats N] [--csv FILE]
 """
 
@@ -31,20 +33,34 @@ from machine import cpu_identity  # benchmarks/machine.py
 SIZES = {
     "gpt2": {"d_vocab": 50257, "n_ctx": 1024, "d_model": 768, "d_sae": 24576},
     "quick": {"d_vocab": 4096, "n_ctx": 256, "d_model": 128, "d_sae": 2048},
-    "tiny": {"d_vocab": 512, "n_ctx": 32, "d_model": 32, "d_sae": 64},  # for checking the script itself (e.g. Triton's interpreter)
+    "tiny": {
+        "d_vocab": 512,
+        "n_ctx": 32,
+        "d_model": 32,
+        "d_sae": 64,
+    },  # for checking the script itself (e.g. Triton's interpreter)
 }
 
 
-def random_instance(d_vocab: int, n_ctx: int, d_model: int, d_sae: int, seed: int = 0, sparse: bool = False) -> tuple[Embeddings, SAE]:
-    """A random model/SAE pair of GPT-2's shapes (built on the CPU); it fires on about 27% of inputs (the table prints the
-    mean firing fraction), far denser than a trained SAE such as res-jb (L0 about 50 of 24576); ``sparse``: encoder biases
-    about 2.9 standard deviations below zero, so it fires on about 0.2% of inputs, as res-jb does."""
+def random_instance(
+    d_vocab: int, n_ctx: int, d_model: int, d_sae: int, seed: int = 0, sparse: bool = False
+) -> tuple[Embeddings, SAE]:
+    """A random model/SAE pair of GPT-2's shapes (built on the CPU); it fires on about 27% of inputs
+    (the table prints the mean firing fraction), far denser than a trained SAE such as res-jb (L0
+    about 50 of 24576); ``sparse``: encoder biases about 2.9 standard deviations below zero, so it
+    fires on about 0.2% of inputs, as res-jb does."""
     g = torch.Generator().manual_seed(seed)
     W_E = torch.randn(d_vocab, d_model, generator=g) * 0.14
     W_pos = torch.randn(n_ctx, d_model, generator=g) * 0.05
     W_enc = torch.randn(d_model, d_sae, generator=g) / d_model**0.5
-    b_enc = (-0.43 - 0.05 * torch.rand(d_sae, generator=g)) if sparse else -0.2 * torch.rand(d_sae, generator=g)
-    return Embeddings(W_E, W_pos, name=f"random {d_vocab}x{n_ctx}"), SAE.from_arrays(W_enc, W_enc.T.contiguous(), b_enc, torch.zeros(d_model))
+    b_enc = (
+        (-0.43 - 0.05 * torch.rand(d_sae, generator=g))
+        if sparse
+        else -0.2 * torch.rand(d_sae, generator=g)
+    )
+    return Embeddings(W_E, W_pos, name=f"random {d_vocab}x{n_ctx}"), SAE.from_arrays(
+        W_enc, W_enc.T.contiguous(), b_enc, torch.zeros(d_model)
+    )
 
 
 def sync(device: torch.device) -> None:
@@ -64,7 +80,10 @@ def timed_both(fn, device: torch.device, repeats: int = 1) -> tuple[float, float
         t0, c0 = time.perf_counter(), time.process_time()
         fn()
         sync(device)
-        best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
+        best, best_cpu = (
+            min(best, time.perf_counter() - t0),
+            min(best_cpu, time.process_time() - c0),
+        )
     return best, best_cpu
 
 
@@ -77,16 +96,39 @@ def device_name(device: torch.device) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small instance, under a minute")
-    ap.add_argument("--tiny", action="store_true", help="a tiny instance: checks the script, measures nothing")
+    ap.add_argument(
+        "--tiny", action="store_true", help="a tiny instance: checks the script, measures nothing"
+    )
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch and the numba kernel (default: all cores)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch and the numba kernel (default: all cores)",
+    )
     ap.add_argument("--backend", default="auto", choices=["auto", "numba", "torch", "triton"])
-    ap.add_argument("--repeats", type=int, default=1, help="time the engine and the GEMM alternately this many times (best of each)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="time the engine and the GEMM alternately this many times (best of each)",
+    )
     ap.add_argument("--csv", default=None, help="also write the table to this CSV file")
-    ap.add_argument("--sparse", action="store_true", help="a sparse SAE (fires on about 0.2%% of inputs, as res-jb) instead of a dense one")
-    ap.add_argument("--screen", default="auto", choices=["auto", "on", "off"], help="the numba path's bfloat16 screen (engine/screen.py)")
+    ap.add_argument(
+        "--sparse",
+        action="store_true",
+        help="a sparse SAE (fires on about 0.2%% of inputs, as res-jb) instead of a dense one",
+    )
+    ap.add_argument(
+        "--screen",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="the numba path's bfloat16 screen (engine/screen.py)",
+    )
     ap.add_argument("--bf-tokens", type=int, default=8, help="tokens in the brute-force slice")
-    ap.add_argument("--bf-positions", type=int, default=64, help="positions in the brute-force slice")
+    ap.add_argument(
+        "--bf-positions", type=int, default=64, help="positions in the brute-force slice"
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -96,7 +138,9 @@ def main() -> None:
     emb, sae = random_instance(**size, sparse=args.sparse)
     screen = {"auto": None, "on": True, "off": False}[args.screen]
     emb, sae = emb.to(device), sae.to(device)
-    feature_stats(emb, sae, positions=range(4), tokens=range(64), backend=args.backend)  # compile / warm up
+    feature_stats(
+        emb, sae, positions=range(4), tokens=range(64), backend=args.backend
+    )  # compile / warm up
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     stats = None
@@ -110,27 +154,54 @@ def main() -> None:
     for _ in range(max(1, args.repeats)):  # alternate, so both see the same load
         w, c = timed_both(run, device)
         t_fast, c_fast = min(t_fast, w), min(c_fast, c)
-        memory = memory or (f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB allocated on the GPU" if device.type == "cuda" else
-                            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB resident (process, instance included)")
-        w, c = timed_both(lambda: emb.W_E @ sae.W_enc, device, repeats=3 if device.type == "cuda" else 1)
+        memory = memory or (
+            f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB allocated on the GPU"
+            if device.type == "cuda"
+            else f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB resident "
+            "(process, instance included)"
+        )
+        w, c = timed_both(
+            lambda: emb.W_E @ sae.W_enc, device, repeats=3 if device.type == "cuda" else 1
+        )
         t_gemm, c_gemm = min(t_gemm, w), min(c_gemm, c)
     n_t, n_p = min(args.bf_tokens, size["d_vocab"]), min(args.bf_positions, size["n_ctx"])
-    t_bf = timed(lambda: brute_force_stats(emb, sae, positions=range(n_p), tokens=range(n_t), dtype=torch.float32, token_chunk=1), device)
+    t_bf = timed(
+        lambda: brute_force_stats(
+            emb, sae, positions=range(n_p), tokens=range(n_t), dtype=torch.float32, token_chunk=1
+        ),
+        device,
+    )
     full = size["d_vocab"] * size["n_ctx"] * size["d_sae"]
     t_bf_full = t_bf / (n_t * n_p * size["d_sae"]) * full
     rows = [
         ("device", device_name(device)),
-        *(cpu_identity() if device.type == "cpu" else [("threads", f"torch {torch.get_num_threads()}")]),
+        *(
+            cpu_identity()
+            if device.type == "cpu"
+            else [("threads", f"torch {torch.get_num_threads()}")]
+        ),
         ("backend", f"{args.backend}, screen {args.screen}"),
-        ("instance", f"d_vocab {size['d_vocab']}, n_ctx {size['n_ctx']}, d_model {size['d_model']}, d_sae {size['d_sae']} "
-                     f"(ReLU, {'sparse' if args.sparse else 'dense'})"),
+        (
+            "instance",
+            f"d_vocab {size['d_vocab']}, n_ctx {size['n_ctx']}, d_model {size['d_model']}, d_sae "
+            f"{size['d_sae']} "
+            f"(ReLU, {'sparse' if args.sparse else 'dense'})",
+        ),
         ("grid activations", f"{full:.3e}"),
         ("feature_stats, whole grid", f"{t_fast:.2f} s"),
         ("peak memory (first engine run, before any GEMM of the floor)", memory),
         ("GEMM W_E @ W_enc, fp32 (the floor)", f"{t_gemm:.3f} s"),
         ("feature_stats / floor", f"{t_fast / t_gemm:.2f}x"),
-        *([("process CPU time: feature_stats, GEMM, ratio", f"{c_fast:.2f} s, {c_gemm:.2f} s, {c_fast / c_gemm:.2f}x")]
-          if device.type == "cpu" else []),
+        *(
+            [
+                (
+                    "process CPU time: feature_stats, GEMM, ratio",
+                    f"{c_fast:.2f} s, {c_gemm:.2f} s, {c_fast / c_gemm:.2f}x",
+                )
+            ]
+            if device.type == "cpu"
+            else []
+        ),
         ("repeats (best of each)", str(max(1, args.repeats))),
         ("brute force slice", f"{n_t} tok x {n_p} pos x {size['d_sae']} feat in {t_bf:.2f} s"),
         ("brute force, scaled to the grid", f"{t_bf_full:.0f} s ({t_bf_full / 3600:.2f} h)"),

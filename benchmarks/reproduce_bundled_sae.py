@@ -1,4 +1,5 @@
-"""Re-run the command recorded in the bundled SAE's cfg.json and compare the result with the shipped SAE.
+"""Re-run the command recorded in the bundled SAE's cfg.json and compare the result with the shipped
+SAE.
 
 The recorded ``--token-weights`` file is replaced by the copy shipped beside the SAE (the same
 tensor) and ``--out`` by a temporary folder. Prints a table: in-context FVU and L0 of both, as
@@ -27,7 +28,9 @@ from posfeat.io.tokens import TOKEN_WEIGHTS_FILE, load_token_weights
 
 def in_context(emb, sae, weights) -> dict[str, float]:
     sample = sample_tokens(emb, 2048, weights=weights, seed=0)
-    return range_means(reconstruction_by_position(emb, sae, sample, range(sae.context_size)), 0, sae.context_size)
+    return range_means(
+        reconstruction_by_position(emb, sae, sample, range(sae.context_size)), 0, sae.context_size
+    )
 
 
 def main() -> None:
@@ -44,11 +47,19 @@ def main() -> None:
         weights = load_token_weights(BUNDLED_SAE_DIR / TOKEN_WEIGHTS_FILE, emb.d_vocab)
         shipped, again = read_sae_folder(BUNDLED_SAE_DIR), read_sae_folder(out)
         a, b = in_context(emb, shipped, weights), in_context(emb, again, weights)
-        same = all(torch.equal(getattr(shipped, n), getattr(again, n)) for n in ("W_enc", "W_dec", "b_enc", "b_dec"))
-    rows = [("command", "posfeat " + shlex.join(argv)), ("training time", f"{secs:.0f} s"),
-            ("in-context FVU, shipped", f"{a['fvu']:.4f}"), ("in-context FVU, re-run", f"{b['fvu']:.4f}"),
-            ("ratio re-run / shipped", f"{b['fvu'] / a['fvu']:.4f}"), ("in-context L0, shipped / re-run", f"{a['l0']:.1f} / {b['l0']:.1f}"),
-            ("weights bit-for-bit identical", str(same))]
+        same = all(
+            torch.equal(getattr(shipped, n), getattr(again, n))
+            for n in ("W_enc", "W_dec", "b_enc", "b_dec")
+        )
+    rows = [
+        ("command", "posfeat " + shlex.join(argv)),
+        ("training time", f"{secs:.0f} s"),
+        ("in-context FVU, shipped", f"{a['fvu']:.4f}"),
+        ("in-context FVU, re-run", f"{b['fvu']:.4f}"),
+        ("ratio re-run / shipped", f"{b['fvu'] / a['fvu']:.4f}"),
+        ("in-context L0, shipped / re-run", f"{a['l0']:.1f} / {b['l0']:.1f}"),
+        ("weights bit-for-bit identical", str(same)),
+    ]
     print("| quantity | value |\n|---|---|")
     for k, v in rows:
         print(f"| {k} | {v} |")

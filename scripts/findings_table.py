@@ -37,7 +37,7 @@ def update(page: Path, new: str) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    pages = args[args.index("--update") + 1:] if "--update" in args else []
+    pages = args[args.index("--update") + 1 :] if "--update" in args else []
     src = args[0] if args and args[0] != "--update" else "posfeat-out/summary.json"
     text = table(json.loads(Path(src).read_text()))
     for page in pages:

@@ -25,10 +25,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="minilm", help="'minilm' or a folder holding tokenizer.json")
     ap.add_argument("--top-n", type=int, default=50000)
-    ap.add_argument("--floor", type=float, default=0.02, help="share of the mass spread uniformly over all tokens")
+    ap.add_argument(
+        "--floor",
+        type=float,
+        default=0.02,
+        help="share of the mass spread uniformly over all tokens",
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    folder = bundled_model_dir() if args.model == "minilm" else Path(MODEL_ALIASES.get(args.model, args.model))
+    folder = (
+        bundled_model_dir()
+        if args.model == "minilm"
+        else Path(MODEL_ALIASES.get(args.model, args.model))
+    )
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tok.no_padding()
     tok.no_truncation()

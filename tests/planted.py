@@ -33,13 +33,14 @@ Past modes (rows C..n_ctx-1):
   positions are copies of the in-context positions 4..19, so positional features fire there exactly
   as at position ``4+j`` (the SAE "thinks" it is at position 4+j, the nearest in-context row).
 * ``noisy``: ``alias`` plus ``g v_j`` (v_j a random unit vector of J) and token encoders given a J
-  component ``e u_t`` with ``g e = 2``: a token feature's own-token pre-activation moves by
-  ``2 <v_j, u_t>`` (|.| < 2), so its activation on its token (1 inside) ranges over 0..3 past the
-  context, while its pre-activation on any other token stays below ``-3 + 2 < 0``: no spurious firing.
+  component ``e u_t`` with ``g e = 2``: a token feature's own-token pre-activation moves by ``2
+  <v_j, u_t>`` (|.| < 2), so its activation on its token (1 inside) ranges over 0..3 past the
+  context, while its pre-activation on any other token stays below ``-3 + 2 < 0``: no spurious
+  firing.
 * ``spurious``: as ``noisy`` with ``g e = 6``: activations swing further and token features fire on
   tokens they never fire on inside the context (wherever ``<v_j, u_t> > 1/2``).
-* ``blowup``: ``alias`` plus ``4 v_j``, and *every* encoder given a random J component of norm 3: past
-  inputs carry a large component the SAE never saw, many features fire with large activations
+* ``blowup``: ``alias`` plus ``4 v_j``, and *every* encoder given a random J component of norm 3:
+  past inputs carry a large component the SAE never saw, many features fire with large activations
   along decoders that do not contain it, and the reconstruction error exceeds a random vector's.
 * ``scrambled``: as ``blowup`` but only the *positional* encoders get J components: past the context
   positional features keep firing, driven by the unseen component, at positions unrelated to the
@@ -77,7 +78,8 @@ class Planted:
     sae: SAE
     doc: str
     positions: int = N_CTX
-    #: feature index -> ("token", t) | ("positional", sorted in-context positions) | ("mixed", t) | ...
+    #: feature index -> ("token", t) | ("positional", sorted in-context positions) | ("mixed", t) |
+    # ...
     kinds: dict[int, tuple[str, Any]] = field(default_factory=dict)
     #: anything else the sanity tests need (alias map, permutation, ...)
     truth: dict[str, Any] = field(default_factory=dict)
@@ -103,8 +105,13 @@ def separate(X: np.ndarray, fire: list[int] | np.ndarray) -> tuple[np.ndarray, f
     sign = -np.ones(n)
     sign[np.asarray(fire)] = 1
     A = np.concatenate([-sign[:, None] * X, -sign[:, None], np.ones((n, 1))], 1)
-    res = linprog(c=np.r_[np.zeros(d + 1), -1.0], A_ub=A, b_ub=np.zeros(n),
-                  bounds=[(-1, 1)] * d + [(None, None), (None, 1)], method="highs")
+    res = linprog(
+        c=np.r_[np.zeros(d + 1), -1.0],
+        A_ub=A,
+        b_ub=np.zeros(n),
+        bounds=[(-1, 1)] * d + [(None, None), (None, 1)],
+        method="highs",
+    )
     assert res.status == 0, res.message
     return res.x[:d], float(res.x[d]), float(res.x[-1])
 
@@ -141,18 +148,20 @@ def token_embeddings() -> np.ndarray:
 
 
 def token_features(W_E: np.ndarray) -> list[_Feat]:
-    """One pure token feature per token: +1 on its token, -3 on every other (any in-context position)."""
+    """One pure token feature per token: +1 on its token, -3 on every other (any in-context
+    position)."""
     return [_Feat(4 * W_E[t], -3.0, W_E[t].copy(), ("token", t)) for t in range(W_E.shape[0])]
 
 
-def positional_features(W_pos: np.ndarray, sets: list[list[int]], dims: slice = HELIX,
-                        context: int = CONTEXT) -> list[_Feat]:
+def positional_features(
+    W_pos: np.ndarray, sets: list[list[int]], dims: slice = HELIX, context: int = CONTEXT
+) -> list[_Feat]:
     """Pure positional features firing (for every token) on exactly ``sets[i]`` of the context.
 
     Encoder: the max-margin separator of ``sets[i]`` on the in-context W_pos rows (within ``dims``);
     decoder: the unit W_pos row at the feature's peak position; a common positive scale (ReLU is
-    positively homogeneous, so firing sets are unchanged) minimises the positional reconstruction error.
-    """
+    positively homogeneous, so firing sets are unchanged) minimises the positional reconstruction
+    error."""
     X = W_pos[:context, dims]
     feats = []
     for s in sets:
@@ -173,8 +182,11 @@ def positional_features(W_pos: np.ndarray, sets: list[list[int]], dims: slice = 
     return feats
 
 
-def past_rows(W_pos_ctx: np.ndarray, mode: str, feats: list[_Feat], seed: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Rows C..n_ctx-1 for a past mode (module docstring); may give encoders J components (in place)."""
+def past_rows(
+    W_pos_ctx: np.ndarray, mode: str, feats: list[_Feat], seed: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Rows C..n_ctx-1 for a past mode (module docstring); may give encoders J components (in
+    place)."""
     rng = np.random.default_rng(seed + 1000)
     n_past = N_CTX - CONTEXT
     v = _embed(unit_rows(n_past, 5, rng), SPARE)
@@ -203,9 +215,18 @@ def past_rows(W_pos_ctx: np.ndarray, mode: str, feats: list[_Feat], seed: int) -
     raise ValueError(mode)
 
 
-def assemble(name: str, doc: str, W_E: np.ndarray, W_pos: np.ndarray, feats: list[_Feat], *,
-             rotate: int | None = None, k: int | None = None, positions: int = N_CTX,
-             truth: dict[str, Any] | None = None) -> Planted:
+def assemble(
+    name: str,
+    doc: str,
+    W_E: np.ndarray,
+    W_pos: np.ndarray,
+    feats: list[_Feat],
+    *,
+    rotate: int | None = None,
+    k: int | None = None,
+    positions: int = N_CTX,
+    truth: dict[str, Any] | None = None,
+) -> Planted:
     """The pair in canonical coordinates, optionally rotated by a random orthogonal matrix."""
     enc = np.stack([f.enc for f in feats], 1)
     dec = np.stack([f.dec for f in feats])
@@ -213,17 +234,32 @@ def assemble(name: str, doc: str, W_E: np.ndarray, W_pos: np.ndarray, feats: lis
         Q = orthogonal(D_MODEL, rotate)
         W_E, W_pos, enc, dec = W_E @ Q.T, W_pos @ Q.T, Q @ enc, dec @ Q.T
     f32 = np.float32
-    emb = Embeddings(W_E.astype(f32), W_pos.astype(f32), tokens=[f"t{i}" for i in range(W_E.shape[0])], name=name)
-    sae = SAE.from_arrays(enc.astype(f32), dec.astype(f32), np.array([f.bias for f in feats], dtype=f32),
-                          np.zeros(D_MODEL, dtype=f32), k=k, apply_b_dec_to_input=False, context_size=CONTEXT,
-                          hook_name=HOOK, name=f"{name}-sae")
-    return Planted(name, emb, sae, doc, positions, {i: f.kind for i, f in enumerate(feats)}, dict(truth or {}))
+    emb = Embeddings(
+        W_E.astype(f32), W_pos.astype(f32), tokens=[f"t{i}" for i in range(W_E.shape[0])], name=name
+    )
+    sae = SAE.from_arrays(
+        enc.astype(f32),
+        dec.astype(f32),
+        np.array([f.bias for f in feats], dtype=f32),
+        np.zeros(D_MODEL, dtype=f32),
+        k=k,
+        apply_b_dec_to_input=False,
+        context_size=CONTEXT,
+        hook_name=HOOK,
+        name=f"{name}-sae",
+    )
+    return Planted(
+        name, emb, sae, doc, positions, {i: f.kind for i, f in enumerate(feats)}, dict(truth or {})
+    )
 
 
 # ----------------------------------------------------------------------------- position sets
 def windows(width: int, stride: int, context: int = CONTEXT) -> list[list[int]]:
-    return [list(range(s, min(s + width, context))) for s in range(0, context - width + stride, stride)
-            if s < context]
+    return [
+        list(range(s, min(s + width, context)))
+        for s in range(0, context - width + stride, stride)
+        if s < context
+    ]
 
 
 #: Pairs of 3-wide runs (centred at a and b) that are linearly separable together on the helix
@@ -239,19 +275,31 @@ def two_runs() -> list[list[int]]:
 
 
 # ----------------------------------------------------------------------------- the helix world
-def helix_world(name: str, doc: str, *, sets: list[list[int]] | None = None, past: str = "harmless",
-                rotate: int | None = None, k: int | None = None, positions: int = N_CTX, dead: bool = False,
-                permute: list[int] | None = None, mixed: str | None = None, seed: int = 0, copies: int = 1) -> Planted:
+def helix_world(
+    name: str,
+    doc: str,
+    *,
+    sets: list[list[int]] | None = None,
+    past: str = "harmless",
+    rotate: int | None = None,
+    k: int | None = None,
+    positions: int = N_CTX,
+    dead: bool = False,
+    permute: list[int] | None = None,
+    mixed: str | None = None,
+    seed: int = 0,
+    copies: int = 1,
+) -> Planted:
     """Helix W_pos in H, orthonormal tokens in T, 24 pure token features + positional features on
     ``sets`` (default: 3-wide windows every 2 positions, 16 features), past rows per ``past``.
 
     ``permute``: permute the positional features' decoders among themselves (encoders unchanged).
     ``mixed="swing"``: token features whose own-token activation swings with position;
-    ``mixed="conjunction"``: token features that fire only on their token AND within an arc of positions.
-    ``dead``: every bias -100 (nothing fires anywhere).
-    ``copies``: each token feature repeated ``copies`` times, copy ``c`` scaled by ``1 - 0.2 c`` (ReLU is positively
-    homogeneous: the same firing set and shape, a smaller activation), so each token has ``copies`` top token features.
-    """
+    ``mixed="conjunction"``: token features that fire only on their token AND within an arc of
+    positions. ``dead``: every bias -100 (nothing fires anywhere). ``copies``: each token feature
+    repeated ``copies`` times, copy ``c`` scaled by ``1 - 0.2 c`` (ReLU is positively
+    homogeneous: the same firing set and shape, a smaller activation), so each token has ``copies``
+    top token features."""
     W_E = token_embeddings()
     W_pos_ctx = _embed(helix_rows(CONTEXT), HELIX)
     pos = positional_features(W_pos_ctx, sets if sets is not None else windows(3, 2))
@@ -271,8 +319,11 @@ def helix_world(name: str, doc: str, *, sets: list[list[int]] | None = None, pas
                 f.bias = -5.0
             f.kind = (mixed, t)
         truth["phis"], truth["alphas"] = phis, alphas
-    tok = tok + [_Feat(f.enc * (1 - 0.2 * c), f.bias * (1 - 0.2 * c), f.dec.copy(), f.kind)
-                 for c in range(1, copies) for f in tok]
+    tok = tok + [
+        _Feat(f.enc * (1 - 0.2 * c), f.bias * (1 - 0.2 * c), f.dec.copy(), f.kind)
+        for c in range(1, copies)
+        for f in tok
+    ]
     if permute is not None:
         decs = [f.dec for f in pos]
         for i, f in enumerate(pos):
@@ -285,12 +336,21 @@ def helix_world(name: str, doc: str, *, sets: list[list[int]] | None = None, pas
         for f in feats:
             f.bias = -100.0
     W_pos = np.concatenate([W_pos_ctx, W_past])
-    return assemble(name, doc, W_E, W_pos, feats, rotate=rotate, k=k, positions=positions, truth=truth)
+    return assemble(
+        name, doc, W_E, W_pos, feats, rotate=rotate, k=k, positions=positions, truth=truth
+    )
 
 
-def other_wpos_world(name: str, doc: str, W_pos: np.ndarray, *, pos_dims: slice | None = None,
-                     sets: list[list[int]] | None = None) -> Planted:
-    """Token features plus (optionally) LP positional features on an arbitrary W_pos (past rows included)."""
+def other_wpos_world(
+    name: str,
+    doc: str,
+    W_pos: np.ndarray,
+    *,
+    pos_dims: slice | None = None,
+    sets: list[list[int]] | None = None,
+) -> Planted:
+    """Token features plus (optionally) LP positional features on an arbitrary W_pos (past rows
+    included)."""
     W_E = token_embeddings()
     feats = token_features(W_E)
     if sets:
@@ -306,7 +366,9 @@ def low_spearman_permutation(n: int, seed: int = 0) -> list[int]:
     idx = np.arange(n)
     while True:
         perm = rng.permutation(n)
-        rho = np.corrcoef(idx, perm)[0, 1]  # ranks of a permutation are the permutation: Pearson = Spearman
+        rho = np.corrcoef(idx, perm)[
+            0, 1
+        ]  # ranks of a permutation are the permutation: Pearson = Spearman
         if abs(rho) < 0.2 and np.all(np.abs(perm - idx) >= 3):
             return [int(x) for x in perm]
 
@@ -350,7 +412,9 @@ def control(name: str) -> Planted:
     if name == "permuted":
         return helix_world(name, doc, permute=low_spearman_permutation(len(windows(3, 2))))
     if name == "permuted_rotated":
-        return helix_world(name, doc, permute=low_spearman_permutation(len(windows(3, 2))), rotate=1)
+        return helix_world(
+            name, doc, permute=low_spearman_permutation(len(windows(3, 2))), rotate=1
+        )
     if name == "dead":
         return helix_world(name, doc, dead=True)
     if name == "topk":
@@ -363,11 +427,15 @@ def control(name: str) -> Planted:
         basis = orthogonal(D_MODEL, 5)[:, :3]
         return other_wpos_world(name, doc, rng.normal(scale=0.3, size=(N_CTX, 3)) @ basis.T)
     if name == "iid_full":
-        return other_wpos_world(name, doc, rng.normal(scale=0.3 / np.sqrt(D_MODEL / 3), size=(N_CTX, D_MODEL)))
+        return other_wpos_world(
+            name, doc, rng.normal(scale=0.3 / np.sqrt(D_MODEL / 3), size=(N_CTX, D_MODEL))
+        )
     if name == "iid_positional":
         W_pos = np.zeros((N_CTX, D_MODEL))
         W_pos[:, :8] = rng.normal(scale=0.5, size=(N_CTX, 8))
-        return other_wpos_world(name, doc, W_pos, pos_dims=slice(0, 8), sets=[[q] for q in range(1, CONTEXT, 2)])
+        return other_wpos_world(
+            name, doc, W_pos, pos_dims=slice(0, 8), sets=[[q] for q in range(1, CONTEXT, 2)]
+        )
     if name == "identical_rows":
         W_pos = np.zeros((N_CTX, D_MODEL))
         W_pos[:, 0] = 0.5
@@ -377,23 +445,37 @@ def control(name: str) -> Planted:
 
 #: name -> what it plants (the expected verdicts and the reasons live in the test file).
 CONTROLS: dict[str, str] = {
-    "standard": "helix W_pos on coordinate axes; 24 pure token features; 16 pure positional features "
-                "(3-wide windows every 2 positions, decoder = unit W_pos row at the peak); harmless past rows",
+    "standard": "helix W_pos on coordinate axes; 24 pure token features; 16 pure positional "
+    "features "
+    "(3-wide windows every 2 positions, decoder = unit W_pos row at the peak); harmless past rows",
     "standard_rotated": "'standard' with all of R^32 rotated by a random orthogonal matrix",
-    "standard_in_context_only": "'standard' analysed with positions = C: nothing past the context is studied",
-    "alias": "'standard' with past rows = copies of in-context rows 4..19 (+ noise orthogonal to every encoder)",
-    "noisy": "'alias' + past J components that move token features' own-token activation, never above zero elsewhere",
-    "spurious": "'noisy' with 3x larger J coupling: token features also fire on tokens they never fire on inside",
-    "blowup": "'alias' + large past J components (norm 4) and every encoder given a J component of norm 3",
+    "standard_in_context_only": "'standard' analysed with positions = C: nothing past the context "
+    "is studied",
+    "alias": "'standard' with past rows = copies of in-context rows 4..19 (+ noise orthogonal to "
+    "every encoder)",
+    "noisy": "'alias' + past J components that move token features' own-token activation, never "
+    "above zero elsewhere",
+    "spurious": "'noisy' with 3x larger J coupling: token features also fire on tokens they never "
+    "fire on inside",
+    "blowup": "'alias' + large past J components (norm 4) and every encoder given a J component of "
+    "norm 3",
     "scrambled": "'alias' + large past J components read only by the positional encoders (norm 2)",
-    "swing": "token features whose own-token activation is 1 +- (0.3..0.7) cos(theta_p - phi_t) inside the context",
-    "conjunction": "token features firing only on their token AND within +-60 degrees of a phase on the helix",
-    "standard_multi": "'standard' with each token feature repeated 3 times (scaled 1, 0.8, 0.6): 3 token features a token",
+    "swing": "token features whose own-token activation is 1 +- (0.3..0.7) cos(theta_p - phi_t) "
+    "inside the context",
+    "conjunction": "token features firing only on their token AND within +-60 degrees of a phase on "
+    ""
+    ""
+    "the helix",
+    "standard_multi": "'standard' with each token feature repeated 3 times (scaled 1, 0.8, 0.6): 3 "
+    "token features a token",
     "swing_multi": "'swing' with each token feature repeated 3 times (scaled 1, 0.8, 0.6)",
-    "conjunction_multi": "'conjunction' with each token feature repeated 3 times (scaled 1, 0.8, 0.6)",
-    "singles": "one positional feature per in-context position 0..31, each firing on that position alone",
+    "conjunction_multi": "'conjunction' with each token feature repeated 3 times (scaled 1, 0.8, "
+    "0.6)",
+    "singles": "one positional feature per in-context position 0..31, each firing on that position "
+    "alone",
     "windows5": "positional features on 5-wide windows every 4 positions (0-4, 4-8, ..., 28-31)",
-    "two_runs": "7 positional features each firing on two separated 3-wide runs; together they cover 0..31",
+    "two_runs": "7 positional features each firing on two separated 3-wide runs; together they "
+    "cover 0..31",
     "permuted": "'standard' with the positional decoders permuted among features (|Spearman| < 0.2)",
     "permuted_rotated": "'permuted' rotated",
     "dead": "'standard' with every bias -100: no feature fires anywhere",
@@ -401,9 +483,11 @@ CONTROLS: dict[str, str] = {
     "random_walk0": "W_pos = isotropic Gaussian random walk in R^32 (seed 0); token features only",
     "random_walk1": "random walk, seed 1",
     "random_walk2": "random walk, seed 2",
-    "cloud_3d": "W_pos rows i.i.d. Gaussian in a random 3-D subspace (no order); token features only",
+    "cloud_3d": "W_pos rows i.i.d. Gaussian in a random 3-D subspace (no order); token features "
+    "only",
     "iid_full": "W_pos rows i.i.d. Gaussian in all of R^32; token features only",
-    "iid_positional": "W_pos rows i.i.d. Gaussian in H+J (8-D, no helix); 16 single-position features, "
-                      "decoder = unit W_pos row at the peak",
+    "iid_positional": "W_pos rows i.i.d. Gaussian in H+J (8-D, no helix); 16 single-position "
+    "features, "
+    "decoder = unit W_pos row at the peak",
     "identical_rows": "every W_pos row the same vector; token features only",
 }

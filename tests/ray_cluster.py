@@ -1,12 +1,14 @@
-"""A real Ray cluster on this machine, started the way a user starts one: a head and more nodes, each its own ``ray start``.
+"""A real Ray cluster on this machine, started the way a user starts one: a head and more nodes,
+each its own ``ray start``.
 
-Every node is a ``ray start --block`` under a small keeper process (this file run as a program) in a process group of its
-own: the keeper adopts what Ray's processes leave (a child subreaper), and on SIGTERM kills its group and reaps every process
-in it, so a node stops at once and leaves neither a process nor a zombie (never ``ray stop``, which stops every Ray on the
-machine); it runs with token authentication on (``RAY_AUTH_MODE=token``
-and a fresh token in ``RAY_AUTH_TOKEN``), its session folder under a private ``--temp-dir`` (removed at the end) and ports of
-its own (free ones found by the kernel; the worker ports Ray picks at random). Workers import the posfeat under test.
-"""
+Every node is a ``ray start --block`` under a small keeper process (this file run as a program) in a
+process group of its
+own: the keeper adopts what Ray's processes leave (a child subreaper), and on SIGTERM kills its
+group and reaps every process in it, so a node stops at once and leaves neither a process nor a
+zombie (never ``ray stop``, which stops every Ray on the machine); it runs with token authentication
+on (``RAY_AUTH_MODE=token`` and a fresh token in ``RAY_AUTH_TOKEN``), its session folder under a
+private ``--temp-dir`` (removed at the end) and ports of its own (free ones found by the kernel; the
+worker ports Ray picks at random). Workers import the posfeat under test."""
 
 from __future__ import annotations
 
@@ -49,24 +51,32 @@ def group_members(pgid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp ...
+        fields = stat[stat.rindex(")") + 2 :].split()  # state ppid pgrp ...
         if int(fields[2]) == pgid and fields[0] != "Z":
             out.append(int(entry.name))
     return out
 
 
 class LoopbackCluster:
-    """``nodes``: one dict of ``ray start`` options per node (the first is the head), e.g. ``{"num_cpus": 1, "num_gpus": 4}``."""
+    """``nodes``: one dict of ``ray start`` options per node (the first is the head), e.g.
+    ``{"num_cpus": 1, "num_gpus": 4}``."""
 
     def __init__(self, nodes: list[dict[str, object]], auth: bool = True) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="pf-ray-", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
+        self.root = Path(
+            tempfile.mkdtemp(prefix="pf-ray-", dir="/tmp")
+        )  # short: Ray's socket paths must fit in 107 bytes
         self.token = secrets.token_hex(32) if auth else None
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen[bytes]] = []
         self.nodes = nodes
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-        env.update(PYTHONPATH=SRC + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else SRC, RAY_USAGE_STATS_ENABLED="0")
+        env.update(
+            PYTHONPATH=SRC + os.pathsep + env.get("PYTHONPATH", "")
+            if env.get("PYTHONPATH")
+            else SRC,
+            RAY_USAGE_STATS_ENABLED="0",
+        )
         if self.token:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
         else:
@@ -74,7 +84,8 @@ class LoopbackCluster:
         self.env = env
 
     def client_env(self, with_token: bool = True) -> dict[str, str]:
-        """The environment of a client: the cluster's token when ``with_token``; none of this machine's Ray settings otherwise."""
+        """The environment of a client: the cluster's token when ``with_token``; none of this
+        machine's Ray settings otherwise."""
         env = {k: v for k, v in self.env.items() if not k.startswith("RAY_AUTH")}
         if with_token and self.token:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
@@ -82,18 +93,52 @@ class LoopbackCluster:
         return env
 
     def _start(self, i: int, opts: dict[str, object]) -> None:
-        cmd = [RAY, "start", "--block", "--node-ip-address", "127.0.0.1", "--temp-dir", str(self.root / f"n{i}"),
-               "--disable-usage-stats", "--object-store-memory", str(80 * 2**20), "--min-worker-port", "0", "--max-worker-port", "0",
-               "--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port())]
+        cmd = [
+            RAY,
+            "start",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--temp-dir",
+            str(self.root / f"n{i}"),
+            "--disable-usage-stats",
+            "--object-store-memory",
+            str(80 * 2**20),
+            "--min-worker-port",
+            "0",
+            "--max-worker-port",
+            "0",
+            "--dashboard-agent-listen-port",
+            str(free_port()),
+            "--metrics-export-port",
+            str(free_port()),
+        ]
         if i == 0:
-            cmd += ["--head", "--port", str(self.port), "--include-dashboard", "false", "--ray-client-server-port", str(free_port())]
+            cmd += [
+                "--head",
+                "--port",
+                str(self.port),
+                "--include-dashboard",
+                "false",
+                "--ray-client-server-port",
+                str(free_port()),
+            ]
         else:
             cmd += ["--address", self.address]
         for k, v in opts.items():
             cmd += [f"--{k.replace('_', '-')}", str(v)]
         log = open(self.root / f"n{i}.log", "wb")  # noqa: SIM115 (kept open by the child)
-        self.procs.append(subprocess.Popen([sys.executable, __file__, *cmd], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.root))
+        self.procs.append(
+            subprocess.Popen(
+                [sys.executable, __file__, *cmd],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.root,
+            )
+        )
         log.close()
 
     def start(self, timeout: float = 120) -> LoopbackCluster:
@@ -106,14 +151,19 @@ class LoopbackCluster:
                 while True:
                     dead = [p for p in self.procs if p.poll() is not None]
                     if dead:
-                        raise RuntimeError(f"ray start exited ({dead[0].returncode}): {self.log(self.procs.index(dead[0]))[-2000:]}")
+                        raise RuntimeError(
+                            f"ray start exited ({dead[0].returncode}): "
+                            f"{self.log(self.procs.index(dead[0]))[-2000:]}"
+                        )
                     try:
                         if len(cluster_nodes(self.address, self.token, timeout=2)) == i + 1:
                             break
                     except Exception:
                         pass
                     if time.time() > deadline:
-                        raise RuntimeError(f"node {i} did not join within {timeout} s: {self.log(i)[-2000:]}")
+                        raise RuntimeError(
+                            f"node {i} did not join within {timeout} s: {self.log(i)[-2000:]}"
+                        )
                     time.sleep(0.3)
         except BaseException:
             self.stop()
@@ -139,7 +189,8 @@ class LoopbackCluster:
         raise RuntimeError("no raylet found")
 
     def stop(self) -> None:
-        """SIGTERM each node's keeper (it kills and reaps its process group), SIGKILL what is left; remove the session folder."""
+        """SIGTERM each node's keeper (it kills and reaps its process group), SIGKILL what is left;
+        remove the session folder."""
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -161,11 +212,14 @@ class LoopbackCluster:
 
 
 def _keep(cmd: list[str]) -> int:
-    """The keeper: run ``cmd``; at SIGTERM (or when ``cmd`` ends) SIGKILL every other process of this group and reap them all."""
+    """The keeper: run ``cmd``; at SIGTERM (or when ``cmd`` ends) SIGKILL every other process of
+    this group and reap them all."""
     import ctypes
     import threading
 
-    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: Ray's orphans become ours to reap
+    ctypes.CDLL(None, use_errno=True).prctl(
+        36, 1, 0, 0, 0
+    )  # PR_SET_CHILD_SUBREAPER: Ray's orphans become ours to reap
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     child = subprocess.Popen(cmd)

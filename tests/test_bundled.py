@@ -1,4 +1,5 @@
-"""The SAE shipped for the bundled model meets the quality bounds of its issue, measured as `posfeat eval` does."""
+"""The SAE shipped for the bundled model meets the quality bounds of its issue, measured as `posfeat
+eval` does."""
 
 from __future__ import annotations
 
@@ -21,11 +22,19 @@ def pair():
 
 def test_bundled_sae_folder(pair):
     emb, sae = pair
-    assert sae.d_sae == 2048 and sae.context_size == 128 and sae.architecture == "relu" and emb.n_ctx == 512
+    assert (
+        sae.d_sae == 2048
+        and sae.context_size == 128
+        and sae.architecture == "relu"
+        and emb.n_ctx == 512
+    )
     assert sum(p.stat().st_size for p in BUNDLED_SAE_DIR.iterdir()) <= 16 * 2**20
     cfg = json.loads((BUNDLED_SAE_DIR / "cfg.json").read_text())
     rec = cfg["posfeat_training"]
-    assert rec["command"].startswith("posfeat train --model minilm --d-sae 2048 --context 128") and rec["seed"] == 0
+    assert (
+        rec["command"].startswith("posfeat train --model minilm --d-sae 2048 --context 128")
+        and rec["seed"] == 0
+    )
     tw = sae_token_weights(sae, emb.d_vocab)
     assert tw is not None and tw[1].shape == (emb.d_vocab,) and bool((tw[1] >= 0).all())
 

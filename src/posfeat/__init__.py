@@ -1,12 +1,16 @@
 """posfeat: exact analysis of positional and semantic features of layer-0 SAEs.
 
-Data flows one way through the stages (each subpackage imports only from those before it):
-``core`` -> ``io`` -> ``engine`` -> ``analyses`` -> ``outputs`` -> ``training`` -> ``experiments`` -> ``cli``.
+Data flows one way through the stages (each subpackage imports only from those before it): ``core``
+-> ``io`` -> ``engine`` -> ``analyses`` -> ``outputs`` -> ``training`` -> ``experiments`` ->
+``cli``.
 
     >>> import posfeat
-    >>> emb, sae = posfeat.load_pair("minilm", "minilm")      # or ("gpt2", "gpt2-small-res-jb/blocks.0.hook_resid_pre", device="cuda")
-    >>> stats = posfeat.feature_stats(emb, sae, range(128))    # exact, whole grid, where the pair lives
-    >>> an = posfeat.analyze(emb, sae); an.save("out")         # every finding of the note, with verdicts
+    >>> emb, sae = posfeat.load_pair("minilm", "minilm")      # or ("gpt2",
+    "gpt2-small-res-jb/blocks.0.hook_resid_pre", device="cuda")
+    >>> stats = posfeat.feature_stats(emb, sae, range(128))    # exact, whole grid, where the pair
+    lives
+    >>> an = posfeat.analyze(emb, sae); an.save("out")         # every finding of the note, with
+    verdicts
 
 ``import posfeat`` is light: each name below is imported on first use (PEP 562), so torch, scipy and
 matplotlib load only when something needs them. :class:`Analysis` and :func:`analyze` come from
@@ -42,13 +46,32 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     **dict.fromkeys(["Analysis", "analyze"], ".outputs.results"),
-    **dict.fromkeys(["PCA", "Comparison", "FeatureCard", "FindingRules", "Prompt", "compare_saes", "feature_card",
-                     "positional_pca", "prompt", "reconstruction_by_position"], ".analyses"),
+    **dict.fromkeys(
+        [
+            "PCA",
+            "Comparison",
+            "FeatureCard",
+            "FindingRules",
+            "Prompt",
+            "compare_saes",
+            "feature_card",
+            "positional_pca",
+            "prompt",
+            "reconstruction_by_position",
+        ],
+        ".analyses",
+    ),
     **dict.fromkeys(["SAE", "Embeddings", "SAEMeta"], ".core"),
     "PosfeatError": ".core.errors",
-    **dict.fromkeys(["GridStats", "brute_force_stats", "feature_stats", "sample_tokens"], ".engine"),
-    **dict.fromkeys(["ContextSweepConfig", "WidthSweepConfig", "sweep_context", "sweep_widths"], ".experiments"),
-    **dict.fromkeys(["load_embeddings", "load_pair", "load_sae", "read_sae_folder", "write_sae_folder"], ".io"),
+    **dict.fromkeys(
+        ["GridStats", "brute_force_stats", "feature_stats", "sample_tokens"], ".engine"
+    ),
+    **dict.fromkeys(
+        ["ContextSweepConfig", "WidthSweepConfig", "sweep_context", "sweep_widths"], ".experiments"
+    ),
+    **dict.fromkeys(
+        ["load_embeddings", "load_pair", "load_sae", "read_sae_folder", "write_sae_folder"], ".io"
+    ),
     **dict.fromkeys(["TrainConfig", "train_sae"], ".training"),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

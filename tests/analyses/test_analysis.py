@@ -15,7 +15,13 @@ from posfeat.outputs.figures import FIGURES
 
 from helpers import GPT2_WPE, planted_pair
 
-OUTPUT_FILES = ["features.csv", "by_position.csv", "spurious_examples.csv", "summary.json", "report.html"]
+OUTPUT_FILES = [
+    "features.csv",
+    "by_position.csv",
+    "spurious_examples.csv",
+    "summary.json",
+    "report.html",
+]
 
 
 def test_planted_features_are_recovered():
@@ -25,7 +31,10 @@ def test_planted_features_are_recovered():
     for feat, (kind, where) in truth.items():
         assert f.at[feat, "kind"] == kind, (feat, f.loc[feat].to_dict())
         if kind == "positional":
-            assert abs(f.at[feat, "span_start"] - where[0]) <= 1 and abs(f.at[feat, "span_end"] - where[1]) <= 1
+            assert (
+                abs(f.at[feat, "span_start"] - where[0]) <= 1
+                and abs(f.at[feat, "span_end"] - where[1]) <= 1
+            )
         else:
             assert emb.token_str(where) == f.at[feat, "top_tokens"].split(" | ")[0]
     assert an.summary["counts"]["positional"] == 5 and an.summary["counts"]["semantic"] == 3
@@ -40,12 +49,27 @@ def test_pca_on_real_gpt2_wpe():
     W = np.load(GPT2_WPE)
     pca = positional_pca(W, range(1, 64))
     assert round(pca.top(3), 3) == 0.973
-    assert pca.components.shape[1] == 768 and np.allclose(pca.components[:3] @ pca.components[:3].T, np.eye(3), atol=1e-8)
+    assert pca.components.shape[1] == 768 and np.allclose(
+        pca.components[:3] @ pca.components[:3].T, np.eye(3), atol=1e-8
+    )
     np.testing.assert_allclose(pca.mean, W[1:64].mean(0), atol=1e-6)
 
 
 def _analyze(model, sae, out, *extra):
-    return main(["analyze", "--model", str(model), "--sae", str(sae), "--out", str(out), "--tokens-sample", "40", *extra])
+    return main(
+        [
+            "analyze",
+            "--model",
+            str(model),
+            "--sae",
+            str(sae),
+            "--out",
+            str(out),
+            "--tokens-sample",
+            "40",
+            *extra,
+        ]
+    )
 
 
 def test_analyze_cli_writes_everything_and_is_deterministic(planted_dirs, tmp_path):
@@ -59,12 +83,26 @@ def test_analyze_cli_writes_everything_and_is_deterministic(planted_dirs, tmp_pa
     feats = pd.read_csv(out / "features.csv")
     summary = json.loads((out / "summary.json").read_text())
     # summary numbers agree with features.csv
-    assert summary["counts"] == {k: int((feats.kind == k).sum()) for k in ("positional", "semantic", "mixed", "dead")}
+    assert summary["counts"] == {
+        k: int((feats.kind == k).sum()) for k in ("positional", "semantic", "mixed", "dead")
+    }
     live = feats[feats.kind != "dead"]
-    frac = float((np.maximum(live.position_share.fillna(0), live.token_share.fillna(0)) >= 0.9).mean())
+    frac = float(
+        (np.maximum(live.position_share.fillna(0), live.token_share.fillna(0)) >= 0.9).mean()
+    )
     assert summary["disjoint_fraction"] == pytest.approx(frac)
-    for key in ("model", "sae", "centered", "context_size", "pca_top3_variance", "fvu_in_context", "fvu_past_context",
-                "addback_error_removed", "posfeat_version", "command"):
+    for key in (
+        "model",
+        "sae",
+        "centered",
+        "context_size",
+        "pca_top3_variance",
+        "fvu_in_context",
+        "fvu_past_context",
+        "addback_error_removed",
+        "posfeat_version",
+        "command",
+    ):
         assert key in summary
     assert summary["command"].startswith("posfeat analyze")
     # same arguments, same results
@@ -73,7 +111,9 @@ def test_analyze_cli_writes_everything_and_is_deterministic(planted_dirs, tmp_pa
     s2 = json.loads((tmp_path / "b" / "summary.json").read_text())
     for s in (summary, s2):
         s.pop("created")
-        s.pop("timings")  # seconds per stage (issue 11): the one part of summary.json that is not deterministic
+        s.pop(
+            "timings"
+        )  # seconds per stage (issue 11): the one part of summary.json that is not deterministic
         s["command"] = s["command"].replace(str(tmp_path / "b"), str(out))
     assert summary == s2
 
@@ -82,12 +122,18 @@ def test_report_includes_sweep_sections(planted_dirs, tmp_path, capsys):
     model, sae = planted_dirs
     sweep = tmp_path / "sweep"
     sweep.mkdir()
-    (sweep / "section.html").write_text("<section><h2>Feature splitting with width</h2>marker-1234</section>")
+    (sweep / "section.html").write_text(
+        "<section><h2>Feature splitting with width</h2>marker-1234</section>"
+    )
     assert _analyze(model, sae, tmp_path / "r", "--include-sweep", str(sweep)) == 0
     assert "marker-1234" in (tmp_path / "r" / "report.html").read_text()
     capsys.readouterr()
-    (tmp_path / "not-a-sweep").mkdir()  # a folder beside the output (one holding it is refused as an input)
-    assert _analyze(model, sae, tmp_path / "r2", "--include-sweep", str(tmp_path / "not-a-sweep")) == 2
+    (
+        tmp_path / "not-a-sweep"
+    ).mkdir()  # a folder beside the output (one holding it is refused as an input)
+    assert (
+        _analyze(model, sae, tmp_path / "r2", "--include-sweep", str(tmp_path / "not-a-sweep")) == 2
+    )
     assert "has no section.html" in capsys.readouterr().err
     assert not (tmp_path / "r2").exists()
 
@@ -127,14 +173,22 @@ def test_analyze_bad_input(case, needle, planted_dirs, tmp_path, capsys):
         code = main(["feature", "999", "--model", str(model), "--sae", str(sae)])
     assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("posfeat: error:") and needle in err and "Traceback" not in err and err.strip().count("\n") == 0
+    assert (
+        err.startswith("posfeat: error:")
+        and needle in err
+        and "Traceback" not in err
+        and err.strip().count("\n") == 0
+    )
     assert (out / "features.csv").read_text() == "previous"
     assert not (tmp_path / "o").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
+    assert not [
+        p for p in tmp_path.iterdir() if p.name.startswith(".")
+    ]  # no temporary folders left
 
 
 def test_spurious_firing_is_exact():
-    """Spurious counts from the exact counts equal brute-force counting over the grid; examples are genuine."""
+    """Spurious counts from the exact counts equal brute-force counting over the grid; examples are
+    genuine."""
     from posfeat.analyses.classify import classify
     from posfeat.analyses.length import spurious_counts, spurious_examples
     from posfeat.engine.grid_stats import feature_stats, grid_statistics
@@ -144,7 +198,9 @@ def test_spurious_firing_is_exact():
     emb, sae = random_pair(d_vocab=30, n_ctx=14, d_model=6, d_sae=12, seed=5)
     ctx = 6
     kinds = classify(feature_stats(emb, sae, range(ctx)))
-    (stats_all,), never = grid_statistics(emb, sae, [range(14)], never_firing_context=ctx, feature_chunk=5)
+    (stats_all,), never = grid_statistics(
+        emb, sae, [range(14)], never_firing_context=ctx, feature_chunk=5
+    )
     per_pos, by_feature = spurious_counts(stats_all, ctx, kinds)
     examples = spurious_examples(emb, sae, never, kinds, ctx, 14)
     f = sae.encode(emb.W_E[:, None, :] + emb.W_pos[None]) > 0  # [T, P, F]
@@ -152,10 +208,15 @@ def test_spurious_firing_is_exact():
     want = (f & ~ever_in[:, None, :]).sum((0, 2)).double() / emb.d_vocab
     np.testing.assert_allclose(per_pos.spurious_per_token.to_numpy(), want.numpy(), atol=1e-12)
     pairs = (f & ~ever_in[:, None, :]).sum((0, 1))  # per feature
-    np.testing.assert_array_equal(by_feature.set_index("feature").spurious_pairs.reindex(range(12), fill_value=0).to_numpy(), pairs.numpy())
+    np.testing.assert_array_equal(
+        by_feature.set_index("feature").spurious_pairs.reindex(range(12), fill_value=0).to_numpy(),
+        pairs.numpy(),
+    )
     assert len(examples) > 0
     for r in examples.itertuples():
-        assert bool(f[r.token_id, r.position, r.feature]) and not bool(ever_in[r.token_id, r.feature])
+        assert bool(f[r.token_id, r.position, r.feature]) and not bool(
+            ever_in[r.token_id, r.feature]
+        )
 
 
 def test_eval_fvu_definition():
@@ -171,13 +232,18 @@ def test_eval_fvu_definition():
     err = (x - sae(x)).double().pow(2).sum(-1)  # [T, P]
     base = (x - x.mean(0, keepdim=True)).double().pow(2).sum(-1)
     np.testing.assert_allclose(df.fvu.to_numpy(), (err.sum(0) / base.sum(0)).numpy(), rtol=1e-5)
-    np.testing.assert_allclose(df.l0.to_numpy(), (sae.encode(x) > 0).double().sum(-1).mean(0).numpy(), rtol=1e-6)
-    np.testing.assert_allclose(df.zero_fvu.to_numpy(), (x.double().pow(2).sum(-1).sum(0) / base.sum(0)).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        df.l0.to_numpy(), (sae.encode(x) > 0).double().sum(-1).mean(0).numpy(), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        df.zero_fvu.to_numpy(), (x.double().pow(2).sum(-1).sum(0) / base.sum(0)).numpy(), rtol=1e-5
+    )
     assert torch.equal(sample.ids, torch.arange(20))
 
 
 def test_sparse_and_dense_chunks_equal_the_encoder(monkeypatch):
-    """The sample grid's reconstruction (sparse entries or a dense buffer) equals sae(x) computed directly."""
+    """The sample grid's reconstruction (sparse entries or a dense buffer) equals sae(x) computed
+    directly."""
     import posfeat.engine.sample as sample_mod
     from posfeat.engine.sample import SampleGrid
 

@@ -1,6 +1,7 @@
-"""The card that explains its feature (issue 29, item 4): exact histogram and top inputs, pre-activation, the nearest
-W_pos row, the past context, logit effects where the model has an unembedding (and why not where it has none), positional
-cards leading with position and semantic ones with tokens; the same card from an analysis and from the pair alone."""
+"""The card that explains its feature (issue 29, item 4): exact histogram and top inputs,
+pre-activation, the nearest W_pos row, the past context, logit effects where the model has an
+unembedding (and why not where it has none), positional cards leading with position and semantic
+ones with tokens; the same card from an analysis and from the pair alone."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ def planted():
 
 
 def _gpt2_like(emb: Embeddings, model_type: str = "gpt2") -> Embeddings:
-    return Embeddings(emb.W_E, emb.W_pos, tokens=emb.tokens, name=emb.name, info={"model_type": model_type})
+    return Embeddings(
+        emb.W_E, emb.W_pos, tokens=emb.tokens, name=emb.name, info={"model_type": model_type}
+    )
 
 
 def test_the_card_carries_the_exact_histogram_and_top_inputs_of_the_grid(planted):
@@ -32,10 +35,19 @@ def test_the_card_carries_the_exact_histogram_and_top_inputs_of_the_grid(planted
         hist = activation_histograms(emb, sae, an.context, features=np.array([f]))
         np.testing.assert_array_equal(card.histogram, hist.counts[0])
         assert card.grid_inputs == emb.d_vocab * an.context and card.histogram.sum() == card.firing
-        assert card.firing / card.grid_inputs == pytest.approx(card.fire, abs=1e-12)  # agrees with the engine's exact firing share
-        want = [(emb.token_str(int(t)), int(p), float(v)) for t, p, v in zip(hist.top_tokens[0], hist.top_positions[0], hist.top_values[0])
-                if t >= 0]
-        assert card.top_inputs == want and card.top_inputs and card.top_inputs[0][2] == pytest.approx(card.histogram_max)
+        assert card.firing / card.grid_inputs == pytest.approx(
+            card.fire, abs=1e-12
+        )  # agrees with the engine's exact firing share
+        want = [
+            (emb.token_str(int(t)), int(p), float(v))
+            for t, p, v in zip(hist.top_tokens[0], hist.top_positions[0], hist.top_values[0])
+            if t >= 0
+        ]
+        assert (
+            card.top_inputs == want
+            and card.top_inputs
+            and card.top_inputs[0][2] == pytest.approx(card.histogram_max)
+        )
 
 
 def test_positional_cards_lead_with_position_and_semantic_ones_with_tokens(planted):
@@ -60,7 +72,9 @@ def test_nearest_wpos_row_is_the_decoder_nearest_row_and_agrees_between_the_two_
         assert alone.decoder_cos_wpos == pytest.approx(float(cos.max()), abs=1e-6)
         np.testing.assert_array_equal(alone.histogram, from_an.histogram)
     planted_positional = [f for f, (k, _) in truth.items() if k == "positional"]
-    assert all(an.feature(f).decoder_cos_wpos > 0.99 for f in planted_positional)  # decoders planted along W_pos rows
+    assert all(
+        an.feature(f).decoder_cos_wpos > 0.99 for f in planted_positional
+    )  # decoders planted along W_pos rows
 
 
 def test_preactivation_curve_and_past_context(planted):
@@ -70,7 +84,9 @@ def test_preactivation_curve_and_past_context(planted):
     a = (emb.W_E.double() @ sae.W_enc[:, 0].double() + sae.b_enc[0].double()).numpy()
     np.testing.assert_allclose(card.preactivation, a.mean() + b, atol=1e-5)
     assert card.threshold == 0.0
-    assert card.past_context.startswith(f"past the context (positions {an.context}..{emb.n_ctx - 1})")
+    assert card.past_context.startswith(
+        f"past the context (positions {an.context}..{emb.n_ctx - 1})"
+    )
     assert "mean pre-activation by position" in str(card) and "nearest W_pos row" in str(card)
 
 
@@ -78,9 +94,16 @@ def test_logit_effects_go_through_the_tied_unembedding():
     emb, sae = random_pair(d_vocab=40, n_ctx=12, d_sae=6, seed=2)
     card = feature_card(_gpt2_like(emb), sae, 4)
     logits = (sae.W_dec[4] @ emb.W_E.T).numpy()
-    assert [t for t, _ in card.logit_top] == [emb.token_str(int(t)) for t in np.argsort(-logits)[:10]]
-    assert [t for t, _ in card.logit_bottom] == [emb.token_str(int(t)) for t in np.argsort(logits)[:10]]
-    assert card.logit_top[0][1] == pytest.approx(float(logits.max()), abs=1e-5) and card.logit_note is None
+    assert [t for t, _ in card.logit_top] == [
+        emb.token_str(int(t)) for t in np.argsort(-logits)[:10]
+    ]
+    assert [t for t, _ in card.logit_bottom] == [
+        emb.token_str(int(t)) for t in np.argsort(logits)[:10]
+    ]
+    assert (
+        card.logit_top[0][1] == pytest.approx(float(logits.max()), abs=1e-5)
+        and card.logit_note is None
+    )
     assert "logit effects (W_dec @ W_E^T" in str(card)
 
 
@@ -97,16 +120,26 @@ def test_a_model_without_an_unembedding_says_so(model_type):
 def test_the_card_as_json_carries_every_new_field(planted):
     emb, _sae, _truth, an = planted
     doc = json.loads(json.dumps(an.feature(1).as_dict()))
-    assert sum(doc["histogram"]["counts"]) == doc["histogram"]["firing"] and len(doc["histogram"]["edges"]) == len(doc["histogram"]["counts"]) + 1
+    assert (
+        sum(doc["histogram"]["counts"]) == doc["histogram"]["firing"]
+        and len(doc["histogram"]["edges"]) == len(doc["histogram"]["counts"]) + 1
+    )
     assert doc["top_inputs"][0].keys() == {"token", "position", "activation"}
-    assert len(doc["preactivation"]) == emb.n_ctx and isinstance(doc["nearest_wpos_row"], int) and doc["past_context"]
+    assert (
+        len(doc["preactivation"]) == emb.n_ctx
+        and isinstance(doc["nearest_wpos_row"], int)
+        and doc["past_context"]
+    )
     assert doc["logit_top"] == [] and doc["logit_note"]
 
 
 def test_topk_cards_say_why_there_is_no_histogram():
     emb, sae = random_pair(k=3, d_sae=8)
     card = feature_card(emb, sae, 2)
-    assert card.histogram is None and "do not split into token and position parts" in card.histogram_note
+    assert (
+        card.histogram is None
+        and "do not split into token and position parts" in card.histogram_note
+    )
     assert "activation histogram: not computed" in str(card)
 
 

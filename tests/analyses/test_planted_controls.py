@@ -31,103 +31,386 @@ NOT_R = (P, NR)  # "anything but reproduced", and the finding does apply
 @cache
 def run(name: str) -> tuple[Planted, Any]:
     c = control(name)
-    an = posfeat.analyze(c.emb, c.sae, positions=c.positions, tokens_sample=D_VOCAB, seed=0, progress=False)
+    an = posfeat.analyze(
+        c.emb, c.sae, positions=c.positions, tokens_sample=D_VOCAB, seed=0, progress=False
+    )
     return c, an
 
 
 # (control, finding, expected verdict or tuple of acceptable verdicts, why, xfail reason or None)
 EXPECT: list[tuple[str, str, str | tuple[str, ...], str, str | None]] = [
     # ------------------------------------------------------------------ 1. helix
-    ("standard", "helix", R, "W_pos rows 0..31 are a perfect helix (1.6 turns) on axes 0..2: top 3 PCs 100%, "
-     "each row's nearest neighbours are its neighbours in order, the tangents live in the same 3 PCs", None),
-    ("standard_rotated", "helix", R, "the same helix in a randomly rotated basis: PCA is rotation invariant", None),
-    ("random_walk0", "helix", NR, "an isotropic random walk in R^32: its top 3 PCs hold ~85-90% of the variance "
-     "(the known PCA-of-random-walk artefact, Lissajous 'helices'), but each step is isotropic: only ~20% of the "
-     "tangent variance lies in those PCs, so the rows are not a 1-D curve in a 3-D space", None),
+    (
+        "standard",
+        "helix",
+        R,
+        "W_pos rows 0..31 are a perfect helix (1.6 turns) on axes 0..2: top 3 PCs 100%, "
+        "each row's nearest neighbours are its neighbours in order, the tangents live in the same 3 "
+        ""
+        ""
+        "PCs",
+        None,
+    ),
+    (
+        "standard_rotated",
+        "helix",
+        R,
+        "the same helix in a randomly rotated basis: PCA is rotation invariant",
+        None,
+    ),
+    (
+        "random_walk0",
+        "helix",
+        NR,
+        "an isotropic random walk in R^32: its top 3 PCs hold ~85-90% of the variance "
+        "(the known PCA-of-random-walk artefact, Lissajous 'helices'), but each step is isotropic: "
+        "only ~20% of the "
+        "tangent variance lies in those PCs, so the rows are not a 1-D curve in a 3-D space",
+        None,
+    ),
     ("random_walk1", "helix", NR, "random walk, seed 1 (as above)", None),
     ("random_walk2", "helix", NR, "random walk, seed 2 (as above)", None),
-    ("cloud_3d", "helix", NR, "i.i.d. rows in a random 3-D subspace: 3 PCs hold 100% but the rows are in no order "
-     "(adjacent rows are nearest neighbours no more often than chance): low-dimensional, not a curve", None),
+    (
+        "cloud_3d",
+        "helix",
+        NR,
+        "i.i.d. rows in a random 3-D subspace: 3 PCs hold 100% but the rows are in no order "
+        "(adjacent rows are nearest neighbours no more often than chance): low-dimensional, not a "
+        "curve",
+        None,
+    ),
     ("iid_full", "helix", NR, "i.i.d. rows in all of R^32: top 3 PCs ~30%, no curve", None),
-    ("iid_positional", "helix", NR, "i.i.d. rows in an 8-D subspace: top 3 PCs ~55%, no curve", None),
-    ("identical_rows", "helix", U, "every row identical: zero variance, PCA shares are 0/0; nothing can be tested", None),
+    (
+        "iid_positional",
+        "helix",
+        NR,
+        "i.i.d. rows in an 8-D subspace: top 3 PCs ~55%, no curve",
+        None,
+    ),
+    (
+        "identical_rows",
+        "helix",
+        U,
+        "every row identical: zero variance, PCA shares are 0/0; nothing can be tested",
+        None,
+    ),
     # ------------------------------------------------------------------ 2. disjoint
-    ("standard", "disjoint", R, "24 token features exactly g(tok) (encoders in W_E's span, orthogonal to W_pos) and 16 "
-     "positional features exactly h(pos): every live feature is pure (brute-force variance shares 1.0)", None),
+    (
+        "standard",
+        "disjoint",
+        R,
+        "24 token features exactly g(tok) (encoders in W_E's span, orthogonal to W_pos) and 16 "
+        "positional features exactly h(pos): every live feature is pure (brute-force variance "
+        "shares 1.0)",
+        None,
+    ),
     ("standard_rotated", "disjoint", R, "rotation preserves every activation", None),
-    ("swing", "disjoint", NOT_R, "every token feature's activation on its own token is 1 +- (0.3..0.7) cos(position "
-     "phase): it depends on token AND position (a token x position interaction, 4-20% of its variance), 24 of 40 "
-     "live features; the note's 'g=0 or h=0' fails for them. Partly or not reproduced, depending on how strongly "
-     "a referee weighs an interaction share of 4-20%", None),
-    ("conjunction", "disjoint", NR, "24 of 40 live features fire only on their token AND within an arc of positions "
-     "(interaction the majority of their variance): most features depend on both", None),
+    (
+        "swing",
+        "disjoint",
+        NOT_R,
+        "every token feature's activation on its own token is 1 +- (0.3..0.7) cos(position "
+        "phase): it depends on token AND position (a token x position interaction, 4-20% of its "
+        "variance), 24 of 40 "
+        "live features; the note's 'g=0 or h=0' fails for them. Partly or not reproduced, depending "
+        ""
+        ""
+        "on how strongly "
+        "a referee weighs an interaction share of 4-20%",
+        None,
+    ),
+    (
+        "conjunction",
+        "disjoint",
+        NR,
+        "24 of 40 live features fire only on their token AND within an arc of positions "
+        "(interaction the majority of their variance): most features depend on both",
+        None,
+    ),
     # ------------------------------------------------------------------ 3. tiling
-    ("standard", "tiling", R, "16 positional features on 3-wide windows every 2 positions: each fires on exactly "
-     "one run, together they cover 0..31", None),
-    ("singles", "tiling", R, "one feature per position 0..31, each firing on that position alone: a run of length "
-     "one is one contiguous run, and together they cover the context", None),
-    ("windows5", "tiling", R, "5-wide windows every 4 positions (0-4, 4-8, ..., 28-31): single runs, full cover", None),
-    ("two_runs", "tiling", NR, "every positional feature fires on two separated 3-wide runs (gap >= 2); they do "
-     "cover 0..31, so only the 'one contiguous run' part fails, and it fails for all of them", None),
+    (
+        "standard",
+        "tiling",
+        R,
+        "16 positional features on 3-wide windows every 2 positions: each fires on exactly "
+        "one run, together they cover 0..31",
+        None,
+    ),
+    (
+        "singles",
+        "tiling",
+        R,
+        "one feature per position 0..31, each firing on that position alone: a run of length "
+        "one is one contiguous run, and together they cover the context",
+        None,
+    ),
+    (
+        "windows5",
+        "tiling",
+        R,
+        "5-wide windows every 4 positions (0-4, 4-8, ..., 28-31): single runs, full cover",
+        None,
+    ),
+    (
+        "two_runs",
+        "tiling",
+        NR,
+        "every positional feature fires on two separated 3-wide runs (gap >= 2); they do "
+        "cover 0..31, so only the 'one contiguous run' part fails, and it fails for all of them",
+        None,
+    ),
     # ------------------------------------------------------------------ 4. decoder_traces_helix
-    ("standard", "decoder_traces_helix", R, "each positional decoder IS the unit W_pos row at its peak position", None),
+    (
+        "standard",
+        "decoder_traces_helix",
+        R,
+        "each positional decoder IS the unit W_pos row at its peak position",
+        None,
+    ),
     ("standard_rotated", "decoder_traces_helix", R, "rotation invariance", None),
-    ("permuted", "decoder_traces_helix", NR, "decoders permuted among the positional features (encoders, so peaks, "
-     "unchanged): the matched W_pos row follows the peak with |Spearman| < 0.2, each 3+ features away", None),
+    (
+        "permuted",
+        "decoder_traces_helix",
+        NR,
+        "decoders permuted among the positional features (encoders, so peaks, "
+        "unchanged): the matched W_pos row follows the peak with |Spearman| < 0.2, each 3+ features "
+        ""
+        ""
+        "away",
+        None,
+    ),
     ("permuted_rotated", "decoder_traces_helix", NR, "rotation invariance of the negative", None),
-    ("iid_positional", "decoder_traces_helix", U, "there is no helix (i.i.d. 8-D rows), so 'decoders sit on the "
-     "helix' does not apply, even though each decoder is the W_pos row at its peak", None),
+    (
+        "iid_positional",
+        "decoder_traces_helix",
+        U,
+        "there is no helix (i.i.d. 8-D rows), so 'decoders sit on the "
+        "helix' does not apply, even though each decoder is the W_pos row at its peak",
+        None,
+    ),
     # ------------------------------------------------------------------ 5. token_profiles
-    # The lead's decision (issue 27: "counts a token only where it has enough non-positional features to test"):
-    # a token is tested only with at least flat_min_features = 2 top non-positional features, so the single-feature
-    # worlds are undetermined; the same worlds with 3 token features per token carry the positive and negatives.
-    ("standard", "token_profiles", U, "each token has one non-positional feature: too few to test a pattern", None),
-    ("swing", "token_profiles", U, "each token has one non-positional feature: too few to test a pattern", None),
-    ("standard_multi", "token_profiles", R, "a token's three non-positional features are its own, each exactly "
-     "constant at every position", None),
-    ("swing_multi", "token_profiles", NR, "every token's top non-positional features swing +-30..70% over positions",
-     None),
-    ("conjunction_multi", "token_profiles", NR, "every token's top non-positional features are zero on 2/3 of "
-     "positions and positive on an arc: the opposite of flat", None),
+    # The lead's decision (issue 27: "counts a token only where it has enough non-positional
+    # features to test"):
+    # a token is tested only with at least flat_min_features = 2 top non-positional features,
+    # so the single-feature
+    # worlds are undetermined; the same worlds with 3 token features per token carry the
+    # positive and negatives.
+    (
+        "standard",
+        "token_profiles",
+        U,
+        "each token has one non-positional feature: too few to test a pattern",
+        None,
+    ),
+    (
+        "swing",
+        "token_profiles",
+        U,
+        "each token has one non-positional feature: too few to test a pattern",
+        None,
+    ),
+    (
+        "standard_multi",
+        "token_profiles",
+        R,
+        "a token's three non-positional features are its own, each exactly "
+        "constant at every position",
+        None,
+    ),
+    (
+        "swing_multi",
+        "token_profiles",
+        NR,
+        "every token's top non-positional features swing +-30..70% over positions",
+        None,
+    ),
+    (
+        "conjunction_multi",
+        "token_profiles",
+        NR,
+        "every token's top non-positional features are zero on 2/3 of "
+        "positions and positive on an arc: the opposite of flat",
+        None,
+    ),
     # ------------------------------------------------------------------ 6. semantic_break
-    ("standard", "semantic_break", NR, "past rows are orthogonal to every encoder: every token feature's activation "
-     "past the context equals its in-context value exactly, and nothing new fires", None),
-    ("alias", "semantic_break", NR, "past rows are copies of in-context rows (plus noise orthogonal to every "
-     "encoder): token features are exactly unchanged, no spurious firing", None),
-    ("noisy", "semantic_break", P, "own-token activations (exactly 1 at every in-context position) deviate by 68% "
-     "on average past the context (range 0..2.8); pre-activations on other tokens stay below -1: no spurious firing. "
-     "One of the two parts of the claim holds", None),
-    ("spurious", "semantic_break", R, "own-token activations deviate strongly AND token features fire on tokens "
-     "they never fire on inside the context: both parts hold", None),
-    ("blowup", "semantic_break", R, "every encoder reads the unseen past component: noisy and spurious", None),
-    ("standard_in_context_only", "semantic_break", U, "positions = C: nothing past the context is studied", None),
-    # ------------------------------------------------------------------ 9. reconstruction and positional break
-    ("standard_in_context_only", "worse_than_random", U, "positions = C: no past-context FVU exists", None),
-    ("standard_in_context_only", "degrades_past_context", U, "positions = C: no past-context FVU exists", None),
-    ("standard_in_context_only", "positional_break", U, "positions = C: nothing past the context is studied", None),
-    ("blowup", "degrades_past_context", R, "mean past squared error over 1000x the in-context one (brute force)", None),
-    ("blowup", "worse_than_random", R, "at every past position and token the SAE's squared error exceeds 2|x|^2, "
-     "the expected error of a random vector of the input's norm (brute force)", None),
-    ("standard", "degrades_past_context", NR, "past rows add at most 0.01 to the squared error of an input whose "
-     "in-context reconstruction is already good: no blow-up", None),
-    ("standard", "worse_than_random", NR, "past error ~0.01-0.03 against a random vector's ~2", None),
-    ("alias", "degrades_past_context", NR, "past inputs are copies of in-context inputs: same error", None),
-    ("alias", "worse_than_random", NR, "past inputs are copies of in-context inputs: same error", None),
-    ("standard", "positional_break", NR, "past the context every positional feature is silent (past rows orthogonal "
-     "to every encoder): they do not keep firing, so the SAE does not think it is anywhere", None),
-    ("alias", "positional_break", R, "past row C+j is a copy of row 4+j: positional features fire exactly as at "
-     "4+j, the nearest in-context row; the SAE thinks it is at an earlier position", None),
-    ("scrambled", "positional_break", NOT_R, "positional features keep firing past the context, but driven by a "
-     "component they never saw, at positions unrelated to the nearest in-context row (brute-force Spearman 0.29, "
-     "p = 0.27): the 'thinks it is at the nearest earlier position' half fails", None),
+    (
+        "standard",
+        "semantic_break",
+        NR,
+        "past rows are orthogonal to every encoder: every token feature's activation "
+        "past the context equals its in-context value exactly, and nothing new fires",
+        None,
+    ),
+    (
+        "alias",
+        "semantic_break",
+        NR,
+        "past rows are copies of in-context rows (plus noise orthogonal to every "
+        "encoder): token features are exactly unchanged, no spurious firing",
+        None,
+    ),
+    (
+        "noisy",
+        "semantic_break",
+        P,
+        "own-token activations (exactly 1 at every in-context position) deviate by 68% "
+        "on average past the context (range 0..2.8); pre-activations on other tokens stay below -1: "
+        ""
+        ""
+        "no spurious firing. "
+        "One of the two parts of the claim holds",
+        None,
+    ),
+    (
+        "spurious",
+        "semantic_break",
+        R,
+        "own-token activations deviate strongly AND token features fire on tokens "
+        "they never fire on inside the context: both parts hold",
+        None,
+    ),
+    (
+        "blowup",
+        "semantic_break",
+        R,
+        "every encoder reads the unseen past component: noisy and spurious",
+        None,
+    ),
+    (
+        "standard_in_context_only",
+        "semantic_break",
+        U,
+        "positions = C: nothing past the context is studied",
+        None,
+    ),
+    # ------------------------------------------------------------------ 9. reconstruction and
+    # positional break
+    (
+        "standard_in_context_only",
+        "worse_than_random",
+        U,
+        "positions = C: no past-context FVU exists",
+        None,
+    ),
+    (
+        "standard_in_context_only",
+        "degrades_past_context",
+        U,
+        "positions = C: no past-context FVU exists",
+        None,
+    ),
+    (
+        "standard_in_context_only",
+        "positional_break",
+        U,
+        "positions = C: nothing past the context is studied",
+        None,
+    ),
+    (
+        "blowup",
+        "degrades_past_context",
+        R,
+        "mean past squared error over 1000x the in-context one (brute force)",
+        None,
+    ),
+    (
+        "blowup",
+        "worse_than_random",
+        R,
+        "at every past position and token the SAE's squared error exceeds 2|x|^2, "
+        "the expected error of a random vector of the input's norm (brute force)",
+        None,
+    ),
+    (
+        "standard",
+        "degrades_past_context",
+        NR,
+        "past rows add at most 0.01 to the squared error of an input whose "
+        "in-context reconstruction is already good: no blow-up",
+        None,
+    ),
+    (
+        "standard",
+        "worse_than_random",
+        NR,
+        "past error ~0.01-0.03 against a random vector's ~2",
+        None,
+    ),
+    (
+        "alias",
+        "degrades_past_context",
+        NR,
+        "past inputs are copies of in-context inputs: same error",
+        None,
+    ),
+    (
+        "alias",
+        "worse_than_random",
+        NR,
+        "past inputs are copies of in-context inputs: same error",
+        None,
+    ),
+    (
+        "standard",
+        "positional_break",
+        NR,
+        "past the context every positional feature is silent (past rows orthogonal "
+        "to every encoder): they do not keep firing, so the SAE does not think it is anywhere",
+        None,
+    ),
+    (
+        "alias",
+        "positional_break",
+        R,
+        "past row C+j is a copy of row 4+j: positional features fire exactly as at "
+        "4+j, the nearest in-context row; the SAE thinks it is at an earlier position",
+        None,
+    ),
+    (
+        "scrambled",
+        "positional_break",
+        NOT_R,
+        "positional features keep firing past the context, but driven by a "
+        "component they never saw, at positions unrelated to the nearest in-context row "
+        "(brute-force Spearman 0.29, "
+        "p = 0.27): the 'thinks it is at the nearest earlier position' half fails",
+        None,
+    ),
     # ------------------------------------------------------------------ 8. degenerate inputs
-    *[("dead", f, U, "every bias -100: no feature fires anywhere, so there is nothing to classify, decompose, tile, "
-       "place on the helix or profile", None)
-      for f in ("positional_count", "disjoint", "tiling", "early_positions", "decoder_traces_helix", "token_profiles")],
-    ("dead", "positional_break", U, "no positional features exist to keep firing (posfeat: undetermined, 'no positional "
-     "feature, so none can break')", None),
-    ("dead", "semantic_break", U, "no token features exist to get noisy (posfeat: undetermined, 'no semantic feature')",
-     None),
+    *[
+        (
+            "dead",
+            f,
+            U,
+            "every bias -100: no feature fires anywhere, so there is nothing to classify, "
+            "decompose, tile, "
+            "place on the helix or profile",
+            None,
+        )
+        for f in (
+            "positional_count",
+            "disjoint",
+            "tiling",
+            "early_positions",
+            "decoder_traces_helix",
+            "token_profiles",
+        )
+    ],
+    (
+        "dead",
+        "positional_break",
+        U,
+        "no positional features exist to keep firing (posfeat: undetermined, 'no positional "
+        "feature, so none can break')",
+        None,
+    ),
+    (
+        "dead",
+        "semantic_break",
+        U,
+        "no token features exist to get noisy (posfeat: undetermined, 'no semantic feature')",
+        None,
+    ),
 ]
 
 
@@ -138,12 +421,18 @@ def _params():
 
 
 @pytest.mark.parametrize(("name", "finding", "expected", "why"), list(_params()))
-def test_expected_verdict(name: str, finding: str, expected: str | tuple[str, ...], why: str) -> None:
+def test_expected_verdict(
+    name: str, finding: str, expected: str | tuple[str, ...], why: str
+) -> None:
     _, an = run(name)
     got = an.findings[finding]
     ok = got["verdict"] in expected if isinstance(expected, tuple) else got["verdict"] == expected
-    assert ok, (f"{name} / {finding}: expected {expected!r}, got {got['verdict']!r}\n  planted: {CONTROLS[name]}\n"
-                f"  why: {why}\n  value: {got['value']}\n  null: {got['null']}\n  evidence: {got['evidence']}")
+    assert ok, (
+        f"{name} / {finding}: expected {expected!r}, got {got['verdict']!r}\n  planted: "
+        f"{CONTROLS[name]}\n"
+        f"  why: {why}\n  value: {got['value']}\n  null: {got['null']}\n  evidence: "
+        f"{got['evidence']}"
+    )
 
 
 def _numbers(x: Any) -> list[float]:
@@ -161,9 +450,9 @@ def _numbers(x: Any) -> list[float]:
 
 @pytest.mark.parametrize("name", list(CONTROLS))
 def test_no_positive_verdict_on_a_missing_null(name: str) -> None:
-    """Issue item 7, over every control: a 'reproduced' or 'partly' verdict rests on a comparison with its
-    null, so every number in that finding's null must be finite, and its evidence must not say 'n/a'.
-    Every verdict is one of the four."""
+    """Issue item 7, over every control: a 'reproduced' or 'partly' verdict rests on a comparison
+    with its null, so every number in that finding's null must be finite, and its evidence must not
+    say 'n/a'. Every verdict is one of the four."""
     _, an = run(name)
     bad = []
     for key, fd in an.findings.items():
@@ -171,13 +460,16 @@ def test_no_positive_verdict_on_a_missing_null(name: str) -> None:
         if fd["verdict"] in (R, P):
             nonfinite = [v for v in _numbers(fd["null"]) if not math.isfinite(v)]
             if nonfinite or "n/a" in str(fd["evidence"]):
-                bad.append(f"{key}: {fd['verdict']} with null {fd['null']} / evidence {fd['evidence']}")
+                bad.append(
+                    f"{key}: {fd['verdict']} with null {fd['null']} / evidence {fd['evidence']}"
+                )
     assert not bad, "\n".join(bad)
 
 
 # =============================================================================== brute-force truth
 def grid(c: Planted) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inputs x, activations f and reconstructions x_hat over the whole grid [d_vocab, n_ctx, ...]."""
+    """Inputs x, activations f and reconstructions x_hat over the whole grid [d_vocab, n_ctx,
+    ...]."""
     t, p = torch.meshgrid(torch.arange(c.emb.d_vocab), torch.arange(c.emb.n_ctx), indexing="ij")
     with torch.no_grad():
         x = c.emb.inputs(t, p)
@@ -187,17 +479,23 @@ def grid(c: Planted) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def shares(a: np.ndarray) -> tuple[float, float, float]:
-    """(token, position, interaction) shares of the variance of a [tok, pos] table (two-way ANOVA)."""
+    """(token, position, interaction) shares of the variance of a [tok, pos] table (two-way
+    ANOVA)."""
     mu = a.mean()
     g = a.mean(1, keepdims=True) - mu
     h = a.mean(0, keepdims=True) - mu
     r = a - mu - g - h
     tot = ((a - mu) ** 2).sum()
-    return float((g**2).sum() * a.shape[1] / tot), float((h**2).sum() * a.shape[0] / tot), float((r**2).sum() / tot)
+    return (
+        float((g**2).sum() * a.shape[1] / tot),
+        float((h**2).sum() * a.shape[0] / tot),
+        float((r**2).sum() / tot),
+    )
 
 
 def geometry(W: np.ndarray) -> dict[str, float]:
-    """Top-3 PC share, tangent share in those PCs, adjacent-nearest-neighbour share, of rows 1..C-1."""
+    """Top-3 PC share, tangent share in those PCs, adjacent-nearest-neighbour share, of rows
+    1..C-1."""
     X = W[1:CONTEXT]
     Xc = X - X.mean(0)
     s, vt = np.linalg.svd(Xc, full_matrices=False)[1:]
@@ -210,8 +508,24 @@ def geometry(W: np.ndarray) -> dict[str, float]:
     return {"top3": top3, "tangent": tangent, "adjacent_nn": adjacent}
 
 
-HELIXES = ["standard", "standard_rotated", "alias", "noisy", "spurious", "blowup", "scrambled", "swing", "conjunction",
-           "singles", "windows5", "two_runs", "permuted", "permuted_rotated", "dead", "topk"]
+HELIXES = [
+    "standard",
+    "standard_rotated",
+    "alias",
+    "noisy",
+    "spurious",
+    "blowup",
+    "scrambled",
+    "swing",
+    "conjunction",
+    "singles",
+    "windows5",
+    "two_runs",
+    "permuted",
+    "permuted_rotated",
+    "dead",
+    "topk",
+]
 
 
 @pytest.mark.parametrize("name", HELIXES)
@@ -225,7 +539,9 @@ def test_truth_random_walk(name: str) -> None:
     g = geometry(control(name).emb.W_pos.double().numpy())
     print(name, g)
     assert g["top3"] > 0.75, g  # the hard negative: the PCA share alone looks like a helix ...
-    assert g["tangent"] < 0.3, g  # ... but the steps are isotropic: not a curve in those 3 dimensions
+    assert g["tangent"] < 0.3, (
+        g
+    )  # ... but the steps are isotropic: not a curve in those 3 dimensions
 
 
 def test_truth_other_wpos() -> None:
@@ -255,7 +571,12 @@ def test_truth_features(name: str) -> None:
             assert shares(a)[0] > 0.999
         elif kind == "positional":
             assert np.ptp(a, axis=0).max() < 1e-5, f"{name} feature {i} depends on the token"
-            assert sorted(np.nonzero(a[0] > 1e-6)[0].tolist()) == what, (name, i, np.nonzero(a[0])[0], what)
+            assert sorted(np.nonzero(a[0] > 1e-6)[0].tolist()) == what, (
+                name,
+                i,
+                np.nonzero(a[0])[0],
+                what,
+            )
             assert shares(a)[1] > 0.999
         elif kind == "swing":
             assert np.all(a[np.arange(D_VOCAB) != what] == 0) and np.all(a[what] > 0)
@@ -286,9 +607,12 @@ def _peaks(c: Planted, f: np.ndarray) -> dict[int, int]:
     return {i: int(np.argmax(f[0, :CONTEXT, i])) for i in _positional(c)}
 
 
-@pytest.mark.parametrize("name", ["standard", "standard_rotated", "permuted", "permuted_rotated", "iid_positional"])
+@pytest.mark.parametrize(
+    "name", ["standard", "standard_rotated", "permuted", "permuted_rotated", "iid_positional"]
+)
 def test_truth_decoders(name: str) -> None:
-    """The W_pos row nearest (by cosine) to each positional decoder is its own peak, or a permuted one's."""
+    """The W_pos row nearest (by cosine) to each positional decoder is its own peak, or a permuted
+    one's."""
     c = control(name)
     f = grid(c)[1]
     W = c.emb.W_pos.double().numpy()[:CONTEXT]
@@ -307,7 +631,8 @@ def test_truth_decoders(name: str) -> None:
 
 
 def _spurious(f: np.ndarray) -> int:
-    """(token, past position, feature) firings of a feature that never fires on that token inside the context."""
+    """(token, past position, feature) firings of a feature that never fires on that token inside
+    the context."""
     inside = (f[:, :CONTEXT] > 0).any(1)  # [tok, feature]
     return int(((f[:, CONTEXT:] > 0) & ~inside[:, None, :]).sum())
 
@@ -317,7 +642,9 @@ def _own_deviation(c: Planted, f: np.ndarray) -> tuple[float, float]:
     tok = [(i, t) for i, (k, t) in c.kinds.items() if k == "token"]
     own = np.stack([f[t, :, i] for i, t in tok])  # [feature, pos]
     ref = own[:, :CONTEXT].mean(1, keepdims=True)
-    return float(np.abs(own[:, :CONTEXT] - ref).mean()), float(np.abs(own[:, CONTEXT:] - ref).mean())
+    return float(np.abs(own[:, :CONTEXT] - ref).mean()), float(
+        np.abs(own[:, CONTEXT:] - ref).mean()
+    )
 
 
 def test_truth_past_context() -> None:
@@ -342,8 +669,12 @@ def test_truth_past_context() -> None:
     # spurious: deviations and spurious firing
     c = control("spurious")
     f = grid(c)[1]
-    assert _own_deviation(c, f)[1] > 0.5 and _spurious(f) > 100, (_own_deviation(c, f), _spurious(f))
-    # blowup: worse than a random vector of the input's norm (expected squared error 2|x|^2) at every past input
+    assert _own_deviation(c, f)[1] > 0.5 and _spurious(f) > 100, (
+        _own_deviation(c, f),
+        _spurious(f),
+    )
+    # blowup: worse than a random vector of the input's norm (expected squared error 2|x|^2) at
+    # every past input
     c = control("blowup")
     x, f, xh = grid(c)
     err = ((x - xh) ** 2).sum(-1)
@@ -351,7 +682,8 @@ def test_truth_past_context() -> None:
     assert np.all(err[:, CONTEXT:] > rnd[:, CONTEXT:])
     assert err[:, CONTEXT:].mean() > 1000 * err[:, :CONTEXT].mean()
     assert np.all(err[:, :CONTEXT] < 0.1 * rnd[:, :CONTEXT])
-    # scrambled: positional features fire past the context, not where the nearest in-context row says
+    # scrambled: positional features fire past the context, not where the nearest in-context row
+    # says
     c = control("scrambled")
     f = grid(c)[1]
     pos = _positional(c)
@@ -360,7 +692,10 @@ def test_truth_past_context() -> None:
     assert fires.mean() > 0.8
     apparent = [peaks[pos[int(np.argmax(f[0, CONTEXT + j, pos]))]] for j in range(N_CTX - CONTEXT)]
     W = c.emb.W_pos.double().numpy()
-    nearest = [int(np.argmin(np.linalg.norm(W[:CONTEXT] - W[CONTEXT + j], axis=1))) for j in range(N_CTX - CONTEXT)]
+    nearest = [
+        int(np.argmin(np.linalg.norm(W[:CONTEXT] - W[CONTEXT + j], axis=1)))
+        for j in range(N_CTX - CONTEXT)
+    ]
     assert nearest == list(c.truth["alias"])
     assert abs(spearmanr(apparent, nearest).statistic) < 0.4
 

@@ -1,4 +1,5 @@
-"""Prompts: each token's features at its position, exactly W_E[t] + W_pos[p] through the SAE; DataFrame, notebook view, terminal table."""
+"""Prompts: each token's features at its position, exactly W_E[t] + W_pos[p] through the SAE;
+DataFrame, notebook view, terminal table."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ def test_activations_are_exactly_the_sae_on_each_token_at_its_position():
     pr = prompt((emb, sae), ids, top=None)
     want = sae.encode(emb.W_E[torch.tensor(ids)] + emb.W_pos[torch.arange(len(ids))]).numpy()
     np.testing.assert_array_equal(pr.activations, want)
-    assert pr.activations[0].tolist() != pr.activations[2].tolist()  # same token, another position: other features
+    assert (
+        pr.activations[0].tolist() != pr.activations[2].tolist()
+    )  # same token, another position: other features
     df = pr.table
     assert list(df.columns) == PROMPT_COLUMNS and list(pr.tokens.columns) == TOKEN_COLUMNS
     assert len(df) == int((want > 0).sum())  # every active feature, no other
@@ -48,13 +51,19 @@ def test_positional_features_are_marked_as_the_grid_classifies_them():
     kinds = classify(feature_stats(emb, sae, range(sae.context_size)))
     assert len(active) and (pr.kinds[active] == kinds[active]).all()
     df = pr.table
-    assert (df.positional == (df.kind == "positional")).all() and df.positional.any() and (~df.positional).any()
+    assert (
+        (df.positional == (df.kind == "positional")).all()
+        and df.positional.any()
+        and (~df.positional).any()
+    )
     planted = {f for f, (k, _) in truth.items() if k == "positional"}
     assert set(df.feature[df.positional]) <= planted | set(np.flatnonzero(kinds == "positional"))
     # from an Analysis: its own classification, every feature classified
     an = analyze(emb, sae, tokens_sample=32)
     pa = an.prompt(ids)
-    assert (pa.kinds == an.features.kind.to_numpy()).all() and np.array_equal(pa.activations, pr.activations)
+    assert (pa.kinds == an.features.kind.to_numpy()).all() and np.array_equal(
+        pa.activations, pr.activations
+    )
 
 
 def test_positions_past_the_context_are_marked_everywhere():
@@ -103,12 +112,18 @@ def test_notebook_view_colours_by_the_chosen_feature_and_escapes_tokens():
     emb, sae = random_pair(d_sae=32)
     emb.tokens[4] = "<script>alert(1)</script>"
     pr = prompt((emb, sae), [4, 9, 4, 2])
-    assert isinstance(pr, Prompt) and pr._repr_html_() == pr.html() and str(pr) == "\n".join(pr.lines())
+    assert (
+        isinstance(pr, Prompt)
+        and pr._repr_html_() == pr.html()
+        and str(pr) == "\n".join(pr.lines())
+    )
     assert "<script>" not in pr.html() and "&lt;script&gt;" in pr.html()
     f = int(np.argmax(pr.activations.max(0)))
     view = pr.colour(f).html()
     col = pr.activations[:, f]
-    assert f"feature #{f}" in view and view.count("rgba(255,102,0,1.000)") == int((col == col.max()).sum())
+    assert f"feature #{f}" in view and view.count("rgba(255,102,0,1.000)") == int(
+        (col == col.max()).sum()
+    )
     assert view.count("rgba(255,102,0,0.000)") == int((col <= 0).sum())
     with pytest.raises(PosfeatError, match="not in this SAE"):
         pr.colour(10_000)
@@ -128,7 +143,16 @@ def test_cli_prompt_on_the_bundled_pair_prints_each_token_and_its_features(capsy
     out = capsys.readouterr().out.splitlines()
     assert "8 tokens" in out[0] and "top 10" in out[0]
     rows = out[2:10]
-    assert [r.split()[1] for r in rows] == ["'[CLS]'", "'the'", "'cat'", "'sat'", "'on'", "'the'", "'mat'", "'[SEP]'"]
+    assert [r.split()[1] for r in rows] == [
+        "'[CLS]'",
+        "'the'",
+        "'cat'",
+        "'sat'",
+        "'on'",
+        "'the'",
+        "'mat'",
+        "'[SEP]'",
+    ]
     for r in rows:
         assert "#" in r and 1 <= r.count("#") <= 10  # each token's features with activations
     assert any(" P" in r for r in rows)  # positional ones marked

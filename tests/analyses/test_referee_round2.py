@@ -274,15 +274,22 @@ def run(name: str, seed: int = 0, rotate: int | None = None) -> Any:
 
 
 # =============================================================================== expected verdicts
-# (the lead, after the fixes this round: the 3-turn helix, the confined random walks, GPT-2's rows in 32 dimensions,
-# the constant alias and the positional_count flips now get the expected verdicts; two cases remain known failures)
+# (the lead, after the fixes this round: the 3-turn helix, the confined random walks, GPT-2's rows
+# in 32 dimensions, the constant alias and the positional_count flips now get the expected verdicts;
+# two cases remain known failures)
 XF_WOUND = (
-    "posfeat's curve test (the path's chord smoothness against its own steps shuffled) cannot see a closed curve "
-    "traced more than once: the wound circle is smooth and in order locally; docs/findings.md says so"
+    "posfeat's curve test (the path's chord smoothness against its own steps shuffled) cannot see a "
+    ""
+    ""
+    "closed curve "
+    "traced more than once: the wound circle is smooth and in order locally; docs/findings.md says "
+    "so"
 )
 XF_RAMP = (
-    "the null (later against earlier positions of the context at every split) sees an in-context trend, but a "
-    "ramp that keeps rising past C still exceeds it: posfeat cannot tell a trend that continues past the "
+    "the null (later against earlier positions of the context at every split) sees an in-context "
+    "trend, but a "
+    "ramp that keeps rising past C still exceeds it: posfeat cannot tell a trend that continues "
+    "past the "
     "context from a break at its end (docs/findings.md says so)"
 )
 
@@ -683,8 +690,8 @@ def test_truth_past_context() -> None:
 
 @pytest.mark.parametrize("case", ["helix_noise_0.5", "helix_turns_3", "curve10_flat"])
 def test_helix_evidence_does_not_claim_failed_tests_passed(case: str) -> None:
-    # (the lead: the 3-turn helix is now reproduced, as the main table expects; the evidence must say which tests
-    # passed, never that all did when one failed)
+    # (the lead: the 3-turn helix is now reproduced, as the main table expects; the evidence must
+    # say which tests passed, never that all did when one failed)
     fd = run(case).findings["helix"]
     assert "all three tests passed" not in fd["evidence"], fd["evidence"]
     if fd["verdict"] == NR:

@@ -1,4 +1,5 @@
-"""Results objects behave in a notebook: a card's repr is short, grid statistics pickle (issue 29, item 7 in part)."""
+"""Results objects behave in a notebook: a card's repr is short, grid statistics pickle (issue 29,
+item 7 in part)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,13 @@
-"""SIGKILL at random moments of a training run, then resume: run by tests/cli/test_signals.py in a process of its own.
+"""SIGKILL at random moments of a training run, then resume: run by tests/cli/test_signals.py in a
+process of its own.
 
-``python kill_driver.py ITERATIONS SEED FOLDER`` trains a tiny SAE once without interruption, then ITERATIONS times:
-forks a child that trains the same SAE (resuming whatever checkpoint the earlier kills left), kills it with SIGKILL
-after a random delay, resumes to the end in-process and compares the weights with the uninterrupted run. Prints one
-JSON line: how many kills landed before the end, how many checkpoints were resumed, and the iterations that differed.
-Forking (after torch is imported, on one thread) keeps each iteration to a fraction of a second.
-"""
+``python kill_driver.py ITERATIONS SEED FOLDER`` trains a tiny SAE once without interruption, then
+ITERATIONS times: forks a child that trains the same SAE (resuming whatever checkpoint the earlier
+kills left), kills it with SIGKILL after a random delay, resumes to the end in-process and compares
+the weights with the uninterrupted run. Prints one
+JSON line: how many kills landed before the end, how many checkpoints were resumed, and the
+iterations that differed. Forking (after torch is imported, on one thread) keeps each iteration to a
+fraction of a second."""
 
 from __future__ import annotations
 
@@ -27,7 +29,15 @@ from posfeat.training.trainer import CHECKPOINT
 
 from helpers import random_pair
 
-SETTINGS = {"d_sae": 8, "context": 8, "steps": 60, "batch": 16, "checkpoint_seconds": 0.0, "progress": False, "log_every": 5}
+SETTINGS = {
+    "d_sae": 8,
+    "context": 8,
+    "steps": 60,
+    "batch": 16,
+    "checkpoint_seconds": 0.0,
+    "progress": False,
+    "log_every": 5,
+}
 
 
 def weights(res) -> dict[str, torch.Tensor]:
@@ -40,7 +50,10 @@ def main() -> None:
     emb, _ = random_pair(d_vocab=40, n_ctx=12, d_model=8)
     ref = weights(train_sae(emb, out=root / "ref", **SETTINGS))
     t0 = time.perf_counter()  # a second, warm run gives the span the kills are spread over
-    assert all(torch.equal(ref[n], w) for n, w in weights(train_sae(emb, out=root / "ref2", **SETTINGS)).items())
+    assert all(
+        torch.equal(ref[n], w)
+        for n, w in weights(train_sae(emb, out=root / "ref2", **SETTINGS)).items()
+    )
     span = time.perf_counter() - t0
     rng = random.Random(seed)
     killed = resumed = 0
@@ -66,8 +79,18 @@ def main() -> None:
         if any(not torch.equal(ref[n], got[n]) for n in ref):
             differ.append(i)
     left = [str(p) for p in root.rglob("*") if TEMP_TAG in p.name]
-    print(json.dumps({"span_s": round(span, 3), "iterations": iterations, "killed": killed, "resumed": resumed, "differ": differ,
-                      "temporaries": left}))
+    print(
+        json.dumps(
+            {
+                "span_s": round(span, 3),
+                "iterations": iterations,
+                "killed": killed,
+                "resumed": resumed,
+                "differ": differ,
+                "temporaries": left,
+            }
+        )
+    )
 
 
 def weights_of(folder: Path) -> dict[str, torch.Tensor]:

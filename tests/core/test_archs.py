@@ -1,4 +1,5 @@
-"""SAE architectures: the table in posfeat.core.archs is the one source of what an architecture is and how cfg.json names it."""
+"""SAE architectures: the table in posfeat.core.archs is the one source of what an architecture is
+and how cfg.json names it."""
 
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def _cfg(**data) -> ConfigFile:
 
 def test_the_table_holds_each_architecture_once_under_its_own_name():
     assert list(ARCHITECTURES) == ["relu", "topk", "jumprelu", "gated", "batchtopk"]
-    assert all(issubclass(cls, Architecture) and cls.name == name for name, cls in ARCHITECTURES.items())
+    assert all(
+        issubclass(cls, Architecture) and cls.name == name for name, cls in ARCHITECTURES.items()
+    )
     spellings = [pair for cls in ARCHITECTURES.values() for pair in cls.SAELENS]
     assert len(spellings) == len(set(spellings)), "two architectures claim one cfg.json spelling"
     assert NATIVE == ["relu", "topk", "jumprelu"]
@@ -50,7 +53,10 @@ def test_the_table_holds_each_architecture_once_under_its_own_name():
 def test_trainable_architectures_come_from_the_table():
     assert trainable() == ARCHS == ("relu", "topk")
     assert TrainConfig.__dataclass_fields__["arch"].metadata["choices"] == ARCHS
-    assert TrainConfig.__dataclass_fields__["arch"].metadata["help"] == "activation: relu (L1 penalty) or topk"
+    assert (
+        TrainConfig.__dataclass_fields__["arch"].metadata["help"]
+        == "activation: relu (L1 penalty) or topk"
+    )
     with pytest.raises(PosfeatError, match=r"arch=jumprelu is unknown; use relu or topk\."):
         TrainConfig(d_sae=8, context=4, arch="jumprelu").validate(None)
     with pytest.raises(PosfeatError, match="invalid for a TopK SAE of width 8"):
@@ -91,18 +97,21 @@ def test_sae_attributes_read_the_architecture(name):
             sae.subset([1, 3])
 
 
-@pytest.mark.parametrize("architecture_, activation_fn, expected", [
-    (None, None, ReLU),                # before sae_lens 6, no architecture key: standard ReLU
-    ("standard", None, ReLU),
-    ("standard", "relu", ReLU),
-    ("relu", "relu", ReLU),
-    ("Standard", "ReLU", ReLU),        # case does not matter
-    ("topk", None, TopK),
-    ("TopK", "relu", TopK),
-    ("standard", "topk", TopK),        # before sae_lens 6: a standard SAE with a topk activation
-    ("jumprelu", None, JumpReLU),
-    ("gated", None, Gated),
-])
+@pytest.mark.parametrize(
+    "architecture_, activation_fn, expected",
+    [
+        (None, None, ReLU),  # before sae_lens 6, no architecture key: standard ReLU
+        ("standard", None, ReLU),
+        ("standard", "relu", ReLU),
+        ("relu", "relu", ReLU),
+        ("Standard", "ReLU", ReLU),  # case does not matter
+        ("topk", None, TopK),
+        ("TopK", "relu", TopK),
+        ("standard", "topk", TopK),  # before sae_lens 6: a standard SAE with a topk activation
+        ("jumprelu", None, JumpReLU),
+        ("gated", None, Gated),
+    ],
+)
 def test_saelens_spellings_map_to_their_architecture(architecture_, activation_fn, expected):
     data = {"k": 3} if expected is TopK else {}
     if architecture_ is not None:
@@ -121,15 +130,24 @@ def test_topk_reads_k_from_the_activation_kwargs_of_old_configs_and_refuses_none
 
 
 def test_refusals_are_one_sentence_naming_what_is_refused():
-    with pytest.raises(PosfeatError, match=r"'batchtopk'.*save_inference_model .*JumpReLU SAE it becomes"):
+    with pytest.raises(
+        PosfeatError, match=r"'batchtopk'.*save_inference_model .*JumpReLU SAE it becomes"
+    ):
         architecture_from_cfg(_cfg(architecture="batchtopk"), "here")
-    with pytest.raises(PosfeatError, match=r"activation_fn 'tanh-relu'.* standard SAE; use a ReLU, TopK, JumpReLU or gated SAE\.$"):
+    with pytest.raises(
+        PosfeatError,
+        match=r"activation_fn 'tanh-relu'.* standard SAE; use a ReLU, TopK, JumpReLU or gated "
+        r"SAE\.$",
+    ):
         architecture_from_cfg(_cfg(architecture="standard", activation_fn_str="tanh-relu"), "here")
     with pytest.raises(PosfeatError) as err:
         architecture_from_cfg(_cfg(architecture="abstopk"), "here")
     message = str(err.value)
-    assert message == ("here has architecture 'abstopk', which posfeat does not read (it reads sae_lens's standard, topk, jumprelu "
-                       "and gated SAEs, and batchtopk ones as saved); convert it to one of those.")
+    assert message == (
+        "here has architecture 'abstopk', which posfeat does not read (it reads sae_lens's "
+        "standard, topk, jumprelu "
+        "and gated SAEs, and batchtopk ones as saved); convert it to one of those."
+    )
 
 
 def test_an_unknown_name_is_one_sentence_naming_it_and_the_known_ones():
@@ -137,7 +155,11 @@ def test_an_unknown_name_is_one_sentence_naming_it_and_the_known_ones():
     with pytest.raises(PosfeatError) as err:
         architecture("abstopk")
     message = str(err.value)
-    assert "'abstopk'" in message and all(name in message for name in ARCHITECTURES) and message.count(".") == 1
+    assert (
+        "'abstopk'" in message
+        and all(name in message for name in ARCHITECTURES)
+        and message.count(".") == 1
+    )
     assert "\n" not in message and message.endswith(".")
 
 
@@ -147,7 +169,9 @@ def test_parameters_choose_the_architecture():
     assert type(from_params(threshold=torch.zeros(2))) is JumpReLU
     with pytest.raises(PosfeatError, match="not both"):
         from_params(k=3, threshold=torch.zeros(2))
-    with pytest.raises(PosfeatError, match="k is 0; it must be an integer between 1 and d_sae = 16"):
+    with pytest.raises(
+        PosfeatError, match="k is 0; it must be an integer between 1 and d_sae = 16"
+    ):
         random_pair(k=0)
     assert BatchTopK.saved_as is JumpReLU and not BatchTopK.native and not Gated.native
 
@@ -161,13 +185,15 @@ def test_an_sae_built_in_python_takes_the_same_arguments_as_before():
 
 # ---------------------------------------------------------------- the rule stays kept
 def _spellings() -> set[str]:
-    """Every name an architecture goes by: posfeat's, and sae_lens's architecture and activation_fn values."""
+    """Every name an architecture goes by: posfeat's, and sae_lens's architecture and activation_fn
+    values."""
     words = {cls.name for cls in ARCHITECTURES.values()}
     words |= {w for cls in ARCHITECTURES.values() for pair in cls.SAELENS for w in pair if w}
     return {w.lower() for w in words}
 
 
-#: string literals outside core/archs that are equal to an architecture's name but mean something else
+#: string literals outside core/archs that are equal to an architecture's name but mean something
+# else
 NOT_ARCHITECTURES = {
     ("io/model_objects.py", "standard"),  # TransformerLens's positional_embedding_type
 }
@@ -181,21 +207,32 @@ def _outside_archs():
 
 
 def test_no_architecture_name_is_spelled_outside_its_module():
-    """Architecture names appear as string literals only in posfeat/core/archs: everything else asks the table or
-    ``sae.arch`` (a new architecture is then one module and one line in the table)."""
+    """Architecture names appear as string literals only in posfeat/core/archs: everything else asks
+    the table or ``sae.arch`` (a new architecture is then one module and one line in the table)."""
     words = _spellings()
-    found = [f"{rel}:{node.lineno} {node.value!r}" for rel, tree in _outside_archs() for node in ast.walk(tree)
-             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.lower() in words
-             and (rel, node.value) not in NOT_ARCHITECTURES]
+    found = [
+        f"{rel}:{node.lineno} {node.value!r}"
+        for rel, tree in _outside_archs()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value.lower() in words
+        and (rel, node.value) not in NOT_ARCHITECTURES
+    ]
     assert found == []
 
 
 def test_no_architecture_is_told_by_its_parameters_outside_its_module():
-    """No ``sae.k is None`` or ``sae.threshold is not None`` to tell an architecture apart (ask ``sae.arch``)."""
+    """No ``sae.k is None`` or ``sae.threshold is not None`` to tell an architecture apart (ask
+    ``sae.arch``)."""
     found = []
     for rel, tree in _outside_archs():
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute) and node.left.attr in ("k", "threshold")
-                    and any(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops)):
+            if (
+                isinstance(node, ast.Compare)
+                and isinstance(node.left, ast.Attribute)
+                and node.left.attr in ("k", "threshold")
+                and any(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops)
+            ):
                 found.append(f"{rel}:{node.lineno} {ast.unparse(node)}")
     assert found == []

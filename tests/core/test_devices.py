@@ -1,4 +1,5 @@
-"""The data owns its device: .to() and .device, a pair on two devices is one clear error everywhere, results are CPU numpy."""
+"""The data owns its device: .to() and .device, a pair on two devices is one clear error everywhere,
+results are CPU numpy."""
 
 from __future__ import annotations
 
@@ -26,9 +27,13 @@ from helpers import planted_pair, random_pair
 def test_to_and_device():
     emb, sae = random_pair()
     assert emb.device == sae.device == torch.device("cpu")
-    assert emb.to("cpu") is emb and sae.to("auto" if not torch.cuda.is_available() else "cpu") is sae
+    assert (
+        emb.to("cpu") is emb and sae.to("auto" if not torch.cuda.is_available() else "cpu") is sae
+    )
     meta = sae.to("meta")
-    assert meta.device.type == "meta" and meta.W_enc.shape == sae.W_enc.shape and meta.meta == sae.meta
+    assert (
+        meta.device.type == "meta" and meta.W_enc.shape == sae.W_enc.shape and meta.meta == sae.meta
+    )
     assert emb.to("meta").device.type == "meta"
 
 
@@ -47,7 +52,9 @@ CALLS = {
     "grid_statistics": lambda e, s: grid_statistics(e, s, [range(4)]),
     "additive_parts": lambda e, s: additive_parts(e, s, torch.arange(3), torch.arange(3)),
     "analyze": lambda e, s: analyze(e, s, tokens_sample=8),
-    "reconstruction_by_position": lambda e, s: reconstruction_by_position(e, s, sample_tokens(e, 8)),
+    "reconstruction_by_position": lambda e, s: reconstruction_by_position(
+        e, s, sample_tokens(e, 8)
+    ),
     "feature_card": lambda e, s: feature_card(e, s, 0),
 }
 
@@ -62,7 +69,14 @@ def test_a_pair_on_two_devices_is_one_clear_error(call):
 def test_every_public_result_is_cpu_numpy_or_pandas():
     emb, sae, _ = planted_pair()
     st = feature_stats(emb, sae)
-    for name in ("mean_by_position", "std_by_position", "fire_by_position", "mean", "position_share", "top_tokens"):
+    for name in (
+        "mean_by_position",
+        "std_by_position",
+        "fire_by_position",
+        "mean",
+        "position_share",
+        "top_tokens",
+    ):
         assert isinstance(getattr(st, name), np.ndarray), name
     an = analyze(emb, sae, tokens_sample=16)
     for name in ("features", "by_position", "spurious_examples", "spurious_by_feature"):

@@ -1,4 +1,5 @@
-"""One progress helper: bars in terminals and notebooks, one line per stage in logs, nothing with progress=False."""
+"""One progress helper: bars in terminals and notebooks, one line per stage in logs, nothing with
+progress=False."""
 
 from __future__ import annotations
 
@@ -34,13 +35,18 @@ def test_piped_stderr_gets_one_line_per_stage_without_carriage_returns(monkeypat
     bar.set_postfix(fvu="0.125")
     bar.close()
     assert total == 21
-    assert err.getvalue() == "posfeat: grid statistics (7 blocks)\nposfeat: train d_sae=64 (3 steps)\n"
+    assert (
+        err.getvalue() == "posfeat: grid statistics (7 blocks)\nposfeat: train d_sae=64 (3 steps)\n"
+    )
     assert all(STAGE_LINE.match(line) for line in err.getvalue().splitlines())
-    assert not STAGE_LINE.match("posfeat: error: No space left on device: report.html; check that path.")
+    assert not STAGE_LINE.match(
+        "posfeat: error: No space left on device: report.html; check that path."
+    )
 
 
 def test_piped_stage_says_how_far_it_got_every_few_seconds(monkeypatch):
-    """A long stage in a pipe (a training run) is never silent for more than EVERY seconds while its count moves."""
+    """A long stage in a pipe (a training run) is never silent for more than EVERY seconds while its
+    count moves."""
     err = _FakeStream(tty=False)
     monkeypatch.setattr(sys, "stderr", err)
     monkeypatch.delenv("POSFEAT_PROGRESS", raising=False)
@@ -107,6 +113,10 @@ def test_analyze_reports_each_stage_in_logs_and_is_silent_when_asked(capfd):
     emb, sae, _ = planted_pair()
     analyze(emb, sae, tokens_sample=20)
     err = capfd.readouterr().err
-    assert "posfeat: grid statistics (" in err and "posfeat: reconstruction (" in err and "\r" not in err
+    assert (
+        "posfeat: grid statistics (" in err
+        and "posfeat: reconstruction (" in err
+        and "\r" not in err
+    )
     analyze(emb, sae, tokens_sample=20, progress=False)
     assert "posfeat:" not in capfd.readouterr().err

@@ -1,4 +1,5 @@
-"""The fast path equals the brute-force reference on every field, for every case hypothesis can find."""
+"""The fast path equals the brute-force reference on every field, for every case hypothesis can
+find."""
 
 from __future__ import annotations
 
@@ -15,30 +16,45 @@ from posfeat.engine import additive
 from posfeat.engine.additive import have_triton
 from posfeat.engine.grid_stats import grid_statistics
 
-FIELDS = ["mean_by_position", "std_by_position", "fire_by_position", "pre_mean_by_position", "mean", "fire", "positional_score",
-          "token_score", "top_token_means"]
+FIELDS = [
+    "mean_by_position",
+    "std_by_position",
+    "fire_by_position",
+    "pre_mean_by_position",
+    "mean",
+    "fire",
+    "positional_score",
+    "token_score",
+    "top_token_means",
+]
 SHARES = ["position_share", "token_share", "interaction_share"]
 
 
 def assert_stats_equal(a, b) -> None:
     for name in FIELDS:
-        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-5, atol=1e-9, err_msg=name)
+        np.testing.assert_allclose(
+            getattr(a, name), getattr(b, name), rtol=1e-5, atol=1e-9, err_msg=name
+        )
     for name in SHARES:
         x, y = getattr(a, name), getattr(b, name)
         assert np.array_equal(np.isnan(x), np.isnan(y)), name
-        np.testing.assert_allclose(np.nan_to_num(x), np.nan_to_num(y), rtol=0, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(
+            np.nan_to_num(x), np.nan_to_num(y), rtol=0, atol=1e-4, err_msg=name
+        )
     np.testing.assert_array_equal(a.positions, b.positions)
     np.testing.assert_array_equal(a.tokens, b.tokens)
 
 
 def assert_token_means_equal(fast, ref) -> None:
-    """Every token's mean per feature, and the top tokens as tokens with those means (ties may come in any order, so
-    tokens are checked through their means)."""
+    """Every token's mean per feature, and the top tokens as tokens with those means (ties may come
+    in any order, so tokens are checked through their means)."""
     feats = list(range(len(fast.mean)))
     ref_means = ref.mean_by_token(feats)
     np.testing.assert_allclose(fast.mean_by_token(feats), ref_means, rtol=1e-5, atol=1e-9)
     cols = np.searchsorted(fast.tokens, fast.top_tokens)
-    np.testing.assert_allclose(np.take_along_axis(ref_means, cols, 1), fast.top_token_means, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(
+        np.take_along_axis(ref_means, cols, 1), fast.top_token_means, rtol=1e-5, atol=1e-9
+    )
 
 
 @st.composite
@@ -67,28 +83,57 @@ def instances(draw):
         if d_sae > 1:
             b_enc[-1] = 1e6
     jump = draw(st.booleans())
-    threshold = rng.integers(0, 3, size=d_sae).astype(np.float64) if (jump and integer) else (rng.random(d_sae) if jump else None)
+    threshold = (
+        rng.integers(0, 3, size=d_sae).astype(np.float64)
+        if (jump and integer)
+        else (rng.random(d_sae) if jump else None)
+    )
     b_dec = np.zeros(d_model) if integer else rng.normal(size=d_model) * 0.1
     emb = Embeddings(W_E, W_pos)
-    sae = SAE.from_arrays(W_enc, rng.normal(size=(d_sae, d_model)), b_enc, b_dec, threshold=threshold,
-                          apply_b_dec_to_input=draw(st.booleans()))
+    sae = SAE.from_arrays(
+        W_enc,
+        rng.normal(size=(d_sae, d_model)),
+        b_enc,
+        b_dec,
+        threshold=threshold,
+        apply_b_dec_to_input=draw(st.booleans()),
+    )
     positions = None
     if draw(st.booleans()):
-        positions = sorted(set(draw(st.lists(st.integers(0, n_ctx - 1), min_size=1, max_size=n_ctx))))
+        positions = sorted(
+            set(draw(st.lists(st.integers(0, n_ctx - 1), min_size=1, max_size=n_ctx)))
+        )
     tokens = None
     if draw(st.booleans()):
-        tokens = sorted(set(draw(st.lists(st.integers(0, d_vocab - 1), min_size=1, max_size=d_vocab))))
+        tokens = sorted(
+            set(draw(st.lists(st.integers(0, d_vocab - 1), min_size=1, max_size=d_vocab)))
+        )
     return emb, sae, positions, tokens
 
 
-@given(instances(), st.sampled_from(["numba", "torch"]), st.integers(1, 4), st.integers(1, 60), st.booleans())
+@given(
+    instances(),
+    st.sampled_from(["numba", "torch"]),
+    st.integers(1, 4),
+    st.integers(1, 60),
+    st.booleans(),
+)
 def test_fast_path_matches_brute_force(inst, backend, chunk, sub_elems, screen):
-    """Small CPU sub-blocks (``sub_elems // n_tok`` features, at least one) make a block span several, as at GPT-2's size;
-    the numba path with and without its bfloat16 screen."""
+    """Small CPU sub-blocks (``sub_elems // n_tok`` features, at least one) make a block span
+    several, as at GPT-2's size; the numba path with and without its bfloat16 screen."""
     emb, sae, positions, tokens = inst
     with mock.patch.object(additive, "SUB_ELEMS", sub_elems):
-        fast = feature_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5, dtype=torch.float64, backend=backend, feature_chunk=chunk,
-                             screen=screen)
+        fast = feature_stats(
+            emb,
+            sae,
+            positions,
+            tokens=tokens,
+            top_k_tokens=5,
+            dtype=torch.float64,
+            backend=backend,
+            feature_chunk=chunk,
+            screen=screen,
+        )
     ref = brute_force_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5)
     assert fast.method == "additive" and ref.method == "enumeration"
     assert_stats_equal(fast, ref)
@@ -97,18 +142,33 @@ def test_fast_path_matches_brute_force(inst, backend, chunk, sub_elems, screen):
     assert fast.mean_by_token([0]).shape == (1, n_tok)
 
 
-@given(instances(), st.integers(1, 4), st.booleans(), st.sampled_from([torch.float64, torch.float32]))
+@given(
+    instances(), st.integers(1, 4), st.booleans(), st.sampled_from([torch.float64, torch.float32])
+)
 def test_never_firing_matches_enumeration(inst, chunk, screen, dtype):
-    """The largest token part that fires at no position of the context, per feature (screened or not)."""
+    """The largest token part that fires at no position of the context, per feature (screened or
+    not)."""
     emb, sae, positions, _ = inst
     ctx = 1 + (len(positions) if positions else emb.n_ctx) // 2
-    (_,), never = grid_statistics(emb, sae, [range(emb.n_ctx)], never_firing_context=ctx, feature_chunk=chunk, screen=screen, dtype=dtype)
+    (_,), never = grid_statistics(
+        emb,
+        sae,
+        [range(emb.n_ctx)],
+        never_firing_context=ctx,
+        feature_chunk=chunk,
+        screen=screen,
+        dtype=dtype,
+    )
     x = emb.W_E.double() - (sae.b_dec.double() if sae.apply_b_dec_to_input else 0)
-    a = (x @ sae.W_enc.double() + sae.b_enc.double()).to(dtype).double()  # [T, F]: the token parts, at the working precision
+    a = (
+        (x @ sae.W_enc.double() + sae.b_enc.double()).to(dtype).double()
+    )  # [T, F]: the token parts, at the working precision
     pre = sae.encode_pre((emb.W_E[:, None, :] + emb.W_pos[None, :ctx]).double())
     silent = ~(sae.activate(pre) > 0).any(1)  # [T, F]: fires nowhere inside
     want = torch.where(silent, a, torch.full_like(a, float("-inf"))).max(0).values
-    tol = 1e-12 if dtype == torch.float64 else 1e-5  # token parts round differently (one GEMM, one dot product): equal to resolution
+    tol = (
+        1e-12 if dtype == torch.float64 else 1e-5
+    )  # token parts round differently (one GEMM, one dot product): equal to resolution
     np.testing.assert_allclose(never.value, want.numpy(), rtol=tol, atol=tol)
     for f in np.nonzero(never.token >= 0)[0]:
         assert never.value[f] == pytest.approx(float(a[never.token[f], f]), rel=1e-6, abs=1e-6)
@@ -117,13 +177,25 @@ def test_never_firing_matches_enumeration(inst, chunk, screen, dtype):
 @pytest.mark.slow  # Triton's interpreter: about 20 s for the ci profile's 30 examples on 2 cores
 @given(instances(), st.integers(1, 4))
 def test_triton_kernel_matches_brute_force(inst, chunk):
-    """The fused GPU kernel: compiled on a CUDA GPU when there is one, else run through Triton's interpreter."""
-    if not have_triton():  # not importorskip: Triton must be first imported by posfeat, which selects its interpreter
+    """The fused GPU kernel: compiled on a CUDA GPU when there is one, else run through Triton's
+    interpreter."""
+    if (
+        not have_triton()
+    ):  # not importorskip: Triton must be first imported by posfeat, which selects its interpreter
         pytest.skip("triton is not installed")
     emb, sae, positions, tokens = inst
     if torch.cuda.is_available():
         emb, sae = emb.to("cuda"), sae.to("cuda")
-    fast = feature_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5, dtype=torch.float64, backend="triton", feature_chunk=chunk)
+    fast = feature_stats(
+        emb,
+        sae,
+        positions,
+        tokens=tokens,
+        top_k_tokens=5,
+        dtype=torch.float64,
+        backend="triton",
+        feature_chunk=chunk,
+    )
     ref = brute_force_stats(emb, sae, positions, tokens=tokens, top_k_tokens=5)
     assert_stats_equal(fast, ref)
     assert_token_means_equal(fast, ref)
@@ -167,7 +239,9 @@ def test_subset_sae_gives_the_same_statistics(tiny):
     full = feature_stats(emb, sae, dtype=torch.float64)
     part = feature_stats(emb, sae.subset([3, 7]), dtype=torch.float64)
     for name in [*FIELDS, *SHARES]:
-        np.testing.assert_allclose(getattr(part, name), getattr(full, name)[[3, 7]], rtol=1e-12, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(
+            getattr(part, name), getattr(full, name)[[3, 7]], rtol=1e-12, atol=1e-12, err_msg=name
+        )
     from helpers import random_pair
 
     with pytest.raises(PosfeatError, match="TopK"):
@@ -178,7 +252,12 @@ def test_additive_feature_has_no_interaction():
     """A feature that always fires is exactly additive: interaction share 0."""
     g = torch.Generator().manual_seed(1)
     emb = Embeddings(torch.randn(20, 4, generator=g), torch.randn(7, 4, generator=g))
-    sae = SAE.from_arrays(torch.randn(4, 1, generator=g), torch.randn(1, 4, generator=g), torch.tensor([100.0]), torch.zeros(4))
+    sae = SAE.from_arrays(
+        torch.randn(4, 1, generator=g),
+        torch.randn(1, 4, generator=g),
+        torch.tensor([100.0]),
+        torch.zeros(4),
+    )
     s = feature_stats(emb, sae, dtype=torch.float64)
     assert s.fire[0] == 1.0
     assert s.interaction_share[0] == pytest.approx(0.0, abs=1e-9)
@@ -196,13 +275,32 @@ def test_dead_feature_has_nan_shares():
 @pytest.mark.parametrize(
     ("build", "needle"),
     [
-        (lambda: feature_stats(Embeddings(np.ones((4, 3)), np.ones((2, 3))), SAE.from_arrays(np.ones((5, 2)), np.ones((2, 5)),
-                                                                                               np.ones(2), np.ones(5))), "d_model"),
+        (
+            lambda: feature_stats(
+                Embeddings(np.ones((4, 3)), np.ones((2, 3))),
+                SAE.from_arrays(np.ones((5, 2)), np.ones((2, 5)), np.ones(2), np.ones(5)),
+            ),
+            "d_model",
+        ),
         (lambda: Embeddings(np.array([[np.nan, 1.0]]), np.ones((2, 2))), "W_E"),
-        (lambda: SAE.from_arrays(np.ones((3, 2)), np.ones((2, 3)), np.ones(2), np.ones(3), threshold=np.ones(5)), "threshold"),
-        (lambda: feature_stats(Embeddings(np.ones((4, 3)), np.ones((2, 3))), SAE.from_arrays(np.ones((3, 2)), np.ones((2, 3)),
-                                                                                               np.ones(2), np.ones(3)), positions=[]), "empty"),
-        (lambda: SAE.from_arrays(np.ones((3, 2)), np.ones((3, 2)), np.ones(2), np.ones(3)), "W_dec"),
+        (
+            lambda: SAE.from_arrays(
+                np.ones((3, 2)), np.ones((2, 3)), np.ones(2), np.ones(3), threshold=np.ones(5)
+            ),
+            "threshold",
+        ),
+        (
+            lambda: feature_stats(
+                Embeddings(np.ones((4, 3)), np.ones((2, 3))),
+                SAE.from_arrays(np.ones((3, 2)), np.ones((2, 3)), np.ones(2), np.ones(3)),
+                positions=[],
+            ),
+            "empty",
+        ),
+        (
+            lambda: SAE.from_arrays(np.ones((3, 2)), np.ones((3, 2)), np.ones(2), np.ones(3)),
+            "W_dec",
+        ),
         (lambda: Embeddings(np.ones((4, 3)), np.ones((2, 5))), "W_pos"),
     ],
 )
@@ -215,13 +313,15 @@ def test_bad_input_raises_value_error_naming_the_array(build, needle):
 
 @pytest.mark.parametrize("bias, screened", [(-3.0, True), (0.0, False)])
 def test_auto_screen_runs_on_sparse_saes_only_and_changes_nothing(bias, screened):
-    """``screen=None`` screens when a sample of features and tokens says few token values may fire (a sparse SAE), not
-    for a dense one; either way the statistics are the dense path's."""
+    """``screen=None`` screens when a sample of features and tokens says few token values may fire
+    (a sparse SAE), not for a dense one; either way the statistics are the dense path's."""
     from posfeat.engine import screen as scr_mod
 
     rng = np.random.default_rng(3)
     emb = Embeddings(rng.normal(size=(400, 16)), rng.normal(size=(24, 16)) * 0.3)
-    sae = SAE.from_arrays(rng.normal(size=(16, 40)) / 4, rng.normal(size=(40, 16)), np.full(40, bias), np.zeros(16))
+    sae = SAE.from_arrays(
+        rng.normal(size=(16, 40)) / 4, rng.normal(size=(40, 16)), np.full(40, bias), np.zeros(16)
+    )
     shares = []
     real = scr_mod.estimate_share
 
@@ -229,12 +329,31 @@ def test_auto_screen_runs_on_sparse_saes_only_and_changes_nothing(bias, screened
         shares.append(real(*a, **k))
         return shares[-1]
 
-    with mock.patch("posfeat.engine.grid_stats.bf16_fast", return_value=True), mock.patch("posfeat.engine.grid_stats.estimate_share", spy), \
-            mock.patch.object(scr_mod.Screen, "candidates_of", autospec=True, side_effect=scr_mod.Screen.candidates_of) as used, \
-            mock.patch.object(additive, "SUB_ELEMS", 400 * 5):
-        (auto, _), never = grid_statistics(emb, sae, [range(12), range(24)], never_firing_context=12, token_top_k=3, dtype=torch.float64)
-    (dense, _), never_d = grid_statistics(emb, sae, [range(12), range(24)], never_firing_context=12, token_top_k=3, dtype=torch.float64,
-                                          screen=False)
+    with (
+        mock.patch("posfeat.engine.grid_stats.bf16_fast", return_value=True),
+        mock.patch("posfeat.engine.grid_stats.estimate_share", spy),
+        mock.patch.object(
+            scr_mod.Screen, "candidates_of", autospec=True, side_effect=scr_mod.Screen.candidates_of
+        ) as used,
+        mock.patch.object(additive, "SUB_ELEMS", 400 * 5),
+    ):
+        (auto, _), never = grid_statistics(
+            emb,
+            sae,
+            [range(12), range(24)],
+            never_firing_context=12,
+            token_top_k=3,
+            dtype=torch.float64,
+        )
+    (dense, _), never_d = grid_statistics(
+        emb,
+        sae,
+        [range(12), range(24)],
+        never_firing_context=12,
+        token_top_k=3,
+        dtype=torch.float64,
+        screen=False,
+    )
     assert len(shares) == 1 and (shares[0] <= scr_mod.MAX_CANDIDATE_SHARE) == screened, shares
     assert used.called == screened
     assert_stats_equal(auto, dense)
@@ -243,21 +362,40 @@ def test_auto_screen_runs_on_sparse_saes_only_and_changes_nothing(bias, screened
 
 
 def test_screen_over_many_token_runs_matches_enumeration():
-    """More tokens than one run of the screen's kernels (``TOP_RUN``) and many steps of its exact dot products
-    (``EXACT_RUN``): the run and step boundaries, which the small instances above never cross."""
+    """More tokens than one run of the screen's kernels (``TOP_RUN``) and many steps of its exact
+    dot products (``EXACT_RUN``): the run and step boundaries, which the small instances above never
+    cross."""
     from posfeat.engine.kernel import TOP_RUN
     from posfeat.engine.screen import EXACT_RUN
 
     rng = np.random.default_rng(5)
     n_tok = 2 * TOP_RUN + 3 * EXACT_RUN + 7
     emb = Embeddings(rng.normal(size=(n_tok, 8)), rng.normal(size=(10, 8)) * 0.3)
-    sae = SAE.from_arrays(rng.normal(size=(8, 12)) / 3, rng.normal(size=(12, 8)), np.full(12, -1.5), np.zeros(8))
-    (fast, _), never = grid_statistics(emb, sae, [range(6), range(10)], never_firing_context=6, token_top_k=3, dtype=torch.float64,
-                                       screen=True)
-    (dense, _), never_d = grid_statistics(emb, sae, [range(6), range(10)], never_firing_context=6, token_top_k=3, dtype=torch.float64,
-                                          screen=False)
+    sae = SAE.from_arrays(
+        rng.normal(size=(8, 12)) / 3, rng.normal(size=(12, 8)), np.full(12, -1.5), np.zeros(8)
+    )
+    (fast, _), never = grid_statistics(
+        emb,
+        sae,
+        [range(6), range(10)],
+        never_firing_context=6,
+        token_top_k=3,
+        dtype=torch.float64,
+        screen=True,
+    )
+    (dense, _), never_d = grid_statistics(
+        emb,
+        sae,
+        [range(6), range(10)],
+        never_firing_context=6,
+        token_top_k=3,
+        dtype=torch.float64,
+        screen=False,
+    )
     ref = brute_force_stats(emb, sae, range(6), top_k_tokens=20)
-    assert fast.fire.min() > 0 and fast.fire.max() < 0.5  # sparse: most token values are screened out
+    assert (
+        fast.fire.min() > 0 and fast.fire.max() < 0.5
+    )  # sparse: most token values are screened out
     assert_stats_equal(fast, ref)
     assert_token_means_equal(fast, ref)
     np.testing.assert_allclose(never.value, never_d.value, rtol=1e-12)
@@ -267,12 +405,17 @@ def test_screen_over_many_token_runs_matches_enumeration():
 
 @pytest.mark.parametrize("n_tok", [1, 15, 17, 23, 24, 40])
 def test_cpu_token_parts_come_from_one_feature_major_gemm(n_tok):
-    """The CPU token parts are ``x @ W + b`` for the features asked, the transposed view of a feature-major buffer that one
-    GEMM over every token fills (no GEMM of a few rows, which BLAS computes another way and can round differently)."""
+    """The CPU token parts are ``x @ W + b`` for the features asked, the transposed view of a
+    feature-major buffer that one GEMM over every token fills (no GEMM of a few rows, which BLAS
+    computes another way and can round differently)."""
     from posfeat.engine import grid_stats
 
     g = torch.Generator().manual_seed(n_tok)
-    x, W, b = torch.randn(n_tok, 8, generator=g), torch.randn(8, 6, generator=g), torch.randn(6, generator=g)
+    x, W, b = (
+        torch.randn(n_tok, 8, generator=g),
+        torch.randn(8, 6, generator=g),
+        torch.randn(6, generator=g),
+    )
     cols = []
     real = torch.addmm
 

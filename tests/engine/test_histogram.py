@@ -1,6 +1,7 @@
-"""Exact activation histograms and top inputs over the grid (issue 29, item 4), held to the brute-force enumeration
-through ``sae.encode``: counts per bin, firing, largest activation and the strongest (token, position) inputs, on both
-the numba and the torch paths, ReLU and JumpReLU."""
+"""Exact activation histograms and top inputs over the grid (issue 29, item 4), held to the
+brute-force enumeration
+through ``sae.encode``: counts per bin, firing, largest activation and the strongest (token,
+position) inputs, on both the numba and the torch paths, ReLU and JumpReLU."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def _brute(emb, sae, positions: int) -> np.ndarray:
 def test_histogram_and_top_inputs_match_enumeration(monkeypatch, numba_path, threshold, seed):
     if not numba_path:
         monkeypatch.setattr(histogram_module, "HAVE_NUMBA", False)
-    emb, sae = random_pair(d_vocab=70, n_ctx=20, d_model=8, d_sae=24, seed=seed, threshold=threshold)
+    emb, sae = random_pair(
+        d_vocab=70, n_ctx=20, d_model=8, d_sae=24, seed=seed, threshold=threshold
+    )
     positions = 13
     hist = activation_histograms(emb, sae, positions)
     act = _brute(emb, sae, positions)
@@ -55,7 +58,10 @@ def test_histogram_and_top_inputs_match_enumeration(monkeypatch, numba_path, thr
 
 def test_a_subset_of_features_gives_their_rows():
     emb, sae = random_pair(d_vocab=50, n_ctx=12, d_model=8, d_sae=20, seed=3)
-    whole, part = activation_histograms(emb, sae, 6), activation_histograms(emb, sae, 6, features=np.array([7, 2]))
+    whole, part = (
+        activation_histograms(emb, sae, 6),
+        activation_histograms(emb, sae, 6, features=np.array([7, 2])),
+    )
     np.testing.assert_array_equal(part.counts, whole.counts[[7, 2]])
     np.testing.assert_array_equal(part.top_tokens, whole.top_tokens[[7, 2]])
 
@@ -70,4 +76,6 @@ def test_a_feature_that_never_fires_has_an_empty_histogram():
     emb, sae = random_pair(d_vocab=30, n_ctx=8, d_sae=4, seed=5)
     sae.b_enc.copy_(torch.full((4,), -1e4))
     hist = activation_histograms(emb, sae, 8)
-    assert (hist.counts == 0).all() and (hist.firing == 0).all() and (hist.max_activation == 0).all()
+    assert (
+        (hist.counts == 0).all() and (hist.firing == 0).all() and (hist.max_activation == 0).all()
+    )

@@ -1,4 +1,5 @@
-"""SampleGrid's per-token means and DeviationSums (the semantic spread) against enumerating every input."""
+"""SampleGrid's per-token means and DeviationSums (the semantic spread) against enumerating every
+input."""
 
 from __future__ import annotations
 
@@ -30,12 +31,16 @@ def test_token_means_and_deviation_sums_equal_enumeration(monkeypatch, numba_pat
     grid = SampleGrid(emb, sae, tokens)
     f_all = _enumerated(emb, sae, tokens, torch.arange(40))[..., feats]  # [T, P, F]
     m = f_all[:, :context].mean(1)  # [T, F]: each token's mean over the context
-    torch.testing.assert_close(grid.token_means(torch.arange(context), feats), m, rtol=1e-5, atol=1e-6)  # float32 encoding
+    torch.testing.assert_close(
+        grid.token_means(torch.arange(context), feats), m, rtol=1e-5, atol=1e-6
+    )  # float32 encoding
     dev = DeviationSums(grid, context, feats)
     assert dev.fused == (numba_path and not threshold)
     positions = torch.arange(40)
     want = (f_all - m[:, None, :]).abs().sum((0, 2))
-    got = torch.cat([dev(chunk) for chunk in grid.chunks(positions, step=15)])  # 3 chunks, the last one short
+    got = torch.cat(
+        [dev(chunk) for chunk in grid.chunks(positions, step=15)]
+    )  # 3 chunks, the last one short
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 

@@ -1,5 +1,5 @@
-"""The output policy and the atomic writes (posfeat.io.policy, .ownership, .output, .writes): nothing of the user's is
-replaced, a failure at any point leaves the old output."""
+"""The output policy and the atomic writes (posfeat.io.policy, .ownership, .output, .writes):
+nothing of the user's is replaced, a failure at any point leaves the old output."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ def written_by_posfeat(folder):
 
 
 def _leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob("*") if TEMP_TAG in p.name or p.name.endswith(".old"))
+    return sorted(
+        p.name for p in folder.rglob("*") if TEMP_TAG in p.name or p.name.endswith(".old")
+    )
 
 
 def _posfeat_output(path: Path, text: str = "old") -> Path:
@@ -46,8 +48,13 @@ def _posfeat_output(path: Path, text: str = "old") -> Path:
 def test_refuses_empty_current_parent_home_and_root(spec, tmp_path, monkeypatch):
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path / "sub" if spec == ".." else tmp_path)
-    monkeypatch.setenv("HOME", str(tmp_path / "sub") if spec == "~" else os.environ.get("HOME", "/root"))
-    with pytest.raises(PosfeatError, match=r"empty|current folder|parent of the current|home folder|filesystem root"):
+    monkeypatch.setenv(
+        "HOME", str(tmp_path / "sub") if spec == "~" else os.environ.get("HOME", "/root")
+    )
+    with pytest.raises(
+        PosfeatError,
+        match=r"empty|current folder|parent of the current|home folder|filesystem root",
+    ):
         check_target(spec, force=True)
 
 
@@ -71,7 +78,9 @@ def test_replacement_is_atomic_and_marked(tmp_path):
     out = _posfeat_output(tmp_path / "out", "old")
     assert written_by_posfeat(out) == "analyze" and (out / MARKER).is_file()
     with output_folder(out, kind=ANALYZE, force=True) as tmp:
-        assert not (tmp / "summary.json").exists() and (out / "summary.json").read_text() == "old"  # old untouched while writing
+        assert (
+            not (tmp / "summary.json").exists() and (out / "summary.json").read_text() == "old"
+        )  # old untouched while writing
         (tmp / "summary.json").write_text("new")
     assert (out / "summary.json").read_text() == "new" and _leftovers(tmp_path) == []
 
@@ -86,7 +95,8 @@ def test_failure_while_writing_leaves_the_old_output(tmp_path):
 
 @pytest.mark.parametrize("failing_call", [1, 2])
 def test_failure_during_the_swap_leaves_old_or_new(failing_call, tmp_path, monkeypatch):
-    """A rename failing (the old moved aside, or the new moved in) leaves exactly one whole output and no temporaries."""
+    """A rename failing (the old moved aside, or the new moved in) leaves exactly one whole output
+    and no temporaries."""
     out = _posfeat_output(tmp_path / "out", "old")
     real, calls = os.rename, []
 
@@ -97,8 +107,12 @@ def test_failure_during_the_swap_leaves_old_or_new(failing_call, tmp_path, monke
         return real(a, b)
 
     monkeypatch.setattr(atomic.os, "rename", flaky)
-    with pytest.raises(PosfeatError, match=f"No space left on device while writing output folder {out}"), \
-            output_folder(out, kind=ANALYZE, force=True) as tmp:
+    with (
+        pytest.raises(
+            PosfeatError, match=f"No space left on device while writing output folder {out}"
+        ),
+        output_folder(out, kind=ANALYZE, force=True) as tmp,
+    ):
         (tmp / "summary.json").write_text("new")
     monkeypatch.setattr(atomic.os, "rename", real)
     assert (out / "summary.json").read_text() == "old" and _leftovers(tmp_path) == []
@@ -109,7 +123,9 @@ def test_a_read_only_old_output_is_refused_before_any_work(tmp_path, monkeypatch
     sub = out / "figures"
     sub.mkdir()
     real = os.access
-    monkeypatch.setattr(atomic.os, "access", lambda p, mode: False if str(p) == str(sub) else real(p, mode))  # root ignores chmod
+    monkeypatch.setattr(
+        atomic.os, "access", lambda p, mode: False if str(p) == str(sub) else real(p, mode)
+    )  # root ignores chmod
     with pytest.raises(PosfeatError, match=r"cannot be replaced: .*figures is read-only"):
         check_target(out, force=True)
 
@@ -132,34 +148,51 @@ def test_file_outputs_replace_only_posfeat_files(tmp_path):
     output_file(path, lambda p: p.write_text("position,fvu\n1,2\n"), header="position,fvu")
     with pytest.raises(PosfeatError, match="already exists; pass force=True"):
         output_file(path, lambda p: p.write_text("x"), header="position,fvu")
-    output_file(path, lambda p: p.write_text("position,fvu\n3,4\n"), force=True, header="position,fvu")
+    output_file(
+        path, lambda p: p.write_text("position,fvu\n3,4\n"), force=True, header="position,fvu"
+    )
     assert path.read_text().endswith("3,4\n")
     (tmp_path / "mine.csv").write_text("my,own,data\n")
     with pytest.raises(PosfeatError, match="not written by this posfeat command"):
-        output_file(tmp_path / "mine.csv", lambda p: p.write_text("x"), force=True, header="position,fvu")
+        output_file(
+            tmp_path / "mine.csv", lambda p: p.write_text("x"), force=True, header="position,fvu"
+        )
     assert (tmp_path / "mine.csv").read_text() == "my,own,data\n"
     with pytest.raises(PosfeatError, match="is an existing folder"):
         output_file(tmp_path, lambda p: None, force=True)
     assert _leftovers(tmp_path) == []
 
 
-# ---------------------------------------------------------------------------- issue 18: ownership by content, inputs, parents
+# ---------------------------------------------------------------------------- issue 18: ownership
+# by content, inputs, parents
 def test_ownership_is_by_content_not_by_one_file_name(tmp_path):
     thesis = tmp_path / "thesis"
     thesis.mkdir()
     (thesis / "widths.csv").write_text("a,b\n")
     (thesis / "thesis.tex").write_text("years of work")
-    with pytest.raises(PosfeatError, match=r"was not written by posfeat \(thesis.tex, widths.csv\)"):
+    with pytest.raises(
+        PosfeatError, match=r"was not written by posfeat \(thesis.tex, widths.csv\)"
+    ):
         check_target(thesis, force=True)
     v01 = tmp_path / "v01"  # a complete posfeat 0.1 width sweep: replaceable
     (v01 / "figures").mkdir(parents=True)
     (v01 / "d_sae_8").mkdir()
-    for name in ("widths.csv", "summary.json", "section.html", "figures/width_counts.png", "d_sae_8/cfg.json", "d_sae_8/sae_weights.safetensors"):
+    for name in (
+        "widths.csv",
+        "summary.json",
+        "section.html",
+        "figures/width_counts.png",
+        "d_sae_8/cfg.json",
+        "d_sae_8/sae_weights.safetensors",
+    ):
         (v01 / name).write_text("x")
     assert written_by_posfeat(v01) == "sweep widths" and check_target(v01, force=True) == v01
     (v01 / "d_sae_8" / "notes.md").write_text("mine")
     assert written_by_posfeat(v01) is None
-    with pytest.raises(PosfeatError, match=r"holds files a posfeat sweep widths output does not have \(d_sae_8/notes.md\)"):
+    with pytest.raises(
+        PosfeatError,
+        match=r"holds files a posfeat sweep widths output does not have \(d_sae_8/notes.md\)",
+    ):
         check_target(v01, force=True)
     out = _posfeat_output(tmp_path / "out")
     assert json.loads((out / MARKER).read_text())["files"] == ["summary.json"]
@@ -184,7 +217,10 @@ def test_an_input_is_never_an_output(where, tmp_path):
 
 
 def test_folders_made_for_an_output_go_when_it_fails(tmp_path):
-    with pytest.raises(RuntimeError), output_folder(tmp_path / "a" / "b" / "out", kind=ANALYZE) as tmp:
+    with (
+        pytest.raises(RuntimeError),
+        output_folder(tmp_path / "a" / "b" / "out", kind=ANALYZE) as tmp,
+    ):
         (tmp / "summary.json").write_text("half")
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []

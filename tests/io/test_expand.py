@@ -1,4 +1,5 @@
-"""A leading ``~name`` of no known user stays as written (as a shell leaves it) instead of raising RuntimeError."""
+"""A leading ``~name`` of no known user stays as written (as a shell leaves it) instead of raising
+RuntimeError."""
 
 from __future__ import annotations
 

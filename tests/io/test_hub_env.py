@@ -1,4 +1,5 @@
-"""HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME and HF_HUB_OFFLINE behave exactly as huggingface_hub's own functions do."""
+"""HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME and HF_HUB_OFFLINE behave exactly as
+huggingface_hub's own functions do."""
 
 from __future__ import annotations
 
@@ -13,14 +14,28 @@ from posfeat.io import hub_settings, load_pair
 
 from helpers import build_gpt2_cache
 
-HF_VARS = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+HF_VARS = (
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_HOME",
+    "XDG_CACHE_HOME",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+)
 
 
 def _library_says(env: dict[str, str]) -> tuple[str, bool]:
-    """Where huggingface_hub itself puts its cache, and whether it is offline, in a fresh process with ``env``."""
+    """Where huggingface_hub itself puts its cache, and whether it is offline, in a fresh process
+    with ``env``."""
     code = "import json, huggingface_hub.constants as c; print(json.dumps([c.HF_HUB_CACHE, c.HF_HUB_OFFLINE]))"
     clean = {k: v for k, v in os.environ.items() if k not in HF_VARS}
-    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     cache, off = json.loads(out)
     return cache, off
 

@@ -1,4 +1,5 @@
-"""SAELens conformance: every architecture and cfg.json option sae_lens 6.x writes, built and saved by sae_lens itself.
+"""SAELens conformance: every architecture and cfg.json option sae_lens 6.x writes, built and saved
+by sae_lens itself.
 
 For each, posfeat either encodes and decodes exactly as ``sae_lens`` does (to 1e-6 of the output's
 scale, on the layer-0 grid ``W_E[t] + W_pos[p]`` and on inputs off it), or refuses in one sentence
@@ -53,7 +54,9 @@ def _randomise(sae, seed: int = 0) -> None:
             if name == "threshold":
                 r = r.abs() * 0.5  # some features pass it, some do not
             elif name == "W_dec":
-                r = r * (0.3 + torch.rand(p.shape[0], 1, generator=g, dtype=torch.float64) * 2)  # unequal decoder norms
+                r = r * (
+                    0.3 + torch.rand(p.shape[0], 1, generator=g, dtype=torch.float64) * 2
+                )  # unequal decoder norms
             elif name in ("b_enc", "b_gate", "b_mag"):
                 r = r * 0.5 - 0.3
             elif name == "r_mag":
@@ -77,7 +80,8 @@ def _close(ours: torch.Tensor, ref: torch.Tensor, what: str) -> None:
 
 
 def _conforms(ours, ref, dtype: torch.dtype = torch.float32) -> None:
-    """posfeat's encode and decode equal sae_lens's on the grid and off it; the support is the same."""
+    """posfeat's encode and decode equal sae_lens's on the grid and off it; the support is the
+    same."""
     for kind, x in _inputs().items():
         with torch.no_grad():
             f_ref = ref.encode(x.to(dtype))
@@ -95,7 +99,8 @@ def _saved(sae, tmp_path, name: str = "sae", inference: bool = False):
 
 
 def _both(lens_sae, tmp_path, **kw):
-    """posfeat from the folder sae_lens wrote, posfeat from the object, and sae_lens's own load of the folder."""
+    """posfeat from the folder sae_lens wrote, posfeat from the object, and sae_lens's own load of
+    the folder."""
     folder = _saved(lens_sae, tmp_path)
     return read_sae_folder(folder, **kw), load_sae(lens_sae, **kw), LensSAE.load_from_disk(folder)
 
@@ -109,7 +114,11 @@ def _quiet(fn, *args, **kw):
 # ---------------------------------------------------------------- architectures read exactly
 @pytest.mark.parametrize("apply_b_dec", [True, False])
 def test_standard(tmp_path, apply_b_dec):
-    lens = StandardSAE(StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, apply_b_dec_to_input=apply_b_dec, metadata=_meta()))
+    lens = StandardSAE(
+        StandardSAEConfig(
+            d_in=D_IN, d_sae=D_SAE, apply_b_dec_to_input=apply_b_dec, metadata=_meta()
+        )
+    )
     _randomise(lens)
     folder_sae, obj_sae, loaded = _both(lens, tmp_path)
     for ours in (folder_sae, obj_sae):
@@ -120,15 +129,24 @@ def test_standard(tmp_path, apply_b_dec):
 
 @pytest.mark.parametrize("rescale", [False, True])
 def test_topk_with_and_without_rescale_acts_by_decoder_norm(tmp_path, rescale):
-    lens = TopKSAE(TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=6, rescale_acts_by_decoder_norm=rescale, metadata=_meta()))
+    lens = TopKSAE(
+        TopKSAEConfig(
+            d_in=D_IN, d_sae=D_SAE, k=6, rescale_acts_by_decoder_norm=rescale, metadata=_meta()
+        )
+    )
     _randomise(lens)
     folder_sae, obj_sae, loaded = _both(lens, tmp_path)
     assert loaded.cfg.rescale_acts_by_decoder_norm is rescale
     for ours in (folder_sae, obj_sae):
         assert ours.architecture == "topk" and ours.k == 6
         _conforms(ours, loaded)
-        assert any("rescale_acts_by_decoder_norm" in n for n in ours.cfg.get("posfeat_read", [])) is rescale
-    if rescale:  # the friction point: read as a plain TopK SAE, the activations differ (so the test above can fail)
+        assert (
+            any("rescale_acts_by_decoder_norm" in n for n in ours.cfg.get("posfeat_read", []))
+            is rescale
+        )
+    # the friction point: read as a plain TopK SAE, the activations differ (so the test above
+    # can fail)
+    if rescale:
         plain = TopKSAE(TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=6, metadata=_meta()))
         plain.load_state_dict(lens.state_dict())
         x = _inputs()["off-grid"]
@@ -137,7 +155,8 @@ def test_topk_with_and_without_rescale_acts_by_decoder_norm(tmp_path, rescale):
 
 
 def test_topk_as_the_trainer_saves_it(tmp_path):
-    """TopKTrainingSAE.save_inference_model folds the decoder norms and keeps rescale_acts_by_decoder_norm: true."""
+    """TopKTrainingSAE.save_inference_model folds the decoder norms and keeps
+    rescale_acts_by_decoder_norm: true."""
     lens = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, k=5, metadata=_meta()))
     _randomise(lens)
     folder = _saved(lens, tmp_path, inference=True)
@@ -160,15 +179,21 @@ def test_gated_is_read_as_the_jumprelu_sae_it_equals(tmp_path):
     _randomise(lens)
     folder_sae, obj_sae, loaded = _both(lens, tmp_path)
     for ours in (folder_sae, obj_sae):
-        assert ours.architecture == "jumprelu" and any("gated" in n for n in ours.cfg["posfeat_read"])
+        assert ours.architecture == "jumprelu" and any(
+            "gated" in n for n in ours.cfg["posfeat_read"]
+        )
         _conforms(ours, loaded)
 
 
 @pytest.mark.parametrize("rescale", [True, False])
 def test_batchtopk_as_saved(tmp_path, rescale):
-    """sae_lens saves a BatchTopK SAE for inference as a JumpReLU SAE with one threshold for all features."""
-    lens = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, k=4, rescale_acts_by_decoder_norm=rescale,
-                                                           metadata=_meta()))
+    """sae_lens saves a BatchTopK SAE for inference as a JumpReLU SAE with one threshold for all
+    features."""
+    lens = BatchTopKTrainingSAE(
+        BatchTopKTrainingSAEConfig(
+            d_in=D_IN, d_sae=D_SAE, k=4, rescale_acts_by_decoder_norm=rescale, metadata=_meta()
+        )
+    )
     _randomise(lens)
     lens.topk_threshold = torch.tensor(0.8, dtype=torch.double)
     folder = _saved(lens, tmp_path, inference=True)
@@ -186,8 +211,9 @@ def test_batchtopk_as_saved(tmp_path, rescale):
 # ---------------------------------------------------------------- options
 @pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16", "float16"])
 def test_dtypes(tmp_path, dtype):
-    """posfeat holds every SAE in float32: float32 and float64 SAEs agree with sae_lens computing in their own dtype; bfloat16 and
-    float16 weights are read exactly, so they agree with sae_lens loading the same folder in float32."""
+    """posfeat holds every SAE in float32: float32 and float64 SAEs agree with sae_lens computing in
+    their own dtype; bfloat16 and float16 weights are read exactly, so they agree with sae_lens
+    loading the same folder in float32."""
     lens = StandardSAE(StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, dtype=dtype, metadata=_meta()))
     _randomise(lens)
     folder_sae, obj_sae, native = _both(lens, tmp_path)
@@ -200,8 +226,11 @@ def test_dtypes(tmp_path, dtype):
 
 @pytest.mark.parametrize("norm", ["none", "expected_average_only_in"])
 def test_normalize_activations_read(tmp_path, norm, caplog):
-    """'expected_average_only_in' without its factor: sae_lens's load_from_disk applies no scaling, and neither does posfeat (with a warning)."""
-    lens = StandardSAE(StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, normalize_activations=norm, metadata=_meta()))
+    """'expected_average_only_in' without its factor: sae_lens's load_from_disk applies no scaling,
+    and neither does posfeat (with a warning)."""
+    lens = StandardSAE(
+        StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, normalize_activations=norm, metadata=_meta())
+    )
     _randomise(lens)
     with caplog.at_level(logging.WARNING, logger="posfeat"):
         folder_sae, obj_sae, loaded = _both(lens, tmp_path)
@@ -213,14 +242,18 @@ def test_normalize_activations_read(tmp_path, norm, caplog):
 
 @pytest.mark.parametrize("norm", ["constant_norm_rescale", "layer_norm", "covariance_whitening"])
 def test_normalize_activations_refused(tmp_path, norm):
-    lens = StandardSAE(StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, normalize_activations=norm, metadata=_meta()))
+    lens = StandardSAE(
+        StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, normalize_activations=norm, metadata=_meta())
+    )
     _randomise(lens)
     folder = _saved(lens, tmp_path)
     for load in (lambda: read_sae_folder(folder), lambda: load_sae(lens)):
         with pytest.raises(PosfeatError, match=f"normalize_activations '{norm}'") as err:
             load()
         assert str(err.value).count(". ") == 0  # one sentence
-    if norm != "covariance_whitening":  # sae_lens really does transform the input: reading it as 'none' would differ
+    if (
+        norm != "covariance_whitening"
+    ):  # sae_lens really does transform the input: reading it as 'none' would differ
         plain = StandardSAE(StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, metadata=_meta()))
         plain.load_state_dict(lens.state_dict())
         x = _inputs()["off-grid"]
@@ -229,30 +262,54 @@ def test_normalize_activations_refused(tmp_path, norm):
 
 
 def test_hook_names(tmp_path):
-    lens = StandardSAE(StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, metadata=_meta("blocks.3.hook_resid_pre")))
+    lens = StandardSAE(
+        StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, metadata=_meta("blocks.3.hook_resid_pre"))
+    )
     _randomise(lens)
     folder = _saved(lens, tmp_path)
     with pytest.raises(PosfeatError, match=r"blocks\.3\.hook_resid_pre"):
         read_sae_folder(folder)
     with pytest.raises(PosfeatError, match=r"blocks\.3\.hook_resid_pre"):
         load_sae(lens)
-    ours = read_sae_folder(folder, allow_any_hook=True)  # read anyway: still exactly sae_lens's numbers
+    ours = read_sae_folder(
+        folder, allow_any_hook=True
+    )  # read anyway: still exactly sae_lens's numbers
     assert ours.hook_name == "blocks.3.hook_resid_pre"
     _conforms(ours, LensSAE.load_from_disk(folder))
 
 
 def test_hook_z_refused(tmp_path):
-    lens = StandardSAE(StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, reshape_activations="hook_z", metadata=_meta("blocks.0.attn.hook_z")))
+    lens = StandardSAE(
+        StandardSAEConfig(
+            d_in=D_IN,
+            d_sae=D_SAE,
+            reshape_activations="hook_z",
+            metadata=_meta("blocks.0.attn.hook_z"),
+        )
+    )
     folder = _saved(lens, tmp_path)
     with pytest.raises(PosfeatError, match="reshape_activations 'hook_z'"):
         read_sae_folder(folder)
 
 
-@pytest.mark.parametrize("kwargs, centred", [({"center_writing_weights": True}, True), ({"center_writing_weights": False}, False),
-                                             ({}, False), ({"fold_ln": True, "center_unembed": True}, False)])
+@pytest.mark.parametrize(
+    "kwargs, centred",
+    [
+        ({"center_writing_weights": True}, True),
+        ({"center_writing_weights": False}, False),
+        ({}, False),
+        ({"fold_ln": True, "center_unembed": True}, False),
+    ],
+)
 def test_model_from_pretrained_kwargs_centring(tmp_path, kwargs, centred):
-    """sae_lens loads the model with from_pretrained_no_processing(**model_from_pretrained_kwargs): centred only when it says so."""
-    lens = _quiet(StandardSAE, StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, metadata=_meta(model_from_pretrained_kwargs=kwargs)))
+    """sae_lens loads the model with from_pretrained_no_processing(**model_from_pretrained_kwargs):
+    centred only when it says so."""
+    lens = _quiet(
+        StandardSAE,
+        StandardSAEConfig(
+            d_in=D_IN, d_sae=D_SAE, metadata=_meta(model_from_pretrained_kwargs=kwargs)
+        ),
+    )
     _randomise(lens)
     folder_sae, obj_sae, loaded = _quiet(_both, lens, tmp_path)
     for ours in (folder_sae, obj_sae):
@@ -261,10 +318,17 @@ def test_model_from_pretrained_kwargs_centring(tmp_path, kwargs, centred):
 
 
 def test_centring_mismatch_warns_or_fails_with_strict(tmp_path, caplog):
-    """A centred model with an SAE trained uncentred: one warning line; an error with strict=True. Matching pairs are silent."""
+    """A centred model with an SAE trained uncentred: one warning line; an error with strict=True.
+    Matching pairs are silent."""
     emb, _ = random_pair(d_vocab=VOCAB, n_ctx=CTX, d_model=D_IN)
-    lens = _quiet(StandardSAE, StandardSAEConfig(d_in=D_IN, d_sae=D_SAE,
-                                                 metadata=_meta(model_from_pretrained_kwargs={"center_writing_weights": False})))
+    lens = _quiet(
+        StandardSAE,
+        StandardSAEConfig(
+            d_in=D_IN,
+            d_sae=D_SAE,
+            metadata=_meta(model_from_pretrained_kwargs={"center_writing_weights": False}),
+        ),
+    )
     _randomise(lens)
     folder = _saved(lens, tmp_path)
     with caplog.at_level(logging.WARNING, logger="posfeat"):
@@ -287,7 +351,9 @@ def test_other_architectures_refused_by_name(tmp_path, arch):
     extra = {"d_out": D_IN, "apply_b_dec_to_input": False} if "transcoder" in arch else {}
     try:
         lens = cls(cfg_cls(d_in=D_IN, d_sae=D_SAE, metadata=_meta(), **extra))
-    except Exception as err:  # an architecture this sae_lens cannot build this small: nothing to check
+    except (
+        Exception
+    ) as err:  # an architecture this sae_lens cannot build this small: nothing to check
         pytest.skip(f"sae_lens cannot build {arch}: {err}")
     folder = _saved(lens, tmp_path)
     with pytest.raises(PosfeatError, match=f"architecture '{arch}'"):

@@ -1,4 +1,5 @@
-"""Weight files are validated by their header: valid files whatever their first bytes, pickles and zips refused, only the header read."""
+"""Weight files are validated by their header: valid files whatever their first bytes, pickles and
+zips refused, only the header read."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def _header_len(path) -> int:
 
 
 def _file_with_header_len(tmp_path, length: int):
-    """A valid safetensors file whose header is ``length`` bytes long (a multiple of 8), by padding its metadata."""
+    """A valid safetensors file whose header is ``length`` bytes long (a multiple of 8), by padding
+    its metadata."""
     path = tmp_path / f"w{length}.safetensors"
     save_file({"W": torch.arange(6.0).reshape(2, 3)}, str(path), metadata={"pad": ""})
     base = _header_len(path)
@@ -34,20 +36,38 @@ def _file_with_header_len(tmp_path, length: int):
 
 
 def test_valid_file_whose_first_byte_is_0x80_is_read(tmp_path):
-    path = _file_with_header_len(tmp_path, 128 + 256)  # header length 384: low byte 0x80, like a pickle's first byte
+    path = _file_with_header_len(
+        tmp_path, 128 + 256
+    )  # header length 384: low byte 0x80, like a pickle's first byte
     assert path.read_bytes()[:1] == b"\x80"
     assert tensor_names(path) == ["W"]
     assert torch.equal(read_tensors(path)["W"], torch.arange(6.0).reshape(2, 3))
 
 
 def test_valid_file_starting_with_pk_is_read(tmp_path):
-    path = _file_with_header_len(tmp_path, 0x4B50)  # header length 19280: its low bytes spell "PK", like a zip
+    path = _file_with_header_len(
+        tmp_path, 0x4B50
+    )  # header length 19280: its low bytes spell "PK", like a zip
     assert path.read_bytes()[:2] == b"PK"
-    assert tensor_names(path) == ["W"] and torch.equal(read_tensors(path)["W"], torch.arange(6.0).reshape(2, 3))
+    assert tensor_names(path) == ["W"] and torch.equal(
+        read_tensors(path)["W"], torch.arange(6.0).reshape(2, 3)
+    )
 
 
-@pytest.mark.parametrize("kind", ["pickle", "torch_save_zip", "zip", "truncated", "absurd_header", "not_json", "empty", "bad_offsets",
-                                  "bad_metadata"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "pickle",
+        "torch_save_zip",
+        "zip",
+        "truncated",
+        "absurd_header",
+        "not_json",
+        "empty",
+        "bad_offsets",
+        "bad_metadata",
+    ],
+)
 def test_bad_files_are_named_in_one_sentence(kind, tmp_path):
     path = tmp_path / "w.safetensors"
     good = tmp_path / "good.safetensors"
@@ -71,10 +91,17 @@ def test_bad_files_are_named_in_one_sentence(kind, tmp_path):
     elif kind == "empty":
         path.write_bytes(b"")
     elif kind == "bad_metadata":  # safetensors allows only strings there
-        header = json.dumps({"__metadata__": {"step": 3}, "W": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}}).encode()
+        header = json.dumps(
+            {
+                "__metadata__": {"step": 3},
+                "W": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]},
+            }
+        ).encode()
         path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 64)
     else:
-        header = json.dumps({"W": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 60]}}).encode()
+        header = json.dumps(
+            {"W": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 60]}}
+        ).encode()
         path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 64)
     with pytest.raises(PosfeatError) as err:
         tensor_names(path)

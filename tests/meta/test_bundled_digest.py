@@ -1,8 +1,9 @@
-"""The bundled pair's outputs are fixed: every CSV and every ``summary.json`` entry but the run's own (timings, the
-command line, the time it was made) hash to the digests stored in ``tests/data/bundled_outputs.json``.
+"""The bundled pair's outputs are fixed: every CSV and every ``summary.json`` entry but the run's
+own (timings, the command line, the time it was made) hash to the digests stored in
+``tests/data/bundled_outputs.json``.
 
-A refactor must leave them byte-identical. A deliberate change of a number or a column updates the store with
-``python tests/meta/test_bundled_digest.py --update`` and says why in its commit."""
+A refactor must leave them byte-identical. A deliberate change of a number or a column updates the
+store with ``python tests/meta/test_bundled_digest.py --update`` and says why in its commit."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ pytestmark = [pytest.mark.realmodel, pytest.mark.slow]
 
 
 def digests(folder: Path) -> dict[str, str]:
-    """sha256 of each CSV's bytes and of each summary.json entry (its JSON text as written, entry by entry)."""
+    """sha256 of each CSV's bytes and of each summary.json entry (its JSON text as written, entry by
+    entry)."""
     out = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.csv"))}
     summary = json.loads((folder / "summary.json").read_text())
     for key, value in summary.items():
@@ -40,8 +42,10 @@ def test_bundled_outputs_are_unchanged(tmp_path, stub_figures):
     got = digests(bundled_outputs(tmp_path))
     want = json.loads(STORE.read_text())
     changed = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
-    assert not changed, (f"the bundled pair's outputs changed in {changed}; if that is deliberate, run "
-                         f"`python tests/meta/test_bundled_digest.py --update` and say why in the commit")
+    assert not changed, (
+        f"the bundled pair's outputs changed in {changed}; if that is deliberate, run "
+        f"`python tests/meta/test_bundled_digest.py --update` and say why in the commit"
+    )
 
 
 def test_the_digest_sees_a_changed_number(tmp_path, stub_figures):

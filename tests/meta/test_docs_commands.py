@@ -1,7 +1,7 @@
-"""Every command in README.md and docs/*.md names what exists: each ``posfeat`` subcommand and flag is one the parser
-knows (argparse introspection, no command is run), each script or file a command runs is in the repository, and
-each Python block compiles and uses only names that ``posfeat`` exports. ``mkdocs build --strict`` (scripts/test)
-checks the links, images and pages."""
+"""Every command in README.md and docs/*.md names what exists: each ``posfeat`` subcommand and flag
+is one the parser knows (argparse introspection, no command is run), each script or file a command
+runs is in the repository, and each Python block compiles and uses only names that ``posfeat``
+exports. ``mkdocs build --strict`` (scripts/test) checks the links, images and pages."""
 
 from __future__ import annotations
 
@@ -25,11 +25,17 @@ FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
 
 
 def _blocks(lang: tuple[str, ...]) -> list[tuple[Path, str]]:
-    return [(page, m.group(2)) for page in PAGES for m in FENCE.finditer(page.read_text()) if m.group(1) in lang]
+    return [
+        (page, m.group(2))
+        for page in PAGES
+        for m in FENCE.finditer(page.read_text())
+        if m.group(1) in lang
+    ]
 
 
 def _shell_commands() -> list[tuple[str, str]]:
-    """(page, one command): bash lines split at ``&&``, ``;`` and pipes, comments dropped; plus inline `posfeat ...` spans."""
+    """(page, one command): bash lines split at ``&&``, ``;`` and pipes, comments dropped; plus
+    inline `posfeat ...` spans."""
     out = []
     for page, code in _blocks(("bash", "sh", "shell", "console")):
         for line in code.replace("\\\n", " ").splitlines():
@@ -44,12 +50,16 @@ def _shell_commands() -> list[tuple[str, str]]:
                 else:
                     cmd.append(tok)
     for page in PAGES:
-        out += [(page.name, m.group(1).replace("\\|", "|")) for m in INLINE.finditer(page.read_text())]
+        out += [
+            (page.name, m.group(1).replace("\\|", "|")) for m in INLINE.finditer(page.read_text())
+        ]
     return out
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+    return next(
+        (a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {}
+    )
 
 
 def _flags(parser: argparse.ArgumentParser) -> set[str]:
@@ -92,14 +102,19 @@ def test_the_docs_have_commands():
 
 
 def check_ray(words: list[str]) -> list[str]:
-    """Problems with one ``ray ...`` command: a subcommand or option the installed Ray's CLI does not have."""
+    """Problems with one ``ray ...`` command: a subcommand or option the installed Ray's CLI does
+    not have."""
     from ray.scripts.scripts import cli
 
     sub = cli.commands.get(words[1]) if len(words) > 1 else None
     if sub is None:
         return [f"unknown ray command {words[1:2]}"]
     known = {o for p in sub.params for o in (*p.opts, *p.secondary_opts)}
-    return [f"unknown ray flag {w}" for w in words[2:] if w.startswith("--") and w.split("=")[0] not in known]
+    return [
+        f"unknown ray flag {w}"
+        for w in words[2:]
+        if w.startswith("--") and w.split("=")[0] not in known
+    ]
 
 
 def test_the_ray_checker_catches_unknown_flags():
@@ -111,7 +126,9 @@ def test_the_ray_checker_catches_unknown_flags():
 @pytest.mark.parametrize(("page", "command"), COMMANDS, ids=[f"{p}:{c[:60]}" for p, c in COMMANDS])
 def test_each_documented_command_names_what_exists(page, command):
     words = shlex.split(command)
-    if re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):  # VAR=value posfeat ...: the command after the assignments
+    if re.fullmatch(
+        r"[A-Z_][A-Z0-9_]*=.*", words[0]
+    ):  # VAR=value posfeat ...: the command after the assignments
         while len(words) > 1 and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
             words = words[1:]
         command = shlex.join(words)
@@ -120,7 +137,9 @@ def test_each_documented_command_names_what_exists(page, command):
         assert check_ray(words) == [], f"{page}: {command}"
     elif words[0] == "posfeat":
         assert check_posfeat(command) == [], f"{page}: {command}"
-    elif words[0] in ("python", "bash") and len(words) > 1 and not words[1].startswith("-"):  # python path/to/script.py, bash scripts/test
+    elif (
+        words[0] in ("python", "bash") and len(words) > 1 and not words[1].startswith("-")
+    ):  # python path/to/script.py, bash scripts/test
         script = words[1]
         assert (REPO / script).is_file(), f"{page}: {command}: no file {script}"
     elif words[:3] == ["python", "-m", "posfeat.cli.main"]:
@@ -130,20 +149,35 @@ def test_each_documented_command_names_what_exists(page, command):
 PY_BLOCKS = _blocks(("python", "py"))
 
 
-@pytest.mark.parametrize(("page", "code"), PY_BLOCKS, ids=[f"{p.name}:{i}" for i, (p, _) in enumerate(PY_BLOCKS)])
+@pytest.mark.parametrize(
+    ("page", "code"), PY_BLOCKS, ids=[f"{p.name}:{i}" for i, (p, _) in enumerate(PY_BLOCKS)]
+)
 def test_each_python_block_compiles_and_uses_posfeat_names_that_exist(page, code):
     tree = ast.parse(code, filename=page.name)
-    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "posfeat"}
-    used |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "posfeat" for a in n.names}
+    used = {
+        n.attr
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute)
+        and isinstance(n.value, ast.Name)
+        and n.value.id == "posfeat"
+    }
+    used |= {
+        a.name
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module == "posfeat"
+        for a in n.names
+    }
     missing = sorted(name for name in used if not hasattr(posfeat, name))
     assert missing == [], f"{page.name}: posfeat has no {missing}"
-
 
 
 def test_readme_is_a_landing_page_whose_links_resolve():
     text = (REPO / "README.md").read_text()
     assert len(text.encode()) < 12 * 1024
-    assert "pip install -c constraints.txt -e . && posfeat analyze" in text and "bash scripts/test" in text
+    assert (
+        "pip install -c constraints.txt -e . && posfeat analyze" in text
+        and "bash scripts/test" in text
+    )
     links = re.findall(r"\]\(([^)#\s]+)[^)]*\)", text)
     local = [link for link in links if not re.match(r"[a-z]+:", link)]
     assert "docs/figures/report_first_screen.png" in local and "docs/findings.md" in local

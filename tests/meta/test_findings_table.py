@@ -1,4 +1,5 @@
-"""README's and docs/findings.md's table of verdicts is the bundled pair's run, as summary.json gives it."""
+"""README's and docs/findings.md's table of verdicts is the bundled pair's run, as summary.json
+gives it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ pytestmark = [pytest.mark.realmodel, pytest.mark.slow]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("findings_table", REPO / "scripts" / "findings_table.py")
+    spec = importlib.util.spec_from_file_location(
+        "findings_table", REPO / "scripts" / "findings_table.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -33,7 +36,10 @@ def test_readme_and_findings_page_carry_the_bundled_runs_table(bundled):
     want = script.table({"findings": bundled.findings})
     for page in ("README.md", "docs/findings.md"):
         got = script.block((REPO / page).read_text())
-        assert got == want, f"{page}'s table is not the bundled run's; regenerate it with scripts/findings_table.py:\n{want}"
+        assert got == want, (
+            f"{page}'s table is not the bundled run's; regenerate it with "
+            f"scripts/findings_table.py:\n{want}"
+        )
 
 
 def test_the_reports_first_table_and_the_summary_agree(bundled):

@@ -1,4 +1,5 @@
-"""The import-linter contracts in pyproject.toml encode the stages' real graph, and fail when a stage reaches upward
+"""The import-linter contracts in pyproject.toml encode the stages' real graph, and fail when a
+stage reaches upward
 or sideways: checked by planting such an import in a copy of the package."""
 
 from __future__ import annotations
@@ -18,14 +19,22 @@ LINT = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-
 
 def lint(src: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(src)}  # the copy comes before the installed posfeat
-    return subprocess.run([LINT, "--config", str(REPO / "pyproject.toml"), "--no-cache"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [LINT, "--config", str(REPO / "pyproject.toml"), "--no-cache"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
 def package_copy(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("src")
-    shutil.copytree(REPO / "src" / "posfeat", src / "posfeat", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "src" / "posfeat", src / "posfeat", ignore=shutil.ignore_patterns("__pycache__")
+    )
     return src
 
 
@@ -40,19 +49,52 @@ def test_the_contracts_hold_on_the_package():
     assert "2 kept, 0 broken" in run.stdout
 
 
-@pytest.mark.parametrize(("module", "line", "broken"), [
-    ("training/config.py", "from ..analyses import classify  # noqa", "Training reads only core and io"),
-    ("training/config.py", "from ..engine import grid_stats  # noqa", "Training reads only core and io"),
-    ("outputs/figures.py", "from ..training import train  # noqa", "Stages import only from earlier stages"),
-    ("training/config.py", "from ..outputs import write  # noqa", "Stages import only from earlier stages"),
-    ("analyses/classify.py", "from ..outputs import write  # noqa", "Stages import only from earlier stages"),
-    ("io/hub.py", "from ..engine import kernel  # noqa", "Stages import only from earlier stages"),
-    ("core/errors.py", "from ..io import paths  # noqa", "Stages import only from earlier stages"),
-])
+@pytest.mark.parametrize(
+    ("module", "line", "broken"),
+    [
+        (
+            "training/config.py",
+            "from ..analyses import classify  # noqa",
+            "Training reads only core and io",
+        ),
+        (
+            "training/config.py",
+            "from ..engine import grid_stats  # noqa",
+            "Training reads only core and io",
+        ),
+        (
+            "outputs/figures.py",
+            "from ..training import train  # noqa",
+            "Stages import only from earlier stages",
+        ),
+        (
+            "training/config.py",
+            "from ..outputs import write  # noqa",
+            "Stages import only from earlier stages",
+        ),
+        (
+            "analyses/classify.py",
+            "from ..outputs import write  # noqa",
+            "Stages import only from earlier stages",
+        ),
+        (
+            "io/hub.py",
+            "from ..engine import kernel  # noqa",
+            "Stages import only from earlier stages",
+        ),
+        (
+            "core/errors.py",
+            "from ..io import paths  # noqa",
+            "Stages import only from earlier stages",
+        ),
+    ],
+)
 def test_a_planted_import_breaks_a_contract(package_copy, tmp_path, module, line, broken):
     src = tmp_path / "src"
     shutil.copytree(package_copy, src)
     plant(src, module, line)
     run = lint(src)
-    assert run.returncode != 0, f"planting {line!r} in {module} broke no contract:\n{run.stdout[-2000:]}"
+    assert run.returncode != 0, (
+        f"planting {line!r} in {module} broke no contract:\n{run.stdout[-2000:]}"
+    )
     assert broken in run.stdout and "BROKEN" in run.stdout, run.stdout[-3000:]

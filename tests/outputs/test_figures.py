@@ -1,4 +1,5 @@
-"""Figures a researcher would put in a paper: no clipped text, colourbars on colour scales, readable legends; an.figure(name) for every name."""
+"""Figures a researcher would put in a paper: no clipped text, colourbars on colour scales, readable
+legends; an.figure(name) for every name."""
 
 from __future__ import annotations
 
@@ -24,12 +25,15 @@ from helpers import planted_pair, random_pair
 @pytest.fixture(scope="module")
 def an():
     emb, sae, _ = planted_pair()
-    emb.name = "a model with a rather long name to test that titles wrap instead of running off the figure"
+    emb.name = (
+        "a model with a rather long name to test that titles wrap instead of running off the figure"
+    )
     return analyze(emb, sae, tokens_sample=24)
 
 
 def drawn_texts(fig: plt.Figure) -> list[Text]:
-    """Every text artist the figure draws: titles, labels, legends, annotations, and the tick labels inside the axes' view."""
+    """Every text artist the figure draws: titles, labels, legends, annotations, and the tick labels
+    inside the axes' view."""
     texts = list(fig.texts)
     for ax in fig.axes:
         if not ax.axison:
@@ -74,16 +78,22 @@ def test_no_text_is_clipped(name, an):
 def test_colour_scales_have_colourbars(name, an):
     fig = an.figure(name)
     labels = [ax.get_ylabel() for ax in fig.axes]
-    assert len(fig.axes) >= 2 and any(("activation" in lab or "position" in lab) for lab in labels[1:]), labels
+    assert len(fig.axes) >= 2 and any(
+        ("activation" in lab or "position" in lab) for lab in labels[1:]
+    ), labels
     plt.close(fig)
 
 
-def test_token_figure_gives_each_non_positional_feature_its_own_entry_and_the_positional_ones_one(an):
+def test_token_figure_gives_each_non_positional_feature_its_own_entry_and_the_positional_ones_one(
+    an,
+):
     fig = an.figure("token_features")
     main, zoom = fig.axes[0], fig.axes[1]
     kinds = an.features.kind.to_numpy()[an.token_features]
     own = [ln for ln in main.get_lines() if not ln.get_label().startswith(("_", "end of", "child"))]
-    styles = {(ln.get_color(), ln.get_linestyle()) for ln in own if "positional" not in ln.get_label()}
+    styles = {
+        (ln.get_color(), ln.get_linestyle()) for ln in own if "positional" not in ln.get_label()
+    }
     assert len(styles) == int((kinds != "positional").sum())  # told apart by colour and style
     legend = zoom.get_legend()
     texts = [t.get_text() for t in legend.get_texts()]
@@ -93,7 +103,9 @@ def test_token_figure_gives_each_non_positional_feature_its_own_entry_and_the_po
             assert any(t.startswith(f"#{int(f)} ") for t in texts), (f, texts)
     n_pos = int((kinds == "positional").sum())
     assert sum("positional feature" in t for t in texts) == (1 if n_pos else 0)
-    assert len(main.get_lines()) >= len(an.token_features)  # every feature drawn, positional ones included
+    assert len(main.get_lines()) >= len(
+        an.token_features
+    )  # every feature drawn, positional ones included
     assert zoom.get_xlim()[1] < main.get_xlim()[1]  # the zoom shows the first positions only
     plt.close(fig)
 
@@ -101,7 +113,9 @@ def test_token_figure_gives_each_non_positional_feature_its_own_entry_and_the_po
 @pytest.mark.parametrize("name", list(FIGURES))
 def test_legends_are_readable(name, an):
     fig = an.figure(name)
-    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(fig.legends)
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(
+        fig.legends
+    )
     for legend in legends:
         assert all(t.get_fontsize() >= 7 for t in legend.get_texts()), name
     plt.close(fig)
@@ -122,14 +136,17 @@ def test_balanced_wrap_keeps_the_line_count_and_evens_the_lines():
 
 
 def test_disjointness_keeps_its_legend_off_every_point(an):
-    """The legend (which carries the numbers and the null) lies wholly below the axes, where it hides no point, and no
-    other text sits inside the axes."""
+    """The legend (which carries the numbers and the null) lies wholly below the axes, where it
+    hides no point, and no other text sits inside the axes."""
     fig = an.figure("disjointness")
     ax = fig.axes[0]
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     legend = ax.get_legend().get_window_extent(canvas.get_renderer())
-    assert legend.y1 <= ax.get_window_extent(canvas.get_renderer()).y0, (legend, ax.get_window_extent())
+    assert legend.y1 <= ax.get_window_extent(canvas.get_renderer()).y0, (
+        legend,
+        ax.get_window_extent(),
+    )
     assert len(ax.texts) == 0
     assert "random dictionary" in ax.get_legend().get_title().get_text()
     plt.close(fig)
@@ -147,8 +164,8 @@ def _contrast(a, b):
 
 
 def test_extended_profiles_context_line_stands_out_on_the_heatmap(an):
-    """On viridis the context line must be seen against its darkest colour and its brightest: white (contrast with the purple)
-    drawn over a black outline (contrast with the yellow)."""
+    """On viridis the context line must be seen against its darkest colour and its brightest: white
+    (contrast with the purple) drawn over a black outline (contrast with the yellow)."""
     fig = an.figure("extended_profiles")
     heat = fig.axes[0]
     cmap = heat.images[0].get_cmap()
@@ -169,7 +186,8 @@ def test_figure_names_cover_static_and_interactive(an):
 
 @pytest.mark.parametrize("name", list(INTERACTIVE))
 def test_interactive_titles_clear_the_toolbar_and_fit(name, an):
-    """Plotly draws its toolbar over the top ~30 px at the right: the title sits below it, wrapped, inside the top margin."""
+    """Plotly draws its toolbar over the top ~30 px at the right: the title sits below it, wrapped,
+    inside the top margin."""
     from posfeat.outputs.interactive import TITLE_CHARS
 
     layout = an.figure(name).to_dict()["layout"]
@@ -194,7 +212,9 @@ def test_length_generalisation_keeps_the_random_baseline_and_a_robust_range(an):
     assert "random vector of the input's norm" in labels
     bp = an.by_position
     lo, hi = ev.get_ylim()
-    assert lo <= float(np.percentile(bp.explained_variance[1:], 1)) and hi >= float(np.percentile(bp.explained_variance[1:], 99))
+    assert lo <= float(np.percentile(bp.explained_variance[1:], 1)) and hi >= float(
+        np.percentile(bp.explained_variance[1:], 99)
+    )
     plt.close(fig)
 
 
@@ -209,7 +229,10 @@ def test_apparent_position_figure_draws_what_the_verdict_uses(an):
     fig = an.figure("apparent_position")
     lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
     bp = an.by_position
-    app, near = lines["apparent position (activation-weighted peak)"], lines["nearest in-context W_pos row (cosine)"]
+    app, near = (
+        lines["apparent position (activation-weighted peak)"],
+        lines["nearest in-context W_pos row (cosine)"],
+    )
     np.testing.assert_array_equal(app.get_ydata(), bp.apparent_position.to_numpy())
     np.testing.assert_array_equal(near.get_ydata(), bp.nearest_context_row.to_numpy())
     plt.close(fig)
@@ -237,13 +260,18 @@ def test_titles_do_not_claim_what_the_verdicts_deny_and_disjointness_shows_its_n
     fig = an.figure("disjointness")
     text = fig.axes[0].get_legend().get_title().get_text()
     null = an.findings["disjoint"]["null"]["share"]
-    assert "random dictionary" in text and f"{100 * null['median']:.1f}%" in text and an.findings["disjoint"]["verdict"] in text
+    assert (
+        "random dictionary" in text
+        and f"{100 * null['median']:.1f}%" in text
+        and an.findings["disjoint"]["verdict"] in text
+    )
     plt.close(fig)
 
 
 def test_semantic_profiles_draw_own_tokens_apart_from_spurious_firing():
-    """Left: each feature on its own tokens (those firing it inside the context), relative to inside; right: its spurious
-    firing (tokens firing it nowhere inside), in % of the vocabulary; the legend outside the axes, off the context line."""
+    """Left: each feature on its own tokens (those firing it inside the context), relative to
+    inside; right: its spurious firing (tokens firing it nowhere inside), in % of the vocabulary;
+    the legend outside the axes, off the context line."""
     from posfeat.analyses.length import own_and_spurious
 
     emb, sae = random_pair(d_vocab=40, n_ctx=16, d_sae=24, seed=3)
@@ -267,11 +295,16 @@ def test_semantic_profiles_draw_own_tokens_apart_from_spurious_firing():
 
 @pytest.mark.parametrize("name", ["positional_profiles", "extended_profiles"])
 def test_profile_legend_sits_beside_the_curves(name, an):
-    """Over the axes the legend hid the peak of the last feature (at the context's last position)."""
+    """Over the axes the legend hid the peak of the last feature (at the context's last
+    position)."""
     fig = an.figure(name)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
-    ax = fig.axes[-1] if fig.axes[-1].get_legend() is not None else next(a for a in fig.axes if a.get_legend() is not None)
+    ax = (
+        fig.axes[-1]
+        if fig.axes[-1].get_legend() is not None
+        else next(a for a in fig.axes if a.get_legend() is not None)
+    )
     legend = ax.get_legend().get_window_extent(canvas.get_renderer())
     assert legend.x0 >= ax.get_window_extent(canvas.get_renderer()).x1
     plt.close(fig)

@@ -1,6 +1,6 @@
-"""Issue 30: strings from a vocabulary are data in report.html: the explorer's embedded JSON cannot open a comment or a
-script (``<!--`` before ``<script>`` once stopped the explorer from loading), and control and bidirectional characters in
-table cells are shown as escapes, not obeyed."""
+"""Issue 30: strings from a vocabulary are data in report.html: the explorer's embedded JSON cannot
+open a comment or a script (``<!--`` before ``<script>`` once stopped the explorer from loading),
+and control and bidirectional characters in table cells are shown as escapes, not obeyed."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def test_comment_and_script_openers_in_tokens_stay_inside_the_explorer_s_json(tm
     an = analyze(emb, sae, tokens_sample=16)
     data = report_parts(an)["explorer_data"]
     assert "<!--" not in data and "<script" not in data.lower() and "</" not in data
-    assert json.loads(data)  # still JSON, which the page's JSON.parse reads back to the same strings
+    assert json.loads(
+        data
+    )  # still JSON, which the page's JSON.parse reads back to the same strings
     page = (an.save(tmp_path / "report") / "report.html").read_text()
     script = re.search(r'<script[^>]*id="explorer-data"[^>]*>(.*?)</script>', page, re.S)
     assert script is not None and "<!--" not in script.group(1)
@@ -38,8 +40,8 @@ def test_control_and_bidirectional_characters_are_shown_as_escapes():
 
 
 def test_the_explorer_shows_control_and_bidirectional_characters_of_tokens_as_escapes():
-    """The explorer's token strings (what its search and cards show) carry a right-to-left override or an escape
-    sequence as visible escapes, as the report's tables do."""
+    """The explorer's token strings (what its search and cards show) carry a right-to-left override
+    or an escape sequence as visible escapes, as the report's tables do."""
     from posfeat.outputs.explorer import vocabulary
 
     emb, sae, _ = planted_pair()
@@ -49,5 +51,7 @@ def test_the_explorer_shows_control_and_bidirectional_characters_of_tokens_as_es
     emb = Embeddings(emb.W_E, emb.W_pos, tokens=tokens, name="planted")
     packed = vocabulary(analyze(emb, sae, tokens_sample=16))["strings"]
     strings = json.loads(zlib.decompress(base64.b64decode(packed)))
-    assert len(strings) == emb.d_vocab and all("\u202e" not in s and "\x1b" not in s for s in strings)
+    assert len(strings) == emb.d_vocab and all(
+        "\u202e" not in s and "\x1b" not in s for s in strings
+    )
     assert all(s.startswith("\\u202e") for s in strings)

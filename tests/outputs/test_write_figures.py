@@ -1,4 +1,5 @@
-"""The figures drawn by several processes at once are the figures drawn by one, and a failed child costs nothing."""
+"""The figures drawn by several processes at once are the figures drawn by one, and a failed child
+costs nothing."""
 
 from __future__ import annotations
 
@@ -14,11 +15,21 @@ from posfeat.outputs.figures import FIGURES
 
 from helpers import planted_pair
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="figures are drawn in forked children only where os.fork exists")
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "fork"), reason="figures are drawn in forked children only where os.fork exists"
+)
 
 
-#: A few quick figures, the parent's own among them (drawing all fifteen three times would only slow the suite).
-SOME = ("wpos_similarity", "disjointness", "positional_score", "coverage", "sinusoid", "attribution")
+#: A few quick figures, the parent's own among them (drawing all fifteen three times would only slow
+# the suite).
+SOME = (
+    "wpos_similarity",
+    "disjointness",
+    "positional_score",
+    "coverage",
+    "sinusoid",
+    "attribution",
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +74,9 @@ def serial(an, tmp_path):
 def test_parallel_figures_equal_serial_ones(an, serial, tmp_path):
     parallel = _draw_all(an, tmp_path / "three", 3)
     assert parallel == serial
-    assert sorted(p.name for p in (tmp_path / "three").iterdir()) == sorted(f"{n}.png" for n in SOME)  # nothing else left there
+    assert sorted(p.name for p in (tmp_path / "three").iterdir()) == sorted(
+        f"{n}.png" for n in SOME
+    )  # nothing else left there
 
 
 def test_a_failed_child_has_its_figures_drawn_by_the_parent(an, serial, tmp_path, monkeypatch):
@@ -77,8 +90,11 @@ def test_a_failed_child_has_its_figures_drawn_by_the_parent(an, serial, tmp_path
     assert _draw_all(an, tmp_path / "two", 2) == serial
 
 
-def test_a_hanging_child_is_killed_and_its_figures_drawn_by_the_parent(an, serial, tmp_path, monkeypatch):
-    """A child stuck at a lock the fork copied locked (another thread of the parent held it) costs time, never the run."""
+def test_a_hanging_child_is_killed_and_its_figures_drawn_by_the_parent(
+    an, serial, tmp_path, monkeypatch
+):
+    """A child stuck at a lock the fork copied locked (another thread of the parent held it) costs
+    time, never the run."""
     parent = os.getpid()
 
     def hang_in_child():
@@ -94,7 +110,8 @@ def test_a_hanging_child_is_killed_and_its_figures_drawn_by_the_parent(an, seria
 
 
 def test_children_really_draw_a_share(an, serial, tmp_path, monkeypatch):
-    """Not the parent drawing everything after its children failed: with two processes both write figures."""
+    """Not the parent drawing everything after its children failed: with two processes both write
+    figures."""
     who = tmp_path / "who"
     who.mkdir()
     save = write.save_figure
@@ -104,9 +121,13 @@ def test_children_really_draw_a_share(an, serial, tmp_path, monkeypatch):
         (who / f"{os.getpid()}-{path.name}").touch()  # once written
         return out
 
-    def until_a_child_drew():  # the parent's own work while the children draw: here, waiting for one to finish a figure
+    # the parent's own work while the children draw: here, waiting for one to finish a figure
+    def until_a_child_drew():
         deadline = time.monotonic() + 60
-        while not any(not p.name.startswith(f"{os.getpid()}-") for p in who.iterdir()) and time.monotonic() < deadline:
+        while (
+            not any(not p.name.startswith(f"{os.getpid()}-") for p in who.iterdir())
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.01)
 
     monkeypatch.setattr(write, "save_figure", noted)
@@ -116,9 +137,11 @@ def test_children_really_draw_a_share(an, serial, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("how", ["dies", "hangs"])
-def test_a_child_that_stops_inside_a_figure_leaves_it_to_the_parent(an, serial, tmp_path, monkeypatch, how):
-    """A child that took a figure and died (or hung) while writing it: the parent draws that figure, the half-written
-    file goes, and the figures are the serial ones."""
+def test_a_child_that_stops_inside_a_figure_leaves_it_to_the_parent(
+    an, serial, tmp_path, monkeypatch, how
+):
+    """A child that took a figure and died (or hung) while writing it: the parent draws that figure,
+    the half-written file goes, and the figures are the serial ones."""
     parent = os.getpid()
     marker = tmp_path / "stopped"
     save = write.save_figure
@@ -143,12 +166,17 @@ def test_a_child_that_stops_inside_a_figure_leaves_it_to_the_parent(an, serial, 
     folder = tmp_path / "two"
     assert _draw_all(an, folder, 2, until_a_child_stopped) == serial
     assert marker.exists()
-    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.png" for n in SOME)  # the half-written file is gone
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"{n}.png" for n in SOME
+    )  # the half-written file is gone
 
 
-def test_a_signal_inside_the_fork_still_interrupts_and_the_child_is_killed(an, tmp_path, monkeypatch):
-    """SIGINT while ``os.fork`` runs its callbacks, where Python prints an exception and drops it: the CLI's handler holds
-    the signal until the fork is done, then the run stops with Interrupted and the child just forked is killed."""
+def test_a_signal_inside_the_fork_still_interrupts_and_the_child_is_killed(
+    an, tmp_path, monkeypatch
+):
+    """SIGINT while ``os.fork`` runs its callbacks, where Python prints an exception and drops it:
+    the CLI's handler holds the signal until the fork is done, then the run stops with Interrupted
+    and the child just forked is killed."""
     import signal
 
     from posfeat.cli.main import _Signals
@@ -161,7 +189,9 @@ def test_a_signal_inside_the_fork_still_interrupts_and_the_child_is_killed(an, t
         pid = real_fork()
         if pid:
             forked.append(pid)
-            with contextlib.suppress(BaseException):  # what the fork's callbacks do with an exception in them: print it, go on
+            with contextlib.suppress(
+                BaseException
+            ):  # what the fork's callbacks do with an exception in them: print it, go on
                 signal.raise_signal(signal.SIGINT)
         return pid
 

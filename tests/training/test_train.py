@@ -1,4 +1,5 @@
-"""The trainer: learns, is deterministic, resumes exactly, writes a SAELens folder, refuses bad input."""
+"""The trainer: learns, is deterministic, resumes exactly, writes a SAELens folder, refuses bad
+input."""
 
 from __future__ import annotations
 
@@ -17,7 +18,15 @@ from posfeat.training import LOG_COLUMNS, train_sae
 
 from helpers import random_pair
 
-KW = {"d_sae": 32, "context": 12, "steps": 300, "batch": 128, "l1": 0.05, "lr": 3e-3, "progress": False}
+KW = {
+    "d_sae": 32,
+    "context": 12,
+    "steps": 300,
+    "batch": 128,
+    "l1": 0.05,
+    "lr": 3e-3,
+    "progress": False,
+}
 FVU_BOUND = 0.1
 
 
@@ -49,11 +58,22 @@ def test_topk_training():
 def test_output_folder_resume_and_init(tmp_path):
     emb, _ = random_pair(d_vocab=64, n_ctx=16, d_model=8)
     tw = torch.rand(64)
-    full = train_sae(emb, seed=1, token_weights=tw, out=tmp_path / "full", command="posfeat train ...", model_name="random", **KW)
+    full = train_sae(
+        emb,
+        seed=1,
+        token_weights=tw,
+        out=tmp_path / "full",
+        command="posfeat train ...",
+        model_name="random",
+        **KW,
+    )
     cfg = json.loads((tmp_path / "full" / "cfg.json").read_text())
     for key in ("d_in", "d_sae", "hook_name", "architecture", "context_size"):
         assert key in cfg
-    assert cfg["posfeat_training"]["command"] == "posfeat train ..." and cfg["posfeat_training"]["seed"] == 1
+    assert (
+        cfg["posfeat_training"]["command"] == "posfeat train ..."
+        and cfg["posfeat_training"]["seed"] == 1
+    )
     assert cfg["model_name"] == "random" and cfg["context_size"] == 12
     with open(tmp_path / "full" / "training_log.csv") as fh:
         assert next(csv.reader(fh)) == LOG_COLUMNS
@@ -64,15 +84,22 @@ def test_output_folder_resume_and_init(tmp_path):
     # interrupted at step 100, then resumed: identical to the uninterrupted run
     with pytest.raises(PosfeatError, match="resume"):
         train_sae(emb, seed=1, token_weights=tw, out=tmp_path / "cut", stop_after=100, **KW)
-    assert not (tmp_path / "cut").exists() and (tmp_path / "cut.partial" / "checkpoint.safetensors").is_file()
+    assert (
+        not (tmp_path / "cut").exists()
+        and (tmp_path / "cut.partial" / "checkpoint.safetensors").is_file()
+    )
     resumed = train_sae(emb, seed=1, token_weights=tw, out=tmp_path / "cut", resume=True, **KW)
-    assert torch.equal(resumed.sae.W_enc, full.sae.W_enc) and torch.equal(resumed.sae.b_dec, full.sae.b_dec)
+    assert torch.equal(resumed.sae.W_enc, full.sae.W_enc) and torch.equal(
+        resumed.sae.b_dec, full.sae.b_dec
+    )
     assert not (tmp_path / "cut.partial").exists()
 
     # fine-tuning with a zero learning rate returns the initial SAE (the unfold/fold round trip)
     same = train_sae(emb, init=tmp_path / "full", **{**KW, "lr": 0.0, "steps": 5, "context": 16})
     for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
-        torch.testing.assert_close(getattr(same.sae, name), getattr(full.sae, name), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            getattr(same.sae, name), getattr(full.sae, name), atol=1e-5, rtol=1e-5
+        )
     assert same.sae.context_size == 16
 
 
@@ -95,7 +122,14 @@ def test_sae_lens_encodes_trained_folder_identically(tmp_path):
     ],
 )
 def test_train_cli_bad_input(extra, needle, tmp_path, capsys):
-    args = {"--model": "minilm", "--d-sae": "8", "--context": "8", "--steps": "2", "--batch": "4", "--out": str(tmp_path / "out")}
+    args = {
+        "--model": "minilm",
+        "--d-sae": "8",
+        "--context": "8",
+        "--steps": "2",
+        "--batch": "4",
+        "--out": str(tmp_path / "out"),
+    }
     if extra[0] == "--out-unwritable":
         (tmp_path / "file").write_text("x")
         args["--out"] = str(tmp_path / "file" / "out")
@@ -114,7 +148,8 @@ def test_train_cli_bad_input(extra, needle, tmp_path, capsys):
 
 
 def test_trained_sae_records_the_hook_sae_lens_uses(planted_dirs, tmp_path):
-    """GPT-2, GPT-Neo and OPT: blocks.0.hook_resid_pre (no LayerNorm before it); BERT-style: posfeat's own name for the plain sum."""
+    """GPT-2, GPT-Neo and OPT: blocks.0.hook_resid_pre (no LayerNorm before it); BERT-style:
+    posfeat's own name for the plain sum."""
     import json as _json
 
     from safetensors.torch import save_file
@@ -122,17 +157,45 @@ def test_trained_sae_records_the_hook_sae_lens_uses(planted_dirs, tmp_path):
     from posfeat import load_embeddings
 
     model, _ = planted_dirs
-    gpt = train_sae(load_embeddings(str(model)), d_sae=8, context=8, steps=3, batch=8, out=tmp_path / "g", progress=False)
+    gpt = train_sae(
+        load_embeddings(str(model)),
+        d_sae=8,
+        context=8,
+        steps=3,
+        batch=8,
+        out=tmp_path / "g",
+        progress=False,
+    )
     assert gpt.sae.hook_name == "blocks.0.hook_resid_pre"
-    assert _json.loads((tmp_path / "g" / "cfg.json").read_text())["metadata"]["hook_name"] == "blocks.0.hook_resid_pre"
+    assert (
+        _json.loads((tmp_path / "g" / "cfg.json").read_text())["metadata"]["hook_name"]
+        == "blocks.0.hook_resid_pre"
+    )
     bert = tmp_path / "bert"
     bert.mkdir()
-    (bert / "config.json").write_text(_json.dumps({"model_type": "bert", "hidden_size": 8, "vocab_size": 20, "max_position_embeddings": 16}))
-    save_file({"embeddings.word_embeddings.weight": torch.randn(20, 8), "embeddings.position_embeddings.weight": torch.randn(16, 8),
-               "embeddings.token_type_embeddings.weight": torch.randn(2, 8)}, str(bert / "model.safetensors"))
+    (bert / "config.json").write_text(
+        _json.dumps(
+            {
+                "model_type": "bert",
+                "hidden_size": 8,
+                "vocab_size": 20,
+                "max_position_embeddings": 16,
+            }
+        )
+    )
+    save_file(
+        {
+            "embeddings.word_embeddings.weight": torch.randn(20, 8),
+            "embeddings.position_embeddings.weight": torch.randn(16, 8),
+            "embeddings.token_type_embeddings.weight": torch.randn(2, 8),
+        },
+        str(bert / "model.safetensors"),
+    )
     b = train_sae(load_embeddings(str(bert)), d_sae=8, context=8, steps=3, batch=8, progress=False)
     assert b.sae.hook_name == "hook_embed+hook_pos_embed"
-    old = tmp_path / "old"  # a folder written by posfeat 0.1 (its own hook name on a GPT-2 model) still loads
+    old = (
+        tmp_path / "old"
+    )  # a folder written by posfeat 0.1 (its own hook name on a GPT-2 model) still loads
     shutil.copytree(tmp_path / "g", old)
     cfg = _json.loads((old / "cfg.json").read_text())
     cfg["hook_name"] = cfg["metadata"]["hook_name"] = "hook_embed+hook_pos_embed"
@@ -141,20 +204,48 @@ def test_trained_sae_records_the_hook_sae_lens_uses(planted_dirs, tmp_path):
 
 
 def test_training_checkpoint_is_readable_whatever_its_header_length(tmp_path):
-    """posfeat's own checkpoints were refused as pickles when their header length's low byte was 0x80 (d_model 16, d_sae 379-388)."""
+    """posfeat's own checkpoints were refused as pickles when their header length's low byte was
+    0x80 (d_model 16, d_sae 379-388)."""
     emb, _ = random_pair(d_vocab=64, n_ctx=16, d_model=16)
     for d_sae in range(379, 389):
         with pytest.raises(PosfeatError, match="interrupted"):
-            train_sae(emb, d_sae=d_sae, context=8, steps=4, batch=8, out=tmp_path / f"s{d_sae}", stop_after=2, progress=False)
-        res = train_sae(emb, d_sae=d_sae, context=8, steps=4, batch=8, out=tmp_path / f"s{d_sae}", resume=True, progress=False)
+            train_sae(
+                emb,
+                d_sae=d_sae,
+                context=8,
+                steps=4,
+                batch=8,
+                out=tmp_path / f"s{d_sae}",
+                stop_after=2,
+                progress=False,
+            )
+        res = train_sae(
+            emb,
+            d_sae=d_sae,
+            context=8,
+            steps=4,
+            batch=8,
+            out=tmp_path / f"s{d_sae}",
+            resume=True,
+            progress=False,
+        )
         assert res.sae.d_sae == d_sae
 
 
 def test_bf16_loss_curve_tracks_fp32():
-    """bf16 autocast (here on the CPU; on CUDA the same code) follows fp32's loss curve within a few percent; an unknown
-    precision is one clear error."""
+    """bf16 autocast (here on the CPU; on CUDA the same code) follows fp32's loss curve within a few
+    percent; an unknown precision is one clear error."""
     emb, _ = random_pair(d_vocab=64, n_ctx=16, d_model=8)
-    kw = {"d_sae": 32, "context": 12, "steps": 120, "batch": 256, "l1": 0.05, "lr": 3e-3, "log_every": 20, "progress": False}
+    kw = {
+        "d_sae": 32,
+        "context": 12,
+        "steps": 120,
+        "batch": 256,
+        "l1": 0.05,
+        "lr": 3e-3,
+        "log_every": 20,
+        "progress": False,
+    }
     fp32 = train_sae(emb, **kw)
     bf16 = train_sae(emb, precision="bf16", **kw)
     a, b = np.array([r["loss"] for r in fp32.log]), np.array([r["loss"] for r in bf16.log])
@@ -167,9 +258,11 @@ def test_bf16_loss_curve_tracks_fp32():
 
 
 @pytest.mark.parametrize("final_fvu", [1.08, None])
-def test_train_warns_when_its_final_fvu_is_above_one(final_fvu, planted_dirs, tmp_path, capsys, monkeypatch):
-    """Issue 29: a run that ends reconstructing worse than the mean input (FVU 1.08, as one did) says so, and what to
-    change; a run that learned (the real training here) does not."""
+def test_train_warns_when_its_final_fvu_is_above_one(
+    final_fvu, planted_dirs, tmp_path, capsys, monkeypatch
+):
+    """Issue 29: a run that ends reconstructing worse than the mean input (FVU 1.08, as one did)
+    says so, and what to change; a run that learned (the real training here) does not."""
     import types
 
     import posfeat.training.train as train_mod
@@ -177,14 +270,35 @@ def test_train_warns_when_its_final_fvu_is_above_one(final_fvu, planted_dirs, tm
 
     real = train_mod.train_sae
     if final_fvu is not None:  # the same run, its last log line as the reported one's
+
         def fake(*args, **kwargs):
             res = real(*args, **kwargs)
-            return types.SimpleNamespace(out=res.out, sae=res.sae, log=[*res.log, {**res.log[-1], "fvu": final_fvu}])
+            return types.SimpleNamespace(
+                out=res.out, sae=res.sae, log=[*res.log, {**res.log[-1], "fvu": final_fvu}]
+            )
+
         monkeypatch.setattr(train_mod, "train_sae", fake)
     model, _ = planted_dirs
-    code = main(["train", "--model", str(model), "--d-sae", "8", "--context", "8", "--steps", "40", "--batch", "64",
-                 "--out", str(tmp_path / "t")])
+    code = main(
+        [
+            "train",
+            "--model",
+            str(model),
+            "--d-sae",
+            "8",
+            "--context",
+            "8",
+            "--steps",
+            "40",
+            "--batch",
+            "64",
+            "--out",
+            str(tmp_path / "t"),
+        ]
+    )
     out, err = capsys.readouterr()
     fvu = float(out.split("final FVU ")[1].split(",")[0])
     assert code == 0 and (fvu > 1.0) == (final_fvu is not None), out
-    assert ("final FVU" in err and "above 1" in err and "--steps" in err) == (final_fvu is not None), err
+    assert ("final FVU" in err and "above 1" in err and "--steps" in err) == (
+        final_fvu is not None
+    ), err

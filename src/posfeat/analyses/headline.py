@@ -1,6 +1,7 @@
-"""The headline numbers of an analysis as one typed object: what ``summary.json`` holds but the run's command and the
-time it was written. :func:`posfeat.analyses.analysis.summarize` makes it; ``Analysis.summary`` is its dict view
-(:meth:`AnalysisSummary.as_dict`), which :mod:`posfeat.outputs.write` serialises, once, into ``summary.json``."""
+"""The headline numbers of an analysis as one typed object: what ``summary.json`` holds but the
+run's command and the time it was written. :func:`posfeat.analyses.analysis.summarize` makes it;
+``Analysis.summary`` is its dict view (:meth:`AnalysisSummary.as_dict`), which
+:mod:`posfeat.outputs.write` serialises, once, into ``summary.json``."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from typing import Any
 
 @dataclass(frozen=True)
 class AnalysisSummary:
-    """The headline numbers of an analysis, in ``summary.json``'s order (docs/findings.md describes each).
+    """The headline numbers of an analysis, in ``summary.json``'s order (docs/findings.md describes
+    each).
 
-    The pair (``model`` .. ``device``), the classification (``classification_rule`` .. ``knee_vs_rule``), the helix
-    (``pca_*``), the positional features (``position0_features`` .. ``high_interaction_features``), the chosen token,
-    reconstruction in and past the context (``fvu_*`` .. ``semantic_deviation_past_context``), then what the findings
-    read and say (``nulls``, ``geometry``, ``findings``, ``rules``) and the run (``timings``, ``posfeat_version``,
-    ``settings``). Numbers that could not be computed are NaN (``null`` in ``summary.json``).
-    """
+    The pair (``model`` .. ``device``), the classification (``classification_rule`` ..
+    ``knee_vs_rule``), the helix (``pca_*``), the positional features (``position0_features`` ..
+    ``high_interaction_features``), the chosen token, reconstruction in and past the context
+    (``fvu_*`` .. ``semantic_deviation_past_context``), then what the findings read and say
+    (``nulls``, ``geometry``, ``findings``, ``rules``) and the run (``timings``,
+    ``posfeat_version``, ``settings``). Numbers that could not be computed are NaN (``null`` in
+    ``summary.json``)."""
 
     model: str
     sae: str
@@ -79,5 +82,6 @@ class AnalysisSummary:
     settings: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
-        """``summary.json``'s entries (but ``command`` and ``created``), in order; nested values are shared, not copied."""
+        """``summary.json``'s entries (but ``command`` and ``created``), in order; nested values are
+        shared, not copied."""
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -1,16 +1,18 @@
-"""The first run after an install: the reconstruction's numba kernels compiled in a second process, ahead of use.
+"""The first run after an install: the reconstruction's numba kernels compiled in a second process,
+ahead of use.
 
 numba compiles posfeat's kernels the first time they run and keeps them in its disk cache (see
-:mod:`posfeat.engine.kernel`); on a fresh install that is most of the first ``posfeat analyze``. The grid statistics'
-kernels are needed at once, the reconstruction's only after the grid statistics are done. So :func:`start` (called
-by ``posfeat analyze`` before it loads anything) finds whether the reconstruction's kernels are in the cache yet and,
-where they are not, says so on one line and starts ``python -m posfeat.analyses.warmup``: a process that runs
-:func:`~posfeat.analyses.length.sample_analysis` once on a tiny random pair of the same dtypes, compiling those
-kernels into the cache on a second core while this process compiles and runs the grid statistics'. :func:`wait`
-(called by :func:`~posfeat.analyses.analysis.analyze` before the reconstruction) waits for it, so nothing is compiled
-twice; the kernels then load from the cache. The helper's failure costs only time (this process compiles whatever
-the cache lacks, as before), and it is ended if this process ends first.
-"""
+:mod:`posfeat.engine.kernel`); on a fresh install that is most of the first ``posfeat analyze``. The
+grid statistics' kernels are needed at once, the reconstruction's only after the grid statistics are
+done. So :func:`start` (called by ``posfeat analyze`` before it loads anything) finds whether the
+reconstruction's kernels are in the cache yet and, where they are not, says so on one line and
+starts ``python -m posfeat.analyses.warmup``: a process that runs
+:func:`~posfeat.analyses.length.sample_analysis` once on a tiny random pair of the same dtypes,
+compiling those kernels into the cache on a second core while this process compiles and runs the
+grid statistics'. :func:`wait` (called by :func:`~posfeat.analyses.analysis.analyze` before the
+reconstruction) waits for it, so nothing is compiled twice; the kernels then load from the cache.
+The helper's failure costs only time (this process compiles whatever the cache lacks, as before),
+and it is ended if this process ends first."""
 
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ _helper: subprocess.Popen[bytes] | None = None
 
 
 def _kernels_cached() -> bool:
-    """Whether the reconstruction's kernel is in numba's disk cache (or no cache is kept: nothing to share)."""
+    """Whether the reconstruction's kernel is in numba's disk cache (or no cache is kept: nothing to
+    share)."""
     from ..engine.kernel import HAVE_NUMBA, NUMBA_CACHE
 
     if not (HAVE_NUMBA and NUMBA_CACHE):
@@ -36,27 +39,46 @@ def _kernels_cached() -> bool:
     from . import kernels
 
     try:
-        index = kernels._recon_kernel._cache._cache_file._index_path  # numba's own path for this function's cache index
+        index = (
+            kernels._recon_kernel._cache._cache_file._index_path
+        )  # numba's own path for this function's cache index
     except AttributeError:  # another numba: assume cached, compile here as before
         return True
     return os.path.exists(index)
 
 
 def start(progress: bool = True) -> bool:
-    """Start compiling the reconstruction's kernels in a second process when they are not cached and a second core
-    exists; returns whether it started. One line on standard error says so."""
+    """Start compiling the reconstruction's kernels in a second process when they are not cached and
+    a second core exists; returns whether it started. One line on standard error says so."""
     global _helper
-    if _helper is not None or (os.cpu_count() or 1) < 2 or os.environ.get("POSFEAT_WARMUP", "1") == "0" or _kernels_cached():
+    if (
+        _helper is not None
+        or (os.cpu_count() or 1) < 2
+        or os.environ.get("POSFEAT_WARMUP", "1") == "0"
+        or _kernels_cached()
+    ):
         return False
     try:
-        _helper = subprocess.Popen([sys.executable, "-m", "posfeat.analyses.warmup"], stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "POSFEAT_WARMUP": "0"})
+        _helper = subprocess.Popen(
+            [sys.executable, "-m", "posfeat.analyses.warmup"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "POSFEAT_WARMUP": "0"},
+        )
     except OSError as err:
-        log.info("could not start the kernel warm-up process (%s); the kernels are compiled in this one", err)
+        log.info(
+            "could not start the kernel warm-up process (%s); the kernels are compiled in this one",
+            err,
+        )
         return False
     atexit.register(_end)
     if progress:
-        print("posfeat: compiling numba's kernels, once after an install (2 processes)", file=sys.stderr, flush=True)
+        print(
+            "posfeat: compiling numba's kernels, once after an install (2 processes)",
+            file=sys.stderr,
+            flush=True,
+        )
     return True
 
 
@@ -68,7 +90,9 @@ def wait(timeout: float = 600.0) -> None:
     t0 = time.monotonic()
     try:
         rc = _helper.wait(timeout)
-        log.info("kernel warm-up process ended (%s) after %.1f s of waiting", rc, time.monotonic() - t0)
+        log.info(
+            "kernel warm-up process ended (%s) after %.1f s of waiting", rc, time.monotonic() - t0
+        )
     except subprocess.TimeoutExpired:
         _end()
     _helper = None
@@ -82,8 +106,8 @@ def _end() -> None:
 
 
 def warm() -> None:
-    """Run the reconstruction once on a tiny random pair shaped like a real one (float32, ReLU, b_dec subtracted,
-    positions past the SAE's context), so its kernels land in numba's cache."""
+    """Run the reconstruction once on a tiny random pair shaped like a real one (float32, ReLU,
+    b_dec subtracted, positions past the SAE's context), so its kernels land in numba's cache."""
     import numpy as np
     import torch
 
@@ -95,10 +119,20 @@ def warm() -> None:
 
     g = torch.Generator().manual_seed(0)
     d_vocab, n_ctx, d_model, d_sae, context = 64, 24, 16, 32, 12
-    emb = Embeddings(torch.randn(d_vocab, d_model, generator=g), torch.randn(n_ctx, d_model, generator=g), name="warm-up")
-    sae = SAE.from_arrays(torch.randn(d_model, d_sae, generator=g), torch.randn(d_sae, d_model, generator=g),
-                          torch.randn(d_sae, generator=g) - 0.5, torch.randn(d_model, generator=g) * 0.1, context_size=context,
-                          hook_name="blocks.0.hook_resid_pre", name="warm-up")
+    emb = Embeddings(
+        torch.randn(d_vocab, d_model, generator=g),
+        torch.randn(n_ctx, d_model, generator=g),
+        name="warm-up",
+    )
+    sae = SAE.from_arrays(
+        torch.randn(d_model, d_sae, generator=g),
+        torch.randn(d_sae, d_model, generator=g),
+        torch.randn(d_sae, generator=g) - 0.5,
+        torch.randn(d_model, generator=g) * 0.1,
+        context_size=context,
+        hook_name="blocks.0.hook_resid_pre",
+        name="warm-up",
+    )
     kinds = np.array(["positional", "semantic", "mixed", "dead"] * (d_sae // 4))
     pca = positional_pca(emb.W_pos, range(1, context))
     sample = sample_tokens(emb, 16, seed=0)

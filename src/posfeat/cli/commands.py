@@ -1,4 +1,5 @@
-"""The commands: each checks its flags, loads what it needs, runs, and prints lines that follow from numbers it also writes."""
+"""The commands: each checks its flags, loads what it needs, runs, and prints lines that follow from
+numbers it also writes."""
 
 from __future__ import annotations
 
@@ -24,14 +25,19 @@ from ..io.tokens import load_token_weights
 from ..training.config import TrainConfig
 from .flags import STDOUT, positions_arg, values_of
 
-# Each command imports the stages it runs when it runs (analyses, engine, outputs, training): `posfeat train` does not
-# load the analysis (scipy.stats, matplotlib), which took about 1.8 s of every training process's start-up.
+# Each command imports the stages it runs when it runs (analyses, engine, outputs, training):
+# `posfeat train` does not load the analysis (scipy.stats, matplotlib), which took about 1.8 s of
+# every training process's start-up.
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, str], int]] = {}
 
 
-def command(name: str) -> Callable[[Callable[[argparse.Namespace, str], int]], Callable[[argparse.Namespace, str], int]]:
-    def deco(fn: Callable[[argparse.Namespace, str], int]) -> Callable[[argparse.Namespace, str], int]:
+def command(
+    name: str,
+) -> Callable[[Callable[[argparse.Namespace, str], int]], Callable[[argparse.Namespace, str], int]]:
+    def deco(
+        fn: Callable[[argparse.Namespace, str], int],
+    ) -> Callable[[argparse.Namespace, str], int]:
         COMMANDS[name] = fn
         return fn
 
@@ -39,24 +45,36 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace, str], int]], C
 
 
 def _pair(args: argparse.Namespace) -> tuple[Any, Any]:
-    return load_pair(args.model, args.sae, device=args.device, allow_any_hook=getattr(args, "allow_any_hook", False),
-                     strict=getattr(args, "strict", False))
+    return load_pair(
+        args.model,
+        args.sae,
+        device=args.device,
+        allow_any_hook=getattr(args, "allow_any_hook", False),
+        strict=getattr(args, "strict", False),
+    )
 
 
 def _token_weights(args: argparse.Namespace, emb: Any, sae: Any) -> tuple[Path, Any] | None:
-    """--token-weights if given, else the SAE folder's own token_weights.safetensors, else None (uniform)."""
+    """--token-weights if given, else the SAE folder's own token_weights.safetensors, else None
+    (uniform)."""
     if getattr(args, "token_weights", None):
         return expand(args.token_weights), load_token_weights(args.token_weights, emb.d_vocab)
     return None if sae is None else sae_token_weights(sae, emb.d_vocab)
 
 
 def _inputs(args: argparse.Namespace) -> list[tuple[str, Any]]:
-    """The command's inputs on disk (model, SAE, token weights, --init, --include-sweep): never an output."""
+    """The command's inputs on disk (model, SAE, token weights, --init, --include-sweep): never an
+    output."""
     model = getattr(args, "model", None)
     if model is None and getattr(args, "command", "") == "train":
         model = BUNDLED_MODEL
-    return input_locations(model, getattr(args, "sae", None), token_weights=getattr(args, "token_weights", None),
-                           init=getattr(args, "init", None), include_sweep=getattr(args, "include_sweep", None))
+    return input_locations(
+        model,
+        getattr(args, "sae", None),
+        token_weights=getattr(args, "token_weights", None),
+        init=getattr(args, "init", None),
+        include_sweep=getattr(args, "include_sweep", None),
+    )
 
 
 def _rules(specs: list[str]) -> Any:
@@ -67,7 +85,9 @@ def _rules(specs: list[str]) -> Any:
     for spec in specs:
         name, _, text = spec.partition("=")
         if name not in known or not text:
-            raise PosfeatError(f"--rule {spec!r} is not NAME=VALUE with NAME one of {', '.join(known)}.")
+            raise PosfeatError(
+                f"--rule {spec!r} is not NAME=VALUE with NAME one of {', '.join(known)}."
+            )
         try:
             values[name] = float(text)
         except ValueError:
@@ -85,16 +105,23 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
 def _folder_out(args: argparse.Namespace) -> None:
     """``--out -`` is for a command that writes one file; this one writes a folder."""
     if args.out == STDOUT:
-        raise PosfeatError(f"--out - prints a single file on standard output, but {args.command} writes a folder; give --out a folder "
-                           "(--json prints the results on standard output).")
+        raise PosfeatError(
+            f"--out - prints a single file on standard output, but {args.command} writes a folder; "
+            "give --out a folder "
+            "(--json prints the results on standard output)."
+        )
 
 
 def _stdout_or_json(args: argparse.Namespace) -> bool:
-    """Whether ``--out -`` asks for the file on standard output (refused beside ``--json``: one document per output)."""
+    """Whether ``--out -`` asks for the file on standard output (refused beside ``--json``: one
+    document per output)."""
     if args.out != STDOUT:
         return False
     if args.json:
-        raise PosfeatError("--out - and --json both print on standard output; give --out a file, or drop one of them.")
+        raise PosfeatError(
+            "--out - and --json both print on standard output; give --out a file, or drop one of "
+            "them."
+        )
     return True
 
 
@@ -114,33 +141,81 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     output = Output(args.out, ANALYZE, force=args.force, command=invocation, inputs=_inputs(args))
     output.claim()  # fail early on a bad --out, before any work
     sweep_sections(args.include_sweep)  # and on a bad --include-sweep
-    if dev.type == "cpu":  # a fresh install: the reconstruction's kernels compiled on a second core meanwhile
+    if (
+        dev.type == "cpu"
+    ):  # a fresh install: the reconstruction's kernels compiled on a second core meanwhile
         warmup.start()
     load_time: dict[str, float] = {}
     with timed(load_time, "load"):
         emb, sae = _pair(args)
     positions = positions_arg(args.positions, emb.n_ctx, single=True)
-    an = analyze(emb, sae, positions=None if positions is None else positions.stop, rules=rules, progress=True,
-                 **values_of(args, AnalyzeConfig))
+    an = analyze(
+        emb,
+        sae,
+        positions=None if positions is None else positions.stop,
+        rules=rules,
+        progress=True,
+        **values_of(args, AnalyzeConfig),
+    )
     an.timings = {**load_time, **an.timings}
-    out = save_analysis(an, output, force=args.force, command=invocation, include_sweeps=args.include_sweep, progress=True)
+    out = save_analysis(
+        an,
+        output,
+        force=args.force,
+        command=invocation,
+        include_sweeps=args.include_sweep,
+        progress=True,
+    )
     s = an.summary
     c = s["counts"]
     files = ["report.html", *(f"{name}.csv" for name in CSV_FILES), "summary.json", "figures/"]
     if args.json:
-        keys = ("model", "sae", "context_size", "centered", "device", "counts", "fvu_in_context", "fvu_past_context",
-                "random_fvu_past_context", "l0_in_context", "l0_past_context")
-        print(_json_document({"command": "analyze", "out": str(out), "files": files, **{k: s.get(k) for k in keys},
-                              "findings": an.findings, "seconds": time.monotonic() - t0}))
+        keys = (
+            "model",
+            "sae",
+            "context_size",
+            "centered",
+            "device",
+            "counts",
+            "fvu_in_context",
+            "fvu_past_context",
+            "random_fvu_past_context",
+            "l0_in_context",
+            "l0_past_context",
+        )
+        print(
+            _json_document(
+                {
+                    "command": "analyze",
+                    "out": str(out),
+                    "files": files,
+                    **{k: s.get(k) for k in keys},
+                    "findings": an.findings,
+                    "seconds": time.monotonic() - t0,
+                }
+            )
+        )
         return 0
-    print(f"{s['model']} x {s['sae']} (context {s['context_size']}, centred {s['centered']}, device {s['device']})")
-    print(f"features: {c['positional']} positional, {c['semantic']} semantic, {c['mixed']} mixed, {c['dead']} dead")
-    print(f"FVU in context {s['fvu_in_context']:.4f}, past it {s['fvu_past_context']:.4f} (random vector {s['random_fvu_past_context']:.3f}); "
-          f"L0 {s['l0_in_context']:.1f} -> {s['l0_past_context']:.1f}")
+    print(
+        f"{s['model']} x {s['sae']} (context {s['context_size']}, centred {s['centered']}, device "
+        f"{s['device']})"
+    )
+    print(
+        f"features: {c['positional']} positional, {c['semantic']} semantic, {c['mixed']} mixed, "
+        f"{c['dead']} dead"
+    )
+    print(
+        f"FVU in context {s['fvu_in_context']:.4f}, past it {s['fvu_past_context']:.4f} (random "
+        f"vector {s['random_fvu_past_context']:.3f}); "
+        f"L0 {s['l0_in_context']:.1f} -> {s['l0_past_context']:.1f}"
+    )
     for key, f in an.findings.items():
         print(f"  {key}: {f['verdict']}. {f['evidence']}")
-    print(f"wrote {out}/report.html, {', '.join(f'{name}.csv' for name in CSV_FILES)}, summary.json and figures/ in "
-          f"{time.monotonic() - t0:.0f} s")
+    print(
+        f"wrote {out}/report.html, {', '.join(f'{name}.csv' for name in CSV_FILES)}, summary.json "
+        "and figures/ in "
+        f"{time.monotonic() - t0:.0f} s"
+    )
     return 0
 
 
@@ -159,7 +234,8 @@ def run_feature(args: argparse.Namespace, invocation: str) -> int:
 
 
 def _json_document(doc: dict) -> str:
-    """One JSON document for standard output: NaN and infinities as null (strict JSON), numpy scalars as numbers."""
+    """One JSON document for standard output: NaN and infinities as null (strict JSON), numpy
+    scalars as numbers."""
     from ..outputs.write import jsonable
 
     return json.dumps(jsonable(doc), allow_nan=False)
@@ -175,12 +251,37 @@ def run_prompt(args: argparse.Namespace, invocation: str) -> int:
     text = sys.stdin.read() if args.text == "-" else args.text
     pr = prompt((emb, sae), text, top=args.top)
     if args.json:
-        tokens = [{"position": p, "token_id": int(pr.token_ids[p]), "token": pr.token_strs[p], "in_context": bool(p < pr.context),
-                   "n_active": int((pr.activations[p] > 0).sum()),
-                   "features": [{"feature": int(f), "activation": float(pr.activations[p, f]), "kind": str(pr.kinds[f])}
-                                for f in pr.ranked(p)]} for p in range(pr.n_tokens)]
-        print(_json_document({"command": "prompt", "model": pr.model, "sae": pr.sae, "context": pr.context, "top": pr.top,
-                              "tokens": tokens, "notes": pr.notes}))
+        tokens = [
+            {
+                "position": p,
+                "token_id": int(pr.token_ids[p]),
+                "token": pr.token_strs[p],
+                "in_context": bool(p < pr.context),
+                "n_active": int((pr.activations[p] > 0).sum()),
+                "features": [
+                    {
+                        "feature": int(f),
+                        "activation": float(pr.activations[p, f]),
+                        "kind": str(pr.kinds[f]),
+                    }
+                    for f in pr.ranked(p)
+                ],
+            }
+            for p in range(pr.n_tokens)
+        ]
+        print(
+            _json_document(
+                {
+                    "command": "prompt",
+                    "model": pr.model,
+                    "sae": pr.sae,
+                    "context": pr.context,
+                    "top": pr.top,
+                    "tokens": tokens,
+                    "notes": pr.notes,
+                }
+            )
+        )
         return 0
     print("\n".join(pr.lines()))
     return 0
@@ -203,29 +304,61 @@ def run_stats(args: argparse.Namespace, invocation: str) -> int:
     dt = time.monotonic() - t0
     df = feature_table(st, emb, classify(st))
     if args.json:
-        doc = {"command": "stats", "model": emb.name, "sae": sae.name, "d_sae": sae.d_sae, "d_vocab": emb.d_vocab,
-               "positions": [int(positions[0]), int(positions[-1])], "seconds": dt,
-               "features": df.to_dict(orient="records")}
+        doc = {
+            "command": "stats",
+            "model": emb.name,
+            "sae": sae.name,
+            "d_sae": sae.d_sae,
+            "d_vocab": emb.d_vocab,
+            "positions": [int(positions[0]), int(positions[-1])],
+            "seconds": dt,
+            "features": df.to_dict(orient="records"),
+        }
         print(_json_document(doc))
         if args.out is not None:
-            output_file(args.out, lambda p: df.to_csv(p, index=False, float_format="%.8g"), force=args.force, header=header)
+            output_file(
+                args.out,
+                lambda p: df.to_csv(p, index=False, float_format="%.8g"),
+                force=args.force,
+                header=header,
+            )
         return 0
-    print(f"exact statistics of {sae.d_sae} features over {emb.d_vocab} tokens x {len(positions)} positions "
-          f"({emb.d_vocab * len(positions) * sae.d_sae:.3e} activations) in {dt:.1f} s on {sae.device}",
-          file=sys.stderr if to_stdout else sys.stdout)
+    print(
+        f"exact statistics of {sae.d_sae} features over {emb.d_vocab} tokens x {len(positions)} "
+        "positions "
+        f"({emb.d_vocab * len(positions) * sae.d_sae:.3e} activations) in {dt:.1f} s on "
+        f"{sae.device}",
+        file=sys.stderr if to_stdout else sys.stdout,
+    )
     if to_stdout:
         df.to_csv(sys.stdout, index=False, float_format="%.8g")
     elif args.out is not None:
-        path = output_file(args.out, lambda p: df.to_csv(p, index=False, float_format="%.8g"), force=args.force, header=header)
+        path = output_file(
+            args.out,
+            lambda p: df.to_csv(p, index=False, float_format="%.8g"),
+            force=args.force,
+            header=header,
+        )
         print(f"wrote {path}")
     else:
-        print(df.sort_values("positional_score", ascending=False).head(20).drop(columns=["runs"]).to_string(index=False))
+        print(
+            df.sort_values("positional_score", ascending=False)
+            .head(20)
+            .drop(columns=["runs"])
+            .to_string(index=False)
+        )
     return 0
 
 
 @command("eval")
 def run_eval(args: argparse.Namespace, invocation: str) -> int:
-    from ..analyses.evaluation import EVAL_COLUMNS, dead_features, in_context_stats, range_means, reconstruction_by_position
+    from ..analyses.evaluation import (
+        EVAL_COLUMNS,
+        dead_features,
+        in_context_stats,
+        range_means,
+        reconstruction_by_position,
+    )
     from ..engine.sample import sample_tokens
 
     _positive(args, "tokens")
@@ -246,23 +379,57 @@ def run_eval(args: argparse.Namespace, invocation: str) -> int:
         df.to_csv(sys.stdout, index=False)
         path = None
     else:
-        path = output_file(args.out, lambda p: df.to_csv(p, index=False), force=args.force, header=header)
+        path = output_file(
+            args.out, lambda p: df.to_csv(p, index=False), force=args.force, header=header
+        )
     if args.json:
-        print(_json_document({"command": "eval", "model": emb.name, "sae": sae.name, "context": ctx, "sample": sample.how,
-                              "token_weights": None if tw is None else str(tw[0]), "out": str(path), "in_context": inside,
-                              "past_context": past if past["fvu"] == past["fvu"] else None, "dead_features": int(dead.sum()),
-                              "d_sae": sae.d_sae, "positions": df.to_dict(orient="records")}))
+        print(
+            _json_document(
+                {
+                    "command": "eval",
+                    "model": emb.name,
+                    "sae": sae.name,
+                    "context": ctx,
+                    "sample": sample.how,
+                    "token_weights": None if tw is None else str(tw[0]),
+                    "out": str(path),
+                    "in_context": inside,
+                    "past_context": past if past["fvu"] == past["fvu"] else None,
+                    "dead_features": int(dead.sum()),
+                    "d_sae": sae.d_sae,
+                    "positions": df.to_dict(orient="records"),
+                }
+            )
+        )
         return 0
-    say = sys.stderr if to_stdout else sys.stdout  # with --out -, the CSV alone is on standard output
-    print(f"{emb.name} x {sae.name} (context {ctx}); {sample.how}" + (f" from {tw[0]}" if tw else ""), file=say)
+    say = (
+        sys.stderr if to_stdout else sys.stdout
+    )  # with --out -, the CSV alone is on standard output
+    print(
+        f"{emb.name} x {sae.name} (context {ctx}); {sample.how}" + (f" from {tw[0]}" if tw else ""),
+        file=say,
+    )
     if not to_stdout:
-        shown = df.iloc[:: max(1, len(df) // 32)][["position", "mse", "fvu", "cosine", "l0", "random_fvu"]]
+        shown = df.iloc[:: max(1, len(df) // 32)][
+            ["position", "mse", "fvu", "cosine", "l0", "random_fvu"]
+        ]
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"in context (0..{ctx - 1}): mean FVU {inside['fvu']:.4f}, mean L0 {inside['l0']:.1f}, cosine {inside['cosine']:.4f}", file=say)
+    print(
+        f"in context (0..{ctx - 1}): mean FVU {inside['fvu']:.4f}, mean L0 {inside['l0']:.1f}, "
+        f"cosine {inside['cosine']:.4f}",
+        file=say,
+    )
     if past["fvu"] == past["fvu"]:
-        print(f"past context ({ctx}..{emb.n_ctx - 1}): mean FVU {past['fvu']:.4f}, mean L0 {past['l0']:.1f}, cosine {past['cosine']:.4f}",
-              file=say)
-    print(f"dead features (never fire on the exact grid within the context): {int(dead.sum())} of {sae.d_sae} ({dead.mean():.1%})", file=say)
+        print(
+            f"past context ({ctx}..{emb.n_ctx - 1}): mean FVU {past['fvu']:.4f}, mean L0 "
+            f"{past['l0']:.1f}, cosine {past['cosine']:.4f}",
+            file=say,
+        )
+    print(
+        f"dead features (never fire on the exact grid within the context): {int(dead.sum())} of "
+        f"{sae.d_sae} ({dead.mean():.1%})",
+        file=say,
+    )
     if path is not None:
         print(f"wrote {path}")
     return 0
@@ -279,42 +446,86 @@ def run_train(args: argparse.Namespace, invocation: str) -> int:
     output = Output(args.out, TRAIN, force=args.force, command=invocation, inputs=_inputs(args))
     output.claim()
     emb = load_embeddings(args.model, center=args.center).to(dev)
-    res = train_sae(emb, token_weights=args.token_weights, init=args.init, out=output, resume=args.resume, resume_or_start=args.resume_or_start,
-                    force=args.force, command=invocation, model_name=args.model, **values)
+    res = train_sae(
+        emb,
+        token_weights=args.token_weights,
+        init=args.init,
+        out=output,
+        resume=args.resume,
+        resume_or_start=args.resume_or_start,
+        force=args.force,
+        command=invocation,
+        model_name=args.model,
+        **values,
+    )
     last = res.log[-1] if res.log else {}
     warnings = []
     if last.get("fvu", 0.0) > 1.0:
-        warnings.append(f"the final FVU {last['fvu']:.3f} is above 1: this SAE reconstructs worse than the mean input; "
-                        "train longer (--steps), lower --l1 or change --lr.")
+        warnings.append(
+            f"the final FVU {last['fvu']:.3f} is above 1: this SAE reconstructs worse than the mean "
+            ""
+            ""
+            "input; "
+            "train longer (--steps), lower --l1 or change --lr."
+        )
     if args.json:
-        print(_json_document({"command": "train", "out": str(res.out), "d_sae": res.sae.d_sae, "context_size": res.sae.context_size,
-                              "hook_name": res.sae.hook_name, "final": last, "warnings": warnings}))
+        print(
+            _json_document(
+                {
+                    "command": "train",
+                    "out": str(res.out),
+                    "d_sae": res.sae.d_sae,
+                    "context_size": res.sae.context_size,
+                    "hook_name": res.sae.hook_name,
+                    "final": last,
+                    "warnings": warnings,
+                }
+            )
+        )
     else:
-        print(f"wrote {res.out}: d_sae {res.sae.d_sae}, context {res.sae.context_size}, hook {res.sae.hook_name}, final FVU "
-              f"{last.get('fvu', float('nan')):.4f}, L0 {last.get('l0', float('nan')):.1f}, dead {last.get('dead_fraction', float('nan')):.3f}")
+        print(
+            f"wrote {res.out}: d_sae {res.sae.d_sae}, context {res.sae.context_size}, hook "
+            f"{res.sae.hook_name}, final FVU "
+            f"{last.get('fvu', float('nan')):.4f}, L0 {last.get('l0', float('nan')):.1f}, dead "
+            f"{last.get('dead_fraction', float('nan')):.3f}"
+        )
     for warning in warnings:
         print(f"posfeat: warning: {warning}", file=sys.stderr)
     return 0
 
 
-def _sweep_recipe(args: argparse.Namespace, cls: type, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The recipe a sweep command trains with: the same :meth:`recipe` the API calls, fed the flags' values."""
+def _sweep_recipe(
+    args: argparse.Namespace, cls: type, exclude: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The recipe a sweep command trains with: the same :meth:`recipe` the API calls, fed the flags'
+    values."""
     return cls.recipe(**values_of(args, TrainConfig, exclude=(*cls.FIXED, *exclude)))
 
 
 def _width_setup(args: argparse.Namespace) -> tuple[WidthSweepConfig, dict[str, Any]]:
-    """The config and recipe ``posfeat sweep widths`` builds from its flags (tests compare them with the API's)."""
+    """The config and recipe ``posfeat sweep widths`` builds from its flags (tests compare them with
+    the API's)."""
     cfg = WidthSweepConfig(**values_of(args, WidthSweepConfig))
     cfg.validate()
     return cfg, _sweep_recipe(args, WidthSweepConfig)
 
 
-def _print_plan(emb: Any, runs: list[Any], shared: Any, exe: ExecutorConfig, as_json: bool = False, name: str = "") -> int:
-    """The plan; against a cluster (``--executor ray --address``) also how its runs map onto the cluster's GPUs."""
+def _print_plan(
+    emb: Any,
+    runs: list[Any],
+    shared: Any,
+    exe: ExecutorConfig,
+    as_json: bool = False,
+    name: str = "",
+) -> int:
+    """The plan; against a cluster (``--executor ray --address``) also how its runs map onto the
+    cluster's GPUs."""
     from ..experiments.probe import plan_table, plan_text
 
     nodes = None
-    if exe.executor == "ray" and exe.address:  # read before the probe: a cluster that cannot be used fails at once
+    if (
+        exe.executor == "ray" and exe.address
+    ):  # read before the probe: a cluster that cannot be used fails at once
         from ..experiments.cluster import cluster_nodes, resolve_address
 
         nodes = cluster_nodes(resolve_address(exe.address), label=exe.address)
@@ -333,7 +544,16 @@ def _print_plan(emb: Any, runs: list[Any], shared: Any, exe: ExecutorConfig, as_
 def _sweep_json(name: str, out: str, table: Any) -> int:
     path = expand(out).resolve()
     summary = json.loads((path / "summary.json").read_text())
-    print(_json_document({"command": name, "out": str(path), "runs": table.to_dict(orient="records"), "summary": summary}))
+    print(
+        _json_document(
+            {
+                "command": name,
+                "out": str(path),
+                "runs": table.to_dict(orient="records"),
+                "summary": summary,
+            }
+        )
+    )
     return 0
 
 
@@ -342,9 +562,11 @@ def _finished(out: str, placement: dict[str, Any]) -> None:
     path = expand(out).resolve()
     print(f"wrote {path} (runs.csv, summary.json, figures/, section.html)")
     if placement.get("nodes"):
-        print(f"runs took part on {placement['nodes']} node(s) and {placement['devices']} device(s): "
-              + ", ".join(f"{k}: {n} run(s)" for k, n in placement.get("runs_per_node", {}).items())
-              + " (runs.csv: node, device, wall_seconds)")
+        print(
+            f"runs took part on {placement['nodes']} node(s) and {placement['devices']} device(s): "
+            + ", ".join(f"{k}: {n} run(s)" for k, n in placement.get("runs_per_node", {}).items())
+            + " (runs.csv: node, device, wall_seconds)"
+        )
 
 
 @command("sweep widths")
@@ -362,9 +584,22 @@ def run_sweep_widths(args: argparse.Namespace, invocation: str) -> int:
         check_target(args.out, force=True, inputs=_inputs(args), kinds=SWEEP_KINDS)
     emb = load_embeddings(args.model).to(dev)
     if args.plan:
-        return _print_plan(emb, width_plan(cfg, recipe), Shared(emb=emb), exe, args.json, "sweep widths")
-    result = run_widths(emb, cfg, recipe, exe, out=args.out, token_weights=args.token_weights, command=invocation,
-                        model_name=args.model, progress=True, force=args.force, num_cpus=None)
+        return _print_plan(
+            emb, width_plan(cfg, recipe), Shared(emb=emb), exe, args.json, "sweep widths"
+        )
+    result = run_widths(
+        emb,
+        cfg,
+        recipe,
+        exe,
+        out=args.out,
+        token_weights=args.token_weights,
+        command=invocation,
+        model_name=args.model,
+        progress=True,
+        force=args.force,
+        num_cpus=None,
+    )
     if args.json:
         return _sweep_json("sweep widths", args.out, result.table)
     print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -388,22 +623,45 @@ def run_sweep_context(args: argparse.Namespace, invocation: str) -> int:
     dev = resolve_device(args.device)
     if not args.plan:
         check_target(args.out, force=True, inputs=_inputs(args), kinds=SWEEP_KINDS)
-    emb, sae = load_pair(args.model, args.sae, device=dev, allow_any_hook=args.allow_any_hook, strict=args.strict)
+    emb, sae = load_pair(
+        args.model, args.sae, device=dev, allow_any_hook=args.allow_any_hook, strict=args.strict
+    )
     tw = _token_weights(args, emb, sae)
     if args.plan:
         _check_contexts(cfg.contexts, sae.context_size, emb, sae)
-        return _print_plan(emb, context_plan(cfg, ContextSweepConfig.recipe(**recipe), sae), Shared(emb=emb, sae=sae), exe, args.json,
-                           "sweep context")
-    result = run_context(emb, sae, cfg, ContextSweepConfig.recipe(**recipe), exe, out=args.out,
-                         token_weights=None if tw is None else tw[1], command=invocation, model_name=args.model, progress=True,
-                         force=args.force, num_cpus=None)
+        return _print_plan(
+            emb,
+            context_plan(cfg, ContextSweepConfig.recipe(**recipe), sae),
+            Shared(emb=emb, sae=sae),
+            exe,
+            args.json,
+            "sweep context",
+        )
+    result = run_context(
+        emb,
+        sae,
+        cfg,
+        ContextSweepConfig.recipe(**recipe),
+        exe,
+        out=args.out,
+        token_weights=None if tw is None else tw[1],
+        command=invocation,
+        model_name=args.model,
+        progress=True,
+        force=args.force,
+        num_cpus=None,
+    )
     if args.json:
         return _sweep_json("sweep context", args.out, result.table)
     print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for name, v in result.repair.items():
-        print(f"{name}: {v['verdict']} (past-context FVU {v['past_margin']:+.1%} vs the original in-context FVU, tolerance "
-              f"{v['past_tolerance']:.0%}; in-context FVU {v['in_context_margin']:+.1%} vs before, tolerance {v['in_context_tolerance']:.0%}: "
-              f"{v['why']})")
+        print(
+            f"{name}: {v['verdict']} (past-context FVU {v['past_margin']:+.1%} vs the original "
+            "in-context FVU, tolerance "
+            f"{v['past_tolerance']:.0%}; in-context FVU {v['in_context_margin']:+.1%} vs before, "
+            f"tolerance {v['in_context_tolerance']:.0%}: "
+            f"{v['why']})"
+        )
     _finished(args.out, result.placement)
     return 0
 
@@ -414,9 +672,13 @@ def run_compare(args: argparse.Namespace, invocation: str) -> int:
     from ..outputs.write import COMPARE, save_comparison
 
     if len(args.sae) != 2:
-        raise PosfeatError(f"--sae was given {len(args.sae)} time(s); compare takes exactly two: --sae A --sae B.")
+        raise PosfeatError(
+            f"--sae was given {len(args.sae)} time(s); compare takes exactly two: --sae A --sae B."
+        )
     if not -1.0 <= args.threshold <= 1.0:
-        raise PosfeatError(f"--threshold {args.threshold} is not a cosine; give a value between -1 and 1.")
+        raise PosfeatError(
+            f"--threshold {args.threshold} is not a cosine; give a value between -1 and 1."
+        )
     _folder_out(args)
     dev = resolve_device(args.device)
     output = Output(args.out, COMPARE, force=args.force, command=invocation, inputs=_inputs(args))
@@ -428,10 +690,22 @@ def run_compare(args: argparse.Namespace, invocation: str) -> int:
         print(f"posfeat: warning: {warning}", file=sys.stderr)
     out = save_comparison(cmp, output, force=args.force, command=invocation)
     if args.json:
-        print(_json_document({"command": "compare", "out": str(out), "threshold": args.threshold, "summary": cmp.summary}))
+        print(
+            _json_document(
+                {
+                    "command": "compare",
+                    "out": str(out),
+                    "threshold": args.threshold,
+                    "summary": cmp.summary,
+                }
+            )
+        )
         return 0
     for side in ("a", "b"):
         for kind, c in cmp.summary[side].items():
             print(f"SAE {side.upper()} {kind}: " + ", ".join(f"{v} {k}" for k, v in c.items()))
-    print(f"matched by {cmp.summary['assignment']} at cosine >= {args.threshold}; wrote {out}/compare.csv")
+    print(
+        f"matched by {cmp.summary['assignment']} at cosine >= {args.threshold}; wrote "
+        f"{out}/compare.csv"
+    )
     return 0

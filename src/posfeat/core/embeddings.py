@@ -43,17 +43,26 @@ class Embeddings:
         self.W_E: Float[torch.Tensor, "d_vocab d_model"] = as_tensor(W_E, "W_E", 2)
         self.W_pos: Float[torch.Tensor, "n_ctx d_model"] = as_tensor(W_pos, "W_pos", 2)
         if self.W_E.shape[0] == 0 or self.W_pos.shape[0] == 0 or self.W_E.shape[1] == 0:
-            raise PosfeatError(f"W_E {tuple(self.W_E.shape)} and W_pos {tuple(self.W_pos.shape)} must be non-empty.")
+            raise PosfeatError(
+                f"W_E {tuple(self.W_E.shape)} and W_pos {tuple(self.W_pos.shape)} must be "
+                "non-empty."
+            )
         if self.W_E.shape[1] != self.W_pos.shape[1]:
             raise PosfeatError(
                 f"W_E has d_model {self.W_E.shape[1]} (shape {tuple(self.W_E.shape)}) but W_pos has "
+                ""
+                ""
+                ""
                 f"d_model {self.W_pos.shape[1]} (shape {tuple(self.W_pos.shape)}); they must match."
             )
         same_device(self.W_E, self.W_pos)
         if tokens is not None:
             tokens = [str(t) for t in tokens]
             if len(tokens) != self.W_E.shape[0]:
-                raise PosfeatError(f"tokens has {len(tokens)} entries but W_E has {self.W_E.shape[0]} rows; pass one string per token.")
+                raise PosfeatError(
+                    f"tokens has {len(tokens)} entries but W_E has {self.W_E.shape[0]} rows; pass "
+                    "one string per token."
+                )
         self.tokens: list[str] | None = tokens
         self.name = name
         self.centered = bool(centered)
@@ -82,21 +91,29 @@ class Embeddings:
         dev = resolve_device(device)
         if dev == self.device:
             return self
-        return Embeddings(self.W_E.to(dev), self.W_pos.to(dev), self.tokens, self.name, self.centered, self.info)
+        return Embeddings(
+            self.W_E.to(dev), self.W_pos.to(dev), self.tokens, self.name, self.centered, self.info
+        )
 
     def token_str(self, t: int) -> str:
         """Readable string of token id ``t`` (``"<t>"`` when no tokenizer is known)."""
         return self.tokens[t] if self.tokens is not None else f"<{t}>"
 
     def token_id(self, s: str) -> int:
-        """Id of the token whose readable string is ``s`` (exact match, then stripped match, then an id)."""
+        """Id of the token whose readable string is ``s`` (exact match, then stripped match, then an
+        id)."""
         if self.tokens is not None:
             for candidate in (s, " " + s.strip(), s.strip()):
                 if candidate in self._index:
                     return self._index[candidate]
         if s.isascii() and s.isdigit() and int(s) < self.d_vocab:
             return int(s)
-        raise PosfeatError(f"Token {s!r} is not in the vocabulary of {self.name or 'this model'}; pass an existing token string or id.")
+        raise PosfeatError(
+            f"Token {s!r} is not in the vocabulary of {self.name or 'this model'}; pass an existing "
+            ""
+            ""
+            "token string or id."
+        )
 
     @property
     def _index(self) -> dict[str, int]:
@@ -108,13 +125,24 @@ class Embeddings:
         """A copy with each row's mean over d_model subtracted (``center_writing_weights``)."""
         if self.centered:
             return self
-        return Embeddings(self.W_E - self.W_E.mean(dim=1, keepdim=True), self.W_pos - self.W_pos.mean(dim=1, keepdim=True),
-                          tokens=self.tokens, name=self.name, centered=True, info=self.info)
+        return Embeddings(
+            self.W_E - self.W_E.mean(dim=1, keepdim=True),
+            self.W_pos - self.W_pos.mean(dim=1, keepdim=True),
+            tokens=self.tokens,
+            name=self.name,
+            centered=True,
+            info=self.info,
+        )
 
-    def inputs(self, tokens: Int[torch.Tensor, "*batch"], positions: Int[torch.Tensor, "*batch"]) -> Float[torch.Tensor, "*batch d_model"]:
+    def inputs(
+        self, tokens: Int[torch.Tensor, "*batch"], positions: Int[torch.Tensor, "*batch"]
+    ) -> Float[torch.Tensor, "*batch d_model"]:
         """Residual-stream inputs ``W_E[tokens] + W_pos[positions]`` (broadcast)."""
         return self.W_E[tokens] + self.W_pos[positions]
 
     def __repr__(self) -> str:
-        return (f"Embeddings(name={self.name!r}, d_vocab={self.d_vocab}, n_ctx={self.n_ctx}, d_model={self.d_model}, "
-                f"centered={self.centered}, device={str(self.device)!r})")
+        return (
+            f"Embeddings(name={self.name!r}, d_vocab={self.d_vocab}, n_ctx={self.n_ctx}, d_model="
+            f"{self.d_model}, "
+            f"centered={self.centered}, device={str(self.device)!r})"
+        )

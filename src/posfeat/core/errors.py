@@ -4,9 +4,10 @@ Every mistake a user can make (a wrong file, mismatched shapes, an unreachable h
 :class:`PosfeatError` whose message is one sentence naming the bad thing and what to do. The CLI
 prints that sentence and exits with status 2, with no traceback.
 
-A :class:`PosfeatError` is a ``ValueError``; an argument of the wrong type raises :class:`PosfeatTypeError` (also a
-``TypeError``), work refused because it would not fit in memory :class:`PosfeatMemoryError` (also a ``MemoryError``),
-a file-system failure :class:`PosfeatOSError` (also an ``OSError``): catch either name.
+A :class:`PosfeatError` is a ``ValueError``; an argument of the wrong type raises
+:class:`PosfeatTypeError` (also a ``TypeError``), work refused because it would not fit in memory
+:class:`PosfeatMemoryError` (also a ``MemoryError``), a file-system failure :class:`PosfeatOSError`
+(also an ``OSError``): catch either name.
 
 A message names the parameters a user can change through :func:`arg`, so that it reads right in
 the interface the user is in: ``force=True`` for an API user, ``--force`` for a CLI user.
@@ -23,8 +24,8 @@ def arg(name: str, value: object = None) -> str:
     """A parameter named inside an error message (see module docstring).
 
     ``arg("force", True)`` reads ``force=True`` in Python and ``--force`` on the command line;
-    ``arg("lr", 0.1)`` reads ``lr=0.1`` and ``--lr 0.1``; ``arg("out")`` reads ``out`` and ``--out``.
-    """
+    ``arg("lr", 0.1)`` reads ``lr=0.1`` and ``--lr 0.1``; ``arg("out")`` reads ``out`` and
+    ``--out``."""
     return f"\x1e{name}\x1f{'' if value is None else value!s}\x1e"
 
 
@@ -55,11 +56,13 @@ class PosfeatTypeError(PosfeatError, TypeError):
 
 
 class PosfeatMemoryError(PosfeatError, MemoryError):
-    """Work that would not fit in memory, refused before allocating: catch it as :class:`PosfeatError` or ``MemoryError``."""
+    """Work that would not fit in memory, refused before allocating: catch it as
+    :class:`PosfeatError` or ``MemoryError``."""
 
 
 class PosfeatOSError(PosfeatError, OSError):
-    """A file-system failure (a full disk, a read-only folder, a name the file system cannot hold), named with the path and
+    """A file-system failure (a full disk, a read-only folder, a name the file system cannot hold),
+    named with the path and
     what to do: catch it as :class:`PosfeatError` or ``OSError``."""
 
 
@@ -73,7 +76,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 class Stopped(PosfeatError):  # noqa: N818 (a stop, not a failure: the CLI exits with the signal's status)
-    """A long run stopped before its end (interrupted, or asked to stop); the message says how to resume.
+    """A long run stopped before its end (interrupted, or asked to stop); the message says how to
+    resume.
 
     ``signum`` is the signal that stopped it (SIGINT, SIGTERM), or None.
     """

@@ -1,5 +1,6 @@
-"""Lazy package exports (PEP 562): a package's names are imported on first use, so ``posfeat --help`` and
-``import posfeat`` do not pay for torch, scipy or matplotlib until something needs them."""
+"""Lazy package exports (PEP 562): a package's names are imported on first use, so ``posfeat
+--help`` and ``import posfeat`` do not pay for torch, scipy or matplotlib until something needs
+them."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 
-def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for ``package``: ``exports`` maps each name to the relative module defining it.
+def lazy_exports(
+    package: str, exports: dict[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``(__getattr__, __dir__)`` for ``package``: ``exports`` maps each name to the relative module
+    defining it.
 
-    A name is imported on first access and cached in the package; an unknown name that is a subpackage
-    or module of ``package`` is imported as such. Other names raise ``AttributeError`` as usual.
-    """
+    A name is imported on first access and cached in the package; an unknown name that is a
+    subpackage or module of ``package`` is imported as such. Other names raise ``AttributeError`` as
+    usual."""
 
     def module_getattr(name: str) -> Any:
         module = sys.modules[package]
@@ -41,15 +45,21 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str],
 
 
 def _package_class(package: str, exports: dict[str, str]) -> type[types.ModuleType]:
-    """A module class for ``package`` that keeps an exported name pointing at the export when a submodule of the same
-    name is imported (Python's import sets ``package.<submodule>`` to the module: ``posfeat.analyses.prompt`` would
-    otherwise become the module ``analyses/prompt.py`` instead of the function ``prompt`` it defines, as an eager
-    ``from .prompt import prompt`` in ``__init__`` used to make it)."""
+    """A module class for ``package`` that keeps an exported name pointing at the export when a
+    submodule of the same name is imported (Python's import sets ``package.<submodule>`` to the
+    module: ``posfeat.analyses.prompt`` would otherwise become the module ``analyses/prompt.py``
+    instead of the function ``prompt`` it defines, as an eager ``from .prompt import prompt`` in
+    ``__init__`` used to make it)."""
 
     class LazyPackage(types.ModuleType):
         def __setattr__(self, name: str, value: Any) -> None:
-            if (name in exports and isinstance(value, types.ModuleType) and value.__name__ == f"{package}.{name}"
-                    and exports[name] == f".{name}" and hasattr(value, name)):
+            if (
+                name in exports
+                and isinstance(value, types.ModuleType)
+                and value.__name__ == f"{package}.{name}"
+                and exports[name] == f".{name}"
+                and hasattr(value, name)
+            ):
                 value = getattr(value, name)
             super().__setattr__(name, value)
 

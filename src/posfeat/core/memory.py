@@ -19,8 +19,9 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def release_freed() -> bool:
-    """Return the C heap's free pages to the system (glibc's ``malloc_trim``), so a stage's freed temporaries do not stay
-    in the process's resident size for the next; False where the C library has no such call (nothing is done)."""
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim``), so a stage's freed
+    temporaries do not stay in the process's resident size for the next; False where the C library
+    has no such call (nothing is done)."""
     lib = _libc()
     if lib is None:
         return False
@@ -29,8 +30,9 @@ def release_freed() -> bool:
 
 
 def memory_limit(device: object = "cpu") -> tuple[int | None, str]:
-    """``(bytes, what)``: the most memory this process can have on ``device``: the GPU's memory, or the smaller of the
-    machine's physical memory and the address-space and data limits (``ulimit -v``, ``ulimit -d``); None when unknown."""
+    """``(bytes, what)``: the most memory this process can have on ``device``: the GPU's memory, or
+    the smaller of the machine's physical memory and the address-space and data limits (``ulimit
+    -v``, ``ulimit -d``); None when unknown."""
     import os
     import resource
 
@@ -38,13 +40,20 @@ def memory_limit(device: object = "cpu") -> tuple[int | None, str]:
         try:
             import torch
 
-            return int(torch.cuda.get_device_properties(torch.device(str(device))).total_memory), f"the memory of {device}"
+            return int(
+                torch.cuda.get_device_properties(torch.device(str(device))).total_memory
+            ), f"the memory of {device}"
         except Exception:
             return None, "unknown"
     found: list[tuple[int, str]] = []
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        found.append((os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "the machine's memory"))
-    for limit, name in ((getattr(resource, "RLIMIT_AS", None), "ulimit -v"), (getattr(resource, "RLIMIT_DATA", None), "ulimit -d")):
+        found.append(
+            (os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "the machine's memory")
+        )
+    for limit, name in (
+        (getattr(resource, "RLIMIT_AS", None), "ulimit -v"),
+        (getattr(resource, "RLIMIT_DATA", None), "ulimit -d"),
+    ):
         if limit is None:
             continue
         try:
@@ -61,9 +70,12 @@ def gib(n: float) -> str:
 
 
 def check_fits(estimate: float, what: str, fix: str, device: object = "cpu") -> None:
-    """Refuse, before allocating, work whose memory ``estimate`` (bytes) exceeds what the process can have (:func:`memory_limit`)."""
+    """Refuse, before allocating, work whose memory ``estimate`` (bytes) exceeds what the process
+    can have (:func:`memory_limit`)."""
     from .errors import PosfeatMemoryError
 
     limit, name = memory_limit(device)
     if limit is not None and estimate > limit:
-        raise PosfeatMemoryError(f"{what} needs about {gib(estimate)} of memory, more than {name} ({gib(limit)}); {fix}.")
+        raise PosfeatMemoryError(
+            f"{what} needs about {gib(estimate)} of memory, more than {name} ({gib(limit)}); {fix}."
+        )

@@ -29,7 +29,9 @@ from .tensors import as_tensor, resolve_device, same_device
 #: posfeat's own hook name for the plain embedding sum before any LayerNorm (BERT-style models).
 POSFEAT_HOOK = "hook_embed+hook_pos_embed"
 #: Hook names that read the layer-0 embedding sum.
-LAYER0_HOOKS = frozenset({"blocks.0.hook_resid_pre", POSFEAT_HOOK, "hook_embed + hook_pos_embed", "embed+pos"})
+LAYER0_HOOKS = frozenset(
+    {"blocks.0.hook_resid_pre", POSFEAT_HOOK, "hook_embed + hook_pos_embed", "embed+pos"}
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class SAEMeta:
         model_name: the model it was trained on, as its config names it.
         dataset: the training data, as its config names it.
         neuronpedia_id: Neuronpedia's id for it (``gpt2-small/0-res-jb``), or None.
-        centered: True when it was trained on centred writing weights (SAELens ``center_writing_weights``).
+        centered: True when it was trained on centred writing weights (SAELens
+            ``center_writing_weights``).
         release: the SAELens release it was loaded as, or None.
         sae_id: the SAELens id it was loaded as, or None.
         folder: the folder it was loaded from, or None.
@@ -59,9 +62,13 @@ class SAEMeta:
     folder: str | None = None
 
 
-def activation(pre: Float[torch.Tensor, "... d_sae"], k: int | None = None,
-               threshold: Float[torch.Tensor, " d_sae"] | None = None) -> Float[torch.Tensor, "... d_sae"]:
-    """ReLU; JumpReLU when ``threshold`` is given; TopK when ``k`` is given (see module docstring)."""
+def activation(
+    pre: Float[torch.Tensor, "... d_sae"],
+    k: int | None = None,
+    threshold: Float[torch.Tensor, " d_sae"] | None = None,
+) -> Float[torch.Tensor, "... d_sae"]:
+    """ReLU; JumpReLU when ``threshold`` is given; TopK when ``k`` is given (see module
+    docstring)."""
     return from_params(threshold=threshold, k=k).activate(pre)
 
 
@@ -73,8 +80,9 @@ class SAE:
         W_dec: ``Float[Tensor, "d_sae d_model"]``
         b_enc: ``Float[Tensor, "d_sae"]``
         b_dec: ``Float[Tensor, "d_model"]``
-        arch: the architecture (:class:`posfeat.core.archs.Architecture`) with its parameters: ``ReLU()``,
-            ``JumpReLU(threshold)`` or ``TopK(k)``; the engine, the folders and the trainer ask it what they need.
+        arch: the architecture (:class:`posfeat.core.archs.Architecture`) with its parameters:
+            ``ReLU()``, ``JumpReLU(threshold)`` or ``TopK(k)``; the engine, the folders and the
+            trainer ask it what they need.
         threshold: ``Float[Tensor, "d_sae"]`` for JumpReLU, else None (``arch``'s).
         k: number of active features for TopK, else None (``arch``'s).
         apply_b_dec_to_input: subtract ``b_dec`` before encoding (SAELens default True).
@@ -83,10 +91,19 @@ class SAE:
         cfg: the raw configuration it was loaded from, kept for the record.
     """
 
-    def __init__(self, W_enc: Float[torch.Tensor, "d_in d_sae"], W_dec: Float[torch.Tensor, "d_sae d_in"],
-                 b_enc: Float[torch.Tensor, " d_sae"], b_dec: Float[torch.Tensor, " d_in"],
-                 threshold: Float[torch.Tensor, " d_sae"] | None = None, k: int | None = None, apply_b_dec_to_input: bool = True,
-                 meta: SAEMeta | None = None, name: str = "", cfg: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        W_enc: Float[torch.Tensor, "d_in d_sae"],
+        W_dec: Float[torch.Tensor, "d_sae d_in"],
+        b_enc: Float[torch.Tensor, " d_sae"],
+        b_dec: Float[torch.Tensor, " d_in"],
+        threshold: Float[torch.Tensor, " d_sae"] | None = None,
+        k: int | None = None,
+        apply_b_dec_to_input: bool = True,
+        meta: SAEMeta | None = None,
+        name: str = "",
+        cfg: dict[str, Any] | None = None,
+    ) -> None:
         """Unchecked construction from tensors already validated; use :meth:`from_arrays`."""
         self.W_enc, self.W_dec, self.b_enc, self.b_dec = W_enc, W_dec, b_enc, b_dec
         self.arch: Architecture = from_params(threshold=threshold, k=k)
@@ -96,30 +113,69 @@ class SAE:
         self.cfg: dict[str, Any] = dict(cfg or {})
 
     @classmethod
-    def from_arrays(cls, W_enc: Any, W_dec: Any, b_enc: Any, b_dec: Any, *, threshold: Any = None, k: int | None = None,
-                    apply_b_dec_to_input: bool = True, context_size: int | None = None, hook_name: str | None = None,
-                    name: str = "", cfg: dict[str, Any] | None = None, meta: SAEMeta | None = None) -> SAE:
-        """Build and validate an SAE from numpy arrays or torch tensors (stored as float32, on their device)."""
+    def from_arrays(
+        cls,
+        W_enc: Any,
+        W_dec: Any,
+        b_enc: Any,
+        b_dec: Any,
+        *,
+        threshold: Any = None,
+        k: int | None = None,
+        apply_b_dec_to_input: bool = True,
+        context_size: int | None = None,
+        hook_name: str | None = None,
+        name: str = "",
+        cfg: dict[str, Any] | None = None,
+        meta: SAEMeta | None = None,
+    ) -> SAE:
+        """Build and validate an SAE from numpy arrays or torch tensors (stored as float32, on their
+        device)."""
         W_enc, W_dec = as_tensor(W_enc, "W_enc", 2), as_tensor(W_dec, "W_dec", 2)
         b_enc, b_dec = as_tensor(b_enc, "b_enc", 1), as_tensor(b_dec, "b_dec", 1)
         d_in, d_sae = W_enc.shape
         if d_sae == 0 or d_in == 0:
-            raise PosfeatError(f"W_enc has shape {tuple(W_enc.shape)}; d_model and d_sae must be positive.")
+            raise PosfeatError(
+                f"W_enc has shape {tuple(W_enc.shape)}; d_model and d_sae must be positive."
+            )
         if tuple(W_dec.shape) != (d_sae, d_in):
-            raise PosfeatError(f"W_dec has shape {tuple(W_dec.shape)} but W_enc {tuple(W_enc.shape)} needs W_dec of shape {(d_sae, d_in)}.")
+            raise PosfeatError(
+                f"W_dec has shape {tuple(W_dec.shape)} but W_enc {tuple(W_enc.shape)} needs W_dec "
+                f"of shape {(d_sae, d_in)}."
+            )
         if b_enc.shape[0] != d_sae:
-            raise PosfeatError(f"b_enc has shape {tuple(b_enc.shape)}; expected ({d_sae},) to match W_enc {tuple(W_enc.shape)}.")
+            raise PosfeatError(
+                f"b_enc has shape {tuple(b_enc.shape)}; expected ({d_sae},) to match W_enc "
+                f"{tuple(W_enc.shape)}."
+            )
         if b_dec.shape[0] != d_in:
-            raise PosfeatError(f"b_dec has shape {tuple(b_dec.shape)}; expected ({d_in},) to match W_enc {tuple(W_enc.shape)}.")
+            raise PosfeatError(
+                f"b_dec has shape {tuple(b_dec.shape)}; expected ({d_in},) to match W_enc "
+                f"{tuple(W_enc.shape)}."
+            )
         arch = from_params(threshold=threshold, k=k).checked(tuple(W_enc.shape))
-        if context_size is not None and (isinstance(context_size, bool) or not isinstance(context_size, int) or context_size <= 0):
+        if context_size is not None and (
+            isinstance(context_size, bool) or not isinstance(context_size, int) or context_size <= 0
+        ):
             raise PosfeatError(f"context_size is {context_size!r}; it must be a positive integer.")
         same_device(W_enc, W_dec, b_enc, b_dec, *arch.tensors().values())
         base = meta or SAEMeta()
-        meta = dataclasses.replace(base, context_size=base.context_size if context_size is None else context_size,
-                                   hook_name=base.hook_name if hook_name is None else hook_name)
-        return cls(W_enc, W_dec, b_enc, b_dec, **arch.params(), apply_b_dec_to_input=apply_b_dec_to_input, meta=meta, name=name,
-                   cfg=cfg)
+        meta = dataclasses.replace(
+            base,
+            context_size=base.context_size if context_size is None else context_size,
+            hook_name=base.hook_name if hook_name is None else hook_name,
+        )
+        return cls(
+            W_enc,
+            W_dec,
+            b_enc,
+            b_dec,
+            **arch.params(),
+            apply_b_dec_to_input=apply_b_dec_to_input,
+            meta=meta,
+            name=name,
+            cfg=cfg,
+        )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -173,8 +229,11 @@ class SAE:
         """True when the activation acts on each feature separately (ReLU, JumpReLU)."""
         return self.arch.separable
 
-    def cut(self, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None) -> Float[torch.Tensor, " d_sae"]:
-        """A feature fires (activation > 0) iff ``pre > cut``: ReLU 0, JumpReLU ``max(threshold, 0)``; firing, it equals ``pre``."""
+    def cut(
+        self, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None
+    ) -> Float[torch.Tensor, " d_sae"]:
+        """A feature fires (activation > 0) iff ``pre > cut``: ReLU 0, JumpReLU ``max(threshold,
+        0)``; firing, it equals ``pre``."""
         return self.arch.cut(self.d_sae, dtype, self.device if device is None else device)
 
     # ------------------------------------------------------------------ forward pass
@@ -207,36 +266,69 @@ class SAE:
 
     def _replace(self, arch: Architecture | None = None, **changes: Any) -> SAE:
         arch = self.arch if arch is None else arch
-        fields = {"W_enc": self.W_enc, "W_dec": self.W_dec, "b_enc": self.b_enc, "b_dec": self.b_dec, **arch.params(),
-                  "apply_b_dec_to_input": self.apply_b_dec_to_input, "meta": self.meta, "name": self.name, "cfg": self.cfg}
+        fields = {
+            "W_enc": self.W_enc,
+            "W_dec": self.W_dec,
+            "b_enc": self.b_enc,
+            "b_dec": self.b_dec,
+            **arch.params(),
+            "apply_b_dec_to_input": self.apply_b_dec_to_input,
+            "meta": self.meta,
+            "name": self.name,
+            "cfg": self.cfg,
+        }
         return SAE(**{**fields, **changes})
 
     def subset(self, features: slice | torch.Tensor | list[int]) -> SAE:
-        """An SAE of only ``features`` (same activations for them: ReLU and JumpReLU act per feature).
+        """An SAE of only ``features`` (same activations for them: ReLU and JumpReLU act per
+        feature).
 
         Refused for TopK, whose activation couples features.
         """
         if not self.separable:
-            raise PosfeatError(f"A {self.arch.title} SAE cannot be restricted to a subset of features: its activation couples them.")
-        idx = features if isinstance(features, slice) else torch.as_tensor(features, dtype=torch.long, device=self.device)
-        return self._replace(self.arch.subset(idx), W_enc=self.W_enc[:, idx], W_dec=self.W_dec[idx], b_enc=self.b_enc[idx],
-                             cfg=dict(self.cfg))
+            raise PosfeatError(
+                f"A {self.arch.title} SAE cannot be restricted to a subset of features: its "
+                "activation couples them."
+            )
+        idx = (
+            features
+            if isinstance(features, slice)
+            else torch.as_tensor(features, dtype=torch.long, device=self.device)
+        )
+        return self._replace(
+            self.arch.subset(idx),
+            W_enc=self.W_enc[:, idx],
+            W_dec=self.W_dec[idx],
+            b_enc=self.b_enc[idx],
+            cfg=dict(self.cfg),
+        )
 
     def to(self, device: str | torch.device) -> SAE:
         """A copy on ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``); ``self`` when already there."""
         dev = resolve_device(device)
         if dev == self.device:
             return self
-        return self._replace(self.arch.to(dev), W_enc=self.W_enc.to(dev), W_dec=self.W_dec.to(dev), b_enc=self.b_enc.to(dev),
-                             b_dec=self.b_dec.to(dev), cfg=dict(self.cfg))
+        return self._replace(
+            self.arch.to(dev),
+            W_enc=self.W_enc.to(dev),
+            W_dec=self.W_dec.to(dev),
+            b_enc=self.b_enc.to(dev),
+            b_dec=self.b_dec.to(dev),
+            cfg=dict(self.cfg),
+        )
 
     def __repr__(self) -> str:
-        return (f"SAE(name={self.name!r}, architecture={self.architecture!r}, d_in={self.d_in}, d_sae={self.d_sae}, "
-                f"context_size={self.context_size}, hook_name={self.hook_name!r}, device={str(self.device)!r})")
+        return (
+            f"SAE(name={self.name!r}, architecture={self.architecture!r}, d_in={self.d_in}, d_sae="
+            f"{self.d_sae}, "
+            f"context_size={self.context_size}, hook_name={self.hook_name!r}, device="
+            f"{str(self.device)!r})"
+        )
 
 
 def sae_context(sae: SAE, n_ctx: int) -> int:
-    """The SAE's training context within a model of ``n_ctx`` positions: ``min(context_size or n_ctx, n_ctx)``.
+    """The SAE's training context within a model of ``n_ctx`` positions: ``min(context_size or
+    n_ctx, n_ctx)``.
 
     The one place this is worked out; every analysis and command asks here.
     """

@@ -1,8 +1,8 @@
 """The signals that stop a run, held back or deferred while a step must not be cut in half.
 
-:func:`signals_held` blocks them at the OS level for a few system calls (a swap of folders, a delete);
-:func:`deferred_signals` records them for a long loop that stops at a clean point of its own choosing.
-"""
+:func:`signals_held` blocks them at the OS level for a few system calls (a swap of folders, a
+delete); :func:`deferred_signals` records them for a long loop that stops at a clean point of its
+own choosing."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ import contextlib
 import signal
 from collections.abc import Iterator
 
-#: The signals that stop a run cleanly: SIGINT, SIGTERM, and SIGHUP (the terminal closed) and SIGQUIT (Ctrl-\\) likewise.
+#: The signals that stop a run cleanly: SIGINT, SIGTERM, and SIGHUP (the terminal closed) and
+# SIGQUIT (Ctrl-\\) likewise.
 STOP_SIGNALS = frozenset(
-    {signal.SIGINT, signal.SIGTERM, *(getattr(signal, n) for n in ("SIGHUP", "SIGQUIT") if hasattr(signal, n))}
+    {
+        signal.SIGINT,
+        signal.SIGTERM,
+        *(getattr(signal, n) for n in ("SIGHUP", "SIGQUIT") if hasattr(signal, n)),
+    }
 )
 
 
@@ -31,8 +36,8 @@ def signals_held() -> Iterator[None]:
 
 
 class Deferred:
-    """Signals that arrived under :func:`deferred_signals`: the first one's number (or None), and ``taken`` once the
-    loop acted on it."""
+    """Signals that arrived under :func:`deferred_signals`: the first one's number (or None), and
+    ``taken`` once the loop acted on it."""
 
     signum: int | None = None
     taken: bool = False
@@ -40,7 +45,8 @@ class Deferred:
 
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[Deferred]:
-    """Record the stop signals instead of acting on them, so a long loop stops at a clean point of its own choosing.
+    """Record the stop signals instead of acting on them, so a long loop stops at a clean point of
+    its own choosing.
 
     The loop marks a signal it acted on with ``state.taken = True``; one it did not act on (it came
     during the last step) is delivered again when the block ends, to whatever handles it there.

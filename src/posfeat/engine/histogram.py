@@ -1,4 +1,5 @@
-"""Exact activation histograms and top inputs of features over the whole grid ``tokens x positions``.
+"""Exact activation histograms and top inputs of features over the whole grid ``tokens x
+positions``.
 
 For a separable SAE (ReLU, JumpReLU) feature ``f`` fires on token ``t`` at position ``p`` with
 activation ``pre = a[t] + b[p]`` when ``pre > cut`` (:mod:`posfeat.engine.grid_stats`). So the
@@ -7,13 +8,12 @@ number of inputs of the grid whose activation exceeds ``e`` is::
     n_gt(e) = sum over positions p of #{t : a[t] > e - b[p]}
 
 one binary search of ``e - b[p]`` in the feature's sorted token values per position. With ``bins``
-equal-width bins ``(e_k, e_k+1]`` over ``(0, max]`` (``max = max a + max b``, the largest activation on
-the grid), a bin's count is ``n_gt(max(e_k, cut)) - n_gt(e_k+1)``: exact over all ``n_tok x n_pos``
-inputs at the cost of one GEMM, one sort of each feature's ``n_tok`` token values and
+equal-width bins ``(e_k, e_k+1]`` over ``(0, max]`` (``max = max a + max b``, the largest activation
+on the grid), a bin's count is ``n_gt(max(e_k, cut)) - n_gt(e_k+1)``: exact over all ``n_tok x
+n_pos`` inputs at the cost of one GEMM, one sort of each feature's ``n_tok`` token values and
 ``n_pos x (bins + 1)`` searches per feature, never enumerating the grid. The strongest ``k`` inputs
-of the grid are among the pairs of the ``k`` largest ``a`` and the ``k`` largest ``b`` (any other pair is
-beaten by ``k`` of those), so they come from ``k x k`` sums. Results are CPU numpy.
-"""
+of the grid are among the pairs of the ``k`` largest ``a`` and the ``k`` largest ``b`` (any other
+pair is beaten by ``k`` of those), so they come from ``k x k`` sums. Results are CPU numpy."""
 
 from __future__ import annotations
 
@@ -47,13 +47,16 @@ class ActivationHistograms:
     Attributes:
         positions: ``[n_pos]`` positions of the grid (``0..context-1`` for the card).
         n_tok: tokens of the grid (the whole vocabulary).
-        counts: ``int64 [d_sae, bins]``: inputs whose activation lies in bin ``k``, ``(k w, (k+1) w]`` with
-            ``w = max_activation / bins``; inputs where the feature does not fire (activation 0) are not in any bin.
-        max_activation: ``float64 [d_sae]``: the largest activation on the grid (0 where the feature never fires).
+        counts: ``int64 [d_sae, bins]``: inputs whose activation lies in bin ``k``, ``(k w, (k+1)
+            w]`` with ``w = max_activation / bins``; inputs where the feature does not fire
+            (activation 0) are not in any bin.
+        max_activation: ``float64 [d_sae]``: the largest activation on the grid (0 where the feature
+            never fires).
         firing: ``int64 [d_sae]``: inputs where the feature fires (``counts.sum(1)``).
-        top_tokens, top_positions: ``int64 [d_sae, k]``: the ``k`` strongest inputs, strongest first.
-        top_values: ``float64 [d_sae, k]``: their activations (0 where fewer than ``k`` inputs fire; those entries'
-            token and position are -1).
+        top_tokens, top_positions: ``int64 [d_sae, k]``: the ``k`` strongest inputs, strongest
+            first.
+        top_values: ``float64 [d_sae, k]``: their activations (0 where fewer than ``k`` inputs fire;
+            those entries' token and position are -1).
     """
 
     positions: np.ndarray
@@ -83,8 +86,9 @@ if HAVE_NUMBA:
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _gt_counts(a, q, out):  # pragma: no cover - compiled
-        """``out[f, j] = #{t : a[f, t] > q[f, j]}`` for each feature's sorted queries ``q[f]``: one compare for a token
-        below every query (nearly all, for a sparse feature), a binary search for the others."""
+        """``out[f, j] = #{t : a[f, t] > q[f, j]}`` for each feature's sorted queries ``q[f]``: one
+        compare for a token below every query (nearly all, for a sparse feature), a binary search
+        for the others."""
         F, V = a.shape
         Q = q.shape[1]
         for f in prange(F):
@@ -109,19 +113,25 @@ if HAVE_NUMBA:
 
 
 def _n_greater(a: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-    """``[F, Q]``: how many of each feature's token values ``a [F, n_tok]`` exceed each of its queries."""
+    """``[F, Q]``: how many of each feature's token values ``a [F, n_tok]`` exceed each of its
+    queries."""
     if HAVE_NUMBA and a.device.type == "cpu":
         order = torch.argsort(queries, dim=1)
         srt = torch.gather(queries, 1, order).contiguous()
         out = np.empty(tuple(srt.shape), np.int64)
         _gt_counts(a.contiguous().numpy(), srt.numpy(), out)
         return torch.empty_like(order).scatter_(1, order, torch.from_numpy(out))
-    srt = torch.sort(a, dim=1).values  # elsewhere (a GPU): sort each feature's token values, search each query
+    srt = torch.sort(
+        a, dim=1
+    ).values  # elsewhere (a GPU): sort each feature's token values, search each query
     return a.shape[1] - torch.searchsorted(srt, queries.contiguous(), right=True)
 
 
-def _block(a: torch.Tensor, b: torch.Tensor, cut: torch.Tensor, bins: int, k: int) -> tuple[torch.Tensor, ...]:
-    """Histogram and top inputs of a block of features: ``a [F, n_tok]``, ``b [F, n_pos]``, ``cut [F]``."""
+def _block(
+    a: torch.Tensor, b: torch.Tensor, cut: torch.Tensor, bins: int, k: int
+) -> tuple[torch.Tensor, ...]:
+    """Histogram and top inputs of a block of features: ``a [F, n_tok]``, ``b [F, n_pos]``, ``cut
+    [F]``."""
     n_tok, n_pos = a.shape[1], b.shape[1]
     top_a, top_t = torch.topk(a, min(k, n_tok), dim=1)
     top_b, top_p = torch.topk(b, min(k, n_pos), dim=1)
@@ -130,9 +140,13 @@ def _block(a: torch.Tensor, b: torch.Tensor, cut: torch.Tensor, bins: int, k: in
     frac = torch.arange(bins + 1, dtype=a.dtype, device=a.device) / bins
     edges = top[:, None] * frac[None, :]  # [F, bins + 1]
     edges[:, -1] = top  # the last edge is the maximum itself, not a rounding of it
-    lower = torch.maximum(edges, cut[:, None])  # a bin's lower edge never below the firing threshold
+    lower = torch.maximum(
+        edges, cut[:, None]
+    )  # a bin's lower edge never below the firing threshold
     queries = (lower[:, None, :] - b[:, :, None]).reshape(len(a), -1)  # [F, n_pos * (bins + 1)]
-    n_gt = _n_greater(a, queries).reshape(len(a), n_pos, bins + 1).sum(1)  # [F, bins + 1]: inputs above each lower edge
+    n_gt = (
+        _n_greater(a, queries).reshape(len(a), n_pos, bins + 1).sum(1)
+    )  # [F, bins + 1]: inputs above each lower edge
     counts = n_gt[:, :-1] - n_gt[:, 1:]
     counts[:, -1] += n_gt[:, -1]  # what rounding puts above the maximum belongs to the last bin
     fires = hi > cut
@@ -144,19 +158,37 @@ def _block(a: torch.Tensor, b: torch.Tensor, cut: torch.Tensor, bins: int, k: in
     return counts, torch.where(fires, top, torch.zeros_like(top)), vals, toks, poss
 
 
-def activation_histograms(emb: Embeddings, sae: SAE, positions: int, *, features: np.ndarray | None = None, bins: int = HIST_BINS,
-                          k: int = TOP_INPUTS, progress: bool = False) -> ActivationHistograms:
-    """Exact histograms and top inputs over tokens x positions ``0..positions-1`` (see module docstring).
+def activation_histograms(
+    emb: Embeddings,
+    sae: SAE,
+    positions: int,
+    *,
+    features: np.ndarray | None = None,
+    bins: int = HIST_BINS,
+    k: int = TOP_INPUTS,
+    progress: bool = False,
+) -> ActivationHistograms:
+    """Exact histograms and top inputs over tokens x positions ``0..positions-1`` (see module
+    docstring).
 
-    ``features``: the features to compute (default all; the result's rows follow this order). Needs a separable SAE.
-    """
+    ``features``: the features to compute (default all; the result's rows follow this order). Needs
+    a separable SAE."""
     dev = check_pair(emb, sae)
     if not sae.separable:
-        raise PosfeatError(f"{sae.name} is a {sae.architecture} SAE, whose activations do not split into token and position parts; "
-                           "its exact histograms would need the whole grid enumerated.")
+        raise PosfeatError(
+            f"{sae.name} is a {sae.architecture} SAE, whose activations do not split into token and "
+            ""
+            ""
+            "position parts; "
+            "its exact histograms would need the whole grid enumerated."
+        )
     if not 1 <= positions <= emb.n_ctx:
         raise PosfeatError(f"positions must be 1..{emb.n_ctx}, not {positions}.")
-    feats = np.arange(sae.d_sae) if features is None else np.asarray(features, dtype=np.int64).reshape(-1)
+    feats = (
+        np.arange(sae.d_sae)
+        if features is None
+        else np.asarray(features, dtype=np.int64).reshape(-1)
+    )
     x = emb.W_E.float()
     if sae.apply_b_dec_to_input:
         x = x - sae.b_dec.float()
@@ -166,21 +198,34 @@ def activation_histograms(emb: Embeddings, sae: SAE, positions: int, *, features
     chunk = max(1, min(len(feats), _CHUNK_ELEMENTS // max(1, n_tok)))
     parts: list[tuple[torch.Tensor, ...]] = []
     starts = range(0, len(feats), chunk)
-    for s in progress_bar(starts, desc="card data: exact activation histograms", total=len(starts), enabled=progress):
-        idx = torch.as_tensor(feats[s:s + chunk], device=dev)
+    for s in progress_bar(
+        starts, desc="card data: exact activation histograms", total=len(starts), enabled=progress
+    ):
+        idx = torch.as_tensor(feats[s : s + chunk], device=dev)
         W = W_enc[:, idx]
         a = torch.addmm(b_enc[idx], x, W).T.contiguous()
         b = (Wp @ W).T.contiguous()
         parts.append(tuple(t.cpu() for t in _block(a, b, cut_all[idx], bins, k)))
         del a, b
-    counts, top, vals, toks, poss = (torch.cat([p[i] for p in parts]) if parts else torch.zeros(0) for i in range(5))
+    counts, top, vals, toks, poss = (
+        torch.cat([p[i] for p in parts]) if parts else torch.zeros(0) for i in range(5)
+    )
     vals64 = to_numpy(vals, np.float64)
     keep = vals64 > to_numpy(cut_all[torch.as_tensor(feats, device=dev)], np.float64)[:, None]
     pad = k - vals64.shape[1]
     top_tokens = np.pad(np.where(keep, to_numpy(toks), -1), ((0, 0), (0, pad)), constant_values=-1)
-    top_positions = np.pad(np.where(keep, to_numpy(poss), -1), ((0, 0), (0, pad)), constant_values=-1)
+    top_positions = np.pad(
+        np.where(keep, to_numpy(poss), -1), ((0, 0), (0, pad)), constant_values=-1
+    )
     top_values = np.pad(np.where(keep, vals64, 0.0), ((0, 0), (0, pad)))
     counts_np = to_numpy(counts).astype(np.int64)
-    return ActivationHistograms(positions=np.arange(positions), n_tok=n_tok, counts=counts_np, max_activation=to_numpy(top, np.float64),
-                                firing=counts_np.sum(1), top_tokens=top_tokens.astype(np.int64),
-                                top_positions=top_positions.astype(np.int64), top_values=top_values)
+    return ActivationHistograms(
+        positions=np.arange(positions),
+        n_tok=n_tok,
+        counts=counts_np,
+        max_activation=to_numpy(top, np.float64),
+        firing=counts_np.sum(1),
+        top_tokens=top_tokens.astype(np.int64),
+        top_positions=top_positions.astype(np.int64),
+        top_values=top_values,
+    )

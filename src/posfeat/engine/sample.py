@@ -1,12 +1,13 @@
-"""Activations and reconstructions on a stated token sample at every position, from the additive parts.
+"""Activations and reconstructions on a stated token sample at every position, from the additive
+parts.
 
-What does not decompose feature by feature (the reconstruction mixes all features) is computed on
-a seeded sample of tokens at every position. The encoder is never applied to an input:
-``pre[t, p] = a[t] + b[p]``. For a separable SAE each feature's sample values ``a`` are sorted once,
-so at position ``p`` the tokens where a feature fires are a suffix of that order (those with
-``a > cut - b[p]``): counts (hence L0) come from one ``searchsorted`` per chunk, sparse chunks are
-decoded from their non-zero entries alone, and dense ones (more than :data:`DENSE_FROM` non-zero)
-by one GEMM in a reused buffer. TopK SAEs, whose activation couples features, are enumerated densely.
+What does not decompose feature by feature (the reconstruction mixes all features) is computed on a
+seeded sample of tokens at every position. The encoder is never applied to an input: ``pre[t, p] =
+a[t] + b[p]``. For a separable SAE each feature's sample values ``a`` are sorted once, so at
+position ``p`` the tokens where a feature fires are a suffix of that order (those with ``a > cut -
+b[p]``): counts (hence L0) come from one ``searchsorted`` per chunk, sparse chunks are decoded from
+their non-zero entries alone, and dense ones (more than :data:`DENSE_FROM` non-zero) by one GEMM in
+a reused buffer. TopK SAEs, whose activation couples features, are enumerated densely.
 
 The tensors of a :class:`Chunk` live in buffers reused by the next chunk: use them before asking
 for it (memory stays flat however many positions are studied).
@@ -35,7 +36,8 @@ if HAVE_NUMBA:  # numba is a dependency, but the torch paths work without it
 #: Decode densely when more than this share of activations in a chunk is non-zero.
 DENSE_FROM = 0.03
 
-#: Tokens sampled by default for everything measured on a token sample (analyze, eval, the sweeps): the one place it is written.
+#: Tokens sampled by default for everything measured on a token sample (analyze, eval, the sweeps):
+# the one place it is written.
 from .constants import SAMPLE_TOKENS  # noqa: E402,F401  (re-exported: the sample size used by default)
 
 
@@ -50,20 +52,32 @@ class TokenSample:
         return int(self.ids.numel())
 
 
-def sample_tokens(emb: Embeddings, n: int, *, weights: Float[torch.Tensor, " d_vocab"] | Float[np.ndarray, " d_vocab"] | None = None,
-                  seed: int = 0) -> TokenSample:
-    """``n`` token ids: drawn with replacement from ``weights`` when given, else uniformly without replacement."""
+def sample_tokens(
+    emb: Embeddings,
+    n: int,
+    *,
+    weights: Float[torch.Tensor, " d_vocab"] | Float[np.ndarray, " d_vocab"] | None = None,
+    seed: int = 0,
+) -> TokenSample:
+    """``n`` token ids: drawn with replacement from ``weights`` when given, else uniformly without
+    replacement."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise PosfeatTypeError(f"The token sample size is {n!r}; give a positive whole number of tokens.")
+        raise PosfeatTypeError(
+            f"The token sample size is {n!r}; give a positive whole number of tokens."
+        )
     if n <= 0:
-        raise PosfeatError(f"The token sample size is {n!r}; give a positive whole number of tokens.")
+        raise PosfeatError(
+            f"The token sample size is {n!r}; give a positive whole number of tokens."
+        )
     gen = torch.Generator().manual_seed(seed)
     if weights is not None:
         from ..io.tokens import check_token_weights
 
         w = check_token_weights(torch.as_tensor(weights), emb.d_vocab, "Token weights")
         ids = torch.multinomial(w.float() / float(w.sum()), int(n), replacement=True, generator=gen)
-        return TokenSample(ids, f"{n} tokens drawn with replacement from token weights (seed {seed})")
+        return TokenSample(
+            ids, f"{n} tokens drawn with replacement from token weights (seed {seed})"
+        )
     if n >= emb.d_vocab:
         return TokenSample(torch.arange(emb.d_vocab), f"all {emb.d_vocab} tokens")
     ids = torch.randperm(emb.d_vocab, generator=gen)[: int(n)].sort().values
@@ -75,11 +89,10 @@ class Chunk:
     """The sample at a chunk of positions (views into reused buffers).
 
     ``x``, ``x_hat``: ``Float[Tensor, "n_tok n_chunk d_model"]`` inputs and reconstructions; ``b``:
-    ``[n_chunk, d_sae]`` position parts; ``first``: ``[d_sae, n_chunk]`` sample tokens *not* firing each
-    feature (separable SAEs; the firing ones follow in sorted order); ``l0``: ``Float64[Tensor, "n_chunk"]`` mean active
-    features per token; ``dense``:
-    the activations ``[n_tok, n_chunk, d_sae]`` when the chunk was decoded densely, else None.
-    """
+    ``[n_chunk, d_sae]`` position parts; ``first``: ``[d_sae, n_chunk]`` sample tokens *not* firing
+    each feature (separable SAEs; the firing ones follow in sorted order); ``l0``: ``Float64[Tensor,
+    "n_chunk"]`` mean active features per token; ``dense``: the activations ``[n_tok, n_chunk,
+    d_sae]`` when the chunk was decoded densely, else None."""
 
     positions: torch.Tensor
     x: torch.Tensor
@@ -91,21 +104,23 @@ class Chunk:
 
 
 def _sorted_columns(a: torch.Tensor, step: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each column of ``a`` ``[n, F]`` sorted, as rows ``[F, n]``, and the row order of the sorted values in the smallest
-    integer type that holds ``n`` (int16 for the default 2048 tokens: 100 MB at GPT-2 width where int64 takes 400; torch
-    indexing widens them on use), made ``step`` columns at a time (no whole-size temporaries besides the results)."""
+    """Each column of ``a`` ``[n, F]`` sorted, as rows ``[F, n]``, and the row order of the sorted
+    values in the smallest integer type that holds ``n`` (int16 for the default 2048 tokens: 100 MB
+    at GPT-2 width where int64 takes 400; torch indexing widens them on use), made ``step`` columns
+    at a time (no whole-size temporaries besides the results)."""
     n, F = a.shape
     values = torch.empty(F, n, dtype=a.dtype, device=a.device)
     index = next(t for t in (torch.int16, torch.int32, torch.int64) if n <= torch.iinfo(t).max)
     order = torch.empty(F, n, dtype=index, device=a.device)
     for f0 in range(0, F, step):
-        v, o = a[:, f0:f0 + step].T.sort(dim=1)
-        values[f0:f0 + step], order[f0:f0 + step] = v, o
+        v, o = a[:, f0 : f0 + step].T.sort(dim=1)
+        values[f0 : f0 + step], order[f0 : f0 + step] = v, o
     return values, order
 
 
 class SampleGrid:
-    """The SAE on a token sample at any position, computed where the pair lives (see module docstring)."""
+    """The SAE on a token sample at any position, computed where the pair lives (see module
+    docstring)."""
 
     def __init__(self, emb: Embeddings, sae: SAE, tokens: Int[torch.Tensor, " n_tok"]) -> None:
         self.dev = check_pair(emb, sae)
@@ -131,17 +146,25 @@ class SampleGrid:
         """``b = W_pos[positions] @ W_enc``."""
         return self.emb.W_pos[positions.to(self.dev)] @ self.sae.W_enc
 
-    def first_firing(self, b: Float[torch.Tensor, "n_chunk d_sae"], features: torch.Tensor | None = None) -> torch.Tensor:
-        """``[F, n_chunk]``: per feature and position, how many sample tokens do *not* fire (the firing ones follow in sorted order)."""
+    def first_firing(
+        self, b: Float[torch.Tensor, "n_chunk d_sae"], features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``[F, n_chunk]``: per feature and position, how many sample tokens do *not* fire (the
+        firing ones follow in sorted order)."""
         a_sorted = self.a_sorted if features is None else self.a_sorted[features]
         cut = self.cut if features is None else self.cut[features]
         bb = b if features is None else b[:, features]
         return torch.searchsorted(a_sorted, (cut[None, :] - bb).T.contiguous(), right=True)
 
-    def entries(self, b: Float[torch.Tensor, "n_chunk d_sae"], features: torch.Tensor | None = None,
-                first: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """Non-zero activations at a chunk of positions as ``(tok, pos, feat, val)``, for all features or only ``features``
-        (``first``: the chunk's :meth:`first_firing` of all features, when already computed)."""
+    def entries(
+        self,
+        b: Float[torch.Tensor, "n_chunk d_sae"],
+        features: torch.Tensor | None = None,
+        first: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Non-zero activations at a chunk of positions as ``(tok, pos, feat, val)``, for all
+        features or only ``features`` (``first``: the chunk's :meth:`first_firing` of all features,
+        when already computed)."""
         feats = torch.arange(self.sae.d_sae, device=self.dev) if features is None else features
         n_chunk = b.shape[0]
         if first is None:
@@ -156,8 +179,14 @@ class SampleGrid:
         feat = feats[fi]
         return self.order[feats[fi], j].long(), pos, feat, self.a_sorted[feat, j] + b[pos, feat]
 
-    def decode_entries(self, tok: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor, val: torch.Tensor,
-                       n_chunk: int) -> Float[torch.Tensor, "n_tok n_chunk d_model"]:
+    def decode_entries(
+        self,
+        tok: torch.Tensor,
+        pos: torch.Tensor,
+        feat: torch.Tensor,
+        val: torch.Tensor,
+        n_chunk: int,
+    ) -> Float[torch.Tensor, "n_tok n_chunk d_model"]:
         """``f @ W_dec`` (no ``b_dec``) of activations given as entries, by a sparse product."""
         rows = self.n * n_chunk
         row = tok * n_chunk + pos
@@ -166,7 +195,10 @@ class SampleGrid:
         crow[1:] = torch.bincount(row, minlength=rows).cumsum(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-            out = torch.sparse_csr_tensor(crow, feat[order], val[order], (rows, self.sae.d_sae)) @ self.sae.W_dec
+            out = (
+                torch.sparse_csr_tensor(crow, feat[order], val[order], (rows, self.sae.d_sae))
+                @ self.sae.W_dec
+            )
         return out.reshape(self.n, n_chunk, -1)
 
     def _dense_activations(self, b: torch.Tensor) -> torch.Tensor:
@@ -175,45 +207,74 @@ class SampleGrid:
         return self.sae.arch.activate_(f)
 
     def chunk_size(self, max_elems: int = 8_000_000) -> int:
-        """Positions per chunk, keeping the dense inputs (and dense activations, when used) near ``max_elems``."""
+        """Positions per chunk, keeping the dense inputs (and dense activations, when used) near
+        ``max_elems``."""
         per_pos = self.n * max(self.emb.d_model, self.sae.d_sae if not self.sae.separable else 1)
         return max(1, max_elems // per_pos)
 
-    def chunks(self, positions: Int[torch.Tensor, " n_pos"], step: int | None = None) -> Iterator[Chunk]:
+    def chunks(
+        self, positions: Int[torch.Tensor, " n_pos"], step: int | None = None
+    ) -> Iterator[Chunk]:
         """:class:`Chunk` after chunk over ``positions``."""
         step = step or self.chunk_size()
         for i in range(0, len(positions), step):
-            pc = positions[i: i + step].to(self.dev)
+            pc = positions[i : i + step].to(self.dev)
             x = self.buffer("x", self.n, len(pc), self.emb.d_model)
             torch.add(self.W_E[:, None, :], self.emb.W_pos[pc][None], out=x)
             b = self.position_parts(pc)
             first = self.first_firing(b) if self.sae.separable else None
             counts = None if first is None else self.n - first
             dense = None
-            if counts is None or float(counts.sum()) > DENSE_FROM * self.n * len(pc) * self.sae.d_sae:
+            if (
+                counts is None
+                or float(counts.sum()) > DENSE_FROM * self.n * len(pc) * self.sae.d_sae
+            ):
                 dense = self._dense_activations(b)
                 x_hat = self.buffer("x_hat", self.n * len(pc), self.emb.d_model)
-                torch.addmm(self.sae.b_dec, dense.view(-1, self.sae.d_sae), self.sae.W_dec, out=x_hat)
+                torch.addmm(
+                    self.sae.b_dec, dense.view(-1, self.sae.d_sae), self.sae.W_dec, out=x_hat
+                )
                 x_hat = x_hat.view(self.n, len(pc), -1)
-                l0 = (dense > 0).sum((0, 2)).double() / self.n if counts is None else counts.sum(0).double() / self.n
+                l0 = (
+                    (dense > 0).sum((0, 2)).double() / self.n
+                    if counts is None
+                    else counts.sum(0).double() / self.n
+                )
             else:
                 x_hat = self.decode_entries(*self.entries(b, first=first), len(pc)) + self.sae.b_dec
                 l0 = counts.sum(0).double() / self.n
             yield Chunk(pc, x, x_hat, b, first, l0, dense)
 
-    def token_means(self, positions: Int[torch.Tensor, " n_pos"], features: torch.Tensor) -> Float[torch.Tensor, "n_tok n_feat"]:
-        """Each sample token's exact mean activation over ``positions``, for ``features`` (separable SAEs; float64, a
-        transposed view of a ``[n_feat, n_tok]`` tensor). On the CPU with numba one fused pass per feature (no
-        ``[n_feat, n_tok]`` temporaries), else torch, with the same arithmetic."""
+    def token_means(
+        self, positions: Int[torch.Tensor, " n_pos"], features: torch.Tensor
+    ) -> Float[torch.Tensor, "n_tok n_feat"]:
+        """Each sample token's exact mean activation over ``positions``, for ``features`` (separable
+        SAEs; float64, a transposed view of a ``[n_feat, n_tok]`` tensor). On the CPU with numba one
+        fused pass per feature (no ``[n_feat, n_tok]`` temporaries), else torch, with the same
+        arithmetic."""
         if not self.sae.separable:
-            raise PosfeatError("Per-token means from the additive parts need a separable SAE (ReLU or JumpReLU).")
+            raise PosfeatError(
+                "Per-token means from the additive parts need a separable SAE (ReLU or JumpReLU)."
+            )
         b = self.position_parts(positions)[:, features].T.contiguous().double()  # [F, n_pos]
         cut = self.cut[features, None].double()
         if HAVE_NUMBA and self.dev.type == "cpu":
-            out = _token_means_kernel(self.a_sorted.numpy(), self.order.numpy(), features.numpy(), cut[:, 0].numpy(), b.numpy())
+            out = _token_means_kernel(
+                self.a_sorted.numpy(),
+                self.order.numpy(),
+                features.numpy(),
+                cut[:, 0].numpy(),
+                b.numpy(),
+            )
             return torch.from_numpy(out).T
         thr, order = (cut - b).sort(dim=1)
-        pb = torch.cat([torch.zeros(len(features), 1, dtype=torch.float64, device=self.dev), b.gather(1, order).cumsum(1)], 1)
+        pb = torch.cat(
+            [
+                torch.zeros(len(features), 1, dtype=torch.float64, device=self.dev),
+                b.gather(1, order).cumsum(1),
+            ],
+            1,
+        )
         a = self.a[:, features].T.contiguous().double()  # [F, n_tok]
         k = torch.searchsorted(thr, a)  # positions where each token fires
         return ((k * a + pb.gather(1, k)) / len(positions)).T
@@ -224,7 +285,8 @@ if HAVE_NUMBA:
     @njit(cache=NUMBA_CACHE, boundscheck=False)
     @no_type_check
     def _search_left(v, x, lo, hi):  # pragma: no cover
-        """The first index in ``lo .. hi`` with ``v[i] >= x`` (``v`` sorted; ``hi`` when none), as ``searchsorted``."""
+        """The first index in ``lo .. hi`` with ``v[i] >= x`` (``v`` sorted; ``hi`` when none), as
+        ``searchsorted``."""
         while lo < hi:
             mid = (lo + hi) // 2
             if v[mid] < x:
@@ -236,9 +298,10 @@ if HAVE_NUMBA:
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False)
     @no_type_check
     def _token_means_kernel(a_sorted, order, feats, cut, b):  # pragma: no cover
-        """``[F, n_tok]``: :meth:`SampleGrid.token_means` from each feature's sorted sample values (``a_sorted``,
-        ``order``: ``[d_sae, n_tok]``), ``feats [F]``, ``cut [F]`` and ``b [F, n_pos]`` (float64): the tokens in
-        ascending order meet the sorted thresholds in one merge (the count below is ``searchsorted``'s)."""
+        """``[F, n_tok]``: :meth:`SampleGrid.token_means` from each feature's sorted sample values
+        (``a_sorted``, ``order``: ``[d_sae, n_tok]``), ``feats [F]``, ``cut [F]`` and ``b [F,
+        n_pos]`` (float64): the tokens in ascending order meet the sorted thresholds in one merge
+        (the count below is ``searchsorted``'s)."""
         F = feats.shape[0]
         n_tok = a_sorted.shape[1]
         n_pos = b.shape[1]
@@ -262,10 +325,10 @@ if HAVE_NUMBA:
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False)
     @no_type_check
     def _deviation_kernel(a_sorted, order, m, feats, bT, first, n_groups):  # pragma: no cover
-        """:class:`DeviationSums`'s closed form (ReLU) at a chunk, one feature at a time: its ``d = a - m`` in sorted
-        order and the prefix sums of ``d`` and ``m`` made on the spot. ``a_sorted``, ``order``: ``[d_sae, n]``; ``m``:
-        ``[F, n]`` by token; ``feats [F]``; ``bT [d_sae, n_chunk]`` float32; ``first [d_sae, n_chunk]``. Returns
-        ``[n_chunk]`` float64."""
+        """:class:`DeviationSums`'s closed form (ReLU) at a chunk, one feature at a time: its ``d =
+        a - m`` in sorted order and the prefix sums of ``d`` and ``m`` made on the spot.
+        ``a_sorted``, ``order``: ``[d_sae, n]``; ``m``: ``[F, n]`` by token; ``feats [F]``; ``bT
+        [d_sae, n_chunk]`` float32; ``first [d_sae, n_chunk]``. Returns ``[n_chunk]`` float64."""
         n = a_sorted.shape[1]
         n_chunk = bT.shape[1]
         F = feats.shape[0]
@@ -291,22 +354,29 @@ if HAVE_NUMBA:
         return parts.sum(0)
 
 
-#: Firing (token, feature) pairs of the sample whose deviation is followed past the context (drawn when more).
+#: Firing (token, feature) pairs of the sample whose deviation is followed past the context (drawn
+# when more).
 FIRING_PAIRS = 200_000
 #: Pairs handled at once by :meth:`DeviationSums.firing_pairs`.
 PAIR_BLOCK = 16_384
 
 
 class DeviationSums:
-    """``sum_t |f(t, p) - m(t)|`` for each position ``p``, summed over ``features``, where ``m(t)`` is token
-    ``t``'s mean activation over the context: how far the features stray from their in-context value.
+    """``sum_t |f(t, p) - m(t)|`` for each position ``p``, summed over ``features``, where ``m(t)``
+    is token ``t``'s mean activation over the context: how far the features stray from their
+    in-context value.
 
-    ReLU: exact in ``O(log n_tok)`` per feature and position. ``m`` depends on ``t`` only through ``a[t]``,
-    with slope ``k/context <= 1`` (``k`` in-context positions firing), so ``d = a - m`` is non-decreasing
-    in ``a``: over the firing suffix ``f - m = d + b[p]`` changes sign once, found by a search, and prefix
-    sums of ``m`` (tokens not firing: ``|0 - m| = m``) and of ``d`` give the sum. On the CPU with numba
+    ReLU: exact in ``O(log n_tok)`` per feature and position. ``m`` depends on ``t`` only through
+    ``a[t]``,
+    with slope ``k/context <= 1`` (``k`` in-context positions firing), so ``d = a - m`` is
+    non-decreasing
+    in ``a``: over the firing suffix ``f - m = d + b[p]`` changes sign once, found by a search, and
+    prefix
+    sums of ``m`` (tokens not firing: ``|0 - m| = m``) and of ``d`` give the sum. On the CPU with
+    numba
     those prefix sums are made per feature on the spot (:func:`_deviation_kernel`; nothing of size
-    ``[n_feat, n_tok]`` but ``m`` is kept), else once, in torch. JumpReLU (whose ``m`` jumps) and TopK go
+    ``[n_feat, n_tok]`` but ``m`` is kept), else once, in torch. JumpReLU (whose ``m`` jumps) and
+    TopK go
     through the non-zero activations: ``sum m + sum over f > 0 of (|f - m| - m)``.
     """
 
@@ -321,7 +391,9 @@ class DeviationSums:
                 self.m += chunk.dense[..., self.features].double().sum(1)
             self.m /= context
         self.total = float(self.m.sum())
-        self.col = torch.full((grid.sae.d_sae,), -1, dtype=torch.long, device=grid.dev)  # feature -> column of m
+        self.col = torch.full(
+            (grid.sae.d_sae,), -1, dtype=torch.long, device=grid.dev
+        )  # feature -> column of m
         self.col[self.features] = torch.arange(len(self.features), device=grid.dev)
         self.fused = self.closed and HAVE_NUMBA and grid.dev.type == "cpu"
         if self.closed and not self.fused:
@@ -329,7 +401,11 @@ class DeviationSums:
             m_s = self.m.T.gather(1, ords)
             d_s = grid.a_sorted[self.features].double() - m_s
             zero = torch.zeros(len(self.features), 1, dtype=torch.float64, device=grid.dev)
-            self.d_s, self.PM, self.PD = d_s, torch.cat([zero, m_s.cumsum(1)], 1), torch.cat([zero, d_s.cumsum(1)], 1)
+            self.d_s, self.PM, self.PD = (
+                d_s,
+                torch.cat([zero, m_s.cumsum(1)], 1),
+                torch.cat([zero, d_s.cumsum(1)], 1),
+            )
 
     def __call__(self, chunk: Chunk) -> Float[torch.Tensor, " n_chunk"]:
         """The sums at the chunk's positions (float64)."""
@@ -338,15 +414,24 @@ class DeviationSums:
             return torch.zeros(len(chunk.positions), dtype=torch.float64, device=g.dev)
         if self.fused:
             mT = self.m.T.contiguous().numpy()  # a view: token_means makes m feature-major
-            out = _deviation_kernel(g.a_sorted.numpy(), g.order.numpy(), mT, self.features.numpy(), chunk.b.T.contiguous().numpy(),
-                                    chunk.first.numpy(), max(1, min(len(self.features), 4 * torch.get_num_threads())))
+            out = _deviation_kernel(
+                g.a_sorted.numpy(),
+                g.order.numpy(),
+                mT,
+                self.features.numpy(),
+                chunk.b.T.contiguous().numpy(),
+                chunk.first.numpy(),
+                max(1, min(len(self.features), 4 * torch.get_num_threads())),
+            )
             return torch.from_numpy(out)
         if self.closed:
             b = chunk.b[:, self.features].T.double()  # [F, n_chunk]
             first = chunk.first[self.features]
             lo = torch.maximum(first, torch.searchsorted(self.d_s, (-b).contiguous()))
+
             def seg(P: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
                 return P.gather(1, j) - P.gather(1, i)
+
             top = torch.full_like(lo, n)
             above = seg(self.PD, lo, top) + b * (n - lo)
             below = seg(self.PD, first, lo) + b * (lo - first)
@@ -356,25 +441,33 @@ class DeviationSums:
             return (f - self.m[:, None, :]).abs().sum((0, 2))
         tok, pos, feat, val = g.entries(chunk.b, self.features, chunk.first)
         mm = self.m[tok, self.col[feat]]
-        return self.total + torch.bincount(pos, weights=(val.double() - mm).abs() - mm, minlength=len(chunk.positions))
+        return self.total + torch.bincount(
+            pos, weights=(val.double() - mm).abs() - mm, minlength=len(chunk.positions)
+        )
 
     def _pairs(self, max_pairs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The (token, feature) pairs of the sample that fire inside the context (``m > 0``): token rows, columns of
-        ``features`` and their in-context means; at most ``max_pairs`` of them, drawn at random (seeded) when more."""
+        """The (token, feature) pairs of the sample that fire inside the context (``m > 0``): token
+        rows, columns of ``features`` and their in-context means; at most ``max_pairs`` of them,
+        drawn at random (seeded) when more."""
         if not hasattr(self, "_pair_cache"):
             tok, col = torch.nonzero(self.m > 0, as_tuple=True)
             if len(tok) > max_pairs:
-                keep = torch.randperm(len(tok), generator=torch.Generator().manual_seed(seed))[:max_pairs].to(tok.device)
+                keep = torch.randperm(len(tok), generator=torch.Generator().manual_seed(seed))[
+                    :max_pairs
+                ].to(tok.device)
                 tok, col = tok[keep], col[keep]
             self._pair_cache = (tok, col, self.m[tok, col])
         return self._pair_cache
 
-    def firing_pairs(self, chunk: Chunk, max_pairs: int = FIRING_PAIRS, seed: int = 0) -> tuple[torch.Tensor, float]:
-        """``sum |f(t, p) - m(t)|`` at the chunk's positions over the pairs that fire inside the context (``m > 0``),
-        and ``sum m`` over the same pairs (float64): the deviation of features on the tokens they fire on, as a share
-        of their own in-context activation when divided. Separable SAEs: ``f = act(a_t + b_p)`` for each pair (at
-        most ``max_pairs`` pairs, drawn at random when there are more, stated in the docs); TopK: the chunk's
-        activations, every pair."""
+    def firing_pairs(
+        self, chunk: Chunk, max_pairs: int = FIRING_PAIRS, seed: int = 0
+    ) -> tuple[torch.Tensor, float]:
+        """``sum |f(t, p) - m(t)|`` at the chunk's positions over the pairs that fire inside the
+        context (``m > 0``), and ``sum m`` over the same pairs (float64): the deviation of features
+        on the tokens they fire on, as a share of their own in-context activation when divided.
+        Separable SAEs: ``f = act(a_t + b_p)`` for each pair (at most ``max_pairs`` pairs, drawn at
+        random when there are more, stated in the docs); TopK: the chunk's activations, every
+        pair."""
         g = self.grid
         if not len(self.features):
             return torch.zeros(len(chunk.positions), dtype=torch.float64, device=g.dev), 0.0
@@ -382,11 +475,16 @@ class DeviationSums:
             tok, col, m = self._pairs(max_pairs, seed)
             out = torch.zeros(len(chunk.positions), dtype=torch.float64, device=g.dev)
             zero = torch.zeros((), dtype=torch.float64, device=g.dev)
-            for lo in range(0, len(tok), PAIR_BLOCK):  # blocks of pairs: a few [block, n_chunk] temporaries at a time
-                feat = self.features[col[lo: lo + PAIR_BLOCK]]
-                pre = g.a[tok[lo: lo + PAIR_BLOCK], feat].double()[:, None] + chunk.b[:, feat].T.double()
+            for lo in range(
+                0, len(tok), PAIR_BLOCK
+            ):  # blocks of pairs: a few [block, n_chunk] temporaries at a time
+                feat = self.features[col[lo : lo + PAIR_BLOCK]]
+                pre = (
+                    g.a[tok[lo : lo + PAIR_BLOCK], feat].double()[:, None]
+                    + chunk.b[:, feat].T.double()
+                )
                 f = torch.where(pre > g.cut[feat].double()[:, None], pre, zero)
-                out += (f - m[lo: lo + PAIR_BLOCK, None]).abs().sum(0)
+                out += (f - m[lo : lo + PAIR_BLOCK, None]).abs().sum(0)
             return out, float(m.sum())
         fires = self.m > 0
         m = self.m * fires
@@ -396,5 +494,7 @@ class DeviationSums:
         tok, pos, feat, val = g.entries(chunk.b, self.features, chunk.first)
         mm = m[tok, self.col[feat]]
         on = fires[tok, self.col[feat]].double()
-        dev = torch.bincount(pos, weights=((val.double() - mm).abs() - mm) * on, minlength=len(chunk.positions))
+        dev = torch.bincount(
+            pos, weights=((val.double() - mm).abs() - mm) * on, minlength=len(chunk.positions)
+        )
         return float(m.sum()) + dev, float(m.sum())

@@ -1,22 +1,26 @@
-"""Screening: most token values of a sparse SAE fire at no position, and a bfloat16 GEMM proves it for them.
+"""Screening: most token values of a sparse SAE fire at no position, and a bfloat16 GEMM proves it
+for them.
 
-For a feature ``f`` and token ``t`` the numba path needs the exact token part ``a = x_t . w_f + b_f`` only when it can
-fire at some position (``a > row0_f``, the feature's lowest threshold ``cut - b`` over every position set), or when it
-may be the feature's largest token value that never fires inside the context (:class:`~posfeat.engine.grid_stats.NeverFiring`).
-A token part computed from bfloat16 inputs, ``approx`` (a GEMM at about 2.5 times the fp32 GEMM's speed where the CPU
-multiplies bfloat16 natively), is within a bound ``e`` of every float32 evaluation of ``a`` (:class:`ScreenInputs`: the
-inputs' rounding errors are known, so Cauchy-Schwarz on them gives a bound a few times the typical error, not hundreds), so
-a token with ``approx + e < row0 - b_f`` provably fires nowhere: it only counts. The others (candidates: about 5% on a
-GPT-2-shaped SAE with an L0 of about 50) get their exact token part, a dot product in the working precision, and go
-through the same buckets as in the dense path. What needs every token: the count of those that fire nowhere (the rest),
-the mean token part (from the sum of the token inputs, ``sum_t x_t . w + n b``), the top tokens' zero-sum tail (filled in
-token order, as the dense path does) and the largest value that never fires inside the context (from the candidates, and
-when that is not enough, from the screened tokens not surely below it).
+For a feature ``f`` and token ``t`` the numba path needs the exact token part ``a = x_t . w_f +
+b_f`` only when it can fire at some position (``a > row0_f``, the feature's lowest threshold ``cut -
+b`` over every position set), or when it may be the feature's largest token value that never fires
+inside the context (:class:`~posfeat.engine.grid_stats.NeverFiring`). A token part computed from
+bfloat16 inputs, ``approx`` (a GEMM at about 2.5 times the fp32 GEMM's speed where the CPU
+multiplies bfloat16 natively), is within a bound ``e`` of every float32 evaluation of ``a``
+(:class:`ScreenInputs`: the inputs' rounding errors are known, so Cauchy-Schwarz on them gives a
+bound a few times the typical error, not hundreds), so a token with ``approx + e < row0 - b_f``
+provably fires nowhere: it only counts. The others (candidates: about 5% on a GPT-2-shaped SAE with
+an L0 of about 50) get their exact token part, a dot product in the working precision, and go
+through the same buckets as in the dense path. What needs every token: the count of those that fire
+nowhere (the rest), the mean token part (from the sum of the token inputs, ``sum_t x_t . w + n b``),
+the top tokens' zero-sum tail (filled in token order, as the dense path does) and the largest value
+that never fires inside the context (from the candidates, and when that is not enough, from the
+screened tokens not surely below it).
 
-The result is the dense path's, to the rounding of the token parts (one dot product's rounding rather than one GEMM's);
-the same tests hold both to the enumeration. By default a call screens only when a seeded sample of features and tokens
-says at most :data:`MAX_CANDIDATE_SHARE` of the token values are candidates (a dense SAE is cheaper through the fp32 GEMM).
-"""
+The result is the dense path's, to the rounding of the token parts (one dot product's rounding
+rather than one GEMM's); the same tests hold both to the enumeration. By default a call screens only
+when a seeded sample of features and tokens says at most :data:`MAX_CANDIDATE_SHARE` of the token
+values are candidates (a dense SAE is cheaper through the fp32 GEMM)."""
 
 from __future__ import annotations
 
@@ -37,47 +41,54 @@ if HAVE_NUMBA:
 
     from .kernel import _add_buckets, _buckets_of, _merge_token, _padded_table, _push_top, _tally
 
-#: ``screen=None`` screens when at most this share of the token values are candidates, estimated on a seeded sample of
-#: features and tokens: the exact dot products cost about 7 fp32 GEMMs per unit of share (measured on this project's
-#: CPU, as the GEMM they replace is 1), the bfloat16 GEMM and the screen about 0.5, so above about 0.1 the dense path is
-#: cheaper (the bundled SAE: 0.27; GPT-2-shaped stand-in and a res-jb-like random SAE: about 0.05).
+#: ``screen=None`` screens when at most this share of the token values are candidates, estimated on
+# a seeded sample of features and tokens: the exact dot products cost about 7 fp32 GEMMs per unit of
+# share (measured on this project's CPU, as the GEMM they replace is 1), the bfloat16 GEMM and the
+# screen about 0.5, so above about 0.1 the dense path is cheaper (the bundled SAE: 0.27;
+# GPT-2-shaped stand-in and a res-jb-like random SAE: about 0.05).
 MAX_CANDIDATE_SHARE = 0.12
-#: Features and tokens of that estimate (seeded, spread over the whole SAE and vocabulary: feature order says nothing).
+#: Features and tokens of that estimate (seeded, spread over the whole SAE and vocabulary: feature
+# order says nothing).
 ESTIMATE_FEATURES, ESTIMATE_TOKENS = 256, 4096
 
-#: Token rows per step of the exact dot products: every feature of the sub-block takes its candidates among them while
-#: they are fresh, so each encoder row is read once per step for about 5% of them (on the stand-in: 512 rows, 3.6 s of
-#: dot products; 64 rows, 4.6 s).
+#: Token rows per step of the exact dot products: every feature of the sub-block takes its
+# candidates among them while they are fresh, so each encoder row is read once per step for about 5%
+# of them (on the stand-in: 512 rows, 3.6 s of dot products; 64 rows, 4.6 s).
 EXACT_RUN = 512
 
 
 def _norms(m: torch.Tensor, rows: int = 4096) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Rows of ``m`` in bfloat16, and in float64 (rounded up by 1e-6) the norms of their rounding errors and of the rounded
+    """Rows of ``m`` in bfloat16, and in float64 (rounded up by 1e-6) the norms of their rounding
+    errors and of the rounded
     rows (``rows`` at a time: no float64 copy of the whole)."""
     h = m.to(torch.bfloat16)
     err, norm = np.empty(m.shape[0]), np.empty(m.shape[0])
     for r0 in range(0, m.shape[0], rows):
-        hd = h[r0:r0 + rows].double()
-        err[r0:r0 + rows] = (m[r0:r0 + rows].double() - hd).norm(dim=1).numpy()
-        norm[r0:r0 + rows] = hd.norm(dim=1).numpy()
+        hd = h[r0 : r0 + rows].double()
+        err[r0 : r0 + rows] = (m[r0 : r0 + rows].double() - hd).norm(dim=1).numpy()
+        norm[r0 : r0 + rows] = hd.norm(dim=1).numpy()
     return h, err * (1 + 1e-6), norm * (1 + 1e-6)
 
 
 @dataclass
 class ScreenInputs:
-    """A block's inputs to the screen: token inputs ``x`` ``[n_tok, d]`` (working dtype), in bfloat16 ``x_bf``, the norms of
-    their rounding errors ``dx`` and of the rounded rows ``hx``, their float64 sum ``x_sum``; the block's encoder rows
-    ``wt`` ``[F, d]``, in bfloat16 ``wt_bf``, and per feature the bound's coefficients ``A``, ``B``, ``C`` (below); float64
-    biases ``bias``.
+    """A block's inputs to the screen: token inputs ``x`` ``[n_tok, d]`` (working dtype), in
+    bfloat16 ``x_bf``, the norms of their rounding errors ``dx`` and of the rounded rows ``hx``,
+    their float64 sum ``x_sum``; the block's encoder rows ``wt`` ``[F, d]``, in bfloat16 ``wt_bf``,
+    and per feature the bound's coefficients ``A``, ``B``, ``C`` (below); float64 biases ``bias``.
 
-    The bound on ``|approx - a|`` for token ``t`` and feature ``i``, ``approx`` the bfloat16 GEMM's value (``xh . wh``
-    rounded to bfloat16) and ``a`` any float32 evaluation of ``x . w + b``::
+    The bound on ``|approx - a|`` for token ``t`` and feature ``i``, ``approx`` the bfloat16 GEMM's
+    value (``xh . wh`` rounded to bfloat16) and ``a`` any float32 evaluation of ``x . w + b``::
 
-        |x.w - xh.wh| <= |dx . w| + |xh . dw| <= dx_t ||w|| + hx_t ||dw||          (Cauchy-Schwarz, rounding errors known)
-        float32 sums, in any order, of xh.wh and of x.w + b: gamma (||xh|| ||wh|| + ||x|| ||w||),  gamma = 1.01 d 2^-24
-        the bfloat16 output: 2^-8 / (1 - 2^-8) |approx|; adding the bias in float32: 2^-23 (|approx| + |b|)
+        |x.w - xh.wh| <= |dx . w| + |xh . dw| <= dx_t ||w|| + hx_t ||dw||
+            (Cauchy-Schwarz, rounding errors known)
+        float32 sums, in any order, of xh.wh and of x.w + b:
+            gamma (||xh|| ||wh|| + ||x|| ||w||),  gamma = 1.01 d 2^-24
+        the bfloat16 output: 2^-8 / (1 - 2^-8) |approx|;
+        adding the bias in float32: 2^-23 (|approx| + |b|)
 
-    so ``e = dx_t A_i + hx_t B_i + D |approx| + C_i`` with ``A = ||w||``, ``B = ||dw|| + 2.03 gamma ||wh||``,
+    so ``e = dx_t A_i + hx_t B_i + D |approx| + C_i`` with ``A = ||w||``, ``B = ||dw|| + 2.03 gamma
+    ||wh||``,
     ``D = 2^-8 / (1 - 2^-8) + 2^-23`` and ``C = 2^-23 |b| + 1e-30``.
     """
 
@@ -106,14 +117,24 @@ class ScreenInputs:
         wt_bf, dw, hw = _norms(wt)
         gamma = 1.01 * W_blk.shape[0] * 2.0**-24
         b = bias.double().numpy()
-        return cls(**tok, wt=wt, wt_bf=wt_bf, A=wt.double().norm(dim=1).numpy() * (1 + 1e-6), B=dw + 2.03 * gamma * hw,  # type: ignore[arg-type]
-                   C=2.0**-23 * np.abs(b) + 1e-30, bias=b)
+        return cls(
+            **tok,
+            wt=wt,
+            wt_bf=wt_bf,
+            A=wt.double().norm(dim=1).numpy() * (1 + 1e-6),
+            B=dw + 2.03 * gamma * hw,  # type: ignore[arg-type]
+            C=2.0**-23 * np.abs(b) + 1e-30,
+            bias=b,
+        )
 
     def totals(self, f0: int, f1: int) -> np.ndarray:
-        """``sum_t a[t, f]`` for features ``f0..f1-1`` of the block, in float64 from the token inputs' sum."""
+        """``sum_t a[t, f]`` for features ``f0..f1-1`` of the block, in float64 from the token
+        inputs' sum."""
         return (self.wt[f0:f1].double() @ self.x_sum).numpy() + self.x.shape[0] * self.bias[f0:f1]
 
-    def bound(self, f0: int, f1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def bound(
+        self, f0: int, f1: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The bound's arrays for features ``f0..f1-1``: ``dx, hx, A, B, C``."""
         return self.dx, self.hx, self.A[f0:f1], self.B[f0:f1], self.C[f0:f1]
 
@@ -126,10 +147,15 @@ if HAVE_NUMBA:
 
     @intrinsic
     def _bf16(typingctx, bits):  # pragma: no cover - compiled
-        """The float32 value of bfloat16 ``bits`` (a uint16): its bits shifted into a float32's upper half."""
+        """The float32 value of bfloat16 ``bits`` (a uint16): its bits shifted into a float32's
+        upper half."""
+
         def codegen(context, builder, signature, args):
-            wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
+            wide = builder.shl(
+                builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16)
+            )
             return builder.bitcast(wide, ir.FloatType())
+
         return types.float32(types.uint16), codegen
 
     @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
@@ -140,10 +166,13 @@ if HAVE_NUMBA:
 
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
-    def _screen_kernel(approx, dx, hx, A, B, C, floor, cand_t, cand_n, sure, band_t, band_n):  # pragma: no cover
-        """Candidates of each feature ``i``: tokens with ``approx + e >= floor[i]`` (``floor = row0 - bias``), in token order;
-        ``sure[i]``: the largest lower bound ``approx - e`` among the others; ``band_t[i, :band_n[i]]``: the others whose upper
-        bound reached the largest lower bound met so far (a superset, in token order, of those that may be the largest
+    def _screen_kernel(
+        approx, dx, hx, A, B, C, floor, cand_t, cand_n, sure, band_t, band_n
+    ):  # pragma: no cover
+        """Candidates of each feature ``i``: tokens with ``approx + e >= floor[i]`` (``floor = row0
+        - bias``), in token order; ``sure[i]``: the largest lower bound ``approx - e`` among the
+        others; ``band_t[i, :band_n[i]]``: the others whose upper bound reached the largest lower
+        bound met so far (a superset, in token order, of those that may be the largest
         screened value: the running bound only grows)."""
         F, T = approx.shape
         for i in prange(F):
@@ -170,8 +199,9 @@ if HAVE_NUMBA:
     @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True, fastmath={"reassoc", "contract"})
     @no_type_check
     def _dots(x, wt, i, cand, j, n, bias, vals):  # pragma: no cover
-        """``vals[i, j..j+n-1]``: ``x[cand[j..]] . wt[i] + bias[i]`` (``n`` at most 4: one load of ``wt[i]`` serves them all),
-        summed in the working precision as a GEMM would (in any order: the screen's bound allows for it)."""
+        """``vals[i, j..j+n-1]``: ``x[cand[j..]] . wt[i] + bias[i]`` (``n`` at most 4: one load of
+        ``wt[i]`` serves them all), summed in the working precision as a GEMM would (in any order:
+        the screen's bound allows for it)."""
         t0 = cand[j]
         t1 = cand[j + min(1, n - 1)]
         t2 = cand[j + min(2, n - 1)]
@@ -196,8 +226,9 @@ if HAVE_NUMBA:
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _exact_kernel(x, wt, bias, cand_t, cand_n, vals):  # pragma: no cover
-        """``vals[i, j]``: the exact token part of candidate ``j`` of feature ``i``. Tokens go in runs of TOP_RUN per thread,
-        each run in steps of EXACT_RUN rows read by every feature while they are in cache."""
+        """``vals[i, j]``: the exact token part of candidate ``j`` of feature ``i``. Tokens go in
+        runs of TOP_RUN per thread, each run in steps of EXACT_RUN rows read by every feature while
+        they are in cache."""
         F = cand_t.shape[0]
         T = x.shape[0]
         for run in prange((T + TOP_RUN - 1) // TOP_RUN):
@@ -220,8 +251,9 @@ if HAVE_NUMBA:
     @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _fill_zeros(topv, topi, tmin, nxt, stop):  # pragma: no cover
-        """Push tokens ``nxt .. stop-1`` (none of them a candidate: each sums to 0) into a top list that is not full
-        (``tmin < 0``), in token order, as the dense path meets them; returns the new ``tmin``."""
+        """Push tokens ``nxt .. stop-1`` (none of them a candidate: each sums to 0) into a top list
+        that is not full (``tmin < 0``), in token order, as the dense path meets them; returns the
+        new ``tmin``."""
         while tmin < 0.0 and nxt < stop:
             tmin = _push_top(topv, topi, 0.0, nxt)
             nxt += 1
@@ -229,15 +261,20 @@ if HAVE_NUMBA:
 
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
-    def _sparse_bucket_kernel(f0, T, cand_t, cand_n, vals, s, pb, shift, acc, topv, topi, lo_c):  # pragma: no cover
-        """The dense kernel's buckets and top tokens over the candidates alone (every other token fires nowhere), in runs
-        with no branch on the data, as the dense kernel's busy runs (many candidates fire, at random)."""
+    def _sparse_bucket_kernel(
+        f0, T, cand_t, cand_n, vals, s, pb, shift, acc, topv, topi, lo_c
+    ):  # pragma: no cover
+        """The dense kernel's buckets and top tokens over the candidates alone (every other token
+        fires nowhere), in runs with no branch on the data, as the dense kernel's busy runs (many
+        candidates fire, at random)."""
         F = cand_t.shape[0]
         P = s.shape[1]
         for i in prange(F):
             f = f0 + i
             tab = _padded_table(s[f], CELLS_PER_THRESHOLD * P)
-            loc = np.zeros((P + 1 + SPARE) * 4)  # as in the dense kernel: the spare rows take the stores of candidates that do not fire
+            loc = np.zeros(
+                (P + 1 + SPARE) * 4
+            )  # as in the dense kernel: the spare rows take the stores of candidates that do not fire
             lob = np.empty(RUN, np.int32)
             pbf, sh = pb[f], shift[f]
             tmin = topv[f, topv.shape[1] - 1]
@@ -245,7 +282,7 @@ if HAVE_NUMBA:
             fired = 0.0
             for j0 in range(0, cand_n[i], RUN):
                 m = min(RUN, cand_n[i] - j0)
-                _buckets_of(vals[i, j0: j0 + m], m, tab, lob)
+                _buckets_of(vals[i, j0 : j0 + m], m, tab, lob)
                 for k in range(m):
                     t = cand_t[i, j0 + k]
                     if tmin < 0.0:
@@ -268,12 +305,32 @@ if HAVE_NUMBA:
 
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
-    def _below_candidates(approx, dx, hx, A, B, C, bias, lim, floor, sure, f0, cand_t, cand_n, vals, band_t, band_n, below_v,
-                          below_i):  # pragma: no cover
-        """Each feature's largest token part at or below ``lim`` among its candidates (exact values known; the first token
-        among ties) into ``below_v``/``below_i``. Every other token lies below ``floor`` (``row0 - bias``), so when that value
-        reaches it, it is the answer (``band_n`` set to 0); else the answer may be a screened token, and the screen's band
-        is cut to those that may be it (not surely below the larger of that value and ``sure``), in place."""
+    def _below_candidates(
+        approx,
+        dx,
+        hx,
+        A,
+        B,
+        C,
+        bias,
+        lim,
+        floor,
+        sure,
+        f0,
+        cand_t,
+        cand_n,
+        vals,
+        band_t,
+        band_n,
+        below_v,
+        below_i,
+    ):  # pragma: no cover
+        """Each feature's largest token part at or below ``lim`` among its candidates (exact values
+        known; the first token among ties) into ``below_v``/``below_i``. Every other token lies
+        below ``floor`` (``row0 - bias``), so when that value reaches it, it is the answer
+        (``band_n`` set to 0); else the answer may be a screened token, and the screen's band is cut
+        to those that may be it (not surely below the larger of that value and ``sure``), in
+        place."""
         for i in prange(cand_t.shape[0]):
             f = f0 + i
             best = below_v[f]
@@ -299,7 +356,8 @@ if HAVE_NUMBA:
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _below_pick(band_t, band_n, vals, lim, f0, below_v, below_i):  # pragma: no cover
-        """Fold the band's exact values into each feature's largest value at or below ``lim`` (the first token among ties)."""
+        """Fold the band's exact values into each feature's largest value at or below ``lim`` (the
+        first token among ties)."""
         for i in prange(band_t.shape[0]):
             best = below_v[f0 + i]
             besti = below_i[f0 + i]
@@ -314,8 +372,11 @@ if HAVE_NUMBA:
 
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
-    def _sparse_top_kernel(cand_t, cand_n, vals, lo_c, T, g0, pb, pb2, topv, topi, topvar):  # pragma: no cover
-        """:func:`posfeat.engine.kernel.token_top_merge` over the candidates (the others fire nowhere)."""
+    def _sparse_top_kernel(
+        cand_t, cand_n, vals, lo_c, T, g0, pb, pb2, topv, topi, topvar
+    ):  # pragma: no cover
+        """:func:`posfeat.engine.kernel.token_top_merge` over the candidates (the others fire
+        nowhere)."""
         F = cand_t.shape[0]
         P = pb.shape[1] - 1
         for run in prange((T + TOP_RUN - 1) // TOP_RUN):
@@ -324,15 +385,27 @@ if HAVE_NUMBA:
                 j = np.searchsorted(cand_t[i, : cand_n[i]], r0)
                 while j < cand_n[i] and cand_t[i, j] < r0 + TOP_RUN:
                     n = lo_c[i, j]
-                    _merge_token(topv, topi, topvar, cand_t[i, j], g0 + i, n, float64(vals[i, j]), pb[i, n], pb2[i, n], P)
+                    _merge_token(
+                        topv,
+                        topi,
+                        topvar,
+                        cand_t[i, j],
+                        g0 + i,
+                        n,
+                        float64(vals[i, j]),
+                        pb[i, n],
+                        pb2[i, n],
+                        P,
+                    )
                     j += 1
 
 
 @dataclass
 class Screened:
-    """One sub-block through the screen: the bfloat16 token parts (``uint16`` bits ``[F, T]``), the candidates ``cand_t``
-    (tokens in order, ``cand_n`` per feature) and their exact values ``vals``; per feature the largest lower bound among
-    the screened tokens ``sure``, and the band of screened tokens that may be the largest (``band_t``, ``band_n``)."""
+    """One sub-block through the screen: the bfloat16 token parts (``uint16`` bits ``[F, T]``), the
+    candidates ``cand_t`` (tokens in order, ``cand_n`` per feature) and their exact values ``vals``;
+    per feature the largest lower bound among the screened tokens ``sure``, and the band of screened
+    tokens that may be the largest (``band_t``, ``band_n``)."""
 
     bits: np.ndarray
     cand_t: np.ndarray
@@ -344,8 +417,8 @@ class Screened:
 
 
 class Screen:
-    """The screen of one :func:`~posfeat.engine.grid_stats.grid_statistics` call: the token half of its inputs, buffers kept
-    for every sub-block, and the share of candidates so far."""
+    """The screen of one :func:`~posfeat.engine.grid_stats.grid_statistics` call: the token half of
+    its inputs, buffers kept for every sub-block, and the share of candidates so far."""
 
     def __init__(self, x: torch.Tensor) -> None:
         self.tok = ScreenInputs.tokens(x)
@@ -368,45 +441,96 @@ class Screen:
         return b[: shape[0] * shape[1]].reshape(shape)
 
     def candidates_of(self, f0: int, f1: int, row0: np.ndarray) -> Screened:
-        """Screen features ``f0..f1-1`` of the block (``row0``: their lowest thresholds) (:class:`Screened`)."""
+        """Screen features ``f0..f1-1`` of the block (``row0``: their lowest thresholds)
+        (:class:`Screened`)."""
         blk = self.block
         assert blk is not None
         T, F = blk.x.shape[0], f1 - f0
-        approx = torch.from_numpy(self._buf("approx", (F, T), np.dtype(np.int16))).view(torch.bfloat16)
+        approx = torch.from_numpy(self._buf("approx", (F, T), np.dtype(np.int16))).view(
+            torch.bfloat16
+        )
         torch.matmul(blk.wt_bf[f0:f1], blk.x_bf.T, out=approx)
         bits = approx.view(torch.int16).numpy().view(np.uint16)
         cand_t, cand_n = self._buf("cand_t", (F, T), np.dtype(np.int32)), np.empty(F, np.int64)
-        sure, band_t, band_n = np.empty(F), self._buf("band_t", (F, T), np.dtype(np.int32)), np.empty(F, np.int64)
-        _screen_kernel(bits, *blk.bound(f0, f1), np.asarray(row0, np.float64) - blk.bias[f0:f1], cand_t, cand_n, sure, band_t, band_n)
+        sure, band_t, band_n = (
+            np.empty(F),
+            self._buf("band_t", (F, T), np.dtype(np.int32)),
+            np.empty(F, np.int64),
+        )
+        _screen_kernel(
+            bits,
+            *blk.bound(f0, f1),
+            np.asarray(row0, np.float64) - blk.bias[f0:f1],
+            cand_t,
+            cand_n,
+            sure,
+            band_t,
+            band_n,
+        )
         self.seen += F * T
         self.candidates += int(cand_n.sum())
         vals = self._buf("vals", (F, T), np.dtype(blk.x.numpy().dtype))
         _exact_kernel(blk.x.numpy(), blk.wt.numpy()[f0:f1], blk.bias[f0:f1], cand_t, cand_n, vals)
         return Screened(bits, cand_t, cand_n, vals, sure, band_t, band_n)
 
-    def below(self, f0: int, f1: int, found: Screened, floor: np.ndarray, lim: np.ndarray, out: dict[str, np.ndarray]) -> None:
-        """Each feature's largest token part at or below ``lim`` (``out["below_val"]``, ``out["below_idx"]``), from the
-        candidates' exact values (``found``: :meth:`candidates_of`'s result) and exact values of the screened tokens that
-        may be it."""
+    def below(
+        self,
+        f0: int,
+        f1: int,
+        found: Screened,
+        floor: np.ndarray,
+        lim: np.ndarray,
+        out: dict[str, np.ndarray],
+    ) -> None:
+        """Each feature's largest token part at or below ``lim`` (``out["below_val"]``,
+        ``out["below_idx"]``), from the
+        candidates' exact values (``found``: :meth:`candidates_of`'s result) and exact values of the
+        screened tokens that may be it."""
         blk = self.block
         assert blk is not None
         F, T = f1 - f0, blk.x.shape[0]
         band_t, band_n = found.band_t, found.band_n
-        _below_candidates(found.bits, *blk.bound(f0, f1), blk.bias[f0:f1], lim, floor, found.sure, f0, found.cand_t, found.cand_n, found.vals,
-                          band_t, band_n, out["below_val"], out["below_idx"])
+        _below_candidates(
+            found.bits,
+            *blk.bound(f0, f1),
+            blk.bias[f0:f1],
+            lim,
+            floor,
+            found.sure,
+            f0,
+            found.cand_t,
+            found.cand_n,
+            found.vals,
+            band_t,
+            band_n,
+            out["below_val"],
+            out["below_idx"],
+        )
         if band_n.any():
             band_v = self._buf("band_v", (F, T), found.vals.dtype)
-            _exact_kernel(blk.x.numpy(), blk.wt.numpy()[f0:f1], blk.bias[f0:f1], band_t, band_n, band_v)
+            _exact_kernel(
+                blk.x.numpy(), blk.wt.numpy()[f0:f1], blk.bias[f0:f1], band_t, band_n, band_v
+            )
             _below_pick(band_t, band_n, band_v, lim, f0, out["below_val"], out["below_idx"])
 
     def lo_buffer(self, F: int, T: int) -> np.ndarray:
         return self._buf("lo", (F, T), np.dtype(np.int32))
 
 
-def screened_sums(screen: Screen, f0: int, f1: int, preps: list[dict[str, torch.Tensor]], lims: list[torch.Tensor | None], shift: np.ndarray,
-                  outs: list[dict[str, np.ndarray] | None], top_k: int, token_top: tuple[Any, int] | None) -> None:
-    """Features ``f0..f1-1`` of the block through the screen into ``outs`` (one per position set, made when None), as
-    :func:`posfeat.engine.kernel.bucket_sums` would fill them from the dense token parts; updates ``token_top``."""
+def screened_sums(
+    screen: Screen,
+    f0: int,
+    f1: int,
+    preps: list[dict[str, torch.Tensor]],
+    lims: list[torch.Tensor | None],
+    shift: np.ndarray,
+    outs: list[dict[str, np.ndarray] | None],
+    top_k: int,
+    token_top: tuple[Any, int] | None,
+) -> None:
+    """Features ``f0..f1-1`` of the block through the screen into ``outs`` (one per position set,
+    made when None), as :func:`posfeat.engine.kernel.bucket_sums` would fill them from the dense
+    token parts; updates ``token_top``."""
     blk = screen.block
     assert blk is not None
     T = blk.x.shape[0]
@@ -419,20 +543,48 @@ def screened_sums(screen: Screen, f0: int, f1: int, preps: list[dict[str, torch.
         FB, P = prep["s"].shape
         out = outs[i] = outs[i] if outs[i] is not None else new_sums(FB, P, T, max(top_k, 1), False)
         pb = prep["pb"].numpy()
-        _sparse_bucket_kernel(f0, T, cand_t, cand_n, vals, prep["s"].numpy(), pb, shift, out["acc"], out["top_val"], out["top_idx"], lo_c)
+        _sparse_bucket_kernel(
+            f0,
+            T,
+            cand_t,
+            cand_n,
+            vals,
+            prep["s"].numpy(),
+            pb,
+            shift,
+            out["acc"],
+            out["top_val"],
+            out["top_idx"],
+            lo_c,
+        )
         acc = out["acc"][f0:f1]
-        acc[:, 0, 1] = totals - T * shift[f0:f1] - acc[:, 1:, 1].sum(1)  # every token's shifted value, through the sum of the inputs
+        acc[:, 0, 1] = (
+            totals - T * shift[f0:f1] - acc[:, 1:, 1].sum(1)
+        )  # every token's shifted value, through the sum of the inputs
         if lim is not None:
             screen.below(f0, f1, found, row0 - blk.bias[f0:f1], lim.numpy(), out)
         if i == 0 and token_top is not None:
             top, g0 = token_top
-            _sparse_top_kernel(cand_t, cand_n, vals, lo_c, T, g0 + f0, pb[f0:f1], prep["pb2"].numpy()[f0:f1], top.mean, top.feature, top.var)
+            _sparse_top_kernel(
+                cand_t,
+                cand_n,
+                vals,
+                lo_c,
+                T,
+                g0 + f0,
+                pb[f0:f1],
+                prep["pb2"].numpy()[f0:f1],
+                top.mean,
+                top.feature,
+                top.var,
+            )
 
 
 @functools.cache
 def bf16_fast() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (``avx512_bf16`` or ``amx_bf16`` in ``/proc/cpuinfo``): where it does
-    not, a bfloat16 GEMM is no faster than the fp32 one and the screen is not used unless asked for."""
+    """Whether this CPU multiplies bfloat16 natively (``avx512_bf16`` or ``amx_bf16`` in
+    ``/proc/cpuinfo``): where it does not, a bfloat16 GEMM is no faster than the fp32 one and the
+    screen is not used unless asked for."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -440,15 +592,30 @@ def bf16_fast() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def estimate_share(x: torch.Tensor, W: torch.Tensor, bias: torch.Tensor, row0: torch.Tensor, seed: int = 0) -> float:
-    """The share of candidates among a seeded sample of :data:`ESTIMATE_TOKENS` of the token inputs ``x`` ``[n_tok, d]``,
-    for the features whose encoder columns are ``W`` ``[d, F]`` (biases ``bias``, lowest thresholds ``row0``)."""
-    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:ESTIMATE_TOKENS].sort().values
+def estimate_share(
+    x: torch.Tensor, W: torch.Tensor, bias: torch.Tensor, row0: torch.Tensor, seed: int = 0
+) -> float:
+    """The share of candidates among a seeded sample of :data:`ESTIMATE_TOKENS` of the token inputs
+    ``x`` ``[n_tok, d]``, for the features whose encoder columns are ``W`` ``[d, F]`` (biases
+    ``bias``, lowest thresholds ``row0``)."""
+    idx = (
+        torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:ESTIMATE_TOKENS]
+        .sort()
+        .values
+    )
     tok = ScreenInputs.tokens(x[idx])
     blk = ScreenInputs.block(tok, W, bias)
     bits = (blk.wt_bf @ blk.x_bf.T).view(torch.int16).numpy().view(np.uint16)
     F, n = bits.shape
     cand_t, cand_n, sure = np.empty((F, n), np.int32), np.empty(F, np.int64), np.empty(F)
-    _screen_kernel(bits, *blk.bound(0, F), row0.double().numpy() - blk.bias, cand_t, cand_n, sure, np.empty((F, n), np.int32),
-                   np.empty(F, np.int64))
+    _screen_kernel(
+        bits,
+        *blk.bound(0, F),
+        row0.double().numpy() - blk.bias,
+        cand_t,
+        cand_n,
+        sure,
+        np.empty((F, n), np.int32),
+        np.empty(F, np.int64),
+    )
     return float(cand_n.sum()) / (F * n)

@@ -22,7 +22,9 @@ from typing import no_type_check
 
 import torch
 
-if not torch.cuda.is_available():  # pragma: no branch - the interpreter runs the kernel on CPU tensors
+if (
+    not torch.cuda.is_available()
+):  # pragma: no branch - the interpreter runs the kernel on CPU tensors
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import triton
@@ -34,7 +36,9 @@ BLOCK_T = 1024
 
 @triton.jit
 @no_type_check  # keeps jaxtyping's test-time instrumentation out of the kernel's source
-def _bucket_kernel(a_ptr, s_ptr, pb_ptr, shift_ptr, acc_ptr, ts_ptr, T, P, BLOCK: tl.constexpr, STEPS: tl.constexpr):  # pragma: no cover
+def _bucket_kernel(
+    a_ptr, s_ptr, pb_ptr, shift_ptr, acc_ptr, ts_ptr, T, P, BLOCK: tl.constexpr, STEPS: tl.constexpr
+):  # pragma: no cover
     f = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = offs < T
@@ -59,18 +63,23 @@ def _bucket_kernel(a_ptr, s_ptr, pb_ptr, shift_ptr, acc_ptr, ts_ptr, T, P, BLOCK
     tl.atomic_add(slot, tl.where(fires, 1.0, 0.0).to(tl.float64), mask=fires)
     tl.atomic_add(slot + 1, u, mask=fires)
     tl.atomic_add(slot + 2, u * u, mask=fires)
-    none = m & (lo == 0)  # fires nowhere: only its count and sum matter (bucket 0), one atomic per tile
+    none = m & (
+        lo == 0
+    )  # fires nowhere: only its count and sum matter (bucket 0), one atomic per tile
     tl.atomic_add(acc_ptr + base * 3, tl.sum(tl.where(none, 1.0, 0.0).to(tl.float64), axis=0))
     tl.atomic_add(acc_ptr + base * 3 + 1, tl.sum(tl.where(none, u, 0.0), axis=0))
 
 
-def bucket_sums(a: torch.Tensor, s: torch.Tensor, pb: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``acc`` ``Float64[F, n_pos+1, 3]`` (count, sum, sum of squares of ``a - shift`` per bucket among the sorted
-    thresholds ``s``) and ``ts`` ``Float64[F, n_tok]`` (each token's sum of activations over positions).
+def bucket_sums(
+    a: torch.Tensor, s: torch.Tensor, pb: torch.Tensor, shift: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``acc`` ``Float64[F, n_pos+1, 3]`` (count, sum, sum of squares of ``a - shift`` per bucket
+    among the sorted thresholds ``s``) and ``ts`` ``Float64[F, n_tok]`` (each token's sum of
+    activations over positions).
 
-    ``a``: ``[F, n_tok]`` token parts; ``s``: ``[F, n_pos]`` sorted thresholds (same dtype); ``pb``: ``Float64[F, n_pos+1]``
-    prefix sums of the position parts in that order; ``shift``: ``Float64[F]``.
-    """
+    ``a``: ``[F, n_tok]`` token parts; ``s``: ``[F, n_pos]`` sorted thresholds (same dtype); ``pb``:
+    ``Float64[F, n_pos+1]`` prefix sums of the position parts in that order; ``shift``:
+    ``Float64[F]``."""
     F, T = a.shape
     P = s.shape[1]
     acc = torch.zeros(F, P + 1, 3, dtype=torch.float64, device=a.device)
@@ -78,6 +87,16 @@ def bucket_sums(a: torch.Tensor, s: torch.Tensor, pb: torch.Tensor, shift: torch
     if F and T:
         block = max(16, min(BLOCK_T, triton.next_power_of_2(T)))
         steps = max(1, math.ceil(math.log2(P + 1)))
-        _bucket_kernel[(F, triton.cdiv(T, block))](a.contiguous(), s.contiguous(), pb.contiguous(), shift.contiguous(), acc, ts, T, P,
-                                                    BLOCK=block, STEPS=steps)
+        _bucket_kernel[(F, triton.cdiv(T, block))](
+            a.contiguous(),
+            s.contiguous(),
+            pb.contiguous(),
+            shift.contiguous(),
+            acc,
+            ts,
+            T,
+            P,
+            BLOCK=block,
+            STEPS=steps,
+        )
     return acc, ts

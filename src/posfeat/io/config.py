@@ -1,4 +1,5 @@
-"""Typed values from configuration files (``config.json``, ``cfg.json``), each failure one sentence naming file, key and value."""
+"""Typed values from configuration files (``config.json``, ``cfg.json``), each failure one sentence
+naming file, key and value."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ _MISSING = object()
 
 
 class ConfigFile:
-    """A configuration dict read from ``path``; keys are looked up at the top level, then in ``metadata``.
+    """A configuration dict read from ``path``; keys are looked up at the top level, then in
+    ``metadata``.
 
-    SAELens 6 moved ``hook_name``, ``context_size`` and friends into ``metadata``; older configs keep
-    them at the top level (and call the hook ``hook_point``): both are read through :meth:`get`.
-    """
+    SAELens 6 moved ``hook_name``, ``context_size`` and friends into ``metadata``; older configs
+    keep them at the top level (and call the hook ``hook_point``): both are read through
+    :meth:`get`."""
 
     def __init__(self, data: dict[str, Any], path: Path | str) -> None:
         self.data = data
@@ -34,12 +36,17 @@ class ConfigFile:
 
     def _key(self, keys: tuple[str, ...]) -> str:
         for key in keys:
-            if self.data.get(key) is not None or (isinstance(self.data.get("metadata"), dict) and self.data["metadata"].get(key) is not None):
+            if self.data.get(key) is not None or (
+                isinstance(self.data.get("metadata"), dict)
+                and self.data["metadata"].get(key) is not None
+            ):
                 return key
         return keys[0]
 
     def _bad(self, keys: tuple[str, ...], value: Any, want: str) -> PosfeatError:
-        return PosfeatError(f"{self.path}: {self._key(keys)} is {value!r}, not {want}; fix that value in the file.")
+        return PosfeatError(
+            f"{self.path}: {self._key(keys)} is {value!r}, not {want}; fix that value in the file."
+        )
 
     def get_int(self, *keys: str, default: Any = _MISSING, minimum: int | None = None) -> Any:
         """An integer (an integral JSON number; not a bool or a string), at least ``minimum``."""

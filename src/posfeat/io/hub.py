@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HubSettings:
-    """Where the hub cache is and whether posfeat may go online, as ``huggingface_hub`` decides them now."""
+    """Where the hub cache is and whether posfeat may go online, as ``huggingface_hub`` decides them
+    now."""
 
     cache: Path
     offline: bool
@@ -55,26 +56,30 @@ def hub_cache_dir() -> Path:
 
 
 def offline() -> bool:
-    """True when huggingface_hub would stay offline now (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``)."""
+    """True when huggingface_hub would stay offline now (``HF_HUB_OFFLINE`` /
+    ``TRANSFORMERS_OFFLINE``)."""
     return hub_settings().offline
 
 
 #: Seconds the one probe of the hub may take before posfeat counts it unreachable.
 PROBE_TIMEOUT = 4.0
-#: Endpoints found unreachable in this process, with why: later files come from the cache without another attempt.
+#: Endpoints found unreachable in this process, with why: later files come from the cache without
+# another attempt.
 _UNREACHABLE: dict[str, str] = {}
 _WARNED: set[str] = set()
 
 
 def missing(repo_id: str, files: list[str], why: str) -> PosfeatError:
-    """The one error for hub files that are neither reachable nor cached: names the cache, HF_HUB_OFFLINE and the local-folder way."""
+    """The one error for hub files that are neither reachable nor cached: names the cache,
+    HF_HUB_OFFLINE and the local-folder way."""
     cache = hub_cache_dir()
     if "HF_HUB_OFFLINE" in why:
         fix = "unset HF_HUB_OFFLINE and connect once to download them"
     else:
         fix = "connect once to download them, set HF_HUB_OFFLINE=1 to use the cache without trying the hub"
     return PosfeatError(
-        f"Cannot get {', '.join(files)} of {repo_id}: {why}, and they are not in the Hugging Face cache {cache}; "
+        f"Cannot get {', '.join(files)} of {repo_id}: {why}, and they are not in the Hugging Face "
+        f"cache {cache}; "
         f"{fix}, or pass a local folder holding those files instead."
     )
 
@@ -86,8 +91,9 @@ def _endpoint() -> str:
 
 
 def _probe(repo_id: str, filename: str, revision: str | None) -> str | None:
-    """One request to the hub, no retries and a short timeout (huggingface_hub alone retries for about 25 s when a file is not
-    cached); None when the hub answered (even "not found": that is for the download to report), else why it is unreachable."""
+    """One request to the hub, no retries and a short timeout (huggingface_hub alone retries for
+    about 25 s when a file is not cached); None when the hub answered (even "not found": that is for
+    the download to report), else why it is unreachable."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -96,33 +102,51 @@ def _probe(repo_id: str, filename: str, revision: str | None) -> str | None:
         kwargs["retry_on_errors"] = False
     quiet = logging.getLogger("huggingface_hub")
     level = quiet.level
-    quiet.setLevel(logging.ERROR)  # its own one-line-per-attempt warnings: posfeat says it once, below
+    quiet.setLevel(
+        logging.ERROR
+    )  # its own one-line-per-attempt warnings: posfeat says it once, below
     try:
         get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision), **kwargs)
         return None
     except HfHubHTTPError as err:
         response = getattr(err, "response", None)
         status = getattr(response, "status_code", None)
-        return None if status is not None and status < 500 else f"the hub is unreachable (it answered HTTP {status})"
-    except Exception as err:  # no network, DNS failure, refused, timed out: whatever the HTTP client raises
+        return (
+            None
+            if status is not None and status < 500
+            else f"the hub is unreachable (it answered HTTP {status})"
+        )
+    except (
+        Exception
+    ) as err:  # no network, DNS failure, refused, timed out: whatever the HTTP client raises
         first = str(err).splitlines()[0][:100] if str(err) else ""
         return f"the hub is unreachable ({type(err).__name__}{': ' + first if first else ''})"
     finally:
         quiet.setLevel(level)
 
 
-def cached_file(repo_id: str, filename: str, revision: str | None = None, *, required: bool = True,
-                needed: list[str] | None = None) -> Path | None:
+def cached_file(
+    repo_id: str,
+    filename: str,
+    revision: str | None = None,
+    *,
+    required: bool = True,
+    needed: list[str] | None = None,
+) -> Path | None:
     """Local path of ``filename`` in ``repo_id``: from the cache, else downloaded unless offline.
 
-    At most one attempt at the hub per process: offline (``HF_HUB_OFFLINE``) there is none; otherwise
-    the first file costs one probe, and when it fails every file of the run comes from the cache, with
-    one warning line. Returns None for an optional file (``required=False``) that the hub says does not
-    exist, or that is not cached while offline. ``needed`` lists every file the caller will need, for
-    the message.
-    """
+    At most one attempt at the hub per process: offline (``HF_HUB_OFFLINE``) there is none;
+    otherwise the first file costs one probe, and when it fails every file of the run comes from the
+    cache, with one warning line. Returns None for an optional file (``required=False``) that the
+    hub says does not exist, or that is not cached while offline. ``needed`` lists every file the
+    caller will need, for the message."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     settings = hub_settings()
     needed = needed or [filename]
@@ -134,26 +158,49 @@ def cached_file(repo_id: str, filename: str, revision: str | None = None, *, req
         if why is not None:
             _UNREACHABLE[endpoint] = why
     try:
-        path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=settings.cache, local_files_only=why is not None))
-        if why is not None and not settings.offline and endpoint not in _WARNED:  # going on from the cache: say so, once
+        path = Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                revision=revision,
+                cache_dir=settings.cache,
+                local_files_only=why is not None,
+            )
+        )
+        if (
+            why is not None and not settings.offline and endpoint not in _WARNED
+        ):  # going on from the cache: say so, once
             _WARNED.add(endpoint)
-            log.warning("%s; posfeat reads only the cache %s for the rest of this run (HF_HUB_OFFLINE=1 skips the hub).",
-                        why[:1].upper() + why[1:], settings.cache)
+            log.warning(
+                "%s; posfeat reads only the cache %s for the rest of this run (HF_HUB_OFFLINE=1 "
+                "skips the hub).",
+                why[:1].upper() + why[1:],
+                settings.cache,
+            )
     except LocalEntryNotFoundError as err:
         if not required:
             return None
-        raise missing(repo_id, needed, why or f"the hub is unreachable: {str(err).splitlines()[0][:120]}") from None
+        raise missing(
+            repo_id, needed, why or f"the hub is unreachable: {str(err).splitlines()[0][:120]}"
+        ) from None
     except EntryNotFoundError:
         if not required:
             return None
         raise missing(repo_id, needed, f"the repository has no file {filename}") from None
     except (RepositoryNotFoundError, GatedRepoError) as err:
-        raise missing(repo_id, needed, f"{type(err).__name__}: the repository does not exist or needs access") from None
+        raise missing(
+            repo_id, needed, f"{type(err).__name__}: the repository does not exist or needs access"
+        ) from None
     except Exception as err:  # network errors of whatever HTTP client the library uses
         first = str(err).splitlines()[0][:120] if str(err) else ""
         raise missing(repo_id, needed, f"{type(err).__name__}: {first}") from None
     repo_root = settings.cache / ("models--" + repo_id.replace("/", "--"))
-    if not is_inside(path, [repo_root.resolve()]):  # snapshot files are links into the repository's own blobs
-        raise PosfeatError(f"{path} in the hub cache links outside {repo_root}; posfeat reads only the repository's own files: "
-                           "delete that entry of the cache and download it again.")
+    if not is_inside(
+        path, [repo_root.resolve()]
+    ):  # snapshot files are links into the repository's own blobs
+        raise PosfeatError(
+            f"{path} in the hub cache links outside {repo_root}; posfeat reads only the "
+            "repository's own files: "
+            "delete that entry of the cache and download it again."
+        )
     return path

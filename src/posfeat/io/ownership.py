@@ -1,4 +1,5 @@
-"""Which files are posfeat's: the marker every output carries, and the kinds of output that declare their files.
+"""Which files are posfeat's: the marker every output carries, and the kinds of output that declare
+their files.
 
 Every folder posfeat writes holds ``.posfeat-output.json``, its marker: the kind of output, every
 entry the folder held when posfeat wrote it with each file's sha256, and the patterns the kind
@@ -38,9 +39,10 @@ class OutputKind:
 
     Attributes:
         name: the kind's name in the marker (``"analyze"``, ``"train"``, ...).
-        files: fnmatch patterns (relative to the folder; a ``*`` never crosses a ``/``) of everything
-            it writes; a work folder ``<out>.partial`` of this kind may hold any of them.
-        grows: patterns a finished output gains after its marker was written (runs added to a sweep).
+        files: fnmatch patterns (relative to the folder; a ``*`` never crosses a ``/``) of
+            everything it writes; a work folder ``<out>.partial`` of this kind may hold any of them.
+        grows: patterns a finished output gains after its marker was written (runs added to a
+            sweep).
         legacy: for folders of posfeat 0.1 (no marker): ``(files that must all be there, files that
             may be, (a JSON file, a key it holds) or None)``.
     """
@@ -55,7 +57,8 @@ Kinds = Iterable[OutputKind]
 
 
 def read_marker(folder: Path) -> dict[str, object] | None:
-    """The parsed marker of ``folder`` when posfeat wrote one (never read through a link), else None."""
+    """The parsed marker of ``folder`` when posfeat wrote one (never read through a link), else
+    None."""
     marker = folder / MARKER
     if marker.is_symlink() or not marker.is_file():
         return None
@@ -70,17 +73,25 @@ def _strings(value: object) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-def _patterns_for(folder: Path, kinds: Kinds) -> tuple[str | None, list[str], dict[str, str], list[str]]:
-    """``(kind, allowed patterns, digests of listed files, the kind's own patterns)``; kind None when posfeat did not
-    write the folder. A work folder allows its kind's patterns; a finished output what its marker lists and what its
-    kind grows."""
+def _patterns_for(
+    folder: Path, kinds: Kinds
+) -> tuple[str | None, list[str], dict[str, str], list[str]]:
+    """``(kind, allowed patterns, digests of listed files, the kind's own patterns)``; kind None
+    when posfeat did not write the folder. A work folder allows its kind's patterns; a finished
+    output what its marker lists and what its kind grows."""
     known = {k.name: k for k in kinds}
     data = read_marker(folder)
     if data is not None:
         kind = str(data.get("kind", "unknown"))
         declared = known.get(kind)
-        own = _strings(data["patterns"]) if "patterns" in data else list(declared.files if declared else ())
-        grows = _strings(data["grows"]) if "grows" in data else list(declared.grows if declared else ())
+        own = (
+            _strings(data["patterns"])
+            if "patterns" in data
+            else list(declared.files if declared else ())
+        )
+        grows = (
+            _strings(data["grows"]) if "grows" in data else list(declared.grows if declared else ())
+        )
         digests = data.get("sha256")
         digests = {str(k): str(v) for k, v in digests.items()} if isinstance(digests, dict) else {}
         extra = own if folder.name.endswith(PARTIAL) else grows
@@ -113,7 +124,9 @@ def glob_escape(name: str) -> str:
 def _matches(rel: str, pattern: str) -> bool:
     """``fnmatch`` part by part: a ``*`` never crosses a ``/``."""
     parts, wanted = rel.split("/"), pattern.split("/")
-    return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(x, y) for x, y in zip(parts, wanted))
+    return len(parts) == len(wanted) and all(
+        fnmatch.fnmatchcase(x, y) for x, y in zip(parts, wanted)
+    )
 
 
 def ignored(name: str) -> bool:
@@ -128,7 +141,9 @@ def _digest_matches(path: Path, digest: str) -> bool:
         return False
 
 
-def foreign_entries(folder: Path, kinds: Kinds = (), limit: int = 3) -> tuple[str | None, list[str]]:
+def foreign_entries(
+    folder: Path, kinds: Kinds = (), limit: int = 3
+) -> tuple[str | None, list[str]]:
     """``(kind, first entries posfeat does not write for that kind)`` of an existing folder.
 
     ``kinds`` are the kinds the caller knows (for folders of posfeat 0.1 and markers that do not
@@ -143,7 +158,9 @@ def foreign_entries(folder: Path, kinds: Kinds = (), limit: int = 3) -> tuple[st
         dirs.sort()
         rel_root = Path(root).relative_to(folder)
         links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
-        dirs[:] = [d for d in dirs if d not in links]  # a link is an entry of its own, never followed
+        dirs[:] = [
+            d for d in dirs if d not in links
+        ]  # a link is an entry of its own, never followed
         for name in sorted([*files, *links]):
             rel = (rel_root / name).as_posix()
             full = os.path.join(root, name)
@@ -153,7 +170,9 @@ def foreign_entries(folder: Path, kinds: Kinds = (), limit: int = 3) -> tuple[st
                 unknown.append(rel)
             elif rel in digests and not _digest_matches(Path(full), digests[rel]):
                 unknown.append(rel + " (changed since posfeat wrote it)")
-        for folder_name in dirs:  # an empty folder holds nothing to lose: its kind's folders are posfeat's
+        for (
+            folder_name
+        ) in dirs:  # an empty folder holds nothing to lose: its kind's folders are posfeat's
             rel = (rel_root / folder_name).as_posix()
             empty = not os.listdir(os.path.join(root, folder_name))
             if empty and not any(_matches(rel, p) for p in [*patterns, *own]):
@@ -164,8 +183,8 @@ def foreign_entries(folder: Path, kinds: Kinds = (), limit: int = 3) -> tuple[st
 
 
 def written_by_posfeat(folder: Path, kinds: Kinds = ()) -> str | None:
-    """The kind of posfeat output ``folder`` holds (``"analyze"``, ``"train"``, ...), or None if posfeat did not
-    write all of it."""
+    """The kind of posfeat output ``folder`` holds (``"analyze"``, ``"train"``, ...), or None if
+    posfeat did not write all of it."""
     kind, unknown = foreign_entries(folder, kinds, limit=1)
     return None if unknown else kind
 
@@ -179,13 +198,25 @@ def _listing(folder: Path) -> list[str]:
 
 
 def write_marker(folder: Path, kind: OutputKind, command: str | None = None) -> None:
-    """Mark ``folder`` as written by posfeat: its kind with the patterns it declares, every entry it holds now and each
-    file's sha256 (the policy replaces only what the marker covers, and only while each file is as posfeat wrote it)."""
+    """Mark ``folder`` as written by posfeat: its kind with the patterns it declares, every entry it
+    holds now and each file's sha256 (the policy replaces only what the marker covers, and only
+    while each file is as posfeat wrote it)."""
     listing = _listing(folder)
-    digests = {rel: file_digest(folder / rel) for rel in listing
-               if (folder / rel).is_file() and not (folder / rel).is_symlink()}
-    data = {"tool": "posfeat", "kind": kind.name, "version": __version__, "command": command,
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "files": listing, "sha256": digests,
-            "patterns": list(kind.files), "grows": list(kind.grows)}
+    digests = {
+        rel: file_digest(folder / rel)
+        for rel in listing
+        if (folder / rel).is_file() and not (folder / rel).is_symlink()
+    }
+    data = {
+        "tool": "posfeat",
+        "kind": kind.name,
+        "version": __version__,
+        "command": command,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "files": listing,
+        "sha256": digests,
+        "patterns": list(kind.files),
+        "grows": list(kind.grows),
+    }
     with atomic_file(folder / MARKER) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,4 +1,5 @@
-"""Atomic writes and the temporaries they leave: nothing half-written is ever seen under a final name.
+"""Atomic writes and the temporaries they leave: nothing half-written is ever seen under a final
+name.
 
 A new file or folder is written to a temporary name beside its target,
 ``.<name>.<pid>.<random>.posfeat-tmp``; then, with the stop signals held back, the old one is moved
@@ -34,7 +35,8 @@ _COMPLETED: set[Path] = set()
 
 
 def umask_mode(directory: bool) -> int:
-    """Permissions a plain ``mkdir`` (``directory``) or ``open`` would give under the current umask."""
+    """Permissions a plain ``mkdir`` (``directory``) or ``open`` would give under the current
+    umask."""
     mask = os.umask(0)
     os.umask(mask)
     return (0o777 if directory else 0o666) & ~mask
@@ -57,7 +59,9 @@ def shown(raw: object) -> str:
 
 def os_error(err: OSError, operation: str, path: object | None = None) -> PosfeatError:
     """One sentence for an OS error: what failed, doing what, on which path, and what to do."""
-    if isinstance(err, PosfeatError):  # already one sentence (a full disk seen by the safetensors writer)
+    if isinstance(
+        err, PosfeatError
+    ):  # already one sentence (a full disk seen by the safetensors writer)
         return err
     where = shorten(os.fsdecode(path if path is not None else (err.filename or "?")), PATH_KEEP)
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -101,7 +105,8 @@ def _left_by_dead_run(entry: Path, name: str | None) -> bool:
 
 
 def clean_leftovers(target: Path) -> list[Path]:
-    """Remove the temporaries beside ``target`` (and inside it) that dead runs left; one line says so.
+    """Remove the temporaries beside ``target`` (and inside it) that dead runs left; one line says
+    so.
 
     Returns what was removed."""
     gone: list[Path] = []
@@ -116,7 +121,9 @@ def clean_leftovers(target: Path) -> list[Path]:
     if gone:
         names = ", ".join(p.name for p in gone[:3]) + (", ..." if len(gone) > 3 else "")
         plural = "y" if len(gone) == 1 else "ies"
-        log.warning("removed %d temporar%s left by a run that was killed: %s", len(gone), plural, names)
+        log.warning(
+            "removed %d temporar%s left by a run that was killed: %s", len(gone), plural, names
+        )
     return gone
 
 
@@ -150,19 +157,21 @@ def swap_in(tmp: Path, target: Path) -> None:
             os.rename(old, target)
             raise
         _COMPLETED.add(target)
-        shutil.rmtree(old, onerror=lambda *a: log.warning("could not delete %s while replacing %s", a[1], target))
+        shutil.rmtree(
+            old,
+            onerror=lambda *a: log.warning("could not delete %s while replacing %s", a[1], target),
+        )
 
 
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary path for ``path``; on success it replaces ``path`` (no policy: for files inside posfeat's
-    own folders).
+    """Yield a temporary path for ``path``; on success it replaces ``path`` (no policy: for files
+    inside posfeat's own folders).
 
-    The temporary path lies inside a pid-tagged temporary folder beside ``path``, so whatever a writer
-    makes next to it (safetensors >= 0.8 writes through its own ``.tmpXXXXXX`` file and renames it) is
-    inside that folder too, and a run killed mid-write leaves only a temporary that
-    :func:`clean_leftovers` knows as its own.
-    """
+    The temporary path lies inside a pid-tagged temporary folder beside ``path``, so whatever a
+    writer makes next to it (safetensors >= 0.8 writes through its own ``.tmpXXXXXX`` file and
+    renames it) is inside that folder too, and a run killed mid-write leaves only a temporary that
+    :func:`clean_leftovers` knows as its own."""
     folder = make_temp(path, directory=True)
     tmp = folder / path.name
     try:

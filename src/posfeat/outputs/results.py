@@ -21,7 +21,8 @@ class Analysis(_analysis.Analysis):
 
     @classmethod
     def of(cls, base: _analysis.Analysis) -> Analysis:
-        """``base`` as an :class:`Analysis` of this stage (the same tables and summary, not copies)."""
+        """``base`` as an :class:`Analysis` of this stage (the same tables and summary, not
+        copies)."""
         if isinstance(base, cls):
             return base
         made = object.__new__(cls)
@@ -34,14 +35,24 @@ class Analysis(_analysis.Analysis):
         return list(figure_names())
 
     def figure(self, name: str) -> Any:
-        """The matplotlib ``Figure`` (or plotly figure, for the interactive ones) called ``name``."""
+        """The matplotlib ``Figure`` (or plotly figure, for the interactive ones) called
+        ``name``."""
         return make_figure(self, name)
 
-    def save(self, out: str | Path | Output, *, force: bool = False, command: str | None = None,
-             include_sweeps: list[str | Path] = ()) -> Path:
-        """Write features.csv, by_position.csv, spurious_*.csv, summary.json, figures/*.png and report.html
-        (with the sections of the given ``posfeat sweep`` folders) under posfeat's output policy."""
-        return save_analysis(self, out, force=force, command=command, include_sweeps=list(include_sweeps))
+    def save(
+        self,
+        out: str | Path | Output,
+        *,
+        force: bool = False,
+        command: str | None = None,
+        include_sweeps: list[str | Path] = (),
+    ) -> Path:
+        """Write features.csv, by_position.csv, spurious_*.csv, summary.json, figures/*.png and
+        report.html (with the sections of the given ``posfeat sweep`` folders) under posfeat's
+        output policy."""
+        return save_analysis(
+            self, out, force=force, command=command, include_sweeps=list(include_sweeps)
+        )
 
 
 @functools.wraps(_analysis.analyze)

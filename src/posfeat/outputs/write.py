@@ -1,10 +1,10 @@
-"""Writing an analysis (or a comparison) into a folder, through the one atomic writer and its output policy.
+"""Writing an analysis (or a comparison) into a folder, through the one atomic writer and its output
+policy.
 
-Files of an analysis: features.csv, by_position.csv, tokens.csv, spurious_examples.csv, spurious_by_feature.csv,
-summary.json, figures/*.png and report.html. They are written into a temporary folder beside the
-target and moved into place, so an interrupted run leaves the previous output untouched and
-nothing half-written.
-"""
+Files of an analysis: features.csv, by_position.csv, tokens.csv, spurious_examples.csv,
+spurious_by_feature.csv, summary.json, figures/*.png and report.html. They are written into a
+temporary folder beside the target and moved into place, so an interrupted run leaves the previous
+output untouched and nothing half-written."""
 
 from __future__ import annotations
 
@@ -42,13 +42,30 @@ CSV_FLOAT = "%.8g"
 #: ``posfeat analyze``'s folder (the report, its CSVs, summary.json and figures).
 ANALYZE = OutputKind(
     "analyze",
-    ("report.html", *(f"{name}.csv" for name in CSV_FILES), "summary.json", "figures", "figures/*.png"),
-    legacy=(("summary.json", "features.csv", "by_position.csv", "report.html"),
-            ("spurious_examples.csv", "figures", "figures/*.png"), ("summary.json", "posfeat_version")),
+    (
+        "report.html",
+        *(f"{name}.csv" for name in CSV_FILES),
+        "summary.json",
+        "figures",
+        "figures/*.png",
+    ),
+    legacy=(
+        ("summary.json", "features.csv", "by_position.csv", "report.html"),
+        ("spurious_examples.csv", "figures", "figures/*.png"),
+        ("summary.json", "posfeat_version"),
+    ),
 )
 #: ``posfeat compare``'s folder.
 COMPARE = OutputKind(
-    "compare", ("compare.csv", "status_a.csv", "status_b.csv", "summary.json", "figures", "figures/compare.png")
+    "compare",
+    (
+        "compare.csv",
+        "status_a.csv",
+        "status_b.csv",
+        "summary.json",
+        "figures",
+        "figures/compare.png",
+    ),
 )
 
 
@@ -72,10 +89,16 @@ def dump_json(data: dict[str, Any]) -> str:
 
 
 def summary_json(an: Analysis, command: str | None, timings: dict[str, float] | None = None) -> str:
-    """summary.json: the headline numbers, the findings, the device, the timings (``an.timings`` and the writer's own
-    ``timings``), the command. ``an`` is left as it is."""
-    return dump_json({**an.summary, "timings": {**an.timings, **(timings or {})}, "command": command or "analyze(...)",
-                      "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+    """summary.json: the headline numbers, the findings, the device, the timings (``an.timings`` and
+    the writer's own ``timings``), the command. ``an`` is left as it is."""
+    return dump_json(
+        {
+            **an.summary,
+            "timings": {**an.timings, **(timings or {})},
+            "command": command or "analyze(...)",
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
+    )
 
 
 def figure_names() -> list[str]:
@@ -83,7 +106,8 @@ def figure_names() -> list[str]:
 
 
 def make_figure(an: Analysis, name: str) -> Any:
-    """The figure called ``name``: a matplotlib Figure, or a plotly figure for the interactive ones."""
+    """The figure called ``name``: a matplotlib Figure, or a plotly figure for the interactive
+    ones."""
     if name in FIGURES:
         return FIGURES[name][0](an)
     if name in INTERACTIVE:
@@ -91,32 +115,46 @@ def make_figure(an: Analysis, name: str) -> Any:
     raise PosfeatError(f"There is no figure {name!r}; the figures are {', '.join(figure_names())}.")
 
 
-#: Figures whose drawing touches torch (the model's tensors): drawn by the parent process only, never in a forked child.
+#: Figures whose drawing touches torch (the model's tensors): drawn by the parent process only,
+# never in a forked child.
 PARENT_ONLY = frozenset({"wpos_similarity", "semantic_profiles"})
-#: Drawing time of the heavier figures relative to a typical one (about 0.25 s on the bundled pair, on this project's
-#: 2-core machine; others 1): the figures are queued costliest first, so the last ones taken are the quick ones.
-FIGURE_COST = {"preactivations": 2.8, "token_features": 2.2, "length_generalisation": 1.3, "semantic_breakage": 1.2}
+#: Drawing time of the heavier figures relative to a typical one (about 0.25 s on the bundled pair,
+# on this project's 2-core machine; others 1): the figures are queued costliest first, so the last
+# ones taken are the quick ones.
+FIGURE_COST = {
+    "preactivations": 2.8,
+    "token_features": 2.2,
+    "length_generalisation": 1.3,
+    "semantic_breakage": 1.2,
+}
 #: At most this many processes draw the figures (the parent and forked children).
 MAX_FIGURE_PROCESSES = 4
-#: The suffix of a figure a child is still writing (renamed to ``NAME.png`` once whole; removed if its child died).
+#: The suffix of a figure a child is still writing (renamed to ``NAME.png`` once whole; removed if
+# its child died).
 DRAWING_TAG = ".drawing"
 
 
 def figure_processes() -> int:
-    """How many processes draw the figures: one per core this process may run on, at most :data:`MAX_FIGURE_PROCESSES`;
-    1 (the parent alone) where ``os.fork`` is missing or ``POSFEAT_FIGURE_PROCESSES`` says so."""
+    """How many processes draw the figures: one per core this process may run on, at most
+    :data:`MAX_FIGURE_PROCESSES`; 1 (the parent alone) where ``os.fork`` is missing or
+    ``POSFEAT_FIGURE_PROCESSES`` says so."""
     if not hasattr(os, "fork"):
         return 1
     env = os.environ.get("POSFEAT_FIGURE_PROCESSES", "")
     if env.isdigit() and int(env) >= 1:
         return min(int(env), MAX_FIGURE_PROCESSES)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
     return max(1, min(cores, MAX_FIGURE_PROCESSES))
 
 
 def figure_queue(names: list[str]) -> list[str]:
-    """The figures any process may draw (all but :data:`PARENT_ONLY`), costliest first (:data:`FIGURE_COST`)."""
-    return sorted((x for x in names if x not in PARENT_ONLY), key=lambda x: -FIGURE_COST.get(x, 1.0))
+    """The figures any process may draw (all but :data:`PARENT_ONLY`), costliest first
+    (:data:`FIGURE_COST`)."""
+    return sorted(
+        (x for x in names if x not in PARENT_ONLY), key=lambda x: -FIGURE_COST.get(x, 1.0)
+    )
 
 
 def _draw(an: Analysis, folder: Path, name: str, suffix: str = "") -> Path:
@@ -129,20 +167,24 @@ def _missing(folder: Path, names: list[str]) -> list[str]:
 
 
 def _take(queue: int, names: list[str]) -> str | None:
-    """The next figure of the shared queue (a pipe of one byte per figure: a read of one byte takes exactly one), or None
-    when it is empty."""
+    """The next figure of the shared queue (a pipe of one byte per figure: a read of one byte takes
+    exactly one), or None when it is empty."""
     b = os.read(queue, 1)
     return names[b[0]] if b else None
 
 
 def _fork_draw(an: Analysis, folder: Path, queue: int, names: list[str]) -> int | None:
-    """A forked child that draws figures taken from ``queue`` until it is empty, each written as ``NAME.png.drawing`` and
+    """A forked child that draws figures taken from ``queue`` until it is empty, each written as
+    ``NAME.png.drawing`` and
     renamed to ``NAME.png`` once whole (None: no fork).
 
-    The child only draws (matplotlib on the analysis' numpy and pandas data: no torch, so no thread pool or device
-    is touched after the fork), dies with its parent, and leaves by ``os._exit`` (no cleanup of the parent's runs twice)."""
+    The child only draws (matplotlib on the analysis' numpy and pandas data: no torch, so no thread
+    pool or device is touched after the fork), dies with its parent, and leaves by ``os._exit`` (no
+    cleanup of the parent's runs twice)."""
     try:
-        with warnings.catch_warnings():  # Python 3.12+ warns of forking a threaded process; the child runs no thread's code
+        with (
+            warnings.catch_warnings()
+        ):  # Python 3.12+ warns of forking a threaded process; the child runs no thread's code
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
     except OSError:
@@ -160,7 +202,8 @@ def _fork_draw(an: Analysis, folder: Path, queue: int, names: list[str]) -> int 
 
 
 def _die_with_parent() -> None:
-    """Linux: ask for SIGKILL when the parent dies (a killed ``posfeat analyze`` leaves no child writing)."""
+    """Linux: ask for SIGKILL when the parent dies (a killed ``posfeat analyze`` leaves no child
+    writing)."""
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -170,9 +213,10 @@ def _die_with_parent() -> None:
             pass
 
 
-#: How long the parent waits for the drawing children once the queue is empty (at least; 10x the parent's own drawing
-#: time when longer) before it kills them and draws what they left itself: a child that hangs (a lock some other
-#: thread of the parent held at the fork) costs time, never the run.
+#: How long the parent waits for the drawing children once the queue is empty (at least; 10x the
+# parent's own drawing time when longer) before it kills them and draws what they left itself: a
+# child that hangs (a lock some other thread of the parent held at the fork) costs time, never the
+# run.
 CHILD_PATIENCE_S = 120.0
 #: ... or this many times the parent's own drawing time, when that is longer.
 CHILD_PATIENCE_FACTOR = 10.0
@@ -205,8 +249,9 @@ def _end_child(pid: int) -> None:
 
 
 def _wait_children(children: list[int], folder: Path, queue: list[str], deadline: float) -> None:
-    """Until every child has exited, or every figure of ``queue`` is written (a child still running then can only be
-    hung, with nothing left to draw), or ``deadline`` (``time.monotonic``) has passed; then the rest are killed."""
+    """Until every child has exited, or every figure of ``queue`` is written (a child still running
+    then can only be hung, with nothing left to draw), or ``deadline`` (``time.monotonic``) has
+    passed; then the rest are killed."""
     while children and time.monotonic() <= deadline and _missing(folder, queue):
         children[:] = [pid for pid in children if not _exited(pid)]
         time.sleep(0.01)
@@ -214,17 +259,22 @@ def _wait_children(children: list[int], folder: Path, queue: list[str], deadline
         _end_child(children.pop())
 
 
-def write_figures(an: Analysis, folder: Path, progress: bool = False, meanwhile: Callable[[], Any] | None = None) -> dict[str, Path]:
-    """Every figure of :data:`FIGURES` as ``folder/NAME.png``, drawn by :func:`figure_processes` processes at once.
+def write_figures(
+    an: Analysis, folder: Path, progress: bool = False, meanwhile: Callable[[], Any] | None = None
+) -> dict[str, Path]:
+    """Every figure of :data:`FIGURES` as ``folder/NAME.png``, drawn by :func:`figure_processes`
+    processes at once.
 
-    Forked children take figures from one queue (costliest first); the parent first calls ``meanwhile`` (the rest of
-    the report, made while they draw), then draws the figures of :data:`PARENT_ONLY` and takes from the queue too until
-    it is empty, then waits for the children. Whatever a child failed to write, the parent draws, so the files are the
-    same either way."""
+    Forked children take figures from one queue (costliest first); the parent first calls
+    ``meanwhile`` (the rest of the report, made while they draw), then draws the figures of
+    :data:`PARENT_ONLY` and takes from the queue too until it is empty, then waits for the children.
+    Whatever a child failed to write, the parent draws, so the files are the same either way."""
     folder.mkdir(exist_ok=True)
     names = list(FIGURES)
     queue = figure_queue(names)
-    for name in queue:  # a figure of the queue is on disk only once a process has drawn it whole (below)
+    for (
+        name
+    ) in queue:  # a figure of the queue is on disk only once a process has drawn it whole (below)
         (folder / f"{name}.png").unlink(missing_ok=True)
     r = _queue_pipe(queue)
     children: list[int] = []
@@ -232,8 +282,9 @@ def write_figures(an: Analysis, folder: Path, progress: bool = False, meanwhile:
     bar = progress_bar(total=len(names), desc="figures", unit="figure", enabled=progress)
     try:
         for _ in range(figure_processes() - 1 if queue else 0):
-            # A signal inside os.fork would raise in the fork's callbacks, where Python prints and drops it: recorded there,
-            # it is delivered again here, once the child is listed to be killed.
+            # A signal inside os.fork would raise in the fork's callbacks, where Python prints and
+            # drops it: recorded there, it is delivered again here, once the child is listed to be
+            # killed.
             with deferred_signals():
                 pid = _fork_draw(an, folder, r, queue)
                 if pid is not None:
@@ -241,13 +292,17 @@ def write_figures(an: Analysis, folder: Path, progress: bool = False, meanwhile:
         if meanwhile is not None:
             meanwhile()
         start = time.perf_counter()
-        for name in itertools.chain([x for x in names if x in PARENT_ONLY], iter(lambda: _take(r, queue), None)):
+        for name in itertools.chain(
+            [x for x in names if x in PARENT_ONLY], iter(lambda: _take(r, queue), None)
+        ):
             _draw(an, folder, name)
             bar.update(1)
             drawn += 1
         patience = max(CHILD_PATIENCE_S, CHILD_PATIENCE_FACTOR * (time.perf_counter() - start))
         _wait_children(children, folder, queue, time.monotonic() + patience)
-        for name in _missing(folder, queue):  # what no child wrote whole (a child that failed or was killed): drawn here, the same
+        for name in _missing(
+            folder, queue
+        ):  # what no child wrote whole (a child that failed or was killed): drawn here, the same
             _draw(an, folder, name)
         bar.update(len(names) - drawn)  # the children's
     finally:
@@ -260,8 +315,15 @@ def write_figures(an: Analysis, folder: Path, progress: bool = False, meanwhile:
     return {name: folder / f"{name}.png" for name in names}
 
 
-def save_analysis(an: Analysis, out: str | Path | Output, *, force: bool = False, command: str | None = None,
-                  include_sweeps: list[str | Path] = (), progress: bool = False) -> Path:
+def save_analysis(
+    an: Analysis,
+    out: str | Path | Output,
+    *,
+    force: bool = False,
+    command: str | None = None,
+    include_sweeps: list[str | Path] = (),
+    progress: bool = False,
+) -> Path:
     """Write every file of ``an`` into ``out`` (see module docstring); returns the output folder."""
     sections = sweep_sections(list(include_sweeps))
     output = Output.of(out, ANALYZE, force=force, command=command)
@@ -280,16 +342,21 @@ def save_analysis(an: Analysis, out: str | Path | Output, *, force: bool = False
         t0 = time.perf_counter()
         pngs = write_figures(an, tmp / "figures", progress, meanwhile)
         t1 = time.perf_counter()
-        (tmp / "report.html").write_text(render_html(an, pngs, sections, parts, command=command or "analyze(...)"))
-        # Stages that add up to the wall time: the report's own work (the CSVs and the parts made while the children
-        # drew, then the page), and the time the figures took beyond it.
+        (tmp / "report.html").write_text(
+            render_html(an, pngs, sections, parts, command=command or "analyze(...)")
+        )
+        # Stages that add up to the wall time: the report's own work (the CSVs and the parts made
+        # while the children drew, then the page), and the time the figures took beyond it.
         own_timings = {"figures": t1 - t0 - own, "report": own + time.perf_counter() - t1}
         (tmp / "summary.json").write_text(summary_json(an, command, own_timings))
     return output.claim()
 
 
-def save_comparison(cmp: Comparison, out: str | Path | Output, *, force: bool = False, command: str | None = None) -> Path:
-    """compare.csv, status_a.csv, status_b.csv, summary.json and figures/compare.png into ``out``."""
+def save_comparison(
+    cmp: Comparison, out: str | Path | Output, *, force: bool = False, command: str | None = None
+) -> Path:
+    """compare.csv, status_a.csv, status_b.csv, summary.json and figures/compare.png into
+    ``out``."""
     output = Output.of(out, COMPARE, force=force, command=command)
     with output, output.staging() as tmp:
         cmp.pairs.to_csv(tmp / "compare.csv", index=False, float_format=CSV_FLOAT)
@@ -302,18 +369,38 @@ def save_comparison(cmp: Comparison, out: str | Path | Output, *, force: bool = 
 
 
 def comparison_figure(cmp: Comparison) -> Figure:
-    """Positional features of A (top row) and B (bottom row) at their peak positions, linked where they match."""
+    """Positional features of A (top row) and B (bottom row) at their peak positions, linked where
+    they match."""
     a = cmp.status_a[cmp.status_a.kind == "positional"]
     b = cmp.status_b[cmp.status_b.kind == "positional"]
-    fig, ax = new_figure(11, 3.8, "Positional features of SAE A (top) and SAE B (bottom) at their peak positions; lines join matches "
-                         f"(cosine >= {cmp.summary['threshold']})", f"A: {cmp.summary['sae_a']}  B: {cmp.summary['sae_b']}")
+    fig, ax = new_figure(
+        11,
+        3.8,
+        "Positional features of SAE A (top) and SAE B (bottom) at their peak positions; lines join "
+        "matches "
+        f"(cosine >= {cmp.summary['threshold']})",
+        f"A: {cmp.summary['sae_a']}  B: {cmp.summary['sae_b']}",
+    )
     pa, pb = dict(zip(a.feature, a.peak)), dict(zip(b.feature, b.peak))
     for r in cmp.pairs[cmp.pairs.relation.isin(["match", "split"])].itertuples():
         if r.feature_a in pa and r.feature_b in pb:
-            ax.plot([pa[r.feature_a], pb[r.feature_b]], [1, 0], color="#d62728" if r.relation == "split" else "#999", lw=0.8)
-    ax.scatter(a.peak, np.ones(len(a)), s=18, c=["#d62728" if s == "split" else "#1f77b4" for s in a.status], zorder=3,
-               label=f"A: {len(a)} positional ({int((a.status == 'split').sum())} split, red)")
-    ax.scatter(b.peak, np.zeros(len(b)), s=18, c="#2ca02c", zorder=3, label=f"B: {len(b)} positional")
+            ax.plot(
+                [pa[r.feature_a], pb[r.feature_b]],
+                [1, 0],
+                color="#d62728" if r.relation == "split" else "#999",
+                lw=0.8,
+            )
+    ax.scatter(
+        a.peak,
+        np.ones(len(a)),
+        s=18,
+        c=["#d62728" if s == "split" else "#1f77b4" for s in a.status],
+        zorder=3,
+        label=f"A: {len(a)} positional ({int((a.status == 'split').sum())} split, red)",
+    )
+    ax.scatter(
+        b.peak, np.zeros(len(b)), s=18, c="#2ca02c", zorder=3, label=f"B: {len(b)} positional"
+    )
     ax.set(yticks=[0, 1], yticklabels=["B", "A"], xlabel="peak position", ylim=(-0.4, 1.6))
     ax.legend(fontsize=7, loc="upper right")
     return fig

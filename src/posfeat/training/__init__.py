@@ -1,8 +1,9 @@
-"""Stage 5 beside the outputs, the trainer: SAEs trained on the grid itself, on any device. Imports only
-``posfeat.core`` and ``posfeat.io``: training is independent of the engine, the analyses and the outputs.
+"""Stage 5 beside the outputs, the trainer: SAEs trained on the grid itself, on any device. Imports
+only ``posfeat.core`` and ``posfeat.io``: training is independent of the engine, the analyses and
+the outputs.
 
-Names are imported on first use (PEP 562), so the CLI's parser reads ``training.config`` without torch.
-"""
+Names are imported on first use (PEP 562), so the CLI's parser reads ``training.config`` without
+torch."""
 
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ if TYPE_CHECKING:
     from .train import TrainResult, train_sae
     from .trainer import LOG_COLUMNS, Trainer
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "TrainConfig": ".config",
-    "TrainingSAE": ".model",
-    **dict.fromkeys(["TrainResult", "train_sae"], ".train"),
-    **dict.fromkeys(["LOG_COLUMNS", "Trainer"], ".trainer"),
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "TrainConfig": ".config",
+        "TrainingSAE": ".model",
+        **dict.fromkeys(["TrainResult", "train_sae"], ".train"),
+        **dict.fromkeys(["LOG_COLUMNS", "Trainer"], ".trainer"),
+    },
+)
 
 __all__ = ["LOG_COLUMNS", "TrainConfig", "TrainResult", "Trainer", "TrainingSAE", "train_sae"]

@@ -1,4 +1,5 @@
-"""The one source of training and sweep settings: dataclasses whose fields carry their default and help.
+"""The one source of training and sweep settings: dataclasses whose fields carry their default and
+help.
 
 The CLI's flags are generated from these fields (``posfeat.cli``), so README, CLI and API cannot
 disagree. The sweeps' settings (and where their recipe differs from these defaults) are in
@@ -16,8 +17,8 @@ from ..core.archs import ARCHITECTURES, either, trainable
 from ..core.errors import PosfeatError, PosfeatTypeError, arg
 from ..io.paths import shorten
 
-#: The architectures the trainer trains (those of :data:`posfeat.core.archs.ARCHITECTURES` marked trainable); the first is
-#: the default.
+#: The architectures the trainer trains (those of :data:`posfeat.core.archs.ARCHITECTURES` marked
+# trainable); the first is the default.
 ARCHS = trainable()
 PRECISIONS = ("fp32", "bf16")
 
@@ -40,7 +41,8 @@ def _arch_help() -> str:
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of one training run (recorded in ``cfg.json``). See ``posfeat.training.trainer`` for the recipe."""
+    """Hyper-parameters of one training run (recorded in ``cfg.json``). See
+    ``posfeat.training.trainer`` for the recipe."""
 
     d_sae: int = _req("SAE width (number of features)")
     context: int = _req("train on positions 0..context-1")
@@ -54,30 +56,58 @@ class TrainConfig:
     l1_warmup: float = _f(0.2, "fraction of the steps over which the L1 coefficient is warmed up")
     seed: int = _f(0, "random seed (batches, initialisation, resampling)")
     dead_window: int = _f(400, "a feature silent for this many steps is dead (resampled)")
-    resample_at: tuple[float, ...] = _f((0.25, 0.5), "fractions of training at which dead features are resampled")
+    resample_at: tuple[float, ...] = _f(
+        (0.25, 0.5), "fractions of training at which dead features are resampled"
+    )
     log_every: int = _f(20, "steps between rows of training_log.csv")
     checkpoint_seconds: float = _f(180.0, "seconds between checkpoints (and on interruption)")
-    precision: str = _f("fp32", "forward pass precision: fp32, or bf16 (autocast; weights, gradients and Adam stay fp32)",
-                        choices=PRECISIONS)
+    precision: str = _f(
+        "fp32",
+        "forward pass precision: fp32, or bf16 (autocast; weights, gradients and Adam stay fp32)",
+        choices=PRECISIONS,
+    )
 
     def validate(self, n_ctx: int | None, model: str = "the model") -> None:
-        """Types and ranges of every field, each failure one sentence naming the parameter (the context against
-        ``n_ctx`` positions, when given)."""
-        for name in ("d_sae", "context", "steps", "batch", "warmup", "seed", "dead_window", "log_every"):
+        """Types and ranges of every field, each failure one sentence naming the parameter (the
+        context against ``n_ctx`` positions, when given)."""
+        for name in (
+            "d_sae",
+            "context",
+            "steps",
+            "batch",
+            "warmup",
+            "seed",
+            "dead_window",
+            "log_every",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
-                raise PosfeatTypeError(f"{arg(name)} is {shorten(repr(v))}, not a whole number; give an integer.")
+                raise PosfeatTypeError(
+                    f"{arg(name)} is {shorten(repr(v))}, not a whole number; give an integer."
+                )
         for name in ("d_sae", "steps", "batch", "dead_window", "log_every"):
             if getattr(self, name) <= 0:
                 raise PosfeatError(f"{arg(name)} is {getattr(self, name)}; it must be positive.")
         if self.warmup < 0:
             raise PosfeatError(f"{arg('warmup', self.warmup)} must not be negative.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise PosfeatError(f"{arg('seed', shorten(self.seed))} is outside 0..{2**32 - 1}, the seeds numpy and torch take; "
-                               "give a seed in that range.")
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed < 2**32
+        ):
+            raise PosfeatError(
+                f"{arg('seed', shorten(self.seed))} is outside 0..{2**32 - 1}, the seeds numpy and "
+                "torch take; "
+                "give a seed in that range."
+            )
         if self.context < 1 or (n_ctx is not None and self.context > n_ctx):
-            raise PosfeatError(f"{arg('context', self.context)} is outside 1..{n_ctx or 'n_ctx'}, the positions of {model}; "
-                               "pick a context within it.")
+            raise PosfeatError(
+                f"{arg('context', self.context)} is outside 1..{n_ctx or 'n_ctx'}, the positions of "
+                ""
+                ""
+                f"{model}; "
+                "pick a context within it."
+            )
         if self.precision not in PRECISIONS:
             raise PosfeatError(f"{arg('precision', self.precision)} is unknown; use fp32 or bf16.")
         if self.arch not in ARCHS:
@@ -85,10 +115,18 @@ class TrainConfig:
         ARCHITECTURES[self.arch].check_settings(self)
         for name in ("l1", "lr", "l1_warmup", "checkpoint_seconds"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not math.isfinite(v)
+                or v < 0
+            ):
                 raise PosfeatError(f"{arg(name)} is {v}; it must be a finite, non-negative number.")
         if not all(isinstance(f, (int, float)) and 0 < f < 1 for f in self.resample_at):
-            raise PosfeatError(f"{arg('resample_at', ','.join(map(str, self.resample_at)))} must list fractions strictly between 0 and 1.")
+            raise PosfeatError(
+                f"{arg('resample_at', ','.join(map(str, self.resample_at)))} must list fractions "
+                "strictly between 0 and 1."
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -100,11 +138,15 @@ def recipe_fields() -> list[dataclasses.Field]:
 
 
 def train_config(**values: Any) -> TrainConfig:
-    """A :class:`TrainConfig` from keyword values, refusing unknown names with the list of known ones."""
+    """A :class:`TrainConfig` from keyword values, refusing unknown names with the list of known
+    ones."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise PosfeatError(f"Unknown training setting(s) {', '.join(unknown)}; the settings are {', '.join(sorted(known))}.")
+        raise PosfeatError(
+            f"Unknown training setting(s) {', '.join(unknown)}; the settings are "
+            f"{', '.join(sorted(known))}."
+        )
     missing = [n for n in ("d_sae", "context") if n not in values]
     if missing:
         raise PosfeatError(f"Training needs {' and '.join(arg(n) for n in missing)}.")

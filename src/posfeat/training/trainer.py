@@ -51,9 +51,16 @@ LOG_COLUMNS = ["step", "loss", "mse", "l1", "fvu", "l0", "dead_fraction", "lr", 
 
 
 class Sampler:
-    """Seeded (token, position) batches over the grid, drawn on the CPU and gathered on the embeddings' device."""
+    """Seeded (token, position) batches over the grid, drawn on the CPU and gathered on the
+    embeddings' device."""
 
-    def __init__(self, emb: Embeddings, context: int, token_weights: torch.Tensor | None, gen: torch.Generator) -> None:
+    def __init__(
+        self,
+        emb: Embeddings,
+        context: int,
+        token_weights: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> None:
         self.emb, self.context, self.gen = emb, context, gen
         self.p = None if token_weights is None else (token_weights / token_weights.sum()).float()
 
@@ -73,7 +80,11 @@ def lr_factor(step: int, cfg: TrainConfig) -> tuple[float, float]:
     """``(warm-up, decay)`` factors of the learning rate at ``step``."""
     warm = min(1.0, (step + 1) / max(1, cfg.warmup))
     decay_start = int(0.8 * cfg.steps)
-    decay = 1.0 if step < decay_start else max(0.0, (cfg.steps - step) / max(1, cfg.steps - decay_start))
+    decay = (
+        1.0
+        if step < decay_start
+        else max(0.0, (cfg.steps - step) / max(1, cfg.steps - decay_start))
+    )
     return warm, decay
 
 
@@ -84,7 +95,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 @dataclass
 class Scaling:
-    """Input scale (``E||x||^2 = d_model`` after dividing by it), the token-part variance FVU divides by, and the first batch's mean."""
+    """Input scale (``E||x||^2 = d_model`` after dividing by it), the token-part variance FVU
+    divides by, and the first batch's mean."""
 
     scale: float
     tok_var: float
@@ -92,18 +104,26 @@ class Scaling:
 
     @classmethod
     @torch.no_grad()
-    def measure(cls, emb: Embeddings, sampler: Sampler, token_weights: torch.Tensor | None) -> Scaling:
+    def measure(
+        cls, emb: Embeddings, sampler: Sampler, token_weights: torch.Tensor | None
+    ) -> Scaling:
         probe = sampler.batch(16384)
         scale = float(probe.pow(2).sum(1).mean().sqrt()) / emb.d_model**0.5
-        tp = (token_weights / token_weights.sum() if token_weights is not None
-              else torch.full((emb.d_vocab,), 1.0 / emb.d_vocab, dtype=torch.float64))
+        tp = (
+            token_weights / token_weights.sum()
+            if token_weights is not None
+            else torch.full((emb.d_vocab,), 1.0 / emb.d_vocab, dtype=torch.float64)
+        )
         WE = emb.W_E.double().cpu()
-        return cls(scale, float(tp @ (WE - tp @ WE).pow(2).sum(1)) / scale**2, (probe / scale).mean(0))
+        return cls(
+            scale, float(tp @ (WE - tp @ WE).pow(2).sum(1)) / scale**2, (probe / scale).mean(0)
+        )
 
 
 @dataclass
 class Trainer:
-    """One training run: :meth:`step` advances one batch, :meth:`fit` runs to the end (see module docstring)."""
+    """One training run: :meth:`step` advances one batch, :meth:`fit` runs to the end (see module
+    docstring)."""
 
     model: TrainingSAE
     sampler: Sampler
@@ -118,19 +138,26 @@ class Trainer:
     def __post_init__(self) -> None:
         self.device = self.model.W_dec.device
         self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, betas=(0.9, 0.999))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: (lambda w, d: w * d)(*lr_factor(s, self.cfg)))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: (lambda w, d: w * d)(*lr_factor(s, self.cfg))
+        )
         self.last_fired = torch.zeros(self.cfg.d_sae, dtype=torch.long, device=self.device)
         self.resample_steps = {int(f * self.cfg.steps) for f in self.cfg.resample_at}
         self.t0 = time.monotonic()
 
     def l1_coefficient(self) -> float:
-        return self.cfg.l1 * min(1.0, (self.step_no + 1) / max(1.0, self.cfg.l1_warmup * self.cfg.steps))
+        return self.cfg.l1 * min(
+            1.0, (self.step_no + 1) / max(1.0, self.cfg.l1_warmup * self.cfg.steps)
+        )
 
     def step(self) -> None:
         """One optimisation step, then resampling and a log row when they are due."""
         x = self.sampler.batch(self.cfg.batch) / self.scaling.scale
-        # bf16: the encoder and decoder GEMMs run in bfloat16 under autocast; parameters, gradients and Adam stay fp32
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+        # bf16: the encoder and decoder GEMMs run in bfloat16 under autocast; parameters, gradients
+        # and Adam stay fp32
+        with torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"
+        ):
             out = self.model.losses(x, self.l1_coefficient())
         self.opt.zero_grad(set_to_none=True)
         out["loss"].backward()
@@ -150,11 +177,25 @@ class Trainer:
     def _log(self, out: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             l0 = float((out["f"] > 0).float().sum(1).mean())
-            dead = float(((self.step_no - self.last_fired) >= min(self.cfg.dead_window, self.step_no)).float().mean())
+            dead = float(
+                ((self.step_no - self.last_fired) >= min(self.cfg.dead_window, self.step_no))
+                .float()
+                .mean()
+            )
         mse = out["mse"].item()
-        self.rows.append({"step": self.step_no, "loss": out["loss"].item(), "mse": mse, "l1": out["l1"].item(),
-                          "fvu": mse / self.scaling.tok_var, "l0": l0, "dead_fraction": dead, "lr": lr_at(self.step_no - 1, self.cfg),
-                          "elapsed_s": round(time.monotonic() - self.t0, 2)})
+        self.rows.append(
+            {
+                "step": self.step_no,
+                "loss": out["loss"].item(),
+                "mse": mse,
+                "l1": out["l1"].item(),
+                "fvu": mse / self.scaling.tok_var,
+                "l0": l0,
+                "dead_fraction": dead,
+                "lr": lr_at(self.step_no - 1, self.cfg),
+                "elapsed_s": round(time.monotonic() - self.t0, 2),
+            }
+        )
 
     @torch.no_grad()
     def _resample(self, dead: torch.Tensor, x: torch.Tensor) -> int:
@@ -168,11 +209,17 @@ class Trainer:
         w = err.pow(2).sum(1).cpu()
         if float(w.sum()) <= 0:
             return 0
-        pick = torch.multinomial(w / w.sum(), idx.numel(), replacement=True, generator=self.sampler.gen).to(self.device)
+        pick = torch.multinomial(
+            w / w.sum(), idx.numel(), replacement=True, generator=self.sampler.gen
+        ).to(self.device)
         d = err[pick]
         d = d / d.norm(dim=1, keepdim=True).clamp(min=1e-8)
         alive = ~dead
-        enc_norm = m.W_enc[:, alive].norm(dim=0).mean() if bool(alive.any()) else torch.tensor(1.0, device=self.device)
+        enc_norm = (
+            m.W_enc[:, alive].norm(dim=0).mean()
+            if bool(alive.any())
+            else torch.tensor(1.0, device=self.device)
+        )
         m.W_dec[idx] = d
         m.W_enc[:, idx] = d.T * enc_norm * 0.2
         m.b_enc[idx] = 0.0
@@ -190,24 +237,45 @@ class Trainer:
         progress, saves a checkpoint and raises :class:`posfeat.core.errors.Stopped`; so does
         reaching ``stop_after`` (for tests).
         """
-        bar = progress_bar(total=self.cfg.steps, initial=self.step_no, desc=f"train d_sae={self.cfg.d_sae}", enabled=self.progress, unit="step")
-        last = time.monotonic()  # never the wall clock: a clock stepped back must not stop the checkpoints
+        bar = progress_bar(
+            total=self.cfg.steps,
+            initial=self.step_no,
+            desc=f"train d_sae={self.cfg.d_sae}",
+            enabled=self.progress,
+            unit="step",
+        )
+        last = (
+            time.monotonic()
+        )  # never the wall clock: a clock stepped back must not stop the checkpoints
         try:
             with deferred_signals() as signals:
                 while self.step_no < self.cfg.steps:
-                    if signals.signum is not None or (stop_after is not None and self.step_no >= stop_after):
+                    if signals.signum is not None or (
+                        stop_after is not None and self.step_no >= stop_after
+                    ):
                         raise Interrupted(signals.signum or 0)
                     self.step()
                     self._after_step(bar)
-                    if self.checkpoint_dir is not None and time.monotonic() - last >= self.cfg.checkpoint_seconds:
+                    if (
+                        self.checkpoint_dir is not None
+                        and time.monotonic() - last >= self.cfg.checkpoint_seconds
+                    ):
                         self.save_checkpoint()
-                        last = time.monotonic()  # never the wall clock: a clock stepped back must not stop the checkpoints
+                        # never the wall clock: a clock stepped back must
+                        # not stop the checkpoints
+                        last = time.monotonic()
         except KeyboardInterrupt as err:
             with signals_held():  # a second signal waits until the checkpoint is whole
                 self.save_checkpoint()
-            where = f"; the checkpoint is in {self.checkpoint_dir}: resume with {arg('resume', True)}" if self.checkpoint_dir else ""
-            raise Stopped(f"Training was interrupted at step {self.step_no} of {self.cfg.steps}{where}.",
-                          signum=getattr(err, "signum", None) or None) from None
+            where = (
+                f"; the checkpoint is in {self.checkpoint_dir}: resume with {arg('resume', True)}"
+                if self.checkpoint_dir
+                else ""
+            )
+            raise Stopped(
+                f"Training was interrupted at step {self.step_no} of {self.cfg.steps}{where}.",
+                signum=getattr(err, "signum", None) or None,
+            ) from None
         finally:
             bar.close()
         return self.rows
@@ -216,13 +284,19 @@ class Trainer:
         bar.update(1)
         if self.rows and self.rows[-1]["step"] == self.step_no:
             r = self.rows[-1]
-            bar.set_postfix(loss=f"{r['loss']:.4f}", fvu=f"{r['fvu']:.3f}", l0=f"{r['l0']:.1f}", dead=f"{r['dead_fraction']:.3f}")
+            bar.set_postfix(
+                loss=f"{r['loss']:.4f}",
+                fvu=f"{r['fvu']:.3f}",
+                l0=f"{r['l0']:.1f}",
+                dead=f"{r['dead_fraction']:.3f}",
+            )
         if self.callback is not None:
             self.callback(self)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """``(tensors, meta)``: parameters, Adam moments, generator and dead-feature clock; step, config, log and schedule."""
+        """``(tensors, meta)``: parameters, Adam moments, generator and dead-feature clock; step,
+        config, log and schedule."""
         tensors = {f"param.{n}": p.detach().clone() for n, p in self.model.named_parameters()}
         for n, p in self.model.named_parameters():
             st = self.opt.state.get(p, {})
@@ -230,10 +304,17 @@ class Trainer:
                 if key in st:
                     tensors[f"adam.{n}.{key}"] = st[key].clone()
             if "step" in st:
-                tensors[f"adam.{n}.step"] = torch.as_tensor(st["step"], dtype=torch.float64).reshape(1)
+                tensors[f"adam.{n}.step"] = torch.as_tensor(
+                    st["step"], dtype=torch.float64
+                ).reshape(1)
         tensors["rng"] = self.sampler.gen.get_state()
         tensors["last_fired"] = self.last_fired.clone()
-        meta = {"step": self.step_no, "config": self.cfg.as_dict(), "log": self.rows, "scheduler": self.sched.state_dict()}
+        meta = {
+            "step": self.step_no,
+            "config": self.cfg.as_dict(),
+            "log": self.rows,
+            "scheduler": self.sched.state_dict(),
+        }
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -242,9 +323,11 @@ class Trainer:
             for n, p in self.model.named_parameters():
                 p.copy_(tensors[f"param.{n}"].to(dev))
                 if f"adam.{n}.exp_avg" in tensors:
-                    self.opt.state[p] = {"step": torch.tensor(float(tensors[f"adam.{n}.step"][0])),
-                                         "exp_avg": tensors[f"adam.{n}.exp_avg"].to(dev).clone(),
-                                         "exp_avg_sq": tensors[f"adam.{n}.exp_avg_sq"].to(dev).clone()}
+                    self.opt.state[p] = {
+                        "step": torch.tensor(float(tensors[f"adam.{n}.step"][0])),
+                        "exp_avg": tensors[f"adam.{n}.exp_avg"].to(dev).clone(),
+                        "exp_avg_sq": tensors[f"adam.{n}.exp_avg_sq"].to(dev).clone(),
+                    }
         self.sampler.gen.set_state(tensors["rng"])
         self.last_fired = tensors["last_fired"].to(dev).clone()
         self.step_no, self.rows = int(meta["step"]), list(meta.get("log", []))
@@ -253,42 +336,54 @@ class Trainer:
             group["lr"] = lr
 
     def save_checkpoint(self) -> None:
-        """Write the whole state as one unit: one safetensors file, its scalars (step, config, log, schedule) in the header's
-        metadata, written to a temporary file and renamed over the previous checkpoint (so a kill at any moment leaves
-        either the old checkpoint or the new one, never a mix)."""
+        """Write the whole state as one unit: one safetensors file, its scalars (step, config, log,
+        schedule) in the header's metadata, written to a temporary file and renamed over the
+        previous checkpoint (so a kill at any moment leaves either the old checkpoint or the new
+        one, never a mix)."""
         if self.checkpoint_dir is None:
             return
         tensors, meta = self.state_dict()
-        write_tensors(self.checkpoint_dir / CHECKPOINT, tensors, metadata={CHECKPOINT_KEY: json.dumps(meta)})
-        remove(self.checkpoint_dir / CHECKPOINT_META)  # the second file of the older two-file format, if any
+        write_tensors(
+            self.checkpoint_dir / CHECKPOINT, tensors, metadata={CHECKPOINT_KEY: json.dumps(meta)}
+        )
+        remove(
+            self.checkpoint_dir / CHECKPOINT_META
+        )  # the second file of the older two-file format, if any
 
     def has_checkpoint(self) -> bool:
         return self.checkpoint_dir is not None and (self.checkpoint_dir / CHECKPOINT).is_file()
 
     def resume(self) -> None:
-        """Continue from the checkpoint in ``checkpoint_dir`` (made with the same settings); a torn or mismatched one is refused."""
+        """Continue from the checkpoint in ``checkpoint_dir`` (made with the same settings); a torn
+        or mismatched one is refused."""
         assert self.checkpoint_dir is not None
         tensors, meta = read_checkpoint(self.checkpoint_dir)
         if not made_with(meta, self.cfg):
-            raise PosfeatError(f"The checkpoint in {self.checkpoint_dir} was made with other settings; rerun with the same arguments "
-                               f"or without {arg('resume', True)}.")
+            raise PosfeatError(
+                f"The checkpoint in {self.checkpoint_dir} was made with other settings; rerun with "
+                "the same arguments "
+                f"or without {arg('resume', True)}."
+            )
         self.load_state_dict(tensors, meta)
 
 
 def _refusal(folder: Path) -> tuple[str, str]:
-    return (f"The checkpoint in {folder} cannot be resumed",
-            f"discard it and start again with {arg('force', True)} (without {arg('resume', True)})")
+    return (
+        f"The checkpoint in {folder} cannot be resumed",
+        f"discard it and start again with {arg('force', True)} (without {arg('resume', True)})",
+    )
 
 
 def made_with(meta: dict[str, Any], cfg: TrainConfig) -> bool:
-    """Whether a checkpoint's training state (:func:`checkpoint_state`) was made with the settings ``cfg`` (compared as
-    the JSON the checkpoint stores them in)."""
+    """Whether a checkpoint's training state (:func:`checkpoint_state`) was made with the settings
+    ``cfg`` (compared as the JSON the checkpoint stores them in)."""
     return meta.get("config") == json.loads(json.dumps(cfg.as_dict()))
 
 
 def checkpoint_state(folder: Path) -> dict[str, Any]:
-    """The training state (step, schedule, log) of the checkpoint in ``folder``, read from its header alone (the tensors
-    are read, and the whole checked, by :func:`read_checkpoint`); refused with the reason when it has none."""
+    """The training state (step, schedule, log) of the checkpoint in ``folder``, read from its
+    header alone (the tensors are read, and the whole checked, by :func:`read_checkpoint`); refused
+    with the reason when it has none."""
     path = folder / CHECKPOINT
     header = read_metadata(path)  # after the header is validated
     torn, fix = _refusal(folder)
@@ -300,14 +395,21 @@ def checkpoint_state(folder: Path) -> dict[str, Any]:
     elif (folder / CHECKPOINT_META).is_file():
         meta = read_json(folder / CHECKPOINT_META)
     else:
-        raise PosfeatError(f"{torn}: {CHECKPOINT} holds no training state (step, schedule, log); {fix}.")
-    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int) or "scheduler" not in meta:
+        raise PosfeatError(
+            f"{torn}: {CHECKPOINT} holds no training state (step, schedule, log); {fix}."
+        )
+    if (
+        not isinstance(meta, dict)
+        or not isinstance(meta.get("step"), int)
+        or "scheduler" not in meta
+    ):
         raise PosfeatError(f"{torn}: its training state has no step or schedule; {fix}.")
     return meta
 
 
 def read_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``(tensors, meta)`` of the checkpoint in ``folder``, checked whole: refused with the reason when torn or incomplete.
+    """``(tensors, meta)`` of the checkpoint in ``folder``, checked whole: refused with the reason
+    when torn or incomplete.
 
     The one-file format keeps ``meta`` in the safetensors header; the older two-file format
     (``checkpoint.json`` beside it) is accepted only when both files agree on the step.
@@ -317,9 +419,18 @@ def read_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     torn, fix = _refusal(folder)
     missing = [k for k in ("rng", "last_fired") if k not in tensors]
     if missing or not any(k.startswith("param.") for k in tensors):
-        raise PosfeatError(f"{torn}: {CHECKPOINT} lacks {', '.join(missing) or 'the parameters'}; {fix}.")
-    steps = {int(v.reshape(-1)[0]) for k, v in tensors.items() if k.startswith("adam.") and k.endswith(".step")}
+        raise PosfeatError(
+            f"{torn}: {CHECKPOINT} lacks {', '.join(missing) or 'the parameters'}; {fix}."
+        )
+    steps = {
+        int(v.reshape(-1)[0])
+        for k, v in tensors.items()
+        if k.startswith("adam.") and k.endswith(".step")
+    }
     if steps and steps != {meta["step"]}:
-        raise PosfeatError(f"{torn}: it is torn (the training state says step {meta['step']}, the optimizer's tensors step "
-                           f"{', '.join(map(str, sorted(steps)))}); {fix}.")
+        raise PosfeatError(
+            f"{torn}: it is torn (the training state says step {meta['step']}, the optimizer's "
+            "tensors step "
+            f"{', '.join(map(str, sorted(steps)))}); {fix}."
+        )
     return tensors, meta

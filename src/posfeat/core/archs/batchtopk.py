@@ -1,5 +1,6 @@
-"""BatchTopK (sae_lens ``batchtopk``): a training architecture. sae_lens's ``save_inference_model`` writes the
-JumpReLU SAE it becomes (read as such); a training checkpoint is refused, naming that way out."""
+"""BatchTopK (sae_lens ``batchtopk``): a training architecture. sae_lens's ``save_inference_model``
+writes the JumpReLU SAE it becomes (read as such); a training checkpoint is refused, naming that way
+out."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from .jumprelu import JumpReLU
 
 
 class BatchTopK(Architecture):
-    """The k largest activations over a batch while training; saved for inference as :class:`JumpReLU`."""
+    """The k largest activations over a batch while training; saved for inference as
+    :class:`JumpReLU`."""
 
     name = "batchtopk"
     title = "BatchTopK"

@@ -1,4 +1,5 @@
-"""Gated (sae_lens ``gated``): read as the JumpReLU SAE it equals, so no posfeat SAE is of this architecture."""
+"""Gated (sae_lens ``gated``): read as the JumpReLU SAE it equals, so no posfeat SAE is of this
+architecture."""
 
 from __future__ import annotations
 
@@ -12,18 +13,24 @@ from .jumprelu import JumpReLU
 def gated_as_jumprelu(t: dict[str, Tensor]) -> dict[str, Tensor]:
     """A gated SAE as the JumpReLU SAE it equals.
 
-    sae_lens: ``s = (x - b_dec) @ W_enc``; ``f = [s + b_gate > 0] * relu(s * exp(r_mag) + b_mag)``. With
-    ``W_enc' = W_enc * exp(r_mag)`` (computed as sae_lens computes it), ``b_enc' = b_mag`` and
-    ``threshold = b_mag - exp(r_mag) * b_gate``, the gate ``s > -b_gate`` is ``pre' > threshold`` and
-    ``f = relu(pre') * [pre' > threshold]``: a JumpReLU SAE, with the same activations.
-    """
+    sae_lens: ``s = (x - b_dec) @ W_enc``; ``f = [s + b_gate > 0] * relu(s * exp(r_mag) + b_mag)``.
+    With ``W_enc' = W_enc * exp(r_mag)`` (computed as sae_lens computes it), ``b_enc' = b_mag`` and
+    ``threshold = b_mag - exp(r_mag) * b_gate``, the gate ``s > -b_gate`` is ``pre' > threshold``
+    and ``f = relu(pre') * [pre' > threshold]``: a JumpReLU SAE, with the same activations."""
     e = t["r_mag"].exp()
     thr = (t["b_mag"].double() - e.double() * t["b_gate"].double()).float()
-    return {"W_enc": t["W_enc"] * e, "W_dec": t["W_dec"], "b_enc": t["b_mag"], "b_dec": t["b_dec"], "threshold": thr}
+    return {
+        "W_enc": t["W_enc"] * e,
+        "W_dec": t["W_dec"],
+        "b_enc": t["b_mag"],
+        "b_dec": t["b_dec"],
+        "threshold": thr,
+    }
 
 
 class Gated(Architecture):
-    """sae_lens's gated SAE: a magnitude path and a gate that share ``W_enc``; read as :class:`JumpReLU`."""
+    """sae_lens's gated SAE: a magnitude path and a gate that share ``W_enc``; read as
+    :class:`JumpReLU`."""
 
     name = "gated"
     title = "gated"
@@ -37,8 +44,12 @@ class Gated(Architecture):
         return ["W_enc", "W_dec", "b_dec", "b_gate", "r_mag", "b_mag"]
 
     @classmethod
-    def from_saelens(cls, cfg: ConfigLike, t: dict[str, Tensor], params: dict[str, Any],
-                     notes: list[str]) -> tuple[Architecture, dict[str, Tensor]]:
+    def from_saelens(
+        cls, cfg: ConfigLike, t: dict[str, Tensor], params: dict[str, Any], notes: list[str]
+    ) -> tuple[Architecture, dict[str, Tensor]]:
         t = gated_as_jumprelu(t)
-        notes.append("gated SAE read as the JumpReLU SAE it equals (W_enc*exp(r_mag), b_enc=b_mag, threshold=b_mag-exp(r_mag)*b_gate)")
+        notes.append(
+            "gated SAE read as the JumpReLU SAE it equals (W_enc*exp(r_mag), b_enc=b_mag, "
+            "threshold=b_mag-exp(r_mag)*b_gate)"
+        )
         return JumpReLU(t["threshold"]), t
