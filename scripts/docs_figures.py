@@ -18,7 +18,7 @@ Where each figure comes from:
 * the sweep figures (``width_*``, ``context_fvu``): the stored results of the sweeps of
   docs/conjectures.md in ``docs/figures/data/{widths,context}.json`` (what a finished sweep folder
   holds that its figures need: every run's row, the splitting profiles, the count during training,
-  the first seed's FVU by position), drawn by ``posfeat.outputs.sweeps``, the code the sweep itself
+  the first seed's FVU by position), drawn by ``posfeat.outputs.sweep_section``, the code the sweep itself
   draws with. ``--store-sweep`` writes them from a finished sweep folder.
 
 PNG bytes differ between matplotlib and Chromium versions, so ``--check`` does not compare them. It
@@ -243,7 +243,7 @@ def draw_sweeps(out: Path) -> dict[str, dict[str, Any]]:
     import pandas as pd
 
     from posfeat.experiments import aggregate as agg
-    from posfeat.outputs.sweeps import context_figure_object, width_figure_objects
+    from posfeat.outputs.sweep_section import context_figure_object, width_figure_objects
 
     made: dict[str, dict[str, Any]] = {}
     out.mkdir(parents=True, exist_ok=True)

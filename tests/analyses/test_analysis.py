@@ -189,7 +189,7 @@ def test_analyze_bad_input(case, needle, planted_dirs, tmp_path, capsys):
 def test_spurious_firing_is_exact():
     """Spurious counts from the exact counts equal brute-force counting over the grid; examples are
     genuine."""
-    from posfeat.analyses.classify import classify
+    from posfeat.analyses.classification import classify
     from posfeat.analyses.length import spurious_counts, spurious_examples
     from posfeat.engine.grid_stats import feature_stats, grid_statistics
 

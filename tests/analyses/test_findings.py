@@ -573,7 +573,7 @@ def test_semantic_break_outcomes():
 def test_sinusoid_fit_scores_non_integer_periods(cycles):
     """The free-frequency fit: planted sinusoids of non-integer period score >= 0.95, with or
     without a spike at position 0 (left out of the fit); noise scores low."""
-    from posfeat.analyses.classify import sinusoid_check
+    from posfeat.analyses.classification import sinusoid_check
 
     p = np.arange(128)
     x = np.sin(2 * np.pi * cycles * p / 127 + 0.4)
@@ -738,7 +738,7 @@ def test_token_flatness_is_exact(kind, source):
     """Both ways of computing the token table: chunk by chunk, and from the top lists the grid
     statistics keep in their own pass (``grid_statistics(..., token_top_k=k)``, what analyze uses on
     the CPU)."""
-    from posfeat.analyses.classify import token_flatness
+    from posfeat.analyses.classification import token_flatness
     from posfeat.engine.grid_stats import grid_statistics
 
     if kind == "planted":
@@ -769,7 +769,8 @@ def test_token_flatness_is_exact(kind, source):
             "mixed"  # as analyze calls them: dead features never fire
         )
         with mock.patch(
-            "posfeat.analyses.classify._flatness_chunks", side_effect=AssertionError("recomputed")
+            "posfeat.analyses.classification._flatness_chunks",
+            side_effect=AssertionError("recomputed"),
         ):
             t = token_flatness(emb, sae, kinds, context, k, 0.1, top=top)
     pos = torch.arange(context)
@@ -793,7 +794,7 @@ def test_token_flatness_recomputes_when_a_feature_called_dead_fires():
     """Dead features rank last in a token's list; the engine's lists do not know which are dead, so
     a dead feature that fires makes token_flatness recompute (the same table as without the
     lists)."""
-    from posfeat.analyses.classify import token_flatness
+    from posfeat.analyses.classification import token_flatness
     from posfeat.engine.grid_stats import grid_statistics
 
     emb, sae = random_pair(d_vocab=30, n_ctx=16, d_sae=12)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from posfeat import PosfeatError, Prompt, analyze, prompt
-from posfeat.analyses.classify import classify
-from posfeat.analyses.prompt import PROMPT_COLUMNS, TOKEN_COLUMNS
+from posfeat.analyses.classification import classify
+from posfeat.analyses.prompts import PROMPT_COLUMNS, TOKEN_COLUMNS
 from posfeat.cli import main
 from posfeat.engine.grid_stats import feature_stats
 

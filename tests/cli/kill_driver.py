@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from posfeat import train_sae
 from posfeat.io.writes import TEMP_TAG
-from posfeat.training.trainer import CHECKPOINT
+from posfeat.training.loop import CHECKPOINT
 
 from helpers import random_pair
 

@@ -106,7 +106,7 @@ def test_eval_json_and_out_dash(planted_dirs, tmp_path, capsys, monkeypatch):
 
 
 def test_stats_out_dash_prints_the_csv(planted_dirs, tmp_path, capsys, monkeypatch):
-    from posfeat.analyses.classify import FEATURE_COLUMNS
+    from posfeat.analyses.classification import FEATURE_COLUMNS
 
     monkeypatch.chdir(tmp_path)
     assert main(["stats", *_pair(planted_dirs), "--out", "-"]) == 0

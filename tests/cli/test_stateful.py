@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from safetensors.torch import save_file
 
-from posfeat.analyses.classify import FEATURE_COLUMNS
+from posfeat.analyses.classification import FEATURE_COLUMNS
 from posfeat.analyses.evaluation import EVAL_COLUMNS
 from posfeat.cli import main
 from posfeat.io.lock import LOCK_TAG

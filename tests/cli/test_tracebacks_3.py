@@ -78,7 +78,7 @@ def test_deep_json_is_one_sentence(where, pair, tmp_path, capsys):
 def test_checkpoints_keep_their_schedule_when_the_clock_steps_back(pair, tmp_path, monkeypatch):
     """Checkpoints are timed with a monotonic clock: a wall clock stepped back (NTP, a VM resumed)
     must not stop them."""
-    import posfeat.training.trainer as trainer
+    import posfeat.training.loop as trainer
 
     wall = iter(range(10**9, 0, -3600))  # each reading an hour earlier than the last
     monkeypatch.setattr(trainer.time, "time", lambda: float(next(wall)))

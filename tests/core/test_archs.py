@@ -23,7 +23,7 @@ from posfeat.core.archs import (
     from_params,
     trainable,
 )
-from posfeat.io.config import ConfigFile
+from posfeat.io.config_values import ConfigFile
 from posfeat.training.config import ARCHS, TrainConfig
 
 from helpers import REPO, random_pair

@@ -21,7 +21,7 @@ from posfeat.core.errors import PosfeatError
 from posfeat.experiments import SweepIncompleteError, sweep_widths
 from posfeat.experiments.folder import SWEEP_WIDTHS
 from posfeat.io.ownership import write_marker
-from posfeat.training.trainer import read_checkpoint
+from posfeat.training.loop import read_checkpoint
 
 from helpers import random_pair
 

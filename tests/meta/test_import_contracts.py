@@ -73,7 +73,7 @@ def test_the_contracts_hold_on_the_package():
             "Stages import only from earlier stages",
         ),
         (
-            "analyses/classify.py",
+            "analyses/classification.py",
             "from ..outputs import write  # noqa",
             "Stages import only from earlier stages",
         ),

@@ -551,7 +551,7 @@ def test_prompt_box_runs_gpt2_byte_level_bpe_as_the_tokenizer_does(tmp_path, bro
     from safetensors.torch import save_file
 
     from posfeat import SAE, load_embeddings
-    from posfeat.analyses.prompt import tokenize, tokenizer_for
+    from posfeat.analyses.prompts import tokenize, tokenizer_for
 
     from helpers import gpt2_tokenizer_json
 
@@ -590,7 +590,7 @@ def test_prompt_box_runs_the_bundled_wordpiece_as_the_tokenizer_does(tmp_path, b
     """The bundled all-MiniLM-L6-v2: BERT's lower-casing, accent stripping, punctuation and CJK
     splitting, [CLS] and [SEP]."""
     from posfeat import load_pair
-    from posfeat.analyses.prompt import tokenize, tokenizer_for
+    from posfeat.analyses.prompts import tokenize, tokenizer_for
 
     emb, sae = load_pair()
     an = analyze(emb, sae, tokens_sample=8, progress=False)

@@ -14,7 +14,7 @@ from ..core.lazy import lazy_exports
 if TYPE_CHECKING:
     from .analysis import Analysis, HelixPoints, analyze
     from .card import FeatureCard, feature_card, sparkline
-    from .classify import (
+    from .classification import (
         FEATURE_COLUMNS,
         KINDS,
         classify,
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     )
     from .findings import FINDINGS, VERDICTS, FindingRules, compute_findings
     from .helix import PCA, positional_pca
-    from .prompt import PROMPT_COLUMNS, Prompt, prompt
+    from .prompts import PROMPT_COLUMNS, Prompt, prompt
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
@@ -52,7 +52,7 @@ __getattr__, __dir__ = lazy_exports(
                 "knee_kneedle",
                 "knee_largest_gap",
             ],
-            ".classify",
+            ".classification",
         ),
         **dict.fromkeys(["COMPARE_COLUMNS", "Comparison", "compare_saes"], ".compare"),
         **dict.fromkeys(
@@ -67,7 +67,7 @@ __getattr__, __dir__ = lazy_exports(
         ),
         **dict.fromkeys(["FINDINGS", "VERDICTS", "FindingRules", "compute_findings"], ".findings"),
         **dict.fromkeys(["PCA", "positional_pca"], ".helix"),
-        **dict.fromkeys(["PROMPT_COLUMNS", "Prompt", "prompt"], ".prompt"),
+        **dict.fromkeys(["PROMPT_COLUMNS", "Prompt", "prompt"], ".prompts"),
     },
 )
 

@@ -44,7 +44,7 @@ from ..io.sae_folders import neuronpedia_url
 from ..io.sources import as_pair, sae_token_weights
 from ..io.tokens import token_weights_arg
 from . import warmup
-from .classify import (
+from .classification import (
     KINDS,
     classify,
     counts_by_threshold,
@@ -96,7 +96,7 @@ class Analysis:
     (CPU).
 
     Attributes:
-        features: one row per feature (``posfeat.analyses.classify.FEATURE_COLUMNS`` plus decoder
+        features: one row per feature (``posfeat.analyses.classification.FEATURE_COLUMNS`` plus decoder
             geometry).
         stats_context: exact grid statistics over all tokens and positions ``0..context-1``.
         stats_all: the same over all studied positions (profiles past the context).
@@ -182,9 +182,9 @@ class Analysis:
         feature: int | None = None,
         tokenizer: Any = None,
     ) -> Any:
-        """The features of each token of ``text`` (a :class:`posfeat.analyses.prompt.Prompt`),
+        """The features of each token of ``text`` (a :class:`posfeat.analyses.prompts.Prompt`),
         classified as this analysis classifies them."""
-        from .prompt import prompt
+        from .prompts import prompt
 
         return prompt(self, text, top=top, feature=feature, tokenizer=tokenizer)
 

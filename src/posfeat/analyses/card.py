@@ -20,7 +20,7 @@ from ..engine.grid_stats import GridStats, feature_stats, on_device
 from ..engine.histogram import TOP_INPUTS, ActivationHistograms, activation_histograms
 from ..io.paths import shorten
 from ..io.sae_folders import neuronpedia_url
-from .classify import classify, feature_table
+from .classification import classify, feature_table
 
 BARS = " ▁▂▃▄▅▆▇█"
 

@@ -29,7 +29,7 @@ from ..core.sae import SAE, sae_context
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import feature_stats
 from ..io.sources import as_pair, load_sae
-from .classify import KINDS, classify, spans
+from .classification import KINDS, classify, spans
 
 COMPARE_COLUMNS = [
     "feature_a",

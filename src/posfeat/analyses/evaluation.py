@@ -33,7 +33,7 @@ from ..engine.grid_stats import GridStats, check_pair, feature_stats, on_device,
 from ..engine.indices import IndexSet
 from ..engine.sample import Chunk, SampleGrid, TokenSample
 from ..io.sources import as_pair
-from .kernels import HAVE_NUMBA, fused_cpu, recon_sums
+from .reconstruction_kernel import HAVE_NUMBA, fused_cpu, recon_sums
 
 if HAVE_NUMBA:
     import numba
@@ -127,7 +127,7 @@ class ChunkSums:
 
 
 def fused(grid: SampleGrid) -> bool:
-    """True when the fused CPU kernel (:mod:`posfeat.analyses.kernels`) makes the sums: a separable
+    """True when the fused CPU kernel (:mod:`posfeat.analyses.reconstruction_kernel`) makes the sums: a separable
     SAE on the CPU."""
     return fused_cpu(grid.sae, grid.dev)
 

@@ -26,7 +26,7 @@ from ..core.embeddings import Embeddings
 from ..core.sae import SAE
 from ..core.tensors import to_numpy
 from ..engine.grid_stats import feature_stats
-from .classify import dependence, largest_gap_ratio
+from .classification import dependence, largest_gap_ratio
 
 #: Random walks drawn for the helix's low-dimensionality null (fewer for very long contexts, see
 # :func:`random_walk_top3`).

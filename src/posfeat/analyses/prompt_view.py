@@ -1,4 +1,4 @@
-"""The notebook view of a :class:`posfeat.analyses.prompt.Prompt`: tokens shaded by one feature's
+"""The notebook view of a :class:`posfeat.analyses.prompts.Prompt`: tokens shaded by one feature's
 activation (as SAEDashboard shows them), each token's features on hover and in a table below,
 positions past the SAE's context marked.
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-Prompt = Any  # a posfeat.analyses.prompt.Prompt (not imported: the Prompt imports this view)
+Prompt = Any  # a posfeat.analyses.prompts.Prompt (not imported: the Prompt imports this view)
 
 _STYLE = (
     "font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px;white-space:pre;padding:1px 0;margin:0 1px;"

@@ -36,7 +36,7 @@ def _kernels_cached() -> bool:
 
     if not (HAVE_NUMBA and NUMBA_CACHE):
         return True
-    from . import kernels
+    from . import reconstruction_kernel as kernels
 
     try:
         index = (

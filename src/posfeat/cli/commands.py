@@ -243,7 +243,7 @@ def _json_document(doc: dict) -> str:
 
 @command("prompt")
 def run_prompt(args: argparse.Namespace, invocation: str) -> int:
-    from ..analyses.prompt import prompt
+    from ..analyses.prompts import prompt
 
     _positive(args, "top")
     resolve_device(args.device)
@@ -289,7 +289,7 @@ def run_prompt(args: argparse.Namespace, invocation: str) -> int:
 
 @command("stats")
 def run_stats(args: argparse.Namespace, invocation: str) -> int:
-    from ..analyses.classify import FEATURE_COLUMNS, classify, feature_table
+    from ..analyses.classification import FEATURE_COLUMNS, classify, feature_table
     from ..engine.grid_stats import feature_stats
 
     resolve_device(args.device)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -40,27 +39,4 @@ def lazy_exports(
     def module_dir() -> list[str]:
         return sorted(set(vars(sys.modules[package])) | set(exports))
 
-    sys.modules[package].__class__ = _package_class(package, exports)
     return module_getattr, module_dir
-
-
-def _package_class(package: str, exports: dict[str, str]) -> type[types.ModuleType]:
-    """A module class for ``package`` that keeps an exported name pointing at the export when a
-    submodule of the same name is imported (Python's import sets ``package.<submodule>`` to the
-    module: ``posfeat.analyses.prompt`` would otherwise become the module ``analyses/prompt.py``
-    instead of the function ``prompt`` it defines, as an eager ``from .prompt import prompt`` in
-    ``__init__`` used to make it)."""
-
-    class LazyPackage(types.ModuleType):
-        def __setattr__(self, name: str, value: Any) -> None:
-            if (
-                name in exports
-                and isinstance(value, types.ModuleType)
-                and value.__name__ == f"{package}.{name}"
-                and exports[name] == f".{name}"
-                and hasattr(value, name)
-            ):
-                value = getattr(value, name)
-            super().__setattr__(name, value)
-
-    return LazyPackage

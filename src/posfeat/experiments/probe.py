@@ -23,8 +23,8 @@ import torch
 
 from ..core.archs import architecture
 from ..core.embeddings import Embeddings
+from ..training.loop import Sampler, Scaling, Trainer
 from ..training.model import TrainingSAE
-from ..training.trainer import Sampler, Scaling, Trainer
 from .executors import memory_estimate
 from .plan import Run, Shared
 

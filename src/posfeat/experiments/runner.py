@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..analyses.classify import classify, spans
+from ..analyses.classification import classify, spans
 from ..analyses.evaluation import range_means, reconstruction_by_position
 from ..analyses.length import spurious_counts
 from ..core.embeddings import Embeddings
@@ -31,8 +31,8 @@ from ..io.ownership import PARTIAL
 from ..io.sae_folders import CFG_FILE, read_sae_folder
 from ..io.safetensors_io import read_json
 from ..io.writes import atomic_file
+from ..training.loop import CHECKPOINT, checkpoint_state
 from ..training.train import train_sae
-from ..training.trainer import CHECKPOINT, checkpoint_state
 from .plan import Run, Shared
 
 RUN_FILE = "run.json"

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..analyses.classify import classify
+from ..analyses.classification import classify
 from ..analyses.compare import compare_saes
 from ..core.archs import architecture, either, trainable
 from ..core.embeddings import Embeddings
@@ -40,7 +40,7 @@ from ..io.sae_folders import read_sae_folder
 from ..io.sources import as_pair
 from ..io.tokens import token_weights_arg
 from ..io.writes import write_text_atomic
-from ..outputs.sweeps import context_figure, section, width_figures
+from ..outputs.sweep_section import context_figure, section, width_figures
 from ..outputs.write import dump_json
 from . import aggregate as agg
 from .config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig

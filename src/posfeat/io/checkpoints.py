@@ -18,7 +18,7 @@ import torch
 
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError
-from .config import ConfigFile
+from .config_values import ConfigFile
 from .hub import cached_file, missing, offline
 from .layouts import embeddings_from_tensors, find_tensor, layout_of
 from .model_objects import embeddings_from_object

@@ -13,7 +13,7 @@ import torch
 
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError
-from .config import ConfigFile
+from .config_values import ConfigFile
 from .tokens import token_strings
 
 _ROTARY = {

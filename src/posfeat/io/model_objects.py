@@ -14,7 +14,7 @@ import torch
 
 from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError
-from .config import ConfigFile
+from .config_values import ConfigFile
 from .layouts import embeddings_from_tensors
 from .tokens import token_strings
 

@@ -26,7 +26,7 @@ import torch
 from ..core.archs import architecture_from_cfg, saelens_read, saelens_tensor_names
 from ..core.errors import PosfeatError, arg
 from ..core.sae import LAYER0_HOOKS, POSFEAT_HOOK, SAE, SAEMeta
-from .config import ConfigFile
+from .config_values import ConfigFile
 from .paths import expand, inside, shorten
 from .safetensors_io import read_json, read_tensors, tensor_names, write_json, write_tensors
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..analyses.card import logit_effects, unembedding_note
-from ..analyses.prompt import tokenizer_for
+from ..analyses.prompts import tokenizer_for
 from ..core.tensors import to_numpy
 from ..engine.histogram import ActivationHistograms, activation_histograms
 from ..io.paths import visible

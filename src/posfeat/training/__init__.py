@@ -13,9 +13,9 @@ from ..core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .config import TrainConfig
+    from .loop import LOG_COLUMNS, Trainer
     from .model import TrainingSAE
     from .train import TrainResult, train_sae
-    from .trainer import LOG_COLUMNS, Trainer
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
@@ -23,7 +23,7 @@ __getattr__, __dir__ = lazy_exports(
         "TrainConfig": ".config",
         "TrainingSAE": ".model",
         **dict.fromkeys(["TrainResult", "train_sae"], ".train"),
-        **dict.fromkeys(["LOG_COLUMNS", "Trainer"], ".trainer"),
+        **dict.fromkeys(["LOG_COLUMNS", "Trainer"], ".loop"),
     },
 )
 

@@ -42,7 +42,7 @@ def _arch_help() -> str:
 @dataclass
 class TrainConfig:
     """Hyper-parameters of one training run (recorded in ``cfg.json``). See
-    ``posfeat.training.trainer`` for the recipe."""
+    ``posfeat.training.loop`` for the recipe."""
 
     d_sae: int = _req("SAE width (number of features)")
     context: int = _req("train on positions 0..context-1")

@@ -41,8 +41,7 @@ from ..io.safetensors_io import write_tensors
 from ..io.tokens import TOKEN_WEIGHTS_FILE, token_weights_arg
 from ..io.writes import remove
 from .config import ARCHS, TrainConfig, train_config
-from .model import TrainingSAE
-from .trainer import (
+from .loop import (
     CHECKPOINT,
     CHECKPOINT_META,
     LOG_COLUMNS,
@@ -53,6 +52,7 @@ from .trainer import (
     checkpoint_state,
     made_with,
 )
+from .model import TrainingSAE
 
 log = logging.getLogger("posfeat")
 
@@ -250,7 +250,7 @@ def train_sae(
     **settings: Any,
 ) -> TrainResult:
     """Train an SAE on the layer-0 grid of ``emb``, on the embeddings' device (see
-    ``posfeat.training.trainer``).
+    ``posfeat.training.loop``).
 
     Args:
         emb: embeddings; inputs are ``W_E[t] + W_pos[p]`` with ``p < context``. Anything

@@ -51,7 +51,7 @@ def disjoint(
 
     Statistic, per live feature: its position dependence (how far it strays across positions on the
     tokens where it fires) and its token dependence (across tokens at the positions where it fires),
-    each as a share of its activation (:func:`posfeat.analyses.classify.dependence`, exact); it
+    each as a share of its activation (:func:`posfeat.analyses.classification.dependence`, exact); it
     depends on one axis only when the smaller
     is at most ``disjoint_cv``. Null: the same share in the random dictionary (directions from the
     grid's covariance, so it keeps the embeddings' geometry), 200 draws. ``geometry`` states how

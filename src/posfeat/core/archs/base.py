@@ -39,7 +39,7 @@ BASE_TENSORS = ("W_enc", "W_dec", "b_enc", "b_dec")
 
 @runtime_checkable
 class ConfigLike(Protocol):
-    """Typed reads of a ``cfg.json`` (:class:`posfeat.io.config.ConfigFile`; ``core`` cannot import
+    """Typed reads of a ``cfg.json`` (:class:`posfeat.io.config_values.ConfigFile`; ``core`` cannot import
     ``io``)."""
 
     def raw(self, *keys: str, default: Any = None) -> Any: ...

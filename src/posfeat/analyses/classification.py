@@ -27,7 +27,7 @@ from ..core.sae import SAE
 from ..core.tensors import to_numpy
 from ..engine.additive import TokenTop
 from ..engine.grid_stats import GridStats, additive_parts
-from .kernels import fused_cpu, token_sums
+from .reconstruction_kernel import fused_cpu, token_sums
 
 KINDS = ("positional", "semantic", "mixed", "dead")
 SHARE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -409,7 +409,7 @@ def _flatness_chunks(
     fused = fused_cpu(sae, dev)
     for t0 in range(0, emb.d_vocab, chunk):
         toks = torch.arange(t0, min(emb.d_vocab, t0 + chunk), device=dev)
-        if fused:  # the same arithmetic in one pass per token (posfeat.analyses.kernels.token_sums)
+        if fused:  # the same arithmetic in one pass per token (posfeat.analyses.reconstruction_kernel.token_sums)
             a, _ = additive_parts(emb, sae, toks, pos[:1], dtype=torch.float64)
             sums = token_sums(
                 to_numpy(a),

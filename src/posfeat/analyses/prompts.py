@@ -33,7 +33,7 @@ from ..io.hub import cached_file
 from ..io.names import BUNDLED_SAE
 from ..io.sources import as_pair
 from ..io.tokens import read_tokenizer
-from .classify import classify
+from .classification import classify
 from .prompt_view import prompt_html
 
 #: Columns of :attr:`Prompt.table`: one row per (position, active feature), strongest first within a

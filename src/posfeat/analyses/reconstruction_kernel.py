@@ -441,7 +441,7 @@ def token_sums(
     activates how many are non-positional (``n_non``) and flat (``n_flat``: ``std / mean <=
     flat_cv``), the largest non-positional ``std / mean`` (``max_cv``, NaN when none) and its
     feature (``bent``, -1), and the same counts for positional ones (``n_pos``, ``n_pos_flat``). The
-    arithmetic is :func:`posfeat.analyses.classify.token_flatness`'s, operation for operation (no
+    arithmetic is :func:`posfeat.analyses.classification.token_flatness`'s, operation for operation (no
     fused multiply-add)."""
     n = a.shape[0]
     out = {
