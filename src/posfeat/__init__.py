@@ -5,12 +5,9 @@ Data flows one way through the stages (each subpackage imports only from those b
 ``cli``.
 
     >>> import posfeat
-    >>> emb, sae = posfeat.load_pair("minilm", "minilm")      # or ("gpt2",
-    "gpt2-small-res-jb/blocks.0.hook_resid_pre", device="cuda")
-    >>> stats = posfeat.feature_stats(emb, sae, range(128))    # exact, whole grid, where the pair
-    lives
-    >>> an = posfeat.analyze(emb, sae); an.save("out")         # every finding of the note, with
-    verdicts
+    >>> emb, sae = posfeat.load_pair("minilm", "minilm")  # or "gpt2", "gpt2-small-res-jb/..."
+    >>> stats = posfeat.feature_stats(emb, sae, range(128))  # exact, whole grid, where the pair lives
+    >>> an = posfeat.analyze(emb, sae); an.save("out")  # every finding of the note, with verdicts
 
 ``import posfeat`` is light: each name below is imported on first use (PEP 562), so torch, scipy and
 matplotlib load only when something needs them. :class:`Analysis` and :func:`analyze` come from

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..classify import knee_largest_gap, largest_gap_ratio, overlap
+from ..classification import knee_largest_gap, largest_gap_ratio, overlap
 from ..summaries import null_summary
 from .base import (
     CommonRules,
