@@ -63,8 +63,6 @@ def main() -> int:
     base, _ = min(run("pass") for _ in range(args.repeat))
     print(
         f"start-up time, best of {args.repeat} fresh processes (bare python -c pass: {base:.3f} s); "
-        ""
-        ""
         f"bound {BOUND_S:.1f} s"
     )
     print(f"{'what':<20} {'seconds':>8} {'bound':>6}  {'within':<6} heavy modules imported")

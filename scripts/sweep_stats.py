@@ -51,8 +51,6 @@ def main() -> None:
         )
         print(
             f"lack of fit: F({lof['df_lack_of_fit']}, {lof['df_pure_error']}) = {lof['F']:.2f}, p = "
-            ""
-            ""
             f"{lof['p']:.2g}"
         )
         c = s["ceiling"]
@@ -69,9 +67,6 @@ def main() -> None:
     )
     print(
         f"| original | {_pm(first.fvu_in_original_context, first.fvu_in_original_context_sd)} | | | "
-        ""
-        ""
-        ""
         f"{_pm(first.fvu_past_original_context, first.fvu_past_original_context_sd)} | | |"
     )
     for r in t.iloc[1:].itertuples():

@@ -463,8 +463,6 @@ CONTROLS: dict[str, str] = {
     "swing": "token features whose own-token activation is 1 +- (0.3..0.7) cos(theta_p - phi_t) "
     "inside the context",
     "conjunction": "token features firing only on their token AND within +-60 degrees of a phase on "
-    ""
-    ""
     "the helix",
     "standard_multi": "'standard' with each token feature repeated 3 times (scaled 1, 0.8, 0.6): 3 "
     "token features a token",

@@ -46,8 +46,6 @@ EXPECT: list[tuple[str, str, str | tuple[str, ...], str, str | None]] = [
         R,
         "W_pos rows 0..31 are a perfect helix (1.6 turns) on axes 0..2: top 3 PCs 100%, "
         "each row's nearest neighbours are its neighbours in order, the tangents live in the same 3 "
-        ""
-        ""
         "PCs",
         None,
     ),
@@ -113,8 +111,6 @@ EXPECT: list[tuple[str, str, str | tuple[str, ...], str, str | None]] = [
         "phase): it depends on token AND position (a token x position interaction, 4-20% of its "
         "variance), 24 of 40 "
         "live features; the note's 'g=0 or h=0' fails for them. Partly or not reproduced, depending "
-        ""
-        ""
         "on how strongly "
         "a referee weighs an interaction share of 4-20%",
         None,
@@ -174,8 +170,6 @@ EXPECT: list[tuple[str, str, str | tuple[str, ...], str, str | None]] = [
         NR,
         "decoders permuted among the positional features (encoders, so peaks, "
         "unchanged): the matched W_pos row follows the peak with |Spearman| < 0.2, each 3+ features "
-        ""
-        ""
         "away",
         None,
     ),
@@ -255,8 +249,6 @@ EXPECT: list[tuple[str, str, str | tuple[str, ...], str, str | None]] = [
         P,
         "own-token activations (exactly 1 at every in-context position) deviate by 68% "
         "on average past the context (range 0..2.8); pre-activations on other tokens stay below -1: "
-        ""
-        ""
         "no spurious firing. "
         "One of the two parts of the claim holds",
         None,

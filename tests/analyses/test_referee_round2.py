@@ -279,8 +279,6 @@ def run(name: str, seed: int = 0, rotate: int | None = None) -> Any:
 # two cases remain known failures)
 XF_WOUND = (
     "posfeat's curve test (the path's chord smoothness against its own steps shuffled) cannot see a "
-    ""
-    ""
     "closed curve "
     "traced more than once: the wound circle is smooth and in order locally; docs/findings.md says "
     "so"

@@ -122,8 +122,6 @@ def test_a_reader_that_left_ends_the_program_quietly_with_the_sigpipe_status(unb
         "import sys, types\n"
         "sys.argv = ['posfeat', 'feature', '0']\n"
         "commands = sys.modules['posfeat.cli.commands'] = types.ModuleType('posfeat.cli.commands')  "
-        ""
-        ""
         "# a command, without torch\n"
         f"commands.COMMANDS = {{'feature': lambda args, invocation: print('x' * {size}) or 0}}\n"
         "from posfeat.cli.main import run\n"

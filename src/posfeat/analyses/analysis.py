@@ -196,8 +196,6 @@ class Analysis:
         verdicts = "; ".join(f"{k}: {f.get('verdict')}" for k, f in self.findings.items())
         text = (
             f"<posfeat.Analysis of {s.get('model', self.emb.name)} x {s.get('sae', self.sae.name)}: "
-            ""
-            ""
             f"d_sae {self.sae.d_sae}, "
             f"context {self.context} of {self.emb.n_ctx} positions; features: {counts or 'n/a'}; "
             f"verdicts: {verdicts or 'none'}. "
@@ -439,8 +437,6 @@ def study_count(positions: Any, n_ctx: int) -> int:
     if int(idx[0]) != 0 or int(idx[-1]) != len(idx) - 1:
         raise PosfeatError(
             f"{arg('positions', shorten(repr(positions)))} is not 0..N-1: analyze studies positions "
-            ""
-            ""
             "from 0 on; "
             "give a count N."
         )

@@ -208,8 +208,6 @@ class FeatureCard:
         share = self.firing / self.grid_inputs if self.grid_inputs else float("nan")
         return [
             f"activation histogram, exact over all {self.grid_inputs} inputs of the context (tokens "
-            ""
-            ""
             "x positions "
             f"0..{self.context - 1}): {self.firing} fire ({share:.3%}); {len(self.histogram)} bins "
             f"over (0, {self.histogram_max:.4g}]:",
@@ -227,8 +225,6 @@ class FeatureCard:
         head = [
             f"feature {self.feature} of {self.sae} on {self.model}: {self.kind}",
             f"shares of variance: position {self.position_share:.3f}, token {self.token_share:.3f}, "
-            ""
-            ""
             "interaction "
             f"{self.interaction_share:.3f}; fires on {self.fire:.2%} of the grid (context "
             f"{self.context})",
@@ -347,8 +343,6 @@ class FeatureCard:
         inputs = ", ".join(esc(f"{t!r}@{p} {v:.3f}") for t, p, v in self.top_inputs[:10]) or "none"
         position = (
             f"peak {self.peak_position}, runs {esc(self.runs or 'none')}; decoder nearest W_pos row "
-            ""
-            ""
             f"{self.nearest_wpos_row} "
             f"(cos {self.decoder_cos_wpos:.3f})<br>{svg_sparkline(self.profile, self.context)}<br>"
         )

@@ -356,15 +356,11 @@ def prompt(
     if bad:
         raise PosfeatError(
             f"Token id {bad[0]} is outside the vocabulary of {emb.name} (0..{emb.d_vocab - 1}); use "
-            ""
-            ""
             "the model's tokenizer."
         )
     if len(ids) > emb.n_ctx:
         raise PosfeatError(
             f"The text is {len(ids)} tokens but {emb.name} has {emb.n_ctx} positions; shorten it to "
-            ""
-            ""
             f"at most {emb.n_ctx} tokens."
         )
     context = sae_context(sae, emb.n_ctx)

@@ -463,8 +463,6 @@ def run_train(args: argparse.Namespace, invocation: str) -> int:
     if last.get("fvu", 0.0) > 1.0:
         warnings.append(
             f"the final FVU {last['fvu']:.3f} is above 1: this SAE reconstructs worse than the mean "
-            ""
-            ""
             "input; "
             "train longer (--steps), lower --l1 or change --lr."
         )

@@ -45,8 +45,6 @@ def seed_value(text: str) -> int:
     if not 0 <= value <= SEED_MAX:
         raise argparse.ArgumentTypeError(
             f"{text if len(text) < 40 else text[:30] + '...'} is outside 0..{SEED_MAX}; give a seed "
-            ""
-            ""
             "in that range"
         )
     return value

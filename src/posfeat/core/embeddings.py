@@ -50,9 +50,6 @@ class Embeddings:
         if self.W_E.shape[1] != self.W_pos.shape[1]:
             raise PosfeatError(
                 f"W_E has d_model {self.W_E.shape[1]} (shape {tuple(self.W_E.shape)}) but W_pos has "
-                ""
-                ""
-                ""
                 f"d_model {self.W_pos.shape[1]} (shape {tuple(self.W_pos.shape)}); they must match."
             )
         same_device(self.W_E, self.W_pos)
@@ -110,8 +107,6 @@ class Embeddings:
             return int(s)
         raise PosfeatError(
             f"Token {s!r} is not in the vocabulary of {self.name or 'this model'}; pass an existing "
-            ""
-            ""
             "token string or id."
         )
 

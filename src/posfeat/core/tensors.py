@@ -62,9 +62,6 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise PosfeatError(
                 f"{arg('device', spec)} was asked for but PyTorch sees no CUDA GPU on this machine; "
-                ""
-                ""
-                ""
                 f"use {arg('device', 'cpu')} or {arg('device', 'auto')}."
             )
         try:
@@ -90,8 +87,6 @@ def require_data(device: torch.device, what: str) -> None:
     if device.type == "meta":
         raise PosfeatError(
             f"{what} are on the meta device (shapes without values), so there is nothing to compute "
-            ""
-            ""
             "with; "
             f"load the real weights, or move them with .to('cpu') after loading them."
         )

@@ -283,8 +283,6 @@ def _triton_block(
     if a.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise PosfeatError(
             f"The triton backend needs CUDA tensors here, but these are on {a.device} (on a machine "
-            ""
-            ""
             "without CUDA it "
             "runs through Triton's interpreter); move the pair to cuda or use backend='auto'."
         )

@@ -177,8 +177,6 @@ def activation_histograms(
     if not sae.separable:
         raise PosfeatError(
             f"{sae.name} is a {sae.architecture} SAE, whose activations do not split into token and "
-            ""
-            ""
             "position parts; "
             "its exact histograms would need the whole grid enumerated."
         )

@@ -114,8 +114,6 @@ if HAVE_NUMBA:
     elif not NUMBA_CACHE and os.environ.get("POSFEAT_NUMBA_CACHE", "1") != "0":
         log.info(
             "posfeat's install is read-only and no cache folder of this user's is writable: numba's "
-            ""
-            ""
             "kernels are "
             "compiled in each run (set NUMBA_CACHE_DIR to keep them)"
         )

@@ -202,8 +202,6 @@ def width_sentence(stats: dict[str, Any], widths: list[int], seeds: int) -> str:
     local = ", ".join(f"{e['exponent']:.2f}" for e in stats["local_exponents"])
     desc = (
         f" As a description, a power law width^{fit['alpha']:.2f} (95% CI {fit['alpha_low']:.2f} to "
-        ""
-        ""
         f"{fit['alpha_high']:.2f}); "
         f"local exponents {local}"
     )
@@ -297,8 +295,6 @@ def context_sentence(table: pd.DataFrame, verdicts: dict[str, dict[str, Any]], b
     first = table.iloc[0]
     parts = [
         f"{r.sae}: past {r.fvu_past_original_context:.4g} ({verdicts[r.sae]['past_margin']:+.1%} vs "
-        ""
-        ""
         "in-context "
         f"{first.fvu_in_original_context:.4g}), in-context {r.fvu_in_original_context:.4g} ("
         f"{verdicts[r.sae]['in_context_margin']:+.1%}) "

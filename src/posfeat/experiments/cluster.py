@@ -146,9 +146,6 @@ def _explain(address: str, err: Any, token: str | None, where: str, timeout: flo
     why = "connection refused" if "refused" in details.lower() else (details[:160] or code.name)
     return PosfeatError(
         f"No Ray cluster answers at {address} ({why}); start one there with ray start --head --port "
-        ""
-        ""
-        ""
         f"{address.rsplit(':', 1)[-1]}, or check {arg('address')}."
     )
 

@@ -55,8 +55,6 @@ class _Sweep:
         if unknown:
             raise PosfeatError(
                 f"Unknown training setting(s) {', '.join(unknown)} for this sweep; the settings are "
-                ""
-                ""
                 f"{', '.join(sorted(known))}."
             )
         base = {
@@ -186,8 +184,6 @@ class ExecutorConfig:
     address: str | None = _f(
         None,
         "Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT (default: start a local one); with "
-        ""
-        ""
         "--executor ray",
     )
     max_retries: int = _f(

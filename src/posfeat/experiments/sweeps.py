@@ -417,8 +417,6 @@ def run_widths(
     if not isinstance(cfg.context, int) or not 1 <= cfg.context <= emb.n_ctx:
         raise PosfeatError(
             f"{arg('context', cfg.context)} is outside 1..{emb.n_ctx}, the positions of {emb.name}; "
-            ""
-            ""
             "pick a context "
             "within it."
         )

@@ -56,9 +56,6 @@ def resolve_target(out: str | os.PathLike[str] | None, what: str = "out") -> Pat
     except UnicodeEncodeError:
         raise PosfeatError(
             f"{arg(what, shown(raw))} is not valid UTF-8 (posfeat writes the path into its outputs' "
-            ""
-            ""
-            ""
             "records and reports, which are UTF-8); give a name in UTF-8."
         ) from None
     if not raw.strip():
@@ -85,8 +82,6 @@ def resolve_target(out: str | os.PathLike[str] | None, what: str = "out") -> Pat
         which = "the current folder" if path == cwd else "a parent of the current folder"
         raise PosfeatError(
             f"{arg(what, shown(raw))} is {which}; posfeat writes into a folder of its own and never "
-            ""
-            ""
             "replaces yours: "
             "give the name of a new folder."
         )

@@ -96,8 +96,6 @@ def check_options(cfg: ConfigFile, where: str) -> list[str]:
             f"{where} sets normalize_activations {norm!r}, which {_NORM_REFUSED[norm]}; posfeat "
             "reads SAEs with "
             "normalize_activations 'none' (or 'expected_average_only_in', as sae_lens loads it from "
-            ""
-            ""
             "disk)."
         )
     if norm not in NORMALIZATIONS_READ:
@@ -114,8 +112,6 @@ def check_options(cfg: ConfigFile, where: str) -> list[str]:
         )
         notes.append(
             "normalize_activations 'expected_average_only_in' read as sae_lens load_from_disk does: "
-            ""
-            ""
             "no input scaling"
         )
     reshape = cfg.raw("reshape_activations", default="none")

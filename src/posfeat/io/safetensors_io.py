@@ -259,8 +259,6 @@ def write_tensors(
             raise PosfeatOSError(
                 f"Writing {shorten(path)} failed "
                 f"({_os_reason(str(err))}); free space on that disk or raise its size limit (ulimit "
-                ""
-                ""
                 "-f), "
                 "then run the command again."
             ) from None

@@ -325,8 +325,6 @@ def tokenizer_spec(an: Analysis) -> dict[str, Any]:
             return {
                 "kind": None,
                 "note": "its WordPiece tokenizer is not BERT's (normaliser or pre-tokeniser), which "
-                ""
-                ""
                 "is all the page runs",
             }
         return {

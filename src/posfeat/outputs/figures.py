@@ -764,8 +764,6 @@ def semantic_breakage(an: Analysis) -> Figure:
         15,
         4.4,
         "Semantic features past the context: spurious firing (exact, all tokens) by position and by "
-        ""
-        ""
         "feature, "
         "and deviation from their in-context value",
         label(an),

@@ -151,8 +151,6 @@ def pairs_html(s: dict[str, Any], pre_layernorm: bool = False) -> str:
             " Its grid is W_E + the token-type-0 row + W_pos <b>before the embedding LayerNorm</b> "
             "(pre-LayerNorm, the input the "
             "SAE was trained on), not the LayerNorm's output that layer 0 reads; the note's grid is "
-            ""
-            ""
             "GPT-2's hook_resid_pre, what "
             "block 0 reads."
         )
@@ -190,10 +188,12 @@ def compact_png_uri(path: Path) -> str:
     buf = io.BytesIO()
     try:
         with Image.open(io.BytesIO(raw)) as im:
+            # fast octree: a fifth of median cut's time here and smaller files (measured on the bundled
+            # pair's 15 figures: 0.3 s and 0.86 MB against 1.6 s and 1.17 MB with optimize)
             small = im.convert("RGB").quantize(
-                colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+                colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE
             )
-        small.save(buf, format="PNG", optimize=True)
+        small.save(buf, format="PNG")
     except (OSError, ValueError):  # a PNG Pillow cannot decode goes in as it is
         buf = io.BytesIO(raw)
     data = buf.getvalue() if len(buf.getvalue()) < len(raw) else raw

@@ -113,8 +113,6 @@ def width_figure_objects(
         3.4,
         f"How feature {split.get('reference')} (d_sae {split.get('reference_width')}, "
         f"peak {split.get('reference_peak')}) splits across widths (first seed; children by decoder "
-        ""
-        ""
         "cosine >= "
         f"{split.get('threshold')})",
         name,

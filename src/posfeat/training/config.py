@@ -103,8 +103,6 @@ class TrainConfig:
         if self.context < 1 or (n_ctx is not None and self.context > n_ctx):
             raise PosfeatError(
                 f"{arg('context', self.context)} is outside 1..{n_ctx or 'n_ctx'}, the positions of "
-                ""
-                ""
                 f"{model}; "
                 "pick a context within it."
             )

@@ -155,8 +155,6 @@ def _null_txt(summary: dict[str, Any], seed_note: str = "") -> str:
     """'median 0.83 over 200 draws; the value at percentile 99.5, p = 0.005'."""
     return (
         f"median {_num(summary.get('median'))} over {summary.get('draws', 0)} draws{seed_note}; the "
-        ""
-        ""
         "value at "
         f"percentile {_num(summary.get('percentile'), 3)}, p = {_p(summary.get('p_value'))}"
     )

@@ -97,7 +97,6 @@ def decoder_traces_helix(
             test,
             f"the helix finding is {helix_verdict}, so there is no helix for "
             "the decoder directions to trace (in the full space their nearest row follows the peak "
-            ""
             f"with Spearman {_num(rho_full, 2)}, which any decoder near its encoder shows).",
         )
     if not _ok(rho) or not _drawn(perm):

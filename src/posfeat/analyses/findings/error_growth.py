@@ -100,8 +100,6 @@ def degrades_past_context(
         f"Past the context the mean FVU is {_num(f_out)}, {_num(ratio)}x the in-context "
         f"{_num(f_in)}; null, "
         f"later against earlier positions of the context, at every split point: {_null_txt(split)}. "
-        ""
-        ""
         "Rule: >= "
         f"{r.degrade_reproduced}x reproduced, >= {r.degrade_partly}x partly, beyond the null. The "
         "SAE is worse "

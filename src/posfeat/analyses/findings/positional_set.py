@@ -56,8 +56,6 @@ def positional_count(
         f"reproduced; some positional features and Jaccard >= {r.gap_jaccard_partly} -> partly; "
         "either only when "
         f"the drop at the cut beats the random dictionary's largest drop (p < {r.null_alpha}); else "
-        ""
-        ""
         "not reproduced"
     )
     live = features[features.kind != "dead"]
