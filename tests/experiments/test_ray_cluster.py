@@ -73,10 +73,11 @@ def posfeat(
 def errors(stderr: str) -> list[str]:
     """posfeat's error and interruption lines (not its progress lines, "posfeat: train d_sae=8 (400
     steps)", which a run that started before the fault also prints)."""
+    # a progress bar cut short by the fault leaves its clearing spaces before the sentence that follows it
     return [
-        ln
+        ln.strip()
         for ln in stderr.splitlines()
-        if ln.startswith(("posfeat: error", "posfeat: interrupted"))
+        if ln.strip().startswith(("posfeat: error", "posfeat: interrupted"))
     ]
 
 
