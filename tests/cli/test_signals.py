@@ -64,9 +64,8 @@ def run(
     err: list[str] = []
     seen = threading.Event()
 
-    def read() -> (
-        None
-    ):  # os.read returns what has arrived (a stage line is shorter than any fixed chunk)
+    # os.read returns what has arrived (a stage line is shorter than any fixed chunk)
+    def read() -> None:
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         for chunk in iter(lambda: os.read(proc.stderr.fileno(), 4096), b""):
             err.append(utf8.decode(chunk))

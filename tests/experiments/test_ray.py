@@ -117,9 +117,8 @@ def test_killed_worker_is_retried_and_resumes(cluster, reference, tmp_path):
     victim = out.with_name("kill.partial") / "d_sae_16" / "seed_0"
     killed: dict[str, int] = {}
 
-    def killer() -> (
-        None
-    ):  # once the run has a checkpoint past step 30, SIGKILL the worker process running it
+    # once the run has a checkpoint past step 30, SIGKILL the worker process running it
+    def killer() -> None:
         deadline = time.time() + 600
         while time.time() < deadline and not killed:
             try:

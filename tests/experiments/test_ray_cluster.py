@@ -318,9 +318,8 @@ def test_a_dead_raylet_gives_one_sentence_and_releases_the_lock(model, tmp_path,
     proc = _start_and_wait_for_a_run(argv, env, out)
     killed = []
 
-    def kill() -> (
-        None
-    ):  # the raylet of posfeat's local cluster (its command line names the session folder)
+    # the raylet of posfeat's local cluster (its command line names the session folder)
+    def kill() -> None:
         deadline = time.time() + 60
         while not killed and time.time() < deadline and proc.poll() is None:
             kill_once()

@@ -132,14 +132,6 @@ def _line(run: Run, rec: dict[str, Any] | None, err: str | None) -> str:
     )
 
 
-def connect(
-    exe: ExecutorConfig, device: Any, progress: bool, num_cpus: int | None = None
-) -> Executor:
-    """The executor, connected (Ray: the cluster checked and joined) before the sweep folder is
-    made, so that a sweep that cannot reach its cluster leaves nothing behind."""
-    return make_executor(exe, device, progress, num_cpus)
-
-
 def execute_plan(
     runs: list[Run],
     work: SweepFolder,
@@ -422,7 +414,9 @@ def run_widths(
         )
     runs = width_plan(cfg, recipe)
     tw = token_weights_arg(token_weights, emb.d_vocab)
-    runner = connect(exe, emb.device, progress, num_cpus)
+    # connected (Ray: the cluster checked and joined) before the sweep folder is made, so that a sweep
+    # that cannot reach its cluster leaves nothing behind
+    runner = make_executor(exe, emb.device, progress, num_cpus)
     work = SweepFolder(out, SWEEP_WIDTHS, force, command)
     shared = Shared(emb=emb.to("cpu"), token_weights=tw, command=command, model_name=model_name)
     t0 = time.monotonic()
@@ -639,7 +633,9 @@ def run_context(
     cs = _check_contexts(cfg.contexts, base, emb, sae)
     runs = context_plan(cfg, recipe, sae)
     tw = token_weights_arg(token_weights, emb.d_vocab)
-    runner = connect(exe, emb.device, progress, num_cpus)
+    # connected (Ray: the cluster checked and joined) before the sweep folder is made, so that a sweep
+    # that cannot reach its cluster leaves nothing behind
+    runner = make_executor(exe, emb.device, progress, num_cpus)
     work = SweepFolder(out, SWEEP_CONTEXT, force, command)
     shared = Shared(
         emb=emb.to("cpu"),
