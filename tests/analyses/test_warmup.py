@@ -49,3 +49,75 @@ def test_no_second_process_when_turned_off_or_cached(monkeypatch):
     monkeypatch.setattr(warmup, "_kernels_cached", lambda: True)
     assert warmup.start() is False
     warmup.wait()  # nothing started: returns at once
+
+
+COMPILE = """
+import sys
+from numba.core import event
+
+compiled = []
+
+
+class Record(event.Listener):
+    def on_start(self, ev):
+        compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+
+    def on_end(self, ev):
+        pass
+
+
+event.register("numba:compile", Record())
+import torch
+from posfeat.analyses import warmup, reconstruction_kernel
+from posfeat.engine import feature_stats, kernel, sample, screen, histogram
+
+warmup.warm()
+from posfeat.core.embeddings import Embeddings
+from posfeat.core.sae import SAE
+
+g = torch.Generator().manual_seed(1)
+emb = Embeddings(torch.randn(64, 16, generator=g), torch.randn(24, 16, generator=g), name="t")
+sae = SAE.from_arrays(
+    torch.randn(16, 32, generator=g),
+    torch.randn(32, 16, generator=g),
+    torch.randn(32, generator=g) - 0.5,
+    torch.zeros(16),
+    context_size=12,
+    name="t",
+)
+feature_stats(emb, sae, range(12), screen=True)
+feature_stats(emb, sae, range(12), screen=False)
+for mod in (reconstruction_kernel, kernel, sample, screen, histogram):
+    for name in dir(mod):
+        fn = getattr(mod, name)
+        if hasattr(fn, "py_func") and len(fn.signatures) > 1:
+            print("SIGNATURES", name, len(fn.signatures))
+for name in compiled:
+    print("COMPILED", name)
+"""
+
+
+@pytest.mark.slow
+def test_the_first_run_compiles_each_kernel_once_and_no_error_formatting(tmp_path):
+    """What the first run compiles (issue 29 item 2): each of posfeat's kernels for one signature
+    (a literal argument would compile a second), and none of numba's helpers that cost seconds and
+    are avoidable: the formatted message of a slice copy's shape check, an argsort, a sum over an
+    axis."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "POSFEAT_WARMUP": "0"}
+    run = subprocess.run(
+        [sys.executable, "-c", COMPILE], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    compiled = {line.split()[1] for line in lines if line.startswith("COMPILED")}
+    assert {
+        "_recon_kernel",
+        "_decode4",
+        "_token_means_kernel",
+        "_gt_counts",
+        "_bucket_kernel",
+        "_padded_table",
+    } <= compiled
+    assert [line for line in lines if line.startswith("SIGNATURES")] == []
+    slow = ("raise_with_shape_context", "argmergesort", "array_sum")
+    assert [name for name in compiled if any(s in name for s in slow)] == []

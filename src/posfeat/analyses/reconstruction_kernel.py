@@ -75,7 +75,8 @@ if HAVE_NUMBA:
         nb = (n + step - 1) // step
         out = np.empty((nb, d_sae), np.float32)
         for s in range(nb):
-            out[s] = thr[s * step]
+            for f in range(d_sae):  # a loop, not a slice copy (whose error message costs seconds
+                out[s, f] = thr[s * step, f]  # of compiling)
             for p in range(s * step + 1, min(n, s * step + step)):
                 for f in range(d_sae):
                     out[s, f] = min(out[s, f], thr[p, f])
@@ -215,8 +216,10 @@ if HAVE_NUMBA:
         n_tok, d_sae = a.shape
         n_chunk, d = W_pos.shape
         n_groups = rsum.shape[0]
-        tb = _block_min(thr, BLOCK)
-        ts = _block_min(thr, SUB_BLOCK)
+        # int64 zeros and steps, not literals: a literal argument is a second compiled signature
+        zero = np.int64(0)
+        tb = _block_min(thr, np.int64(BLOCK))
+        ts = _block_min(thr, np.int64(SUB_BLOCK))
         for g in prange(n_groups):
             cand = np.empty(d_sae, np.int64)
             sub = np.empty(d_sae, np.int64)
@@ -230,7 +233,7 @@ if HAVE_NUMBA:
                     if s0 % BLOCK == 0:
                         nn, npp = _candidates(a, t, tb[s0 // BLOCK], is_pos, cand)
                     ts_s = ts[s0 // SUB_BLOCK]
-                    nsn = _narrow(a, t, ts_s, cand, 0, nn, sub, 0)
+                    nsn = _narrow(a, t, ts_s, cand, zero, nn, sub, zero)
                     ns = _narrow(a, t, ts_s, cand, npp, d_sae, sub, nsn)
                     for q in range(s0, min(n_chunk, s0 + SUB_BLOCK), 4):
                         last = (
@@ -238,9 +241,11 @@ if HAVE_NUMBA:
                         )  # past it, a quad repeats its last position (and drops the copies)
                         p0, p1, p2, p3 = q, min(q + 1, last), min(q + 2, last), min(q + 3, last)
                         cnt[:] = 0
-                        mn = _firing4(a, b, thr, t, p0, p1, p2, p3, sub, 0, nsn, fire_f, V, 0, cnt)
+                        mn = _firing4(
+                            a, b, thr, t, p0, p1, p2, p3, sub, zero, nsn, fire_f, V, zero, cnt
+                        )
                         m = _firing4(a, b, thr, t, p0, p1, p2, p3, sub, nsn, ns, fire_f, V, mn, cnt)
-                        _decode4(acc_n, W_dec, fire_f, V, 0, mn)
+                        _decode4(acc_n, W_dec, fire_f, V, zero, mn)
                         _decode4(acc_p, W_dec, fire_f, V, mn, m)
                         for i in range(min(4, n_chunk - q)):
                             sums = _reduce(

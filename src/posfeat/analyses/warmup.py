@@ -1,5 +1,5 @@
-"""The first run after an install: the reconstruction's numba kernels compiled in a second process,
-ahead of use.
+"""The first run after an install: the numba kernels of the reconstruction and of the feature cards'
+histograms compiled in a second process, ahead of use.
 
 numba compiles posfeat's kernels the first time they run and keeps them in its disk cache (see
 :mod:`posfeat.engine.kernel`); on a fresh install that is most of the first ``posfeat analyze``. The
@@ -106,13 +106,15 @@ def _end() -> None:
 
 
 def warm() -> None:
-    """Run the reconstruction once on a tiny random pair shaped like a real one (float32, ReLU,
-    b_dec subtracted, positions past the SAE's context), so its kernels land in numba's cache."""
+    """Run the reconstruction and the cards' exact histograms once on a tiny random pair shaped like
+    a real one (float32, ReLU, b_dec subtracted, positions past the SAE's context), so their kernels
+    land in numba's cache."""
     import numpy as np
     import torch
 
     from ..core.embeddings import Embeddings
     from ..core.sae import SAE
+    from ..engine.histogram import activation_histograms
     from ..engine.sample import sample_tokens
     from .helix import positional_pca
     from .length import sample_analysis
@@ -137,6 +139,7 @@ def warm() -> None:
     pca = positional_pca(emb.W_pos, range(1, context))
     sample = sample_tokens(emb, 16, seed=0)
     sample_analysis(emb, sae, sample, torch.arange(n_ctx), kinds, pca, context, seed=0)
+    activation_histograms(emb, sae, context)  # the report's feature cards (last, needed last)
 
 
 if __name__ == "__main__":

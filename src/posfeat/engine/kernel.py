@@ -263,7 +263,8 @@ if HAVE_NUMBA:
         P = row.shape[0]
         start, first, scale, most = _cell_starts(row, C)
         rowp = np.empty(P + PAD, row.dtype)
-        rowp[:P] = row
+        for i in range(P):  # a loop, not a slice copy (whose error message costs seconds of
+            rowp[i] = row[i]  # compiling)
         rowp[P:] = np.inf
         return start, first, scale, rowp, most
 
@@ -444,10 +445,13 @@ if HAVE_NUMBA:
         the sums' pass has no
         branch on these flags): the largest token value at or below ``limf`` (the first among ties;
         returned with its token), each token's bucket and its sum over positions."""
+        # loops, not slice copies (whose error message costs seconds of compiling)
         if want_lo:
-            lo_row[t0 : t0 + n] = lob[:n]
+            for k in range(n):
+                lo_row[t0 + k] = lob[k]
         if want_tok_sum:
-            ts_row[t0 : t0 + n] = tsb[:n]
+            for k in range(n):
+                ts_row[t0 + k] = tsb[k]
         # the run's largest value at or below the limit (two chains of maxima), then its
         # first token
         if want_lim:
@@ -539,7 +543,7 @@ if HAVE_NUMBA:
                 u0 += w - sh
             else:
                 lo = _bucket_of(row, start, first, scale, v)
-                _tally(loc, lo, w - sh)
+                _tally(loc, uint64(lo), w - sh)
                 ts = float64(lo) * w + pbf[lo]
             lob[k] = lo
             tsb[k] = ts

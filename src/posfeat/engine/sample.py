@@ -259,13 +259,22 @@ class SampleGrid:
         b = self.position_parts(positions)[:, features].T.contiguous().double()  # [F, n_pos]
         cut = self.cut[features, None].double()
         if HAVE_NUMBA and self.dev.type == "cpu":
-            out = _token_means_kernel(
-                self.a_sorted.numpy(),
-                self.order.numpy(),
-                features.numpy(),
-                cut[:, 0].numpy(),
-                b.numpy(),
-            )
+            # Each feature's thresholds in ascending order, stable (as numpy's mergesort), sorted
+            # here by torch in blocks of features: an argsort in the kernel costs seconds of
+            # compiling on the first run.
+            out = np.empty((len(features), self.a_sorted.shape[1]))
+            for lo in range(0, len(features), SORT_BLOCK):
+                hi = min(len(features), lo + SORT_BLOCK)
+                by = torch.sort(cut[lo:hi] - b[lo:hi], dim=1, stable=True).indices
+                _token_means_kernel(
+                    self.a_sorted.numpy(),
+                    self.order.numpy(),
+                    features[lo:hi].numpy(),
+                    cut[lo:hi, 0].numpy(),
+                    b[lo:hi].numpy(),
+                    by.numpy(),
+                    out[lo:hi],
+                )
             return torch.from_numpy(out).T
         thr, order = (cut - b).sort(dim=1)
         pb = torch.cat(
@@ -297,30 +306,28 @@ if HAVE_NUMBA:
 
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False)
     @no_type_check
-    def _token_means_kernel(a_sorted, order, feats, cut, b):  # pragma: no cover
-        """``[F, n_tok]``: :meth:`SampleGrid.token_means` from each feature's sorted sample values
-        (``a_sorted``, ``order``: ``[d_sae, n_tok]``), ``feats [F]``, ``cut [F]`` and ``b [F,
-        n_pos]`` (float64): the tokens in ascending order meet the sorted thresholds in one merge
-        (the count below is ``searchsorted``'s)."""
+    def _token_means_kernel(a_sorted, order, feats, cut, b, by, out):  # pragma: no cover
+        """``out [F, n_tok]``: :meth:`SampleGrid.token_means` from each feature's sorted sample
+        values (``a_sorted``, ``order``: ``[d_sae, n_tok]``), ``feats [F]``, ``cut [F]``, ``b [F,
+        n_pos]`` (float64) and ``by [F, n_pos]``, the order of ``cut - b`` (stable): the tokens in
+        ascending order meet the sorted thresholds in one merge (the count below is
+        ``searchsorted``'s)."""
         F = feats.shape[0]
         n_tok = a_sorted.shape[1]
         n_pos = b.shape[1]
-        out = np.empty((F, n_tok))
         for i in prange(F):
             f = feats[i]
-            thr = cut[i] - b[i]
-            by = np.argsort(thr, kind="mergesort")
-            ts = thr[by]
+            ts = np.empty(n_pos)
             pb = np.zeros(n_pos + 1)
             for j in range(n_pos):
-                pb[j + 1] = pb[j] + b[i, by[j]]
+                ts[j] = cut[i] - b[i, by[i, j]]
+                pb[j + 1] = pb[j] + b[i, by[i, j]]
             k = 0
             for j in range(n_tok):
                 av = np.float64(a_sorted[f, j])
                 while k < n_pos and ts[k] < av:
                     k += 1
                 out[i, order[f, j]] = (k * av + pb[k]) / n_pos
-        return out
 
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False)
     @no_type_check
@@ -351,9 +358,11 @@ if HAVE_NUMBA:
                     above = PD[n] - PD[lo] + bb * (n - lo)
                     below = PD[lo] - PD[fi] + bb * (lo - fi)
                     parts[g, p] += PM[fi] + above - below
-        return parts.sum(0)
+        return parts  # summed by the caller (a sum over an axis costs a second of compiling)
 
 
+#: Features whose thresholds are sorted at once by :meth:`SampleGrid.token_means`.
+SORT_BLOCK = 2048
 #: Firing (token, feature) pairs of the sample whose deviation is followed past the context (drawn
 # when more).
 FIRING_PAIRS = 200_000
@@ -414,7 +423,7 @@ class DeviationSums:
             return torch.zeros(len(chunk.positions), dtype=torch.float64, device=g.dev)
         if self.fused:
             mT = self.m.T.contiguous().numpy()  # a view: token_means makes m feature-major
-            out = _deviation_kernel(
+            parts = _deviation_kernel(
                 g.a_sorted.numpy(),
                 g.order.numpy(),
                 mT,
@@ -423,6 +432,9 @@ class DeviationSums:
                 chunk.first.numpy(),
                 max(1, min(len(self.features), 4 * torch.get_num_threads())),
             )
+            out = np.zeros(parts.shape[1])
+            for row in parts:  # the groups in order, as numba's sum over the axis adds them
+                out += row
             return torch.from_numpy(out)
         if self.closed:
             b = chunk.b[:, self.features].T.double()  # [F, n_chunk]

@@ -278,13 +278,15 @@ if HAVE_NUMBA:
             lob = np.empty(RUN, np.int32)
             pbf, sh = pb[f], shift[f]
             tmin = topv[f, topv.shape[1] - 1]
-            nxt = 0  # the first token not yet met (for the zero-sum tail of the top list)
+            # the first token not yet met (for the zero-sum tail of the top list); int64 tokens, not
+            # a literal or int32: each would compile the callees again
+            nxt = np.int64(0)
             fired = 0.0
             for j0 in range(0, cand_n[i], RUN):
                 m = min(RUN, cand_n[i] - j0)
                 _buckets_of(vals[i, j0 : j0 + m], m, tab, lob)
                 for k in range(m):
-                    t = cand_t[i, j0 + k]
+                    t = np.int64(cand_t[i, j0 + k])
                     if tmin < 0.0:
                         tmin = _fill_zeros(topv[f], topi[f], tmin, nxt, t)
                     nxt = t + 1
