@@ -29,24 +29,33 @@ def _gpt2_like(emb: Embeddings, model_type: str = "gpt2") -> Embeddings:
 
 
 def test_the_card_carries_the_exact_histogram_and_top_inputs_of_the_grid(planted):
+    """The card shows the report's histogram and top inputs (from the engine's pass, the same
+    token parts as its statistics); computed on their own for one feature (a GEMM's token parts,
+    rounded otherwise), they agree to that rounding."""
     emb, sae, _truth, an = planted
+    report = an.stats_context.histograms
+    assert report is not None  # the numba path gave them
     for f in (0, 2, 5):
         card = an.feature(f)
-        hist = activation_histograms(emb, sae, an.context, features=np.array([f]))
-        np.testing.assert_array_equal(card.histogram, hist.counts[0])
+        np.testing.assert_array_equal(card.histogram, report.counts[f])
         assert card.grid_inputs == emb.d_vocab * an.context and card.histogram.sum() == card.firing
         assert card.firing / card.grid_inputs == pytest.approx(
             card.fire, abs=1e-12
         )  # agrees with the engine's exact firing share
         want = [
             (emb.token_str(int(t)), int(p), float(v))
-            for t, p, v in zip(hist.top_tokens[0], hist.top_positions[0], hist.top_values[0])
+            for t, p, v in zip(report.top_tokens[f], report.top_positions[f], report.top_values[f])
             if t >= 0
         ]
         assert (
             card.top_inputs == want
             and card.top_inputs
             and card.top_inputs[0][2] == pytest.approx(card.histogram_max)
+        )
+        alone = activation_histograms(emb, sae, an.context, features=np.array([f]))
+        assert np.abs(alone.counts[0] - card.histogram).sum() <= 2  # boundary values, if any
+        np.testing.assert_allclose(
+            alone.top_values[0][: len(want)], [v for *_, v in want], rtol=0, atol=1e-5
         )
 
 

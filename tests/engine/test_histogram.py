@@ -11,6 +11,7 @@ import torch
 
 from posfeat.core.errors import PosfeatError
 from posfeat.engine import histogram as histogram_module
+from posfeat.engine.grid_stats import grid_statistics
 from posfeat.engine.histogram import activation_histograms
 
 from helpers import random_pair
@@ -32,7 +33,10 @@ def test_histogram_and_top_inputs_match_enumeration(monkeypatch, numba_path, thr
         d_vocab=70, n_ctx=20, d_model=8, d_sae=24, seed=seed, threshold=threshold
     )
     positions = 13
-    hist = activation_histograms(emb, sae, positions)
+    _check_against_enumeration(activation_histograms(emb, sae, positions), emb, sae, positions)
+
+
+def _check_against_enumeration(hist, emb, sae, positions: int) -> None:
     act = _brute(emb, sae, positions)
     assert hist.grid_size == emb.d_vocab * positions and hist.counts.shape == (sae.d_sae, hist.bins)
     some_fire = 0
@@ -54,6 +58,41 @@ def test_histogram_and_top_inputs_match_enumeration(monkeypatch, numba_path, thr
             if t >= 0:
                 assert act[t * positions + p, f] == pytest.approx(v, abs=1e-5)
     assert some_fire >= sae.d_sae // 2  # the comparison is not vacuous
+
+
+@pytest.mark.parametrize("screen", [False, True])
+@pytest.mark.parametrize("threshold", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_engine_pass_gives_the_same_histograms(screen, threshold, seed):
+    """``grid_statistics(..., histograms=True)``: the cards' histograms from the engine's own token
+    parts, dense (then bit for bit those of :func:`activation_histograms`: the same GEMM) or
+    screened (exact token parts of the candidates only), held to the enumeration."""
+    emb, sae = random_pair(
+        d_vocab=70, n_ctx=20, d_model=8, d_sae=24, seed=seed, threshold=threshold
+    )
+    positions = 13
+    (ctx, _all), _ = grid_statistics(
+        emb, sae, [range(positions), range(emb.n_ctx)], histograms=True, screen=screen
+    )
+    hist = ctx.histograms
+    assert hist is not None and hist.counts.shape == (sae.d_sae, hist.bins)
+    _check_against_enumeration(hist, emb, sae, positions)
+    if not screen:
+        alone = activation_histograms(emb, sae, positions)
+        for name in ("counts", "max_activation", "top_tokens", "top_positions", "top_values"):
+            np.testing.assert_array_equal(getattr(hist, name), getattr(alone, name))
+
+
+def test_the_engine_pass_gives_no_histograms_where_it_cannot():
+    """Another backend than numba, or a first position set that is not ``0..n-1``: None (the
+    report then computes them on their own)."""
+    emb, sae = random_pair(d_vocab=70, n_ctx=20, d_model=8, d_sae=24, seed=0)
+    (st,), _ = grid_statistics(emb, sae, [range(3, 13)], histograms=True)
+    assert st.histograms is None
+    (st,), _ = grid_statistics(emb, sae, [range(13)], histograms=True, backend="torch")
+    assert st.histograms is None
+    (st,), _ = grid_statistics(emb, sae, [range(13)])
+    assert st.histograms is None
 
 
 def test_a_subset_of_features_gives_their_rows():

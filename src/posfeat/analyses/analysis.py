@@ -362,7 +362,13 @@ def _grid(
     if sae.separable:
         sets = [range(context)] if n_pos == context else [range(context), range(n_pos)]
         stats, never = grid_statistics(
-            emb, sae, sets, progress=progress, never_firing_context=context, token_top_k=token_top_k
+            emb,
+            sae,
+            sets,
+            progress=progress,
+            never_firing_context=context,
+            token_top_k=token_top_k,
+            histograms=True,  # the report's feature cards, from this pass's token parts
         )
         return stats[0], stats[-1], never
     ctx = feature_stats(emb, sae, range(context), progress=progress)

@@ -16,6 +16,7 @@ from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, PosfeatTypeError
 from ..core.sae import SAE, sae_context
 from ..core.tensors import to_numpy
+from ..engine.extremes import extremes, screen_tokens
 from ..engine.grid_stats import GridStats, feature_stats, on_device
 from ..engine.histogram import TOP_INPUTS, ActivationHistograms, activation_histograms
 from ..io.paths import shorten
@@ -99,20 +100,20 @@ def logit_effects(
     """Each feature's direct effect on the logits, ``W_dec[f] @ W_U`` with ``W_U = W_E^T`` (tied),
     ignoring the final
     LayerNorm's scale (not loaded): ``(top ids [F, k], top values, bottom ids [F, k], bottom
-    values)``, strongest first. Raises when the model has no usable unembedding
+    values)``, strongest first (:mod:`posfeat.engine.extremes`: exact, through a bfloat16 screen
+    where the CPU has one). Raises when the model has no usable unembedding
     (:func:`unembedding_note`)."""
     note = unembedding_note(emb)
     if note:
         raise PosfeatError(f"No logit effects: {note}.")
     feats = np.asarray(features, dtype=np.int64).reshape(-1)
-    W_U = emb.W_E.float().T
+    X = emb.W_E.float()
     k = min(k, emb.d_vocab)
+    tokens = screen_tokens(X) if len(feats) > 1 else None  # a bfloat16 screen, exact results
     out: list[list[np.ndarray]] = [[], [], [], []]
     for s in range(0, len(feats), chunk):
         idx = torch.as_tensor(feats[s : s + chunk], device=sae.device)
-        logits = sae.W_dec[idx].float() @ W_U
-        hi, lo = torch.topk(logits, k, dim=1), torch.topk(logits, k, dim=1, largest=False)
-        for j, t in enumerate((hi.indices, hi.values, lo.indices, lo.values)):
+        for j, t in enumerate(extremes(sae.W_dec[idx].float(), X, k, tokens)):
             out[j].append(to_numpy(t))
     if not len(feats):
         return (
@@ -376,10 +377,12 @@ def card_extras(
     stats_all: GridStats,
     i: int,
     spurious_pairs: int | None = None,
+    hist: ActivationHistograms | None = None,
 ) -> dict[str, Any]:
     """The card's explaining fields of feature ``index`` (row ``i`` of ``stats_all``, positions
     ``0..n-1``): exact histogram and top inputs over the context's grid, pre-activation curve and
-    threshold, past-context sentence, logit effects."""
+    threshold, past-context sentence, logit effects. ``hist``: every feature's histograms from the
+    engine's pass (row ``index``), as the report shows them; computed for this feature when None."""
     out: dict[str, Any] = {
         "preactivation": np.asarray(stats_all.pre_mean_by_position[i], dtype=np.float64),
         "threshold": float(sae.cut(torch.float64)[int(index)]),
@@ -388,8 +391,11 @@ def card_extras(
         ),
     }
     if sae.separable:
-        hist = activation_histograms(emb, sae, context, features=np.array([int(index)]))
-        out.update(histogram_fields(hist, 0, emb))
+        if hist is not None and len(hist.positions) == context:
+            out.update(histogram_fields(hist, int(index), emb))
+        else:
+            hist = activation_histograms(emb, sae, context, features=np.array([int(index)]))
+            out.update(histogram_fields(hist, 0, emb))
     else:
         out["histogram_note"] = (
             f"not computed: {sae.name} is a {sae.architecture} SAE, whose activations do not split "
@@ -524,7 +530,16 @@ def card_from_analysis(an: object, index: int) -> FeatureCard:
     spur = an.spurious_by_feature
     hit = spur[spur.feature == int(index)] if len(spur) else spur
     pairs = int(hit.spurious_pairs.iloc[0]) if len(hit) else (0 if an.sae.separable else None)
-    extras = card_extras(an.emb, an.sae, int(index), an.context, an.stats_all, int(index), pairs)
+    extras = card_extras(
+        an.emb,
+        an.sae,
+        int(index),
+        an.context,
+        an.stats_all,
+        int(index),
+        pairs,
+        an.stats_context.histograms,  # the report's, from the engine's pass
+    )
     extras["nearest_wpos_row"], extras["decoder_cos_wpos"] = (
         int(row.nearest_wpos_row),
         float(row.decoder_cos_wpos),

@@ -24,6 +24,7 @@ import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -138,6 +139,7 @@ def _numba_blocks(
     lims: list[torch.Tensor | None],
     token_top: tuple[TokenTop, int] | None,
     screen: Screen | None,
+    hist: tuple[Any, int, torch.Tensor, torch.Tensor] | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     F = shift.shape[0]
     outs: list[dict[str, np.ndarray] | None] = [None] * len(preps)
@@ -155,7 +157,7 @@ def _numba_blocks(
         f0 = f1
         if screen is not None:  # a sparse SAE: exact token parts only where they can fire
             f1 = min(F, f0 + SCREEN_SUB * sub)
-            screened_sums(screen, f0, f1, preps, lims, shift, outs, top_k, token_top)
+            screened_sums(screen, f0, f1, preps, lims, shift, outs, top_k, token_top, hist)
             continue
         f1 = min(F, f0 + sub)
         at = (
@@ -169,6 +171,9 @@ def _numba_blocks(
             if buf is None or buf.dtype != at.dtype:
                 buf = torch.empty(sub * n_tok, dtype=at.dtype)
             at_np = buf[: (f1 - f0) * n_tok].view(f1 - f0, n_tok).copy_(at.T).numpy()
+        if hist is not None:  # the cards' histograms from the same token parts
+            col, g0, b0, c0 = hist
+            col.dense(g0 + f0, at_np, b0[f0:f1], c0[f0:f1])
         for i, (prep, lim) in enumerate(zip(preps, lims)):
             lo_i = None if (lo is None or i > 0) else lo[: f1 - f0]
             outs[i] = bucket_sums(
@@ -346,6 +351,7 @@ def additive_blocks(
     lims: Sequence[torch.Tensor | None] | None = None,
     token_top: tuple[TokenTop, int] | None = None,
     screen: Screen | None = None,
+    histograms: tuple[Any, int] | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """:func:`additive_block` for several position parts ``bs`` of one block of features, reading
     ``a`` once.
@@ -354,7 +360,9 @@ def additive_blocks(
     the first position set, numbered from ``g0`` (numba path only; the other backends leave it as it
     is). ``screen``: a :class:`~posfeat.engine.screen.Screen` whose ``set_block`` was given this
     block (numba path, without ``want_tok_sum``): token values that provably fire nowhere are only
-    counted (:mod:`posfeat.engine.screen`).
+    counted (:mod:`posfeat.engine.screen`). ``histograms``: ``(collector, g0)``: give a
+    :class:`~posfeat.engine.histogram.CardHistograms` this block's token parts over the first
+    position set (numba path only).
 
     ``a`` may be a function ``a(f0, f1)`` giving the token parts of features ``f0..f1-1`` of the
     block as ``[n_tok, f1 - f0]`` (token-major, or the transposed view of a feature-major array, as
@@ -391,6 +399,7 @@ def additive_blocks(
             lims,
             token_top,
             None if want_tok_sum else screen,
+            None if histograms is None else (*histograms, bs[0], cut),
         )
     full = a if isinstance(a, torch.Tensor) else a(0, int(cut.shape[0])).T.contiguous()
     results = []

@@ -34,10 +34,11 @@ from ..core.errors import PosfeatError, arg
 from ..core.memory import check_fits
 from ..core.progress import progress_bar
 from ..core.sae import SAE
-from ..core.tensors import require_data, to_numpy
+from ..core.tensors import to_numpy
 from ..io.sources import as_pair
 from .additive import ACC, TokenTop, additive_block, additive_blocks, resolve_backend, token_summary
-from .indices import IndexSet, check_dtype, check_whole, resolve_index
+from .histogram import CardHistograms
+from .indices import IndexSet, check_dtype, check_pair, check_whole, resolve_index
 from .screen import ESTIMATE_FEATURES, MAX_CANDIDATE_SHARE, Screen, bf16_fast, estimate_share
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,9 @@ class GridStats:
         token_top: each token's top features by exact mean over these positions (:class:`TokenTop`),
             when :func:`grid_statistics` was asked for them (``token_top_k``) and ran on the numba
             path; else None.
+        histograms: the cards' exact activation histograms and top inputs over these positions
+            (:class:`~posfeat.engine.histogram.ActivationHistograms`), when :func:`grid_statistics`
+            was asked for them (``histograms``) and ran on the numba path; else None.
     """
 
     positions: np.ndarray
@@ -110,6 +114,7 @@ class GridStats:
     top_token_means: np.ndarray
     method: str = "additive"
     token_top: TokenTop | None = field(default=None, repr=False)
+    histograms: Any = field(default=None, repr=False)
     _mean_by_token: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
     @property
@@ -156,24 +161,6 @@ class NeverFiring:
 
 
 # ---------------------------------------------------------------------------- inputs
-def check_pair(emb: Embeddings, sae: SAE) -> torch.device:
-    """The pair's one device; a clear error when the widths or the devices differ."""
-    if emb.d_model != sae.d_in:
-        raise PosfeatError(
-            f"The embeddings have d_model {emb.d_model} (W_E {tuple(emb.W_E.shape)}) but the SAE "
-            "reads "
-            f"d_in {sae.d_in} (W_enc {tuple(sae.W_enc.shape)}); use an SAE trained on this model."
-        )
-    if emb.device != sae.device:
-        raise PosfeatError(
-            f"The embeddings are on {emb.device} but the SAE is on {sae.device}; put both on one "
-            "device "
-            "(emb.to(device), sae.to(device)) or load them with load_pair(..., device=...)."
-        )
-    require_data(sae.device, "The embeddings and the SAE")
-    return sae.device
-
-
 def on_device(
     emb: Embeddings, sae: SAE, device: str | torch.device | None
 ) -> tuple[Embeddings, SAE]:
@@ -438,6 +425,7 @@ def grid_statistics(
     never_firing_context: int | None = None,
     token_top_k: int = 0,
     screen: bool | None = None,
+    histograms: bool = False,
 ) -> tuple[list[GridStats], NeverFiring | None]:
     """Exact statistics over several position sets at once, computing each block's token parts once.
 
@@ -453,6 +441,10 @@ def grid_statistics(
             they may fire (:mod:`posfeat.engine.screen`; the same results). None: where the CPU has
             native bfloat16 and a seeded sample of features and tokens says the SAE is sparse enough
             to gain; True: always (however dense); False: never.
+        histograms: also give the first set's :class:`GridStats` the cards' exact activation
+            histograms and top inputs (``histograms``, :class:`~posfeat.engine.histogram
+            .ActivationHistograms`) from the same pass, on the numba path (CPU) when that set is
+            positions ``0..n-1`` and every token is in the grid; elsewhere it stays None.
         Other arguments: see :func:`feature_stats`.
     """
     dev = check_pair(emb, sae)
@@ -480,6 +472,14 @@ def grid_statistics(
     gemm = _TokenParts(x_tok)
     top = TokenTop.empty(len(tok), token_top_k) if token_top_k > 0 and backend == "numba" else None
     scr = _screen_for(screen, backend, x_tok, W_enc, b_enc, cut, x_pos)
+    hist = None
+    if (
+        histograms
+        and backend == "numba"
+        and tokens is None
+        and torch.equal(sets[0].cpu(), torch.arange(len(sets[0])))
+    ):
+        hist = CardHistograms(sae.d_sae, len(tok), len(sets[0]), to_numpy(cut))
     for f0 in progress_bar(
         range(0, sae.d_sae, chunk), desc="grid statistics", unit="block", enabled=progress
     ):
@@ -506,6 +506,7 @@ def grid_statistics(
             lims=[None] * (len(bs) - 1) + [lim],
             token_top=None if top is None else (top, f0),
             screen=scr,
+            histograms=None if hist is None else (hist, f0),
         )
         for b, s, col in zip(bs, parts, cols):
             v = col.views(f0, b.shape[0], dev)
@@ -519,6 +520,7 @@ def grid_statistics(
         for p, xp, col in zip(sets, x_pos, cols)
     ]
     stats[0].token_top = top
+    stats[0].histograms = None if hist is None else hist.result()
     if scr is not None:
         log.debug("bfloat16 screen: %.4f of the token values were candidates", scr.share())
     return stats, None if never is None else _never_firing(never, tok)

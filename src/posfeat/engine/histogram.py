@@ -28,7 +28,7 @@ from ..core.errors import PosfeatError
 from ..core.progress import progress_bar
 from ..core.sae import SAE
 from ..core.tensors import to_numpy
-from .grid_stats import check_pair
+from .indices import check_pair
 from .kernel import HAVE_NUMBA, NUMBA_CACHE
 
 if HAVE_NUMBA:
@@ -201,15 +201,43 @@ def activation_histograms(
     ):
         idx = torch.as_tensor(feats[s : s + chunk], device=dev)
         W = W_enc[:, idx]
-        a = torch.addmm(b_enc[idx], x, W).T.contiguous()
-        b = (Wp @ W).T.contiguous()
+        # feature-major, as the engine's GEMM (the same dot products, bit for bit, with no
+        # transposed copy of a block of the size of the vocabulary)
+        a = torch.addmm(b_enc[idx][:, None], W.T, x.T)
+        b = W.T @ Wp.T  # feature-major, as the engine's position parts
         parts.append(tuple(t.cpu() for t in _block(a, b, cut_all[idx], bins, k)))
         del a, b
     counts, top, vals, toks, poss = (
         torch.cat([p[i] for p in parts]) if parts else torch.zeros(0) for i in range(5)
     )
+    return _assemble(
+        counts,
+        top,
+        vals,
+        toks,
+        poss,
+        to_numpy(cut_all[torch.as_tensor(feats, device=dev)]),
+        k,
+        positions,
+        n_tok,
+    )
+
+
+def _assemble(
+    counts: torch.Tensor,
+    top: torch.Tensor,
+    vals: torch.Tensor,
+    toks: torch.Tensor,
+    poss: torch.Tensor,
+    cut: np.ndarray,
+    k: int,
+    positions: int,
+    n_tok: int,
+) -> ActivationHistograms:
+    """:class:`ActivationHistograms` from the blocks' results (:func:`_block`), concatenated; ``cut``:
+    the features' firing thresholds."""
     vals64 = to_numpy(vals, np.float64)
-    keep = vals64 > to_numpy(cut_all[torch.as_tensor(feats, device=dev)], np.float64)[:, None]
+    keep = vals64 > np.asarray(cut, np.float64)[:, None]
     pad = k - vals64.shape[1]
     top_tokens = np.pad(np.where(keep, to_numpy(toks), -1), ((0, 0), (0, pad)), constant_values=-1)
     top_positions = np.pad(
@@ -227,3 +255,66 @@ def activation_histograms(
         top_positions=top_positions.astype(np.int64),
         top_values=top_values,
     )
+
+
+class CardHistograms:
+    """The cards' histograms and top inputs (:class:`ActivationHistograms`) collected from the
+    engine's pass over the context (:func:`~posfeat.engine.grid_stats.grid_statistics` with
+    ``histograms=True``), from the token parts it computes anyway: on the dense path each
+    sub-block's exact token parts, on the screened path each feature's candidates (a token that is
+    not one provably fires at no position, so it adds to no bin and is no strongest input). What
+    :func:`activation_histograms` gives without its own GEMM of the whole vocabulary."""
+
+    def __init__(self, d_sae: int, n_tok: int, positions: int, cut: np.ndarray) -> None:
+        self.n_tok, self.positions, self.cut = n_tok, positions, np.asarray(cut)
+        self.parts: dict[int, tuple[torch.Tensor, ...]] = {}
+        self.d_sae = d_sae
+
+    def dense(self, g0: int, a: np.ndarray, b: torch.Tensor, cut: torch.Tensor) -> None:
+        """Features ``g0..`` from their token parts ``a [F, n_tok]`` (float32, feature-major), their
+        context's position parts ``b [F, context]`` and thresholds ``cut [F]``."""
+        self.parts[g0] = self._padded(_block(torch.from_numpy(a), b, cut, HIST_BINS, TOP_INPUTS))
+
+    def screened(
+        self,
+        g0: int,
+        cand_t: np.ndarray,
+        cand_n: np.ndarray,
+        vals: np.ndarray,
+        b: torch.Tensor,
+        cut: torch.Tensor,
+    ) -> None:
+        """Features ``g0..`` from their candidates: tokens ``cand_t[i, :cand_n[i]]`` with exact
+        token parts ``vals[i, :cand_n[i]]``."""
+        F, m = len(cand_n), max(1, int(cand_n.max(initial=0)))
+        live = np.arange(m)[None, :] < cand_n[:, None]  # the rest of a row: -inf (never fires)
+        a = torch.from_numpy(np.where(live, vals[:, :m], vals.dtype.type(-np.inf)))
+        counts, top, v, slot, poss = self._padded(_block(a, b, cut, HIST_BINS, TOP_INPUTS))
+        s_np = slot.numpy()
+        toks = np.take_along_axis(cand_t[:F, :m], np.clip(s_np, 0, m - 1), 1).astype(np.int64)
+        self.parts[g0] = (counts, top, v, torch.from_numpy(np.where(s_np >= 0, toks, -1)), poss)
+
+    @staticmethod
+    def _padded(part: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """A block's top inputs padded to :data:`TOP_INPUTS` columns (fewer token values than
+        that)."""
+        counts, top, vals, toks, poss = part
+        pad = TOP_INPUTS - vals.shape[1]
+        if pad > 0:
+            vals = torch.nn.functional.pad(vals, (0, pad), value=-torch.inf)
+            toks = torch.nn.functional.pad(toks, (0, pad), value=-1)
+            poss = torch.nn.functional.pad(poss, (0, pad), value=-1)
+        return counts, top, vals, toks, poss
+
+    def result(self) -> ActivationHistograms | None:
+        """Every feature's, or None where the pass did not give every block (another backend)."""
+        starts = sorted(self.parts)
+        n = sum(len(self.parts[g][1]) for g in starts)
+        if n != self.d_sae:
+            return None
+        counts, top, vals, toks, poss = (
+            torch.cat([self.parts[g][i] for g in starts]) for i in range(5)
+        )
+        return _assemble(
+            counts, top, vals, toks, poss, self.cut, TOP_INPUTS, self.positions, self.n_tok
+        )

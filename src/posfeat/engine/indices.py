@@ -15,7 +15,10 @@ from typing import Any, TypeAlias
 import numpy as np
 import torch
 
+from ..core.embeddings import Embeddings
 from ..core.errors import PosfeatError, PosfeatTypeError, arg
+from ..core.sae import SAE
+from ..core.tensors import require_data
 from ..io.paths import shorten
 
 IndexSet: TypeAlias = (
@@ -125,3 +128,21 @@ def check_dtype(dtype: Any, name: str = "dtype") -> torch.dtype:
             "torch.float32."
         )
     return dtype
+
+
+def check_pair(emb: Embeddings, sae: SAE) -> torch.device:
+    """The pair's one device; a clear error when the widths or the devices differ."""
+    if emb.d_model != sae.d_in:
+        raise PosfeatError(
+            f"The embeddings have d_model {emb.d_model} (W_E {tuple(emb.W_E.shape)}) but the SAE "
+            "reads "
+            f"d_in {sae.d_in} (W_enc {tuple(sae.W_enc.shape)}); use an SAE trained on this model."
+        )
+    if emb.device != sae.device:
+        raise PosfeatError(
+            f"The embeddings are on {emb.device} but the SAE is on {sae.device}; put both on one "
+            "device "
+            "(emb.to(device), sae.to(device)) or load them with load_pair(..., device=...)."
+        )
+    require_data(sae.device, "The embeddings and the SAE")
+    return sae.device

@@ -529,16 +529,21 @@ def screened_sums(
     outs: list[dict[str, np.ndarray] | None],
     top_k: int,
     token_top: tuple[Any, int] | None,
+    hist: tuple[Any, int, torch.Tensor, torch.Tensor] | None = None,
 ) -> None:
     """Features ``f0..f1-1`` of the block through the screen into ``outs`` (one per position set,
     made when None), as :func:`posfeat.engine.kernel.bucket_sums` would fill them from the dense
-    token parts; updates ``token_top``."""
+    token parts; updates ``token_top``; gives ``hist`` (``(collector, g0, b, cut)``, see
+    :func:`~posfeat.engine.additive.additive_blocks`) the candidates."""
     blk = screen.block
     assert blk is not None
     T = blk.x.shape[0]
     row0 = np.min([p["s"][f0:f1, 0].double().numpy() for p in preps], axis=0)
     found = screen.candidates_of(f0, f1, row0)
     cand_t, cand_n, vals = found.cand_t, found.cand_n, found.vals
+    if hist is not None:
+        col, g0, b0, c0 = hist
+        col.screened(g0 + f0, cand_t, cand_n, vals, b0[f0:f1], c0[f0:f1])
     lo_c = screen.lo_buffer(f1 - f0, T)
     totals = blk.totals(f0, f1)
     for i, (prep, lim) in enumerate(zip(preps, lims)):

@@ -202,7 +202,9 @@ def histograms(an: Analysis) -> tuple[dict[str, Any] | None, ActivationHistogram
     that does not separate (TopK)."""
     if not an.sae.separable:
         return None, None
-    hist = activation_histograms(an.emb, an.sae, an.context)
+    hist = an.stats_context.histograms  # from the engine's pass, where it gave them
+    if hist is None or len(hist.positions) != an.context:
+        hist = activation_histograms(an.emb, an.sae, an.context)
     scale = 255 / np.log2(1 + max(hist.grid_size, 1))
     codes = np.rint(np.log2(1 + hist.counts) * scale).astype(np.uint8)
     k = min(PAGE_INPUTS, hist.top_tokens.shape[1])
