@@ -22,12 +22,10 @@ def _full(W: torch.Tensor, X: torch.Tensor, k: int) -> list[torch.Tensor]:
     ]
 
 
-def _agree(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:
+def _agree(got: list[torch.Tensor], want: list[torch.Tensor], atol: float = 1e-6) -> None:
     for g, w in zip(got, want):
-        if g.dtype.is_floating_point:
-            np.testing.assert_allclose(
-                g.numpy(), w.numpy(), rtol=1e-6, atol=1e-6
-            )  # float32 rounding
+        if g.dtype.is_floating_point:  # to float32 rounding
+            np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-6, atol=atol)
         else:
             np.testing.assert_array_equal(g.numpy(), w.numpy())
 
@@ -72,3 +70,31 @@ def test_the_screen_is_used_only_where_it_pays(monkeypatch):
     _agree(extremes.extremes(W, big, 3, tok), _full(W, big, 3))
     _agree(extremes.extremes(W, big, 3, None), _full(W, big, 3))
     assert ScreenInputs.tokens(big)["x_bf"].dtype == torch.bfloat16
+
+
+def test_subnormal_inputs_the_bfloat16_gemm_flushes_are_in_the_bound():
+    """The CPU's bfloat16 GEMM treats subnormal inputs as zero: the bound counts what that loses,
+    so a row whose largest entry comes from a subnormal input is not settled by the screen (found by
+    a review that built it)."""
+    X = torch.zeros(3000, 2)
+    X[:, 1] = torch.linspace(1.2e-38, 1.5e-38, 3000).bfloat16().float()
+    X[:10, 1] = 2e-38
+    X[10:20, 1] = -2e-38
+    X[20] = torch.tensor([1.1e-38, 0.0]).bfloat16().float()  # a float32 subnormal
+    W = torch.tensor([[2.0**101, 2.0**100]])
+    got, _ = extremes.screened(W, X, 10)
+    full = extremes._full(W, X, 10)
+    assert got[0][0, 0] == full[0][0, 0] == 20
+    np.testing.assert_array_equal(got[1].numpy(), full[1].numpy())  # tokens 0-9 tie: any 9 of them
+    np.testing.assert_array_equal(got[3].numpy(), full[3].numpy())
+
+
+def test_one_token_of_unusual_norm_does_not_send_every_row_to_the_whole_product():
+    """Its rounding terms would widen every row's band; it is recomputed in every row instead."""
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(8000, 64, generator=g)
+    X[7] *= 100
+    W = torch.randn(50, 64, generator=g)
+    got, full_rows = extremes.screened(W, X, 10)
+    assert full_rows <= 5
+    _agree(got, _full(W, X, 10), atol=1e-3)  # one float32 rounding of sums of terms up to 1e3

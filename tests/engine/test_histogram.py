@@ -118,3 +118,30 @@ def test_a_feature_that_never_fires_has_an_empty_histogram():
     assert (
         (hist.counts == 0).all() and (hist.firing == 0).all() and (hist.max_activation == 0).all()
     )
+
+
+def test_a_subnormal_token_part_is_screened_as_the_dense_path_sees_it():
+    """Token 0's value on the one feature comes from a float32 subnormal that the bfloat16 GEMM
+    flushes: the screen must still count it a candidate (it fires at every position)."""
+    from posfeat import SAE, Embeddings
+
+    V = 3000
+    W_E = torch.zeros(V, 2)
+    W_E[:, 1] = torch.linspace(1.2e-38, 2e-38, V).bfloat16().float()
+    W_E[0] = torch.tensor([1.1e-38, 0.0]).bfloat16().float()
+    emb = Embeddings(W_E, torch.zeros(4, 2), tokens=[f"t{i}" for i in range(V)], name="m")
+    sae = SAE.from_arrays(
+        torch.tensor([[2.0**101], [2.0**100]]),
+        torch.ones(1, 2),
+        torch.zeros(1),
+        torch.zeros(2),
+        threshold=torch.tensor([2.7e-8]),
+        context_size=2,
+        hook_name="blocks.0.hook_resid_pre",
+        name="s",
+    )
+    assert sae.encode(W_E[:1]).item() > 0
+    for screen in (False, True):
+        (st,), _ = grid_statistics(emb, sae, [range(4)], histograms=True, screen=screen)
+        assert st.histograms.firing[0] == 4 and st.histograms.top_tokens[0][0] == 0
+        assert st.fire[0] == pytest.approx(4 / (V * 4))  # the engine's statistics too

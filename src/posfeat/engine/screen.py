@@ -59,9 +59,11 @@ EXACT_RUN = 512
 
 def _norms(m: torch.Tensor, rows: int = 4096) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Rows of ``m`` in bfloat16, and in float64 (rounded up by 1e-6) the norms of their rounding
-    errors and of the rounded
-    rows (``rows`` at a time: no float64 copy of the whole)."""
+    errors and of the rounded rows (``rows`` at a time: no float64 copy of the whole). Values that
+    round to a subnormal are set to zero here, as the CPU's bfloat16 GEMM treats them (it flushes
+    subnormal inputs), so the error norm counts what it loses."""
     h = m.to(torch.bfloat16)
+    h = torch.where(h.abs() < torch.finfo(torch.float32).tiny, torch.zeros_like(h), h)
     err, norm = np.empty(m.shape[0]), np.empty(m.shape[0])
     for r0 in range(0, m.shape[0], rows):
         hd = h[r0 : r0 + rows].double()
@@ -81,15 +83,17 @@ class ScreenInputs:
     value (``xh . wh`` rounded to bfloat16) and ``a`` any float32 evaluation of ``x . w + b``::
 
         |x.w - xh.wh| <= |dx . w| + |xh . dw| <= dx_t ||w|| + hx_t ||dw||
-            (Cauchy-Schwarz, rounding errors known)
+            (Cauchy-Schwarz, rounding errors known; inputs that would be subnormal in bfloat16 are
+            zero in xh, wh, as the GEMM flushes them, and in dx, dw at their full value)
         float32 sums, in any order, of xh.wh and of x.w + b:
-            gamma (||xh|| ||wh|| + ||x|| ||w||),  gamma = 1.01 d 2^-24
+            gamma (||xh|| ||wh|| + ||x|| ||w||) <= gamma (hx_t ||wh|| + (hx_t + dx_t) ||w||),
+            gamma = 1.01 d 2^-24
         the bfloat16 output: 2^-8 / (1 - 2^-8) |approx|;
-        adding the bias in float32: 2^-23 (|approx| + |b|)
+        adding the bias in float32: 2^-23 (|approx| + |b|); products flushed below the smallest
+        normal float32, at most d 2^-126 in all: under the 1e-30 of ``C``
 
-    so ``e = dx_t A_i + hx_t B_i + D |approx| + C_i`` with ``A = ||w||``, ``B = ||dw|| + 2.03 gamma
-    ||wh||``,
-    ``D = 2^-8 / (1 - 2^-8) + 2^-23`` and ``C = 2^-23 |b| + 1e-30``.
+    so ``e = dx_t A_i + hx_t B_i + D |approx| + C_i`` with ``A = (1 + gamma) ||w||``, ``B = ||dw||
+    + gamma (||wh|| + ||w||)``, ``D = 2^-8 / (1 - 2^-8) + 2^-23`` and ``C = 2^-23 |b| + 1e-30``.
     """
 
     x: torch.Tensor
@@ -116,13 +120,14 @@ class ScreenInputs:
         wt = W_blk.T.contiguous()
         wt_bf, dw, hw = _norms(wt)
         gamma = 1.01 * W_blk.shape[0] * 2.0**-24
+        norm_w = wt.double().norm(dim=1).numpy() * (1 + 1e-6)
         b = bias.double().numpy()
         return cls(
             **tok,
             wt=wt,
             wt_bf=wt_bf,
-            A=wt.double().norm(dim=1).numpy() * (1 + 1e-6),
-            B=dw + 2.03 * gamma * hw,  # type: ignore[arg-type]
+            A=(1 + gamma) * norm_w,
+            B=dw + gamma * (hw + norm_w),  # type: ignore[arg-type]
             C=2.0**-23 * np.abs(b) + 1e-30,
             bias=b,
         )
