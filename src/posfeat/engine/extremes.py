@@ -48,7 +48,7 @@ def screened(
     the whole product. ``tokens``: ``ScreenInputs.tokens(X)``, made once by a caller with many
     blocks."""
     F, V = W.shape[0], X.shape[0]
-    K = min(V, max(SCREEN_K, 2 * k))
+    K = max(SCREEN_K, 2 * k)
     if K + 2 * OUTLIERS >= V:
         return _full(W, X, k), F
     tok = tokens if tokens is not None else ScreenInputs.tokens(X)

@@ -37,7 +37,7 @@ from ..core.sae import SAE
 from ..core.tensors import to_numpy
 from ..io.sources import as_pair
 from .additive import ACC, TokenTop, additive_block, additive_blocks, resolve_backend, token_summary
-from .histogram import CardHistograms
+from .histogram import ActivationHistograms, CardHistograms
 from .indices import IndexSet, check_dtype, check_pair, check_whole, resolve_index
 from .screen import ESTIMATE_FEATURES, MAX_CANDIDATE_SHARE, Screen, bf16_fast, estimate_share
 
@@ -114,7 +114,7 @@ class GridStats:
     top_token_means: np.ndarray
     method: str = "additive"
     token_top: TokenTop | None = field(default=None, repr=False)
-    histograms: Any = field(default=None, repr=False)
+    histograms: ActivationHistograms | None = field(default=None, repr=False)
     _mean_by_token: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
     @property

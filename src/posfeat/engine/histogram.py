@@ -131,7 +131,7 @@ def _block(
     a: torch.Tensor, b: torch.Tensor, cut: torch.Tensor, bins: int, k: int
 ) -> tuple[torch.Tensor, ...]:
     """Histogram and top inputs of a block of features: ``a [F, n_tok]``, ``b [F, n_pos]``, ``cut
-    [F]``."""
+    [F]``. The top inputs always have ``k`` columns (blocks of any width concatenate)."""
     n_tok, n_pos = a.shape[1], b.shape[1]
     top_a, top_t = torch.topk(a, min(k, n_tok), dim=1)
     top_b, top_p = torch.topk(b, min(k, n_pos), dim=1)
@@ -155,6 +155,11 @@ def _block(
     vals, flat = torch.topk(sums, min(k, sums.shape[1]), dim=1)
     toks = torch.gather(top_t, 1, flat // top_b.shape[1])
     poss = torch.gather(top_p, 1, flat % top_b.shape[1])
+    pad = k - vals.shape[1]  # fewer inputs than k: -inf values (never firing), ids -1
+    if pad > 0:
+        vals = torch.nn.functional.pad(vals, (0, pad), value=-torch.inf)
+        toks = torch.nn.functional.pad(toks, (0, pad), value=-1)
+        poss = torch.nn.functional.pad(poss, (0, pad), value=-1)
     return counts, torch.where(fires, top, torch.zeros_like(top)), vals, toks, poss
 
 
@@ -236,14 +241,11 @@ def _assemble(
 ) -> ActivationHistograms:
     """:class:`ActivationHistograms` from the blocks' results (:func:`_block`), concatenated; ``cut``:
     the features' firing thresholds."""
-    vals64 = to_numpy(vals, np.float64)
+    vals64 = to_numpy(vals, np.float64).reshape(len(cut), k)  # k columns (:func:`_block`)
     keep = vals64 > np.asarray(cut, np.float64)[:, None]
-    pad = k - vals64.shape[1]
-    top_tokens = np.pad(np.where(keep, to_numpy(toks), -1), ((0, 0), (0, pad)), constant_values=-1)
-    top_positions = np.pad(
-        np.where(keep, to_numpy(poss), -1), ((0, 0), (0, pad)), constant_values=-1
-    )
-    top_values = np.pad(np.where(keep, vals64, 0.0), ((0, 0), (0, pad)))
+    top_tokens = np.where(keep, to_numpy(toks).reshape(vals64.shape), -1)
+    top_positions = np.where(keep, to_numpy(poss).reshape(vals64.shape), -1)
+    top_values = np.where(keep, vals64, 0.0)
     counts_np = to_numpy(counts).astype(np.int64)
     return ActivationHistograms(
         positions=np.arange(positions),
@@ -273,7 +275,7 @@ class CardHistograms:
     def dense(self, g0: int, a: np.ndarray, b: torch.Tensor, cut: torch.Tensor) -> None:
         """Features ``g0..`` from their token parts ``a [F, n_tok]`` (float32, feature-major), their
         context's position parts ``b [F, context]`` and thresholds ``cut [F]``."""
-        self.parts[g0] = self._padded(_block(torch.from_numpy(a), b, cut, HIST_BINS, TOP_INPUTS))
+        self.parts[g0] = _block(torch.from_numpy(a), b, cut, HIST_BINS, TOP_INPUTS)
 
     def screened(
         self,
@@ -289,22 +291,10 @@ class CardHistograms:
         F, m = len(cand_n), max(1, int(cand_n.max(initial=0)))
         live = np.arange(m)[None, :] < cand_n[:, None]  # the rest of a row: -inf (never fires)
         a = torch.from_numpy(np.where(live, vals[:, :m], vals.dtype.type(-np.inf)))
-        counts, top, v, slot, poss = self._padded(_block(a, b, cut, HIST_BINS, TOP_INPUTS))
+        counts, top, v, slot, poss = _block(a, b, cut, HIST_BINS, TOP_INPUTS)
         s_np = slot.numpy()
         toks = np.take_along_axis(cand_t[:F, :m], np.clip(s_np, 0, m - 1), 1).astype(np.int64)
         self.parts[g0] = (counts, top, v, torch.from_numpy(np.where(s_np >= 0, toks, -1)), poss)
-
-    @staticmethod
-    def _padded(part: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """A block's top inputs padded to :data:`TOP_INPUTS` columns (fewer token values than
-        that)."""
-        counts, top, vals, toks, poss = part
-        pad = TOP_INPUTS - vals.shape[1]
-        if pad > 0:
-            vals = torch.nn.functional.pad(vals, (0, pad), value=-torch.inf)
-            toks = torch.nn.functional.pad(toks, (0, pad), value=-1)
-            poss = torch.nn.functional.pad(poss, (0, pad), value=-1)
-        return counts, top, vals, toks, poss
 
     def result(self) -> ActivationHistograms | None:
         """Every feature's, or None where the pass did not give every block (another backend)."""
