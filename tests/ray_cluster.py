@@ -57,6 +57,14 @@ def group_members(pgid: int) -> list[int]:
     return out
 
 
+#: What a node's log says when a port it was to bind was taken.
+PORT_TAKEN = ("Address already in use", "Failed to bind")
+
+
+class PortTakenError(RuntimeError):
+    """A node could not bind a port it was given or picked: another process had it."""
+
+
 class LoopbackCluster:
     """``nodes``: one dict of ``ray start`` options per node (the first is the head), e.g.
     ``{"num_cpus": 1, "num_gpus": 4}``."""
@@ -141,7 +149,24 @@ class LoopbackCluster:
         )
         log.close()
 
-    def start(self, timeout: float = 120) -> LoopbackCluster:
+    def start(self, timeout: float = 120, attempts: int = 3) -> LoopbackCluster:
+        """Start the nodes one after the other, each joined before the next. A port found free
+        (:func:`free_port`) can be taken by another process before Ray binds it, or Ray can pick
+        it for another of its own servers: a start that fails for that alone is made again on fresh
+        ports, up to ``attempts`` times."""
+        for attempt in range(attempts):
+            try:
+                return self._start_nodes(timeout)
+            except PortTakenError:
+                if attempt == attempts - 1:
+                    raise
+                self.procs = []
+                self.root.mkdir()  # stop() removed it
+                self.port = free_port()
+                self.address = f"127.0.0.1:{self.port}"
+        raise AssertionError("unreachable")
+
+    def _start_nodes(self, timeout: float) -> LoopbackCluster:
         from posfeat.experiments.cluster import cluster_nodes
 
         try:
@@ -151,9 +176,10 @@ class LoopbackCluster:
                 while True:
                     dead = [p for p in self.procs if p.poll() is not None]
                     if dead:
-                        raise RuntimeError(
-                            f"ray start exited ({dead[0].returncode}): "
-                            f"{self.log(self.procs.index(dead[0]))[-2000:]}"
+                        log = self.log(self.procs.index(dead[0]))
+                        taken = any(m in log for m in PORT_TAKEN)
+                        raise (PortTakenError if taken else RuntimeError)(
+                            f"ray start exited ({dead[0].returncode}): {log[-2000:]}"
                         )
                     try:
                         if len(cluster_nodes(self.address, self.token, timeout=2)) == i + 1:

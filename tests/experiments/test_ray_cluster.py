@@ -453,3 +453,22 @@ def test_plan_against_the_cluster_prints_the_placement(gpu_cluster, model):
         "on a GPU" in res.stdout
     )
     assert "up to 4 runs at once on the cluster; estimated wall time" in res.stdout
+
+
+def test_a_node_whose_port_was_taken_is_started_again_on_fresh_ports():
+    """The loopback cluster's own start (tests/ray_cluster.py): a port found free can be taken
+    before Ray binds it (a fresh-clone run once failed so); here the head's port is held by another
+    socket, and the cluster still starts, on another."""
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+    c = LoopbackCluster([{"num_cpus": 1}])
+    held.bind(("127.0.0.1", c.port))
+    held.listen()
+    first = c.port
+    try:
+        c.start()
+        assert c.port != first and len(c.pids()) > 0
+    finally:
+        c.stop()
+        held.close()
+    assert c.pids() == [] and not c.root.exists()
