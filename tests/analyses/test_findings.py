@@ -757,9 +757,10 @@ def test_token_flatness_is_exact(kind, source):
     if source == "chunks":
         t = token_flatness(emb, sae, kinds, context, k, 0.1)
     else:
-        with mock.patch(
-            "posfeat.engine.additive.SUB_ELEMS", 31
-        ):  # blocks of 5 features in sub-blocks of 1 (30 tokens)
+        with (  # blocks of 5 features in sub-blocks of 1 (30 tokens)
+            mock.patch("posfeat.engine.additive.SUB_ELEMS", 31),
+            mock.patch("posfeat.engine.additive.SCREEN_ELEMS", 31),
+        ):
             (stats,), _ = grid_statistics(
                 emb, sae, [range(context)], dtype=torch.float64, token_top_k=k, feature_chunk=5
             )

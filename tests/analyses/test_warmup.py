@@ -69,7 +69,7 @@ class Record(event.Listener):
 event.register("numba:compile", Record())
 import torch
 from posfeat.analyses import warmup, reconstruction_kernel
-from posfeat.engine import feature_stats, kernel, sample, screen, histogram
+from posfeat.engine import extremes, feature_stats, kernel, sample, screen, histogram
 
 warmup.warm()
 from posfeat.core.embeddings import Embeddings
@@ -87,7 +87,7 @@ sae = SAE.from_arrays(
 )
 feature_stats(emb, sae, range(12), screen=True)
 feature_stats(emb, sae, range(12), screen=False)
-for mod in (reconstruction_kernel, kernel, sample, screen, histogram):
+for mod in (reconstruction_kernel, kernel, sample, screen, histogram, extremes):
     for name in dir(mod):
         fn = getattr(mod, name)
         if hasattr(fn, "py_func") and len(fn.signatures) > 1:
@@ -117,6 +117,7 @@ def test_the_first_run_compiles_each_kernel_once_and_no_error_formatting(tmp_pat
         "_gt_counts",
         "_bucket_kernel",
         "_padded_table",
+        "_select_kernel",
     } <= compiled
     assert [line for line in lines if line.startswith("SIGNATURES")] == []
     slow = ("raise_with_shape_context", "argmergesort", "array_sum")

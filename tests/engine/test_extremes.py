@@ -98,3 +98,49 @@ def test_one_token_of_unusual_norm_does_not_send_every_row_to_the_whole_product(
     got, full_rows = extremes.screened(W, X, 10)
     assert full_rows <= 5
     _agree(got, _full(W, X, 10), atol=1e-3)  # one float32 rounding of sums of terms up to 1e3
+
+
+def _topk_reference(approx: torch.Tensor, K: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [
+        (lambda t: (t.indices, t.values[:, -1].float()))(
+            torch.topk(approx, K, dim=1, largest=largest)
+        )
+        for largest in (True, False)
+    ]
+
+
+def _same_selection(got, want, approx: torch.Tensor) -> None:
+    """The same K-th values, and columns whose values are the row's K most extreme (ties may pick
+    other columns of the same value)."""
+    for (gi, gk), (wi, wk) in zip(got, want):
+        assert torch.equal(gk, wk)
+        gv = approx.float().gather(1, gi).sort(dim=1).values
+        wv = approx.float().gather(1, wi).sort(dim=1).values
+        assert torch.equal(gv, wv)
+        assert all(len(set(r.tolist())) == gi.shape[1] for r in gi)  # no column twice
+
+
+@pytest.mark.skipif(not extremes.HAVE_NUMBA, reason="the selection kernel is numba's")
+def test_the_selection_kernel_finds_each_rows_most_extreme_entries():
+    g = torch.Generator().manual_seed(5)
+    approx = (torch.randn(64, 5000, generator=g) * torch.rand(64, 1, generator=g)).bfloat16()
+    approx[3] = 0.0  # a constant row: every entry ties (more than CAP candidates)
+    # the sample sees only large entries, the bar is among them: too few candidates beyond it
+    approx[4, :: extremes.STRIDE] = (50 + torch.arange(5000 // extremes.STRIDE)).bfloat16()
+    K = 64
+    bits = approx.view(torch.int16).numpy().view(np.uint16)
+    ih, il = np.empty((64, K), np.int64), np.empty((64, K), np.int64)
+    kh, kl = np.empty(64, np.float32), np.empty(64, np.float32)
+    ok = np.empty(64, np.bool_)
+    extremes._select_kernel(bits, K, ih, kh, il, kl, ok)
+    assert not ok[3] and not ok[4] and ok.sum() == 62  # left to torch.topk
+    rows = torch.from_numpy(np.nonzero(ok)[0])
+    _same_selection(
+        [
+            (torch.from_numpy(ih)[rows], torch.from_numpy(kh)[rows]),
+            (torch.from_numpy(il)[rows], torch.from_numpy(kl)[rows]),
+        ],
+        _topk_reference(approx[rows], K),
+        approx[rows],
+    )
+    _same_selection(extremes._most_extreme(approx, K), _topk_reference(approx, K), approx)

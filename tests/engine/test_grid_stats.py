@@ -122,7 +122,10 @@ def test_fast_path_matches_brute_force(inst, backend, chunk, sub_elems, screen):
     """Small CPU sub-blocks (``sub_elems // n_tok`` features, at least one) make a block span
     several, as at GPT-2's size; the numba path with and without its bfloat16 screen."""
     emb, sae, positions, tokens = inst
-    with mock.patch.object(additive, "SUB_ELEMS", sub_elems):
+    with (
+        mock.patch.object(additive, "SUB_ELEMS", sub_elems),
+        mock.patch.object(additive, "SCREEN_ELEMS", sub_elems),
+    ):
         fast = feature_stats(
             emb,
             sae,
@@ -336,6 +339,7 @@ def test_auto_screen_runs_on_sparse_saes_only_and_changes_nothing(bias, screened
             scr_mod.Screen, "candidates_of", autospec=True, side_effect=scr_mod.Screen.candidates_of
         ) as used,
         mock.patch.object(additive, "SUB_ELEMS", 400 * 5),
+        mock.patch.object(additive, "SCREEN_ELEMS", 400 * 5),
     ):
         (auto, _), never = grid_statistics(
             emb,

@@ -106,14 +106,15 @@ def _end() -> None:
 
 
 def warm() -> None:
-    """Run the reconstruction and the cards' exact histograms once on a tiny random pair shaped like
-    a real one (float32, ReLU, b_dec subtracted, positions past the SAE's context), so their kernels
-    land in numba's cache."""
+    """Run the reconstruction, the cards' exact histograms and their logit effects' selection once
+    on a tiny random pair shaped like a real one (float32, ReLU, b_dec subtracted, positions past
+    the SAE's context), so their kernels land in numba's cache."""
     import numpy as np
     import torch
 
     from ..core.embeddings import Embeddings
     from ..core.sae import SAE
+    from ..engine.extremes import _most_extreme
     from ..engine.histogram import activation_histograms
     from ..engine.sample import sample_tokens
     from .helix import positional_pca
@@ -139,7 +140,10 @@ def warm() -> None:
     pca = positional_pca(emb.W_pos, range(1, context))
     sample = sample_tokens(emb, 16, seed=0)
     sample_analysis(emb, sae, sample, torch.arange(n_ctx), kinds, pca, context, seed=0)
-    activation_histograms(emb, sae, context)  # the report's feature cards (last, needed last)
+    # the report's feature cards (last, needed last): their histograms and their logit effects'
+    # selection of each row's extremes
+    activation_histograms(emb, sae, context)
+    _most_extreme(torch.randn(4, 256, generator=g).bfloat16(), 64)
 
 
 if __name__ == "__main__":

@@ -116,17 +116,19 @@ def _variance(
     return (m2 - m1 * m1 + 2 * c * m1 * (1 - q) + c * c * q * (1 - q)).clamp(min=0)
 
 
-#: Token parts per sub-block of the fused CPU path (256 features of GPT-2's vocabulary, 51 MB in
+#: Token parts per sub-block of the fused CPU path (512 features of GPT-2's vocabulary, 103 MB in
 # float32): each sub-block is made feature-major by the GEMM of ``grid_stats._TokenParts`` and
-# bucketed at once, while much of it is still in the last-level cache. Measured on one core of the
-# AVX-512 Xeon, the feature-major GEMM per feature against the whole fp32 GEMM: 64 features 1.45x,
-# 128 1.16x, 256 1.01x, 512 0.99x; the dense engine 2.03x -> 1.96x the GEMM in CPU time from 128 to
-# 256 (384: 2.03x; the same results bit for bit).
-SUB_ELEMS = 256 * 50257
-#: Sub-blocks of the screened path, in dense sub-blocks (256 features, as before: its buffers take
-# 18 bytes per token value, so larger ones cost memory, which the GPT-2-sized analyze has little of
-# to spare).
-SCREEN_SUB = 1
+# bucketed at once, while much of it is still in cache. Measured on one core of the AVX-512 Xeon,
+# the feature-major GEMM per feature against the whole fp32 GEMM: 64 features 1.45x, 128 1.16x, 256
+# 1.01x, 512 0.99x. On both cores (each GEMM split between them) narrow sub-blocks cost more: the
+# dense GPT-2-sized engine took 12.2 s with 256 features (GEMM 6.9 s, buckets 3.1 s), 11.8 s with
+# 384, 11.3 s with 512 (6.0 s, 2.9 s) and 11.9 s with 1024 (5.6 s, but buckets 4.0 s: out of
+# cache); the same results bit for bit.
+SUB_ELEMS = 512 * 50257
+#: Token parts per sub-block of the screened path (256 features of GPT-2's vocabulary: its buffers
+# take 18 bytes per token value, so larger ones cost memory, which the GPT-2-sized analyze has
+# little of to spare; its GEMM is bfloat16, a quarter of the dense path's time).
+SCREEN_ELEMS = 256 * 50257
 
 
 def _numba_blocks(
@@ -156,7 +158,7 @@ def _numba_blocks(
     while f1 < F:
         f0 = f1
         if screen is not None:  # a sparse SAE: exact token parts only where they can fire
-            f1 = min(F, f0 + SCREEN_SUB * sub)
+            f1 = min(F, f0 + max(1, SCREEN_ELEMS // max(n_tok, 1)))
             screened_sums(screen, f0, f1, preps, lims, shift, outs, top_k, token_top, hist)
             continue
         f1 = min(F, f0 + sub)

@@ -17,11 +17,17 @@ bfloat16, another device, small products) the whole float32 product is used."""
 
 from __future__ import annotations
 
+from typing import no_type_check
+
 import numpy as np
 import torch
 
 from ..core.tensors import to_numpy
+from .kernel import HAVE_NUMBA, NUMBA_CACHE
 from .screen import D_REL, ScreenInputs, bf16_fast
+
+if HAVE_NUMBA:
+    from numba import float32, int64, njit, prange, uint32
 
 #: Entries of ``approx`` per row and direction recomputed exactly (at GPT-2's scale nearly every
 # row's band of uncertainty holds fewer; a row whose does not gets its whole product).
@@ -31,6 +37,111 @@ SCREEN_K = 64
 OUTLIERS = 16
 #: Rows whose exact dot products are made at once (``[rows, K, d]`` of gathered token rows).
 EXACT_ROWS = 128
+#: The selection kernel's sample of each row: every ``STRIDE``-th entry; the row's candidates are the
+# entries at or beyond the sample's ``3 K / STRIDE``-th most extreme (about ``3 K`` of them, fewer
+# than ``K`` about once in a thousand rows), of which the ``K`` most extreme are kept. A row with
+# fewer than ``K`` or more than ``CAP`` (a plateau of equal bfloat16 values) goes to ``torch.topk``.
+STRIDE = 8
+CAP = 2048
+
+if HAVE_NUMBA:
+
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _keep(vals, idx, n, K, v, j, sign):  # pragma: no cover
+        """Offer entry ``j`` of value ``v`` to the ``n`` kept (``K`` at most, most extreme first in
+        direction ``sign``); returns the new count."""
+        if n == K and not sign * v > sign * vals[K - 1]:
+            return n
+        m = min(n, K - 1)
+        while m > 0 and sign * vals[m - 1] < sign * v:
+            vals[m] = vals[m - 1]
+            idx[m] = idx[m - 1]
+            m -= 1
+        vals[m] = v
+        idx[m] = j
+        return min(n + 1, K)
+
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _select_kernel(bits, K, idx_hi, kth_hi, idx_lo, kth_lo, ok):  # pragma: no cover
+        """Each row's ``K`` largest and ``K`` smallest entries of ``bits`` (bfloat16 as ``uint16``
+        ``[F, V]``): their columns (most extreme first) and the ``K``-th value of each direction;
+        ``ok[i]`` False where the row's sample did not settle it (:data:`CAP`)."""
+        F, V = bits.shape
+        r = max(1, (3 * K) // STRIDE)
+        for i in prange(F):
+            wide = np.empty(V, np.uint32)
+            for j in range(V):
+                wide[j] = uint32(bits[i, j]) << uint32(16)
+            v32 = wide.view(np.float32)
+            # the sample's r-th largest and r-th smallest: the candidates' bars
+            sv = np.empty(r, np.float32)
+            si = np.empty(r, np.int64)
+            n = np.int64(0)
+            for j in range(0, V, STRIDE):
+                n = _keep(sv, si, n, r, v32[j], int64(j), float32(1.0))
+            hi = sv[r - 1] if n == r else -np.inf
+            n = np.int64(0)
+            for j in range(0, V, STRIDE):
+                n = _keep(sv, si, n, r, v32[j], int64(j), float32(-1.0))
+            lo = sv[r - 1] if n == r else np.inf
+            # one pass: every entry at or beyond a bar is a candidate
+            ch = np.empty(CAP, np.int64)
+            cl = np.empty(CAP, np.int64)
+            nh = 0
+            nl = 0
+            for j in range(V):
+                v = v32[j]
+                if v >= hi:
+                    if nh < CAP:
+                        ch[nh] = j
+                    nh += 1
+                if v <= lo:
+                    if nl < CAP:
+                        cl[nl] = j
+                    nl += 1
+            ok[i] = K <= nh <= CAP and K <= nl <= CAP
+            if not ok[i]:
+                continue
+            kv = np.empty(K, np.float32)
+            n = np.int64(0)
+            for c in range(nh):
+                n = _keep(kv, idx_hi[i], n, K, v32[ch[c]], ch[c], float32(1.0))
+            kth_hi[i] = kv[K - 1]
+            n = np.int64(0)
+            for c in range(nl):
+                n = _keep(kv, idx_lo[i], n, K, v32[cl[c]], cl[c], float32(-1.0))
+            kth_lo[i] = kv[K - 1]
+
+
+def _most_extreme(approx: torch.Tensor, K: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``[(largest K's columns, the K-th largest value), (smallest ..., the K-th smallest)]`` of
+    each row of ``approx`` (bfloat16 ``[F, V]``): :func:`_select_kernel` (one pass over each row for
+    both directions), ``torch.topk`` for the rows it leaves and where numba is not installed."""
+    F = approx.shape[0]
+    if not HAVE_NUMBA:
+        out = []
+        for largest in (True, False):
+            sv, idx = torch.topk(approx, K, dim=1, largest=largest)
+            out.append((idx, sv[:, -1].float()))
+        return out
+    idx_hi, idx_lo = np.empty((F, K), np.int64), np.empty((F, K), np.int64)
+    kth_hi, kth_lo = np.empty(F, np.float32), np.empty(F, np.float32)
+    ok = np.empty(F, np.bool_)
+    _select_kernel(
+        approx.view(torch.int16).numpy().view(np.uint16), K, idx_hi, kth_hi, idx_lo, kth_lo, ok
+    )
+    out = [
+        (torch.from_numpy(idx_hi), torch.from_numpy(kth_hi)),
+        (torch.from_numpy(idx_lo), torch.from_numpy(kth_lo)),
+    ]
+    rows = torch.from_numpy(np.nonzero(~ok)[0])
+    if len(rows):
+        for (idx, kth), largest in zip(out, (True, False)):
+            sv, i = torch.topk(approx[rows], K, dim=1, largest=largest)
+            idx[rows], kth[rows] = i, sv[:, -1].float()
+    return out
 
 
 def _full(W: torch.Tensor, X: torch.Tensor, k: int) -> list[torch.Tensor]:
@@ -65,8 +176,7 @@ def screened(
     X_far = X[far_t]
     out: list[torch.Tensor] = []
     bad = np.zeros(F, dtype=bool)
-    for sign in (1.0, -1.0):
-        sv, idx = torch.topk(approx, K, dim=1, largest=sign > 0)
+    for sign, (idx, kth) in zip((1.0, -1.0), _most_extreme(approx, K)):
         cand = torch.cat([idx, far_t.expand(F, -1)], 1)  # [F, K + len(far)]
         exact = torch.empty(cand.shape, dtype=W.dtype)
         for r0 in range(0, F, EXACT_ROWS):
@@ -78,7 +188,7 @@ def screened(
         best, j = torch.topk(ranked, k, dim=1)
         # no entry outside the candidates can reach the k-th largest candidate: each is at most
         # its approx (no more than the K-th's) plus the bound
-        s_K = sign * to_numpy(sv[:, -1].float(), np.float64)
+        s_K = sign * to_numpy(kth, np.float64)
         bad |= ~(s_K + D_REL * np.abs(s_K) + E < to_numpy(best[:, -1], np.float64))
         out += [cand.gather(1, j), -best if sign < 0 else best]
     rows = np.nonzero(bad)[0]

@@ -113,7 +113,9 @@ def _sorted_columns(a: torch.Tensor, step: int = 1024) -> tuple[torch.Tensor, to
     index = next(t for t in (torch.int16, torch.int32, torch.int64) if n <= torch.iinfo(t).max)
     order = torch.empty(F, n, dtype=index, device=a.device)
     for f0 in range(0, F, step):
-        v, o = a[:, f0 : f0 + step].T.sort(dim=1)
+        # a contiguous copy first: torch sorts it twice as fast as the transposed view, in the
+        # same order (ties included)
+        v, o = a[:, f0 : f0 + step].T.contiguous().sort(dim=1)
         values[f0 : f0 + step], order[f0 : f0 + step] = v, o
     return values, order
 
