@@ -129,7 +129,7 @@ def test_the_selection_kernel_finds_each_rows_most_extreme_entries():
     approx[4, :: extremes.STRIDE] = (50 + torch.arange(5000 // extremes.STRIDE)).bfloat16()
     K = 64
     bits = approx.view(torch.int16).numpy().view(np.uint16)
-    ih, il = np.empty((64, K), np.int64), np.empty((64, K), np.int64)
+    ih, il = np.empty((64, K), np.int32), np.empty((64, K), np.int32)
     kh, kl = np.empty(64, np.float32), np.empty(64, np.float32)
     ok = np.empty(64, np.bool_)
     extremes._select_kernel(bits, K, ih, kh, il, kl, ok)
@@ -137,10 +137,25 @@ def test_the_selection_kernel_finds_each_rows_most_extreme_entries():
     rows = torch.from_numpy(np.nonzero(ok)[0])
     _same_selection(
         [
-            (torch.from_numpy(ih)[rows], torch.from_numpy(kh)[rows]),
-            (torch.from_numpy(il)[rows], torch.from_numpy(kl)[rows]),
+            (torch.from_numpy(ih).long()[rows], torch.from_numpy(kh)[rows]),
+            (torch.from_numpy(il).long()[rows], torch.from_numpy(kl)[rows]),
         ],
         _topk_reference(approx[rows], K),
         approx[rows],
     )
-    _same_selection(extremes._most_extreme(approx, K), _topk_reference(approx, K), approx)
+    _same_selection(
+        [(i.long(), v) for i, v in extremes._most_extreme(approx, K)],
+        _topk_reference(approx, K),
+        approx,
+    )
+
+
+@pytest.mark.skipif(not extremes.HAVE_NUMBA, reason="the exact kernel is numba's")
+def test_the_exact_kernel_gives_each_candidates_dot_product():
+    g = torch.Generator().manual_seed(6)
+    X, W = torch.randn(500, 40, generator=g), torch.randn(30, 40, generator=g)
+    idx = torch.randint(0, 500, (30, 7), generator=g)  # K not a multiple of 4
+    want = torch.einsum("rkd,rd->rk", X.double()[idx], W.double()).float()
+    np.testing.assert_allclose(
+        extremes._exact(X, W, idx).numpy(), want.numpy(), rtol=1e-5, atol=1e-5
+    )

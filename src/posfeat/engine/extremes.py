@@ -29,13 +29,16 @@ from .screen import D_REL, ScreenInputs, bf16_fast
 if HAVE_NUMBA:
     from numba import float32, int64, njit, prange, uint32
 
+    from .screen import _dots
+
 #: Entries of ``approx`` per row and direction recomputed exactly (at GPT-2's scale nearly every
 # row's band of uncertainty holds fewer; a row whose does not gets its whole product).
 SCREEN_K = 64
 #: Tokens with the largest rounding terms (for each of the two), recomputed in every row: one token
 # of unusual norm would otherwise widen every row's band of uncertainty.
 OUTLIERS = 16
-#: Rows whose exact dot products are made at once (``[rows, K, d]`` of gathered token rows).
+#: Rows whose exact dot products are made at once where numba is not installed (``[rows, K, d]`` of
+# gathered token rows).
 EXACT_ROWS = 128
 #: The selection kernel's sample of each row: every ``STRIDE``-th entry; the row's candidates are the
 # entries at or beyond the sample's ``3 K / STRIDE``-th most extreme (about ``3 K`` of them, fewer
@@ -77,7 +80,7 @@ if HAVE_NUMBA:
             v32 = wide.view(np.float32)
             # the sample's r-th largest and r-th smallest: the candidates' bars
             sv = np.empty(r, np.float32)
-            si = np.empty(r, np.int64)
+            si = np.empty(r, np.int32)
             n = np.int64(0)
             for j in range(0, V, STRIDE):
                 n = _keep(sv, si, n, r, v32[j], int64(j), float32(1.0))
@@ -115,6 +118,41 @@ if HAVE_NUMBA:
             kth_lo[i] = kv[K - 1]
 
 
+if HAVE_NUMBA:
+
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _exact_kernel(x, wt, idx, bias, vals):  # pragma: no cover
+        """``vals[i, j]``: the float32 dot product of token ``idx[i, j]``'s row of ``x`` with row
+        ``i`` of ``wt`` (the screen's own :func:`~posfeat.engine.screen._dots`, four tokens per
+        read of the row), read from ``x`` in place: no gathered copy of the rows."""
+        F, K = idx.shape
+        for i in prange(F):
+            cand = idx[i]
+            for j in range(0, K, 4):
+                _dots(x, wt, i, cand, j, min(4, K - j), bias, vals)
+
+
+def _exact(X: torch.Tensor, W: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``[F, K]``: ``X[idx[i, j]] . W[i]`` in float32 (in any order of summation, which the
+    screen's bound allows)."""
+    if HAVE_NUMBA and X.dtype == torch.float32 and W.dtype == torch.float32:
+        out = np.empty(tuple(idx.shape), np.float32)
+        _exact_kernel(
+            X.contiguous().numpy(),
+            W.contiguous().numpy(),
+            idx.to(torch.int32).contiguous().numpy(),
+            np.zeros(len(W)),
+            out,
+        )
+        return torch.from_numpy(out)
+    out = torch.empty(tuple(idx.shape), dtype=W.dtype)
+    for r0 in range(0, len(W), EXACT_ROWS):
+        r1 = min(len(W), r0 + EXACT_ROWS)
+        out[r0:r1] = torch.einsum("rkd,rd->rk", X[idx[r0:r1]], W[r0:r1])
+    return out
+
+
 def _most_extreme(approx: torch.Tensor, K: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``[(largest K's columns, the K-th largest value), (smallest ..., the K-th smallest)]`` of
     each row of ``approx`` (bfloat16 ``[F, V]``): :func:`_select_kernel` (one pass over each row for
@@ -126,7 +164,7 @@ def _most_extreme(approx: torch.Tensor, K: int) -> list[tuple[torch.Tensor, torc
             sv, idx = torch.topk(approx, K, dim=1, largest=largest)
             out.append((idx, sv[:, -1].float()))
         return out
-    idx_hi, idx_lo = np.empty((F, K), np.int64), np.empty((F, K), np.int64)
+    idx_hi, idx_lo = np.empty((F, K), np.int32), np.empty((F, K), np.int32)
     kth_hi, kth_lo = np.empty(F, np.float32), np.empty(F, np.float32)
     ok = np.empty(F, np.bool_)
     _select_kernel(
@@ -140,7 +178,7 @@ def _most_extreme(approx: torch.Tensor, K: int) -> list[tuple[torch.Tensor, torc
     if len(rows):
         for (idx, kth), largest in zip(out, (True, False)):
             sv, i = torch.topk(approx[rows], K, dim=1, largest=largest)
-            idx[rows], kth[rows] = i, sv[:, -1].float()
+            idx[rows], kth[rows] = i.to(idx.dtype), sv[:, -1].float()
     return out
 
 
@@ -177,12 +215,11 @@ def screened(
     out: list[torch.Tensor] = []
     bad = np.zeros(F, dtype=bool)
     for sign, (idx, kth) in zip((1.0, -1.0), _most_extreme(approx, K)):
+        idx = idx.long()
         cand = torch.cat([idx, far_t.expand(F, -1)], 1)  # [F, K + len(far)]
-        exact = torch.empty(cand.shape, dtype=W.dtype)
-        for r0 in range(0, F, EXACT_ROWS):
-            r1 = min(F, r0 + EXACT_ROWS)
-            exact[r0:r1, :K] = torch.einsum("rkd,rd->rk", X[idx[r0:r1]], W[r0:r1])
-        exact[:, K:] = W @ X_far.T  # the same tokens in every row: one small product
+        exact = torch.cat(
+            [_exact(X, W, idx), W @ X_far.T], 1
+        )  # the same tokens in every row: one small product
         ranked = -exact if sign < 0 else exact  # the ranking's direction, largest first
         ranked[:, K:][(idx[:, :, None] == far_t[None, None, :]).any(1)] = -torch.inf  # twice
         best, j = torch.topk(ranked, k, dim=1)
