@@ -384,21 +384,31 @@ def _screen_for(
 
 
 # ---------------------------------------------------------------------------- public API
+def _token_rows(
+    W_E: torch.Tensor, tok: torch.Tensor | None, b_dec: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor:
+    """The SAE's input rows of the tokens (``tok``, or all): ``W_E[tok] - b_dec`` where the SAE
+    subtracts ``b_dec``, in ``dtype``."""
+    x = (W_E if tok is None else W_E[tok]).to(dtype)
+    return x if b_dec is None else x - b_dec.to(dtype)
+
+
 def _mean_by_token(
     W_enc: torch.Tensor,
     b_enc: torch.Tensor,
-    x_tok: torch.Tensor,
+    x_rows: Callable[[], torch.Tensor],
     xp: torch.Tensor,
     cut: torch.Tensor,
     backend: str,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """Each token's exact mean activation over the positions ``xp`` for the features asked (the
-    top-token lists use it)."""
+    top-token lists use it). The token rows are made again at each call (``x_rows``), so the
+    statistics do not keep a copy of the embedding (``W_E - b_dec`` at GPT-2's size: 154 MB)."""
 
     def mean_by_token(features: np.ndarray) -> np.ndarray:
         feats = torch.as_tensor(features, dtype=torch.long, device=W_enc.device)
         W = W_enc[:, feats].T
-        a = torch.addmm(b_enc[feats][:, None], W, x_tok.T)
+        a = torch.addmm(b_enc[feats][:, None], W, x_rows().T)
         return to_numpy(
             additive_block(a, W @ xp.T, cut[feats], backend, top_k=1, want_tok_sum=True)["tok_sum"]
             / xp.shape[0]
@@ -462,9 +472,14 @@ def grid_statistics(
     tok = resolve_index(tokens, emb.d_vocab, "tokens")
     chunk = feature_chunk or _default_chunk(len(tok), max(len(p) for p in sets), dev)
     W_enc, b_enc = sae.W_enc.to(dtype), sae.b_enc.to(dtype)
-    x_tok = (emb.W_E if tokens is None else emb.W_E[tok.to(dev)]).to(dtype)
-    if sae.apply_b_dec_to_input:
-        x_tok = x_tok - sae.b_dec.to(dtype)
+    x_rows = functools.partial(
+        _token_rows,
+        emb.W_E,
+        None if tokens is None else tok.to(dev),
+        sae.b_dec if sae.apply_b_dec_to_input else None,
+        dtype,
+    )
+    x_tok = x_rows()
     x_mean = x_tok.mean(0).to(ACC)  # only needs to be near the mean (see additive_blocks)
     x_pos = [emb.W_pos[p.to(dev)].to(dtype) for p in sets]
     x_ctx = None if never_firing_context is None else emb.W_pos[:never_firing_context].to(dtype)
@@ -519,7 +534,7 @@ def grid_statistics(
                 never.add(f0, {"value": s["below_val"], "token": s["below_idx"]})
 
     stats = [
-        col.stats(p, tok, "additive", _mean_by_token(W_enc, b_enc, x_tok, xp, cut, backend))
+        col.stats(p, tok, "additive", _mean_by_token(W_enc, b_enc, x_rows, xp, cut, backend))
         for p, xp, col in zip(sets, x_pos, cols)
     ]
     stats[0].token_top = top

@@ -97,8 +97,14 @@ def packed_profiles(
     n_pos = profiles.shape[1]
     block = coarse_block(n_pos)
     n_blocks = -(-n_pos // block)
-    pad = np.pad(profiles[~exact], ((0, 0), (0, n_blocks * block - n_pos)), mode="edge")
-    coarse = pad.reshape(len(pad), n_blocks, block).mean(2)
+    # block means of every row from a view of the whole blocks (no copy of the [F, n_pos] array),
+    # the last partial block padded with its last value; then the rows not kept exact
+    full = n_pos // block
+    parts = [profiles[:, : full * block].reshape(len(profiles), full, block).mean(2)]
+    if full < n_blocks:
+        tail = np.pad(profiles[:, full * block :], ((0, 0), (0, n_blocks * block - n_pos)), "edge")
+        parts.append(tail.mean(1, keepdims=True))
+    coarse = (np.concatenate(parts, 1) if len(parts) > 1 else parts[0])[~exact]
     rng = np.random.default_rng(0)
     sample = (
         rng.choice(len(coarse), min(len(coarse), SAMPLE_ROWS), replace=False)
