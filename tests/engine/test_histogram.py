@@ -145,3 +145,16 @@ def test_a_subnormal_token_part_is_screened_as_the_dense_path_sees_it():
         (st,), _ = grid_statistics(emb, sae, [range(4)], histograms=True, screen=screen)
         assert st.histograms.firing[0] == 4 and st.histograms.top_tokens[0][0] == 0
         assert st.fire[0] == pytest.approx(4 / (V * 4))  # the engine's statistics too
+
+
+@pytest.mark.parametrize("n_tok, n_queries", [(300, 500), (800, 500), (5, 5)])
+def test_counting_above_each_query_either_way_round(n_tok, n_queries):
+    """Fewer token values than queries: the values are sorted and each query searched; more: the
+    queries are sorted and each value searched. Ties (values rounded to one decimal), -inf values
+    (a screened block's padding) and both sides of the switch give the brute-force counts."""
+    g = torch.Generator().manual_seed(n_tok)
+    a = torch.randn(7, n_tok, generator=g).round(decimals=1)
+    a[0, :3] = -torch.inf
+    q = torch.randn(7, n_queries, generator=g).round(decimals=1)
+    want = (a[:, None, :] > q[:, :, None]).sum(2)
+    assert torch.equal(histogram_module._n_greater(a, q), want)

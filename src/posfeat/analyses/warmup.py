@@ -115,7 +115,7 @@ def warm() -> None:
     from ..core.embeddings import Embeddings
     from ..core.sae import SAE
     from ..engine.extremes import _most_extreme
-    from ..engine.histogram import activation_histograms
+    from ..engine.histogram import _n_greater, activation_histograms
     from ..engine.sample import sample_tokens
     from .helix import positional_pca
     from .length import sample_analysis
@@ -143,6 +143,8 @@ def warm() -> None:
     # the report's feature cards (last, needed last): their histograms and their logit effects'
     # selection of each row's extremes
     activation_histograms(emb, sae, context)
+    for n_tok, queries in ((8, 4), (4, 8)):  # both of its counting kernels
+        _n_greater(torch.randn(2, n_tok, generator=g), torch.randn(2, queries, generator=g))
     _most_extreme(torch.randn(4, 256, generator=g).bfloat16(), 64)
 
 

@@ -85,6 +85,25 @@ if HAVE_NUMBA:
 
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
+    def _count_above(a_sorted, q, out):  # pragma: no cover - compiled
+        """``out[f, j] = #{t : a_sorted[f, t] > q[f, j]}`` for each feature's sorted token values
+        ``a_sorted[f]`` (ascending): a binary search for each query."""
+        F, V = a_sorted.shape
+        Q = q.shape[1]
+        for f in prange(F):
+            for j in range(Q):
+                v = q[f, j]
+                lo, hi = 0, V
+                while lo < hi:  # the first value above v
+                    mid = (lo + hi) >> 1
+                    if a_sorted[f, mid] <= v:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                out[f, j] = V - lo
+
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
     def _gt_counts(a, q, out):  # pragma: no cover - compiled
         """``out[f, j] = #{t : a[f, t] > q[f, j]}`` for each feature's sorted queries ``q[f]``: one
         compare for a token below every query (nearly all, for a sparse feature), a binary search
@@ -114,13 +133,24 @@ if HAVE_NUMBA:
 
 def _n_greater(a: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """``[F, Q]``: how many of each feature's token values ``a [F, n_tok]`` exceed each of its
-    queries."""
+    queries.
+
+    On the CPU with numba the smaller side is sorted (numpy's sorts: on a 256 x 4224 block 0.2 s
+    for ``np.sort`` and 0.9 s for ``np.argsort`` per 96 blocks, against 2.3 s for ``torch.sort`` on
+    two threads): fewer token values than queries (the screen's candidates), each query is searched
+    among the sorted values (:func:`_count_above`); else each value among the sorted queries
+    (:func:`_gt_counts`). Counts are whole numbers: the same either way."""
     if HAVE_NUMBA and a.device.type == "cpu":
-        order = torch.argsort(queries, dim=1)
-        srt = torch.gather(queries, 1, order).contiguous()
-        out = np.empty(tuple(srt.shape), np.int64)
-        _gt_counts(a.contiguous().numpy(), srt.numpy(), out)
-        return torch.empty_like(order).scatter_(1, order, torch.from_numpy(out))
+        q_np = queries.contiguous().numpy()
+        out = np.empty(q_np.shape, np.int64)
+        if a.shape[1] <= queries.shape[1]:
+            _count_above(np.sort(a.contiguous().numpy(), axis=1), q_np, out)
+            return torch.from_numpy(out)
+        order = np.argsort(q_np, axis=1)  # equal queries get equal counts in any order
+        _gt_counts(a.contiguous().numpy(), np.take_along_axis(q_np, order, 1), out)
+        back = np.empty_like(out)
+        np.put_along_axis(back, order, out, 1)
+        return torch.from_numpy(back)
     srt = torch.sort(
         a, dim=1
     ).values  # elsewhere (a GPU): sort each feature's token values, search each query
