@@ -61,3 +61,48 @@ def test_numba_and_torch_paths_agree(monkeypatch):
     m_torch, want = spread()
     torch.testing.assert_close(m_fused, m_torch, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("numba_path", [True, False])
+@pytest.mark.parametrize("threshold", [False, True])
+def test_firing_pairs_equal_enumeration(monkeypatch, numba_path, threshold):
+    """The deviation over the (token, feature) pairs that fire inside the context, numba's kernel
+    and the torch path, against every input enumerated; then a sample of the pairs (``max_pairs``)
+    agrees between the two paths."""
+    if not numba_path:
+        monkeypatch.setattr(sample_mod, "HAVE_NUMBA", False)
+    elif not sample_mod.HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    emb, sae = random_pair(d_vocab=30, n_ctx=40, d_model=10, d_sae=50, threshold=threshold, seed=8)
+    tokens = torch.tensor([2, 2, 9, 0, 29, 17, 5, 5, 5, 11])
+    context, feats = 16, torch.tensor([0, 3, 4, 10, 22, 31, 49])
+    grid = SampleGrid(emb, sae, tokens)
+    f_all = _enumerated(emb, sae, tokens, torch.arange(40))[..., feats]  # [T, P, F]
+    m = f_all[:, :context].mean(1)
+    fires = m > 0
+    assert fires.any() and not fires.all()
+    want = ((f_all - m[:, None, :]).abs() * fires[:, None, :]).sum((0, 2))
+    dev = DeviationSums(grid, context, feats)
+    parts = [dev.firing_pairs(chunk) for chunk in grid.chunks(torch.arange(40), step=15)]
+    torch.testing.assert_close(torch.cat([p[0] for p in parts]), want, rtol=1e-5, atol=1e-5)
+    assert parts[0][1] == pytest.approx(float(m[fires].sum()), rel=1e-5)
+
+
+def test_firing_pairs_numba_and_torch_agree_on_a_drawn_subset(monkeypatch):
+    if not sample_mod.HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    emb, sae = random_pair(d_vocab=200, n_ctx=90, d_model=16, d_sae=120, seed=12)
+    tokens = torch.randint(0, 200, (150,), generator=torch.Generator().manual_seed(1))
+    feats = torch.arange(3, 120, 2)
+
+    def pairs() -> tuple[torch.Tensor, float]:
+        grid = SampleGrid(emb, sae, tokens)
+        dev = DeviationSums(grid, 30, feats)
+        got = [dev.firing_pairs(c, max_pairs=500, seed=3) for c in grid.chunks(torch.arange(90))]
+        return torch.cat([g[0] for g in got]), got[0][1]
+
+    fused, total = pairs()
+    monkeypatch.setattr(sample_mod, "HAVE_NUMBA", False)
+    plain, total_plain = pairs()
+    torch.testing.assert_close(fused, plain, rtol=1e-10, atol=1e-10)
+    assert total == total_plain

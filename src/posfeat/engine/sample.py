@@ -362,14 +362,42 @@ if HAVE_NUMBA:
                     parts[g, p] += PM[fi] + above - below
         return parts  # summed by the caller (a sum over an axis costs a second of compiling)
 
+    @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False)
+    @no_type_check
+    def _pair_kernel(a, bT, tok, feat, m, cut, n_groups):  # pragma: no cover
+        """:meth:`DeviationSums.firing_pairs` at a chunk without temporaries: ``sum |f - m|`` over
+        the pairs ``(tok[i], feat[i])`` (in-context mean ``m[i]``) at each position, ``f = pre`` where
+        ``pre = a + b > cut`` (float64, as the torch path computes it), else 0. ``a [n_tok,
+        d_sae]``, ``bT [d_sae, n_chunk]`` float32; ``cut [d_sae]`` float64. Returns ``[n_groups,
+        n_chunk]``: each group's pairs summed in order (:data:`PAIR_GROUPS`, whatever the
+        threads)."""
+        n_pairs = tok.shape[0]
+        n_chunk = bT.shape[1]
+        parts = np.zeros((n_groups, n_chunk))
+        step = (n_pairs + n_groups - 1) // n_groups
+        for g in prange(n_groups):
+            for i in range(g * step, min(n_pairs, (g + 1) * step)):
+                f = feat[i]
+                av = np.float64(a[tok[i], f])
+                c = cut[f]
+                mi = m[i]
+                for p in range(n_chunk):
+                    pre = av + np.float64(bT[f, p])
+                    fv = pre if pre > c else 0.0
+                    parts[g, p] += abs(fv - mi)
+        return parts
+
 
 #: Features whose thresholds are sorted at once by :meth:`SampleGrid.token_means`.
 SORT_BLOCK = 2048
 #: Firing (token, feature) pairs of the sample whose deviation is followed past the context (drawn
 # when more).
 FIRING_PAIRS = 200_000
-#: Pairs handled at once by :meth:`DeviationSums.firing_pairs`.
+#: Pairs handled at once by :meth:`DeviationSums.firing_pairs` (its torch path).
 PAIR_BLOCK = 16_384
+#: Groups of pairs summed separately by its numba path (fixed: the sums do not depend on the
+# threads).
+PAIR_GROUPS = 16
 
 
 class DeviationSums:
@@ -487,6 +515,20 @@ class DeviationSums:
             return torch.zeros(len(chunk.positions), dtype=torch.float64, device=g.dev), 0.0
         if g.sae.separable:
             tok, col, m = self._pairs(max_pairs, seed)
+            if HAVE_NUMBA and g.dev.type == "cpu" and len(tok):
+                parts = _pair_kernel(
+                    g.a.numpy(),
+                    chunk.b.T.contiguous().numpy(),
+                    tok.numpy(),
+                    self.features[col].numpy(),
+                    m.numpy(),
+                    g.cut.double().numpy(),
+                    np.int64(PAIR_GROUPS),
+                )
+                total = np.zeros(parts.shape[1])
+                for row in parts:  # the groups in order
+                    total += row
+                return torch.from_numpy(total), float(m.sum())
             out = torch.zeros(len(chunk.positions), dtype=torch.float64, device=g.dev)
             zero = torch.zeros((), dtype=torch.float64, device=g.dev)
             for lo in range(
