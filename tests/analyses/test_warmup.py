@@ -123,3 +123,27 @@ def test_the_first_run_compiles_each_kernel_once_and_no_error_formatting(tmp_pat
     assert [line for line in lines if line.startswith("SIGNATURES")] == []
     slow = ("raise_with_shape_context", "argmergesort", "array_sum")
     assert [name for name in compiled if any(s in name for s in slow)] == []
+
+
+def test_the_reconstruction_waits_for_its_own_kernels_only(monkeypatch):
+    """The second process says when the reconstruction's kernels are in the cache and goes on with
+    the cards': waiting for that group returns while it still runs; waiting for it to end comes at
+    the report. A process that ends without saying so is waited for to its end."""
+    import subprocess
+    import time
+
+    from posfeat.analyses import warmup
+
+    code = "import time; print('reconstruction', flush=True); time.sleep(3); print('cards')"
+    helper = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    monkeypatch.setattr(warmup, "_helper", helper)
+    t0 = time.monotonic()
+    warmup.wait("reconstruction")
+    assert time.monotonic() - t0 < 2.5 and helper.poll() is None  # still compiling the cards'
+    assert warmup._helper is helper
+    warmup.wait()
+    assert helper.poll() == 0 and warmup._helper is None
+    silent = subprocess.Popen([sys.executable, "-c", "pass"], stdout=subprocess.PIPE)
+    monkeypatch.setattr(warmup, "_helper", silent)
+    warmup.wait("reconstruction")  # ended without the line: waited for, then forgotten
+    assert silent.poll() == 0 and warmup._helper is None

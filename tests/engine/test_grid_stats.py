@@ -432,3 +432,39 @@ def test_cpu_token_parts_come_from_one_feature_major_gemm(n_tok):
     assert parts.shape == (n_tok, 4) and parts.T.is_contiguous()
     torch.testing.assert_close(parts, x @ W[:, 1:5] + b[1:5])
     assert cols == [n_tok]
+
+
+@pytest.mark.parametrize("offset", [-0.3, 0.0, 0.3])
+def test_the_share_estimate_counts_the_screen_kernels_candidates(offset):
+    """The estimate (torch, so a dense SAE's first run compiles no screen kernel) counts what the
+    screen kernel takes as candidates on the same sample, from few to many."""
+    from posfeat.engine import screen as scr_mod
+
+    if not scr_mod.HAVE_NUMBA:
+        pytest.skip("the screen kernel is numba's")
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3000, 24, generator=g)
+    W, bias = torch.randn(24, 40, generator=g) / 5, torch.randn(40, generator=g) * 0.1
+    row0 = torch.rand(40, generator=g) + offset
+    share = scr_mod.estimate_share(x, W, bias, row0)
+    idx = (
+        torch.randperm(3000, generator=torch.Generator().manual_seed(0))[: scr_mod.ESTIMATE_TOKENS]
+        .sort()
+        .values
+    )
+    blk = scr_mod.ScreenInputs.block(scr_mod.ScreenInputs.tokens(x[idx]), W, bias)
+    bits = (blk.wt_bf @ blk.x_bf.T).view(torch.int16).numpy().view(np.uint16)
+    F, n = bits.shape
+    cand_n = np.empty(F, np.int64)
+    scr_mod._screen_kernel(
+        bits,
+        *blk.bound(0, F),
+        row0.double().numpy() - blk.bias,
+        np.empty((F, n), np.int32),
+        cand_n,
+        np.empty(F),
+        np.empty((F, n), np.int32),
+        np.empty(F, np.int64),
+    )
+    assert 0 < cand_n.sum() < F * n or offset != 0.0
+    assert share == float(cand_n.sum()) / (F * n)

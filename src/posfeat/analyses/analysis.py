@@ -540,19 +540,6 @@ def analyze(
     code["positional_mass"] = stats_all.mean_by_position[positional].sum(0)
     with timed(timings, "spurious_firing"):
         spur, by_feature, examples = _spurious(emb, sae, stats_all, never, kinds, context, n_pos)
-    with timed(timings, "reconstruction"):
-        # the first run after an install: the reconstruction's kernels, compiled meanwhile
-        # in a second process
-        warmup.wait()
-        # the tables' and the spurious firing's temporaries, before the stage of the run's peak
-        # (the stand-in's analyze: 3.09 -> 2.99 GiB in one process)
-        release_freed()
-        samp = sample_analysis(
-            emb, sae, sample, torch.arange(n_pos), kinds, pca, context, seed=seed, progress=progress
-        )
-    by_pos = samp.per_position.merge(code, on=["position", "in_context"]).merge(spur, on="position")
-    for j, f in enumerate(top_feats):
-        by_pos[f"token_f{int(f)}"] = prof[:, j]
     with timed(timings, TOKEN_PROFILES.key):
         tokens = token_flatness(
             emb,
@@ -578,6 +565,20 @@ def analyze(
             weights,
             seed,
         )
+    # The reconstruction comes last: on the first run after an install its kernels are compiled
+    # meanwhile in a second process (which goes on with the cards'), and the stages above need
+    # none of them, so they run while it compiles.
+    with timed(timings, "reconstruction"):
+        warmup.wait("reconstruction")
+        # the earlier stages' temporaries, before the stage of the run's peak (the stand-in's
+        # analyze: 3.09 -> 2.99 GiB in one process)
+        release_freed()
+        samp = sample_analysis(
+            emb, sae, sample, torch.arange(n_pos), kinds, pca, context, seed=seed, progress=progress
+        )
+    by_pos = samp.per_position.merge(code, on=["position", "in_context"]).merge(spur, on="position")
+    for j, f in enumerate(top_feats):
+        by_pos[f"token_f{int(f)}"] = prof[:, j]
     an = Analysis(
         emb=emb,
         sae=sae,

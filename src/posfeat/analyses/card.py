@@ -21,6 +21,7 @@ from ..engine.grid_stats import GridStats, feature_stats, on_device
 from ..engine.histogram import TOP_INPUTS, ActivationHistograms, activation_histograms
 from ..io.paths import shorten
 from ..io.sae_folders import neuronpedia_url
+from . import warmup
 from .classification import classify, feature_table
 
 BARS = " ▁▂▃▄▅▆▇█"
@@ -106,6 +107,7 @@ def logit_effects(
     note = unembedding_note(emb)
     if note:
         raise PosfeatError(f"No logit effects: {note}.")
+    warmup.wait()  # the first run after an install: its kernels, compiled in a second process
     feats = np.asarray(features, dtype=np.int64).reshape(-1)
     X = emb.W_E.float()
     k = min(k, emb.d_vocab)

@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import logging
 import os
+import select
 import subprocess
 import sys
 import time
@@ -62,7 +63,7 @@ def start(progress: bool = True) -> bool:
         _helper = subprocess.Popen(
             [sys.executable, "-m", "posfeat.analyses.warmup"],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,  # one line as each group of kernels is in the cache
             stderr=subprocess.DEVNULL,
             env={**os.environ, "POSFEAT_WARMUP": "0"},
         )
@@ -82,12 +83,37 @@ def start(progress: bool = True) -> bool:
     return True
 
 
-def wait(timeout: float = 600.0) -> None:
-    """Wait for the warm-up process, if one was started (a no-op otherwise)."""
+#: The groups of kernels the warm-up process compiles, in its order; it prints each name once that
+# group is in numba's cache.
+GROUPS = ("reconstruction", "cards")
+
+
+def wait(until: str | None = None, timeout: float = 600.0) -> None:
+    """Wait for the warm-up process, if one was started (a no-op otherwise): until it says the
+    group ``until`` (:data:`GROUPS`) is compiled, or, without one, until it ends. The reconstruction
+    needs only its own kernels: it does not wait for the cards' (needed at the report)."""
     global _helper
     if _helper is None:
         return
     t0 = time.monotonic()
+    if until is not None and _helper.stdout is not None:
+        fd = _helper.stdout.fileno()
+        buf = b""
+        while time.monotonic() - t0 < timeout:
+            ready, _, _ = select.select([fd], [], [], timeout - (time.monotonic() - t0))
+            chunk = os.read(fd, 4096) if ready else b""
+            buf += chunk
+            if not chunk or until.encode() in buf.split(b"\n"):
+                break  # the group is in the cache (or the process ended: wait for it below)
+        else:
+            _end()
+            _helper = None
+            return
+        if until.encode() in buf.split(b"\n"):
+            log.info(
+                "kernel warm-up: %s compiled after %.1f s of waiting", until, time.monotonic() - t0
+            )
+            return
     try:
         rc = _helper.wait(timeout)
         log.info(
@@ -114,7 +140,7 @@ def warm() -> None:
 
     from ..core.embeddings import Embeddings
     from ..core.sae import SAE
-    from ..engine.extremes import _most_extreme
+    from ..engine.extremes import _exact, _most_extreme
     from ..engine.histogram import _n_greater, activation_histograms
     from ..engine.sample import sample_tokens
     from .helix import positional_pca
@@ -140,12 +166,15 @@ def warm() -> None:
     pca = positional_pca(emb.W_pos, range(1, context))
     sample = sample_tokens(emb, 16, seed=0)
     sample_analysis(emb, sae, sample, torch.arange(n_ctx), kinds, pca, context, seed=0)
+    print(GROUPS[0], flush=True)  # the main process may start its reconstruction
     # the report's feature cards (last, needed last): their histograms and their logit effects'
     # selection of each row's extremes
     activation_histograms(emb, sae, context)
     for n_tok, queries in ((8, 4), (4, 8)):  # both of its counting kernels
         _n_greater(torch.randn(2, n_tok, generator=g), torch.randn(2, queries, generator=g))
     _most_extreme(torch.randn(4, 256, generator=g).bfloat16(), 64)
+    _exact(torch.randn(64, 16, generator=g), torch.randn(4, 16, generator=g), torch.zeros(4, 8))
+    print(GROUPS[1], flush=True)
 
 
 if __name__ == "__main__":

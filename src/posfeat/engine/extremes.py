@@ -27,9 +27,9 @@ from .kernel import HAVE_NUMBA, NUMBA_CACHE
 from .screen import D_REL, ScreenInputs, bf16_fast
 
 if HAVE_NUMBA:
-    from numba import float32, int64, njit, prange, uint32
+    from numba import float32, int64, njit, prange
 
-    from .screen import _dots
+    from .screen import _bf16, _dots
 
 #: Entries of ``approx`` per row and direction recomputed exactly (at GPT-2's scale nearly every
 # row's band of uncertainty holds fewer; a row whose does not gets its whole product).
@@ -74,20 +74,17 @@ if HAVE_NUMBA:
         F, V = bits.shape
         r = max(1, (3 * K) // STRIDE)
         for i in prange(F):
-            wide = np.empty(V, np.uint32)
-            for j in range(V):
-                wide[j] = uint32(bits[i, j]) << uint32(16)
-            v32 = wide.view(np.float32)
+            row = bits[i]
             # the sample's r-th largest and r-th smallest: the candidates' bars
             sv = np.empty(r, np.float32)
             si = np.empty(r, np.int32)
             n = np.int64(0)
             for j in range(0, V, STRIDE):
-                n = _keep(sv, si, n, r, v32[j], int64(j), float32(1.0))
+                n = _keep(sv, si, n, r, _bf16(row[j]), int64(j), float32(1.0))
             hi = sv[r - 1] if n == r else -np.inf
             n = np.int64(0)
             for j in range(0, V, STRIDE):
-                n = _keep(sv, si, n, r, v32[j], int64(j), float32(-1.0))
+                n = _keep(sv, si, n, r, _bf16(row[j]), int64(j), float32(-1.0))
             lo = sv[r - 1] if n == r else np.inf
             # one pass: every entry at or beyond a bar is a candidate
             ch = np.empty(CAP, np.int64)
@@ -95,7 +92,7 @@ if HAVE_NUMBA:
             nh = 0
             nl = 0
             for j in range(V):
-                v = v32[j]
+                v = _bf16(row[j])
                 if v >= hi:
                     if nh < CAP:
                         ch[nh] = j
@@ -110,11 +107,11 @@ if HAVE_NUMBA:
             kv = np.empty(K, np.float32)
             n = np.int64(0)
             for c in range(nh):
-                n = _keep(kv, idx_hi[i], n, K, v32[ch[c]], ch[c], float32(1.0))
+                n = _keep(kv, idx_hi[i], n, K, _bf16(row[ch[c]]), ch[c], float32(1.0))
             kth_hi[i] = kv[K - 1]
             n = np.int64(0)
             for c in range(nl):
-                n = _keep(kv, idx_lo[i], n, K, v32[cl[c]], cl[c], float32(-1.0))
+                n = _keep(kv, idx_lo[i], n, K, _bf16(row[cl[c]]), cl[c], float32(-1.0))
             kth_lo[i] = kv[K - 1]
 
 
@@ -130,7 +127,7 @@ if HAVE_NUMBA:
         for i in prange(F):
             cand = idx[i]
             for j in range(0, K, 4):
-                _dots(x, wt, i, cand, j, min(4, K - j), bias, vals)
+                _dots(x, wt, np.int64(i), cand, j, min(4, K - j), bias, vals)  # prange: uint64
 
 
 def _exact(X: torch.Tensor, W: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -618,17 +618,11 @@ def estimate_share(
     )
     tok = ScreenInputs.tokens(x[idx])
     blk = ScreenInputs.block(tok, W, bias)
-    bits = (blk.wt_bf @ blk.x_bf.T).view(torch.int16).numpy().view(np.uint16)
-    F, n = bits.shape
-    cand_t, cand_n, sure = np.empty((F, n), np.int32), np.empty(F, np.int64), np.empty(F)
-    _screen_kernel(
-        bits,
-        *blk.bound(0, F),
-        row0.double().numpy() - blk.bias,
-        cand_t,
-        cand_n,
-        sure,
-        np.empty((F, n), np.int32),
-        np.empty(F, np.int64),
-    )
-    return float(cand_n.sum()) / (F * n)
+    approx = (blk.wt_bf @ blk.x_bf.T).double()  # [F, n]: exact in float64
+    F, n = approx.shape
+    dx, hx, A, B, C = (torch.from_numpy(np.asarray(v, np.float64)) for v in blk.bound(0, F))
+    # the screen kernel's test, in torch (the same float64 operations in the same order): a dense
+    # SAE's first run after an install then compiles no screen kernel
+    e = dx[None, :] * A[:, None] + hx[None, :] * B[:, None] + D_REL * approx.abs() + C[:, None]
+    floor = torch.from_numpy(row0.double().numpy() - blk.bias)
+    return float((approx + e >= floor[:, None]).sum()) / (F * n)
