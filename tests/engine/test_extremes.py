@@ -159,3 +159,13 @@ def test_the_exact_kernel_gives_each_candidates_dot_product():
     np.testing.assert_allclose(
         extremes._exact(X, W, idx).numpy(), want.numpy(), rtol=1e-5, atol=1e-5
     )
+
+
+@pytest.mark.skipif(not extremes.HAVE_NUMBA, reason="the exact kernel is numba's")
+def test_an_infinite_token_row_spoils_only_its_own_dot_product():
+    """Four tokens share one read of the feature's row: an infinite entry in one of them gives inf
+    for it and leaves the other three exact (found by a review: their sums started from it)."""
+    X = torch.ones(8, 4)
+    X[0, 0] = torch.inf
+    got = extremes._exact(X, torch.ones(1, 4), torch.tensor([[0, 1, 2, 3, 4]]))
+    assert got.tolist() == [[float("inf"), 4.0, 4.0, 4.0, 4.0]]

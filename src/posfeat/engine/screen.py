@@ -207,12 +207,13 @@ if HAVE_NUMBA:
         """``vals[i, j..j+n-1]``: ``x[cand[j..]] . wt[i] + bias[i]`` (``n`` at most 4: one load of
         ``wt[i]`` serves them all), summed in the working precision as a GEMM would (in any order:
         the screen's bound allows for it). The zero is of the input's type: ``x * 0`` (an integer)
-        is float64 in numba, which summed float32 products in float64, 1.7x as long."""
+        is float64 in numba, which summed float32 products in float64, 1.7x as long; and no element
+        of ``x`` enters it (an infinite one made the other three sums NaN)."""
         t0 = cand[j]
         t1 = cand[j + min(1, n - 1)]
         t2 = cand[j + min(2, n - 1)]
         t3 = cand[j + min(3, n - 1)]
-        z = x[t0, 0] * x.dtype.type(0)
+        z = x.dtype.type(0)
         s0, s1, s2, s3 = z, z, z, z
         for k in range(x.shape[1]):
             w = wt[i, k]
