@@ -200,3 +200,40 @@ def test_buckets_sixteen_at_a_time_equal_the_count_below(dtype):
         kernel._buckets_of(vals, n, tab, lob)
         want = np.where(np.isnan(vals), 0, np.searchsorted(row, vals, side="left"))
         np.testing.assert_array_equal(lob, want)
+
+
+def test_cached_kernels_compiled_from_other_sources_are_dropped(tmp_path):
+    """numba checks a cached kernel against its own file only, so a kernel inlining a helper from
+    another module would keep the old helper after that module changed (a ``git pull`` into an
+    editable install): posfeat stamps its cache folders with a digest of its kernels' sources and
+    empties a folder whose stamp differs."""
+    from posfeat.engine import kernel as kmod
+
+    package = tmp_path / "posfeat"
+    for sub in ("engine", "analyses"):
+        (package / sub).mkdir(parents=True)
+        (package / sub / "k.py").write_text("@njit\ndef f():\n    return 1\n")
+    (package / "analyses" / "plain.py").write_text("x = 1\n")
+    digest = kmod.kernel_sources_digest(package)
+    (package / "analyses" / "plain.py").write_text("x = 2\n")  # no kernel: the same digest
+    assert kmod.kernel_sources_digest(package) == digest
+    folders = kmod.cache_folders(package, str(tmp_path / "cache"))
+    assert len({f.name for f in folders}) == 2
+    for f in folders:
+        f.mkdir(parents=True)
+        (f / "k.f-1.py311.nbi").write_text("index")
+        (f / "k.f-1.py311.1.nbc").write_text("code")
+        (f / "keep.cpython-311.pyc").write_text("bytecode")
+    assert kmod.drop_stale_kernels(folders, digest) == 4  # no stamp yet: not known to match
+    assert all(
+        sorted(p.name for p in f.iterdir()) == ["keep.cpython-311.pyc", kmod.STAMP] for f in folders
+    )
+    (folders[0] / "k.f-1.py311.nbi").write_text("index")
+    assert kmod.drop_stale_kernels(folders, digest) == 0  # stamped with these sources: kept
+    (package / "engine" / "k.py").write_text("@njit\ndef f():\n    return 2\n")
+    changed = kmod.kernel_sources_digest(package)
+    assert changed != digest
+    assert kmod.drop_stale_kernels(folders, changed) == 1
+    assert (folders[0] / kmod.STAMP).read_text() == changed
+    beside = kmod.cache_folders(package, None)
+    assert beside == [package / "engine" / "__pycache__", package / "analyses" / "__pycache__"]

@@ -20,6 +20,8 @@ features."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import stat
@@ -117,6 +119,76 @@ if HAVE_NUMBA:
             "kernels are "
             "compiled in each run (set NUMBA_CACHE_DIR to keep them)"
         )
+
+
+#: The file in each cache folder naming the kernels' sources its files were compiled from.
+STAMP = "posfeat-kernels.sha256"
+
+
+def kernel_sources_digest(package: Path | None = None) -> str:
+    """sha256 of the source files of ``posfeat.engine`` and ``posfeat.analyses`` that define numba
+    kernels or the helpers they inline (an edit elsewhere leaves the cache alone)."""
+    package = package or Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for sub in ("engine", "analyses"):
+        for path in sorted((package / sub).glob("*.py")):
+            text = path.read_bytes()
+            if b"@njit" in text or b"@intrinsic" in text:
+                h.update(str(path.relative_to(package)).encode() + b"\0" + text + b"\0")
+    return h.hexdigest()
+
+
+def cache_folders(package: Path | None = None, cache_dir: str | None = None) -> list[Path]:
+    """The folders numba keeps posfeat's compiled kernels in: beside the sources, or under
+    ``cache_dir`` as numba names them there."""
+    package = package or Path(__file__).resolve().parents[1]
+    if cache_dir is None:
+        return [package / sub / "__pycache__" for sub in ("engine", "analyses")]
+    from numba.core.caching import _CacheLocator
+
+    return [
+        Path(cache_dir, _CacheLocator.get_suitable_cache_subpath(str(package / sub / "kernel.py")))
+        for sub in ("engine", "analyses")
+    ]
+
+
+def drop_stale_kernels(folders: list[Path], digest: str) -> int:
+    """Remove numba's cached kernels from ``folders`` where they were compiled from other sources
+    than ``digest`` names (:data:`STAMP`), and stamp the folders; returns how many files went.
+
+    numba checks a cached kernel against its own file only: a kernel that inlines a helper from
+    another module (``extremes`` uses ``screen._dots``) would keep the old helper after that module
+    changed, as after a ``git pull`` into an editable install."""
+    gone = 0
+    for folder in folders:
+        stamp = folder / STAMP
+        try:
+            if stamp.read_text() == digest:
+                continue
+        except OSError:
+            pass
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if path.suffix in (".nbi", ".nbc"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    gone += 1
+        with contextlib.suppress(OSError):
+            stamp.write_text(digest)
+    return gone
+
+
+if NUMBA_CACHE:
+    try:
+        _gone = drop_stale_kernels(
+            cache_folders(cache_dir=NUMBA_CACHE_DIR), kernel_sources_digest()
+        )
+    except (OSError, ImportError) as _err:  # pragma: no cover - an unreadable install
+        log.info("could not check numba's cached kernels against posfeat's sources: %s", _err)
+    else:
+        if _gone:
+            log.info("posfeat's sources changed: %d cached kernel files dropped", _gone)
 
 
 def _host_gathers() -> bool:
