@@ -96,7 +96,8 @@ def wait(until: str | None = None, timeout: float = 600.0) -> None:
     if _helper is None:
         return
     t0 = time.monotonic()
-    if until is not None and _helper.stdout is not None:
+    if until is not None and _helper.stdout is not None and os.name != "nt":  # select: no pipes
+        # on Windows, which waits for the process to end instead
         fd = _helper.stdout.fileno()
         buf = b""
         while time.monotonic() - t0 < timeout:

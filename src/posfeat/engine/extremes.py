@@ -41,9 +41,10 @@ OUTLIERS = 16
 # gathered token rows).
 EXACT_ROWS = 128
 #: The selection kernel's sample of each row: every ``STRIDE``-th entry; the row's candidates are the
-# entries at or beyond the sample's ``3 K / STRIDE``-th most extreme (about ``3 K`` of them, fewer
-# than ``K`` about once in a thousand rows), of which the ``K`` most extreme are kept. A row with
-# fewer than ``K`` or more than ``CAP`` (a plateau of equal bfloat16 values) goes to ``torch.topk``.
+# entries at or beyond the sample's ``3 K / STRIDE``-th most extreme (about ``3 K`` of them; fewer
+# than ``K`` in none of 4096 Gaussian rows of 50257 entries), of which the ``K`` most extreme are
+# kept. A row with fewer than ``K`` or more than ``CAP`` (a plateau of equal bfloat16 values) goes
+# to ``torch.topk``.
 STRIDE = 8
 CAP = 2048
 
