@@ -355,3 +355,39 @@ except Interrupted:
         run.stdout + run.stderr
     )
     assert "Exception ignored" not in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+def test_a_signal_inside_llvmlites_callback_is_delivered_after_it():
+    """numba writes and reads cached kernels through llvmlite's object cache, a ctypes callback
+    from C: an exception raised there is printed as "Exception ignored on calling ctypes callback
+    function" and lost, and the command ran to its end (seen in a fresh clone's suite). A SIGTERM
+    landing there stops the command once the callback has returned. The callback here is compiled
+    under a path inside llvmlite's bindings, as llvmlite's own is."""
+    code = r"""
+import ctypes, os, signal, sys, time
+from posfeat.cli.main import _Signals
+from posfeat.core.errors import Interrupted
+sig = _Signals().install()
+path = os.path.join(os.sep, "site-packages", "llvmlite", "binding", "executionengine.py")
+scope = {"os": os, "signal": signal}
+exec(compile(
+    "def notify():\n"
+    "    os.kill(os.getpid(), signal.SIGTERM)\n"
+    "    for _ in range(200_000):\n"
+    "        pass\n",
+    path, "exec"), scope)
+callback = ctypes.CFUNCTYPE(None)(scope["notify"])
+try:
+    callback()  # called through ctypes, as from C
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("not interrupted")
+except Interrupted:
+    print("interrupted after the callback", sig.signum)
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip() == f"interrupted after the callback {int(signal.SIGTERM)}", (
+        run.stdout + run.stderr
+    )
+    assert "Exception ignored" not in run.stderr and "Traceback" not in run.stderr, run.stderr

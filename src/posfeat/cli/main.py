@@ -292,10 +292,11 @@ class _Signals:
         self.old: dict[int, object] = {}
 
     def handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.running and _in_finalizer(frame):
+        if self.running and _cannot_raise(frame):
             # An exception raised in a finalizer (llvmlite frees its strings in ``__del__`` while
-            # numba compiles) is printed as "Exception ignored" and lost: deliver the signal again
-            # once the finalizer has returned.
+            # numba compiles) or in a ctypes callback (llvmlite's object cache, called from C as
+            # numba writes or reads a cached kernel) is printed as "Exception ignored" and lost:
+            # deliver the signal again once it has returned.
             again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
             again.daemon = True
             again.start()
@@ -317,11 +318,16 @@ class _Signals:
             signal.signal(s, h)
 
 
-def _in_finalizer(frame: FrameType | None) -> bool:
-    """Whether the code a signal interrupted runs inside a ``__del__`` (where an exception cannot
-    leave)."""
+#: Where llvmlite's Python code lives: its callbacks from C (the object cache) are among it.
+_LLVMLITE_BINDING = f"{os.sep}llvmlite{os.sep}binding{os.sep}"
+
+
+def _cannot_raise(frame: FrameType | None) -> bool:
+    """Whether the code a signal interrupted runs where an exception cannot leave: inside a
+    ``__del__``, or inside llvmlite's bindings (whose callbacks from C, through ctypes, swallow it;
+    elsewhere in them the signal is only delivered a moment later)."""
     while frame is not None:
-        if frame.f_code.co_name == "__del__":
+        if frame.f_code.co_name == "__del__" or _LLVMLITE_BINDING in frame.f_code.co_filename:
             return True
         frame = frame.f_back
     return False
