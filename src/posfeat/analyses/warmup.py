@@ -98,25 +98,21 @@ def wait(until: str | None = None, timeout: float = 600.0) -> None:
     t0 = time.monotonic()
     if until is not None and _helper.stdout is not None and os.name != "nt":  # select: no pipes
         # on Windows, which waits for the process to end instead
-        fd = _helper.stdout.fileno()
-        buf = b""
-        while time.monotonic() - t0 < timeout:
+        fd, buf, said = _helper.stdout.fileno(), b"", False
+        while not said and time.monotonic() - t0 < timeout:
             ready, _, _ = select.select([fd], [], [], timeout - (time.monotonic() - t0))
             chunk = os.read(fd, 4096) if ready else b""
+            if not chunk:
+                break  # the process ended without saying so (or the time is up): see below
             buf += chunk
-            if not chunk or until.encode() in buf.split(b"\n"):
-                break  # the group is in the cache (or the process ended: wait for it below)
-        else:
-            _end()
-            _helper = None
-            return
-        if until.encode() in buf.split(b"\n"):
+            said = until.encode() in buf.split(b"\n")
+        if said:
             log.info(
                 "kernel warm-up: %s compiled after %.1f s of waiting", until, time.monotonic() - t0
             )
             return
     try:
-        rc = _helper.wait(timeout)
+        rc = _helper.wait(max(0.0, timeout - (time.monotonic() - t0)))  # what is left of it
         log.info(
             "kernel warm-up process ended (%s) after %.1f s of waiting", rc, time.monotonic() - t0
         )

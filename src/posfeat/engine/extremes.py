@@ -155,13 +155,9 @@ def _most_extreme(approx: torch.Tensor, K: int) -> list[tuple[torch.Tensor, torc
     """``[(largest K's columns, the K-th largest value), (smallest ..., the K-th smallest)]`` of
     each row of ``approx`` (bfloat16 ``[F, V]``): :func:`_select_kernel` (one pass over each row for
     both directions), ``torch.topk`` for the rows it leaves and where numba is not installed."""
-    F = approx.shape[0]
     if not HAVE_NUMBA:
-        out = []
-        for largest in (True, False):
-            sv, idx = torch.topk(approx, K, dim=1, largest=largest)
-            out.append((idx, sv[:, -1].float()))
-        return out
+        return _topk(approx, K)
+    F = approx.shape[0]
     idx_hi, idx_lo = np.empty((F, K), np.int32), np.empty((F, K), np.int32)
     kth_hi, kth_lo = np.empty(F, np.float32), np.empty(F, np.float32)
     ok = np.empty(F, np.bool_)
@@ -174,9 +170,17 @@ def _most_extreme(approx: torch.Tensor, K: int) -> list[tuple[torch.Tensor, torc
     ]
     rows = torch.from_numpy(np.nonzero(~ok)[0])
     if len(rows):
-        for (idx, kth), largest in zip(out, (True, False)):
-            sv, i = torch.topk(approx[rows], K, dim=1, largest=largest)
-            idx[rows], kth[rows] = i.to(idx.dtype), sv[:, -1].float()
+        for (idx, kth), (i, v) in zip(out, _topk(approx[rows], K)):
+            idx[rows], kth[rows] = i.to(idx.dtype), v
+    return out
+
+
+def _topk(approx: torch.Tensor, K: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`_most_extreme` by ``torch.topk``, one pass per direction."""
+    out = []
+    for largest in (True, False):
+        sv, idx = torch.topk(approx, K, dim=1, largest=largest)
+        out.append((idx, sv[:, -1].float()))
     return out
 
 

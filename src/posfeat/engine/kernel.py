@@ -147,7 +147,10 @@ def cache_folders(package: Path | None = None, cache_dir: str | None = None) -> 
     from numba.core.caching import _CacheLocator
 
     return [
-        Path(cache_dir, _CacheLocator.get_suitable_cache_subpath(str(package / sub / "kernel.py")))
+        # numba names a folder there by the sources' folder alone (any file in it names the same)
+        Path(
+            cache_dir, _CacheLocator.get_suitable_cache_subpath(str(package / sub / "__init__.py"))
+        )
         for sub in ("engine", "analyses")
     ]
 

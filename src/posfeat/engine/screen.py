@@ -148,6 +148,13 @@ class ScreenInputs:
 D_REL = 2.0**-8 / (1 - 2.0**-8) + 2.0**-23
 
 
+@no_type_check
+def _bound(v, dx, hx, a, b, c):  # type: ignore[no-untyped-def]
+    """The bound on ``|approx - a|`` at bfloat16 value ``v`` (see :class:`ScreenInputs`): scalars in
+    the screen kernel (compiled, ``_err``), broadcast tensors in :func:`estimate_share`."""
+    return dx * a + hx * b + D_REL * abs(v) + c
+
+
 if HAVE_NUMBA:
 
     @intrinsic
@@ -163,11 +170,7 @@ if HAVE_NUMBA:
 
         return types.float32(types.uint16), codegen
 
-    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
-    @no_type_check
-    def _err(v, dx, hx, a, b, c):  # pragma: no cover
-        """The bound on ``|approx - a|`` at bfloat16 value ``v`` (see :class:`ScreenInputs`)."""
-        return dx * a + hx * b + D_REL * abs(v) + c
+    _err = njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)(_bound)
 
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
@@ -622,8 +625,8 @@ def estimate_share(
     approx = (blk.wt_bf @ blk.x_bf.T).double()  # [F, n]: exact in float64
     F, n = approx.shape
     dx, hx, A, B, C = (torch.from_numpy(np.asarray(v, np.float64)) for v in blk.bound(0, F))
-    # the screen kernel's test, in torch (the same float64 operations in the same order): a dense
-    # SAE's first run after an install then compiles no screen kernel
-    e = dx[None, :] * A[:, None] + hx[None, :] * B[:, None] + D_REL * approx.abs() + C[:, None]
+    # the screen kernel's test through its own bound, in torch (the same float64 operations in
+    # the same order): a dense SAE's first run after an install then compiles no screen kernel
+    e = _bound(approx, dx[None, :], hx[None, :], A[:, None], B[:, None], C[:, None])
     floor = torch.from_numpy(row0.double().numpy() - blk.bias)
     return float((approx + e >= floor[:, None]).sum()) / (F * n)
