@@ -325,36 +325,44 @@ def test_sweep_context_interrupted_leaves_nothing_half_written(sig, pair, tmp_pa
     )
 
 
+def _delivered_after(setup: str, trigger: str, where: str) -> None:
+    """In a fresh process with the CLI's handlers: ``trigger`` sends a SIGTERM from a place where
+    an exception cannot leave (after ``setup``); the command must stop with it once that place has
+    returned, nothing printed as "Exception ignored"."""
+    code = (
+        "import ctypes, os, signal, sys, time\n"
+        "from posfeat.cli.main import _Signals\n"
+        "from posfeat.core.errors import Interrupted\n"
+        "sig = _Signals().install()\n"
+        f"{setup}\n"
+        "try:\n"
+        f"    {trigger}\n"
+        "    deadline = time.monotonic() + 10\n"
+        "    while time.monotonic() < deadline:\n"
+        "        time.sleep(0.01)\n"
+        "    print('not interrupted')\n"
+        "except Interrupted:\n"
+        f"    print('interrupted after the {where}', sig.signum)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip() == f"interrupted after the {where} {int(signal.SIGTERM)}", (
+        run.stdout + run.stderr
+    )
+    assert "Exception ignored" not in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
 def test_a_signal_inside_a_finalizer_is_delivered_after_it():
     """llvmlite frees its strings in ``__del__`` while numba compiles; a SIGTERM landing there must
     not be printed as "Exception ignored" and lost, but stop the command once the finalizer has
     returned."""
-    code = r"""
-import os, signal, sys, time
-from posfeat.cli.main import _Signals
-from posfeat.core.errors import Interrupted
-sig = _Signals().install()
-
+    setup = r"""
 class Freed:
     def __del__(self):
         os.kill(os.getpid(), signal.SIGTERM)
         for _ in range(200_000):  # bytecodes run here after the signal arrived
             pass
-
-try:
-    Freed()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        time.sleep(0.01)
-    print("not interrupted")
-except Interrupted:
-    print("interrupted after the finalizer", sig.signum)
 """
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert run.stdout.strip() == f"interrupted after the finalizer {int(signal.SIGTERM)}", (
-        run.stdout + run.stderr
-    )
-    assert "Exception ignored" not in run.stderr and "Traceback" not in run.stderr, run.stderr
+    _delivered_after(setup, "Freed()", "finalizer")
 
 
 def test_a_signal_inside_llvmlites_callback_is_delivered_after_it():
@@ -363,11 +371,7 @@ def test_a_signal_inside_llvmlites_callback_is_delivered_after_it():
     function" and lost, and the command ran to its end (seen in a fresh clone's suite). A SIGTERM
     landing there stops the command once the callback has returned. The callback here is compiled
     under a path inside llvmlite's bindings, as llvmlite's own is."""
-    code = r"""
-import ctypes, os, signal, sys, time
-from posfeat.cli.main import _Signals
-from posfeat.core.errors import Interrupted
-sig = _Signals().install()
+    setup = r"""
 path = os.path.join(os.sep, "site-packages", "llvmlite", "binding", "executionengine.py")
 scope = {"os": os, "signal": signal}
 exec(compile(
@@ -377,17 +381,5 @@ exec(compile(
     "        pass\n",
     path, "exec"), scope)
 callback = ctypes.CFUNCTYPE(None)(scope["notify"])
-try:
-    callback()  # called through ctypes, as from C
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        time.sleep(0.01)
-    print("not interrupted")
-except Interrupted:
-    print("interrupted after the callback", sig.signum)
 """
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert run.stdout.strip() == f"interrupted after the callback {int(signal.SIGTERM)}", (
-        run.stdout + run.stderr
-    )
-    assert "Exception ignored" not in run.stderr and "Traceback" not in run.stderr, run.stderr
+    _delivered_after(setup, "callback()  # called through ctypes, as from C", "callback")
