@@ -122,18 +122,22 @@ def _same_selection(got, want, approx: torch.Tensor) -> None:
 
 @pytest.mark.skipif(not extremes.HAVE_NUMBA, reason="the selection kernel is numba's")
 def test_the_selection_kernel_finds_each_rows_most_extreme_entries():
+    """The kernel reads the product token-major (a feature per column), 32 columns per work item
+    here: 70 features leave a partial one."""
     g = torch.Generator().manual_seed(5)
-    approx = (torch.randn(64, 5000, generator=g) * torch.rand(64, 1, generator=g)).bfloat16()
+    F = 70
+    approx = (torch.randn(F, 5000, generator=g) * torch.rand(F, 1, generator=g)).bfloat16()
     approx[3] = 0.0  # a constant row: every entry ties (more than CAP candidates)
     # the sample sees only large entries, the bar is among them: too few candidates beyond it
-    approx[4, :: extremes.STRIDE] = (50 + torch.arange(5000 // extremes.STRIDE)).bfloat16()
+    approx[68, :: extremes.STRIDE] = (50 + torch.arange(5000 // extremes.STRIDE)).bfloat16()
     K = 64
-    bits = approx.view(torch.int16).numpy().view(np.uint16)
-    ih, il = np.empty((64, K), np.int32), np.empty((64, K), np.int32)
-    kh, kl = np.empty(64, np.float32), np.empty(64, np.float32)
-    ok = np.empty(64, np.bool_)
-    extremes._select_kernel(bits, K, ih, kh, il, kl, ok)
-    assert not ok[3] and not ok[4] and ok.sum() == 62  # left to torch.topk
+    by_token = approx.T.contiguous()  # [V, F]
+    bits = by_token.view(torch.int16).numpy().view(np.uint16)
+    ih, il = np.empty((F, K), np.int32), np.empty((F, K), np.int32)
+    kh, kl = np.empty(F, np.float32), np.empty(F, np.float32)
+    ok = np.empty(F, np.bool_)
+    extremes._select_kernel(bits, K, 32, ih, kh, il, kl, ok)
+    assert not ok[3] and not ok[68] and ok.sum() == F - 2  # left to torch.topk
     rows = torch.from_numpy(np.nonzero(ok)[0])
     _same_selection(
         [
@@ -144,7 +148,7 @@ def test_the_selection_kernel_finds_each_rows_most_extreme_entries():
         approx[rows],
     )
     _same_selection(
-        [(i.long(), v) for i, v in extremes._most_extreme(approx, K)],
+        [(i.long(), v) for i, v in extremes._most_extreme(by_token, K)],
         _topk_reference(approx, K),
         approx,
     )

@@ -112,10 +112,12 @@ def logit_effects(
     X = emb.W_E.float()
     k = min(k, emb.d_vocab)
     tokens = screen_tokens(X) if len(feats) > 1 else None  # a bfloat16 screen, exact results
+    # the screen's bfloat16 products, one chunk at a time in one buffer
+    scratch = torch.empty(min(chunk, len(feats)) * len(X), dtype=torch.bfloat16) if tokens else None
     out: list[list[np.ndarray]] = [[], [], [], []]
     for s in range(0, len(feats), chunk):
         idx = torch.as_tensor(feats[s : s + chunk], device=sae.device)
-        for j, t in enumerate(extremes(sae.W_dec[idx].float(), X, k, tokens)):
+        for j, t in enumerate(extremes(sae.W_dec[idx].float(), X, k, tokens, scratch)):
             out[j].append(to_numpy(t))
     if not len(feats):
         return (

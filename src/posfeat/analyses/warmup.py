@@ -169,7 +169,7 @@ def warm() -> None:
     activation_histograms(emb, sae, context)
     for n_tok, queries in ((8, 4), (4, 8)):  # both of its counting kernels
         _n_greater(torch.randn(2, n_tok, generator=g), torch.randn(2, queries, generator=g))
-    _most_extreme(torch.randn(4, 256, generator=g).bfloat16(), 64)
+    _most_extreme(torch.randn(256, 4, generator=g).bfloat16(), 64)
     _exact(torch.randn(64, 16, generator=g), torch.randn(4, 16, generator=g), torch.zeros(4, 8))
     print(GROUPS[1], flush=True)
 

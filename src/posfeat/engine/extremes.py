@@ -47,6 +47,10 @@ EXACT_ROWS = 128
 # to ``torch.topk``.
 STRIDE = 8
 CAP = 2048
+#: Columns (features) per work item of the selection kernel, at most: each row's read of a work
+# item's columns is contiguous; the kernel runs 2.3x faster on 512 columns than on 32 (one cache line)
+# on a 2-core AVX-512 Xeon. Fewer where the threads would otherwise idle (:func:`_tile`).
+TILE = 512
 
 if HAVE_NUMBA:
 
@@ -66,54 +70,69 @@ if HAVE_NUMBA:
         idx[m] = j
         return min(n + 1, K)
 
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _settle(bits, f, cand, n, K, kv, idx, sign):  # pragma: no cover
+        """The ``K`` most extreme in direction ``sign`` of column ``f``'s ``n`` candidate rows
+        ``cand``: their rows into ``idx``, most extreme first; returns the ``K``-th value."""
+        m = np.int64(0)
+        for q in range(n):
+            j = int64(cand[q])
+            m = _keep(kv, idx, m, K, _bf16(bits[j, f]), j, sign)
+        return kv[K - 1]
+
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
-    def _select_kernel(bits, K, idx_hi, kth_hi, idx_lo, kth_lo, ok):  # pragma: no cover
-        """Each row's ``K`` largest and ``K`` smallest entries of ``bits`` (bfloat16 as ``uint16``
-        ``[F, V]``): their columns (most extreme first) and the ``K``-th value of each direction;
-        ``ok[i]`` False where the row's sample did not settle it (:data:`CAP`)."""
-        F, V = bits.shape
+    def _select_kernel(bits, K, tile, idx_hi, kth_hi, idx_lo, kth_lo, ok):  # pragma: no cover
+        """Each column's ``K`` largest and ``K`` smallest entries of ``bits`` (bfloat16 as
+        ``uint16`` ``[V, F]``, token-major: a feature per column): their rows (most extreme first)
+        and the ``K``-th value of each direction; ``ok[f]`` False where the column's sample did not
+        settle it (:data:`CAP`). The threads take ``tile`` columns at a time."""
+        V, F = bits.shape
         r = max(1, (3 * K) // STRIDE)
-        for i in prange(F):
-            row = bits[i]
-            # the sample's r-th largest and r-th smallest: the candidates' bars
-            sv = np.empty(r, np.float32)
-            si = np.empty(r, np.int32)
-            n = np.int64(0)
+        for w in prange((F + tile - 1) // tile):
+            f0 = w * tile
+            nf = min(tile, F - f0)
+            # the sample's r-th largest and r-th smallest of each column: its candidates' bars
+            sv = np.empty((2 * tile, r), np.float32)
+            si = np.empty((2 * tile, r), np.int32)
+            ns = np.zeros(2 * tile, np.int64)
             for j in range(0, V, STRIDE):
-                n = _keep(sv, si, n, r, _bf16(row[j]), int64(j), float32(1.0))
-            hi = sv[r - 1] if n == r else -np.inf
-            n = np.int64(0)
-            for j in range(0, V, STRIDE):
-                n = _keep(sv, si, n, r, _bf16(row[j]), int64(j), float32(-1.0))
-            lo = sv[r - 1] if n == r else np.inf
+                for c in range(nf):
+                    v = _bf16(bits[j, f0 + c])
+                    d = tile + c
+                    if ns[c] < r or v > sv[c, r - 1]:  # _keep's own first test (most fail it)
+                        ns[c] = _keep(sv[c], si[c], ns[c], r, v, int64(j), float32(1.0))
+                    if ns[d] < r or v < sv[d, r - 1]:
+                        ns[d] = _keep(sv[d], si[d], ns[d], r, v, int64(j), float32(-1.0))
+            hi = np.empty(tile, np.float32)
+            lo = np.empty(tile, np.float32)
+            for c in range(nf):
+                hi[c] = sv[c, r - 1] if ns[c] == r else -np.inf
+                lo[c] = sv[tile + c, r - 1] if ns[tile + c] == r else np.inf
             # one pass: every entry at or beyond a bar is a candidate
-            ch = np.empty(CAP, np.int64)
-            cl = np.empty(CAP, np.int64)
-            nh = 0
-            nl = 0
+            ch = np.empty((tile, CAP), np.int32)
+            cl = np.empty((tile, CAP), np.int32)
+            nh = np.zeros(tile, np.int64)
+            nl = np.zeros(tile, np.int64)
             for j in range(V):
-                v = _bf16(row[j])
-                if v >= hi:
-                    if nh < CAP:
-                        ch[nh] = j
-                    nh += 1
-                if v <= lo:
-                    if nl < CAP:
-                        cl[nl] = j
-                    nl += 1
-            ok[i] = K <= nh <= CAP and K <= nl <= CAP
-            if not ok[i]:
-                continue
+                for c in range(nf):
+                    v = _bf16(bits[j, f0 + c])
+                    if v >= hi[c]:
+                        if nh[c] < CAP:
+                            ch[c, nh[c]] = j
+                        nh[c] += 1
+                    if v <= lo[c]:
+                        if nl[c] < CAP:
+                            cl[c, nl[c]] = j
+                        nl[c] += 1
             kv = np.empty(K, np.float32)
-            n = np.int64(0)
-            for c in range(nh):
-                n = _keep(kv, idx_hi[i], n, K, _bf16(row[ch[c]]), ch[c], float32(1.0))
-            kth_hi[i] = kv[K - 1]
-            n = np.int64(0)
-            for c in range(nl):
-                n = _keep(kv, idx_lo[i], n, K, _bf16(row[cl[c]]), cl[c], float32(-1.0))
-            kth_lo[i] = kv[K - 1]
+            for c in range(nf):
+                f = int64(f0 + c)
+                ok[f] = K <= nh[c] <= CAP and K <= nl[c] <= CAP
+                if ok[f]:
+                    kth_hi[f] = _settle(bits, f, ch[c], nh[c], K, kv, idx_hi[f], float32(1.0))
+                    kth_lo[f] = _settle(bits, f, cl[c], nl[c], K, kv, idx_lo[f], float32(-1.0))
 
 
 if HAVE_NUMBA:
@@ -152,27 +171,44 @@ def _exact(X: torch.Tensor, W: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def _most_extreme(approx: torch.Tensor, K: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``[(largest K's columns, the K-th largest value), (smallest ..., the K-th smallest)]`` of
-    each row of ``approx`` (bfloat16 ``[F, V]``): :func:`_select_kernel` (one pass over each row for
-    both directions), ``torch.topk`` for the rows it leaves and where numba is not installed."""
+    """``[(largest K's rows, the K-th largest value), (smallest ..., the K-th smallest)]`` of each
+    column of ``approx`` (bfloat16 ``[V, F]``, token-major), as ``[F, K]`` and ``[F]``:
+    :func:`_select_kernel` (one pass over each column for both directions), ``torch.topk`` for the
+    columns it leaves and where numba is not installed."""
     if not HAVE_NUMBA:
-        return _topk(approx, K)
-    F = approx.shape[0]
+        return _topk(approx.T, K)
+    F = approx.shape[1]
     idx_hi, idx_lo = np.empty((F, K), np.int32), np.empty((F, K), np.int32)
     kth_hi, kth_lo = np.empty(F, np.float32), np.empty(F, np.float32)
     ok = np.empty(F, np.bool_)
     _select_kernel(
-        approx.view(torch.int16).numpy().view(np.uint16), K, idx_hi, kth_hi, idx_lo, kth_lo, ok
+        approx.view(torch.int16).numpy().view(np.uint16),
+        K,
+        _tile(F),
+        idx_hi,
+        kth_hi,
+        idx_lo,
+        kth_lo,
+        ok,
     )
     out = [
         (torch.from_numpy(idx_hi), torch.from_numpy(kth_hi)),
         (torch.from_numpy(idx_lo), torch.from_numpy(kth_lo)),
     ]
-    rows = torch.from_numpy(np.nonzero(~ok)[0])
-    if len(rows):
-        for (idx, kth), (i, v) in zip(out, _topk(approx[rows], K)):
-            idx[rows], kth[rows] = i.to(idx.dtype), v
+    cols = torch.from_numpy(np.nonzero(~ok)[0])
+    if len(cols):
+        for (idx, kth), (i, v) in zip(out, _topk(approx[:, cols].T, K)):
+            idx[cols], kth[cols] = i.to(idx.dtype), v
     return out
+
+
+def _tile(F: int) -> int:
+    """The selection kernel's columns per work item: :data:`TILE`, or fewer (a multiple of 32, one
+    cache line of bfloat16) so that every thread has one."""
+    from numba import get_num_threads
+
+    per_thread = -(-F // get_num_threads())
+    return max(32, min(TILE, 32 * -(-per_thread // 32)))
 
 
 def _topk(approx: torch.Tensor, K: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -192,12 +228,17 @@ def _full(W: torch.Tensor, X: torch.Tensor, k: int) -> list[torch.Tensor]:
 
 
 def screened(
-    W: torch.Tensor, X: torch.Tensor, k: int, tokens: dict[str, object] | None = None
+    W: torch.Tensor,
+    X: torch.Tensor,
+    k: int,
+    tokens: dict[str, object] | None = None,
+    scratch: torch.Tensor | None = None,
 ) -> tuple[list[torch.Tensor], int]:
     """``(top ids, top values, bottom ids, bottom values)`` ``[F, k]`` of ``W [F, d] @ X [V, d]^T``
     (float32, CPU), strongest first, through the screen (module docstring); and how many rows took
     the whole product. ``tokens``: ``ScreenInputs.tokens(X)``, made once by a caller with many
-    blocks."""
+    blocks; ``scratch``: a bfloat16 buffer of at least ``V * F`` elements for ``approx``, reused by
+    such a caller (a fresh one each call costs its page faults, about as much as the product)."""
     F, V = W.shape[0], X.shape[0]
     K = max(SCREEN_K, 2 * k)
     if K + 2 * OUTLIERS >= V:
@@ -205,7 +246,11 @@ def screened(
     tok = tokens if tokens is not None else ScreenInputs.tokens(X)
     blk = ScreenInputs.block(tok, W.T, torch.zeros(F, dtype=W.dtype))
     dx, hx, A, B, C = blk.bound(0, F)
-    approx = blk.wt_bf @ blk.x_bf.T  # [F, V] bfloat16 (its top k in bfloat16: no float32 copy)
+    # [V, F] bfloat16, token-major (its top k in bfloat16: no float32 copy): twice as fast as the
+    # feature-major product on AMX, into a reused buffer
+    if scratch is None or scratch.numel() < V * F:
+        scratch = torch.empty(V * F, dtype=torch.bfloat16)
+    approx = torch.mm(blk.x_bf, blk.wt_bf.T, out=scratch[: V * F].view(V, F))
     # the tokens whose rounding terms are largest are recomputed in every row; every other token's
     # terms are at most the largest of the rest
     far = np.union1d(np.argsort(-dx)[:OUTLIERS], np.argsort(-hx)[:OUTLIERS])
@@ -247,8 +292,13 @@ def screen_tokens(X: torch.Tensor) -> dict[str, object] | None:
 
 
 def extremes(
-    W: torch.Tensor, X: torch.Tensor, k: int, tokens: dict[str, object] | None
+    W: torch.Tensor,
+    X: torch.Tensor,
+    k: int,
+    tokens: dict[str, object] | None,
+    scratch: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """``(top ids, top values, bottom ids, bottom values)`` ``[F, k]`` of ``W @ X^T``:
-    :func:`screened` with ``tokens`` (:func:`screen_tokens`), the whole float32 product without."""
-    return screened(W, X, k, tokens)[0] if tokens is not None else _full(W, X, k)
+    :func:`screened` with ``tokens`` (:func:`screen_tokens`) and ``scratch``, the whole float32
+    product without."""
+    return screened(W, X, k, tokens, scratch)[0] if tokens is not None else _full(W, X, k)
