@@ -106,3 +106,23 @@ def test_firing_pairs_numba_and_torch_agree_on_a_drawn_subset(monkeypatch):
     plain, total_plain = pairs()
     torch.testing.assert_close(fused, plain, rtol=1e-10, atol=1e-10)
     assert total == total_plain
+
+
+def test_sorted_columns_sort_stably_by_row_on_either_path():
+    """The CPU's float32 path (a sort of 64-bit keys) and torch's (here on float64) give the same
+    order: ascending values, ties by row, -0.0 equal to 0.0, infinities at the ends; the values keep
+    their bits."""
+    from posfeat.engine.sample import _sorted_columns
+
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(300, 70, generator=g)
+    a[150:250] = a[0:100]  # tied rows (a sample drawn with replacement)
+    a[5, :10], a[7, :10] = -0.0, 0.0
+    a[9, :3], a[11, :3] = torch.inf, -torch.inf
+    v, o = _sorted_columns(a, step=32)  # blocks of 32 columns: a partial last one
+    want_v, want_o = a.T.contiguous().sort(dim=1, stable=True)
+    assert o.dtype == torch.int16
+    assert torch.equal(o.long(), want_o)
+    assert torch.equal(v.view(torch.int32), want_v.view(torch.int32))
+    v64, o64 = _sorted_columns(a.double(), step=32)
+    assert torch.equal(o64, o) and torch.equal(v64.float(), v)

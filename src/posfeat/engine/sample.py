@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import no_type_check
 
@@ -107,17 +108,47 @@ def _sorted_columns(a: torch.Tensor, step: int = 1024) -> tuple[torch.Tensor, to
     """Each column of ``a`` ``[n, F]`` sorted, as rows ``[F, n]``, and the row order of the sorted
     values in the smallest integer type that holds ``n`` (int16 for the default 2048 tokens: 100 MB
     at GPT-2 width where int64 takes 400; torch indexing widens them on use), made ``step`` columns
-    at a time (no whole-size temporaries besides the results)."""
+    at a time (no whole-size temporaries besides the results). Ties go by row, on every device (a
+    stable sort): on the CPU as one sort of 64-bit keys (:func:`_key_sort`, 3x faster than torch's
+    sort on the 2-core AVX-512 Xeon), blocks on as many threads as torch has."""
     n, F = a.shape
     values = torch.empty(F, n, dtype=a.dtype, device=a.device)
     index = next(t for t in (torch.int16, torch.int32, torch.int64) if n <= torch.iinfo(t).max)
     order = torch.empty(F, n, dtype=index, device=a.device)
+    if a.device.type == "cpu" and a.dtype == torch.float32 and n < 2**31:
+        a_np, v_np, o_np = a.numpy(), values.numpy(), order.numpy()
+
+        def block(f0: int) -> None:
+            v_np[f0 : f0 + step], o_np[f0 : f0 + step] = _key_sort(
+                np.ascontiguousarray(a_np[:, f0 : f0 + step].T)
+            )
+
+        with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+            list(pool.map(block, range(0, F, step)))  # numpy's sorts release the GIL
+        return values, order
     for f0 in range(0, F, step):
-        # a contiguous copy first: torch sorts it twice as fast as the transposed view, in the
-        # same order (ties included)
-        v, o = a[:, f0 : f0 + step].T.contiguous().sort(dim=1)
+        # a contiguous copy first: torch sorts it twice as fast as the transposed view
+        v, o = a[:, f0 : f0 + step].T.contiguous().sort(dim=1, stable=True)
         values[f0 : f0 + step], order[f0 : f0 + step] = v, o
     return values, order
+
+
+def _key_sort(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of ``x`` (float32 ``[F, n]``, ``n < 2**31``) sorted, and the order, ties by
+    position: one sort of 64-bit keys, the value's bits mapped to an unsigned integer of the same
+    order (``-0.0`` taken as ``0.0``, as comparisons do) above the position (numpy sorts integers
+    with vector instructions, where a stable argsort of floats is 4x slower)."""
+    F, n = x.shape
+    keys = np.empty((F, n), np.uint64)
+    halves = keys.view(np.uint32).reshape(F, n, 2)  # [low, high] (little-endian: every CPU torch
+    # ships for)
+    i = (x + np.float32(0.0)).view(np.int32)  # -0.0 + 0.0 is 0.0
+    # negative values: all bits flipped; others: the sign bit set
+    np.bitwise_xor(i, (i >> 31) | np.int32(-(2**31)), out=halves[..., 1].view(np.int32))
+    halves[..., 0] = np.arange(n, dtype=np.uint32)
+    keys.sort(axis=1)
+    idx = halves[..., 0].astype(np.intp)
+    return np.take_along_axis(x, idx, 1), idx
 
 
 class SampleGrid:
