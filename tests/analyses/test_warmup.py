@@ -46,9 +46,34 @@ def test_no_second_process_when_turned_off_or_cached(monkeypatch):
     monkeypatch.setenv("POSFEAT_WARMUP", "0")
     assert warmup.start() is False
     monkeypatch.delenv("POSFEAT_WARMUP")
-    monkeypatch.setattr(warmup, "_kernels_cached", lambda: True)
+    monkeypatch.setattr(warmup, "_kernels_cached", lambda logits=True: True)
     assert warmup.start() is False
     warmup.wait()  # nothing started: returns at once
+
+
+def test_a_model_without_an_unembedding_leaves_the_logit_kernels_out(monkeypatch):
+    """The second process is told to leave out the logit effects' kernels where the run has none
+    to compute (the bundled MiniLM), and whether those are cached counts only where it does."""
+    from posfeat.analyses import warmup
+
+    monkeypatch.delenv("POSFEAT_WARMUP", raising=False)
+    asked, started = [], []
+    monkeypatch.setattr(warmup, "_kernels_cached", lambda logits=True: asked.append(logits))
+    monkeypatch.setattr(warmup, "_helper", None)
+    monkeypatch.setattr(warmup.atexit, "register", lambda fn: None)
+
+    class Popen:
+        def __init__(self, args, **kw):
+            started.append(args)
+
+    monkeypatch.setattr(warmup.subprocess, "Popen", Popen)
+    monkeypatch.setattr(warmup.os, "cpu_count", lambda: 2)
+    assert warmup.start(progress=False, logits=False) is True
+    monkeypatch.setattr(warmup, "_helper", None)
+    assert warmup.start(progress=False) is True
+    monkeypatch.setattr(warmup, "_helper", None)
+    assert asked == [False, True]
+    assert started[0][-1] == "--no-logits" and started[1][-1] == "posfeat.analyses.warmup"
 
 
 COMPILE = """

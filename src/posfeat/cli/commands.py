@@ -129,6 +129,7 @@ def _stdout_or_json(args: argparse.Namespace) -> bool:
 def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     from ..analyses import warmup
     from ..analyses.analysis import analyze, timed
+    from ..analyses.card import unembedding_note
     from ..analyses.config import AnalyzeConfig
     from ..outputs.report import CSV_FILES, sweep_sections
     from ..outputs.write import ANALYZE, save_analysis
@@ -141,13 +142,13 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     output = Output(args.out, ANALYZE, force=args.force, command=invocation, inputs=_inputs(args))
     output.claim()  # fail early on a bad --out, before any work
     sweep_sections(args.include_sweep)  # and on a bad --include-sweep
-    if (
-        dev.type == "cpu"
-    ):  # a fresh install: the reconstruction's kernels compiled on a second core meanwhile
-        warmup.start()
     load_time: dict[str, float] = {}
     with timed(load_time, "load"):
         emb, sae = _pair(args)
+    if dev.type == "cpu":
+        # a fresh install: the reconstruction's kernels compiled on a second core meanwhile (the
+        # logit effects' only for a model that has them)
+        warmup.start(logits=unembedding_note(emb) is None)
     positions = positions_arg(args.positions, emb.n_ctx, single=True)
     an = analyze(
         emb,
