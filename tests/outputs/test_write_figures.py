@@ -43,12 +43,33 @@ def some_figures(monkeypatch):
     monkeypatch.setattr(write, "FIGURES", {name: FIGURES[name] for name in SOME})
 
 
-def test_the_queue_holds_every_figure_but_the_parents_costliest_first():
+def test_the_queue_holds_every_figure_costliest_first():
     names = list(FIGURES)
     queue = write.figure_queue(names)
-    assert sorted(queue) == sorted(set(names) - write.PARENT_ONLY)
+    assert sorted(queue) == sorted(names)
     costs = [write.FIGURE_COST.get(x, 1.0) for x in queue]
     assert costs == sorted(costs, reverse=True) and costs[0] > 1.0
+
+
+def test_what_figures_read_through_torch_is_made_once_before_the_children(an, monkeypatch):
+    """Inside torch_inputs the figures read what was made on entry (so a forked child never runs
+    torch); outside it, they make it themselves."""
+    from posfeat.outputs import figures
+
+    calls = []
+
+    def rows(a):
+        calls.append(1)
+        return figures._wpos_rows(a)
+
+    monkeypatch.setitem(figures.TORCH_INPUTS, "wpos_similarity", rows)
+    with figures.torch_inputs(an, ["wpos_similarity", "coverage"]):
+        assert len(calls) == 1
+        for _ in range(2):
+            figures.wpos_similarity(an)
+        assert len(calls) == 1
+    figures.wpos_similarity(an)
+    assert len(calls) == 2 and figures._made == {}
 
 
 def _draw_all(an, folder, processes, meanwhile=None):

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import base64
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -461,11 +462,65 @@ def _token_panel(
     ax.set(xlabel="position", ylabel="activation")
 
 
+def _wpos_rows(an: Analysis) -> np.ndarray:
+    """W_pos's studied rows, float64 (from the model's tensor)."""
+    n = int(an.by_position.position.max()) + 1
+    return np.asarray(an.emb.W_pos[:n].detach().cpu().double().numpy())
+
+
+def _semantic_split(an: Analysis) -> tuple[np.ndarray, Any] | None:
+    """The features :func:`semantic_profiles` draws (the semantic ones firing spuriously most often,
+    else those of the highest token score) and their behaviour on their own tokens and spurious
+    firing (:func:`~posfeat.analyses.length.own_and_spurious`, from the SAE's tensors); None for a
+    non-separable SAE (drawn from the grid statistics alone)."""
+    from ..analyses.length import own_and_spurious
+
+    if not an.sae.separable:
+        return None
+    byf = an.spurious_by_feature
+    sem = (
+        byf[byf.kind == "semantic"].feature.to_numpy()[:6] if len(byf) else np.array([], dtype=int)
+    )
+    if not len(sem):
+        sem = (
+            an.features[an.features.kind == "semantic"]
+            .sort_values("token_score", ascending=False)
+            .feature.to_numpy()[:6]
+        )
+    return sem, own_and_spurious(an.emb, an.sae, an.stats_all, sem, an.context)
+
+
+#: The part of a figure read from the model's tensors through torch, by figure: made by
+# :func:`torch_inputs` in the process that owns the tensors before it forks the processes that draw
+# (a forked child must not start torch's threads), so any of them may draw the figure.
+TORCH_INPUTS: dict[str, Callable[[Analysis], Any]] = {
+    "wpos_similarity": _wpos_rows,
+    "semantic_profiles": _semantic_split,
+}
+_made: dict[str, Any] = {}
+
+
+@contextmanager
+def torch_inputs(an: Analysis, names: Iterable[str]) -> Iterator[None]:
+    """Make the :data:`TORCH_INPUTS` of ``an`` for the figures ``names`` now, for their drawing
+    inside the block (and in the processes forked there) to read; forgotten after it."""
+    _made.update({name: TORCH_INPUTS[name](an) for name in names if name in TORCH_INPUTS})
+    try:
+        yield
+    finally:
+        _made.clear()
+
+
+def torch_input(an: Analysis, name: str) -> Any:
+    """Figure ``name``'s torch-side input: made by :func:`torch_inputs` where inside it, else now."""
+    return _made[name] if name in _made else TORCH_INPUTS[name](an)
+
+
 def wpos_similarity(an: Analysis) -> Figure:
     """Cosine of every pair of W_pos rows (the note's discussion of W_pos), the context's edge
     marked."""
-    n = int(an.by_position.position.max()) + 1
-    W = np.asarray(an.emb.W_pos[:n].detach().cpu().double().numpy())
+    W = torch_input(an, "wpos_similarity")
+    n = len(W)
     Wn = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-12)
     fig, ax = new_figure(
         7.2,
@@ -537,21 +592,9 @@ def semantic_profiles(an: Analysis) -> Figure:
     inside the context; and their spurious firing (tokens that fire them nowhere inside the
     context), as a share of the vocabulary. The title says where each starts to depart from inside
     the context."""
-    from ..analyses.length import own_and_spurious
-
-    byf = an.spurious_by_feature
-    sem = (
-        byf[byf.kind == "semantic"].feature.to_numpy()[:6] if len(byf) else np.array([], dtype=int)
-    )
     if not an.sae.separable:
         return _semantic_profiles_all_tokens(an)
-    if not len(sem):
-        sem = (
-            an.features[an.features.kind == "semantic"]
-            .sort_values("token_score", ascending=False)
-            .feature.to_numpy()[:6]
-        )
-    split = own_and_spurious(an.emb, an.sae, an.stats_all, sem, an.context)
+    sem, split = torch_input(an, "semantic_profiles")
     pos = split.positions
     rel = split.own_mean / np.where(split.own_inside > 0, split.own_inside, np.nan)[:, None]
     own_from, spur_from = departures(rel, split.spurious_share, pos, an.context)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import itertools
 import json
 import os
 import signal
@@ -29,7 +28,7 @@ from ..core.progress import progress_bar
 from ..core.signals import deferred_signals
 from ..io.output import Output
 from ..io.ownership import OutputKind
-from .figures import FIGURES, new_figure, save_figure
+from .figures import FIGURES, new_figure, save_figure, torch_inputs
 from .interactive import INTERACTIVE
 from .report import CSV_FILES, render_html, report_parts, sweep_sections
 
@@ -115,9 +114,6 @@ def make_figure(an: Analysis, name: str) -> Any:
     raise PosfeatError(f"There is no figure {name!r}; the figures are {', '.join(figure_names())}.")
 
 
-#: Figures whose drawing touches torch (the model's tensors): drawn by the parent process only,
-# never in a forked child.
-PARENT_ONLY = frozenset({"wpos_similarity", "semantic_profiles"})
 #: Drawing time of the heavier figures relative to a typical one (about 0.25 s on the bundled pair,
 # on this project's 2-core machine; others 1): the figures are queued costliest first, so the last
 # ones taken are the quick ones.
@@ -150,11 +146,10 @@ def figure_processes() -> int:
 
 
 def figure_queue(names: list[str]) -> list[str]:
-    """The figures any process may draw (all but :data:`PARENT_ONLY`), costliest first
-    (:data:`FIGURE_COST`)."""
-    return sorted(
-        (x for x in names if x not in PARENT_ONLY), key=lambda x: -FIGURE_COST.get(x, 1.0)
-    )
+    """The figures, costliest first (:data:`FIGURE_COST`): any process may draw any of them (what
+    they read from the model's tensors is made before the children are forked:
+    :func:`~posfeat.outputs.figures.torch_inputs`)."""
+    return sorted(names, key=lambda x: -FIGURE_COST.get(x, 1.0))
 
 
 def _draw(an: Analysis, folder: Path, name: str, suffix: str = "") -> Path:
@@ -259,27 +254,18 @@ def _wait_children(children: list[int], folder: Path, queue: list[str], deadline
         _end_child(children.pop())
 
 
-def write_figures(
-    an: Analysis, folder: Path, progress: bool = False, meanwhile: Callable[[], Any] | None = None
-) -> dict[str, Path]:
-    """Every figure of :data:`FIGURES` as ``folder/NAME.png``, drawn by :func:`figure_processes`
-    processes at once.
-
-    Forked children take figures from one queue (costliest first); the parent first calls
-    ``meanwhile`` (the rest of the report, made while they draw), then draws the figures of
-    :data:`PARENT_ONLY` and takes from the queue too until it is empty, then waits for the children.
-    Whatever a child failed to write, the parent draws, so the files are the same either way."""
-    folder.mkdir(exist_ok=True)
-    names = list(FIGURES)
-    queue = figure_queue(names)
-    for (
-        name
-    ) in queue:  # a figure of the queue is on disk only once a process has drawn it whole (below)
-        (folder / f"{name}.png").unlink(missing_ok=True)
+def _draw_queue(
+    an: Analysis,
+    folder: Path,
+    queue: list[str],
+    progress: bool,
+    meanwhile: Callable[[], Any] | None,
+) -> None:
+    """:func:`write_figures`' processes: forked children and the parent drawing from ``queue``."""
     r = _queue_pipe(queue)
     children: list[int] = []
     drawn = 0
-    bar = progress_bar(total=len(names), desc="figures", unit="figure", enabled=progress)
+    bar = progress_bar(total=len(queue), desc="figures", unit="figure", enabled=progress)
     try:
         for _ in range(figure_processes() - 1 if queue else 0):
             # A signal inside os.fork would raise in the fork's callbacks, where Python prints and
@@ -292,9 +278,7 @@ def write_figures(
         if meanwhile is not None:
             meanwhile()
         start = time.perf_counter()
-        for name in itertools.chain(
-            [x for x in names if x in PARENT_ONLY], iter(lambda: _take(r, queue), None)
-        ):
+        for name in iter(lambda: _take(r, queue), None):
             _draw(an, folder, name)
             bar.update(1)
             drawn += 1
@@ -304,7 +288,7 @@ def write_figures(
             folder, queue
         ):  # what no child wrote whole (a child that failed or was killed): drawn here, the same
             _draw(an, folder, name)
-        bar.update(len(names) - drawn)  # the children's
+        bar.update(len(queue) - drawn)  # the children's
     finally:
         os.close(r)
         for pid in children:  # only when the parent failed or was interrupted
@@ -312,6 +296,27 @@ def write_figures(
         for part in folder.glob(f"*{DRAWING_TAG}"):
             part.unlink(missing_ok=True)
         bar.close()
+
+
+def write_figures(
+    an: Analysis, folder: Path, progress: bool = False, meanwhile: Callable[[], Any] | None = None
+) -> dict[str, Path]:
+    """Every figure of :data:`FIGURES` as ``folder/NAME.png``, drawn by :func:`figure_processes`
+    processes at once.
+
+    What the figures read from the model's tensors is made first
+    (:func:`~posfeat.outputs.figures.torch_inputs`: a forked child must not start torch's threads).
+    Forked children take figures from one queue (costliest first); the parent first calls
+    ``meanwhile`` (the rest of the report, made while they draw), then takes from the queue too
+    until it is empty, then waits for the children. Whatever a child failed to write, the parent
+    draws, so the files are the same either way."""
+    folder.mkdir(exist_ok=True)
+    names = list(FIGURES)
+    queue = figure_queue(names)
+    for name in queue:  # a figure is on disk only once a process has drawn it whole (below)
+        (folder / f"{name}.png").unlink(missing_ok=True)
+    with torch_inputs(an, names):
+        _draw_queue(an, folder, queue, progress, meanwhile)
     return {name: folder / f"{name}.png" for name in names}
 
 
