@@ -14,7 +14,6 @@ finding reports."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -451,26 +450,26 @@ def dictionary_draws(
         key: np.full(draws, np.nan)
         for key in ("disjoint", "positional_share", "gap_ratio", "token_flat")
     }
-    threads = torch.get_num_threads()
     with one_thread():
-        # the draws in order (one generator), then the token profiles, each on one thread, on as
-        # many threads as torch had: each draw's result is the same on any number of them
-        subs = [
-            _one_draw(i, out, rng, n_pool, size, live, pure, is_pos, st.positional_score)
-            for i in range(draws)
-        ]
-
-        def flat(sub: np.ndarray) -> float:
-            torch.set_num_threads(1)  # this thread's own setting (OpenMP's is per thread)
-            cols = torch.as_tensor(sub, device=dev)
-            return _token_flat_share(
-                a[:, cols], b[:, cols], is_pos[sub] | ~live[sub], tw, k, flat_cv, flat_min_features
+        for i in range(draws):
+            _one_draw(
+                i,
+                out,
+                rng,
+                n_pool,
+                size,
+                live,
+                pure,
+                is_pos,
+                st.positional_score,
+                a,
+                b,
+                dev,
+                tw,
+                k,
+                flat_cv,
+                flat_min_features,
             )
-
-        todo = [(i, sub) for i, sub in enumerate(subs) if sub is not None]
-        with ThreadPoolExecutor(max(1, min(threads, len(todo)))) as pool:
-            for (i, _), share in zip(todo, pool.map(flat, [sub for _, sub in todo])):
-                out["token_flat"][i] = share
     return DictionaryDraws(
         out["disjoint"],
         out["positional_share"],
@@ -490,10 +489,17 @@ def _one_draw(
     pure: np.ndarray,
     is_pos: np.ndarray,
     scores: np.ndarray,
-) -> np.ndarray | None:
+    a: torch.Tensor,
+    b: torch.Tensor,
+    dev: torch.device,
+    tw: np.ndarray,
+    k: int,
+    flat_cv: float,
+    flat_min_features: int,
+) -> None:
     """Draw ``i`` of :func:`dictionary_draws`: ``size`` of the pool's live features, their
-    statistics into ``out[...][i]``; for the first draws, the ``DICTIONARY_FEATURES`` features of
-    the pool on which the token profiles are computed (returned; None for the others)."""
+    statistics into ``out[...][i]``; the token profiles on ``DICTIONARY_FEATURES`` features of the
+    pool for the first draws."""
     pool = np.nonzero(live)[0]
     if len(pool):
         lv = rng.choice(pool, size=size, replace=size > len(pool))
@@ -501,5 +507,9 @@ def _one_draw(
         out["positional_share"][i] = float(is_pos[lv].mean())
         out["gap_ratio"][i] = largest_gap_ratio(np.asarray(scores)[lv])
     if i >= FLAT_DRAWS:
-        return None
-    return rng.choice(n_pool, size=min(DICTIONARY_FEATURES, n_pool), replace=False)
+        return
+    sub = rng.choice(n_pool, size=min(DICTIONARY_FEATURES, n_pool), replace=False)
+    cols = torch.as_tensor(sub, device=dev)
+    out["token_flat"][i] = _token_flat_share(
+        a[:, cols], b[:, cols], is_pos[sub] | ~live[sub], tw, k, flat_cv, flat_min_features
+    )
