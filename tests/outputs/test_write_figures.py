@@ -4,6 +4,7 @@ costs nothing."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import time
 
@@ -68,8 +69,11 @@ def test_what_figures_read_through_torch_is_made_once_before_the_children(an, mo
         for _ in range(2):
             figures.wpos_similarity(an)
         assert len(calls) == 1
+        other = copy.copy(an)  # another analysis inside the block makes its own
+        figures.wpos_similarity(other)
+        assert len(calls) == 2
     figures.wpos_similarity(an)
-    assert len(calls) == 2 and figures._made == {}
+    assert len(calls) == 3 and figures._made == {}
 
 
 def _draw_all(an, folder, processes, meanwhile=None):

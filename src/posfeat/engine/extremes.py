@@ -204,7 +204,7 @@ def _most_extreme(approx: torch.Tensor, K: int) -> list[tuple[torch.Tensor, torc
 
 def _tile(F: int) -> int:
     """The selection kernel's columns per work item: :data:`TILE`, or fewer (a multiple of 32, one
-    cache line of bfloat16) so that every thread has one."""
+    cache line of bfloat16, at least one line) so that every thread has one where ``F`` allows."""
     from numba import get_num_threads
 
     per_thread = -(-F // get_num_threads())

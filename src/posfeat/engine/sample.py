@@ -15,6 +15,7 @@ for it (memory stays flat however many positions are studied).
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -137,19 +138,21 @@ def _sorted_columns(a: torch.Tensor, step: int = 128) -> tuple[torch.Tensor, tor
 
 def _key_sort(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row of ``x`` (float32 ``[F, n]``, ``n < 2**31``) sorted, and the order, ties by
-    position: one sort of 64-bit keys, the value's bits mapped to an unsigned integer of the same
-    order (``-0.0`` taken as ``0.0``, as comparisons do) above the position (numpy sorts integers
-    with vector instructions, where a stable argsort of floats is 4x slower)."""
+    position, as torch's stable sort: one sort of 64-bit keys, the value's bits mapped to an
+    unsigned integer of the same order (``-0.0`` taken as ``0.0``, as comparisons do; every NaN as
+    one positive NaN, above infinity) above the position (numpy sorts integers with vector
+    instructions, where a stable argsort of floats is 4x slower)."""
     F, n = x.shape
     keys = np.empty((F, n), np.uint64)
-    halves = keys.view(np.uint32).reshape(F, n, 2)  # [low, high] (little-endian: every CPU torch
-    # ships for)
+    halves = keys.view(np.uint32).reshape(F, n, 2)  # each key's two 32-bit halves in memory
+    lo, hi = (0, 1) if sys.byteorder == "little" else (1, 0)
     i = (x + np.float32(0.0)).view(np.int32)  # -0.0 + 0.0 is 0.0
-    # negative values: all bits flipped; others: the sign bit set
-    np.bitwise_xor(i, (i >> 31) | np.int32(-(2**31)), out=halves[..., 1].view(np.int32))
-    halves[..., 0] = np.arange(n, dtype=np.uint32)
+    # negative values: all bits flipped; others: the sign bit set; NaNs: the largest key
+    np.bitwise_xor(i, (i >> 31) | np.int32(-(2**31)), out=halves[..., hi].view(np.int32))
+    halves[..., hi][np.isnan(x)] = np.uint32(0xFFFFFFFF)
+    halves[..., lo] = np.arange(n, dtype=np.uint32)
     keys.sort(axis=1)
-    idx = halves[..., 0].astype(np.intp)
+    idx = halves[..., lo].astype(np.intp)
     return np.take_along_axis(x, idx, 1), idx
 
 

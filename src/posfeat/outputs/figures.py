@@ -497,23 +497,28 @@ TORCH_INPUTS: dict[str, Callable[[Analysis], Any]] = {
     "wpos_similarity": _wpos_rows,
     "semantic_profiles": _semantic_split,
 }
-_made: dict[str, Any] = {}
+_made: dict[str, tuple[Analysis, Any]] = {}
 
 
 @contextmanager
 def torch_inputs(an: Analysis, names: Iterable[str]) -> Iterator[None]:
     """Make the :data:`TORCH_INPUTS` of ``an`` for the figures ``names`` now, for their drawing
     inside the block (and in the processes forked there) to read; forgotten after it."""
-    _made.update({name: TORCH_INPUTS[name](an) for name in names if name in TORCH_INPUTS})
+    made = {name: (an, TORCH_INPUTS[name](an)) for name in names if name in TORCH_INPUTS}
+    _made.update(made)
     try:
         yield
     finally:
-        _made.clear()
+        for name, held in made.items():
+            if _made.get(name) is held:
+                del _made[name]
 
 
 def torch_input(an: Analysis, name: str) -> Any:
-    """Figure ``name``'s torch-side input: made by :func:`torch_inputs` where inside it, else now."""
-    return _made[name] if name in _made else TORCH_INPUTS[name](an)
+    """Figure ``name``'s torch-side input: made by :func:`torch_inputs` for this very analysis
+    where inside it, else now."""
+    held = _made.get(name)
+    return held[1] if held is not None and held[0] is an else TORCH_INPUTS[name](an)
 
 
 def wpos_similarity(an: Analysis) -> Figure:
