@@ -133,9 +133,10 @@ def _end() -> None:
 
 
 def warm(logits: bool = True) -> None:
-    """Run the reconstruction, the cards' exact histograms and (with ``logits``) their logit
-    effects' selection once on a tiny random pair shaped like a real one (float32, ReLU, b_dec
-    subtracted, positions past the SAE's context), so their kernels land in numba's cache."""
+    """Run the nulls' kernel, the reconstruction, the cards' exact histograms and (with ``logits``)
+    their logit effects' selection once on a tiny random pair shaped like a real one (float32,
+    ReLU, b_dec subtracted, positions past the SAE's context), so their kernels land in numba's
+    cache."""
     import numpy as np
     import torch
 
@@ -146,6 +147,7 @@ def warm(logits: bool = True) -> None:
     from ..engine.sample import sample_tokens
     from .helix import positional_pca
     from .length import sample_analysis
+    from .nulls import _profile_std
 
     g = torch.Generator().manual_seed(0)
     d_vocab, n_ctx, d_model, d_sae, context = 64, 24, 16, 32, 12
@@ -163,6 +165,9 @@ def warm(logits: bool = True) -> None:
         hook_name="blocks.0.hook_resid_pre",
         name="warm-up",
     )
+    # the nulls' kernel first: the main process needs it before the reconstruction's
+    a, b = torch.randn(4, 8, generator=g), torch.randn(6, 8, generator=g)
+    _profile_std(a, b, (a[:, None, :] + b[None, :, :]).relu_())
     kinds = np.array(["positional", "semantic", "mixed", "dead"] * (d_sae // 4))
     pca = positional_pca(emb.W_pos, range(1, context))
     sample = sample_tokens(emb, 16, seed=0)
