@@ -140,7 +140,7 @@ def test_the_first_run_compiles_each_kernel_once_and_no_error_formatting(tmp_pat
         "_decode4",
         "_token_means_kernel",
         "_gt_counts",
-        "_count_above",
+        "_pair_counts",
         "_bucket_kernel",
         "_padded_table",
         "_select_kernel",

@@ -452,14 +452,20 @@ def test_the_share_estimate_counts_the_screen_kernels_candidates(offset):
         .sort()
         .values
     )
-    blk = scr_mod.ScreenInputs.block(scr_mod.ScreenInputs.tokens(x[idx]), W, bias)
-    bits = (blk.wt_bf @ blk.x_bf.T).view(torch.int16).numpy().view(np.uint16)
-    F, n = bits.shape
+    tok = scr_mod.ScreenInputs.tokens(x[idx])
+    blk = scr_mod.ScreenInputs.block(tok, W, bias)
+    bits = torch.mm(blk.x_bf, blk.wt_bf.T).view(torch.int16).numpy().view(np.uint16)  # [n, F]
+    n, F = bits.shape
+    far = np.zeros(n, dtype=np.bool_)
+    far[tok["far"]] = True
     cand_n = np.empty(F, np.int64)
     scr_mod._screen_kernel(
         bits,
         *blk.bound(0, F),
         row0.double().numpy() - blk.bias,
+        blk.token_terms(0, F),
+        far,
+        scr_mod.tile_of(F),
         np.empty((F, n), np.int32),
         cand_n,
         np.empty(F),
@@ -468,3 +474,69 @@ def test_the_share_estimate_counts_the_screen_kernels_candidates(offset):
     )
     assert 0 < cand_n.sum() < F * n or offset != 0.0
     assert share == float(cand_n.sum()) / (F * n)
+
+
+@pytest.mark.parametrize("offset", [-0.5, 0.0, 0.4])
+def test_the_screen_kernels_first_test_changes_nothing(offset):
+    """The screen kernel's float32 first test (skip a value below ``_v_floor``) gives the
+    candidates, the band and the sure bound of testing every value in full (terms of +inf: no value
+    skipped), with tokens of outlying norm (tested in full, and not weakening the others' test), a
+    feature whose floor is NaN, and NaN, infinite and zero products; on a partial tile."""
+    from posfeat.engine import screen as scr_mod
+
+    if not scr_mod.HAVE_NUMBA:
+        pytest.skip("the screen kernel is numba's")
+    g = torch.Generator().manual_seed(7)
+    n, d, F = 2500, 24, 45
+    x = torch.randn(n, d, generator=g)
+    x[::500] *= 40.0  # outliers of norm: in far
+    W, bias = torch.randn(d, F, generator=g) / 5, torch.randn(F, generator=g) * 0.1
+    tok = scr_mod.ScreenInputs.tokens(x)
+    blk = scr_mod.ScreenInputs.block(tok, W, bias)
+    approx = torch.mm(blk.x_bf, blk.wt_bf.T)
+    approx[3, 0], approx[4, 1], approx[5, 2], approx[6, 3] = torch.nan, torch.inf, -torch.inf, 0.0
+    bits = approx.view(torch.int16).numpy().view(np.uint16)
+    far = np.zeros(n, dtype=np.bool_)
+    far[tok["far"]] = True
+    assert far[::500].all() and far.sum() <= 2 * scr_mod.OUTLIERS
+    floor = torch.rand(F, generator=g).double().numpy() * 2 + offset
+    floor[7] = np.nan
+    results = []
+    for terms in (blk.token_terms(0, F), np.full(F, np.inf)):
+        out = (
+            np.full((F, n), -1, np.int32),
+            np.empty(F, np.int64),
+            np.empty(F),
+            np.full((F, n), -1, np.int32),
+            np.empty(F, np.int64),
+        )
+        scr_mod._screen_kernel(bits, *blk.bound(0, F), floor, terms, far, 32, *out)
+        results.append(out)
+    for fast, full in zip(*results):
+        np.testing.assert_array_equal(fast, full)
+    cand_n, band_n = results[0][1], results[0][4]
+    assert 0 < cand_n.sum() < F * n and band_n.sum() > 0
+
+
+def test_the_rounding_norms_kernel_gives_torchs_norms():
+    """:func:`_norms` by numba and by torch: the same bfloat16 rows (values that round to a
+    subnormal set to +0, of either sign; NaN and infinite kept), the same norms to float64 rounding
+    (both raised by 1e-6 above the exact ones), NaN where a row holds one."""
+    from posfeat.engine import screen as scr_mod
+
+    if not scr_mod.HAVE_NUMBA:
+        pytest.skip("the kernel is numba's")
+    g = torch.Generator().manual_seed(3)
+    m = torch.randn(300, 40, generator=g)
+    m[0, :4] = torch.tensor([1e-39, -1e-39, 1.1e-38, 3e38])
+    m[1, 0], m[2, 3] = torch.nan, torch.inf
+    h1, e1, n1 = scr_mod._norms(m)
+    h2, e2, n2 = scr_mod._norms(m, kernel=False)
+    assert torch.equal(h1.view(torch.int16), h2.view(torch.int16))
+    assert h1.view(torch.int16)[0, :2].tolist() == [0, 0]
+    np.testing.assert_allclose(e1, e2, rtol=1e-12)
+    np.testing.assert_allclose(n1, n2, rtol=1e-12)
+    assert np.isnan(e1[1]) and np.isnan(n1[1]) and np.isinf(n1[2])
+    hd = h1[3:].double()
+    exact_err = (m[3:].double() - hd).norm(dim=1).numpy()
+    assert (e1[3:] > exact_err).all() and (n1[3:] > hd.norm(dim=1).numpy()).all()

@@ -147,14 +147,24 @@ def test_a_subnormal_token_part_is_screened_as_the_dense_path_sees_it():
         assert st.fire[0] == pytest.approx(4 / (V * 4))  # the engine's statistics too
 
 
-@pytest.mark.parametrize("n_tok, n_queries", [(300, 500), (800, 500), (5, 5)])
-def test_counting_above_each_query_either_way_round(n_tok, n_queries):
-    """Fewer token values than queries: the values are sorted and each query searched; more: the
-    queries are sorted and each value searched. Ties (values rounded to one decimal), -inf values
-    (a screened block's padding) and both sides of the switch give the brute-force counts."""
+@pytest.mark.parametrize("n_tok, n_pos", [(30, 50), (800, 5), (5, 1), (64, 3)])
+def test_counting_inputs_above_each_edge_either_way_round(n_tok, n_pos):
+    """Fewer token values than queries (positions x edges): both sides are sorted and walked; more:
+    the queries are sorted and each value searched. Ties (values rounded to one decimal), -0.0,
+    -inf values (a screened block's padding), infinite and NaN positions and values, an edge below
+    every query and one above every value give the brute-force counts of ``a > lower - b`` in
+    float32 (a NaN query counts nothing)."""
     g = torch.Generator().manual_seed(n_tok)
-    a = torch.randn(7, n_tok, generator=g).round(decimals=1)
+    F, E = 9, 6
+    a = torch.randn(F, n_tok, generator=g).round(decimals=1)
+    b = torch.randn(F, n_pos, generator=g).round(decimals=1)
+    lower = torch.randn(F, E, generator=g).round(decimals=1).sort(1).values
     a[0, :3] = -torch.inf
-    q = torch.randn(7, n_queries, generator=g).round(decimals=1)
-    want = (a[:, None, :] > q[:, :, None]).sum(2)
-    assert torch.equal(histogram_module._n_greater(a, q), want)
+    a[1, 0], a[2, -1] = torch.nan, torch.inf
+    a[3] = -torch.inf  # a feature with no candidate
+    b[4, 0], b[5, -1], b[6, 0] = torch.inf, -torch.inf, torch.nan
+    a[7, ::2], b[7, ::2] = -0.0, 0.0
+    lower[8, 0], lower[8, -1] = -1e30, 1e30
+    q = lower[:, None, :] - b[:, :, None]  # [F, n_pos, E], float32
+    want = (a[:, None, None, :] > q[..., None]).sum((1, 3))
+    assert torch.equal(histogram_module._edge_counts(a, b, lower), want)

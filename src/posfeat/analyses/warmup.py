@@ -143,7 +143,7 @@ def warm(logits: bool = True) -> None:
     from ..core.embeddings import Embeddings
     from ..core.sae import SAE
     from ..engine.extremes import _exact, _most_extreme
-    from ..engine.histogram import _n_greater, activation_histograms
+    from ..engine.histogram import _edge_counts, activation_histograms
     from ..engine.sample import sample_tokens
     from .helix import positional_pca
     from .length import sample_analysis
@@ -176,8 +176,8 @@ def warm(logits: bool = True) -> None:
     # the report's feature cards (last, needed last): their histograms and their logit effects'
     # selection of each row's extremes
     activation_histograms(emb, sae, context)
-    for n_tok, queries in ((8, 4), (4, 8)):  # both of its counting kernels
-        _n_greater(torch.randn(2, n_tok, generator=g), torch.randn(2, queries, generator=g))
+    for n_tok in (8, 4):  # both of its counting kernels (2 positions x 3 edges: 6 queries)
+        _edge_counts(*(torch.randn(2, n, generator=g) for n in (n_tok, 2, 3)))
     if logits:
         _most_extreme(torch.randn(256, 4, generator=g).bfloat16(), 64)
         _exact(torch.randn(64, 16, generator=g), torch.randn(4, 16, generator=g), torch.zeros(4, 8))

@@ -24,7 +24,7 @@ import torch
 
 from ..core.tensors import to_numpy
 from .kernel import HAVE_NUMBA, NUMBA_CACHE
-from .screen import D_REL, ScreenInputs, bf16_fast
+from .screen import D_REL, ScreenInputs, bf16_fast, tile_of
 
 if HAVE_NUMBA:
     from numba import float32, int64, njit, prange
@@ -49,7 +49,7 @@ STRIDE = 8
 CAP = 2048
 #: Columns (features) per work item of the selection kernel, at most: each row's read of a work
 # item's columns is contiguous; the kernel runs 2.3x faster on 512 columns than on 32 (one cache line)
-# on a 2-core AVX-512 Xeon. Fewer where the threads would otherwise idle (:func:`_tile`).
+# on a 2-core AVX-512 Xeon. Fewer where the threads would otherwise idle (:func:`~posfeat.engine.screen.tile_of`).
 TILE = 512
 
 if HAVE_NUMBA:
@@ -184,7 +184,7 @@ def _most_extreme(approx: torch.Tensor, K: int) -> list[tuple[torch.Tensor, torc
     _select_kernel(
         approx.view(torch.int16).numpy().view(np.uint16),
         K,
-        _tile(F),
+        tile_of(F, TILE),
         idx_hi,
         kth_hi,
         idx_lo,
@@ -200,15 +200,6 @@ def _most_extreme(approx: torch.Tensor, K: int) -> list[tuple[torch.Tensor, torc
         for (idx, kth), (i, v) in zip(out, _topk(approx[:, cols].T, K)):
             idx[cols], kth[cols] = i.to(idx.dtype), v
     return out
-
-
-def _tile(F: int) -> int:
-    """The selection kernel's columns per work item: :data:`TILE`, or fewer (a multiple of 32, one
-    cache line of bfloat16, at least one line) so that every thread has one where ``F`` allows."""
-    from numba import get_num_threads
-
-    per_thread = -(-F // get_num_threads())
-    return max(32, min(TILE, 32 * -(-per_thread // 32)))
 
 
 def _topk(approx: torch.Tensor, K: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
