@@ -77,7 +77,9 @@ def _norms(
     h = m.to(torch.bfloat16)
     err, norm = np.empty(m.shape[0]), np.empty(m.shape[0])
     if kernel and HAVE_NUMBA and m.device.type == "cpu" and m.shape[0]:
-        _norms_kernel(m.contiguous().numpy(), h.view(torch.int16).numpy().view(np.uint16), err, norm)
+        _norms_kernel(
+            m.contiguous().numpy(), h.view(torch.int16).numpy().view(np.uint16), err, norm
+        )
         return h, err, norm
     h = torch.where(h.abs() < torch.finfo(torch.float32).tiny, torch.zeros_like(h), h)
     for r0 in range(0, m.shape[0], rows):
@@ -135,9 +137,7 @@ class ScreenInputs:
         far = np.union1d(np.argsort(-dx)[:OUTLIERS], np.argsort(-hx)[:OUTLIERS])
         others = np.ones(len(dx), dtype=bool)
         others[far] = False
-        rest = (
-            (float(dx[others].max()), float(hx[others].max())) if others.any() else (0.0, 0.0)
-        )
+        rest = (float(dx[others].max()), float(hx[others].max())) if others.any() else (0.0, 0.0)
         return {
             "x": x,
             "x_bf": x_bf,
