@@ -55,3 +55,21 @@ def test_the_explorer_shows_control_and_bidirectional_characters_of_tokens_as_es
         "\u202e" not in s and "\x1b" not in s for s in strings
     )
     assert all(s.startswith("\\u202e") for s in strings)
+
+
+def test_the_past_context_mean_reads_a_run_of_columns_without_the_masks_copy():
+    """The explorer's past-context firing: one run of columns (the positions past the context) is
+    read as a view, its means those of the masked copy to their rounding; columns that are not one
+    run go through the mask, the same values exactly; no rows, no values."""
+    import numpy as np
+
+    from posfeat.outputs.explorer import _column_mean
+
+    rng = np.random.default_rng(0)
+    m = rng.random((300, 64))
+    run = np.arange(64) >= 10
+    np.testing.assert_allclose(_column_mean(m, run), m[:, run].mean(1), rtol=1e-14, atol=0)
+    scattered = np.zeros(64, bool)
+    scattered[[3, 7, 40]] = True
+    assert np.array_equal(_column_mean(m, scattered), m[:, scattered].mean(1))
+    assert _column_mean(m[:0], run).shape == (0,)

@@ -232,3 +232,20 @@ def test_a_signal_inside_the_fork_still_interrupts_and_the_child_is_killed(
     with pytest.raises(ChildProcessError):  # killed and reaped by the parent
         os.waitpid(forked[0], os.WNOHANG)
     assert not list((tmp_path / "figures").glob(f"*{write.DRAWING_TAG}"))
+
+
+def test_the_analysis_is_frozen_for_the_collector_while_the_figures_are_drawn(an, tmp_path):
+    """The report made meanwhile, and the children, run with the analysis' objects in the
+    collector's permanent generation; afterwards (or after a failure) nothing stays frozen."""
+    import gc
+
+    seen = []
+    _draw_all(an, tmp_path / "two", 2, meanwhile=lambda: seen.append(gc.get_freeze_count()))
+    assert seen and seen[0] > 0 and gc.get_freeze_count() == 0
+
+    def fail():
+        raise RuntimeError("the report fails")
+
+    with pytest.raises(RuntimeError):
+        _draw_all(an, tmp_path / "failed", 2, meanwhile=fail)
+    assert gc.get_freeze_count() == 0

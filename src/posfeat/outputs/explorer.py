@@ -387,6 +387,16 @@ def tokenizer_spec(an: Analysis) -> dict[str, Any]:
     }
 
 
+def _column_mean(m: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``m[:, cols].mean(1)`` for a boolean ``cols``; where the columns are one run (the positions
+    past the context) over a view of them, not a copy made by the mask (1.2 s for GPT-2's 24576 x
+    896 floats; 0.01 s). The sums' order differs (the copy is column-major), their rounding only."""
+    idx = np.flatnonzero(cols)
+    if len(idx) and idx[-1] - idx[0] + 1 == len(idx):
+        return m[:, int(idx[0]) : int(idx[-1]) + 1].mean(1)
+    return m[:, cols].mean(1)
+
+
 def explorer_payload(an: Analysis) -> dict[str, Any]:
     """What the explorer script reads (see module docstring)."""
     f = an.features
@@ -418,7 +428,7 @@ def explorer_payload(an: Analysis) -> dict[str, Any]:
         "decoder_cos_wpos": _round(f.decoder_cos_wpos),
         "pre_mean": _round(pre_mean),
         "threshold": _round(to_numpy(an.sae.cut(torch.float64)), 4),
-        "past_fire": _round(fire[:, past].mean(1)) if past.any() else None,
+        "past_fire": _round(_column_mean(fire, past)) if past.any() else None,
         "spurious_pairs": pairs.tolist() if an.sae.separable else None,
         "hist_max": None if hist is None else _round(hist.max_activation, 4),
         "firing": None if hist is None else hist.firing.tolist(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import gc
 import json
 import os
 import signal
@@ -266,6 +267,10 @@ def _draw_queue(
     children: list[int] = []
     drawn = 0
     bar = progress_bar(total=len(queue), desc="figures", unit="figure", enabled=progress)
+    # The analysis' objects go to the collector's permanent generation until the figures are done:
+    # the children's collections (and the parent's, making the report) no longer walk them, nor
+    # touch (and so copy) their pages in a child: 0.6 s of a child's 5 s on the GPT-2 stand-in.
+    gc.freeze()
     try:
         for _ in range(figure_processes() - 1 if queue else 0):
             # A signal inside os.fork would raise in the fork's callbacks, where Python prints and
@@ -290,6 +295,7 @@ def _draw_queue(
             _draw(an, folder, name)
         bar.update(len(queue) - drawn)  # the children's
     finally:
+        gc.unfreeze()
         os.close(r)
         for pid in children:  # only when the parent failed or was interrupted
             _end_child(pid)
