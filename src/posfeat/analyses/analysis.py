@@ -342,18 +342,19 @@ def token_profile(
     pos = torch.arange(n_pos)
     if sae.separable:
         a, b_own = additive_parts(emb, sae, torch.tensor([tid]), pos if b is None else pos[:1])
-        prof = to_numpy(sae.activate(a + (b_own if b is None else b)), np.float64)
+        prof = to_numpy(sae.activate(a + (b_own if b is None else b)))
     else:
         prof = to_numpy(
             sae.encode(
                 emb.inputs(torch.full((n_pos,), tid, device=emb.device), pos.to(emb.device))
-            ),
-            np.float64,
+            )
         )
-    mean = prof[:context].mean(0)
+    # float64 only where it is summed and for the columns returned (not the whole [n_pos, d_sae]:
+    # 0.2 s a token at GPT-2's shapes)
+    mean = prof[:context].astype(np.float64).mean(0)
     top = np.argsort(-mean, kind="stable")[:k]
     top = top[mean[top] > 0]  # only features the token activates
-    return top, prof[:, top]
+    return top, prof[:, top].astype(np.float64)
 
 
 def _grid(
