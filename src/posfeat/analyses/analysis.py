@@ -345,9 +345,7 @@ def token_profile(
         prof = to_numpy(sae.activate(a + (b_own if b is None else b)))
     else:
         prof = to_numpy(
-            sae.encode(
-                emb.inputs(torch.full((n_pos,), tid, device=emb.device), pos.to(emb.device))
-            )
+            sae.encode(emb.inputs(torch.full((n_pos,), tid, device=emb.device), pos.to(emb.device)))
         )
     # float64 only where it is summed and for the columns returned (not the whole [n_pos, d_sae]:
     # 0.2 s a token at GPT-2's shapes)

@@ -88,6 +88,39 @@ if HAVE_NUMBA:
             full[c] = 1
             bar[c] = sv[base + r - 1]
 
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
+    @no_type_check
+    def _bars(bits, f0, nf, r, flags, words):  # pragma: no cover
+        """The bars of columns ``f0..f0+nf-1``: the ``r``-th largest and ``r``-th smallest of each
+        one's sample (every ``STRIDE``-th row; -inf and inf where it holds fewer than ``r``), each
+        row's first test made for all columns at once into ``flags`` (read as ``words``)."""
+        sh = np.empty(nf * r, np.float32)
+        sl = np.empty(nf * r, np.float32)
+        sn_h = np.zeros(nf, np.int64)
+        sn_l = np.zeros(nf, np.int64)
+        bh = np.zeros(nf, np.float32)
+        bl = np.zeros(nf, np.float32)
+        fh = np.zeros(nf, np.uint8)
+        fl = np.zeros(nf, np.uint8)
+        for j in range(0, bits.shape[0], STRIDE):
+            row = bits[j, f0 : f0 + nf]
+            for c in range(nf):
+                v = _bf16(row[c])
+                flags[c] = ((fh[c] == 0) | (v > bh[c])) | (((fl[c] == 0) | (v < bl[c])) << 1)
+            for q in range((nf + 7) // 8):
+                if words[q] != 0:
+                    for c in range(8 * q, min(8 * q + 8, nf)):
+                        if flags[c] & 1:
+                            _bar_offer(sh, sn_h, bh, fh, c, r, _bf16(row[c]), float32(1.0))
+                        if flags[c] & 2:
+                            _bar_offer(sl, sn_l, bl, fl, c, r, _bf16(row[c]), float32(-1.0))
+        hi = np.empty(nf, np.float32)
+        lo = np.empty(nf, np.float32)
+        for c in range(nf):
+            hi[c] = bh[c] if fh[c] else -np.inf
+            lo[c] = bl[c] if fl[c] else np.inf
+        return hi, lo
+
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _select_kernel(bits, K, tile, idx_hi, kth_hi, idx_lo, kth_lo, ok):  # pragma: no cover
@@ -105,32 +138,7 @@ if HAVE_NUMBA:
             nf = min(tile, F - f0)
             flags = np.zeros(tile + 8, np.uint8)  # a whole number of words: the tail stays 0
             words = flags.view(np.uint64)
-            # the sample's r-th largest and r-th smallest of each column: its candidates' bars
-            sh = np.empty(tile * r, np.float32)
-            sl = np.empty(tile * r, np.float32)
-            sn_h = np.zeros(tile, np.int64)
-            sn_l = np.zeros(tile, np.int64)
-            bh = np.zeros(tile, np.float32)
-            bl = np.zeros(tile, np.float32)
-            fh = np.zeros(tile, np.uint8)
-            fl = np.zeros(tile, np.uint8)
-            for j in range(0, V, STRIDE):
-                row = bits[j, f0 : f0 + nf]
-                for c in range(nf):
-                    v = _bf16(row[c])
-                    flags[c] = ((fh[c] == 0) | (v > bh[c])) | (((fl[c] == 0) | (v < bl[c])) << 1)
-                for q in range((nf + 7) // 8):
-                    if words[q] != 0:
-                        for c in range(8 * q, min(8 * q + 8, nf)):
-                            if flags[c] & 1:
-                                _bar_offer(sh, sn_h, bh, fh, c, r, _bf16(row[c]), float32(1.0))
-                            if flags[c] & 2:
-                                _bar_offer(sl, sn_l, bl, fl, c, r, _bf16(row[c]), float32(-1.0))
-            hi = np.empty(tile, np.float32)
-            lo = np.empty(tile, np.float32)
-            for c in range(nf):
-                hi[c] = bh[c] if fh[c] else -np.inf
-                lo[c] = bl[c] if fl[c] else np.inf
+            hi, lo = _bars(bits, f0, nf, r, flags, words)
             # one pass: every entry at or beyond a bar is a candidate, offered at once to the
             # column's K most extreme (in row order, as a list of them would be)
             kh = np.empty((tile, K), np.float32)
