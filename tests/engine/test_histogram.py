@@ -168,3 +168,30 @@ def test_counting_inputs_above_each_edge_either_way_round(n_tok, n_pos):
     q = lower[:, None, :] - b[:, :, None]  # [F, n_pos, E], float32
     want = (a[:, None, None, :] > q[..., None]).sum((1, 3))
     assert torch.equal(histogram_module._edge_counts(a, b, lower), want)
+
+
+def test_counting_only_each_rows_live_values_sorting_them_in_place():
+    """With ``live`` (the screen's candidates) only ``a[f, :live[f]]`` count, whatever the rest of
+    the row holds (here values that would count), a row may have none, and the scratch's live values
+    end sorted."""
+    g = torch.Generator().manual_seed(11)
+    F, n_tok, n_pos, E = 6, 40, 7, 5
+    a = torch.randn(F, n_tok, generator=g).round(decimals=1)
+    b = torch.randn(F, n_pos, generator=g)
+    lower = torch.randn(F, E, generator=g).sort(1).values
+    live = np.array([40, 0, 13, 1, 39, 25])
+    want = torch.stack(
+        [
+            (a[f, None, None, : live[f]] > (lower[f, None, :] - b[f, :, None])[..., None]).sum(
+                (0, 2)
+            )
+            for f in range(F)
+        ]
+    )
+    scratch = a.clone()
+    for f in range(F):
+        scratch[f, live[f] :] = 1e30  # above every query: would count if read
+    got = histogram_module._edge_counts(scratch, b, lower, live)
+    assert torch.equal(got, want)
+    for f in range(F):
+        assert torch.equal(scratch[f, : live[f]], a[f, : live[f]].sort().values)

@@ -167,11 +167,12 @@ def _edge_counts(
     """``[F, E]``: how many inputs ``(t, p)`` of each feature have ``a[f, t] > lower[f, j] - b[f,
     p]`` (the difference in float32): ``a [F, n_tok]`` token values, ``b [F, n_pos]`` position
     values, ``lower [F, E]`` edges; ``live``: where only ``a[f, :live[f]]`` count (the screen's
-    candidates; the rest of each row is padding).
+    candidates; the rest of each row is padding), and ``a`` is the caller's scratch: those values
+    are sorted in place.
 
     On the CPU with numba, for the screen's candidates (``live``) or fewer token values than queries
-    (positions x edges): each row's values sorted (numpy, one row at a time: the rows' lengths
-    differ up to a hundredfold) and its positions, and each edge's queries walked with one pointer
+    (positions x edges): each row's values sorted (numpy; with ``live`` one row at a time, in place:
+    the rows' lengths differ up to a hundredfold) and its positions, and each edge's queries walked with one pointer
     (:func:`_pair_counts`; on the GPT-2 stand-in 0.5 s in all, against 2.6 s for searching each
     value among the sorted queries); else each value is searched among the feature's sorted queries
     (:func:`_gt_counts`: nearly every token of a dense block is below them all, one compare).
@@ -181,11 +182,14 @@ def _edge_counts(
     if HAVE_NUMBA and a.device.type == "cpu":
         out = np.empty((F, E), np.int64)
         a_np = a.contiguous().numpy()
-        if live is not None or a.shape[1] <= n_pos * E:
-            n = np.full(F, a.shape[1], np.int64) if live is None else np.asarray(live, np.int64)
-            srt = np.empty_like(a_np)
+        if live is not None:  # the caller's scratch: each row's values sorted in place
+            n = np.asarray(live, np.int64)
             for f in range(F):
-                srt[f, : n[f]] = np.sort(a_np[f, : n[f]])
+                a_np[f, : n[f]].sort()
+            srt = a_np
+        elif a.shape[1] <= n_pos * E:
+            n, srt = np.full(F, a.shape[1], np.int64), np.sort(a_np, axis=1)
+        if live is not None or a.shape[1] <= n_pos * E:
             b_desc = np.ascontiguousarray(np.sort(b.contiguous().numpy(), axis=1)[:, ::-1])
             _pair_counts(srt, n, b_desc, lower.numpy(), out)
             return torch.from_numpy(out)
@@ -211,7 +215,8 @@ def _block(
     live: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Histogram and top inputs of a block of features: ``a [F, n_tok]``, ``b [F, n_pos]``, ``cut
-    [F]``; ``live``: where only ``a[f, :live[f]]`` are values (the rest -inf padding). The top
+    [F]``; ``live``: where only ``a[f, :live[f]]`` are values (the rest -inf padding), and ``a``
+    is the caller's scratch (its rows are sorted in place once the top inputs are taken). The top
     inputs always have ``k`` columns (blocks of any width concatenate)."""
     n_tok, n_pos = a.shape[1], b.shape[1]
     top_a, top_t = torch.topk(a, min(k, n_tok), dim=1)
@@ -349,6 +354,7 @@ class CardHistograms:
         self.n_tok, self.positions, self.cut = n_tok, positions, np.asarray(cut)
         self.parts: dict[int, tuple[torch.Tensor, ...]] = {}
         self.d_sae = d_sae
+        self._a: np.ndarray | None = None  # the screened blocks' scratch
 
     def dense(self, g0: int, a: np.ndarray, b: torch.Tensor, cut: torch.Tensor) -> None:
         """Features ``g0..`` from their token parts ``a [F, n_tok]`` (float32, feature-major), their
@@ -367,8 +373,14 @@ class CardHistograms:
         """Features ``g0..`` from their candidates: tokens ``cand_t[i, :cand_n[i]]`` with exact
         token parts ``vals[i, :cand_n[i]]``."""
         F, m = len(cand_n), max(1, int(cand_n.max(initial=0)))
-        live = np.arange(m)[None, :] < cand_n[:, None]  # the rest of a row: -inf (never fires)
-        a = torch.from_numpy(np.where(live, vals[:, :m], vals.dtype.type(-np.inf)))
+        # one scratch for every block (fresh pages fault: 10 ms a block on a virtual machine)
+        if self._a is None or self._a.dtype != vals.dtype or self._a.size < F * m:
+            self._a = np.empty(F * m, vals.dtype)
+        a_np = self._a[: F * m].reshape(F, m)
+        np.copyto(a_np, vals[:F, :m])
+        for f in range(F):
+            a_np[f, cand_n[f] :] = -np.inf  # the rest of a row never fires
+        a = torch.from_numpy(a_np)
         counts, top, v, slot, poss = _block(a, b, cut, HIST_BINS, TOP_INPUTS, cand_n)
         s_np = slot.numpy()
         toks = np.take_along_axis(cand_t[:F, :m], np.clip(s_np, 0, m - 1), 1).astype(np.int64)
