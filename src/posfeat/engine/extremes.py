@@ -7,7 +7,7 @@ the size of the engine's own). Where the CPU multiplies bfloat16 natively
 a bound ``e`` of every float32 evaluation of each entry (:class:`~posfeat.engine.screen
 .ScreenInputs`: ``e = dx_t A_f + hx_t B_f + D |approx| + C_f``). So, per row and direction, take
 the ``K`` (:data:`SCREEN_K`) most extreme entries of ``approx`` and the few tokens whose rounding
-terms are largest (:data:`OUTLIERS`), and recompute them exactly (float32 dot products); every
+terms are largest (:data:`~posfeat.engine.screen.OUTLIERS`), and recompute them exactly (float32 dot products); every
 other entry is at most ``approx_K + D |approx_K| + E`` (``E`` the bound's token terms at their
 largest over those tokens). When that is below the ``k``-th largest recomputed entry, no entry
 outside can be among the ``k``; a row where it is not (a plateau of near-equal entries) gets its
@@ -24,7 +24,7 @@ import torch
 
 from ..core.tensors import to_numpy
 from .kernel import HAVE_NUMBA, NUMBA_CACHE
-from .screen import D_REL, ScreenInputs, bf16_fast, tile_of
+from .screen import D_REL, OUTLIERS, ScreenInputs, bf16_fast, tile_of
 
 if HAVE_NUMBA:
     from numba import float32, int64, njit, prange
@@ -34,9 +34,6 @@ if HAVE_NUMBA:
 #: Entries of ``approx`` per row and direction recomputed exactly (at GPT-2's scale nearly every
 # row's band of uncertainty holds fewer; a row whose does not gets its whole product).
 SCREEN_K = 64
-#: Tokens with the largest rounding terms (for each of the two), recomputed in every row: one token
-# of unusual norm would otherwise widen every row's band of uncertainty.
-OUTLIERS = 16
 #: Rows whose exact dot products are made at once where numba is not installed (``[rows, K, d]`` of
 # gathered token rows).
 EXACT_ROWS = 128
@@ -274,9 +271,8 @@ def screened(
     K = max(SCREEN_K, 2 * k)
     if K + 2 * OUTLIERS >= V:
         return _full(W, X, k), F
-    tok = tokens if tokens is not None else ScreenInputs.tokens(X)
+    tok = tokens if tokens is not None else ScreenInputs.tokens(X, x_sum=False)
     blk = ScreenInputs.block(tok, W.T, torch.zeros(F, dtype=W.dtype))
-    dx, hx, A, B, C = blk.bound(0, F)
     # [V, F] bfloat16, token-major (its top k in bfloat16: no float32 copy): twice as fast as the
     # feature-major product on AMX, into a reused buffer
     if scratch is None or scratch.numel() < V * F:
@@ -284,10 +280,8 @@ def screened(
     approx = torch.mm(blk.x_bf, blk.wt_bf.T, out=scratch[: V * F].view(V, F))
     # the tokens whose rounding terms are largest are recomputed in every row; every other token's
     # terms are at most the largest of the rest
-    far = np.union1d(np.argsort(-dx)[:OUTLIERS], np.argsort(-hx)[:OUTLIERS])
-    rest = np.ones(V, dtype=bool)
-    rest[far] = False
-    E = float(dx[rest].max()) * A + float(hx[rest].max()) * B + C  # [F]
+    far = blk.far
+    E = blk.token_terms(0, F)  # [F]
     far_t = torch.from_numpy(far)
     X_far = X[far_t]
     out: list[torch.Tensor] = []
@@ -318,7 +312,7 @@ def screen_tokens(X: torch.Tensor) -> dict[str, object] | None:
     """``ScreenInputs.tokens(X)`` where the screen pays (CPU with native bfloat16, a vocabulary of
     many times :data:`SCREEN_K`), else None."""
     if X.device.type == "cpu" and bf16_fast() and X.shape[0] >= 16 * SCREEN_K:
-        return ScreenInputs.tokens(X)
+        return ScreenInputs.tokens(X, x_sum=False)
     return None
 
 

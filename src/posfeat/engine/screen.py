@@ -117,7 +117,7 @@ class ScreenInputs:
     x_bf: torch.Tensor
     dx: np.ndarray
     hx: np.ndarray
-    x_sum: torch.Tensor
+    x_sum: torch.Tensor | None
     far: np.ndarray
     rest: tuple[float, float]
     wt: torch.Tensor
@@ -128,11 +128,12 @@ class ScreenInputs:
     bias: np.ndarray
 
     @classmethod
-    def tokens(cls, x: torch.Tensor, kernel: bool = True) -> dict[str, object]:
+    def tokens(cls, x: torch.Tensor, kernel: bool = True, x_sum: bool = True) -> dict[str, object]:
         """The token half, computed once for every block; ``far``: the :data:`OUTLIERS` tokens of
         largest ``dx`` and of largest ``hx`` (sorted ids), ``rest``: the largest ``dx`` and ``hx``
         of the others. ``kernel``: :func:`_norms` by numba (False: torch, which compiles
-        nothing)."""
+        nothing); ``x_sum``: whether to sum the inputs (only :meth:`totals` reads it; None
+        without)."""
         x_bf, dx, hx = _norms(x, kernel=kernel)
         far = np.union1d(np.argsort(-dx)[:OUTLIERS], np.argsort(-hx)[:OUTLIERS])
         others = np.ones(len(dx), dtype=bool)
@@ -143,7 +144,7 @@ class ScreenInputs:
             "x_bf": x_bf,
             "dx": dx,
             "hx": hx,
-            "x_sum": x.sum(0, dtype=torch.float64),
+            "x_sum": x.sum(0, dtype=torch.float64) if x_sum else None,
             "far": far,
             "rest": rest,
         }
@@ -171,6 +172,7 @@ class ScreenInputs:
     def totals(self, f0: int, f1: int) -> np.ndarray:
         """``sum_t a[t, f]`` for features ``f0..f1-1`` of the block, in float64 from the token
         inputs' sum."""
+        assert self.x_sum is not None, "made with x_sum=False"
         return (self.wt[f0:f1].double() @ self.x_sum).numpy() + self.x.shape[0] * self.bias[f0:f1]
 
     def bound(
