@@ -93,7 +93,9 @@ def _norms(
 class ScreenInputs:
     """A block's inputs to the screen: token inputs ``x`` ``[n_tok, d]`` (working dtype), in
     bfloat16 ``x_bf``, the norms of their rounding errors ``dx`` and of the rounded rows ``hx``,
-    their float64 sum ``x_sum``; the block's encoder rows ``wt`` ``[F, d]``, in bfloat16 ``wt_bf``,
+    their float64 sum ``x_sum`` (None where not asked for), the tokens of outlying ``dx`` or ``hx``
+    ``far`` and the others' largest ``rest`` (:meth:`tokens`); the block's encoder rows ``wt``
+    ``[F, d]``, in bfloat16 ``wt_bf``,
     and per feature the bound's coefficients ``A``, ``B``, ``C`` (below); float64 biases ``bias``.
 
     The bound on ``|approx - a|`` for token ``t`` and feature ``i``, ``approx`` the bfloat16 GEMM's
