@@ -7,13 +7,14 @@ the size of the engine's own). Where the CPU multiplies bfloat16 natively
 a bound ``e`` of every float32 evaluation of each entry (:class:`~posfeat.engine.screen
 .ScreenInputs`: ``e = dx_t A_f + hx_t B_f + D |approx| + C_f``). So, per row and direction, take
 the ``K`` (:data:`SCREEN_K`) most extreme entries of ``approx`` and the few tokens whose rounding
-terms are largest (:data:`~posfeat.engine.screen.OUTLIERS`), and recompute them exactly (float32 dot products); every
-other entry is at most ``approx_K + D |approx_K| + E`` (``E`` the bound's token terms at their
-largest over those tokens). When that is below the ``k``-th largest recomputed entry, no entry
-outside can be among the ``k``; a row where it is not (a plateau of near-equal entries) gets its
-whole float32 product. Either way the result is exact: the same ``k`` entries as the float32 GEMM gives,
-to its rounding (a tie closer than one rounding may order differently). Elsewhere (no native
-bfloat16, another device, small products) the whole float32 product is used."""
+terms are largest (:data:`~posfeat.engine.screen.OUTLIERS`), and recompute them exactly (float32
+dot products); every other entry is at most ``approx_K + D |approx_K| + E`` (``E`` the bound's
+token terms at their largest over the other tokens). When that is below the ``k``-th largest
+recomputed entry, no entry outside can be among the ``k``; a row where it is not (a plateau of
+near-equal entries) gets its whole float32 product. Either way the result is exact: the same ``k``
+entries as the float32 GEMM gives, to its rounding (a tie closer than one rounding may order
+differently). Elsewhere (no native bfloat16, another device, small products) the whole float32
+product is used."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ STRIDE = 8
 CAP = 2048
 #: Columns (features) per work item of the selection kernel, at most: each row's read of a work
 # item's columns is contiguous; the kernel runs 2.3x faster on 512 columns than on 32 (one cache line)
-# on a 2-core AVX-512 Xeon. Fewer where the threads would otherwise idle (:func:`~posfeat.engine.screen.tile_of`).
+# on a 2-core AVX-512 Xeon. Fewer where the threads would otherwise idle
+# (:func:`~posfeat.engine.screen.tile_of`).
 TILE = 512
 
 if HAVE_NUMBA:

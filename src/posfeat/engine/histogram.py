@@ -88,25 +88,24 @@ if HAVE_NUMBA:
     def _pair_counts(a, n, b, lower, out):  # pragma: no cover - compiled
         """``out[f, j] = sum_p #{t < n[f] : a[f, t] > lower[f, j] - b[f, p]}`` (the difference in
         float32, as :func:`_block`'s queries): ``a[f, :n[f]]`` sorted ascending (NaNs last, never
-        above a query),
-        ``b[f]`` descending, so each edge's queries ascend with ``p`` and the first value above them
-        only moves right: one binary search for the first position, then one pointer over ``a``
-        (the positions stop at the first query at or above the largest value). NaN queries count
-        nothing, as ``>`` says."""
-        F = a.shape[0]
+        above a query), ``b[f]`` descending, so each edge's queries ascend with ``p`` and the first
+        value above them only moves right: one binary search for the first position, then one
+        pointer over ``a`` (the positions stop at the first query at or above the largest value).
+        NaN queries count nothing, as ``>`` says."""
         P = b.shape[1]
         J = lower.shape[1]
-        for f in prange(F):
+        for f in prange(a.shape[0]):
             nv = n[f]
             while nv > 0 and a[f, nv - 1] != a[f, nv - 1]:
                 nv -= 1
+            if nv == 0:  # no value: nothing counts
+                out[f, :] = 0
+                continue
             for j in range(J):
                 e = lower[f, j]
                 total = 0
                 lo = -1
                 for p in range(P):
-                    if nv == 0:
-                        break
                     q = e - b[f, p]
                     if q != q:
                         continue
@@ -172,24 +171,23 @@ def _edge_counts(
 
     On the CPU with numba, for the screen's candidates (``live``) or fewer token values than queries
     (positions x edges): each row's values sorted (numpy; with ``live`` one row at a time, in place:
-    the rows' lengths differ up to a hundredfold) and its positions, and each edge's queries walked with one pointer
-    (:func:`_pair_counts`; on the GPT-2 stand-in 0.5 s in all, against 2.6 s for searching each
-    value among the sorted queries); else each value is searched among the feature's sorted queries
-    (:func:`_gt_counts`: nearly every token of a dense block is below them all, one compare).
-    Elsewhere (a GPU) each feature's token values are sorted and each query searched. Counts are
-    whole numbers: the same on every path."""
+    the rows' lengths differ up to a hundredfold) and its positions, and each edge's queries walked
+    with one pointer (:func:`_pair_counts`; on the GPT-2 stand-in 0.5 s in all, against 2.6 s for
+    searching each value among the sorted queries); else each value is searched among the feature's
+    sorted queries (:func:`_gt_counts`: nearly every token of a dense block is below them all, one
+    compare). Elsewhere (a GPU) each feature's token values are sorted and each query searched.
+    Counts are whole numbers: the same on every path."""
     F, n_pos, E = len(a), b.shape[1], lower.shape[1]
     if HAVE_NUMBA and a.device.type == "cpu":
         out = np.empty((F, E), np.int64)
         a_np = a.contiguous().numpy()
-        if live is not None:  # the caller's scratch: each row's values sorted in place
-            n = np.asarray(live, np.int64)
-            for f in range(F):
-                a_np[f, : n[f]].sort()
-            srt = a_np
-        elif a.shape[1] <= n_pos * E:
-            n, srt = np.full(F, a.shape[1], np.int64), np.sort(a_np, axis=1)
         if live is not None or a.shape[1] <= n_pos * E:
+            if live is None:
+                n, srt = np.full(F, a.shape[1], np.int64), np.sort(a_np, axis=1)
+            else:  # the caller's scratch: each row's values sorted in place
+                n, srt = np.asarray(live, np.int64), a_np
+                for f in range(F):
+                    srt[f, : n[f]].sort()
             b_desc = np.ascontiguousarray(np.sort(b.contiguous().numpy(), axis=1)[:, ::-1])
             _pair_counts(srt, n, b_desc, lower.numpy(), out)
             return torch.from_numpy(out)

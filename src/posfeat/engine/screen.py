@@ -319,7 +319,7 @@ if HAVE_NUMBA:
                 sure[f0 + c] = lower[c]
                 band_n[f0 + c] = m[c]
 
-    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True, fastmath={"reassoc", "contract"})
+    @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True, fastmath=_SUMS)
     @no_type_check
     def _dots(x, wt, i, cand, j, n, bias, vals):  # pragma: no cover
         """``vals[i, j..j+n-1]``: ``x[cand[j..]] . wt[i] + bias[i]`` (``n`` at most 4: one load of
