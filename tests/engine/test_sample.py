@@ -129,3 +129,31 @@ def test_sorted_columns_sort_stably_by_row_on_either_path():
     v64, o64 = _sorted_columns(a.double(), step=32)
     assert torch.equal(o64, o)
     assert torch.equal(v64.float().nan_to_num(7.0), v.nan_to_num(7.0))
+
+
+def test_all_positions_at_once_equal_chunk_by_chunk():
+    """numba's deviation and pair kernels over every position at once (how the reconstruction calls
+    them) give the chunk-by-chunk sums bit for bit, and both equal enumerating every input."""
+    if not sample_mod.HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    emb, sae = random_pair(d_vocab=60, n_ctx=50, d_model=10, d_sae=70, seed=13)
+    tokens = torch.randint(0, 60, (40,), generator=torch.Generator().manual_seed(2))
+    context, feats, positions = 20, torch.arange(1, 70, 3), torch.arange(50)
+    grid = SampleGrid(emb, sae, tokens)
+    dev = DeviationSums(grid, context, feats)
+    assert dev.fused
+    chunks = list(grid.chunks(positions, step=16))
+    rows = dev.rows(grid.position_parts(positions))
+    assert rows.shape == (len(feats), 50)
+    assert torch.equal(dev.spread_at(rows), torch.cat([dev(c) for c in chunks]))
+    whole, total = dev.pairs_at(rows)
+    per = [dev.firing_pairs(c) for c in chunks]
+    assert torch.equal(whole, torch.cat([p[0] for p in per])) and total == per[0][1]
+    f_all = _enumerated(emb, sae, tokens, positions)[..., feats]
+    m = f_all[:, :context].mean(1)
+    want = (f_all - m[:, None, :]).abs().sum((0, 2))
+    torch.testing.assert_close(dev.spread_at(rows), want, rtol=1e-5, atol=1e-5)
+    fires = m > 0
+    assert fires.any() and not fires.all()
+    want_pairs = ((f_all - m[:, None, :]).abs() * fires[:, None, :]).sum((0, 2))
+    torch.testing.assert_close(whole, want_pairs, rtol=1e-5, atol=1e-5)

@@ -111,8 +111,8 @@ class ChunkSums:
     + dec_pos - W_pos[p]`` (``dec_pos``: the positional features' part of the decode) summed over
     tokens as squared norms and as vectors ``[n_chunk, d_model]`` (these three only when positional
     features and directions were given); ``chunk``: the engine's chunk (``b`` and ``first`` for
-    :class:`posfeat.engine.sample.DeviationSums`; its ``x`` and ``x_hat`` are empty when the fused
-    kernel made the sums)."""
+    :class:`posfeat.engine.sample.DeviationSums`; its ``x`` and ``x_hat`` are empty, and ``first``
+    None, when the fused kernel made the sums)."""
 
     positions: torch.Tensor
     d_model: int
@@ -214,7 +214,9 @@ def _fused_sums(
         )
         t = {k: torch.from_numpy(v) for k, v in out.items()}
         l0 = t["count"].double() / grid.n
-        chunk = Chunk(pc, empty, empty, b, grid.first_firing(b), l0, None)
+        # no first_firing: what reads the chunk counts the tokens that fire itself (DeviationSums'
+        # kernels) or for its features alone (SampleGrid.entries)
+        chunk = Chunk(pc, empty, empty, b, None, l0, None)
         sums = ChunkSums(pc, emb.d_model, t["ee"][inv_t], t["xx"][inv_t], t["hh"][inv_t], l0, chunk)
         if pos_feats is not None and P is not None:
             sums.pc, sums.r_sq, sums.r_sum = t["pc"], t["r_sq"], t["r_sum"]

@@ -335,23 +335,28 @@ def sample_analysis(
     pos_feats = torch.as_tensor(np.nonzero(kinds == "positional")[0], dtype=torch.long, device=dev)
     sem = torch.as_tensor(np.nonzero(kinds == "semantic")[0], dtype=torch.long, device=dev)
     deviation = DeviationSums(grid, context, sem)
-    parts, r_sum, r_sq = [], [], []
+    # numba's closed form takes every position at once (each feature's prefix sums made once, not
+    # once per chunk): the chunks' position parts of the semantic features are kept until then
+    rows = np.empty((len(sem), len(positions)), np.float32) if deviation.fused else None
+    parts, r_sum, r_sq, spread, firing = [], [], [], [], []
     bar = progress_bar(
         total=len(positions), desc="reconstruction", unit="position", enabled=progress
     )
+    done = 0
     for sums in chunk_sums(grid, positions, pos_feats, P):
         pc = to_numpy(sums.positions)
         met = chunk_metrics(
             sums, denom, torch.as_tensor(random_cosines(emb.d_model, n, pc, seed), device=dev)
         )
-        tot = met["fvu"] * denom
         r_sum.append(sums.r_sum)
         r_sq.append(sums.r_sq)
-        spread = deviation(sums.chunk) / max(1, n * len(sem))
-        pair_dev, pair_total = deviation.firing_pairs(sums.chunk, seed=seed)
-        firing_dev = (
-            pair_dev / pair_total if pair_total > 0 else torch.full_like(pair_dev, float("nan"))
-        )
+        if rows is not None:
+            rows[:, done : done + len(pc)] = deviation.rows(sums.chunk.b)
+        else:
+            spread.append(deviation(sums.chunk))
+            firing.append(deviation.firing_pairs(sums.chunk, seed=seed))
+        done += len(pc)
+        tot = met["fvu"] * denom
         parts.append(
             pd.DataFrame(
                 {
@@ -361,14 +366,19 @@ def sample_analysis(
                     "pc_error_share": to_numpy(
                         torch.where(tot > 0, sums.pc / tot.clamp(min=1e-300), torch.nan)
                     ),
-                    "semantic_spread": to_numpy(spread),
-                    "semantic_deviation": to_numpy(firing_dev),
                 }
             )
         )
         bar.update(len(pc))
     bar.close()
+    if rows is not None:
+        spread, firing = [deviation.spread_at(rows)], [deviation.pairs_at(rows, seed=seed)]
+    pair_dev, pair_total = torch.cat([f[0] for f in firing]), firing[0][1] if firing else 0.0
     df = pd.concat(parts, ignore_index=True)
+    df["semantic_spread"] = to_numpy(torch.cat(spread) / max(1, n * len(sem)))
+    df["semantic_deviation"] = to_numpy(
+        pair_dev / pair_total if pair_total > 0 else torch.full_like(pair_dev, float("nan"))
+    )
     r_sum_t, r_sq_t = torch.cat(r_sum), torch.cat(r_sq)
     inside = (positions < context).to(dev)
     offset = r_sum_t[inside].sum(0) / max(1, n * int(inside.sum()))

@@ -367,17 +367,32 @@ if HAVE_NUMBA:
                     k += 1
                 out[i, order[f, j]] = (k * av + pb[k]) / n_pos
 
+    @njit(cache=NUMBA_CACHE, boundscheck=False)
+    @no_type_check
+    def _search_right(v, x, lo, hi):  # pragma: no cover
+        """The first index in ``lo .. hi`` with ``v[i] > x`` (``v`` sorted; ``hi`` when none), as
+        ``searchsorted(right=True)``."""
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if v[mid] <= x:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False)
     @no_type_check
-    def _deviation_kernel(a_sorted, order, m, feats, bT, first, n_groups):  # pragma: no cover
-        """:class:`DeviationSums`'s closed form (ReLU) at a chunk, one feature at a time: its ``d =
-        a - m`` in sorted order and the prefix sums of ``d`` and ``m`` made on the spot.
-        ``a_sorted``, ``order``: ``[d_sae, n]``; ``m``: ``[F, n]`` by token; ``feats [F]``; ``bT
-        [d_sae, n_chunk]`` float32; ``first [d_sae, n_chunk]``. Returns ``[n_chunk]`` float64."""
+    def _deviation_kernel(a_sorted, order, m, feats, cut, bT, n_groups):  # pragma: no cover
+        """:class:`DeviationSums`'s closed form (ReLU) at a set of positions, one feature at a time:
+        its ``d = a - m`` in sorted order and the prefix sums of ``d`` and ``m`` made on the spot,
+        and at each position the tokens that do not fire (:meth:`SampleGrid.first_firing`'s count,
+        on the float32 ``cut - b``) found by a search. ``a_sorted``, ``order``: ``[d_sae, n]``;
+        ``m``: ``[F, n]`` by token; ``feats [F]``; ``cut [d_sae]``, ``bT [F, n_pos]`` (row ``i``:
+        feature ``feats[i]``) float32. Returns ``[n_groups, n_pos]`` float64."""
         n = a_sorted.shape[1]
-        n_chunk = bT.shape[1]
+        n_pos = bT.shape[1]
         F = feats.shape[0]
-        parts = np.zeros((n_groups, n_chunk))
+        parts = np.zeros((n_groups, n_pos))
         for g in prange(n_groups):
             d_s = np.empty(n)
             PM = np.zeros(n + 1)
@@ -389,9 +404,10 @@ if HAVE_NUMBA:
                     d_s[j] = np.float64(a_sorted[f, j]) - mv
                     PM[j + 1] = PM[j] + mv
                     PD[j + 1] = PD[j] + d_s[j]
-                for p in range(n_chunk):
-                    bb = np.float64(bT[f, p])
-                    fi = first[f, p]
+                for p in range(n_pos):
+                    b32 = bT[i, p]
+                    fi = _search_right(a_sorted[f], cut[f] - b32, 0, n)
+                    bb = np.float64(b32)
                     lo = max(fi, _search_left(d_s, -bb, 0, n))
                     above = PD[n] - PD[lo] + bb * (n - lo)
                     below = PD[lo] - PD[fi] + bb * (lo - fi)
@@ -400,27 +416,32 @@ if HAVE_NUMBA:
 
     @njit(parallel=True, cache=NUMBA_CACHE, boundscheck=False)
     @no_type_check
-    def _pair_kernel(a, bT, tok, feat, m, cut, n_groups):  # pragma: no cover
-        """:meth:`DeviationSums.firing_pairs` at a chunk without temporaries: ``sum |f - m|`` over
-        the pairs ``(tok[i], feat[i])`` (in-context mean ``m[i]``) at each position, ``f = pre`` where
-        ``pre = a + b > cut`` (float64, as the torch path computes it), else 0. ``a [n_tok,
-        d_sae]``, ``bT [d_sae, n_chunk]`` float32; ``cut [d_sae]`` float64. Returns ``[n_groups,
-        n_chunk]``: each group's pairs summed in order (:data:`PAIR_GROUPS`, whatever the
-        threads)."""
+    def _pair_kernel(a, bT, tok, feat, col, m, cut, n_groups):  # pragma: no cover
+        """:meth:`DeviationSums.firing_pairs` at a set of positions without temporaries: ``sum |f -
+        m|`` over the pairs ``(tok[i], feat[i])`` (in-context mean ``m[i]``) at each position, ``f =
+        pre`` where ``pre = a + b > cut`` (float64, as the torch path computes it), else 0. ``a
+        [n_tok, d_sae]`` float32; ``bT [F, n_pos]`` float32, the pair's row ``col[i]``; ``cut
+        [d_sae]`` float64. Returns ``[n_groups, n_pos]``: each group's pairs summed in order
+        (:data:`PAIR_GROUPS`, whatever the threads), in a row of its own (no write shared with
+        another thread's, and one the compiler may keep in registers)."""
         n_pairs = tok.shape[0]
-        n_chunk = bT.shape[1]
-        parts = np.zeros((n_groups, n_chunk))
+        n_pos = bT.shape[1]
+        parts = np.zeros((n_groups, n_pos))
         step = (n_pairs + n_groups - 1) // n_groups
         for g in prange(n_groups):
+            acc = np.zeros(n_pos)
             for i in range(g * step, min(n_pairs, (g + 1) * step)):
                 f = feat[i]
+                row = bT[col[i]]
                 av = np.float64(a[tok[i], f])
                 c = cut[f]
                 mi = m[i]
-                for p in range(n_chunk):
-                    pre = av + np.float64(bT[f, p])
+                for p in range(n_pos):
+                    pre = av + np.float64(row[p])
                     fv = pre if pre > c else 0.0
-                    parts[g, p] += abs(fv - mi)
+                    acc[p] += abs(fv - mi)
+            for p in range(n_pos):
+                parts[g, p] = acc[p]
         return parts
 
 
@@ -488,20 +509,7 @@ class DeviationSums:
         if not len(self.features):
             return torch.zeros(len(chunk.positions), dtype=torch.float64, device=g.dev)
         if self.fused:
-            mT = self.m.T.contiguous().numpy()  # a view: token_means makes m feature-major
-            parts = _deviation_kernel(
-                g.a_sorted.numpy(),
-                g.order.numpy(),
-                mT,
-                self.features.numpy(),
-                chunk.b.T.contiguous().numpy(),
-                chunk.first.numpy(),
-                max(1, min(len(self.features), 4 * torch.get_num_threads())),
-            )
-            out = np.zeros(parts.shape[1])
-            for row in parts:  # the groups in order, as numba's sum over the axis adds them
-                out += row
-            return torch.from_numpy(out)
+            return self.spread_at(self.rows(chunk.b))
         if self.closed:
             b = chunk.b[:, self.features].T.double()  # [F, n_chunk]
             first = chunk.first[self.features]
@@ -522,6 +530,55 @@ class DeviationSums:
         return self.total + torch.bincount(
             pos, weights=(val.double() - mm).abs() - mm, minlength=len(chunk.positions)
         )
+
+    def rows(self, b: Float[torch.Tensor, "n_pos d_sae"]) -> np.ndarray:
+        """The position parts of :attr:`features` as float32 rows ``[F, n_pos]`` (CPU): what
+        :meth:`spread_at` and :meth:`pairs_at` read."""
+        return b[:, self.features].T.contiguous().numpy()
+
+    def spread_at(self, rows: np.ndarray) -> torch.Tensor:
+        """:meth:`__call__` (numba's closed form, :attr:`fused`) at the positions whose position
+        parts :meth:`rows` gave, any number of them at once: each feature's prefix sums are made
+        once for all of them (the reconstruction passes all its positions together)."""
+        g = self.grid
+        if not len(self.features):
+            return torch.zeros(rows.shape[1], dtype=torch.float64)
+        parts = _deviation_kernel(
+            g.a_sorted.numpy(),
+            g.order.numpy(),
+            self.m.T.contiguous().numpy(),  # a view: token_means makes m feature-major
+            self.features.numpy(),
+            g.cut.numpy(),
+            rows,
+            max(1, min(len(self.features), 4 * torch.get_num_threads())),
+        )
+        out = np.zeros(parts.shape[1])
+        for row in parts:  # the groups in order, as numba's sum over the axis adds them
+            out += row
+        return torch.from_numpy(out)
+
+    def pairs_at(
+        self, rows: np.ndarray, max_pairs: int = FIRING_PAIRS, seed: int = 0
+    ) -> tuple[torch.Tensor, float]:
+        """:meth:`firing_pairs` (numba, a separable SAE on the CPU) at the positions whose position
+        parts :meth:`rows` gave, any number of them at once."""
+        tok, col, m = self._pairs(max_pairs, seed)
+        if not len(self.features) or not len(tok):
+            return torch.zeros(rows.shape[1], dtype=torch.float64), float(m.sum())
+        parts = _pair_kernel(
+            self.grid.a.numpy(),
+            rows,
+            tok.numpy(),
+            self.features[col].numpy(),
+            col.numpy(),
+            m.numpy(),
+            self.grid.cut.double().numpy(),
+            np.int64(PAIR_GROUPS),
+        )
+        total = np.zeros(parts.shape[1])
+        for row in parts:  # the groups in order
+            total += row
+        return torch.from_numpy(total), float(m.sum())
 
     def _pairs(self, max_pairs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The (token, feature) pairs of the sample that fire inside the context (``m > 0``): token
@@ -550,21 +607,9 @@ class DeviationSums:
         if not len(self.features):
             return torch.zeros(len(chunk.positions), dtype=torch.float64, device=g.dev), 0.0
         if g.sae.separable:
+            if HAVE_NUMBA and g.dev.type == "cpu":
+                return self.pairs_at(self.rows(chunk.b), max_pairs, seed)
             tok, col, m = self._pairs(max_pairs, seed)
-            if HAVE_NUMBA and g.dev.type == "cpu" and len(tok):
-                parts = _pair_kernel(
-                    g.a.numpy(),
-                    chunk.b.T.contiguous().numpy(),
-                    tok.numpy(),
-                    self.features[col].numpy(),
-                    m.numpy(),
-                    g.cut.double().numpy(),
-                    np.int64(PAIR_GROUPS),
-                )
-                total = np.zeros(parts.shape[1])
-                for row in parts:  # the groups in order
-                    total += row
-                return torch.from_numpy(total), float(m.sum())
             out = torch.zeros(len(chunk.positions), dtype=torch.float64, device=g.dev)
             zero = torch.zeros((), dtype=torch.float64, device=g.dev)
             for lo in range(

@@ -397,13 +397,16 @@ def _column_mean(m: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return m[:, cols].mean(1)
 
 
-def explorer_payload(an: Analysis) -> dict[str, Any]:
-    """What the explorer script reads (see module docstring)."""
+def explorer_payload(
+    an: Analysis, logit_part: tuple[dict[str, Any], np.ndarray | None] | None = None
+) -> dict[str, Any]:
+    """What the explorer script reads (see module docstring); ``logit_part``: :func:`logits` of
+    ``an``, made here when None."""
     f = an.features
     positional = (f.kind == "positional").to_numpy()
     data, scale, levels, block = packed_profiles(an.stats_all.mean_by_position, positional)
     hist_data, hist = histograms(an)
-    logit_data, logit_scale = logits(an)
+    logit_data, logit_scale = logits(an) if logit_part is None else logit_part
     pre_data, pre_mean = preactivations(an, np.nonzero(positional)[0])
     fire = an.stats_all.fire_by_position
     past = an.stats_all.positions >= an.context

@@ -386,11 +386,14 @@ def files_html() -> str:
     )
 
 
-def report_parts(an: Analysis) -> dict[str, Any]:
+def report_parts(
+    an: Analysis, logit_part: tuple[dict[str, Any], np.ndarray | None] | None = None
+) -> dict[str, Any]:
     """What the page needs besides the figures' PNGs: each interactive figure's HTML
     (``interactive``), each section's tables (``tables``) and the feature explorer's JSON
-    (``explorer_data``). :func:`posfeat.outputs.write.save_analysis` makes them while the figures
-    are drawn."""
+    (``explorer_data``; ``logit_part``: :func:`posfeat.outputs.explorer.logits` of ``an``, made
+    here when None). :func:`posfeat.outputs.write.save_analysis` makes them while the figures are
+    drawn, all but the logit effects, made before."""
     interactive = {}
     for name, (fn, div) in INTERACTIVE.items():
         fig = json.loads(fn(an).to_json())
@@ -399,7 +402,7 @@ def report_parts(an: Analysis) -> dict[str, Any]:
             f'{int(fig["layout"].get("height", 480))}px"></div>'
             f'<script type="application/json" id="figure-{div}">{script_json(fig)}</script>'
         )
-    data = script_json(explorer_payload(an))
+    data = script_json(explorer_payload(an, logit_part))
     tables = [make(an) if make else "" for _, _, make in SECTIONS]
     return {"interactive": interactive, "tables": tables, "explorer_data": data}
 
