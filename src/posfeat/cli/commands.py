@@ -4,8 +4,11 @@ numbers it also writes."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -125,15 +128,30 @@ def _stdout_or_json(args: argparse.Namespace) -> bool:
     return True
 
 
+def import_meanwhile(name: str) -> threading.Thread:
+    """Import module ``name`` on a second thread, started now; an error is left to the main
+    thread's own import of it, which raises it."""
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+
+    thread = threading.Thread(target=run, name=f"import {name}", daemon=True)
+    thread.start()
+    return thread
+
+
 @command("analyze")
 def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     from ..analyses import warmup
     from ..analyses.analysis import analyze, timed
     from ..analyses.card import unembedding_note
     from ..analyses.config import AnalyzeConfig
-    from ..outputs.report import CSV_FILES, sweep_sections
-    from ..outputs.write import ANALYZE, save_analysis
+    from ..outputs.kinds import ANALYZE, CSV_FILES, sweep_sections
 
+    # the writers (matplotlib and plotly: about 0.4 s) imported on a second thread while the pair
+    # loads and the engine runs (mostly outside the interpreter's lock)
+    writers = import_meanwhile("posfeat.outputs.write")
     t0 = time.monotonic()
     _folder_out(args)
     _positive(args, "tokens_sample")
@@ -159,6 +177,9 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
         **values_of(args, AnalyzeConfig),
     )
     an.timings = {**load_time, **an.timings}
+    writers.join()  # no thread left when the figures' children fork
+    from ..outputs.write import save_analysis
+
     out = save_analysis(
         an,
         output,

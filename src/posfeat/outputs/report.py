@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 
 from ..analyses.findings import REGISTRY, headline, title
-from ..core.errors import PosfeatError
-from ..io.paths import expand, visible
+from ..io.paths import visible
 from .explorer import explorer_payload
 from .figures import FIGURES, png_data_uri
 from .interactive import INTERACTIVE
+from .kinds import CSV_FILES
 
 if TYPE_CHECKING:
     from ..analyses.analysis import Analysis
@@ -369,13 +369,6 @@ def section_findings(number: int) -> list[str]:
 
 #: The CSVs of an analysis folder (``NAME.csv``) with what each holds: what save_analysis writes,
 # the report's Files list and the CLI's "wrote" line name.
-CSV_FILES = {
-    "features": "one row per feature",
-    "by_position": "one row per position",
-    "tokens": "one row per token: its top features and how flat they are",
-    "spurious_examples": "the strongest spurious firings",
-    "spurious_by_feature": "spurious firing per feature",
-}
 
 
 def files_html() -> str:
@@ -508,22 +501,3 @@ def with_csp(trusted: list[str], page: str, sources: list[str] = ()) -> str:
     return page.replace(
         "<head>", f'<head>\n<meta http-equiv="Content-Security-Policy" content="{policy}">', 1
     )
-
-
-def sweep_sections(folders: list[str | Path]) -> tuple[str, ...]:
-    """The ``section.html`` fragments that ``posfeat sweep`` wrote into each folder."""
-    out = []
-    for folder in folders:
-        path = expand(folder) / "section.html"
-        if not path.is_file():
-            raise PosfeatError(
-                f"{folder} has no section.html; pass a folder written by posfeat sweep widths or "
-                "posfeat sweep context."
-            )
-        try:
-            out.append(path.read_text())
-        except OSError as err:
-            raise PosfeatError(
-                f"Cannot read {path} ({err.strerror}); check its permissions."
-            ) from None
-    return tuple(out)

@@ -28,46 +28,17 @@ from ..core.errors import PosfeatError
 from ..core.progress import progress_bar
 from ..core.signals import deferred_signals
 from ..io.output import Output
-from ..io.ownership import OutputKind
 from .explorer import logits
 from .figures import FIGURES, new_figure, save_figure, torch_inputs
 from .interactive import INTERACTIVE
-from .report import CSV_FILES, render_html, report_parts, sweep_sections
+from .kinds import ANALYZE, COMPARE, CSV_FILES, sweep_sections
+from .report import render_html, report_parts
 
 if TYPE_CHECKING:
     from ..analyses.analysis import Analysis
     from ..analyses.compare import Comparison
 
 CSV_FLOAT = "%.8g"
-
-#: ``posfeat analyze``'s folder (the report, its CSVs, summary.json and figures).
-ANALYZE = OutputKind(
-    "analyze",
-    (
-        "report.html",
-        *(f"{name}.csv" for name in CSV_FILES),
-        "summary.json",
-        "figures",
-        "figures/*.png",
-    ),
-    legacy=(
-        ("summary.json", "features.csv", "by_position.csv", "report.html"),
-        ("spurious_examples.csv", "figures", "figures/*.png"),
-        ("summary.json", "posfeat_version"),
-    ),
-)
-#: ``posfeat compare``'s folder.
-COMPARE = OutputKind(
-    "compare",
-    (
-        "compare.csv",
-        "status_a.csv",
-        "status_b.csv",
-        "summary.json",
-        "figures",
-        "figures/compare.png",
-    ),
-)
 
 
 def jsonable(x: Any) -> Any:
