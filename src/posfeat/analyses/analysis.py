@@ -343,17 +343,29 @@ def token_profile(
     pos = torch.arange(n_pos)
     if sae.separable:
         a, b_own = additive_parts(emb, sae, torch.tensor([tid]), pos if b is None else pos[:1])
-        prof = to_numpy(sae.activate(a + (b_own if b is None else b)))
-    else:
-        prof = to_numpy(
-            sae.encode(emb.inputs(torch.full((n_pos,), tid, device=emb.device), pos.to(emb.device)))
-        )
+        b = b_own if b is None else b
+        # the ranking from the context's rows, the profile for the top columns alone (not the whole
+        # [n_pos, d_sae] activations: 0.08 s a token at GPT-2's shapes), each as the engine
+        # computes a separable SAE's activation: pre where pre > cut, else 0
+        mean = to_numpy(sae.activate(a + b[:context])).astype(np.float64).mean(0)
+        top = _top_features(mean, k)
+        cols = torch.as_tensor(top, device=b.device)
+        pre = a[:, cols] + b[:, cols]
+        act = torch.where(pre > sae.cut(pre.dtype)[cols], pre, torch.zeros((), dtype=pre.dtype))
+        return top, to_numpy(act).astype(np.float64)
+    prof = to_numpy(
+        sae.encode(emb.inputs(torch.full((n_pos,), tid, device=emb.device), pos.to(emb.device)))
+    )
     # float64 only where it is summed and for the columns returned (not the whole [n_pos, d_sae]:
     # 0.2 s a token at GPT-2's shapes)
-    mean = prof[:context].astype(np.float64).mean(0)
-    top = np.argsort(-mean, kind="stable")[:k]
-    top = top[mean[top] > 0]  # only features the token activates
+    top = _top_features(prof[:context].astype(np.float64).mean(0), k)
     return top, prof[:, top].astype(np.float64)
+
+
+def _top_features(mean: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` largest of ``mean`` (ties: the lower feature first), those above zero only."""
+    top = np.argsort(-mean, kind="stable")[:k]
+    return top[mean[top] > 0]  # only features the token activates
 
 
 def _grid(
@@ -409,10 +421,19 @@ def _spurious(
 
 
 def token_panels(
-    emb: Embeddings, sae: SAE, tokens: pd.DataFrame, tid: int, n_pos: int, context: int, k: int
+    emb: Embeddings,
+    sae: SAE,
+    tokens: pd.DataFrame,
+    tid: int,
+    n_pos: int,
+    context: int,
+    k: int,
+    b: torch.Tensor | None = None,
+    chosen: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[tuple[int, str, np.ndarray, np.ndarray]]:
     """The tokens drawn as small multiples: the chosen one, the two most frequent others, the most
-    bent frequent one."""
+    bent frequent one. ``b``: :func:`token_profile`'s position parts when the caller has them;
+    ``chosen``: the chosen token's profile when made already."""
     act = tokens[tokens.n_nonpositional > 0]
     picks: list[tuple[int, str]] = [(tid, "chosen")]
     for t in act.sort_values(["weight", "token_id"], ascending=[False, True]).token_id:
@@ -426,14 +447,23 @@ def token_panels(
         if int(t) not in {p for p, _ in picks}:
             picks.append((int(t), "most bent"))
             break
-    b = (
-        additive_parts(emb, sae, torch.arange(1), torch.arange(n_pos))[1] if sae.separable else None
-    )  # shared by every panel
+    if b is None and sae.separable:
+        b = position_parts(emb, sae, n_pos)  # shared by every panel
     out = []
     for t, why in picks:
-        feats, prof = token_profile(emb, sae, t, n_pos, context, k, b)
+        feats, prof = (
+            chosen
+            if chosen is not None and t == tid
+            else token_profile(emb, sae, t, n_pos, context, k, b)
+        )
         out.append((t, why, feats, prof))
     return out
+
+
+def position_parts(emb: Embeddings, sae: SAE, n_pos: int) -> torch.Tensor:
+    """A separable SAE's position parts of positions ``0..n_pos-1`` ``[n_pos, d_sae]``
+    (:func:`token_profile`'s ``b``)."""
+    return additive_parts(emb, sae, torch.arange(1), torch.arange(n_pos))[1]
 
 
 def study_count(positions: Any, n_ctx: int) -> int:
@@ -530,7 +560,8 @@ def analyze(
         # the feature table (Python and numpy) is made: 1.25 -> 0.8 s on the GPT-2 stand-in
         geometry = pool.submit(decoder_geometry, emb, sae, pca, context)
         features = pd.concat([feature_table(stats_ctx, emb, kinds), geometry.result()], axis=1)
-    top_feats, prof = token_profile(emb, sae, tid, n_pos, context, n_token_features)
+    b_pos = position_parts(emb, sae, n_pos) if sae.separable else None  # for every token profile
+    top_feats, prof = token_profile(emb, sae, tid, n_pos, context, n_token_features, b_pos)
     positional = features.feature[features.kind == "positional"].to_numpy()
     code = positional_code(
         stats_all,
@@ -553,7 +584,10 @@ def analyze(
             None if weights is None else to_numpy(weights),
             top=stats_ctx.token_top,
         )
-        panels = token_panels(emb, sae, tokens, tid, n_pos, context, n_token_features)
+        panels = token_panels(
+            emb, sae, tokens, tid, n_pos, context, n_token_features, b_pos, (top_feats, prof)
+        )
+        del b_pos
     with timed(timings, "nulls"):
         nulls, geometry = _nulls(
             emb,
