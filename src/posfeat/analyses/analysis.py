@@ -399,12 +399,14 @@ def _spurious(
     kinds: np.ndarray,
     context: int,
     n_pos: int,
+    b_pos: torch.Tensor | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Exact spurious firing for separable SAEs; NaN (not computed) for TopK, whose counts are not
-    monotone in ``b``."""
+    monotone in ``b``. ``b_pos``: the position parts when made already."""
     if never is not None:
         per_pos, by_feature = spurious_counts(stats_all, context, kinds)
-        return per_pos, by_feature, spurious_examples(emb, sae, never, kinds, context, n_pos)
+        examples = spurious_examples(emb, sae, never, kinds, context, n_pos, b_pos=b_pos)
+        return per_pos, by_feature, examples
     per_pos = pd.DataFrame(
         {
             "position": stats_all.positions,
@@ -572,7 +574,9 @@ def analyze(
     )
     code["positional_mass"] = stats_all.mean_by_position[positional].sum(0)
     with timed(timings, "spurious_firing"):
-        spur, by_feature, examples = _spurious(emb, sae, stats_all, never, kinds, context, n_pos)
+        spur, by_feature, examples = _spurious(
+            emb, sae, stats_all, never, kinds, context, n_pos, b_pos
+        )
     with timed(timings, TOKEN_PROFILES.key):
         tokens = token_flatness(
             emb,

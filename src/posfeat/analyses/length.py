@@ -109,11 +109,13 @@ def spurious_counts(
     )  # [d_sae, n_pos]; then worked on in place (two fewer copies of that size)
     np.rint(count, out=count)
     inside = stats_all.positions < context
-    ci = count[:, inside]
+    n_in = int(inside.sum())
+    # the in-context columns: a view where they lead (positions from 0, as analyze's), else a copy
+    ci = count[:, :n_in] if inside[:n_in].all() else count[:, inside]
     best_inside = ci.max(1, initial=0.0)
     loo = np.full(len(stats_all.positions), np.nan)
-    if inside.sum() >= 2:
-        order = np.sort(ci, axis=1)
+    if n_in >= 2:
+        order = np.partition(ci, n_in - 2, axis=1)  # the two largest last, in order
         first, second = order[:, -1:], order[:, -2:-1]
         others = np.where(ci >= first, second, first)  # the best other in-context position
         loo[inside] = np.clip(ci - others, 0.0, None).sum(0) / n_tok
@@ -121,11 +123,12 @@ def spurious_counts(
     spur -= best_inside[:, None]
     np.clip(spur, 0.0, None, out=spur)
     spur[:, inside] = 0.0
+    pairs = spur.sum(0)
     per_pos = pd.DataFrame(
         {
             "position": stats_all.positions,
-            "spurious_per_token": spur.sum(0) / n_tok,
-            "spurious_pairs": spur.sum(0),
+            "spurious_per_token": pairs / n_tok,
+            "spurious_pairs": pairs,
             "spurious_null_per_token": loo,
         }
     )
@@ -243,9 +246,11 @@ def spurious_examples(
     context: int,
     n_pos: int,
     top: int = 20,
+    b_pos: torch.Tensor | None = None,
 ) -> pd.DataFrame:
     """The ``top`` strongest (feature, token, position) firings past the context by a token that
-    never fires it inside."""
+    never fires it inside. ``b_pos``: the position parts of positions ``0..n_pos-1`` ``[n_pos,
+    d_sae]`` when the caller has them."""
     feats = np.nonzero(np.isfinite(never.value))[0]
     if len(feats) == 0 or n_pos <= context:
         return pd.DataFrame(columns=SPURIOUS_COLUMNS)
@@ -253,12 +258,16 @@ def spurious_examples(
     cut = to_numpy(sae.cut(torch.float64))
     for f0 in range(0, len(feats), 4096):
         fs = feats[f0 : f0 + 4096]
-        _, b = additive_parts(
-            emb, sae.subset(torch.as_tensor(fs)), torch.arange(1), torch.arange(context, n_pos)
+        b = (
+            additive_parts(
+                emb, sae.subset(torch.as_tensor(fs)), torch.arange(1), torch.arange(context, n_pos)
+            )[1]
+            if b_pos is None
+            else b_pos[context:n_pos, torch.as_tensor(fs, device=b_pos.device)]
         )
-        b = to_numpy(b, np.float64)  # [n_past, F]
+        b = to_numpy(b)  # [n_past, F], float32: its argmax is the float64 copy's
         j = b.argmax(0)
-        act = never.value[fs] + b[j, np.arange(len(fs))]
+        act = never.value[fs] + b[j, np.arange(len(fs))].astype(np.float64)
         for i in np.nonzero(act > cut[fs])[0]:
             rows.append((float(act[i]), int(fs[i]), int(never.token[fs[i]]), context + int(j[i])))
     rows.sort(key=lambda r: (-r[0], r[1]))

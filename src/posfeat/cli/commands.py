@@ -149,9 +149,6 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     from ..analyses.config import AnalyzeConfig
     from ..outputs.kinds import ANALYZE, CSV_FILES, sweep_sections
 
-    # the writers (matplotlib and plotly: about 0.4 s) imported on a second thread while the pair
-    # loads and the engine runs (mostly outside the interpreter's lock)
-    writers = import_meanwhile("posfeat.outputs.write")
     t0 = time.monotonic()
     _folder_out(args)
     _positive(args, "tokens_sample")
@@ -168,6 +165,9 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
         # logit effects' only for a model that has them)
         warmup.start(logits=unembedding_note(emb) is None)
     positions = positions_arg(args.positions, emb.n_ctx, single=True)
+    # the writers (matplotlib and plotly: about 0.4 s) imported on a second thread while the engine
+    # runs (mostly outside the interpreter's lock)
+    writers = import_meanwhile("posfeat.outputs.write")
     an = analyze(
         emb,
         sae,
