@@ -38,12 +38,19 @@ def as_tensor(x: Any, name: str, ndim: int, dtype: torch.dtype = torch.float32) 
     if t.ndim != ndim:
         raise PosfeatError(f"{name} has shape {tuple(t.shape)}; expected {ndim} dimension(s).")
     t = t.to(dtype)
-    if t.numel() and t.device.type != "meta" and not bool(torch.isfinite(t).all()):
+    if t.numel() and t.device.type != "meta" and not all_finite(t):
         bad = int((~torch.isfinite(t)).sum())
         raise PosfeatError(
             f"{name} (shape {tuple(t.shape)}) has {bad} NaN or infinite value(s); fix the weights."
         )
     return t.contiguous()
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every value of ``t`` is finite: first by its sum (one pass, nothing allocated), which
+    is finite only then (an infinity or a NaN makes it infinite or NaN), then, where the sum is not
+    (those, or finite values whose sum overflows), value by value."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
