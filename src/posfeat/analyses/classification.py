@@ -281,8 +281,13 @@ def _sine_fit(x: np.ndarray, freqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         q, _ = np.linalg.qr(
             np.transpose(basis, (0, 2, 1))
         )  # [G, n, 2]: an orthonormal basis of each pair's span
-        coef = x @ np.transpose(q, (1, 0, 2)).reshape(n, -1)  # [rows, G * 2], one GEMM
-        r2 = (coef.reshape(len(x), len(f), 2) ** 2).sum(2)  # [rows, G]
+        # [rows, G * 2], one GEMM: torch's (MKL's, on the CPU: twice as fast as numpy's OpenBLAS
+        # on a 2-core AVX-512 Xeon for these shapes)
+        coef = (
+            torch.from_numpy(x) @ torch.from_numpy(np.transpose(q, (1, 0, 2)).reshape(n, -1))
+        ).numpy()
+        np.square(coef, out=coef)  # in place: no second [rows, G * 2] array
+        r2 = np.add(coef[:, 0::2], coef[:, 1::2])  # [rows, G]: each pair's sum, as .sum over it
         j = r2.argmax(1)
         val = r2[np.arange(len(x)), j]
         better = val > best
