@@ -282,7 +282,10 @@ def decoder_geometry(emb: Embeddings, sae: SAE, pca: PCA, context: int) -> pd.Da
     on_pcs = np.where(
         to_numpy(norm2) > 0, (dirs**2).sum(1) / np.maximum(to_numpy(norm2), 1e-300), np.nan
     )
-    enc = sae.W_enc.double().T
+    # each feature's encoder column as a contiguous row (a transposed view made every product and
+    # norm below stride across memory: 0.27 against 0.15 s at GPT-2's width; float64 sums in
+    # another order, equal to the printed 8 digits)
+    enc = sae.W_enc.T.contiguous().double()
     tied = (enc * W).sum(1) / (enc.norm(dim=1) * W.norm(dim=1)).clamp(min=1e-300)
     return pd.DataFrame(
         {
