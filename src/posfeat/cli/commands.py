@@ -160,14 +160,14 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     load_time: dict[str, float] = {}
     with timed(load_time, "load"):
         emb, sae = _pair(args)
-    if dev.type == "cpu":
-        # a fresh install: the reconstruction's kernels compiled on a second core meanwhile (the
-        # logit effects' only for a model that has them)
-        warmup.start(logits=unembedding_note(emb) is None)
+    # a fresh install: the reconstruction's kernels compiled on a second core meanwhile (the logit
+    # effects' only for a model that has them)
+    compiling = dev.type == "cpu" and warmup.start(logits=unembedding_note(emb) is None)
     positions = positions_arg(args.positions, emb.n_ctx, single=True)
     # the writers (matplotlib and plotly: about 0.4 s) imported on a second thread while the engine
-    # runs (mostly outside the interpreter's lock)
-    writers = import_meanwhile("posfeat.outputs.write")
+    # runs, mostly outside the interpreter's lock; not while numba compiles the engine's kernels
+    # (in the lock) on the first run after an install
+    writers = None if compiling else import_meanwhile("posfeat.outputs.write")
     an = analyze(
         emb,
         sae,
@@ -177,7 +177,8 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
         **values_of(args, AnalyzeConfig),
     )
     an.timings = {**load_time, **an.timings}
-    writers.join()  # no thread left when the figures' children fork
+    if writers is not None:
+        writers.join()  # no thread left when the figures' children fork
     from ..outputs.write import save_analysis
 
     out = save_analysis(
