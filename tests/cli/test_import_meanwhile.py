@@ -37,3 +37,19 @@ def test_import_meanwhile_imports_and_leaves_errors_to_the_main_thread(
     assert capsys.readouterr().err == ""  # nothing printed from the thread
     with pytest.raises(ValueError, match="boom"):
         importlib.import_module("posfeat_test_bad_mod")
+
+
+def test_a_missing_package_makes_the_import_happen_at_once(tmp_path, monkeypatch):
+    """Where a package the module needs is not installed, the import is made on the calling thread
+    before any work, so its error comes first (a missing matplotlib stops ``posfeat analyze`` before
+    the analysis, not after it)."""
+    (tmp_path / "posfeat_test_needy_mod.py").write_text("import posfeat_test_absent_pkg\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "posfeat_test_needy_mod", raising=False)
+    with pytest.raises(ModuleNotFoundError, match="posfeat_test_absent_pkg"):
+        import_meanwhile("posfeat_test_needy_mod", needs=("posfeat_test_absent_pkg",))
+    monkeypatch.setitem(sys.modules, "posfeat_test_hidden_pkg", None)  # hidden, as tests hide one
+    (tmp_path / "posfeat_test_fine_mod.py").write_text("Y = 2\n")
+    monkeypatch.delitem(sys.modules, "posfeat_test_fine_mod", raising=False)
+    assert import_meanwhile("posfeat_test_fine_mod", needs=("posfeat_test_hidden_pkg",)) is None
+    assert sys.modules["posfeat_test_fine_mod"].Y == 2  # imported at once, on this thread

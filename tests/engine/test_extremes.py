@@ -58,9 +58,10 @@ def test_a_row_the_screen_cannot_rank_gets_its_whole_product():
 
 
 def test_the_screen_is_used_only_where_it_pays(monkeypatch):
-    small = torch.randn(100, 8)
-    assert extremes.screen_tokens(small) is None  # a vocabulary of a few SCREEN_K
-    big = torch.randn(16 * extremes.SCREEN_K, 8)
+    small = torch.randn(extremes.SCREEN_MIN_VOCAB - 1, 8)
+    monkeypatch.setattr(extremes, "bf16_fast", lambda: True)
+    assert extremes.screen_tokens(small) is None  # below the smallest vocabulary screened
+    big = torch.randn(extremes.SCREEN_MIN_VOCAB, 8)
     monkeypatch.setattr(extremes, "bf16_fast", lambda: False)
     assert extremes.screen_tokens(big) is None  # no native bfloat16: the float32 product
     monkeypatch.setattr(extremes, "bf16_fast", lambda: True)

@@ -157,3 +157,19 @@ def test_all_positions_at_once_equal_chunk_by_chunk():
     assert fires.any() and not fires.all()
     want_pairs = ((f_all - m[:, None, :]).abs() * fires[:, None, :]).sum((0, 2))
     torch.testing.assert_close(whole, want_pairs, rtol=1e-5, atol=1e-5)
+
+
+def test_the_closed_form_counts_itself_when_a_chunk_leaves_them_undone(monkeypatch):
+    """A chunk of the fused reconstruction carries no non-firing counts (``first`` None): the torch
+    closed form (here forced, numba or not) makes them for its features and gives the same sums."""
+    emb, sae = random_pair(d_vocab=40, n_ctx=30, d_model=8, d_sae=24, seed=21)
+    tokens = torch.randint(0, 40, (25,), generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(sample_mod, "HAVE_NUMBA", False)
+    grid = SampleGrid(emb, sae, tokens)
+    dev = DeviationSums(grid, 12, torch.arange(0, 24, 2))
+    assert dev.closed and not dev.fused
+    for chunk in grid.chunks(torch.arange(30), step=10):
+        bare = sample_mod.Chunk(
+            chunk.positions, chunk.x, chunk.x_hat, chunk.b, None, chunk.l0, None
+        )
+        assert torch.equal(dev(bare), dev(chunk))

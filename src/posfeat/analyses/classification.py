@@ -284,7 +284,10 @@ def _sine_fit(x: np.ndarray, freqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         # [rows, G * 2], one GEMM: torch's (MKL's, on the CPU: twice as fast as numpy's OpenBLAS
         # on a 2-core AVX-512 Xeon for these shapes)
         coef = (
-            torch.from_numpy(x) @ torch.from_numpy(np.transpose(q, (1, 0, 2)).reshape(n, -1))
+            torch.from_numpy(np.require(x, np.float64, ["C", "W"]))
+            @ torch.from_numpy(
+                np.require(np.transpose(q, (1, 0, 2)).reshape(n, -1), np.float64, ["C", "W"])
+            )
         ).numpy()
         np.square(coef, out=coef)  # in place: no second [rows, G * 2] array
         r2 = np.add(coef[:, 0::2], coef[:, 1::2])  # [rows, G]: each pair's sum, as .sum over it

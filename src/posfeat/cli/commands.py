@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import json
 import sys
 import threading
@@ -128,9 +129,13 @@ def _stdout_or_json(args: argparse.Namespace) -> bool:
     return True
 
 
-def import_meanwhile(name: str) -> threading.Thread:
+def import_meanwhile(name: str, needs: tuple[str, ...] = ()) -> threading.Thread | None:
     """Import module ``name`` on a second thread, started now; an error is left to the main
-    thread's own import of it, which raises it."""
+    thread's own import of it, which raises it. ``needs``: packages it imports; where one is not
+    installed, ``name`` is imported here and now (None), so that its error comes before any work."""
+    if not all(_installed(package) for package in needs):
+        importlib.import_module(name)
+        return None
 
     def run() -> None:
         with contextlib.suppress(Exception):
@@ -139,6 +144,14 @@ def import_meanwhile(name: str) -> threading.Thread:
     thread = threading.Thread(target=run, name=f"import {name}", daemon=True)
     thread.start()
     return thread
+
+
+def _installed(package: str) -> bool:
+    """Whether top-level ``package`` can be found (without importing it)."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None, as tests do to hide one
+        return False
 
 
 @command("analyze")
@@ -165,9 +178,13 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     compiling = dev.type == "cpu" and warmup.start(logits=unembedding_note(emb) is None)
     positions = positions_arg(args.positions, emb.n_ctx, single=True)
     # the writers (matplotlib and plotly: about 0.4 s) imported on a second thread while the engine
-    # runs, mostly outside the interpreter's lock; not while numba compiles the engine's kernels
-    # (in the lock) on the first run after an install
-    writers = None if compiling else import_meanwhile("posfeat.outputs.write")
+    # runs, mostly outside the interpreter's lock; before the work while numba compiles the engine's
+    # kernels (in the lock) on the first run after an install, or where one of them is missing
+    writers = (
+        importlib.import_module("posfeat.outputs.write")
+        if compiling
+        else import_meanwhile("posfeat.outputs.write", needs=("matplotlib", "plotly"))
+    )
     an = analyze(
         emb,
         sae,
@@ -177,7 +194,7 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
         **values_of(args, AnalyzeConfig),
     )
     an.timings = {**load_time, **an.timings}
-    if writers is not None:
+    if isinstance(writers, threading.Thread):
         writers.join()  # no thread left when the figures' children fork
     from ..outputs.write import save_analysis
 

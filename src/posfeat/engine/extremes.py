@@ -37,6 +37,8 @@ if HAVE_NUMBA:
 # all-MiniLM-L6-v2 SAE's 2048 took it (at 16, 15 of MiniLM's did), and the logit effects took 2.1 s
 # against 2.65 s at 64 on the stand-in (2-core AVX-512 Xeon), the same entries.
 SCREEN_K = 32
+#: The smallest vocabulary screened (a smaller one gets the whole float32 product).
+SCREEN_MIN_VOCAB = 1024
 #: Rows whose exact dot products are made at once where numba is not installed (``[rows, K, d]`` of
 # gathered token rows).
 EXACT_ROWS = 128
@@ -314,8 +316,8 @@ def screened(
 
 def screen_tokens(X: torch.Tensor) -> dict[str, object] | None:
     """``ScreenInputs.tokens(X)`` where the screen pays (CPU with native bfloat16, a vocabulary of
-    many times :data:`SCREEN_K`), else None."""
-    if X.device.type == "cpu" and bf16_fast() and X.shape[0] >= 16 * SCREEN_K:
+    at least :data:`SCREEN_MIN_VOCAB`), else None."""
+    if X.device.type == "cpu" and bf16_fast() and X.shape[0] >= SCREEN_MIN_VOCAB:
         return ScreenInputs.tokens(X, x_sum=False)
     return None
 

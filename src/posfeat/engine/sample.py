@@ -512,7 +512,11 @@ class DeviationSums:
             return self.spread_at(self.rows(chunk.b))
         if self.closed:
             b = chunk.b[:, self.features].T.double()  # [F, n_chunk]
-            first = chunk.first[self.features]
+            first = (  # a chunk of the fused reconstruction leaves the counts undone
+                g.first_firing(chunk.b, self.features)
+                if chunk.first is None
+                else chunk.first[self.features]
+            )
             lo = torch.maximum(first, torch.searchsorted(self.d_s, (-b).contiguous()))
 
             def seg(P: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,8 @@ from ..core.errors import PosfeatError
 from ..io.ownership import OutputKind
 from ..io.paths import expand
 
-#: the analysis folder's CSV files and what each holds
+#: The CSVs of an analysis folder (``NAME.csv``) with what each holds: what save_analysis writes,
+# the report's Files list and the CLI's "wrote" line name.
 CSV_FILES = {
     "features": "one row per feature",
     "by_position": "one row per position",

@@ -367,10 +367,6 @@ def section_findings(number: int) -> list[str]:
     return [finding.key for finding in REGISTRY if finding.section == number]
 
 
-#: The CSVs of an analysis folder (``NAME.csv``) with what each holds: what save_analysis writes,
-# the report's Files list and the CLI's "wrote" line name.
-
-
 def files_html() -> str:
     """The report's Files list: every file the analysis folder holds."""
     return (
