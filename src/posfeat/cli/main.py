@@ -422,6 +422,8 @@ def _supervise(argv: list[str], args: argparse.Namespace, sig: _Signals) -> int:
         if target is not None
         else "the sweep folder"
     )
+    # on a line of its own: the driver, ended mid-run, may have left a progress bar's line open
+    sys.stderr.write("\r\033[K" if sys.stderr.isatty() else "\n")
     print(
         f"posfeat: error: the Ray driver ended without finishing ({how}): Ray ends it so when its "
         "node's raylet or one of its "
