@@ -382,7 +382,7 @@ def sample_analysis(
     bar.close()
     if rows is not None:
         spread, firing = [deviation.spread_at(rows)], [deviation.pairs_at(rows, seed=seed)]
-    pair_dev, pair_total = torch.cat([f[0] for f in firing]), firing[0][1] if firing else 0.0
+    pair_dev, pair_total = torch.cat([f[0] for f in firing]), firing[0][1]  # the same total each
     df = pd.concat(parts, ignore_index=True)
     df["semantic_spread"] = to_numpy(torch.cat(spread) / max(1, n * len(sem)))
     df["semantic_deviation"] = to_numpy(

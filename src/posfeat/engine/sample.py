@@ -457,6 +457,16 @@ PAIR_BLOCK = 16_384
 PAIR_GROUPS = 16
 
 
+def _groups_in_order(parts: np.ndarray) -> torch.Tensor:
+    """The sum of a numba kernel's per-group rows ``[n_groups, n]``, the groups added in order (so
+    the sums do not depend on the threads; a sum over an axis inside the kernel costs a second of
+    compiling)."""
+    out = np.zeros(parts.shape[1])
+    for row in parts:
+        out += row
+    return torch.from_numpy(out)
+
+
 class DeviationSums:
     """``sum_t |f(t, p) - m(t)|`` for each position ``p``, summed over ``features``, where ``m(t)``
     is token ``t``'s mean activation over the context: how far the features stray from their
@@ -556,10 +566,7 @@ class DeviationSums:
             rows,
             max(1, min(len(self.features), 4 * torch.get_num_threads())),
         )
-        out = np.zeros(parts.shape[1])
-        for row in parts:  # the groups in order, as numba's sum over the axis adds them
-            out += row
-        return torch.from_numpy(out)
+        return _groups_in_order(parts)
 
     def pairs_at(
         self, rows: np.ndarray, max_pairs: int = FIRING_PAIRS, seed: int = 0
@@ -579,10 +586,7 @@ class DeviationSums:
             self.grid.cut.double().numpy(),
             np.int64(PAIR_GROUPS),
         )
-        total = np.zeros(parts.shape[1])
-        for row in parts:  # the groups in order
-            total += row
-        return torch.from_numpy(total), float(m.sum())
+        return _groups_in_order(parts), float(m.sum())
 
     def _pairs(self, max_pairs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The (token, feature) pairs of the sample that fire inside the context (``m > 0``): token
