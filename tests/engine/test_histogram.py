@@ -195,3 +195,38 @@ def test_counting_only_each_rows_live_values_sorting_them_in_place():
     assert torch.equal(got, want)
     for f in range(F):
         assert torch.equal(scratch[f, : live[f]], a[f, : live[f]].sort().values)
+
+
+@pytest.mark.skipif(not histogram_module.HAVE_NUMBA, reason="numba's kernel")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_live_values_top_inputs_are_torchs_ranking_with_ties_by_slot(dtype):
+    """:func:`_live_tops` (a screened block's top inputs): each row's ``k`` largest live values
+    as ``torch.topk`` ranks them (NaN above every number), equal values by slot, a short row padded
+    with -inf at slot -1, nothing read past a row's count, and the live values copied for the sort."""
+    g = np.random.default_rng(5)
+    F, m, k = 7, 50, 10
+    vals = g.normal(size=(F, m)).round(1).astype(dtype)  # rounded: ties
+    vals[2, [3, 8]] = np.nan
+    vals[4, 5] = np.inf
+    vals[5, :] = 0.5  # every value tied
+    live = np.array([50, 0, 30, 4, 10, 50, 49])
+    vals_read = vals.copy()
+    for f in range(F):
+        vals[f, live[f] :] = 1e30  # above every live value: would rank first if read
+    rows = np.full((F, m), -7.0, dtype)
+    top_v, top_s = np.empty((F, k), dtype), np.empty((F, k), np.int64)
+    histogram_module._live_tops(vals, live, k, rows, top_v, top_s)
+    for f in range(F):
+        n = live[f]
+        row = vals_read[f, :n]
+        np.testing.assert_array_equal(rows[f, :n], row)
+        assert (rows[f, n:] == -7.0).all()  # past the count: not written
+        # torch's ranking, made deterministic: larger first (NaN largest), then the lower slot
+        key = np.where(np.isnan(row), np.inf, row)
+        order = sorted(range(n), key=lambda j: (-key[j], not np.isnan(row[j]), j))[:k]
+        np.testing.assert_array_equal(top_s[f, : len(order)], order)
+        np.testing.assert_array_equal(top_v[f, : len(order)], row[order])
+        assert (top_v[f, len(order) :] == -np.inf).all() and (top_s[f, len(order) :] == -1).all()
+        if n >= k and not np.isnan(row).any():  # the same values as torch.topk's
+            want = torch.topk(torch.from_numpy(row.copy()), k).values.numpy()
+            np.testing.assert_array_equal(top_v[f], want)
