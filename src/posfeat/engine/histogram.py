@@ -159,7 +159,6 @@ if HAVE_NUMBA:
                 total += hist[j + 1]
                 out[f, j] = total
 
-
     @njit(cache=NUMBA_CACHE, boundscheck=False, nogil=True)
     @no_type_check
     def _above(v, w):  # pragma: no cover - compiled
