@@ -55,7 +55,7 @@ def stub_figures(monkeypatch):
     import posfeat.outputs.figures as figures
     import posfeat.outputs.write as write
 
-    def tiny_figures(an, folder, progress=False, meanwhile=None):
+    def tiny_figures(an, folder, progress=False, meanwhile=None, page=None):
         folder.mkdir(exist_ok=True)
         if meanwhile is not None:
             meanwhile()

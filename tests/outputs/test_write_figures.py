@@ -249,3 +249,38 @@ def test_the_analysis_is_frozen_for_the_collector_while_the_figures_are_drawn(an
     with pytest.raises(RuntimeError):
         _draw_all(an, tmp_path / "failed", 2, meanwhile=fail)
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("processes", [1, 3])
+def test_the_page_copies_are_made_by_whoever_drew_each_figure(an, tmp_path, processes):
+    """With ``page``, every figure's form for report.html is left there by the process that drew
+    it, the same as the page would make from the written PNG, and nothing half-written is left."""
+    from posfeat.outputs.report import compact_png_uri
+
+    page = tmp_path / "page"
+    page.mkdir()
+    old = os.environ.get("POSFEAT_FIGURE_PROCESSES")
+    os.environ["POSFEAT_FIGURE_PROCESSES"] = str(processes)
+    try:
+        paths = write.write_figures(an, tmp_path / "figs", page=page)
+    finally:
+        if old is None:
+            os.environ.pop("POSFEAT_FIGURE_PROCESSES")
+        else:
+            os.environ["POSFEAT_FIGURE_PROCESSES"] = old
+    copies = write.page_copies(page)
+    assert sorted(copies) == sorted(SOME)
+    for name, path in paths.items():
+        assert copies[name] == compact_png_uri(path)
+    assert sorted(p.name for p in page.iterdir()) == sorted(f"{n}.uri" for n in SOME)
+
+
+def test_save_analysis_embeds_the_page_copies_and_leaves_no_work_folder(an, tmp_path, monkeypatch):
+    from posfeat.outputs.report import compact_png_uri
+
+    monkeypatch.setattr(write, "FIGURES", FIGURES)  # the page shows every figure
+    out = write.save_analysis(an, tmp_path / "out")
+    html = (out / "report.html").read_text()
+    for name in FIGURES:
+        assert compact_png_uri(out / "figures" / f"{name}.png") in html
+    assert not (out / ".page").exists()

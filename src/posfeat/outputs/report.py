@@ -200,12 +200,17 @@ def compact_png_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
-def figure_html(name: str, pngs: dict[str, Path], interactive: dict[str, str]) -> str:
+def figure_html(
+    name: str, pngs: dict[str, Path], interactive: dict[str, str], uris: dict[str, str]
+) -> str:
+    """A figure of the page: its interactive version where there is one, else its PNG as
+    :func:`compact_png_uri` gives it (from ``uris`` where the caller made it already)."""
     if name in interactive:
         return interactive[name]
     caption = FIGURES[name][1]
+    uri = uris[name] if name in uris else compact_png_uri(pngs[name])
     return (
-        f'<figure id="fig-{name}"><img alt="{esc(caption)}" src="{compact_png_uri(pngs[name])}">'
+        f'<figure id="fig-{name}"><img alt="{esc(caption)}" src="{uri}">'
         f'<figcaption class="cap">{esc(caption)} (figures/{name}.png)</figcaption></figure>'
     )
 
@@ -404,14 +409,17 @@ def render_html(
     command: str = "",
 ) -> str:
     """The whole page (see module docstring); ``parts``: :func:`report_parts` of ``an``, made here
-    when None; ``command``: the command line that made it (shown at the foot)."""
+    when None, with the figures' :func:`compact_png_uri` (``"figure_uris"``, by name) and
+    :func:`packed_plotly` (``"plotly_packed"``) where the caller made them already; ``command``: the
+    command line that made it (shown at the foot)."""
     s = an.summary
     made = report_parts(an) if parts is None else parts
     interactive, data = made["interactive"], made["explorer_data"]
+    uris = made.get("figure_uris", {})
     blocks = [
         f"<h2>{esc(heading)}</h2>"
         + "".join(verdict_box(k, an.findings[k]) for k in section_findings(number))
-        + "".join(figure_html(n, pngs, interactive) for n in figs)
+        + "".join(figure_html(n, pngs, interactive, uris) for n in figs)
         + tables
         for number, ((heading, figs, _), tables) in enumerate(
             zip(SECTIONS, made["tables"]), start=1
@@ -442,7 +450,7 @@ def render_html(
         files=files_html(),
         explorer_data=data,
         explorer_js=explorer_js,
-        plotly_data=packed_plotly(plotly_src),
+        plotly_data=made.get("plotly_packed") or packed_plotly(plotly_src),
         figures_js=figures_js,
     )
     return with_csp(

@@ -13,6 +13,7 @@ import datetime as _dt
 import gc
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -32,7 +33,7 @@ from .explorer import logits
 from .figures import FIGURES, new_figure, save_figure, torch_inputs
 from .interactive import INTERACTIVE
 from .kinds import ANALYZE, COMPARE, CSV_FILES, sweep_sections
-from .report import render_html, report_parts
+from .report import compact_png_uri, packed_plotly, plotly_js, render_html, report_parts
 
 if TYPE_CHECKING:
     from ..analyses.analysis import Analysis
@@ -129,6 +130,23 @@ def _draw(an: Analysis, folder: Path, name: str, suffix: str = "") -> Path:
     return save_figure(FIGURES[name][0](an), folder / f"{name}.png{suffix}")
 
 
+def _page_copy(png: Path, name: str, page: Path | None) -> None:
+    """With ``page`` (a folder of the caller's), figure ``name``'s form for the report page
+    (:func:`~posfeat.outputs.report.compact_png_uri` of its PNG at ``png``) written there as
+    ``NAME.uri`` once whole, by the process that drew it: the page's copies made beside the drawing,
+    not after it. A child makes it before its PNG is renamed into place, so a figure written whole
+    has its copy (the parent stops waiting for a child once every figure is written)."""
+    if page is not None:
+        part = page / f"{name}.uri{DRAWING_TAG}"
+        part.write_text(compact_png_uri(png))
+        os.replace(part, page / f"{name}.uri")
+
+
+def page_copies(page: Path) -> dict[str, str]:
+    """The figures' page forms that :func:`write_figures` left in ``page``, by name."""
+    return {p.name[: -len(".uri")]: p.read_text() for p in page.glob("*.uri")}
+
+
 def _missing(folder: Path, names: list[str]) -> list[str]:
     """The figures of ``names`` not (yet) written whole into ``folder``."""
     return [name for name in names if not (folder / f"{name}.png").is_file()]
@@ -141,7 +159,9 @@ def _take(queue: int, names: list[str]) -> str | None:
     return names[b[0]] if b else None
 
 
-def _fork_draw(an: Analysis, folder: Path, queue: int, names: list[str]) -> int | None:
+def _fork_draw(
+    an: Analysis, folder: Path, queue: int, names: list[str], page: Path | None = None
+) -> int | None:
     """A forked child that draws figures taken from ``queue`` until it is empty, each written as
     ``NAME.png.drawing`` and
     renamed to ``NAME.png`` once whole (None: no fork).
@@ -163,7 +183,9 @@ def _fork_draw(an: Analysis, folder: Path, queue: int, names: list[str]) -> int 
     try:
         _die_with_parent()
         while (name := _take(queue, names)) is not None:
-            os.replace(_draw(an, folder, name, DRAWING_TAG), folder / f"{name}.png")
+            drawn = _draw(an, folder, name, DRAWING_TAG)
+            _page_copy(drawn, name, page)
+            os.replace(drawn, folder / f"{name}.png")
         code = 0
     finally:
         os._exit(code)
@@ -233,6 +255,7 @@ def _draw_queue(
     queue: list[str],
     progress: bool,
     meanwhile: Callable[[], Any] | None,
+    page: Path | None = None,
 ) -> None:
     """:func:`write_figures`' processes: forked children and the parent drawing from ``queue``."""
     r = _queue_pipe(queue)
@@ -249,14 +272,14 @@ def _draw_queue(
             # drops it: recorded there, it is delivered again here, once the child is listed to be
             # killed.
             with deferred_signals():
-                pid = _fork_draw(an, folder, r, queue)
+                pid = _fork_draw(an, folder, r, queue, page)
                 if pid is not None:
                     children.append(pid)
         if meanwhile is not None:
             meanwhile()
         start = time.perf_counter()
         for name in iter(lambda: _take(r, queue), None):
-            _draw(an, folder, name)
+            _page_copy(_draw(an, folder, name), name, page)
             bar.update(1)
             drawn += 1
         patience = max(CHILD_PATIENCE_S, CHILD_PATIENCE_FACTOR * (time.perf_counter() - start))
@@ -264,7 +287,7 @@ def _draw_queue(
         for name in _missing(
             folder, queue
         ):  # what no child wrote whole (a child that failed or was killed): drawn here, the same
-            _draw(an, folder, name)
+            _page_copy(_draw(an, folder, name), name, page)
         bar.update(len(queue) - drawn)  # the children's
     finally:
         gc.unfreeze()
@@ -277,7 +300,11 @@ def _draw_queue(
 
 
 def write_figures(
-    an: Analysis, folder: Path, progress: bool = False, meanwhile: Callable[[], Any] | None = None
+    an: Analysis,
+    folder: Path,
+    progress: bool = False,
+    meanwhile: Callable[[], Any] | None = None,
+    page: Path | None = None,
 ) -> dict[str, Path]:
     """Every figure of :data:`FIGURES` as ``folder/NAME.png``, drawn by :func:`figure_processes`
     processes at once.
@@ -287,14 +314,16 @@ def write_figures(
     Forked children take figures from one queue (costliest first); the parent first calls
     ``meanwhile`` (the rest of the report, made while they draw), then takes from the queue too
     until it is empty, then waits for the children. Whatever a child failed to write, the parent
-    draws, so the files are the same either way."""
+    draws, so the files are the same either way. With ``page``, each process also leaves there its
+    figures' form for the report page (:func:`page_copies` reads them; one a child failed to write
+    is missing, and the page makes it)."""
     folder.mkdir(exist_ok=True)
     names = list(FIGURES)
     queue = figure_queue(names)
     for name in queue:  # a figure is on disk only once a process has drawn it whole (below)
         (folder / f"{name}.png").unlink(missing_ok=True)
     with torch_inputs(an, names):
-        _draw_queue(an, folder, queue, progress, meanwhile)
+        _draw_queue(an, folder, queue, progress, meanwhile, page)
     return {name: folder / f"{name}.png" for name in names}
 
 
@@ -326,10 +355,15 @@ def save_analysis(
             for name in CSV_FILES:
                 getattr(an, name).to_csv(tmp / f"{name}.csv", index=False, float_format=CSV_FLOAT)
             parts.update(report_parts(an, logit_part))
+            parts["plotly_packed"] = packed_plotly(plotly_js())  # the page's, made meanwhile too
             own = time.perf_counter() - t
 
         t0 = time.perf_counter()
-        pngs = write_figures(an, tmp / "figures", progress, meanwhile)
+        page = tmp / ".page"  # the figures' forms for the page, made as they are drawn
+        page.mkdir()
+        pngs = write_figures(an, tmp / "figures", progress, meanwhile, page)
+        parts["figure_uris"] = page_copies(page)
+        shutil.rmtree(page)
         t1 = time.perf_counter()
         (tmp / "report.html").write_text(
             render_html(an, pngs, sections, parts, command=command or "analyze(...)")
