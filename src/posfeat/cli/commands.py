@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import PosfeatError
+from ..core.memory import collector_paused
 from ..core.sae import sae_context
 from ..core.tensors import resolve_device
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
@@ -156,11 +157,12 @@ def _installed(package: str) -> bool:
 
 @command("analyze")
 def run_analyze(args: argparse.Namespace, invocation: str) -> int:
-    from ..analyses import warmup
-    from ..analyses.analysis import analyze, timed
-    from ..analyses.card import unembedding_note
-    from ..analyses.config import AnalyzeConfig
-    from ..outputs.kinds import ANALYZE, CSV_FILES, sweep_sections
+    with collector_paused():  # imports: numba, pandas, scipy
+        from ..analyses import warmup
+        from ..analyses.analysis import analyze, timed
+        from ..analyses.card import unembedding_note
+        from ..analyses.config import AnalyzeConfig
+        from ..outputs.kinds import ANALYZE, CSV_FILES, sweep_sections
 
     t0 = time.monotonic()
     _folder_out(args)
@@ -171,7 +173,7 @@ def run_analyze(args: argparse.Namespace, invocation: str) -> int:
     output.claim()  # fail early on a bad --out, before any work
     sweep_sections(args.include_sweep)  # and on a bad --include-sweep
     load_time: dict[str, float] = {}
-    with timed(load_time, "load"):
+    with timed(load_time, "load"), collector_paused():
         emb, sae = _pair(args)
     # a fresh install: the reconstruction's kernels compiled on a second core meanwhile (the logit
     # effects' only for a model that has them)

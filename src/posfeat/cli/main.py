@@ -29,6 +29,7 @@ from typing import NoReturn
 
 from ..analyses.config import AnalyzeConfig
 from ..core.errors import Interrupted, PosfeatError, Stopped
+from ..core.memory import collector_paused, collector_scope
 from ..core.signals import STOP_SIGNALS
 from ..core.version import __version__
 from ..experiments.config import ContextSweepConfig, ExecutorConfig, WidthSweepConfig
@@ -523,6 +524,16 @@ def _address_limit() -> str:
     return "" if soft == resource.RLIM_INFINITY else f" under ulimit -v {soft // 1024} (KiB)"
 
 
+def _run_command(name: str, args: argparse.Namespace, invocation: str) -> int:
+    """Command ``name``'s module imported (here, not at the top: the commands import torch) with
+    the cyclic garbage collector paused, then run; the objects made by paused blocks stay out of
+    its passes until the command returns (:func:`~posfeat.core.memory.collector_scope`)."""
+    with collector_scope():
+        with collector_paused():
+            from .commands import COMMANDS
+        return COMMANDS[name](args, invocation)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (see module docstring). Signals are handled from
     here until the process exits."""
@@ -542,9 +553,7 @@ def main(argv: list[str] | None = None) -> int:
             rc = _supervise(argv, args, sig)
             sig.running = False
             return rc
-        from .commands import COMMANDS  # here, not at the top: the commands import torch
-
-        rc = COMMANDS[name](args, invocation)
+        rc = _run_command(name, args, invocation)
         sig.running = False
     except Stopped as err:
         sig.running = False
