@@ -100,9 +100,9 @@ def collector_scope() -> Iterator[None]:
     try:
         yield
     finally:
-        _SCOPES.pop()
         if ours:
             gc.unfreeze()
+        _SCOPES.pop()
 
 
 @contextlib.contextmanager
@@ -112,11 +112,33 @@ def collector_paused() -> Iterator[None]:
     loading, which make many long-lived objects and no garbage, so that the collector's passes over
     them (0.35 s of the GPT-2 stand-in's start-up, on its one busy core) are not made at all."""
     was = gc.isenabled()
-    gc.disable()
     try:
+        gc.disable()
         yield
     finally:
         if _SCOPES and _SCOPES[-1]:
             gc.freeze()
         if was:
             gc.enable()
+
+
+@contextlib.contextmanager
+def collector_frozen() -> Iterator[None]:
+    """Everything made so far frozen out of the collector's passes for the block (so forked
+    children neither walk it nor copy its pages when they collect): inside a
+    :func:`collector_scope` that owns the freezing, until that scope ends; outside any scope, until
+    the block ends. Where a caller froze objects of its own, nothing is done (unfreezing would give
+    the collector back theirs too)."""
+    if _SCOPES:
+        if _SCOPES[-1]:
+            gc.freeze()
+        yield
+        return
+    ours = gc.get_freeze_count() == 0
+    if ours:
+        gc.freeze()
+    try:
+        yield
+    finally:
+        if ours:
+            gc.unfreeze()
