@@ -116,8 +116,7 @@ def collector_paused() -> Iterator[None]:
         gc.disable()
         yield
     finally:
-        if _SCOPES and _SCOPES[-1]:
-            gc.freeze()
+        _freeze_if_ours()
         if was:
             gc.enable()
 
@@ -129,16 +128,12 @@ def collector_frozen() -> Iterator[None]:
     :func:`collector_scope` that owns the freezing, until that scope ends; outside any scope, until
     the block ends. Where a caller froze objects of its own, nothing is done (unfreezing would give
     the collector back theirs too)."""
-    if _SCOPES:
-        if _SCOPES[-1]:
-            gc.freeze()
+    with contextlib.nullcontext() if _SCOPES else collector_scope():
+        _freeze_if_ours()
         yield
-        return
-    ours = gc.get_freeze_count() == 0
-    if ours:
+
+
+def _freeze_if_ours() -> None:
+    """``gc.freeze()`` inside a :func:`collector_scope` that owns the freezing; else nothing."""
+    if _SCOPES and _SCOPES[-1]:
         gc.freeze()
-    try:
-        yield
-    finally:
-        if ours:
-            gc.unfreeze()

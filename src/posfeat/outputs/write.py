@@ -126,8 +126,14 @@ def figure_queue(names: list[str]) -> list[str]:
     return sorted(names, key=lambda x: -FIGURE_COST.get(x, 1.0))
 
 
-def _draw(an: Analysis, folder: Path, name: str, suffix: str = "") -> Path:
-    return save_figure(FIGURES[name][0](an), folder / f"{name}.png{suffix}")
+def _draw(
+    an: Analysis, folder: Path, name: str, suffix: str = "", page: Path | None = None
+) -> Path:
+    """Figure ``name`` written as ``folder/NAME.png`` with ``suffix``, and its page copy into
+    ``page`` (:func:`_page_copy`); returns the PNG's path."""
+    png = save_figure(FIGURES[name][0](an), folder / f"{name}.png{suffix}")
+    _page_copy(png, name, page)
+    return png
 
 
 def _page_copy(png: Path, name: str, page: Path | None) -> None:
@@ -183,9 +189,7 @@ def _fork_draw(
     try:
         _die_with_parent()
         while (name := _take(queue, names)) is not None:
-            drawn = _draw(an, folder, name, DRAWING_TAG)
-            _page_copy(drawn, name, page)
-            os.replace(drawn, folder / f"{name}.png")
+            os.replace(_draw(an, folder, name, DRAWING_TAG, page), folder / f"{name}.png")
         code = 0
     finally:
         os._exit(code)
@@ -266,39 +270,36 @@ def _draw_queue(
     # (collector_frozen: or until the command ends, or not at all where the caller froze its own):
     # the children's collections (and the parent's, making the report) no longer walk them, nor
     # touch (and so copy) their pages in a child: 0.6 s of a child's 5 s on the GPT-2 stand-in.
-    frozen = contextlib.ExitStack()
-    frozen.enter_context(collector_frozen())
-    try:
-        for _ in range(figure_processes() - 1 if queue else 0):
-            # A signal inside os.fork would raise in the fork's callbacks, where Python prints and
-            # drops it: recorded there, it is delivered again here, once the child is listed to be
-            # killed.
-            with deferred_signals():
-                pid = _fork_draw(an, folder, r, queue, page)
-                if pid is not None:
-                    children.append(pid)
-        if meanwhile is not None:
-            meanwhile()
-        start = time.perf_counter()
-        for name in iter(lambda: _take(r, queue), None):
-            _page_copy(_draw(an, folder, name), name, page)
-            bar.update(1)
-            drawn += 1
-        patience = max(CHILD_PATIENCE_S, CHILD_PATIENCE_FACTOR * (time.perf_counter() - start))
-        _wait_children(children, folder, queue, time.monotonic() + patience)
-        for name in _missing(
-            folder, queue
-        ):  # what no child wrote whole (a child that failed or was killed): drawn here, the same
-            _page_copy(_draw(an, folder, name), name, page)
-        bar.update(len(queue) - drawn)  # the children's
-    finally:
-        frozen.close()
-        os.close(r)
-        for pid in children:  # only when the parent failed or was interrupted
-            _end_child(pid)
-        for part in folder.glob(f"*{DRAWING_TAG}"):
-            part.unlink(missing_ok=True)
-        bar.close()
+    with collector_frozen():
+        try:
+            for _ in range(figure_processes() - 1 if queue else 0):
+                # A signal inside os.fork would raise in the fork's callbacks, where Python prints
+                # and drops it: recorded there, it is delivered again here, once the child is listed
+                # to be killed.
+                with deferred_signals():
+                    pid = _fork_draw(an, folder, r, queue, page)
+                    if pid is not None:
+                        children.append(pid)
+            if meanwhile is not None:
+                meanwhile()
+            start = time.perf_counter()
+            for name in iter(lambda: _take(r, queue), None):
+                _draw(an, folder, name, page=page)
+                bar.update(1)
+                drawn += 1
+            patience = max(CHILD_PATIENCE_S, CHILD_PATIENCE_FACTOR * (time.perf_counter() - start))
+            _wait_children(children, folder, queue, time.monotonic() + patience)
+            # what no child wrote whole (a child that failed or was killed): drawn here, the same
+            for name in _missing(folder, queue):
+                _draw(an, folder, name, page=page)
+            bar.update(len(queue) - drawn)  # the children's
+        finally:
+            os.close(r)
+            for pid in children:  # only when the parent failed or was interrupted
+                _end_child(pid)
+            for part in folder.glob(f"*{DRAWING_TAG}"):
+                part.unlink(missing_ok=True)
+            bar.close()
 
 
 def write_figures(
